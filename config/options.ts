@@ -1,0 +1,175 @@
+/**
+ * Every repowalk option, in one table: its environment variable, its key in the config file,
+ * its default, what it means, and the zod schema its value must pass. `repowalk config`
+ * prints this table; `loadConfig` reads it. Adding an option is adding a row here and a field
+ * to `Config` below; the compiler finds the rest.
+ */
+import { z } from 'zod';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const port = z.coerce.number().int().min(1).max(65535);
+const positiveInt = z.coerce.number().int().min(1);
+const bool = z
+  .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
+  .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
+const url = z.string().url();
+const list = z
+  .union([z.array(z.string()), z.string()])
+  .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0));
+const hostPort = z.string().regex(/^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$/, 'expected host:port');
+
+export interface OptionSpec {
+  /** Environment variable that sets it. */
+  env: string;
+  /** Dotted key in the JSON config file. */
+  key: string;
+  /** Default when neither the environment nor the file sets it; `undefined` means unset. */
+  default: (ctx: DefaultsContext) => unknown;
+  /** Shown by `repowalk config`. */
+  defaultText: string;
+  doc: string;
+  schema: z.ZodType;
+  /** Never printed, logged, or put in a workflow input. */
+  secret?: boolean;
+}
+
+export interface DefaultsContext {
+  cwd: string;
+  /** Already-resolved values, for defaults derived from other options. */
+  get(key: string): unknown;
+}
+
+const cacheHome = () => process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache');
+
+export const OPTIONS = [
+  {
+    env: 'REPOWALK_STATE_DIR', key: 'stateDir', schema: z.string().min(1),
+    default: (c) => resolve(c.cwd, '.repowalk'), defaultText: '<cwd>/.repowalk',
+    doc: 'Where the local stack keeps its data (Temporal history, PostgreSQL, S3 server, blob directory, logs).',
+  },
+  {
+    env: 'REPOWALK_CACHE_DIR', key: 'cacheDir', schema: z.string().min(1),
+    default: () => join(cacheHome(), 'repowalk'), defaultText: '$XDG_CACHE_HOME/repowalk or ~/.cache/repowalk',
+    doc: 'Where built tools (Temporal CLI, versitygw) and provisioned Node versions are cached, keyed by version.',
+  },
+  {
+    env: 'REPOWALK_LOG_LEVEL', key: 'logLevel', schema: z.enum(['debug', 'info', 'warn', 'error']),
+    default: () => 'info', defaultText: 'info', doc: 'Least severe log level printed.',
+  },
+  {
+    env: 'TEMPORAL_ADDRESS', key: 'temporal.address', schema: hostPort,
+    default: () => undefined, defaultText: 'the local stack, or 127.0.0.1:<temporal.port>',
+    doc: 'Temporal frontend (host:port). Same variable as the temporal CLI.',
+  },
+  {
+    env: 'TEMPORAL_NAMESPACE', key: 'temporal.namespace', schema: z.string().min(1),
+    default: () => 'default', defaultText: 'default', doc: 'Temporal namespace. Same variable as the temporal CLI.',
+  },
+  {
+    env: 'REPOWALK_TASK_QUEUE', key: 'temporal.taskQueue', schema: z.string().min(1),
+    default: () => 'repowalk', defaultText: 'repowalk', doc: 'Task queue prefix; each job runs on `<prefix>-<job>`.',
+  },
+  {
+    env: 'REPOWALK_TEMPORAL_PORT', key: 'temporal.port', schema: port,
+    default: () => 7233, defaultText: '7233', doc: 'Port of the local dev server started by `repowalk stack up`.',
+  },
+  {
+    env: 'REPOWALK_TEMPORAL_UI_PORT', key: 'temporal.uiPort', schema: port,
+    default: () => 8233, defaultText: '8233', doc: 'Port of the local dev server\'s Web UI.',
+  },
+  {
+    env: 'DATABASE_URL', key: 'database.url', schema: url, secret: true,
+    default: () => undefined, defaultText: 'the local stack\'s embedded PostgreSQL',
+    doc: 'PostgreSQL connection URL. When set, `stack up` starts no PostgreSQL of its own.',
+  },
+  {
+    env: 'REPOWALK_PG_PORT', key: 'database.port', schema: port,
+    default: () => 55432, defaultText: '55432', doc: 'Port of the embedded PostgreSQL started by `repowalk stack up`.',
+  },
+  {
+    env: 'REPOWALK_PG_POOL_MAX', key: 'database.poolMax', schema: positiveInt,
+    default: () => 8, defaultText: '8', doc: 'Connections per process.',
+  },
+  {
+    env: 'REPOWALK_BLOBSTORE', key: 'blobstore.kind', schema: z.enum(['local', 's3', 'multiplex']),
+    default: () => 'local', defaultText: 'local',
+    doc: '`local`: a directory; `s3`: the first bucket of s3.buckets; `multiplex`: every bucket in s3.buckets (plus the directory when blobstore.multiplexLocal).',
+  },
+  {
+    env: 'REPOWALK_BLOB_DIR', key: 'blobstore.dir', schema: z.string().min(1),
+    default: (c) => join(String(c.get('stateDir')), 'blobs'), defaultText: '<stateDir>/blobs',
+    doc: 'Directory of the local blobstore.',
+  },
+  {
+    env: 'REPOWALK_BLOB_MULTIPLEX_LOCAL', key: 'blobstore.multiplexLocal', schema: bool,
+    default: () => false, defaultText: 'false', doc: 'In multiplex mode, also keep a copy in blobstore.dir.',
+  },
+  {
+    env: 'REPOWALK_WRITE_QUORUM', key: 'blobstore.writeQuorum', schema: positiveInt,
+    default: () => 1, defaultText: '1', doc: 'Multiplex: components a put must reach to succeed; the others go to the heal queue.',
+  },
+  {
+    env: 'REPOWALK_S3_ENDPOINT', key: 's3.endpoint', schema: url,
+    default: () => undefined, defaultText: 'the local stack\'s S3 server, or AWS when there is no stack',
+    doc: 'S3 endpoint URL.',
+  },
+  {
+    env: 'REPOWALK_S3_REGION', key: 's3.region', schema: z.string().min(1),
+    default: () => 'us-east-1', defaultText: 'us-east-1', doc: 'S3 region.',
+  },
+  {
+    env: 'REPOWALK_S3_BUCKETS', key: 's3.buckets', schema: list.pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected S3 bucket names')).min(1)),
+    default: () => ['repowalk-a', 'repowalk-b'], defaultText: 'repowalk-a,repowalk-b',
+    doc: 'Buckets, comma-separated; the local stack creates them.',
+  },
+  {
+    env: 'REPOWALK_S3_ACCESS_KEY_ID', key: 's3.accessKeyId', schema: z.string().min(1),
+    default: () => undefined, defaultText: 'the local stack\'s key', doc: 'S3 access key id.',
+  },
+  {
+    env: 'REPOWALK_S3_SECRET_ACCESS_KEY', key: 's3.secretAccessKey', schema: z.string().min(1), secret: true,
+    default: () => undefined, defaultText: 'the local stack\'s secret', doc: 'S3 secret key.',
+  },
+  {
+    env: 'REPOWALK_S3_FORCE_PATH_STYLE', key: 's3.forcePathStyle', schema: bool,
+    default: () => true, defaultText: 'true', doc: 'Path-style bucket addressing (local S3 servers need it).',
+  },
+  {
+    env: 'REPOWALK_S3_PORT', key: 's3.port', schema: port,
+    default: () => 7070, defaultText: '7070', doc: 'Port of the S3 server started by `repowalk stack up`.',
+  },
+  {
+    env: 'REPOWALK_STACK_S3', key: 'stack.s3', schema: bool,
+    default: () => true, defaultText: 'true', doc: 'Whether `repowalk stack up` starts the S3 server.',
+  },
+  {
+    env: 'REPOWALK_STACK_UI', key: 'stack.ui', schema: bool,
+    default: () => true, defaultText: 'true', doc: 'Whether the local Temporal dev server serves its Web UI.',
+  },
+  {
+    env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
+    default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
+  },
+] as const satisfies readonly OptionSpec[];
+
+/** The validated configuration. */
+export interface Config {
+  stateDir: string;
+  cacheDir: string;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  temporal: { address: string | undefined; namespace: string; taskQueue: string; port: number; uiPort: number };
+  database: { url: string | undefined; port: number; poolMax: number };
+  blobstore: { kind: 'local' | 's3' | 'multiplex'; dir: string; multiplexLocal: boolean; writeQuorum: number };
+  s3: {
+    endpoint: string | undefined;
+    region: string;
+    buckets: string[];
+    accessKeyId: string | undefined;
+    secretAccessKey: string | undefined;
+    forcePathStyle: boolean;
+    port: number;
+  };
+  stack: { s3: boolean; ui: boolean };
+  worker: { metricsPort: number };
+}

