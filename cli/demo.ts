@@ -12,6 +12,7 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import { connectClient } from '../client/connection.ts';
 import { stackUp, describeStack } from './stack-commands.ts';
 import type { PingResult } from '../workflows/ping.ts';
+import { taskQueueFor } from '../workers/jobs.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
 
@@ -49,7 +50,7 @@ export async function runPing(config: Config, message: string): Promise<PingResu
   const client = await connectClient(endpoints);
   try {
     return await client.workflow.execute('ping', {
-      taskQueue: config.temporal.taskQueue,
+      taskQueue: taskQueueFor(config, 'maintenance'),
       workflowId: `ping/${Date.now()}`,
       args: [{ message }],
       workflowExecutionTimeout: '2 minutes',

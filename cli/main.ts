@@ -2,7 +2,8 @@
  * repowalk's command line: wires configuration to the modules that do the work.
  *   repowalk stack up|down|status      the local stack (Temporal, PostgreSQL, S3)
  *   repowalk demo                      stack + migrations + a worker + a first workflow
- *   repowalk worker                    run workflows and activities until SIGTERM
+ *   repowalk worker [--job NAME]...    run jobs' workflows and activities until SIGTERM
+ *   repowalk jobs list                 the job registry
  *   repowalk migrate                   apply database migrations
  *   repowalk ping [message]            run the smallest workflow end to end
  *   repowalk config                    every option with its default, and the values in force
@@ -11,11 +12,14 @@ import { loadConfig, describeOptions, redactedConfig, ConfigError } from '../con
 import { resolveEndpoints } from '../config/resolve.ts';
 import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
 import { runDemo, runPing } from './demo.ts';
+import { parseArgs } from 'node:util';
+import { JOBS, selectJobs, taskQueueFor, UnknownJobError } from '../workers/jobs.ts';
 
 const USAGE = `usage: repowalk <command>
   stack up | down | status   start, stop or describe the local stack (Temporal dev server, PostgreSQL, S3)
   demo                       bring the stack and a worker up and run a first workflow
-  worker                     run repowalk's workflows and activities
+  worker [--job NAME]...     run the named jobs' workflows and activities (default: all)
+  jobs list                  the jobs a worker can run, with their task queues
   migrate                    apply database migrations
   ping [message]             run the ping workflow end to end
   config                     print every option, its default, and the values in force`;
@@ -67,8 +71,19 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'worker': {
+      const { values } = parseArgs({ args: rest, options: { job: { type: 'string', multiple: true } }, strict: true });
+      const jobs = selectJobs(values.job ?? [], config.worker.jobsAllow, config.worker.jobsBlock);
       const { runWorker } = await import('../workers/worker.ts');
-      await runWorker({ config, endpoints: resolveEndpoints(config), onReady: ({ taskQueue }) => console.log(`worker running on task queue ${taskQueue}`) });
+      await runWorker({
+        config,
+        endpoints: resolveEndpoints(config),
+        jobs,
+        onReady: ({ taskQueues }) => console.log(`worker running jobs ${jobs.map((j) => j.name).join(', ')} on task queues ${taskQueues.join(', ')}`),
+      });
+      return 0;
+    }
+    case 'jobs': {
+      for (const job of JOBS) console.log(`${job.name.padEnd(12)} ${taskQueueFor(config, job.name).padEnd(24)} ${job.description}\n${' '.repeat(13)}workflows: ${job.workflows.join(', ')}`);
       return 0;
     }
     case 'ping': {
@@ -88,7 +103,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError) console.error(`repowalk: ${err.message}`);
+    if (err instanceof ConfigError || err instanceof UnknownJobError) console.error(`repowalk: ${err.message}`);
     else console.error(`repowalk: ${err instanceof Error ? (process.env.REPOWALK_DEBUG ? err.stack : err.message) : String(err)}`);
     process.exit(1);
   },

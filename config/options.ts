@@ -148,6 +148,14 @@ export const OPTIONS = [
     default: () => true, defaultText: 'true', doc: 'Whether the local Temporal dev server serves its Web UI.',
   },
   {
+    env: 'REPOWALK_JOBS_ALLOW', key: 'worker.jobsAllow', schema: list,
+    default: () => [], defaultText: 'all', doc: 'Jobs a worker may run, comma-separated (see `repowalk jobs list`).',
+  },
+  {
+    env: 'REPOWALK_JOBS_BLOCK', key: 'worker.jobsBlock', schema: list,
+    default: () => [], defaultText: 'none', doc: 'Jobs a worker never runs; wins over the allowlist and --job.',
+  },
+  {
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
@@ -171,5 +179,5 @@ export interface Config {
     port: number;
   };
   stack: { s3: boolean; ui: boolean };
-  worker: { metricsPort: number };
+  worker: { jobsAllow: string[]; jobsBlock: string[]; metricsPort: number };
 }

@@ -16,7 +16,8 @@ let worker: ChildProcess;
 let output = '';
 let client: Client;
 let databaseUrl: string;
-const taskQueue = `worker-test-${process.pid}`;
+const prefix = `worker-test-${process.pid}`;
+const taskQueue = `${prefix}-maintenance`;
 
 beforeAll(async () => {
   const stack = testStack();
@@ -26,7 +27,7 @@ beforeAll(async () => {
       ...process.env,
       TEMPORAL_ADDRESS: stack.temporal.address,
       DATABASE_URL: databaseUrl,
-      REPOWALK_TASK_QUEUE: taskQueue,
+      REPOWALK_TASK_QUEUE: prefix,
       REPOWALK_BLOB_DIR: mkdtempSync(join(tmpdir(), 'repowalk-blobs-')),
       REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-state-')),
     },
@@ -37,7 +38,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`worker not ready:\n${output}`)), 90_000);
     const check = () => {
-      if (output.includes('worker running on task queue')) {
+      if (output.includes('worker running jobs')) {
         clearTimeout(timer);
         resolve();
       } else if (worker.exitCode !== null) reject(new Error(`worker exited ${worker.exitCode}:\n${output}`));

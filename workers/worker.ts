@@ -1,13 +1,14 @@
 /**
- * `repowalk worker`: connects to Temporal and runs repowalk's workflows and activities on the
- * configured task queue until SIGINT or SIGTERM, then drains and exits.
+ * `repowalk worker`: connects to Temporal and runs the selected jobs, each as its own Temporal
+ * worker on the job's task queue, until SIGINT or SIGTERM; then lets running activities reach a
+ * safe point and exits.
  */
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel } from '@temporalio/worker';
+import { NativeConnection, Worker, Runtime, DefaultLogger, bundleWorkflowCode, type LogLevel } from '@temporalio/worker';
 import type { Config } from '../config/options.ts';
 import type { Endpoints } from '../config/resolve.ts';
-import { createActivities } from '../activities/index.ts';
 import { openStores } from './stores.ts';
+import { taskQueueFor, type JobDefinition, type JobName } from './jobs.ts';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -22,10 +23,10 @@ function installRuntime(level: Config['logLevel']): void {
 export interface RunWorkerOptions {
   config: Config;
   endpoints: Endpoints;
-  taskQueue?: string;
-  /** Resolves when the worker should stop (default: SIGINT/SIGTERM). */
+  jobs: JobDefinition[];
+  /** Stops the worker when aborted (SIGINT/SIGTERM always do). */
   signal?: AbortSignal;
-  onReady?: (info: { taskQueue: string }) => void;
+  onReady?: (info: { taskQueues: string[] }) => void;
 }
 
 export async function runWorker(opts: RunWorkerOptions): Promise<void> {
@@ -33,22 +34,27 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
   installRuntime(config.logLevel);
   const stores = await openStores(config, endpoints);
   const connection = await NativeConnection.connect({ address: endpoints.temporalAddress });
-  const taskQueue = opts.taskQueue ?? config.temporal.taskQueue;
   try {
-    const worker = await Worker.create({
-      connection,
-      namespace: endpoints.namespace,
-      taskQueue,
-      workflowsPath: WORKFLOWS_PATH,
-      activities: createActivities(stores),
-      // 2 cores: a handful of concurrent activities keeps Postgres and the blobstore busy without thrashing.
-      maxConcurrentActivityTaskExecutions: 16,
-      shutdownGraceTime: '10 seconds',
-    });
-    opts.signal?.addEventListener('abort', () => worker.shutdown(), { once: true });
-    const run = worker.run();
-    opts.onReady?.({ taskQueue });
-    await run;
+    // One bundle for every job's worker: bundling costs seconds and the code is the same.
+    const workflowBundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: Runtime.instance().logger });
+    const workers = await Promise.all(
+      opts.jobs.map((job) =>
+        Worker.create({
+          connection,
+          namespace: endpoints.namespace,
+          taskQueue: taskQueueFor(config, job.name as JobName),
+          workflowBundle,
+          activities: job.activities({ config, stores }),
+          // 2 cores: a handful of concurrent activities keeps Postgres and the blobstore busy without thrashing.
+          maxConcurrentActivityTaskExecutions: 16,
+          shutdownGraceTime: '10 seconds',
+        }),
+      ),
+    );
+    opts.signal?.addEventListener('abort', () => workers.forEach((w) => w.shutdown()), { once: true });
+    const running = Promise.all(workers.map((w) => w.run()));
+    opts.onReady?.({ taskQueues: workers.map((w) => w.options.taskQueue) });
+    await running;
   } finally {
     await connection.close();
     await stores.close();
