@@ -12,7 +12,7 @@
  */
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve, sep } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import type { BlobStore, ListOptions, ListPage } from './types.ts';
 import { RangeNotSatisfiableError, StorageError } from '../errors.ts';
 import { validateKey, validatePrefix } from '../keys.ts';
@@ -87,7 +87,8 @@ export class LocalBlobStore implements BlobStore {
   async put(key: string, bytes: Uint8Array): Promise<void> {
     const path = this.pathOf(key);
     const dir = dirname(path);
-    const tmp = join(dir, `.${basename(path)}~${randomBytes(8).toString('hex')}`);
+    // A fixed-length name: a key segment near the file system's name limit must still fit.
+    const tmp = join(dir, `.put~${randomBytes(8).toString('hex')}`);
     try {
       const created = await mkdir(dir, { recursive: true });
       const fh = await open(tmp, 'wx', 0o644);

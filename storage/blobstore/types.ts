@@ -1,7 +1,7 @@
 /**
- * The blobstore: where packs (CARv1 files of blocks) and blobs live. Keys are strings of
- * `[A-Za-z0-9._/-]` segments separated by `/`; every key repowalk writes is content-derived
- * (see `storage/keys.ts`), so a reader can check bytes against the key.
+ * The blobstore: where packs (CARv1 files of blocks) and blobs live. Keys are `/`-separated
+ * segments of `[A-Za-z0-9._,%=+-]` (`validateKey` in `storage/keys.ts`); every key repowalk
+ * writes is content-derived (see `storage/keys.ts`), so a reader can check bytes against the key.
  *
  * Three implementations share this contract and one test suite: a local directory, S3, and a
  * multiplex over N components.
@@ -34,6 +34,9 @@ export interface BlobStore {
   /**
    * Keys under `prefix` in ascending byte order, at most `limit` (default 1000) per page.
    * Pass the returned `cursor` back to get the next page; no cursor means the listing is done.
+   * The cursor is the last key of the page and the next page starts after it (whether or not
+   * that key still exists), so a cursor can be stored, resumed from, and handed to another
+   * store; the multiplexed store relies on this.
    */
   list(prefix: string, opts?: ListOptions): Promise<ListPage>;
 }
