@@ -85,23 +85,28 @@ export async function readMigrations(dir: string = MIGRATIONS_DIR): Promise<Migr
 export async function migrate(pool: pg.Pool, opts: MigrateOptions = {}): Promise<MigrateResult> {
   const files = await readMigrations(opts.dir);
   const client = await pool.connect();
-  let broken: Error | undefined;
+  const key = MIGRATION_LOCK_KEY.toString();
+  let reusable = false;
   try {
-    // Session-level lock on this one connection, held across all migrations; if the process
-    // dies the connection closes and Postgres releases it.
-    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
+    // Session-level lock on this one connection, held across all migrations; it waits for a
+    // concurrent migrator to finish. If a process dies, its connection closes and Postgres
+    // releases the lock. Taken inside a transaction only to lift a pool-wide statement timeout
+    // for the wait; a session lock outlives the transaction.
+    await client.query('BEGIN; SET LOCAL statement_timeout = 0');
+    await client.query('SELECT pg_advisory_lock($1)', [key]);
+    await client.query('COMMIT');
     try {
       return await migrateLocked(client, files, opts);
     } finally {
-      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY.toString()]);
+      reusable = await client.query('SELECT pg_advisory_unlock($1)', [key]).then(
+        () => true,
+        () => false,
+      );
     }
-  } catch (err) {
-    if (!(err instanceof MigrationChecksumError || err instanceof MigrationOrderError || err instanceof MigrationFailedError)) {
-      broken = err instanceof Error ? err : new Error(String(err));
-    }
-    throw err;
   } finally {
-    client.release(broken);
+    // Only a connection that gave the lock back may return to the pool: one still holding it
+    // would block every later migration. Closing a connection releases its locks.
+    client.release(reusable ? undefined : new Error('migration connection discarded'));
   }
 }
 
@@ -152,7 +157,8 @@ async function migrateLocked(client: pg.PoolClient, files: MigrationFile[], opts
       ]);
       await client.query('COMMIT');
     } catch (err) {
-      await client.query('ROLLBACK');
+      // If the connection itself failed, ROLLBACK fails too; the error to report is the first.
+      await client.query('ROLLBACK').catch(() => {});
       throw new MigrationFailedError(f.file, err);
     }
     result.applied.push(f.file);

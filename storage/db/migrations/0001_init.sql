@@ -87,8 +87,11 @@ CREATE TABLE packs (
 -- packs hold is indexed once, in the first pack that stored it; later copies are garbage.
 CREATE TABLE blocks (
   cid         bytea PRIMARY KEY,
-  -- RESTRICT: GC must drop a pack's index rows before the pack row, never the reverse.
-  pack_id     bigint NOT NULL REFERENCES packs (id) ON DELETE RESTRICT,
+  -- Not a foreign key: Postgres checks one with a locking parent lookup per inserted row, and
+  -- every import indexes every block it adds (a 200,000-block pack indexed in 2.7 s with the
+  -- key, 1.4 s without). GC deletes a pack's index rows before the pack row, in one
+  -- transaction, and the validate walk checks that every pack_id names a pack.
+  pack_id     bigint NOT NULL,
   byte_offset bigint NOT NULL CHECK (byte_offset >= 0),
   byte_length integer NOT NULL CHECK (byte_length >= 0),
   -- References to this block that exist in stored state (kept by the importer).

@@ -1,0 +1,285 @@
+/**
+ * Packs: the blocks one import added, written as one CARv1 object under a content-derived key
+ * (`packs/<aa>/<sha256>.car`) and indexed in Postgres (`blocks`: CID → pack, offset, length), so
+ * that a block is one ranged get and a full-network mirror is not one object per block.
+ *
+ * Layout (CARv1): varint(len) header, then per block varint(len(cid) + len(data)) cid data.
+ * The header is DAG-CBOR `{ version: 1, roots: [] }`: a pack is a bag of blocks, not a DAG with
+ * a root, and CAR readers (`@ipld/car`'s CarReader included) accept an empty root list. Index
+ * offsets point at a block's data, past its varint and CID, so a ranged read needs no parsing.
+ *
+ * CIDs here are raw binary CIDv1 with SHA-256 (`Cid.bytes` of @atcute/cid, the bytes a CAR
+ * carries), the form stored in `blocks.cid`.
+ */
+import { createHash } from 'node:crypto';
+import { encode as encodeCbor } from '@atcute/cbor';
+import { decode as decodeCid, toString as cidToString, type Cid } from '@atcute/cid';
+import type { BlobStore } from './blobstore/types.ts';
+import type { Queryable } from './db/pool.ts';
+import { packKey } from './keys.ts';
+import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
+
+/** Where one block's data sits inside a pack. */
+export interface PackEntry {
+  cid: Uint8Array;
+  offset: number;
+  length: number;
+}
+
+export interface FinishedPack {
+  /** The whole pack, a valid CARv1. */
+  bytes: Uint8Array;
+  /** Its blobstore key, derived from `bytes`. */
+  key: string;
+  /** One entry per distinct block, in the order they were added. */
+  entries: PackEntry[];
+}
+
+// Encoded once: the header never changes.
+const HEADER = encodeCbor({ version: 1, roots: [] });
+
+/**
+ * Collects blocks for one pack. Blocks are kept by reference until {@link finish} copies them
+ * once into the pack: the caller must not modify an added array before then.
+ */
+export class PackWriter {
+  readonly #blocks: { cid: Uint8Array; data: Uint8Array }[] = [];
+  readonly #seen = new Set<string>();
+  #size = varintLength(HEADER.length) + HEADER.length;
+  #finished: FinishedPack | undefined;
+
+  /**
+   * Adds a block. The caller has verified that `data` hashes to `cid` (the importer checks
+   * every block before anything is stored); the writer only checks that `cid` is well formed.
+   * Returns false, and adds nothing, when the pack already holds this CID.
+   *
+   * @throws {InvalidBlockCidError} when `cid` is not a binary CIDv1 with SHA-256.
+   * @throws {Error} after {@link finish}.
+   */
+  add(cid: Uint8Array, data: Uint8Array): boolean {
+    if (this.#finished) throw new Error('PackWriter.add after finish');
+    // The shape every CID @atcute/cid accepts; checked inline because add is on the hot path.
+    if (!(cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32)) {
+      parseCid(cid); // throws, with the precise reason
+    }
+    const id = cidId(cid);
+    if (this.#seen.has(id)) return false;
+    this.#seen.add(id);
+    this.#blocks.push({ cid, data });
+    const entry = cid.length + data.length;
+    this.#size += varintLength(entry) + entry;
+    return true;
+  }
+
+  /** Distinct blocks added so far. */
+  get blockCount(): number {
+    return this.#blocks.length;
+  }
+
+  /** Size in bytes the pack will have. */
+  get byteLength(): number {
+    return this.#size;
+  }
+
+  /** Lays out the pack. Calling it again returns the same pack; the writer takes no more blocks. */
+  finish(): FinishedPack {
+    if (this.#finished) return this.#finished;
+    const bytes = new Uint8Array(this.#size);
+    let pos = writeVarint(bytes, 0, HEADER.length);
+    bytes.set(HEADER, pos);
+    pos += HEADER.length;
+    const entries: PackEntry[] = [];
+    for (const { cid, data } of this.#blocks) {
+      pos = writeVarint(bytes, pos, cid.length + data.length);
+      bytes.set(cid, pos);
+      pos += cid.length;
+      bytes.set(data, pos);
+      entries.push({ cid, offset: pos, length: data.length });
+      pos += data.length;
+    }
+    this.#finished = { bytes, key: packKey(bytes), entries };
+    return this.#finished;
+  }
+}
+
+/**
+ * Reads one block's data from a pack with a ranged get. When `cid` is given, the bytes are
+ * checked against it.
+ *
+ * @throws {PackNotFoundError} when the blobstore has no object at `packKey`.
+ * @throws {BlockHashMismatchError} naming the CID when the bytes do not hash to `cid`.
+ * @throws {RangeNotSatisfiableError} (from the store) when the range runs past the pack's end.
+ */
+export async function readBlock(
+  store: BlobStore,
+  packKey: string,
+  offset: number,
+  length: number,
+  cid?: Uint8Array,
+): Promise<Uint8Array> {
+  const bytes = await store.getRange(packKey, offset, length);
+  if (bytes === null) throw new PackNotFoundError(packKey);
+  if (cid) {
+    const parsed = parseCid(cid);
+    const actual = createHash('sha256').update(bytes).digest();
+    if (!actual.equals(parsed.digest.contents)) {
+      throw new BlockHashMismatchError(cidToString(parsed), packKey, offset, length, actual.toString('hex'));
+    }
+  }
+  return bytes;
+}
+
+/** A pack that is in the blobstore and indexed. */
+export interface StoredPack {
+  packId: number;
+  key: string;
+  sizeBytes: number;
+  entries: PackEntry[];
+  /**
+   * CIDs this call added to the block index, in no particular order. The others were already
+   * indexed (in this pack by an earlier attempt, or in another pack) and keep their location.
+   */
+  inserted: Uint8Array[];
+}
+
+/** Writes the pack to the blobstore. Idempotent: the key is derived from the bytes. */
+export async function putPack(store: BlobStore, pack: FinishedPack): Promise<void> {
+  await store.put(pack.key, pack.bytes);
+}
+
+const INDEX_BATCH = 10_000;
+
+/**
+ * Inserts the `packs` row (or finds it, when an earlier attempt inserted it) and the `blocks`
+ * rows for every block not indexed yet, on `db`, which should be the caller's transaction.
+ * Refcounts are left at their default: the importer changes them in the same transaction.
+ *
+ * Call it only after {@link putPack} has succeeded, so the index never names a missing pack.
+ */
+export async function indexPack(db: Queryable, pack: FinishedPack): Promise<StoredPack> {
+  const { rows } = await db.query<{ id: string }>(
+    // DO UPDATE (a no-op) rather than DO NOTHING, so that RETURNING yields the existing id.
+    `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
+     ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
+    [pack.key, pack.bytes.length, pack.entries.length],
+  );
+  const packId = Number(rows[0]!.id);
+  // In CID byte order, so that concurrent imports sharing blocks take index locks in one order
+  // and cannot deadlock on each other.
+  const sorted = sortByCid(pack.entries);
+  const inserted: Uint8Array[] = [];
+  for (let i = 0; i < sorted.length; i += INDEX_BATCH) {
+    const batch = sorted.slice(i, i + INDEX_BATCH);
+    const res = await db.query<{ cid: Buffer }>(
+      `INSERT INTO blocks (cid, pack_id, byte_offset, byte_length)
+       SELECT c, $1, o, l FROM unnest($2::bytea[], $3::bigint[], $4::integer[]) AS t(c, o, l)
+       ORDER BY c
+       ON CONFLICT (cid) DO NOTHING
+       RETURNING cid`,
+      [packId, batch.map((e) => e.cid), batch.map((e) => e.offset), batch.map((e) => e.length)],
+    );
+    for (const r of res.rows) inserted.push(r.cid);
+  }
+  return { packId, key: pack.key, sizeBytes: pack.bytes.length, entries: pack.entries, inserted };
+}
+
+/**
+ * Finishes `writer`, puts the pack to the blobstore, then indexes it on `db` (the caller's
+ * transaction). This write order is what makes a crash safe: a pack nobody indexed is garbage
+ * for GC, never a dangling index row. Returns null, storing nothing, when the writer is empty.
+ *
+ * The put happens while the caller's transaction is open; an importer that wants no
+ * transaction open during the upload calls {@link putPack} before BEGIN and
+ * {@link indexPack} after.
+ */
+export async function storePack(store: BlobStore, db: Queryable, writer: PackWriter): Promise<StoredPack | null> {
+  if (writer.blockCount === 0) return null;
+  const pack = writer.finish();
+  await putPack(store, pack);
+  return indexPack(db, pack);
+}
+
+export interface BlockLocation {
+  packId: number;
+  packKey: string;
+  offset: number;
+  length: number;
+  refcount: number;
+}
+
+/** Where the block index says `cid` is, or null when it is not indexed. */
+export async function locateBlock(db: Queryable, cid: Uint8Array): Promise<BlockLocation | null> {
+  const { rows } = await db.query<{ pack_id: string; key: string; byte_offset: string; byte_length: number; refcount: string }>(
+    `SELECT b.pack_id, p.key, b.byte_offset, b.byte_length, b.refcount
+     FROM blocks b JOIN packs p ON p.id = b.pack_id WHERE b.cid = $1`,
+    [cid],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  return { packId: Number(r.pack_id), packKey: r.key, offset: Number(r.byte_offset), length: r.byte_length, refcount: Number(r.refcount) };
+}
+
+function parseCid(cid: Uint8Array): Cid {
+  try {
+    return decodeCid(cid);
+  } catch (err) {
+    const hint = cid[0] === 0 ? ' (this is the 0x00-prefixed DAG-CBOR link form; pass Cid.bytes)' : '';
+    throw new InvalidBlockCidError(`${(err as Error).message}${hint}`);
+  }
+}
+
+/**
+ * A sorted copy of `entries` in the byte order of their CIDs, which is Postgres's order for
+ * bytea: changes to block rows (index inserts, refcount updates) made in this order by every
+ * transaction cannot deadlock on each other.
+ */
+export function sortByCid<T extends { cid: Uint8Array }>(entries: readonly T[]): T[] {
+  // Buffer.compare as a comparator costs a native call per comparison (about 1 s for 200,000
+  // blocks). For SHA-256 CIDv1s (01 <codec> 12 20 <digest>) a numeric key of the codec byte and
+  // the digest's first 4 bytes settles nearly every comparison; ties, and CIDs of any other
+  // shape, fall back to comparing bytes.
+  const keys = new Float64Array(entries.length);
+  for (let i = 0; i < entries.length; i++) {
+    const c = entries[i]!.cid;
+    keys[i] =
+      c.length === 36 && c[0] === 1 && c[2] === 0x12 && c[3] === 32
+        ? c[1]! * 2 ** 32 + c[4]! * 2 ** 24 + c[5]! * 2 ** 16 + c[6]! * 2 ** 8 + c[7]!
+        : NaN;
+  }
+  const order = Array.from(entries.keys());
+  order.sort((a, b) => keys[a]! - keys[b]! || compareBytes(entries[a]!.cid, entries[b]!.cid));
+  return order.map((i) => entries[i]!);
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!;
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
+/** A Set key for a CID, without copying its bytes. */
+function cidId(cid: Uint8Array): string {
+  return Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('latin1');
+}
+
+function varintLength(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    len++;
+  }
+  return len;
+}
+
+/** Unsigned LEB128, as CAR uses; arithmetic rather than bit operators so sizes past 2^31 work. */
+function writeVarint(out: Uint8Array, pos: number, n: number): number {
+  while (n >= 0x80) {
+    out[pos++] = (n % 0x80) | 0x80;
+    n = Math.floor(n / 0x80);
+  }
+  out[pos++] = n;
+  return pos;
+}
