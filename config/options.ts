@@ -8,8 +8,12 @@ import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
-const port = z.coerce.number().int().min(1).max(65535);
-const positiveInt = z.coerce.number().int().min(1);
+const port = z.coerce
+  .number({ error: 'expected a port number from 1 to 65535' })
+  .int('expected a port number from 1 to 65535')
+  .min(1, 'expected a port number from 1 to 65535')
+  .max(65535, 'expected a port number from 1 to 65535');
+const positiveInt = z.coerce.number({ error: 'expected a whole number ≥ 1' }).int('expected a whole number ≥ 1').min(1, 'expected a whole number ≥ 1');
 const bool = z
   .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
   .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
@@ -148,6 +152,31 @@ export const OPTIONS = [
     default: () => true, defaultText: 'true', doc: 'Whether the local Temporal dev server serves its Web UI.',
   },
   {
+    env: 'REPOWALK_PLC_URL', key: 'network.plcUrl', schema: url,
+    default: () => 'https://plc.directory', defaultText: 'https://plc.directory', doc: 'PLC directory that did:plc DIDs resolve against.',
+  },
+  {
+    env: 'REPOWALK_ALLOW_PRIVATE_ADDRESSES', key: 'network.allowPrivateAddresses', schema: bool,
+    default: () => false, defaultText: 'false',
+    doc: 'Allow PDS and did:web hosts on loopback or private addresses (a local PDS, tests). Off, such hosts are refused.',
+  },
+  {
+    env: 'REPOWALK_IDENTITY_TTL_SECONDS', key: 'network.identityTtlSeconds', schema: positiveInt,
+    default: () => 3600, defaultText: '3600', doc: 'How long a resolved DID document is cached (dropped before each backfill of that DID).',
+  },
+  {
+    env: 'REPOWALK_PDS_CONCURRENCY', key: 'network.pdsConcurrency', schema: positiveInt,
+    default: () => 4, defaultText: '4', doc: 'Requests in flight to one PDS host, per worker.',
+  },
+  {
+    env: 'REPOWALK_PDS_MIN_INTERVAL_MS', key: 'network.pdsMinIntervalMs', schema: z.coerce.number().int().min(0),
+    default: () => 0, defaultText: '0', doc: 'Least time between two request starts to one PDS host, per worker.',
+  },
+  {
+    env: 'REPOWALK_FETCH_TIMEOUT_SECONDS', key: 'network.fetchTimeoutSeconds', schema: positiveInt,
+    default: () => 300, defaultText: '300', doc: 'Timeout of one repo or blob download.',
+  },
+  {
     env: 'REPOWALK_JOBS_ALLOW', key: 'worker.jobsAllow', schema: list,
     default: () => [], defaultText: 'all', doc: 'Jobs a worker may run, comma-separated (see `repowalk jobs list`).',
   },
@@ -179,5 +208,6 @@ export interface Config {
     port: number;
   };
   stack: { s3: boolean; ui: boolean };
+  network: { plcUrl: string; allowPrivateAddresses: boolean; identityTtlSeconds: number; pdsConcurrency: number; pdsMinIntervalMs: number; fetchTimeoutSeconds: number };
   worker: { jobsAllow: string[]; jobsBlock: string[]; metricsPort: number };
 }

@@ -1,0 +1,111 @@
+import { describe, expect, it } from 'vitest';
+import { checkHostAllowed, forbiddenRangeOf, type LookupFn } from './address-guard.ts';
+import { ForbiddenAddressError, TransportError } from './errors.ts';
+
+/** Resolves names from a table, like a DNS server an attacker controls. */
+const fakeDns = (table: Record<string, string[]>): LookupFn => async (host) => {
+  const addrs = table[host];
+  if (!addrs) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+  return addrs.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
+};
+
+async function refusal(url: string, lookup?: LookupFn): Promise<ForbiddenAddressError> {
+  const err = await checkHostAllowed(url, { allowPrivate: false, lookup }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, url).toBeInstanceOf(ForbiddenAddressError);
+  return err as ForbiddenAddressError;
+}
+
+describe('forbiddenRangeOf', () => {
+  it.each([
+    ['127.0.0.1', 'loopback'],
+    ['127.255.0.9', 'loopback'],
+    ['10.1.2.3', 'private'],
+    ['172.16.0.1', 'private'],
+    ['172.31.255.255', 'private'],
+    ['192.168.1.1', 'private'],
+    ['169.254.169.254', 'link-local'],
+    ['100.64.0.1', 'carrier-grade NAT'],
+    ['100.127.255.254', 'carrier-grade NAT'],
+    ['0.0.0.0', 'unspecified'],
+    ['255.255.255.255', 'reserved'],
+    ['224.0.0.1', 'multicast'],
+    ['::1', 'loopback'],
+    ['::', 'unspecified'],
+    ['fc00::1', 'private'],
+    ['fd12:3456::1', 'private'],
+    ['fe80::1', 'link-local'],
+    ['::ffff:127.0.0.1', 'loopback'],
+    ['::ffff:7f00:1', 'loopback'],
+    ['::ffff:10.0.0.1', 'private'],
+    ['64:ff9b::169.254.169.254', 'link-local'],
+  ])('%s is %s', (ip, label) => {
+    expect(forbiddenRangeOf(ip)).toBe(label);
+  });
+
+  it.each(['8.8.8.8', '172.32.0.1', '172.15.255.255', '100.128.0.1', '192.169.0.1', '2606:4700::1111', '::ffff:8.8.8.8', '64:ff9b::808:808'])(
+    '%s is public',
+    (ip) => {
+      expect(forbiddenRangeOf(ip)).toBeUndefined();
+    },
+  );
+});
+
+describe('checkHostAllowed', () => {
+  it('refuses literal private and loopback IPs, v4 and v6, naming the address and its kind', async () => {
+    const e = await refusal('http://127.0.0.1:8080/xrpc/x');
+    expect(e.address).toBe('127.0.0.1');
+    expect(e.reason).toBe('loopback');
+    expect(e.message).toMatch(/127\.0\.0\.1.*loopback.*not allow/);
+    expect((await refusal('https://[::1]/')).reason).toBe('loopback');
+    expect((await refusal('https://[fe80::1]/')).reason).toBe('link-local');
+    expect((await refusal('https://[::ffff:192.168.0.1]/')).reason).toBe('private');
+    expect((await refusal('http://169.254.169.254/latest/meta-data')).reason).toBe('link-local');
+    expect((await refusal('http://100.64.1.1/')).reason).toBe('carrier-grade NAT');
+    expect((await refusal('http://0.0.0.0:2583/')).reason).toBe('unspecified');
+  });
+
+  it('refuses a name that resolves to loopback, for real (localhost) and through hostile DNS', async () => {
+    expect((await refusal('http://localhost:2583/')).reason).toBe('loopback');
+    // One bad address among good ones is enough: fetch may connect to any of them.
+    const dns = fakeDns({ 'pds.evil.example': ['93.184.216.34', '10.0.0.5'] });
+    const e = await refusal('https://pds.evil.example/', dns);
+    expect(e.address).toBe('10.0.0.5');
+    expect(e.reason).toBe('private');
+  });
+
+  it('passes public addresses and names', async () => {
+    const dns = fakeDns({ 'pds.example.com': ['93.184.216.34', '2606:2800:220:1:248:1893:25c8:1946'] });
+    const u = await checkHostAllowed('https://pds.example.com/xrpc/x', { allowPrivate: false, lookup: dns });
+    expect(u.host).toBe('pds.example.com');
+    await expect(checkHostAllowed('https://8.8.8.8/', { allowPrivate: false })).resolves.toBeInstanceOf(URL);
+  });
+
+  it('lets everything http(s) through with allowPrivate', async () => {
+    await expect(checkHostAllowed('http://127.0.0.1:1234/', { allowPrivate: true })).resolves.toBeInstanceOf(URL);
+    await expect(checkHostAllowed('http://[::1]:1234/', { allowPrivate: true })).resolves.toBeInstanceOf(URL);
+  });
+
+  it('refuses schemes other than http and https, even with allowPrivate', async () => {
+    for (const url of ['file:///etc/passwd', 'ftp://example.com/', 'gopher://x/']) {
+      const err = await checkHostAllowed(url, { allowPrivate: true }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ForbiddenAddressError);
+      expect((err as Error).message).toMatch(/scheme/);
+    }
+  });
+
+  it('keeps credentials out of the message', async () => {
+    const e = await refusal('http://admin:hunter2@127.0.0.1/');
+    expect(e.message).not.toContain('hunter2');
+    expect(e.url).toBe('http://127.0.0.1/');
+  });
+
+  it('turns a name that does not resolve into a TransportError with the DNS code', async () => {
+    const err = await checkHostAllowed('https://nowhere.example/', { allowPrivate: false, lookup: fakeDns({}) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransportError);
+    expect((err as TransportError).code).toBe('ENOTFOUND');
+    expect((err as TransportError).kind).toBe('transport');
+  });
+});

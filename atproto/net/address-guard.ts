@@ -1,0 +1,128 @@
+/**
+ * Refuses URLs that would make a worker talk to its own network: a DID document or a PDS
+ * listing is hostile input, and without this check it could point the backfill at loopback
+ * services, cloud metadata (169.254.169.254) or the private LAN.
+ *
+ * Known gap: the check resolves the name, and `fetch` resolves it again when it connects, so a
+ * name with a very short TTL could change in between (DNS rebinding). Closing it needs a
+ * dispatcher that connects to the checked address (undici `Agent` with a `connect.lookup`),
+ * which the built-in fetch does not expose without the `undici` package.
+ */
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { BlockList, isIP } from 'node:net';
+import { ForbiddenAddressError, TransportError, redactUrl } from './errors.ts';
+
+export interface LookupAddress {
+  address: string;
+  family: number;
+}
+/** Resolves a host name to every address it has (the shape of `dns.promises.lookup` with `all`). */
+export type LookupFn = (hostname: string) => Promise<LookupAddress[]>;
+
+export interface AddressPolicy {
+  /** Allow loopback, private, link-local and other non-public addresses (tests, private deployments). */
+  allowPrivate: boolean;
+  /** Name resolution; default `dns.promises.lookup(host, { all: true })`. Tests inject names here. */
+  lookup?: LookupFn;
+  /** Abandons the lookup (the answer is ignored) when aborted; rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+// IPv4 ranges that are not public unicast. BlockList also matches their IPv4-mapped IPv6 forms
+// (::ffff:127.0.0.1, ::ffff:7f00:1); the NAT64 forms (64:ff9b::/96) are added explicitly below.
+const V4_RANGES: ReadonlyArray<readonly [string, number, string]> = [
+  ['0.0.0.0', 8, 'unspecified'],
+  ['10.0.0.0', 8, 'private'],
+  ['100.64.0.0', 10, 'carrier-grade NAT'],
+  ['127.0.0.0', 8, 'loopback'],
+  ['169.254.0.0', 16, 'link-local'],
+  ['172.16.0.0', 12, 'private'],
+  ['192.0.0.0', 24, 'IETF protocol assignment'],
+  ['192.168.0.0', 16, 'private'],
+  ['198.18.0.0', 15, 'benchmarking'],
+  ['224.0.0.0', 4, 'multicast'],
+  ['240.0.0.0', 4, 'reserved'],
+];
+const V6_RANGES: ReadonlyArray<readonly [string, number, string]> = [
+  ['::', 128, 'unspecified'],
+  ['::1', 128, 'loopback'],
+  ['fc00::', 7, 'private'],
+  ['fe80::', 10, 'link-local'],
+  ['ff00::', 8, 'multicast'],
+];
+
+// One list per label, so a refusal can say which kind of address it met.
+const LISTS: ReadonlyArray<{ label: string; list: BlockList }> = (() => {
+  const byLabel = new Map<string, BlockList>();
+  const listFor = (label: string) => {
+    let l = byLabel.get(label);
+    if (!l) byLabel.set(label, (l = new BlockList()));
+    return l;
+  };
+  for (const [net, prefix, label] of V4_RANGES) {
+    listFor(label).addSubnet(net, prefix, 'ipv4');
+    listFor(label).addSubnet(`64:ff9b::${net}`, 96 + prefix, 'ipv6');
+  }
+  for (const [net, prefix, label] of V6_RANGES) listFor(label).addSubnet(net, prefix, 'ipv6');
+  return [...byLabel].map(([label, list]) => ({ label, list }));
+})();
+
+/** What kind of non-public address `ip` is (`loopback`, `private`, …), or undefined for a public one. */
+export function forbiddenRangeOf(ip: string): string | undefined {
+  const family = isIP(ip);
+  if (family === 0) throw new TypeError(`not an IP address: ${ip}`);
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  for (const { label, list } of LISTS) if (list.check(ip, type)) return label;
+  return undefined;
+}
+
+const defaultLookup: LookupFn = (hostname) => dnsLookup(hostname, { all: true, verbatim: true });
+
+/**
+ * Checks that `url` is http(s) and that its host (a literal IP, or every address its name
+ * resolves to) is a public address, unless `allowPrivate`. Returns the parsed URL.
+ *
+ * @throws ForbiddenAddressError for another scheme or a refused address
+ * @throws TransportError when the name does not resolve (code `ENOTFOUND`, …)
+ */
+export async function checkHostAllowed(url: string | URL, policy: AddressPolicy): Promise<URL> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ForbiddenAddressError(redactUrl(String(url)), 'not a valid URL');
+  }
+  const shown = redactUrl(u);
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new ForbiddenAddressError(shown, `scheme ${u.protocol} is not http or https`);
+  if (policy.allowPrivate) return u;
+
+  // URL keeps IPv6 literals in brackets.
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  let addresses: string[];
+  if (isIP(host) !== 0) {
+    addresses = [host];
+  } else {
+    const found = await withSignal((policy.lookup ?? defaultLookup)(host), policy.signal).catch((err: unknown) => {
+      if (policy.signal?.aborted) throw policy.signal.reason;
+      const code = (err as { code?: unknown }).code;
+      throw new TransportError(typeof code === 'string' ? code : 'ENOTFOUND', shown, `cannot resolve ${host}`, { cause: err });
+    });
+    addresses = found.map((a) => a.address);
+    if (addresses.length === 0) throw new TransportError('ENOTFOUND', shown, `${host} has no addresses`);
+  }
+  for (const address of addresses) {
+    const range = forbiddenRangeOf(address);
+    if (range !== undefined) throw new ForbiddenAddressError(shown, range, address);
+  }
+  return u;
+}
+
+function withSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}

@@ -1,0 +1,168 @@
+/**
+ * A response body read under a byte cap and an idle timeout, as an async iterable of chunks.
+ * It owns the request's abort controller and the politeness slot: both are let go when the body
+ * ends, fails, is cancelled, or when the consumer stops iterating early.
+ */
+import { ResponseTooLargeError, TransportError } from './errors.ts';
+
+/** Marks the abort reasons this package sets itself, to tell them from the caller's. */
+export class OwnAbort extends Error {
+  override name = 'OwnAbort';
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export interface BodyInit {
+  stream: ReadableStream<Uint8Array> | null;
+  /** Aborts the underlying request (closes the connection). */
+  controller: AbortController;
+  /** The caller's signal: its abort reason is rethrown as is, so cancellation stays cancellation. */
+  callerSignal: AbortSignal | undefined;
+  /** Cap on decoded bytes. */
+  maxBytes: number;
+  /** Longest wait for the next chunk. */
+  idleTimeoutMs: number;
+  /** Redacted URL, for messages. */
+  url: string;
+  /** Decoded length when the server announced it (no content encoding), else undefined. */
+  contentLength: number | undefined;
+  /** The transfer's Content-Encoding (`gzip`, …); the chunks are already decoded. */
+  contentEncoding: string | undefined;
+  /** Called with each chunk's decoded size (progress, heartbeats). */
+  onBytes?: ((n: number) => void) | undefined;
+  /** Called exactly once when the body is done with, however that happens. */
+  onDone: () => void;
+}
+
+export class ResponseBody implements AsyncIterable<Uint8Array> {
+  /** The announced length of the decoded body, when there was one. */
+  readonly contentLength: number | undefined;
+  /** How the body travelled (`gzip`, `deflate`), when it was encoded; the chunks are decoded. */
+  readonly contentEncoding: string | undefined;
+  /** Decoded bytes read so far. */
+  bytesRead = 0;
+  readonly #init: BodyInit;
+  #used = false;
+  #done = false;
+
+  constructor(init: BodyInit) {
+    this.#init = init;
+    this.contentLength = init.contentLength;
+    this.contentEncoding = init.contentEncoding;
+  }
+
+  /**
+   * The body's chunks, once. Errors: ResponseTooLargeError as soon as the decoded total passes
+   * the cap (the request is aborted then, not drained); TransportError for a reset, a body cut
+   * short, a stalled body (`ETIMEDOUT`) or a corrupt compressed stream; the caller's abort reason.
+   */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    if (this.#used || this.#done) throw new Error(`response body of ${this.#init.url} was already read or cancelled`);
+    this.#used = true;
+    const { stream, controller, maxBytes, idleTimeoutMs, url } = this.#init;
+    if (!stream) return this.#finish();
+    const reader = stream.getReader();
+    // Only time spent waiting on the server counts: a consumer that is slow between chunks
+    // (verifying as it reads) is backpressure, not a stalled server.
+    let reading = false;
+    const idle = setTimeout(() => {
+      if (reading) controller.abort(new OwnAbort('ETIMEDOUT', `no body data for ${idleTimeoutMs} ms`));
+    }, idleTimeoutMs);
+    try {
+      for (;;) {
+        idle.refresh();
+        reading = true;
+        const chunk = await reader.read().then(
+          (r) => r,
+          (err: unknown) => Promise.reject(this.#classify(err)),
+        );
+        reading = false;
+        if (chunk.done) return;
+        this.bytesRead += chunk.value.byteLength;
+        if (this.bytesRead > maxBytes) throw new ResponseTooLargeError(url, maxBytes, this.bytesRead);
+        this.#init.onBytes?.(chunk.value.byteLength);
+        yield chunk.value;
+      }
+    } finally {
+      clearTimeout(idle);
+      reader.releaseLock();
+      this.#finish();
+    }
+  }
+
+  /** The whole body as one buffer (same errors as iterating). */
+  async bytes(): Promise<Uint8Array> {
+    const chunks: Uint8Array[] = [];
+    for await (const c of this) chunks.push(c);
+    return concat(chunks, this.bytesRead);
+  }
+
+  /** Up to `limit` bytes of the body, then the rest is dropped: for error bodies, where a cap is no failure. */
+  async readUpTo(limit: number): Promise<Uint8Array> {
+    const chunks: Uint8Array[] = [];
+    let n = 0;
+    try {
+      for await (const c of this) {
+        const take = Math.min(c.byteLength, limit - n);
+        chunks.push(c.subarray(0, take));
+        n += take;
+        if (n >= limit) break;
+      }
+    } catch (err) {
+      if (!(err instanceof ResponseTooLargeError || err instanceof TransportError)) throw err;
+    }
+    return concat(chunks, n);
+  }
+
+  /** Drops the body and closes the connection. Safe to call at any time, more than once. */
+  cancel(): void {
+    this.#finish();
+  }
+
+  #finish(): void {
+    if (this.#done) return;
+    this.#done = true;
+    // Aborting is how fetch closes the connection; after a complete body it does nothing.
+    this.#init.controller.abort(new OwnAbort('ECANCELED', 'body dropped'));
+    this.#init.onDone();
+  }
+
+  #classify(err: unknown): unknown {
+    const { callerSignal, controller, url } = this.#init;
+    if (callerSignal?.aborted) return callerSignal.reason;
+    const own = controller.signal.reason;
+    if (own instanceof OwnAbort) return new TransportError(own.code, url, `${own.message} after ${this.bytesRead} bytes`, { cause: err });
+    const code = errorCode(err);
+    const what = code.startsWith('Z_') ? 'compressed body is corrupt or cut short' : 'connection closed in the middle of the body';
+    return new TransportError(code, url, `${what} after ${this.bytesRead} bytes`, { cause: err });
+  }
+}
+
+/** The most specific error code on an error or its causes (`ECONNRESET`, `UND_ERR_SOCKET`, …). */
+export function errorCode(err: unknown): string {
+  for (let e: unknown = err, depth = 0; e && typeof e === 'object' && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    const inner = (e as { errors?: unknown }).errors;
+    if (Array.isArray(inner) && inner.length > 0) {
+      const c = errorCode(inner[0]);
+      if (c !== 'EUNKNOWN') return c;
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return 'EUNKNOWN';
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}

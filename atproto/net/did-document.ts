@@ -1,0 +1,144 @@
+/**
+ * Reads what backfill needs out of a DID document — the PDS endpoint, the handle and the atproto
+ * signing key — and explains, in the error, exactly what is missing or wrong and where.
+ */
+import { type FoundPublicKey, getPublicKeyFromDidController } from '@atcute/crypto';
+import { isHandle } from '@atcute/lexicons/syntax';
+import { toBase58Btc } from '@atcute/multibase';
+import { z } from 'zod';
+import { IdentityError } from './errors.ts';
+
+const verificationMethodSchema = z.looseObject({
+  id: z.string(),
+  type: z.string(),
+  controller: z.string().optional(),
+  publicKeyMultibase: z.string().optional(),
+});
+const serviceSchema = z.looseObject({
+  id: z.string(),
+  type: z.union([z.string(), z.array(z.string())]),
+  serviceEndpoint: z.unknown(),
+});
+const didDocumentSchema = z.looseObject({
+  id: z.string(),
+  alsoKnownAs: z.array(z.string()).optional(),
+  verificationMethod: z.array(verificationMethodSchema).optional(),
+  service: z.array(serviceSchema).optional(),
+});
+export type DidDocument = z.infer<typeof didDocumentSchema>;
+
+export interface AtprotoIdentity {
+  did: string;
+  /** Origin of the `#atproto_pds` service endpoint, without a trailing slash. */
+  pds: string;
+  /** The first valid `at://` handle of `alsoKnownAs`, lower-cased; not verified against DNS. */
+  handle: string | undefined;
+  /** The `#atproto` key as `did:key:z…` (what `verifyRepo` takes). */
+  signingKey: string;
+  /** The same key as a bare multikey (`z…`, multicodec-prefixed compressed key, base58btc). */
+  signingMultikey: string;
+  signingKeyType: FoundPublicKey['type'];
+}
+
+// Multicodec varints of the public key types atproto allows.
+const MULTICODEC = { p256: [0x80, 0x24], secp256k1: [0xe7, 0x01] } as const;
+
+/**
+ * Validates `json` as the DID document of `did` and extracts the atproto data.
+ * `source` (the URL it came from) goes into every message.
+ *
+ * @throws IdentityError `bad-document`, `did-mismatch`, `no-pds`, `no-signing-key`, `bad-signing-key`
+ */
+export function atprotoIdentityOf(did: string, json: unknown, source: string): AtprotoIdentity {
+  const fail = (problem: ConstructorParameters<typeof IdentityError>[1], what: string) =>
+    new IdentityError(did, problem, `DID document from ${source}: ${what}`);
+
+  const parsed = didDocumentSchema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.length ? formatPath(i.path) : '(document)'}: ${i.message}`);
+    throw fail('bad-document', `not a valid DID document (${issues.join('; ')})`);
+  }
+  const doc = parsed.data;
+  if (doc.id !== did) throw fail('did-mismatch', `its id is ${JSON.stringify(doc.id)}, not the DID that was resolved`);
+
+  const isFragment = (id: string, fragment: string) => id === fragment || id === `${did}${fragment}`;
+
+  const services = doc.service ?? [];
+  const pdsService = services.find((s) => isFragment(s.id, '#atproto_pds'));
+  if (!pdsService) {
+    throw fail('no-pds', `no #atproto_pds service (services: ${services.map((s) => s.id).join(', ') || 'none'})`);
+  }
+  const types = Array.isArray(pdsService.type) ? pdsService.type : [pdsService.type];
+  if (!types.includes('AtprotoPersonalDataServer')) {
+    throw fail('no-pds', `service #atproto_pds has type ${JSON.stringify(pdsService.type)}, not AtprotoPersonalDataServer`);
+  }
+  const pds = pdsOrigin(pdsService.serviceEndpoint);
+  if (pds === undefined) {
+    throw fail('no-pds', `service #atproto_pds has serviceEndpoint ${truncate(JSON.stringify(pdsService.serviceEndpoint))}, not an http(s) URL without path, query or fragment`);
+  }
+
+  const methods = doc.verificationMethod ?? [];
+  const method = methods.find((m) => isFragment(m.id, '#atproto'));
+  if (!method) {
+    throw fail('no-signing-key', `no #atproto verification method (verificationMethod: ${methods.map((m) => m.id).join(', ') || 'none'})`);
+  }
+  if (method.publicKeyMultibase === undefined) throw fail('no-signing-key', 'verification method #atproto has no publicKeyMultibase');
+  let key: FoundPublicKey;
+  try {
+    key = getPublicKeyFromDidController({ type: method.type, publicKeyMultibase: method.publicKeyMultibase });
+  } catch (err) {
+    throw fail('bad-signing-key', `verification method #atproto (type ${method.type}) is not a usable secp256k1 or P-256 key: ${(err as Error).message}`);
+  }
+  const compressed = compressPublicKey(key.publicKeyBytes);
+  if (!compressed) {
+    throw fail('bad-signing-key', `verification method #atproto (type ${method.type}) holds ${key.publicKeyBytes.length} key bytes, not a compressed or uncompressed EC point`);
+  }
+  // Legacy key types (EcdsaSecp256k1VerificationKey2019, …) carry the raw key, often
+  // uncompressed (the PLC directory's own older documents do); did:key wants it compressed.
+  const signingMultikey = `z${toBase58Btc(new Uint8Array([...MULTICODEC[key.type], ...compressed]))}`;
+
+  return { did, pds, handle: handleOf(doc), signingKey: `did:key:${signingMultikey}`, signingMultikey, signingKeyType: key.type };
+}
+
+/** The 33-byte SEC1 compressed form of an EC public key given compressed or uncompressed. */
+function compressPublicKey(bytes: Uint8Array): Uint8Array | undefined {
+  if (bytes.length === 33 && (bytes[0] === 0x02 || bytes[0] === 0x03)) return bytes;
+  if (bytes.length !== 65 || bytes[0] !== 0x04) return undefined;
+  // 0x04 ‖ X ‖ Y becomes (0x02 if Y is even, else 0x03) ‖ X.
+  const out = new Uint8Array(33);
+  out[0] = (bytes[64]! & 1) === 0 ? 0x02 : 0x03;
+  out.set(bytes.subarray(1, 33), 1);
+  return out;
+}
+
+function pdsOrigin(endpoint: unknown): string | undefined {
+  if (typeof endpoint !== 'string') return undefined;
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return undefined;
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') return undefined;
+  // The origin drops any user:password@ a hostile document put there.
+  return url.origin;
+}
+
+function handleOf(doc: DidDocument): string | undefined {
+  for (const aka of doc.alsoKnownAs ?? []) {
+    if (!aka.startsWith('at://')) continue;
+    const handle = aka.slice('at://'.length).toLowerCase();
+    return isHandle(handle) ? handle : undefined;
+  }
+  return undefined;
+}
+
+function formatPath(path: PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
+}
+
+function truncate(s: string | undefined, max = 120): string {
+  if (s === undefined) return 'undefined';
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}

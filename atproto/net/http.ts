@@ -1,0 +1,169 @@
+/**
+ * One guarded, polite, capped GET: the address guard on every hop, a politeness slot for the
+ * first host, a timeout until the response headers, redirects followed by hand (so a redirect
+ * cannot lead past the guard), and connection failures turned into TransportError. The body
+ * comes back as a ResponseBody that holds the slot until it is read or dropped.
+ */
+import { type LookupFn, checkHostAllowed } from './address-guard.ts';
+import { OwnAbort, ResponseBody, errorCode } from './body.ts';
+import { RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
+import type { Politeness, Release } from './politeness.ts';
+
+export interface HttpOptions {
+  /** Allow private, loopback and link-local addresses (tests). */
+  allowPrivate: boolean;
+  /**
+   * Longest wait for the response headers, name resolution and connection included, counted
+   * from when the politeness slot is granted (queueing for a slot is not a server fault). Default 30 s.
+   */
+  timeoutMs?: number;
+  /** Longest wait for the next body chunk. Default `timeoutMs`. */
+  idleTimeoutMs?: number;
+  /** Cancels the request; its reason is rethrown unchanged. */
+  signal?: AbortSignal;
+  /** Per-host limits; without it requests are not limited. */
+  politeness?: Politeness;
+  /** Default: the global fetch (undici). */
+  fetch?: typeof globalThis.fetch;
+  /** Name resolution for the address guard (tests). */
+  lookup?: LookupFn;
+}
+
+export interface GetOptions extends HttpOptions {
+  /** Cap on the decoded body of a successful response. */
+  maxBytes: number;
+  headers?: Record<string, string>;
+  /** Called with each body chunk's decoded size (progress, heartbeats). */
+  onBytes?: (n: number) => void;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: Headers;
+  /** The final URL, redacted. */
+  url: string;
+  /** The first URL's host (name:port), the politeness key. */
+  host: string;
+  body: ResponseBody;
+}
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+const MAX_REDIRECTS = 3;
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * GETs `url`. Resolves once the headers of a non-redirect response arrive, whatever its status.
+ *
+ * @throws ForbiddenAddressError when a hop's host is refused
+ * @throws TransportError for DNS, connection and timeout failures, and too many redirects
+ * @throws ResponseTooLargeError when a successful response announces more than `maxBytes`
+ * @throws RateLimitedError when the host is cooling down past the politeness wait limit
+ * @throws the caller's abort reason when `signal` aborts
+ */
+export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse> {
+  const host = url.host;
+  const release: Release = opts.politeness ? await opts.politeness.acquire(host, opts.signal) : () => {};
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  let current = url;
+  try {
+    for (let hop = 0; ; hop++) {
+      const shown = redactUrl(current);
+      const controller = new AbortController();
+      const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+      const timer = setTimeout(() => controller.abort(new OwnAbort('ETIMEDOUT', `no response within ${timeoutMs} ms`)), timeoutMs);
+      let res: Response;
+      try {
+        await checkHostAllowed(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal });
+        res = await (opts.fetch ?? fetch)(current, {
+          headers: { 'accept-encoding': 'gzip, deflate', ...opts.headers },
+          redirect: 'manual',
+          signal,
+        });
+      } catch (err) {
+        throw requestFailure(err, opts.signal, controller, shown);
+      } finally {
+        clearTimeout(timer);
+      }
+
+      const location = res.headers.get('location');
+      if (REDIRECTS.has(res.status) && location !== null) {
+        controller.abort(new OwnAbort('ECANCELED', 'redirect'));
+        if (hop >= MAX_REDIRECTS) throw new TransportError('EREDIRECTS', shown, `more than ${MAX_REDIRECTS} redirects`);
+        current = new URL(location, current);
+        continue;
+      }
+
+      const contentLength = announcedLength(res.headers);
+      if (res.ok && contentLength !== undefined && contentLength > opts.maxBytes) {
+        controller.abort(new OwnAbort('ECANCELED', 'too large'));
+        throw new ResponseTooLargeError(shown, opts.maxBytes, contentLength);
+      }
+      const body = new ResponseBody({
+        stream: res.body,
+        controller,
+        callerSignal: opts.signal,
+        maxBytes: res.ok ? opts.maxBytes : Number.MAX_SAFE_INTEGER,
+        idleTimeoutMs: opts.idleTimeoutMs ?? timeoutMs,
+        url: shown,
+        contentLength,
+        contentEncoding: res.headers.get('content-encoding') ?? undefined,
+        onBytes: res.ok ? opts.onBytes : undefined,
+        onDone: release,
+      });
+      return { status: res.status, headers: res.headers, url: shown, host, body };
+    }
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
+
+/**
+ * A 429's error, after starting the host's cool-down so that other requests to it wait too.
+ * Drops the response body.
+ */
+export function rateLimited(res: HttpResponse, politeness: Politeness | undefined, what: string): RateLimitedError {
+  res.body.cancel();
+  const retryAfterMs = retryDelayMs(res.headers, Date.now());
+  politeness?.coolDown(res.host, retryAfterMs);
+  return new RateLimitedError(res.host, retryAfterMs, what);
+}
+
+/**
+ * How long a 429 asks us to wait: `Retry-After` (delay seconds or an HTTP date), else
+ * `RateLimit-Reset`. The atproto PDS sends `RateLimit-Reset` as a Unix time in seconds; the IETF
+ * draft uses delay seconds, so a small value is read as a delay. Past times give 0.
+ */
+export function retryDelayMs(headers: Headers, nowMs: number): number | undefined {
+  const retryAfter = headers.get('retry-after')?.trim();
+  if (retryAfter) {
+    if (/^\d+$/.test(retryAfter)) return Number(retryAfter) * 1000;
+    const at = Date.parse(retryAfter);
+    if (!Number.isNaN(at)) return Math.max(0, at - nowMs);
+  }
+  const reset = headers.get('ratelimit-reset')?.trim();
+  if (reset && /^\d+$/.test(reset)) {
+    const n = Number(reset);
+    return n >= 1_000_000_000 ? Math.max(0, n * 1000 - nowMs) : n * 1000;
+  }
+  return undefined;
+}
+
+/** The body's decoded length, when the server announced it and sent it unencoded. */
+function announcedLength(headers: Headers): number | undefined {
+  const encoding = headers.get('content-encoding');
+  if (encoding !== null && encoding.trim().toLowerCase() !== 'identity') return undefined;
+  const raw = headers.get('content-length');
+  if (raw === null || !/^\d+$/.test(raw.trim())) return undefined;
+  return Number(raw.trim());
+}
+
+function requestFailure(err: unknown, callerSignal: AbortSignal | undefined, controller: AbortController, url: string): unknown {
+  if (callerSignal?.aborted) return callerSignal.reason;
+  const own = controller.signal.reason;
+  if (own instanceof OwnAbort) return new TransportError(own.code, url, own.message, { cause: err });
+  if (!(err instanceof TypeError)) return err; // ForbiddenAddressError, TransportError from the guard, bugs
+  const cause = (err as { cause?: unknown }).cause;
+  const detail = cause instanceof Error ? cause.message : err.message;
+  return new TransportError(errorCode(err), url, `request failed: ${detail}`, { cause: err });
+}

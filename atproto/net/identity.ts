@@ -1,0 +1,84 @@
+/**
+ * DID resolution for backfill: `did:plc` through a PLC directory, `did:web` through the host's
+ * `/.well-known/did.json`, each fetched under the address guard, a timeout and a size cap, then
+ * read by `atprotoIdentityOf`.
+ */
+import { isAtprotoWebDid, isPlcDid } from '@atcute/identity';
+import { type AtprotoIdentity, atprotoIdentityOf } from './did-document.ts';
+import { IdentityError } from './errors.ts';
+import { type HttpOptions, httpGet, rateLimited } from './http.ts';
+import type { IdentityCache } from './identity-cache.ts';
+
+export interface ResolveDidOptions extends HttpOptions {
+  /** PLC directory, e.g. `https://plc.directory`. */
+  plcUrl: string;
+  /** Served from and filled; without it every call goes to the network. */
+  cache?: IdentityCache;
+  /** Cap on the DID document. Default 64 KiB (real ones are about 1 KiB). */
+  maxDocumentBytes?: number;
+}
+
+export const DEFAULT_MAX_DOCUMENT_BYTES = 64 * 1024;
+
+/**
+ * Resolves `did` to its PDS, handle and atproto signing key.
+ *
+ * @throws IdentityError for a DID that is not did:plc / atproto did:web, a document that is
+ *   absent (`not-found`, `tombstoned`), unavailable, not JSON, for another DID, or lacks a PDS
+ *   service or signing key — the message says which and where
+ * @throws RateLimitedError, TransportError, ForbiddenAddressError, ResponseTooLargeError from the fetch
+ */
+export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<AtprotoIdentity> {
+  const cached = opts.cache?.get(did);
+  if (cached) return cached;
+
+  const url = didDocumentUrl(did, opts);
+  const res = await httpGet(url, {
+    ...opts,
+    maxBytes: opts.maxDocumentBytes ?? DEFAULT_MAX_DOCUMENT_BYTES,
+    headers: { accept: 'application/did+ld+json, application/json' },
+  });
+  const where = `${res.url}`;
+  if (res.status === 429) throw rateLimited(res, opts.politeness, `resolving ${did}`);
+  if (res.status !== 200) {
+    res.body.cancel();
+    if (res.status === 404) throw new IdentityError(did, 'not-found', `no DID document at ${where} (HTTP 404)`);
+    if (res.status === 410) throw new IdentityError(did, 'tombstoned', `DID is tombstoned (HTTP 410 from ${where})`);
+    throw new IdentityError(did, 'unavailable', `HTTP ${res.status} from ${where}`);
+  }
+  const bytes = await res.body.bytes();
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new IdentityError(did, 'bad-document', `DID document from ${where} is not JSON`);
+  }
+  const identity = atprotoIdentityOf(did, json, where);
+  opts.cache?.set(did, identity);
+  return identity;
+}
+
+/**
+ * Where `did`'s document lives. did:web documents are fetched over https; plain http is
+ * allowed only for `localhost` (with a port, `did:web:localhost%3A1234`) when `allowPrivate`,
+ * which is how tests serve them.
+ *
+ * @throws IdentityError `invalid-did`
+ */
+export function didDocumentUrl(did: string, opts: { plcUrl: string; allowPrivate: boolean }): URL {
+  if (isPlcDid(did)) {
+    const base = opts.plcUrl.endsWith('/') ? opts.plcUrl : `${opts.plcUrl}/`;
+    // './' keeps `did:` from reading as a URL scheme; the DID's characters need no escaping.
+    return new URL(`./${did}`, base);
+  }
+  if (did.startsWith('did:web:')) {
+    if (!isAtprotoWebDid(did)) {
+      throw new IdentityError(did, 'invalid-did', 'not a did:web atproto supports (a host name, no path; a port only for localhost)');
+    }
+    const host = decodeURIComponent(did.slice('did:web:'.length));
+    const local = host === 'localhost' || host.startsWith('localhost:');
+    const scheme = local && opts.allowPrivate ? 'http' : 'https';
+    return new URL(`${scheme}://${host}/.well-known/did.json`);
+  }
+  throw new IdentityError(did, 'invalid-did', 'not a did:plc or did:web identifier');
+}

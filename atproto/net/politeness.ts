@@ -1,0 +1,170 @@
+/**
+ * Per-host politeness for one process: at most `concurrency` requests in flight to a
+ * host, at least `minIntervalMs` between two request starts to it, and a cool-down after a 429
+ * during which nobody starts a request to that host. Waiters are served first in, first out.
+ *
+ * A PDS serves thousands of repos; without this, a bulk backfill would open as many
+ * connections to one host as it has repos in flight, and keep hammering it after it said 429.
+ * It is in memory on purpose: each worker process is polite on its own, and the PDS's own 429s
+ * (obeyed through `coolDown`) cover what several workers add up to.
+ */
+import { RateLimitedError } from './errors.ts';
+
+export interface PolitenessOptions {
+  /** Requests in flight per host. Default 4. */
+  concurrency: number;
+  /** Minimum time between two request starts to the same host. Default 0. */
+  minIntervalMs: number;
+  /** Cool-down after a 429 that named no usable delay. Default 30 s. */
+  defaultCoolDownMs: number;
+  /** Longest cool-down honoured, so one hostile header cannot park a host for days. Default 1 h. */
+  maxCoolDownMs: number;
+  /**
+   * Longest a caller waits out a cool-down. Past it, `acquire` rejects at once with
+   * RateLimitedError (and queued waiters are rejected when a longer cool-down starts), so the
+   * repo goes to resync instead of holding a worker slot. Default 60 s.
+   */
+  maxWaitMs: number;
+}
+
+export const DEFAULT_POLITENESS: PolitenessOptions = {
+  concurrency: 4,
+  minIntervalMs: 0,
+  defaultCoolDownMs: 30_000,
+  maxCoolDownMs: 3_600_000,
+  maxWaitMs: 60_000,
+};
+
+/** Gives the slot back. Calling it more than once is harmless. */
+export type Release = () => void;
+
+interface Waiter {
+  resolve: (release: Release) => void;
+  reject: (err: unknown) => void;
+  signal: AbortSignal | undefined;
+  onAbort: () => void;
+}
+
+interface HostState {
+  active: number;
+  queue: Waiter[];
+  /** performance.now() of the last request start. */
+  lastStart: number;
+  /** performance.now() until which no request may start. */
+  coolUntil: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export class Politeness {
+  readonly options: PolitenessOptions;
+  readonly #hosts = new Map<string, HostState>();
+
+  constructor(options: Partial<PolitenessOptions> = {}) {
+    this.options = { ...DEFAULT_POLITENESS, ...options };
+    if (!(this.options.concurrency >= 1)) throw new RangeError('concurrency must be at least 1');
+  }
+
+  /**
+   * Waits for a slot to `host` (a URL's `host`: name and port) and returns its release.
+   *
+   * @throws RateLimitedError when the host is cooling down for longer than `maxWaitMs`
+   * @throws the signal's reason when `signal` aborts while waiting
+   */
+  acquire(host: string, signal?: AbortSignal): Promise<Release> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const state = this.#state(host);
+    const wait = state.coolUntil - performance.now();
+    if (wait > this.options.maxWaitMs) return Promise.reject(new RateLimitedError(host, Math.ceil(wait), 'waiting for a slot'));
+    return new Promise<Release>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        signal,
+        onAbort: () => {
+          const i = state.queue.indexOf(waiter);
+          if (i >= 0) state.queue.splice(i, 1);
+          reject(signal!.reason);
+          this.#pump(host, state);
+        },
+      };
+      signal?.addEventListener('abort', waiter.onAbort, { once: true });
+      state.queue.push(waiter);
+      this.#pump(host, state);
+    });
+  }
+
+  /**
+   * Nobody starts a request to `host` for `ms` (default `defaultCoolDownMs`, at most
+   * `maxCoolDownMs`); requests in flight go on. A shorter cool-down never cuts a longer one short.
+   */
+  coolDown(host: string, ms: number | undefined): void {
+    const state = this.#state(host);
+    const span = Math.min(Math.max(0, ms ?? this.options.defaultCoolDownMs), this.options.maxCoolDownMs);
+    state.coolUntil = Math.max(state.coolUntil, performance.now() + span);
+    if (span > this.options.maxWaitMs) {
+      for (const w of state.queue.splice(0)) {
+        w.signal?.removeEventListener('abort', w.onAbort);
+        w.reject(new RateLimitedError(host, Math.ceil(span), 'waiting for a slot'));
+      }
+    }
+    this.#pump(host, state);
+  }
+
+  /** Milliseconds left of the host's cool-down (0 when none). */
+  coolDownLeft(host: string): number {
+    const state = this.#hosts.get(host);
+    return state ? Math.max(0, Math.ceil(state.coolUntil - performance.now())) : 0;
+  }
+
+  /** Requests in flight and waiting, per host, for progress reports and tests. */
+  stats(host: string): { active: number; waiting: number } {
+    const state = this.#hosts.get(host);
+    return { active: state?.active ?? 0, waiting: state?.queue.length ?? 0 };
+  }
+
+  #state(host: string): HostState {
+    let state = this.#hosts.get(host);
+    if (!state) {
+      state = { active: 0, queue: [], lastStart: -Infinity, coolUntil: -Infinity, timer: undefined };
+      this.#hosts.set(host, state);
+    }
+    return state;
+  }
+
+  /** Starts as many waiters as the limits allow now, and schedules itself for the next one. */
+  #pump(host: string, state: HostState): void {
+    while (state.queue.length > 0 && state.active < this.options.concurrency) {
+      const now = performance.now();
+      const startAt = Math.max(state.lastStart + this.options.minIntervalMs, state.coolUntil);
+      if (startAt > now) {
+        if (state.timer) clearTimeout(state.timer);
+        // Not unref'd: a caller awaiting acquire() is exactly what should keep the process alive.
+        state.timer = setTimeout(() => {
+          state.timer = undefined;
+          this.#pump(host, state);
+        }, Math.ceil(startAt - now));
+        return;
+      }
+      const waiter = state.queue.shift()!;
+      waiter.signal?.removeEventListener('abort', waiter.onAbort);
+      state.active++;
+      state.lastStart = now;
+      let released = false;
+      waiter.resolve(() => {
+        if (released) return;
+        released = true;
+        state.active--;
+        this.#pump(host, state);
+      });
+    }
+    this.#forgetIfIdle(host, state);
+  }
+
+  // Without this a full-network backfill would keep one entry per PDS it ever saw.
+  #forgetIfIdle(host: string, state: HostState): void {
+    const now = performance.now();
+    if (state.active === 0 && state.queue.length === 0 && !state.timer && state.coolUntil <= now && state.lastStart + this.options.minIntervalMs <= now) {
+      this.#hosts.delete(host);
+    }
+  }
+}

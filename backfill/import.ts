@@ -1,0 +1,281 @@
+/**
+ * Stores a verified repo: diff against the record index, new blocks as one pack, then one
+ * PostgreSQL transaction for the block index, records, events, refcounts, per-collection counts
+ * and repo state. The pack goes to the blobstore before the transaction opens, so a crash leaves
+ * at worst an unreferenced pack (garbage for GC), never an index row naming a missing pack.
+ * Every step is idempotent: a retried import converges, and an import of the same or an older
+ * rev than the stored one changes nothing.
+ *
+ * Refcounts count the references stored rows hold: each `records` row to its record block, each
+ * repo's `head_cid` to its commit, each event's `cid` to the record block it names. MST nodes are
+ * reachable from a head rather than referenced by a row; GC's mark walk covers them.
+ */
+import type pg from 'pg';
+import { fromBase32 } from '@atcute/multibase';
+import type { BlobStore } from '../storage/blobstore/types.ts';
+import { PackWriter, putPack, indexPack } from '../storage/packs.ts';
+import { withTransaction } from '../storage/db/pool.ts';
+import type { VerifiedRepo } from '../atproto/verify.ts';
+import { collectionFilter, type FilterOptions } from './filters.ts';
+
+export interface ImportDeps {
+  pool: pg.Pool;
+  blobs: BlobStore;
+}
+
+export interface ImportInput {
+  repo: VerifiedRepo;
+  pds: string;
+  handle: string | undefined;
+  signingKey: string;
+  filter: FilterOptions;
+  /** Ephemeral mode: keep events (for this long), not the record index. */
+  ephemeralRetentionSeconds?: number | undefined;
+}
+
+export interface ImportCounts {
+  created: number;
+  updated: number;
+  deleted: number;
+  unchanged: number;
+  newBlocks: number;
+  packBytes: number;
+}
+
+export type ImportResult =
+  | ({ kind: 'imported'; did: string; rev: string; packKey: string | undefined } & ImportCounts)
+  | { kind: 'skipped'; did: string; rev: string; storedRev: string }
+  | { kind: 'dropped'; did: string; rev: string; reason: string };
+
+/** The binary CID (36 bytes) of a base32 CID string (`b…`). */
+export function cidBytes(cid: string): Buffer {
+  const raw = fromBase32(cid.slice(1));
+  return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+}
+
+interface StoredRecord {
+  cid: Buffer;
+  collection: string;
+  rkey: string;
+}
+
+async function storedRev(db: pg.ClientBase | pg.Pool, did: string, lock: boolean): Promise<{ rev: string | null; head: Buffer | null; status: string } | undefined> {
+  const { rows } = await db.query<{ rev: string | null; head_cid: Buffer | null; status: string }>(
+    `SELECT rev, head_cid, status FROM repos WHERE did = $1${lock ? ' FOR UPDATE' : ''}`,
+    [did],
+  );
+  const r = rows[0];
+  return r && { rev: r.rev, head: r.head_cid, status: r.status };
+}
+
+/** Revs are TIDs: base32-sortable, so string order is time order. */
+function isNotNewer(rev: string, stored: string | null): stored is string {
+  return stored !== null && rev <= stored;
+}
+
+export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<ImportResult> {
+  const { repo } = input;
+  const did = repo.did;
+
+  const before = await storedRev(deps.pool, did, false);
+  if (before?.status === 'active' && isNotNewer(repo.rev, before.rev)) {
+    return { kind: 'skipped', did, rev: repo.rev, storedRev: before.rev };
+  }
+
+  const filter = collectionFilter(input.filter);
+  if (!filter.keepsRepo(new Set(repo.records.map((r) => r.collection)))) {
+    await dropRepo(deps.pool, did, 'dropped', { rev: repo.rev, reason: 'no record in a signal collection' });
+    return { kind: 'dropped', did, rev: repo.rev, reason: `no record in a signal collection (${input.filter.signal.join(', ')})` };
+  }
+  const ephemeral = input.ephemeralRetentionSeconds !== undefined;
+
+  // The record index as stored (empty in ephemeral mode: nothing is kept to diff against).
+  const stored = new Map<string, StoredRecord>();
+  if (!ephemeral) {
+    const { rows } = await deps.pool.query<{ collection: string; rkey: string; cid: Buffer }>(
+      'SELECT collection, rkey, cid FROM records WHERE did = $1',
+      [did],
+    );
+    for (const r of rows) stored.set(`${r.collection}/${r.rkey}`, r);
+  }
+
+  const creates: StoredRecord[] = [];
+  const updates: (StoredRecord & { prev: Buffer })[] = [];
+  let unchanged = 0;
+  const seen = new Set<string>();
+  for (const rec of repo.records) {
+    if (!filter.keeps(rec.collection)) continue;
+    seen.add(rec.path);
+    const cid = cidBytes(rec.cid);
+    const old = stored.get(rec.path);
+    if (!old) creates.push({ cid, collection: rec.collection, rkey: rec.rkey });
+    else if (!old.cid.equals(cid)) updates.push({ cid, collection: rec.collection, rkey: rec.rkey, prev: old.cid });
+    else unchanged++;
+  }
+  const deletes: StoredRecord[] = [];
+  for (const [path, old] of stored) if (!seen.has(path)) deletes.push(old);
+
+  // Blocks this state needs: the commit, every MST node, and the blocks of new record versions.
+  // Those already indexed (by this repo's earlier imports or another repo) are not stored again.
+  const wanted = new Map<string, Buffer>();
+  const want = (cid: string) => {
+    if (!wanted.has(cid)) wanted.set(cid, cidBytes(cid));
+  };
+  want(repo.commitCid);
+  for (const n of repo.mstNodes) want(n);
+  const newRecordCids = [...creates, ...updates].map((r) => r.cid);
+  for (const rec of repo.records) if (filter.keeps(rec.collection)) want(rec.cid);
+  const indexed = new Set<string>();
+  {
+    const all = [...wanted.values()];
+    for (let i = 0; i < all.length; i += 20_000) {
+      const { rows } = await deps.pool.query<{ cid: Buffer }>('SELECT cid FROM blocks WHERE cid = ANY($1::bytea[])', [all.slice(i, i + 20_000)]);
+      for (const r of rows) indexed.add(r.cid.toString('hex'));
+    }
+  }
+  const writer = new PackWriter();
+  for (const [cidStr, cid] of wanted) {
+    if (indexed.has(cid.toString('hex'))) continue;
+    const data = repo.blocks.get(cidStr);
+    // verifyRepo guarantees every reachable block is present; a miss here is a bug, not bad input.
+    if (!data) throw new Error(`verified repo ${did} lacks block ${cidStr}`);
+    writer.add(cid, data);
+  }
+  const pack = writer.blockCount > 0 ? writer.finish() : undefined;
+  if (pack) await putPack(deps.blobs, pack);
+
+  const head = cidBytes(repo.commitCid);
+  return withTransaction(deps.pool, async (tx) => {
+    await tx.query(`INSERT INTO repos (did) VALUES ($1) ON CONFLICT (did) DO NOTHING`, [did]);
+    const locked = await storedRev(tx, did, true);
+    if (locked?.status === 'active' && isNotNewer(repo.rev, locked.rev)) {
+      return { kind: 'skipped', did, rev: repo.rev, storedRev: locked.rev } as const;
+    }
+    if (pack) await indexPack(tx, pack);
+
+    const deltas = new RefDeltas();
+    if (!ephemeral) {
+      if (deletes.length > 0) {
+        await tx.query(
+          `DELETE FROM records r USING unnest($2::text[], $3::text[]) AS t(c, k)
+           WHERE r.did = $1 AND r.collection = t.c AND r.rkey = t.k`,
+          [did, deletes.map((d) => d.collection), deletes.map((d) => d.rkey)],
+        );
+      }
+      const upserts = [...creates, ...updates];
+      for (let i = 0; i < upserts.length; i += 20_000) {
+        const batch = upserts.slice(i, i + 20_000);
+        await tx.query(
+          `INSERT INTO records (did, collection, rkey, cid)
+           SELECT $1, c, k, v FROM unnest($2::text[], $3::text[], $4::bytea[]) AS t(c, k, v)
+           ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = EXCLUDED.cid`,
+          [did, batch.map((r) => r.collection), batch.map((r) => r.rkey), batch.map((r) => r.cid)],
+        );
+      }
+      for (const c of newRecordCids) deltas.add(c, 1);
+      for (const u of updates) deltas.add(u.prev, -1);
+      for (const d of deletes) deltas.add(d.cid, -1);
+      await tx.query('DELETE FROM collection_counts WHERE did = $1', [did]);
+      await tx.query(
+        `INSERT INTO collection_counts (did, collection, count)
+         SELECT did, collection, count(*) FROM records WHERE did = $1 GROUP BY did, collection`,
+        [did],
+      );
+    }
+
+    // Events: creates, updates and deletes of this backfill, each naming the record block.
+    const events = [
+      ...creates.map((r) => ({ kind: 'create', ...r, prev: null as Buffer | null })),
+      ...updates.map((r) => ({ kind: 'update', ...r })),
+      ...deletes.map((r) => ({ kind: 'delete', collection: r.collection, rkey: r.rkey, cid: null as Buffer | null, prev: r.cid })),
+    ];
+    const expires = ephemeral ? new Date(Date.now() + input.ephemeralRetentionSeconds! * 1000) : null;
+    for (let i = 0; i < events.length; i += 20_000) {
+      const batch = events.slice(i, i + 20_000);
+      await tx.query(
+        `INSERT INTO events (did, kind, collection, rkey, cid, prev_cid, rev, origin, expires_at)
+         SELECT $1, k, c, r, v, p, $2, 'backfill', $3 FROM unnest($4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[]) AS t(k, c, r, v, p)`,
+        [did, repo.rev, expires, batch.map((e) => e.kind), batch.map((e) => e.collection), batch.map((e) => e.rkey), batch.map((e) => e.cid), batch.map((e) => e.prev)],
+      );
+    }
+    for (const e of events) if (e.cid) deltas.add(e.cid, 1);
+
+    deltas.add(head, 1);
+    if (locked?.head) deltas.add(locked.head, -1);
+    await deltas.apply(tx);
+
+    const recordsCount = ephemeral ? 0 : stored.size + creates.length - deletes.length;
+    await tx.query(
+      `UPDATE repos SET status = 'active', gone_status = NULL, rev = $2, head_cid = $3, data_cid = $4,
+         pds = $5, handle = $6, signing_key = $7, resync_kind = NULL, resync_count = 0, next_retry_at = NULL,
+         last_error = NULL, records_count = $8, blocks_count = $9, last_imported_at = now(), updated_at = now()
+       WHERE did = $1`,
+      [did, repo.rev, head, cidBytes(repo.dataCid), input.pds, input.handle ?? null, input.signingKey, recordsCount, wanted.size],
+    );
+    return {
+      kind: 'imported',
+      did,
+      rev: repo.rev,
+      packKey: pack?.key,
+      created: creates.length,
+      updated: updates.length,
+      deleted: deletes.length,
+      unchanged,
+      newBlocks: pack?.entries.length ?? 0,
+      packBytes: pack?.bytes.length ?? 0,
+    } as const;
+  });
+}
+
+/** Refcount changes, summed per block and applied in CID order (so concurrent imports never deadlock). */
+export class RefDeltas {
+  readonly #d = new Map<string, number>();
+  add(cid: Buffer, delta: number): void {
+    const k = cid.toString('hex');
+    this.#d.set(k, (this.#d.get(k) ?? 0) + delta);
+  }
+  async apply(db: pg.ClientBase): Promise<void> {
+    const entries = [...this.#d].filter(([, d]) => d !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    for (let i = 0; i < entries.length; i += 20_000) {
+      const batch = entries.slice(i, i + 20_000);
+      const res = await db.query(
+        `UPDATE blocks b SET refcount = b.refcount + t.d
+         FROM unnest($1::bytea[], $2::bigint[]) AS t(c, d) WHERE b.cid = t.c`,
+        [batch.map(([k]) => Buffer.from(k, 'hex')), batch.map(([, d]) => d)],
+      );
+      if (res.rowCount !== batch.length) {
+        throw new Error(`refcount update reached ${res.rowCount} of ${batch.length} blocks: a referenced block is not indexed`);
+      }
+    }
+  }
+}
+
+/**
+ * Removes a repo's records, events and the references they held, and sets its status:
+ * `deleted` (the PDS no longer has it) or `dropped` (filter mode: no signal collection).
+ */
+export async function dropRepo(pool: pg.Pool, did: string, status: 'deleted' | 'dropped', detail: { rev?: string; reason: string }): Promise<void> {
+  await withTransaction(pool, async (tx) => {
+    await tx.query(`INSERT INTO repos (did) VALUES ($1) ON CONFLICT (did) DO NOTHING`, [did]);
+    const locked = await storedRev(tx, did, true);
+    const deltas = new RefDeltas();
+    const recs = await tx.query<{ cid: Buffer }>('DELETE FROM records WHERE did = $1 RETURNING cid', [did]);
+    for (const r of recs.rows) deltas.add(r.cid, -1);
+    const evs = await tx.query<{ cid: Buffer | null }>('DELETE FROM events WHERE did = $1 RETURNING cid', [did]);
+    for (const e of evs.rows) if (e.cid) deltas.add(e.cid, -1);
+    if (locked?.head) deltas.add(locked.head, -1);
+    await deltas.apply(tx);
+    await tx.query('DELETE FROM collection_counts WHERE did = $1', [did]);
+    await tx.query(
+      `INSERT INTO events (did, kind, rev, origin, detail) VALUES ($1, 'account', $2, 'backfill', $3)`,
+      [did, detail.rev ?? null, JSON.stringify({ status, reason: detail.reason })],
+    );
+    await tx.query(
+      `UPDATE repos SET status = $2, gone_status = NULL, rev = NULL, head_cid = NULL, data_cid = NULL,
+         resync_kind = NULL, resync_count = 0, next_retry_at = NULL, last_error = $3,
+         records_count = 0, blocks_count = 0, updated_at = now()
+       WHERE did = $1`,
+      [did, status, detail.reason],
+    );
+  });
+}
