@@ -142,18 +142,39 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
     writer.add(cid, data);
   }
   const pack = writer.blockCount > 0 ? writer.finish() : undefined;
-  if (pack) await putPack(deps.blobs, pack);
+  // The upload overlaps the database work below and is awaited before COMMIT: the index rows
+  // never become visible before the pack they name is in the blobstore.
+  const uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
+  uploaded.catch(() => {}); // observed below; this only keeps an early failure from going unhandled
 
   const head = cidBytes(repo.commitCid);
+  const events = [
+    ...creates.map((r) => ({ kind: 'create', collection: r.collection, rkey: r.rkey, cid: r.cid as Buffer | null, prev: null as Buffer | null })),
+    ...updates.map((r) => ({ kind: 'update', collection: r.collection, rkey: r.rkey, cid: r.cid as Buffer | null, prev: r.prev as Buffer | null })),
+    ...deletes.map((r) => ({ kind: 'delete', collection: r.collection, rkey: r.rkey, cid: null as Buffer | null, prev: r.cid as Buffer | null })),
+  ];
   return withTransaction(deps.pool, async (tx) => {
     await tx.query(`INSERT INTO repos (did) VALUES ($1) ON CONFLICT (did) DO NOTHING`, [did]);
     const locked = await storedRev(tx, did, true);
     if (locked?.status === 'active' && isNotNewer(repo.rev, locked.rev)) {
+      await uploaded;
       return { kind: 'skipped', did, rev: repo.rev, storedRev: locked.rev } as const;
     }
-    if (pack) await indexPack(tx, pack);
 
+    // Every reference this import adds or drops: record rows, events, the head.
     const deltas = new RefDeltas();
+    if (!ephemeral) {
+      for (const c of newRecordCids) deltas.add(c, 1);
+      for (const u of updates) deltas.add(u.prev, -1);
+      for (const d of deletes) deltas.add(d.cid, -1);
+    }
+    for (const e of events) if (e.cid) deltas.add(e.cid, 1);
+    deltas.add(head, 1);
+    if (locked?.head) deltas.add(locked.head, -1);
+    // New blocks are inserted with their refcount; only blocks indexed before get an UPDATE.
+    const indexedPack = pack ? await indexPack(tx, pack, (cid) => deltas.get(cid)) : undefined;
+    await deltas.apply(tx, indexedPack?.inserted ?? []);
+
     if (!ephemeral) {
       if (deletes.length > 0) {
         await tx.query(
@@ -172,9 +193,6 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
           [did, batch.map((r) => r.collection), batch.map((r) => r.rkey), batch.map((r) => r.cid)],
         );
       }
-      for (const c of newRecordCids) deltas.add(c, 1);
-      for (const u of updates) deltas.add(u.prev, -1);
-      for (const d of deletes) deltas.add(d.cid, -1);
       await tx.query('DELETE FROM collection_counts WHERE did = $1', [did]);
       await tx.query(
         `INSERT INTO collection_counts (did, collection, count)
@@ -183,12 +201,6 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
       );
     }
 
-    // Events: creates, updates and deletes of this backfill, each naming the record block.
-    const events = [
-      ...creates.map((r) => ({ kind: 'create', ...r, prev: null as Buffer | null })),
-      ...updates.map((r) => ({ kind: 'update', ...r })),
-      ...deletes.map((r) => ({ kind: 'delete', collection: r.collection, rkey: r.rkey, cid: null as Buffer | null, prev: r.cid })),
-    ];
     const expires = ephemeral ? new Date(Date.now() + input.ephemeralRetentionSeconds! * 1000) : null;
     for (let i = 0; i < events.length; i += 20_000) {
       const batch = events.slice(i, i + 20_000);
@@ -198,12 +210,8 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
         [did, repo.rev, expires, batch.map((e) => e.kind), batch.map((e) => e.collection), batch.map((e) => e.rkey), batch.map((e) => e.cid), batch.map((e) => e.prev)],
       );
     }
-    for (const e of events) if (e.cid) deltas.add(e.cid, 1);
 
-    deltas.add(head, 1);
-    if (locked?.head) deltas.add(locked.head, -1);
-    await deltas.apply(tx);
-
+    await uploaded;
     const recordsCount = ephemeral ? 0 : stored.size + creates.length - deletes.length;
     await tx.query(
       `UPDATE repos SET status = 'active', gone_status = NULL, rev = $2, head_cid = $3, data_cid = $4,
@@ -230,11 +238,16 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
 /** Refcount changes, summed per block and applied in CID order (so concurrent imports never deadlock). */
 export class RefDeltas {
   readonly #d = new Map<string, number>();
-  add(cid: Buffer, delta: number): void {
-    const k = cid.toString('hex');
+  add(cid: Uint8Array, delta: number): void {
+    const k = Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('hex');
     this.#d.set(k, (this.#d.get(k) ?? 0) + delta);
   }
-  async apply(db: pg.ClientBase): Promise<void> {
+  get(cid: Uint8Array): number {
+    return this.#d.get(Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('hex')) ?? 0;
+  }
+  /** Applies every non-zero change, except to `skip` (blocks that were inserted with theirs). */
+  async apply(db: pg.ClientBase, skip: Uint8Array[] = []): Promise<void> {
+    for (const c of skip) this.#d.delete(Buffer.from(c.buffer, c.byteOffset, c.byteLength).toString('hex'));
     const entries = [...this.#d].filter(([, d]) => d !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     for (let i = 0; i < entries.length; i += 20_000) {
       const batch = entries.slice(i, i + 20_000);

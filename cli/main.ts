@@ -20,6 +20,9 @@ const USAGE = `usage: repowalk <command>
   demo                       bring the stack and a worker up and run a first workflow
   worker [--job NAME]...     run the named jobs' workflows and activities (default: all)
   jobs list                  the jobs a worker can run, with their task queues
+  backfill add <did…> | --pds URL | --file PATH   mirror repos [--mode filter --include P --exclude P --signal P --ephemeral SECONDS --blobs --wait]
+  backfill status [did]      repos by state, or one repo's state and its workflow
+  backfill resync <did>      retry a repo now
   migrate                    apply database migrations
   ping [message]             run the ping workflow end to end
   config                     print every option, its default, and the values in force`;
@@ -91,6 +94,10 @@ async function main(argv: string[]): Promise<number> {
       console.log(JSON.stringify(result, null, 2));
       return 0;
     }
+    case 'backfill': {
+      const { backfillCommand } = await import('./backfill-commands.ts');
+      return backfillCommand(config, rest);
+    }
     case 'demo':
       await runDemo(config);
       return 0;
@@ -103,7 +110,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof UnknownJobError) console.error(`repowalk: ${err.message}`);
+    if (err instanceof ConfigError || err instanceof UnknownJobError || (err as Error)?.name === 'UsageError' || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${err.message}`);
     else console.error(`repowalk: ${err instanceof Error ? (process.env.REPOWALK_DEBUG ? err.stack : err.message) : String(err)}`);
     process.exit(1);
   },

@@ -152,11 +152,14 @@ const INDEX_BATCH = 10_000;
 /**
  * Inserts the `packs` row (or finds it, when an earlier attempt inserted it) and the `blocks`
  * rows for every block not indexed yet, on `db`, which should be the caller's transaction.
- * Refcounts are left at their default: the importer changes them in the same transaction.
+ * A block inserted here starts with the refcount `initialRefcount` gives it (default 0), so that
+ * an importer that knows the references it is adding writes each new row once; blocks already
+ * indexed are left as they are, and are not in `inserted`.
  *
- * Call it only after {@link putPack} has succeeded, so the index never names a missing pack.
+ * The pack must be in the blobstore before the caller's transaction commits, so the index
+ * never names a missing pack.
  */
-export async function indexPack(db: Queryable, pack: FinishedPack): Promise<StoredPack> {
+export async function indexPack(db: Queryable, pack: FinishedPack, initialRefcount?: (cid: Uint8Array) => number): Promise<StoredPack> {
   const { rows } = await db.query<{ id: string }>(
     // DO UPDATE (a no-op) rather than DO NOTHING, so that RETURNING yields the existing id.
     `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
@@ -171,12 +174,12 @@ export async function indexPack(db: Queryable, pack: FinishedPack): Promise<Stor
   for (let i = 0; i < sorted.length; i += INDEX_BATCH) {
     const batch = sorted.slice(i, i + INDEX_BATCH);
     const res = await db.query<{ cid: Buffer }>(
-      `INSERT INTO blocks (cid, pack_id, byte_offset, byte_length)
-       SELECT c, $1, o, l FROM unnest($2::bytea[], $3::bigint[], $4::integer[]) AS t(c, o, l)
+      `INSERT INTO blocks (cid, pack_id, byte_offset, byte_length, refcount)
+       SELECT c, $1, o, l, r FROM unnest($2::bytea[], $3::bigint[], $4::integer[], $5::bigint[]) AS t(c, o, l, r)
        ORDER BY c
        ON CONFLICT (cid) DO NOTHING
        RETURNING cid`,
-      [packId, batch.map((e) => e.cid), batch.map((e) => e.offset), batch.map((e) => e.length)],
+      [packId, batch.map((e) => e.cid), batch.map((e) => e.offset), batch.map((e) => e.length), batch.map((e) => (initialRefcount ? initialRefcount(e.cid) : 0))],
     );
     for (const r of res.rows) inserted.push(r.cid);
   }

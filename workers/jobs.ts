@@ -7,6 +7,7 @@
 import type { Stores } from './stores.ts';
 import type { Config } from '../config/options.ts';
 import { pingActivities } from '../activities/ping.ts';
+import { backfillActivities } from '../activities/backfill.ts';
 
 export interface JobContext {
   config: Config;
@@ -22,6 +23,12 @@ export interface JobDefinition {
 }
 
 export const JOBS = [
+  {
+    name: 'backfill',
+    description: 'mirror repos from their PDS: resolve, fetch, verify, diff, store; resync with backoff',
+    workflows: ['backfill', 'backfillRepo'],
+    activities: (ctx) => backfillActivities(ctx),
+  },
   {
     name: 'maintenance',
     description: 'periodic upkeep and diagnostics (ping)',

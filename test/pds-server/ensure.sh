@@ -43,25 +43,51 @@ node_bin="$node_dir/bin/node"
 
 key="$( { printf 'node %s\n' "$node_version"; cat "$here/package.json" "$here/package-lock.json"; } | sha256sum | cut -c1-16)"
 dir="$cache/pds-server-$key"
-if [ ! -f "$dir/.complete" ]; then
+addon="node_modules/better-sqlite3/build/Release/better_sqlite3.node"
+
+installed() {
+  [ -f "$dir/.complete" ] && [ -f "$dir/node_modules/@atproto/pds/package.json" ] \
+    && [ -f "$dir/node_modules/@did-plc/server/package.json" ] && [ -f "$dir/$addon" ]
+}
+
+if ! installed; then
   command -v npm >/dev/null 2>&1 || { log "npm is needed to install the PDS dependencies, and none is on PATH"; exit 1; }
-  log "installing @atproto/pds and @did-plc/server for Node $node_version into $dir (better-sqlite3 may compile from source, ~1 min)"
+  log "installing @atproto/pds and @did-plc/server for Node $node_version into $dir (better-sqlite3 compiles from source: ~1.5 min on 2 cores)"
   started=$SECONDS
-  rm -rf "$dir"
+  # Leftovers of an install that was killed (we hold the lock, so none is running).
+  rm -rf "$dir" "$cache"/.pds-server-??????
   tmp="$(mktemp -d "$cache/.pds-server-XXXXXX")"
+  chmod 755 "$tmp"
+  trap 'rm -rf "$tmp"' EXIT
   cp "$here/package.json" "$here/package-lock.json" "$tmp/"
-  # Node 22 first on PATH runs npm, its install scripts and node-gyp on Node 22; nodedir points
-  # node-gyp at Node 22's headers (the machine's ~/.npmrc may point at the system Node's).
-  if ! ( cd "$tmp" && PATH="$node_dir/bin:$PATH" npm_config_nodedir="$node_dir" \
-          npm ci --no-audit --no-fund --loglevel=error >&2 ); then
-    rm -rf "$tmp"; log "npm ci failed"; exit 1
-  fi
+  (
+    cd "$tmp"
+    # Settings a parent npm (`npm test`) exports to its children must not steer this install.
+    for v in $(compgen -e | grep -E '^npm_' || true); do
+      case "$v" in
+        npm_config_cache|npm_config_userconfig|npm_config_globalconfig|npm_config_registry|npm_config_cafile|npm_config_proxy|npm_config_https_proxy|npm_config_noproxy) ;;
+        *) unset "$v" ;;
+      esac
+    done
+    # Node 22 first on PATH runs npm, its install scripts and node-gyp on Node 22; nodedir points
+    # node-gyp at Node 22's headers (~/.npmrc may point at the system Node's).
+    export PATH="$node_dir/bin:$PATH" npm_config_nodedir="$node_dir"
+    npm ci --no-audit --no-fund --loglevel=error >&2 || exit 1
+    if [ ! -f "$addon" ]; then
+      # The install script did not run (npm's allowScripts policy) or did not build: build it.
+      log "better-sqlite3 was not built by npm ci; running node-gyp"
+      gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
+      [ -f "$gyp" ] || gyp="$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js"
+      ( cd node_modules/better-sqlite3 && node "$gyp" rebuild --release --nodedir="$node_dir" >&2 ) || exit 1
+    fi
+  ) || { log "installing the PDS dependencies failed"; exit 1; }
   # The one native addon must load on this Node, or the PDS would die at its first query.
   if ! ( cd "$tmp" && "$node_bin" -e 'const D=require("better-sqlite3"); const d=new D(":memory:"); d.prepare("select 1").get(); d.close()' >&2 ); then
-    rm -rf "$tmp"; log "better-sqlite3 does not load on Node $node_version"; exit 1
+    log "better-sqlite3 does not load on Node $node_version"; exit 1
   fi
   touch "$tmp/.complete"
   mv "$tmp" "$dir"
+  trap - EXIT
   log "installed in $((SECONDS - started)) s"
 fi
 

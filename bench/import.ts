@@ -1,0 +1,99 @@
+/**
+ * Backfill import of one large repo read from disk: verify alone, then verify + diff + store
+ * into PostgreSQL and the blobstore (first import into an empty mirror, then a re-import of a
+ * newer rev that changes 1 % of the records). Needs a database: DATABASE_URL, or a stack that
+ * `bench/run.ts` starts. Prints one JSON object last.
+ *
+ *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR]
+ */
+import { parseArgs } from 'node:util';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as TID from '@atcute/tid';
+import pg from 'pg';
+import { makeRepoCached, makeRepo, generateRecords } from '../atproto/testing/make-repo.ts';
+import { verifyRepo } from '../atproto/verify.ts';
+import { connectPool } from '../storage/db/pool.ts';
+import { migrate } from '../storage/db/migrate.ts';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import { importRepo } from '../backfill/import.ts';
+import { FilterOptions } from '../backfill/filters.ts';
+
+export interface ImportBench {
+  records: number;
+  carBytes: number;
+  verify: { seconds: number; recordsPerSecond: number; mbPerSecond: number };
+  firstImport: { seconds: number; recordsPerSecond: number; mbPerSecond: number };
+  reimport1pct: { seconds: number; recordsPerSecond: number; created: number; updated: number; deleted: number };
+  peakRssMb: number;
+  peakRssOverCar: number;
+}
+
+async function freshDb(baseUrl: string): Promise<string> {
+  const name = `bench_import_${Date.now().toString(36)}`;
+  const c = new pg.Client({ connectionString: baseUrl });
+  await c.connect();
+  await c.query(`CREATE DATABASE ${name}`);
+  await c.end();
+  const u = new URL(baseUrl);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; log?: (l: string) => void }): Promise<ImportBench> {
+  const log = opts.log ?? ((l: string) => console.error(l));
+  log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
+  const made = await makeRepoCached({ records: opts.records });
+  const mb = made.car.length / 1e6;
+  const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 4 });
+  await migrate(pool);
+  const blobs = new LocalBlobStore(opts.blobDir ?? mkdtempSync(join(tmpdir(), 'repowalk-bench-')));
+  const filter = FilterOptions.parse({});
+  const rss0 = process.resourceUsage().maxRSS;
+
+  let t = performance.now();
+  await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey });
+  const verifyS = (performance.now() - t) / 1000;
+  log(`import: verify alone ${verifyS.toFixed(2)} s`);
+
+  t = performance.now();
+  const repo = await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey });
+  const first = await importRepo({ pool, blobs }, { repo, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter });
+  const firstS = (performance.now() - t) / 1000;
+  if (first.kind !== 'imported') throw new Error(`first import: ${first.kind}`);
+  log(`import: verify+diff+store ${firstS.toFixed(2)} s`);
+
+  // A newer rev with 1 % of records changed: what a periodic re-backfill costs.
+  const base = generateRecords(opts.records);
+  const n = Math.max(3, Math.floor(opts.records / 100));
+  const changed = [
+    ...base.slice(n / 3).map((r, i) => (i < n / 3 ? { ...r, value: { ...r.value, text: `edit ${i}` } } : r)),
+    ...generateRecords(opts.records + Math.floor(n / 3)).slice(opts.records),
+  ];
+  const next = await makeRepo({ did: made.did, records: changed, keypair: made.keypair, rev: TID.now() });
+  t = performance.now();
+  const repo2 = await verifyRepo(next.car, { did: next.did, signingKey: next.signingKey });
+  const second = await importRepo({ pool, blobs }, { repo: repo2, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter });
+  const secondS = (performance.now() - t) / 1000;
+  if (second.kind !== 'imported') throw new Error(`re-import: ${second.kind}`);
+  await pool.end();
+  const peak = Math.max(rss0, process.resourceUsage().maxRSS) / 1024;
+  return {
+    records: opts.records,
+    carBytes: made.car.length,
+    verify: { seconds: verifyS, recordsPerSecond: opts.records / verifyS, mbPerSecond: mb / verifyS },
+    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS },
+    reimport1pct: { seconds: secondS, recordsPerSecond: changed.length / secondS, created: second.created, updated: second.updated, deleted: second.deleted },
+    peakRssMb: peak,
+    peakRssOverCar: (peak * 1024 * 1024) / made.car.length,
+  };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ options: { records: { type: 'string', default: '100000' }, 'database-url': { type: 'string' }, 'blob-dir': { type: 'string' } } });
+  const url = values['database-url'] ?? process.env.DATABASE_URL;
+  if (!url) throw new Error('bench/import.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
+  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'] });
+  console.log(JSON.stringify(result));
+}

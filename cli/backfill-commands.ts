@@ -1,0 +1,134 @@
+/**
+ * `repowalk backfill add <did…> | --pds URL | --file PATH`, `backfill status [did]`,
+ * `backfill resync <did>`: thin wiring from flags to workflow input and back.
+ */
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Config } from '../config/options.ts';
+import { resolveEndpoints } from '../config/resolve.ts';
+import { connectClient } from '../client/connection.ts';
+import { connectPool } from '../storage/db/pool.ts';
+import { getRepoRow } from '../backfill/repo-state.ts';
+import { BackfillSettings, Did, type BackfillSettingsInput } from '../backfill/settings.ts';
+import { taskQueueFor } from '../workers/jobs.ts';
+import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
+import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
+
+const ADD_OPTIONS = {
+  pds: { type: 'string' },
+  file: { type: 'string' },
+  mode: { type: 'string' },
+  include: { type: 'string', multiple: true },
+  exclude: { type: 'string', multiple: true },
+  signal: { type: 'string', multiple: true },
+  ephemeral: { type: 'string' },
+  blobs: { type: 'boolean' },
+  'page-size': { type: 'string' },
+  concurrency: { type: 'string' },
+  wait: { type: 'boolean' },
+  id: { type: 'string' },
+} as const;
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** Workflow input for `backfill add`, from its arguments; throws UsageError naming what is wrong. */
+export function backfillInputFromArgs(args: string[]): { input: BackfillInput; wait: boolean; workflowId: string | undefined } {
+  const { values, positionals } = parseArgs({ args, options: ADD_OPTIONS, allowPositionals: true, strict: true });
+  const sources = [positionals.length > 0, values.pds !== undefined, values.file !== undefined].filter(Boolean).length;
+  if (sources !== 1) throw new UsageError('backfill add takes exactly one source: DIDs, --pds URL, or --file PATH');
+  for (const d of positionals) if (!Did.safeParse(d).success) throw new UsageError(`not a did:plc or did:web DID: ${JSON.stringify(d)}`);
+  const settingsInput: BackfillSettingsInput = {
+    filter: { mode: (values.mode ?? (values.include || values.exclude || values.signal ? 'filter' : 'full')) as 'full' | 'filter', include: values.include ?? [], exclude: values.exclude ?? [], signal: values.signal ?? [] },
+    blobs: values.blobs ?? false,
+    ...(values.ephemeral ? { ephemeralRetentionSeconds: Number(values.ephemeral) } : {}),
+  };
+  const parsed = BackfillSettings.safeParse(settingsInput);
+  if (!parsed.success) throw new UsageError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+  const input: BackfillInput = {
+    source: positionals.length > 0 ? { kind: 'dids', dids: positionals } : values.pds ? { kind: 'pds', url: values.pds } : { kind: 'file', path: resolve(values.file!) },
+    settings: parsed.data,
+    ...(values['page-size'] ? { pageSize: Number(values['page-size']) } : {}),
+    ...(values.concurrency ? { concurrency: Number(values.concurrency) } : {}),
+  };
+  return { input, wait: values.wait ?? false, workflowId: values.id };
+}
+
+export async function startBackfill(client: Client, config: Config, input: BackfillInput, workflowId?: string) {
+  return client.workflow.start('backfill', {
+    taskQueue: taskQueueFor(config, 'backfill'),
+    workflowId: workflowId ?? `backfill-bulk/${new Date().toISOString().replace(/[:.]/g, '-')}`,
+    args: [input],
+  });
+}
+
+export async function backfillCommand(config: Config, args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const endpoints = resolveEndpoints(config, { database: sub === 'status' });
+  const client = await connectClient(endpoints);
+  try {
+    switch (sub) {
+      case 'add': {
+        const { input, wait, workflowId } = backfillInputFromArgs(rest);
+        const handle = await startBackfill(client, config, input, workflowId);
+        console.log(`started ${handle.workflowId} (task queue ${taskQueueFor(config, 'backfill')})`);
+        if (wait) console.log(formatProgress((await handle.result()) as BackfillProgress));
+        return 0;
+      }
+      case 'resync': {
+        const did = rest[0];
+        if (!did || !Did.safeParse(did).success) throw new UsageError('backfill resync takes one did:plc or did:web DID');
+        const handle = client.workflow.getHandle(`backfill/${did}`);
+        try {
+          const desc = await handle.describe();
+          if (desc.status.name === 'RUNNING') {
+            await handle.signal('resyncNow');
+            console.log(`signalled backfill/${did} to retry now`);
+            return 0;
+          }
+        } catch (err) {
+          if (!(err instanceof WorkflowNotFoundError)) throw err;
+        }
+        await client.workflow.start('backfillRepo', { taskQueue: taskQueueFor(config, 'backfill'), workflowId: `backfill/${did}`, args: [{ did }] });
+        console.log(`started backfill/${did}`);
+        return 0;
+      }
+      case 'status': {
+        const pool = await connectPool(endpoints.databaseUrl);
+        try {
+          const did = rest[0];
+          if (did) {
+            const row = await getRepoRow(pool, did);
+            console.log(row ? JSON.stringify(row, null, 2) : `${did} is not in the mirror`);
+            try {
+              const state = await client.workflow.getHandle(`backfill/${did}`).query<BackfillRepoState>('state');
+              console.log(`workflow backfill/${did}: ${state.state}, retry ${state.retryCount}${state.nextRetryAt ? `, next at ${state.nextRetryAt}` : ''}`);
+            } catch {
+              // No running workflow: the row says it all.
+            }
+            return row ? 0 : 1;
+          }
+          const { rows } = await pool.query<{ status: string; n: string; records: string }>(
+            'SELECT status, count(*) AS n, sum(records_count) AS records FROM repos GROUP BY status ORDER BY status',
+          );
+          for (const r of rows) console.log(`${r.status.padEnd(10)} ${String(r.n).padStart(8)} repos ${String(r.records ?? 0).padStart(10)} records`);
+          if (rows.length === 0) console.log('no repos yet');
+          return 0;
+        } finally {
+          await pool.end();
+        }
+      }
+      default:
+        throw new UsageError(`unknown backfill command ${JSON.stringify(sub ?? '')}; expected add, status or resync`);
+    }
+  } finally {
+    await client.connection.close();
+  }
+}
+
+export function formatProgress(p: BackfillProgress): string {
+  const t = p.totals;
+  return `${p.state}: ${t.repos} repos (${t.imported} imported, ${t.skipped} unchanged, ${t.failed} failed → resync, ${t.gone} gone, ${t.deleted} deleted, ${t.dropped} dropped), ${t.records} records, ${t.blocks} new blocks, ${t.bytes} bytes`;
+}
