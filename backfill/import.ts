@@ -13,7 +13,8 @@
 import type pg from 'pg';
 import { fromBase32 } from '@atcute/multibase';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { PackWriter, putPack, indexPack } from '../storage/packs.ts';
+import { PackWriter, putPack, indexFreshPack } from '../storage/packs.ts';
+import { copyRows } from '../storage/db/copy.ts';
 import { withTransaction } from '../storage/db/pool.ts';
 import type { VerifiedRepo } from '../atproto/verify.ts';
 import { collectionFilter, type FilterOptions } from './filters.ts';
@@ -31,6 +32,8 @@ export interface ImportInput {
   filter: FilterOptions;
   /** Ephemeral mode: keep events (for this long), not the record index. */
   ephemeralRetentionSeconds?: number | undefined;
+  /** Called after each step with its name, for benchmarks. */
+  trace?: (step: string) => void;
 }
 
 export interface ImportCounts {
@@ -74,7 +77,20 @@ function isNotNewer(rev: string, stored: string | null): stored is string {
 }
 
 export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<ImportResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await importOnce(deps, input);
+    } catch (err) {
+      // Another import indexed one of our new blocks between our check and our COPY; the next
+      // attempt's check sees it. Anything else, or a third collision, is not ours to absorb.
+      if ((err as { code?: string }).code !== '23505' || attempt >= 3) throw err;
+    }
+  }
+}
+
+async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportResult> {
   const { repo } = input;
+  const trace = input.trace ?? (() => {});
   const did = repo.did;
 
   const before = await storedRev(deps.pool, did, false);
@@ -99,6 +115,7 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
     for (const r of rows) stored.set(`${r.collection}/${r.rkey}`, r);
   }
 
+  trace('load stored records');
   const creates: StoredRecord[] = [];
   const updates: (StoredRecord & { prev: Buffer })[] = [];
   let unchanged = 0;
@@ -115,6 +132,7 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
   const deletes: StoredRecord[] = [];
   for (const [path, old] of stored) if (!seen.has(path)) deletes.push(old);
 
+  trace('diff');
   // Blocks this state needs: the commit, every MST node, and the blocks of new record versions.
   // Those already indexed (by this repo's earlier imports or another repo) are not stored again.
   const wanted = new Map<string, Buffer>();
@@ -133,6 +151,7 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
       for (const r of rows) indexed.add(r.cid.toString('hex'));
     }
   }
+  trace('check indexed blocks');
   const writer = new PackWriter();
   for (const [cidStr, cid] of wanted) {
     if (indexed.has(cid.toString('hex'))) continue;
@@ -142,6 +161,7 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
     writer.add(cid, data);
   }
   const pack = writer.blockCount > 0 ? writer.finish() : undefined;
+  trace('build pack');
   // The upload overlaps the database work below and is awaited before COMMIT: the index rows
   // never become visible before the pack they name is in the blobstore.
   const uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
@@ -156,6 +176,7 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
   return withTransaction(deps.pool, async (tx) => {
     await tx.query(`INSERT INTO repos (did) VALUES ($1) ON CONFLICT (did) DO NOTHING`, [did]);
     const locked = await storedRev(tx, did, true);
+    trace('lock repo');
     if (locked?.status === 'active' && isNotNewer(repo.rev, locked.rev)) {
       await uploaded;
       return { kind: 'skipped', did, rev: repo.rev, storedRev: locked.rev } as const;
@@ -171,10 +192,12 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
     for (const e of events) if (e.cid) deltas.add(e.cid, 1);
     deltas.add(head, 1);
     if (locked?.head) deltas.add(locked.head, -1);
+    trace('sum refcounts');
     // New blocks are inserted with their refcount; only blocks indexed before get an UPDATE.
-    const indexedPack = pack ? await indexPack(tx, pack, (cid) => deltas.get(cid)) : undefined;
+    const indexedPack = pack ? await indexFreshPack(tx, pack, (cid) => deltas.get(cid)) : undefined;
     await deltas.apply(tx, indexedPack?.inserted ?? []);
 
+    trace('index blocks, refcounts');
     if (!ephemeral) {
       if (deletes.length > 0) {
         await tx.query(
@@ -183,13 +206,13 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
           [did, deletes.map((d) => d.collection), deletes.map((d) => d.rkey)],
         );
       }
-      const upserts = [...creates, ...updates];
-      for (let i = 0; i < upserts.length; i += 20_000) {
-        const batch = upserts.slice(i, i + 20_000);
+      // Creates are paths the locked repo does not have, so COPY cannot conflict.
+      await copyRows(tx, 'records', ['did', 'collection', 'rkey', 'cid'], creates.map((r) => [did, r.collection, r.rkey, r.cid]));
+      for (let i = 0; i < updates.length; i += 20_000) {
+        const batch = updates.slice(i, i + 20_000);
         await tx.query(
-          `INSERT INTO records (did, collection, rkey, cid)
-           SELECT $1, c, k, v FROM unnest($2::text[], $3::text[], $4::bytea[]) AS t(c, k, v)
-           ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = EXCLUDED.cid`,
+          `UPDATE records r SET cid = t.v FROM unnest($2::text[], $3::text[], $4::bytea[]) AS t(c, k, v)
+           WHERE r.did = $1 AND r.collection = t.c AND r.rkey = t.k`,
           [did, batch.map((r) => r.collection), batch.map((r) => r.rkey), batch.map((r) => r.cid)],
         );
       }
@@ -201,17 +224,18 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
       );
     }
 
+    trace('records, counts');
     const expires = ephemeral ? new Date(Date.now() + input.ephemeralRetentionSeconds! * 1000) : null;
-    for (let i = 0; i < events.length; i += 20_000) {
-      const batch = events.slice(i, i + 20_000);
-      await tx.query(
-        `INSERT INTO events (did, kind, collection, rkey, cid, prev_cid, rev, origin, expires_at)
-         SELECT $1, k, c, r, v, p, $2, 'backfill', $3 FROM unnest($4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[]) AS t(k, c, r, v, p)`,
-        [did, repo.rev, expires, batch.map((e) => e.kind), batch.map((e) => e.collection), batch.map((e) => e.rkey), batch.map((e) => e.cid), batch.map((e) => e.prev)],
-      );
-    }
+    await copyRows(
+      tx,
+      'events',
+      ['did', 'kind', 'collection', 'rkey', 'cid', 'prev_cid', 'rev', 'origin', 'expires_at'],
+      events.map((e) => [did, e.kind, e.collection, e.rkey, e.cid, e.prev, repo.rev, 'backfill', expires]),
+    );
 
+    trace('events');
     await uploaded;
+    trace('await pack upload');
     const recordsCount = ephemeral ? 0 : stored.size + creates.length - deletes.length;
     await tx.query(
       `UPDATE repos SET status = 'active', gone_status = NULL, rev = $2, head_cid = $3, data_cid = $4,
@@ -220,6 +244,7 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
        WHERE did = $1`,
       [did, repo.rev, head, cidBytes(repo.dataCid), input.pds, input.handle ?? null, input.signingKey, recordsCount, wanted.size],
     );
+    trace('repo state');
     return {
       kind: 'imported',
       did,

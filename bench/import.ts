@@ -24,7 +24,7 @@ export interface ImportBench {
   records: number;
   carBytes: number;
   verify: { seconds: number; recordsPerSecond: number; mbPerSecond: number };
-  firstImport: { seconds: number; recordsPerSecond: number; mbPerSecond: number };
+  firstImport: { seconds: number; recordsPerSecond: number; mbPerSecond: number; msByStep: Record<string, number> };
   reimport1pct: { seconds: number; recordsPerSecond: number; created: number; updated: number; deleted: number };
   peakRssMb: number;
   peakRssOverCar: number;
@@ -58,11 +58,19 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   log(`import: verify alone ${verifyS.toFixed(2)} s`);
 
   t = performance.now();
+  const steps: Record<string, number> = {};
+  let last = t;
+  const trace = (step: string) => {
+    const now = performance.now();
+    steps[step] = Math.round(now - last);
+    last = now;
+  };
   const repo = await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey });
-  const first = await importRepo({ pool, blobs }, { repo, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter });
+  trace('verify');
+  const first = await importRepo({ pool, blobs }, { repo, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter, trace });
   const firstS = (performance.now() - t) / 1000;
   if (first.kind !== 'imported') throw new Error(`first import: ${first.kind}`);
-  log(`import: verify+diff+store ${firstS.toFixed(2)} s`);
+  log(`import: verify+diff+store ${firstS.toFixed(2)} s; ms by step: ${JSON.stringify(steps)}`);
 
   // A newer rev with 1 % of records changed: what a periodic re-backfill costs.
   const base = generateRecords(opts.records);
@@ -83,7 +91,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     records: opts.records,
     carBytes: made.car.length,
     verify: { seconds: verifyS, recordsPerSecond: opts.records / verifyS, mbPerSecond: mb / verifyS },
-    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS },
+    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps },
     reimport1pct: { seconds: secondS, recordsPerSecond: changed.length / secondS, created: second.created, updated: second.updated, deleted: second.deleted },
     peakRssMb: peak,
     peakRssOverCar: (peak * 1024 * 1024) / made.car.length,

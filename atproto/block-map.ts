@@ -1,0 +1,204 @@
+/**
+ * The blocks of a CAR, indexed by CID, kept where they were read.
+ *
+ * A `Map<string, Uint8Array>` would cost a CID string, a typed-array view and a map entry per
+ * block — about 200 bytes each, which for a large repo is more than its bytes — and a base32
+ * encode and a string hash for every insert and lookup. Here a block is three integers into the
+ * buffers it was read from, and the index is an open-addressed table keyed by bytes of the
+ * CID's digest (mixed with a secret seed), probed by comparing the 36 CID bytes in place. The
+ * read side is Map-like (`get`, `has`, `size`, iteration of `[cid, bytes]`), so callers that
+ * want CID strings have them, and those that write CARs or index by CID bytes (`carBlocks`,
+ * `cidAt`) need never make one.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CarBlock } from '@atcute/car';
+import { CID_LENGTH, cidFromString, cidToString } from './cid.ts';
+
+export class BlockMap {
+  readonly #buffers: Uint8Array[] = [];
+  // Per block: which buffer, where its CID starts (data follows the CID), where its data ends.
+  #buffer = new Uint32Array(1024);
+  #start = new Uint32Array(1024);
+  #end = new Uint32Array(1024);
+  #size = 0;
+  // Open addressing, linear probing, kept at most half full. Each slot is two ints: block
+  // index + 1 (0 = empty) and a fingerprint of the CID.
+  #table = new Int32Array(2 * 4096);
+
+  /** Number of blocks. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Adds the block whose CID starts at `start` in `buffer` and whose data ends at `end`.
+   * Used by the CAR reader: the caller has checked the CID and the hash. Returns false (and
+   * keeps the first copy) if a block with this CID is already held.
+   */
+  add(buffer: Uint8Array, start: number, end: number): boolean {
+    const slot = this.#probe(buffer, start);
+    if (slot < 0) return false;
+    const buffers = this.#buffers;
+    if (buffers[buffers.length - 1] !== buffer) buffers.push(buffer);
+    const index = this.#size;
+    if (index === this.#start.length) this.#grow();
+    this.#buffer[index] = buffers.length - 1;
+    this.#start[index] = start;
+    this.#end[index] = end;
+    this.#size = index + 1;
+    if (this.#size * 4 > this.#table.length) {
+      this.#rehash(this.#table.length * 2);
+    } else {
+      this.#table[slot << 1] = index + 1;
+      this.#table[(slot << 1) + 1] = fingerprint(buffer, start);
+    }
+    return true;
+  }
+
+  /** Index of the block whose CID is the 36 bytes at `offset` of `cid`, or -1. */
+  indexOf(cid: Uint8Array, offset = 0): number {
+    const slot = this.#probe(cid, offset);
+    return slot < 0 ? this.#table[~slot << 1]! - 1 : -1;
+  }
+
+  /**
+   * Probes for a CID: the empty slot where it would go, or `~slot` (negative) of the slot that
+   * holds it.
+   */
+  #probe(cid: Uint8Array, offset: number): number {
+    const table = this.#table;
+    const mask = (table.length >> 1) - 1;
+    const print = fingerprint(cid, offset);
+    let slot = slotHash(cid, offset) & mask;
+    for (;;) {
+      const entry = table[slot << 1]!;
+      if (entry === 0) return slot;
+      // The fingerprint turns away other blocks without reading the CAR at a random place.
+      if (table[(slot << 1) + 1] === print) {
+        const index = entry - 1;
+        const buffer = this.#buffers[this.#buffer[index]!]!;
+        const start = this.#start[index]!;
+        let i = 0;
+        while (i < CID_LENGTH && buffer[start + i] === cid[offset + i]) i++;
+        if (i === CID_LENGTH) return ~slot;
+      }
+      slot = (slot + 1) & mask;
+    }
+  }
+
+  /** The data of block `index`: a view into the buffer it was read from. */
+  dataAt(index: number): Uint8Array {
+    const buffer = this.#buffers[this.#buffer[index]!]!;
+    return buffer.subarray(this.#start[index]! + CID_LENGTH, this.#end[index]!);
+  }
+
+  /** The 36 CID bytes of block `index`: a view. */
+  cidAt(index: number): Uint8Array {
+    const start = this.#start[index]!;
+    return this.#buffers[this.#buffer[index]!]!.subarray(start, start + CID_LENGTH);
+  }
+
+  /** The CID string of block `index`. */
+  cidStringAt(index: number): string {
+    return cidToString(this.#buffers[this.#buffer[index]!]!, this.#start[index]!);
+  }
+
+  /** The block with this CID (string form, `b…`), or undefined. */
+  get(cid: string): Uint8Array | undefined {
+    const bytes = cidFromString(cid);
+    const index = bytes === undefined ? -1 : this.indexOf(bytes);
+    return index < 0 ? undefined : this.dataAt(index);
+  }
+
+  has(cid: string): boolean {
+    const bytes = cidFromString(cid);
+    return bytes !== undefined && this.indexOf(bytes) >= 0;
+  }
+
+  /** `[cid string, data]` pairs, like a `Map<string, Uint8Array>`, in CAR order. */
+  *entries(): IterableIterator<[string, Uint8Array]> {
+    for (let i = 0; i < this.#size; i++) yield [this.cidStringAt(i), this.dataAt(i)];
+  }
+
+  [Symbol.iterator](): IterableIterator<[string, Uint8Array]> {
+    return this.entries();
+  }
+
+  *keys(): IterableIterator<string> {
+    for (let i = 0; i < this.#size; i++) yield this.cidStringAt(i);
+  }
+
+  /** Blocks as `@atcute/car` writes them (`{ cid: bytes, data }`): no strings made. */
+  *carBlocks(): IterableIterator<CarBlock> {
+    for (let i = 0; i < this.#size; i++) yield { cid: this.cidAt(i), data: this.dataAt(i) };
+  }
+
+  /** Keeps only the blocks whose `keep[index]` is non-zero; indexes are renumbered. */
+  retain(keep: Uint8Array): void {
+    let to = 0;
+    for (let from = 0; from < this.#size; from++) {
+      if (keep[from] === 0) continue;
+      this.#buffer[to] = this.#buffer[from]!;
+      this.#start[to] = this.#start[from]!;
+      this.#end[to] = this.#end[from]!;
+      to++;
+    }
+    this.#size = to;
+    this.#rehash(this.#table.length);
+  }
+
+  #grow(): void {
+    const grow = (old: Uint32Array) => {
+      const next = new Uint32Array(old.length * 2);
+      next.set(old);
+      return next;
+    };
+    this.#buffer = grow(this.#buffer);
+    this.#start = grow(this.#start);
+    this.#end = grow(this.#end);
+  }
+
+  #rehash(length: number): void {
+    this.#table = new Int32Array(length);
+    for (let i = 0; i < this.#size; i++) this.#insert(i);
+  }
+
+  #insert(index: number): void {
+    const table = this.#table;
+    const mask = (table.length >> 1) - 1;
+    const buffer = this.#buffers[this.#buffer[index]!]!;
+    const start = this.#start[index]!;
+    let slot = slotHash(buffer, start) & mask;
+    while (table[slot << 1] !== 0) slot = (slot + 1) & mask;
+    table[slot << 1] = index + 1;
+    table[(slot << 1) + 1] = fingerprint(buffer, start);
+  }
+}
+
+// Secret per process: a digest is uniform only if nobody mined it. Someone who mines blocks
+// whose digests agree in the few bits that pick a slot could otherwise pile every block into
+// one probe chain and make the index quadratic; with the seed unknown, a collision needs 64
+// matching digest bits per block.
+const SEEDS = randomBytes(8);
+const SEED0 = SEEDS.readInt32LE(0);
+const SEED1 = SEEDS.readInt32LE(4);
+
+/** Slot hash of a CID: eight digest bytes, seeded and mixed (murmur3's finalizer). */
+function slotHash(cid: Uint8Array, offset: number): number {
+  return (mix(word(cid, offset + 4) ^ SEED0) ^ mix(word(cid, offset + 8) ^ SEED1)) >>> 0;
+}
+
+/** Four other digest bytes, with the codec byte: equal fingerprints almost always mean equal CIDs. */
+function fingerprint(cid: Uint8Array, offset: number): number {
+  return word(cid, offset + 12) ^ cid[offset + 1]!;
+}
+
+function word(bytes: Uint8Array, at: number): number {
+  return bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24);
+}
+
+function mix(h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}

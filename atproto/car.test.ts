@@ -1,0 +1,144 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as CBOR from '@atcute/cbor';
+import * as CID from '@atcute/cid';
+import { readCar, readCarStream } from './car.ts';
+import { BlockHashMismatchError, CarFormatError, CarTooLargeError, TooManyBlocksError } from './errors.ts';
+import { cidFor, flipByte, readCarBlocks, writeCar } from './testing/car-edit.ts';
+import { type MadeRepo, makeRepo } from './testing/make-repo.ts';
+
+let repo: MadeRepo;
+let reference: ReturnType<typeof readCarBlocks>;
+
+beforeAll(async () => {
+  repo = await makeRepo({ records: 200 });
+  reference = readCarBlocks(repo.car);
+});
+
+/** Chunks of the given sizes, cycling, counting what the reader pulled. */
+function source(bytes: Uint8Array, sizes: number[]) {
+  const pulled = { chunks: 0, bytes: 0 };
+  async function* chunks() {
+    let i = 0;
+    for (let pos = 0; pos < bytes.length; i++) {
+      const size = sizes[i % sizes.length]!;
+      const chunk = bytes.subarray(pos, pos + size);
+      pos += size;
+      pulled.chunks++;
+      pulled.bytes += chunk.length;
+      yield chunk;
+    }
+  }
+  return { chunks: chunks(), pulled };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (e: Error) => e,
+  );
+}
+
+describe('readCar', () => {
+  it('reads every block, keyed by CID string, as zero-copy views into the input', () => {
+    const car = readCar(repo.car);
+    expect(car.root).toBe(repo.commitCid);
+    expect(car.bytes).toBe(repo.car.length);
+    expect(car.blocks.size).toBe(reference.blocks.size);
+    for (const [cid, bytes] of reference.blocks) {
+      const got = car.blocks.get(cid)!;
+      expect(Buffer.from(got).equals(bytes)).toBe(true);
+      expect(got.buffer).toBe(repo.car.buffer);
+    }
+    expect([...car.blocks.keys()]).toEqual([...reference.blocks.keys()]);
+  });
+
+  it('names the block whose bytes do not match its CID', () => {
+    const cid = repo.records[3]!.cid;
+    expect(() => readCar(flipByte(repo.car, cid))).toThrow(BlockHashMismatchError);
+    expect(() => readCar(flipByte(repo.car, cid))).toThrow(`block ${cid}: bytes do not hash to the CID`);
+  });
+
+  it('keeps one copy of a block that appears twice', () => {
+    const [cid, bytes] = [...reference.blocks][1]!;
+    const car = writeCar(reference.root, [...reference.blocks, [cid, bytes]]);
+    expect(readCar(car).blocks.size).toBe(reference.blocks.size);
+  });
+
+  it('refuses CIDs other than CIDv1 sha-256 dag-cbor/raw', () => {
+    const bytes = CBOR.encode({ a: 1 });
+    const cid = CID.fromString(cidFor(bytes)).bytes.slice();
+    cid[1] = 0x70; // dag-pb
+    const header = CBOR.encode({ version: 1, roots: [CID.toCidLink(CID.fromString(cidFor(bytes)))] });
+    const car = Buffer.concat([Uint8Array.of(header.length), header, Uint8Array.of(cid.length + bytes.length), cid, bytes]);
+    expect(() => readCar(car)).toThrow(CarFormatError);
+    expect(() => readCar(car)).toThrow(/unsupported CID \(prefix 01701220\)/);
+  });
+
+  it('refuses a missing or wrong header, and a truncated CAR', () => {
+    expect(() => readCar(new Uint8Array())).toThrow('CAR is empty');
+    const v2 = CBOR.encode({ version: 2, roots: [] });
+    expect(() => readCar(Buffer.concat([Uint8Array.of(v2.length), v2]))).toThrow('not a CARv1 header');
+    const noRoots = CBOR.encode({ version: 1, roots: [] });
+    expect(() => readCar(Buffer.concat([Uint8Array.of(noRoots.length), noRoots]))).toThrow('names no root CID');
+    expect(() => readCar(Uint8Array.of(0x05, 0xff, 0xff))).toThrow(CarFormatError);
+    expect(() => readCar(repo.car.subarray(0, repo.car.length - 1))).toThrow(/truncated: \d+ bytes of an incomplete entry/);
+    expect(() => readCar(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01))).toThrow('varint is too long');
+  });
+
+  it('stops at the byte and block caps', () => {
+    expect(() => readCar(repo.car, { maxBytes: repo.car.length - 1 })).toThrow(CarTooLargeError);
+    expect(readCar(repo.car, { maxBytes: repo.car.length }).blocks.size).toBe(reference.blocks.size);
+    expect(() => readCar(repo.car, { maxBlocks: reference.blocks.size - 1 })).toThrow(TooManyBlocksError);
+    expect(readCar(repo.car, { maxBlocks: reference.blocks.size }).blocks.size).toBe(reference.blocks.size);
+  });
+});
+
+describe('readCarStream', () => {
+  it('gives what readCar gives, whatever the chunk boundaries', async () => {
+    const whole = readCar(repo.car);
+    for (const sizes of [[1], [7, 0, 3], [36], [37, 1000], [65_536], [repo.car.length]]) {
+      const { chunks } = source(repo.car, sizes);
+      const streamed = await readCarStream(chunks);
+      expect(streamed.root).toBe(whole.root);
+      expect(streamed.bytes).toBe(repo.car.length);
+      expect([...streamed.blocks].map(([c, b]) => [c, Buffer.from(b).toString('hex')])).toEqual(
+        [...whole.blocks].map(([c, b]) => [c, Buffer.from(b).toString('hex')]),
+      );
+    }
+  });
+
+  it('stops pulling as soon as the byte cap is passed', async () => {
+    const { chunks, pulled } = source(repo.car, [1000]);
+    const error = await rejection(readCarStream(chunks, { maxBytes: 5000 }));
+    expect(error).toBeInstanceOf(CarTooLargeError);
+    expect((error as CarTooLargeError).seen).toBe(6000);
+    expect(pulled.bytes).toBe(6000); // the chunk that passed the cap, and not one more
+  });
+
+  it('stops at once when an entry declares more bytes than the cap allows', async () => {
+    const header = CBOR.encode({ version: 1, roots: [CID.toCidLink(CID.fromString(repo.commitCid))] });
+    // An entry claiming 2^40 bytes: the reader need not wait for them to refuse it.
+    const car = Buffer.concat([Uint8Array.of(header.length), header, Uint8Array.of(0x80, 0x80, 0x80, 0x80, 0x80, 0x20), new Uint8Array(10_000)]);
+    const { chunks, pulled } = source(car, [100]);
+    expect(await rejection(readCarStream(chunks, { maxBytes: 1_000_000 }))).toBeInstanceOf(CarTooLargeError);
+    expect(pulled.chunks).toBe(1);
+    // The same with the length's varint split across two chunks.
+    const split = source(car, [header.length + 3, 100]);
+    expect(await rejection(readCarStream(split.chunks, { maxBytes: 1_000_000 }))).toBeInstanceOf(CarTooLargeError);
+    expect(split.pulled.chunks).toBe(2);
+  });
+
+  it('stops pulling at the first bad block', async () => {
+    const bad = flipByte(repo.car, [...reference.blocks.keys()][0]!);
+    const { chunks, pulled } = source(bad, [512]);
+    expect(await rejection(readCarStream(chunks))).toBeInstanceOf(BlockHashMismatchError);
+    expect(pulled.bytes).toBeLessThan(bad.length / 2);
+  });
+
+  it('refuses a stream that ends inside an entry', async () => {
+    const { chunks } = source(repo.car.subarray(0, repo.car.length - 5), [300]);
+    expect(await rejection(readCarStream(chunks))).toBeInstanceOf(CarFormatError);
+  });
+});

@@ -1,0 +1,101 @@
+/**
+ * Turns a repository CAR into a verified repository, or refuses it with a reason.
+ */
+import type { BlockMap } from './block-map.ts';
+import { type CarCaps, type CarContents, DEFAULT_CAR_CAPS, readCar, readCarStream } from './car.ts';
+import { cidFromString } from './cid.ts';
+import { readCommit, verifyCommitSignature } from './commit.ts';
+import { MissingBlockError } from './errors.ts';
+import { type RepoRecord, readMst } from './mst.ts';
+
+export interface RepoCaps extends CarCaps {
+  /**
+   * Highest MST root layer accepted. A key's layer costs 4^layer hashes to mine, so 32 is far
+   * above any honest tree (a billion keys reach about layer 15) and bounds the recursion.
+   */
+  maxMstHeight: number;
+}
+
+export const DEFAULT_REPO_CAPS: RepoCaps = { ...DEFAULT_CAR_CAPS, maxMstHeight: 32 };
+
+export interface VerifyOptions {
+  /** The DID the repo must belong to. */
+  did: string;
+  /** The atproto signing key from the DID document: `did:key:…` or a bare multikey. */
+  signingKey: string;
+  caps?: Partial<RepoCaps>;
+}
+
+export interface VerifiedRepo {
+  did: string;
+  version: 3;
+  rev: string;
+  commitCid: string;
+  /** CID of the MST root. */
+  dataCid: string;
+  /** The commit, every MST node and every record block; blocks nothing reaches are left out. */
+  blocks: BlockMap;
+  /** Every record, in MST (path byte) order. */
+  records: RepoRecord[];
+  /** CIDs of the MST nodes, parents before children. */
+  mstNodes: string[];
+  mstHeight: number;
+  /** Bytes of CAR read. */
+  carBytes: number;
+  /** Blocks in the CAR that the commit does not reach (dropped from `blocks`). */
+  unreachableBlocks: number;
+}
+
+/**
+ * Verifies a repository CAR: every block hashes to its CID; the root is a v3 commit of `did`
+ * whose signature verifies with `signingKey`; the MST under it holds its invariants (sorted keys,
+ * each on its layer, valid paths, height under the cap, canonical form); every MST node and
+ * record block is present. Accepts the CAR bytes, or what `readCarStream` already read.
+ *
+ * @throws InvalidRepoError (a subclass: CarFormatError, CarTooLargeError, TooManyBlocksError,
+ *   BlockHashMismatchError, MissingBlockError, CommitError, SignatureError, MstError) naming the
+ *   cause; anything else thrown is a bug, not a bad repo
+ */
+export async function verifyRepo(car: Uint8Array | CarContents, options: VerifyOptions): Promise<VerifiedRepo> {
+  const caps = { ...DEFAULT_REPO_CAPS, ...options.caps };
+  const { root, blocks, bytes } = car instanceof Uint8Array ? readCar(car, caps) : car;
+  const commit = readCommit(blocks, root, options.did);
+  await verifyCommitSignature(commit, root, options.signingKey);
+  const reached = new Uint8Array(blocks.size);
+  reached[indexOf(blocks, root)] = 1;
+  const dataIndex = indexOf(blocks, commit.data);
+  if (dataIndex < 0) throw new MissingBlockError(commit.data, 'mst-node');
+  const mst = readMst(blocks, dataIndex, caps.maxMstHeight, reached);
+  // Nothing a PDS slips into the CAR beside the repository gets stored.
+  const unreachableBlocks = blocks.size - reached.reduce((n, r) => n + r, 0);
+  if (unreachableBlocks > 0) blocks.retain(reached);
+  return {
+    did: commit.did,
+    version: 3,
+    rev: commit.rev,
+    commitCid: root,
+    dataCid: commit.data,
+    blocks,
+    records: mst.records,
+    mstNodes: mst.nodes,
+    mstHeight: mst.height,
+    carBytes: bytes,
+    unreachableBlocks,
+  };
+}
+
+/**
+ * `verifyRepo` on a stream of CAR chunks (a `getRepo` response body); the byte cap stops the
+ * download as soon as it is passed.
+ *
+ * @throws as `verifyRepo`
+ */
+export async function verifyRepoStream(chunks: AsyncIterable<Uint8Array>, options: VerifyOptions): Promise<VerifiedRepo> {
+  const caps = { ...DEFAULT_REPO_CAPS, ...options.caps };
+  return verifyRepo(await readCarStream(chunks, caps), { ...options, caps });
+}
+
+function indexOf(blocks: BlockMap, cid: string): number {
+  const bytes = cidFromString(cid);
+  return bytes === undefined ? -1 : blocks.indexOf(bytes);
+}

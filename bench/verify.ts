@@ -1,0 +1,194 @@
+/**
+ * Verify alone, on a generated signed repo read from disk: `node bench/verify.ts [--records N]
+ * [--runs R]` (defaults 100,000 and 5).
+ *
+ * Reports records/s and MB/s of `verifyRepo` (whole CAR in memory, and streamed from the file),
+ * the floor — CAR framing + SHA-256 + DAG-CBOR decode of every block, with the fastest
+ * primitives at hand — and the ratio of verify to it, the ratio to `@atproto/repo`'s
+ * `verifyRepoCar` on the same CAR, and the peak RSS of a process that reads the CAR and verifies
+ * it once. Each measurement runs in its own child process, so that one's heap and peak RSS do
+ * not leak into another's. The last line of output is one JSON object for a bench runner.
+ *
+ * Goals (issue 3): verify ≥ 0.6 of the floor; peak RSS under 3× the CAR size.
+ */
+import { fork } from 'node:child_process';
+import { hash } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { verifyRepo, verifyRepoStream } from '../atproto/verify.ts';
+// Everything else is imported where a phase needs it, so that a child measuring our verify's
+// RSS has not loaded @atproto/repo and the repo generator.
+
+type Phase = 'floor' | 'verify' | 'verify-stream' | 'verify-rss' | 'reference';
+
+interface Job {
+  phase: Phase;
+  carPath: string;
+  did: string;
+  signingKey: string;
+  runs: number;
+}
+
+interface Timing {
+  /** Milliseconds per run, best and median. */
+  bestMs: number;
+  medianMs: number;
+  records: number;
+  blocks: number;
+  /** Peak RSS of the process, bytes. */
+  maxRss: number;
+  /** RSS after imports, before the CAR was read, bytes. */
+  baseRss: number;
+}
+
+const MB = 1024 * 1024;
+
+async function child(job: Job): Promise<Timing> {
+  const baseRss = process.memoryUsage().rss;
+  const times: number[] = [];
+  let records = 0;
+  let blocks = 0;
+  const time = async (run: () => Promise<void> | void) => {
+    for (let i = 0; i < job.runs; i++) {
+      const start = performance.now();
+      await run();
+      times.push(performance.now() - start);
+    }
+  };
+  // A Buffer is a Uint8Array already; `new Uint8Array(buffer)` would copy it.
+  const car = job.phase === 'verify-stream' ? undefined : readFileSync(job.carPath);
+  const options = { did: job.did, signingKey: job.signingKey, caps: { maxBytes: 1024 * MB } };
+  switch (job.phase) {
+    case 'floor': {
+      const CAR = await import('@atcute/car');
+      const CBOR = await import('@atcute/cbor');
+      await time(() => {
+        let n = 0;
+        for (const entry of CAR.fromUint8Array(car!)) {
+          hash('sha256', entry.bytes, 'binary'); // the fastest digest form, as verify uses
+          CBOR.decode(entry.bytes);
+          n++;
+        }
+        blocks = n;
+      });
+      break;
+    }
+    case 'verify':
+    case 'verify-rss':
+      await time(async () => {
+        const repo = await verifyRepo(car!, options);
+        records = repo.records.length;
+        blocks = repo.blocks.size;
+      });
+      break;
+    case 'verify-stream':
+      await time(async () => {
+        const repo = await verifyRepoStream(createReadStream(job.carPath, { highWaterMark: 64 * 1024 }), options);
+        records = repo.records.length;
+        blocks = repo.blocks.size;
+      });
+      break;
+    case 'reference': {
+      const { verifyRepoCar } = await import('@atproto/repo');
+      await time(async () => {
+        const repo = await verifyRepoCar(car!, job.did, job.signingKey);
+        records = repo.creates.length;
+      });
+      break;
+    }
+  }
+  const sorted = [...times].sort((a, b) => a - b);
+  return { bestMs: sorted[0]!, medianMs: sorted[sorted.length >> 1]!, records, blocks, maxRss: process.resourceUsage().maxRSS * 1024, baseRss };
+}
+
+function runChild(job: Job): Promise<Timing> {
+  return new Promise((resolve, reject) => {
+    const proc = fork(process.argv[1]!, ['--child', JSON.stringify(job)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    proc.once('message', (m) => resolve(m as Timing));
+    proc.once('error', reject);
+    proc.once('exit', (code) => code !== 0 && reject(new Error(`${job.phase} child exited with ${code}`)));
+  });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { records: { type: 'string', default: '100000' }, runs: { type: 'string', default: '5' }, child: { type: 'string' } } });
+  if (values.child !== undefined) {
+    const result = await child(JSON.parse(values.child) as Job);
+    process.send!(result, () => process.exit(0));
+    return;
+  }
+  const recordCount = Number(values.records);
+  const runs = Number(values.runs);
+  const started = performance.now();
+  const { cachePaths, makeRepoCached } = await import('../atproto/testing/make-repo.ts');
+  const repo = await makeRepoCached({ records: recordCount });
+  const { carPath } = cachePaths({ records: recordCount });
+  const carBytes = repo.car.length;
+  console.log(`repo: ${recordCount} records, ${(carBytes / MB).toFixed(1)} MB CAR (${carPath}, ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
+
+  const base = { carPath, did: repo.did, signingKey: repo.signingKey };
+  // Interleaved, so a noisy neighbour on the machine hurts both sides alike.
+  const floor = await runChild({ ...base, phase: 'floor', runs });
+  const ours = await runChild({ ...base, phase: 'verify', runs });
+  const floor2 = await runChild({ ...base, phase: 'floor', runs });
+  const ours2 = await runChild({ ...base, phase: 'verify', runs });
+  const stream = await runChild({ ...base, phase: 'verify-stream', runs });
+  const rss = await runChild({ ...base, phase: 'verify-rss', runs: 1 });
+  const reference = await runChild({ ...base, phase: 'reference', runs: Math.min(runs, 2) });
+
+  const floorMs = Math.min(floor.bestMs, floor2.bestMs);
+  const oursMs = Math.min(ours.bestMs, ours2.bestMs);
+  const oursMedianMs = Math.min(ours.medianMs, ours2.medianMs);
+  const floorMedianMs = Math.min(floor.medianMs, floor2.medianMs);
+  const perSecond = (n: number, ms: number) => (n / ms) * 1000;
+  const mbPerSecond = (ms: number) => carBytes / MB / (ms / 1000);
+  const line = (name: string, ms: number, median: number, extra = '') =>
+    console.log(
+      `${name.padEnd(30)} ${ms.toFixed(0).padStart(6)} ms (median ${median.toFixed(0).padStart(6)})  ` +
+        `${(perSecond(recordCount, ms) / 1000).toFixed(0).padStart(5)}k records/s  ${mbPerSecond(ms).toFixed(1).padStart(6)} MB/s${extra}`,
+    );
+  console.log(`best of ${runs} runs (medians beside), ${ours.blocks} blocks`);
+  line('floor (frame+sha256+decode)', floorMs, floorMedianMs, `  ${(perSecond(floor.blocks, floorMs) / 1000).toFixed(0)}k blocks/s`);
+  line('verifyRepo (bytes)', oursMs, oursMedianMs);
+  line('verifyRepoStream (file, 64 KB)', stream.bestMs, stream.medianMs);
+  line('@atproto/repo verifyRepoCar', reference.bestMs, reference.medianMs);
+  const ratioToFloor = floorMs / oursMs;
+  const ratioToReference = reference.bestMs / oursMs;
+  const rssRatio = rss.maxRss / carBytes;
+  console.log(`verify / floor: ${ratioToFloor.toFixed(2)} (goal ≥ 0.6; median ${(floorMedianMs / oursMedianMs).toFixed(2)})`);
+  console.log(`verify / @atproto/repo: ${ratioToReference.toFixed(1)}× faster`);
+  console.log(
+    `peak RSS, read + verify once: ${(rss.maxRss / MB).toFixed(0)} MB = ${rssRatio.toFixed(2)}× the CAR (goal < 3×); ` +
+      `${(rss.baseRss / MB).toFixed(0)} MB of it is Node and the modules before the CAR is read, ` +
+      `so verify's own peak is ${((rss.maxRss - rss.baseRss) / carBytes).toFixed(2)}× the CAR`,
+  );
+  console.log(`@atproto/repo verifyRepoCar peak RSS: ${(reference.maxRss / MB).toFixed(0)} MB`);
+  console.log(
+    'note: verify hashes every block but decodes only the commit and MST nodes (records are checked by hash, ' +
+      'not parsed), which is why it can beat a floor that decodes every block.',
+  );
+  console.log(
+    JSON.stringify({
+      bench: 'verify',
+      records: recordCount,
+      blocks: ours.blocks,
+      carBytes,
+      verifyMs: oursMs,
+      verifyRecordsPerSec: Math.round(perSecond(recordCount, oursMs)),
+      verifyMBPerSec: Number(mbPerSecond(oursMs).toFixed(1)),
+      verifyStreamMs: stream.bestMs,
+      floorMs,
+      floorBlocksPerSec: Math.round(perSecond(floor.blocks, floorMs)),
+      ratioToFloor: Number(ratioToFloor.toFixed(3)),
+      referenceMs: reference.bestMs,
+      ratioToReference: Number(ratioToReference.toFixed(2)),
+      peakRssBytes: rss.maxRss,
+      baseRssBytes: rss.baseRss,
+      peakRssToCar: Number(rssRatio.toFixed(2)),
+      referencePeakRssBytes: reference.maxRss,
+      goals: { ratioToFloor: ratioToFloor >= 0.6, peakRss: rssRatio < 3 },
+    }),
+  );
+}
+
+await main();
