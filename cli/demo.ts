@@ -1,6 +1,7 @@
 /**
- * `repowalk demo`: the stack, migrations, a worker in the background, and a first workflow.
- * Later capabilities (backfill of a local PDS, a walk) extend it.
+ * `repowalk demo`, the main job on local data: the stack with a local reference PDS, sample
+ * accounts on it (posts, likes, follows, profiles, images, and one account of 5,000 records),
+ * a worker in the background, and a backfill of every repo the PDS lists; then a summary.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -10,8 +11,12 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { connectClient } from '../client/connection.ts';
+import { connectPool } from '../storage/db/pool.ts';
 import { stackUp, describeStack } from './stack-commands.ts';
+import { startBackfill, formatProgress } from './backfill-commands.ts';
 import type { PingResult } from '../workflows/ping.ts';
+import type { BackfillProgress } from '../workflows/backfill.ts';
+import type { StackInfo } from '../stack/stack.ts';
 import { taskQueueFor } from '../workers/jobs.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
@@ -25,8 +30,13 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Environment a worker needs to backfill from the stack's local PDS. */
+export function localPdsEnv(info: StackInfo): Record<string, string> {
+  return info.pds ? { REPOWALK_PLC_URL: info.pds.plcUrl, REPOWALK_ALLOW_PRIVATE_ADDRESSES: 'true' } : {};
+}
+
 /** Starts `repowalk worker` detached (once), logging to `<stateDir>/logs/worker.log`. */
-export async function ensureBackgroundWorker(config: Config): Promise<number> {
+export async function ensureBackgroundWorker(config: Config, env: Record<string, string> = {}): Promise<number> {
   const pidFile = join(config.stateDir, 'worker.pid');
   if (existsSync(pidFile)) {
     const pid = Number(await readFile(pidFile, 'utf8'));
@@ -37,7 +47,7 @@ export async function ensureBackgroundWorker(config: Config): Promise<number> {
   const child = spawn(process.execPath, [...process.execArgv, MAIN, 'worker'], {
     detached: true,
     stdio: ['ignore', log.fd, log.fd],
-    env: { ...process.env, REPOWALK_STATE_DIR: config.stateDir },
+    env: { ...process.env, ...env, REPOWALK_STATE_DIR: config.stateDir },
   });
   child.unref();
   await log.close();
@@ -60,14 +70,58 @@ export async function runPing(config: Config, message: string): Promise<PingResu
   }
 }
 
-export async function runDemo(config: Config): Promise<void> {
+/** Creates the sample accounts once; a PDS that lists repos already has them. */
+async function seedOnce(info: StackInfo): Promise<string> {
+  const pds = await import('../test/pds.ts');
+  const existing = await pds.listReposPage(info.pds!.url, { limit: 1 });
+  if (existing.repos.length > 0) return 'sample accounts already on the PDS';
+  const seeded = await pds.seedSampleAccounts(info.pds!.url, { bigAccountRecords: 5000 });
+  const records = Object.values(seeded.recordCounts).reduce((a, b) => a + b, 0);
+  return `seeded ${Object.keys(seeded.recordCounts).length} accounts with ${records} records and ${seeded.blobs.length} images`;
+}
+
+export async function runDemo(baseConfig: Config): Promise<void> {
   const started = Date.now();
+  const config: Config = { ...baseConfig, stack: { ...baseConfig.stack, pds: true } };
   const info = await stackUp(config);
+  if (!info.pds) {
+    throw new Error(`the stack running in ${config.stateDir} has no local PDS; stop it with ./repowalk stack down and run the demo again`);
+  }
   console.log(describeStack(info));
-  const pid = await ensureBackgroundWorker(config);
-  console.log(`worker        pid ${pid}, log ${join(config.stateDir, 'logs', 'worker.log')}`);
-  const result = await runPing(config, 'hello from the repowalk demo');
-  console.log(`ping workflow ${result.workflowId}: PostgreSQL ${result.postgresVersion}, blobstore ${result.blobstore}, worker ${result.worker}`);
-  console.log(`\ndemo ready in ${((Date.now() - started) / 1000).toFixed(1)} s. Web UI: ${info.temporal.uiUrl ?? '(headless)'}`);
+  console.log(`sample data   ${await seedOnce(info)}`);
+  const pid = await ensureBackgroundWorker(config, localPdsEnv(info));
+  console.log(`worker        pid ${pid}, all jobs, log ${join(config.stateDir, 'logs', 'worker.log')}`);
+  const ping = await runPing(config, 'hello from the repowalk demo');
+  console.log(`ping          ${ping.workflowId}: PostgreSQL ${ping.postgresVersion}, blobstore ${ping.blobstore}`);
+
+  const endpoints = resolveEndpoints(config);
+  const client = await connectClient(endpoints);
+  let progress: BackfillProgress;
+  try {
+    const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true } });
+    console.log(`backfill      ${handle.workflowId} from ${info.pds.url} …`);
+    progress = (await handle.result()) as BackfillProgress;
+  } finally {
+    await client.connection.close();
+  }
+  console.log(`              ${formatProgress(progress)}`);
+
+  const pool = await connectPool(endpoints.databaseUrl);
+  try {
+    const { rows } = await pool.query<{ repos: string; records: string; blocks: string; packs: string; bytes: string; blobs: string; errors: string }>(`
+      SELECT (SELECT count(*) FROM repos) AS repos,
+             (SELECT count(*) FROM records) AS records,
+             (SELECT count(*) FROM blocks) AS blocks,
+             (SELECT count(*) FROM packs) AS packs,
+             (SELECT coalesce(sum(size_bytes), 0) FROM packs) AS bytes,
+             (SELECT count(*) FROM blobs WHERE status = 'present') AS blobs,
+             (SELECT count(*) FROM repos WHERE status = 'error' OR resync_kind IS NOT NULL) AS errors`);
+    const m = rows[0]!;
+    console.log(`\nmirror        ${m.repos} repos, ${m.records} records, ${m.blocks} blocks in ${m.packs} packs (${(Number(m.bytes) / 1e6).toFixed(1)} MB), ${m.blobs} blobs, ${m.errors} errors`);
+  } finally {
+    await pool.end();
+  }
+  console.log(`\ndemo done in ${((Date.now() - started) / 1000).toFixed(1)} s. Web UI: ${info.temporal.uiUrl ?? '(headless)'}`);
+  console.log(`workers of your own need: ${Object.entries(localPdsEnv(info)).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   console.log('stop everything with: ./repowalk stack down');
 }

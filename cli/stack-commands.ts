@@ -22,6 +22,7 @@ export function describeStack(info: StackInfo): string {
     `  postgres     ${redactUrl(info.postgres.url)}${info.postgres.embedded ? '  (embedded)' : '  (DATABASE_URL)'}`,
     `  s3           ${info.s3 ? `${info.s3.endpoint}  buckets ${info.s3.buckets.join(', ')}` : '(off)'}`,
     `  blobs (dir)  ${info.blobDir}`,
+    ...(info.pds ? [`  pds          ${info.pds.url}  (plc ${info.pds.plcUrl})`] : []),
   ];
   return lines.join('\n');
 }
@@ -33,6 +34,7 @@ function stackOptions(config: Config) {
     temporal: { port: config.temporal.port, uiPort: config.temporal.uiPort, ui: config.stack.ui, namespace: config.temporal.namespace },
     postgres: { url: config.database.url, port: config.database.port },
     s3: { enabled: config.stack.s3, port: config.s3.port, buckets: config.s3.buckets, region: config.s3.region },
+    pds: { enabled: config.stack.pds },
   };
 }
 
@@ -62,13 +64,14 @@ export async function stackUp(config: Config): Promise<StackInfo> {
   const child = spawn(process.execPath, [...process.execArgv, MAIN, 'stack', 'serve'], {
     detached: true,
     stdio: ['ignore', log.fd, log.fd],
-    env: { ...process.env, REPOWALK_STATE_DIR: config.stateDir, REPOWALK_CACHE_DIR: config.cacheDir },
+    env: { ...process.env, REPOWALK_STATE_DIR: config.stateDir, REPOWALK_CACHE_DIR: config.cacheDir, REPOWALK_STACK_PDS: String(config.stack.pds) },
   });
   child.unref();
   await log.close();
   let exited: number | null | undefined;
   child.once('exit', (code) => (exited = code));
-  const deadline = Date.now() + 180_000;
+  // A first start may install the local PDS (about 2 minutes) besides starting the servers.
+  const deadline = Date.now() + 600_000;
   while (Date.now() < deadline) {
     const info = readStackInfo(config.stateDir);
     if (info) return info;

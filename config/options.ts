@@ -185,6 +185,11 @@ export const OPTIONS = [
     default: () => [], defaultText: 'none', doc: 'Jobs a worker never runs; wins over the allowlist and --job.',
   },
   {
+    env: 'REPOWALK_STACK_PDS', key: 'stack.pds', schema: bool,
+    default: () => false, defaultText: 'false (the demo turns it on)',
+    doc: 'Whether `repowalk stack up` also starts a local reference PDS and PLC on loopback.',
+  },
+  {
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
@@ -207,7 +212,7 @@ export interface Config {
     forcePathStyle: boolean;
     port: number;
   };
-  stack: { s3: boolean; ui: boolean };
+  stack: { s3: boolean; ui: boolean; pds: boolean };
   network: { plcUrl: string; allowPrivateAddresses: boolean; identityTtlSeconds: number; pdsConcurrency: number; pdsMinIntervalMs: number; fetchTimeoutSeconds: number };
   worker: { jobsAllow: string[]; jobsBlock: string[]; metricsPort: number };
 }

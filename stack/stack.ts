@@ -21,6 +21,8 @@ export interface StackOptions {
   /** `url` set means an external PostgreSQL: none is started. */
   postgres: { url?: string | undefined; port: number };
   s3: { enabled: boolean; port: number; buckets: string[]; region: string };
+  /** A local reference PDS and PLC (the demo's data source); its first start installs it (~2 min). */
+  pds?: { enabled: boolean };
   log?: (line: string) => void;
 }
 
@@ -33,6 +35,8 @@ export interface StackInfo {
   postgres: { url: string; embedded: boolean };
   s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; buckets: string[]; bin: string } | undefined;
   blobDir: string;
+  /** The local PDS and PLC, when started. The admin password stays in the PDS's own data dir. */
+  pds?: { url: string; plcUrl: string; publicUrl: string } | undefined;
 }
 
 export interface RunningStack {
@@ -95,6 +99,15 @@ export async function startStack(opts: StackOptions): Promise<RunningStack> {
             })
         : Promise.resolve(undefined),
     ]);
+    let pds: StackInfo['pds'];
+    if (opts.pds?.enabled) {
+      log('starting the local PDS and PLC (the first start installs them, about 2 minutes)');
+      // The harness lives with the tests, whose PDS it is too; the stack reuses it for the demo.
+      const { startPds } = await import('../test/pds.ts');
+      const server = await startPds({ dataDir: join(opts.stateDir, 'pds') });
+      started.push(server);
+      pds = { url: server.pdsUrl, plcUrl: server.plcUrl, publicUrl: server.publicUrl };
+    }
     const info: StackInfo = {
       pid: process.pid,
       startedAt: new Date().toISOString(),
@@ -105,6 +118,7 @@ export async function startStack(opts: StackOptions): Promise<RunningStack> {
         ? { endpoint: (s3.server as S3Server).endpoint, region: opts.s3.region, ...s3.creds, buckets: opts.s3.buckets, bin: bins.versitygw! }
         : undefined,
       blobDir: join(opts.stateDir, 'blobs'),
+      pds,
     };
     return { info, stop: stopAll };
   } catch (err) {
