@@ -20,6 +20,11 @@ export async function setup(project: TestProject): Promise<void> {
   // PostgreSQL, run as its own user when we are root, must reach its folder inside.
   await chmod(stateDir, 0o755);
   const started = Date.now();
+  // Installing the reference PDS (Node 22, better-sqlite3 compiled) takes ~2 minutes on a cold
+  // machine: do it once here, beside the stack, not inside some test file's hook timeout.
+  const { ensurePdsRuntime } = await import('./pds.ts');
+  const pdsRuntime = ensurePdsRuntime({ timeoutMs: 15 * 60_000 });
+  pdsRuntime.catch(() => {});
   stack = await startStack({
     stateDir,
     cacheDir: config.cacheDir,
@@ -28,6 +33,7 @@ export async function setup(project: TestProject): Promise<void> {
     s3: { enabled: true, port: 0, buckets: ['repowalk-a', 'repowalk-b'], region: 'us-east-1' },
     log: (l) => console.log(`[stack] ${l}`),
   });
+  await pdsRuntime;
   const { info } = stack;
   console.log(`[stack] up in ${((Date.now() - started) / 1000).toFixed(1)} s: temporal ${info.temporal.address} (ui ${info.temporal.uiUrl}), s3 ${info.s3?.endpoint}, state ${stateDir}`);
   const provided: TestStack = {
