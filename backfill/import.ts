@@ -81,9 +81,14 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
     try {
       return await importOnce(deps, input);
     } catch (err) {
-      // Another import indexed one of our new blocks between our check and our COPY; the next
-      // attempt's check sees it. Anything else, or a third collision, is not ours to absorb.
-      if ((err as { code?: string }).code !== '23505' || attempt >= 3) throw err;
+      // Concurrent imports of repos that share blocks can collide: one indexes a block between
+      // our check and our COPY (unique violation, 23505), or the two lock shared block rows in
+      // opposite order across their insert and update phases (deadlock, 40P01; PostgreSQL
+      // aborts one of them). Both roll back whole, so trying again is safe; the next attempt's
+      // check sees the other import's blocks. Anything else is not ours to absorb.
+      const code = (err as { code?: string }).code;
+      if ((code !== '23505' && code !== '40P01') || attempt >= 5) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 50 * attempt));
     }
   }
 }

@@ -1,0 +1,78 @@
+/**
+ * `npm run bench`: starts a scratch stack (Temporal dev server, PostgreSQL, S3) and runs every
+ * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
+ * JSON object with every figure (also written to bench-results.json).
+ *
+ *   npm run bench [-- --only verify,import,e2e,walk] [--records 100000] [--repos 2000]
+ */
+import { spawn } from 'node:child_process';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../config/load.ts';
+import { startStack } from '../stack/stack.ts';
+
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+
+/** Runs `node <script> …args` and returns the JSON object its last stdout line holds. */
+function runJson(script: string, args: string[], env: Record<string, string> = {}): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(HERE, script), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.on('exit', (code) => {
+      const last = out.trim().split('\n').pop() ?? '';
+      if (code !== 0) return reject(new Error(`${script} exited ${code}`));
+      try {
+        resolve(JSON.parse(last));
+      } catch {
+        reject(new Error(`${script} printed no JSON last: ${last.slice(0, 200)}`));
+      }
+    });
+  });
+}
+
+const { values } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    records: { type: 'string', default: '100000' },
+    repos: { type: 'string', default: '2000' },
+  },
+});
+const only = new Set((values.only ?? 'verify,import,e2e,walk').split(','));
+const config = loadConfig();
+const stateDir = await mkdtemp(join(tmpdir(), 'repowalk-bench-'));
+await chmod(stateDir, 0o755);
+console.error(`bench: starting a scratch stack in ${stateDir}`);
+const stack = await startStack({
+  stateDir,
+  cacheDir: config.cacheDir,
+  temporal: { port: 0, uiPort: 0, ui: false, namespace: 'default' },
+  postgres: { port: 0 },
+  s3: { enabled: true, port: 0, buckets: ['bench-a', 'bench-b'], region: 'us-east-1' },
+  log: (l) => console.error(`bench: ${l}`),
+});
+const results: Record<string, unknown> = { machine: { cores: (await import('node:os')).availableParallelism(), node: process.version } };
+const dbUrl = stack.info.postgres.url.replace(/\/repowalk$/, '/postgres');
+try {
+  if (only.has('verify')) results.verify = await runJson('verify.ts', []);
+  if (only.has('import')) results.import = await runJson('import.ts', ['--records', values.records, '--database-url', dbUrl]);
+  if (only.has('e2e')) {
+    results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl]);
+  }
+  if (only.has('walk') && existsSync(join(HERE, 'walk.ts'))) {
+    const s3 = stack.info.s3!;
+    results.walk = await runJson('walk.ts', [], {
+      DATABASE_URL: dbUrl,
+      REPOWALK_BENCH_S3: JSON.stringify({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, buckets: s3.buckets }),
+    });
+  }
+} finally {
+  await stack.stop();
+  await rm(stateDir, { recursive: true, force: true });
+}
+await writeFile('bench-results.json', JSON.stringify(results, null, 2));
+console.log(JSON.stringify(results));
