@@ -50,6 +50,10 @@ export type ImportResult =
   | { kind: 'skipped'; did: string; rev: string; storedRev: string }
   | { kind: 'dropped'; did: string; rev: string; reason: string };
 
+function latin1(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+}
+
 /** The binary CID (36 bytes) of a base32 CID string (`b…`). */
 export function cidBytes(cid: string): Buffer {
   const raw = fromBase32(cid.slice(1));
@@ -148,18 +152,11 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
   for (const n of repo.mstNodes) want(n);
   const newRecordCids = [...creates, ...updates].map((r) => r.cid);
   for (const rec of repo.records) if (filter.keeps(rec.collection)) want(rec.cid);
-  const indexed = new Set<string>();
-  {
-    const all = [...wanted.values()];
-    for (let i = 0; i < all.length; i += 20_000) {
-      const { rows } = await deps.pool.query<{ cid: Buffer }>('SELECT cid FROM blocks WHERE cid = ANY($1::bytea[])', [all.slice(i, i + 20_000)]);
-      for (const r of rows) indexed.add(r.cid.toString('hex'));
-    }
-  }
+  const indexed = await indexedAmong(deps.pool, [...wanted.values()]);
   trace('check indexed blocks');
   const writer = new PackWriter();
   for (const [cidStr, cid] of wanted) {
-    if (indexed.has(cid.toString('hex'))) continue;
+    if (indexed.has(cid.toString('latin1'))) continue;
     const data = repo.blocks.get(cidStr);
     // verifyRepo guarantees every reachable block is present; a miss here is a bug, not bad input.
     if (!data) throw new Error(`verified repo ${did} lacks block ${cidStr}`);
@@ -265,26 +262,48 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
   });
 }
 
+/**
+ * Which of `cids` the block index holds, as latin1 strings of their bytes. The CIDs go to the
+ * server as one binary parameter of 36-byte slices: a bytea[] would travel as hex text, which
+ * cost more than the lookup itself.
+ */
+async function indexedAmong(pool: pg.Pool, cids: Buffer[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  const width = 36;
+  for (let i = 0; i < cids.length; i += 50_000) {
+    const batch = cids.slice(i, i + 50_000);
+    if (batch.some((c) => c.length !== width)) throw new Error('indexedAmong takes 36-byte CIDs (CIDv1, SHA-256)');
+    const { rows } = await pool.query<{ cid: Buffer }>(
+      `SELECT cid FROM blocks WHERE cid IN (SELECT substring($1::bytea FROM i * ${width} + 1 FOR ${width}) FROM generate_series(0, $2::int - 1) AS i)`,
+      [Buffer.concat(batch), batch.length],
+    );
+    for (const r of rows) out.add(r.cid.toString('latin1'));
+  }
+  return out;
+}
+
 /** Refcount changes, summed per block and applied in CID order (so concurrent imports never deadlock). */
 export class RefDeltas {
   readonly #d = new Map<string, number>();
+  // Keyed by the CID bytes as a latin1 string: one char per byte, the cheapest exact key.
   add(cid: Uint8Array, delta: number): void {
-    const k = Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('hex');
+    const k = latin1(cid);
     this.#d.set(k, (this.#d.get(k) ?? 0) + delta);
   }
   get(cid: Uint8Array): number {
-    return this.#d.get(Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('hex')) ?? 0;
+    return this.#d.get(latin1(cid)) ?? 0;
   }
   /** Applies every non-zero change, except to `skip` (blocks that were inserted with theirs). */
   async apply(db: pg.ClientBase, skip: Uint8Array[] = []): Promise<void> {
-    for (const c of skip) this.#d.delete(Buffer.from(c.buffer, c.byteOffset, c.byteLength).toString('hex'));
+    for (const c of skip) this.#d.delete(latin1(c));
+    // latin1 strings compare like their bytes: this is CID byte order, the lock order.
     const entries = [...this.#d].filter(([, d]) => d !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     for (let i = 0; i < entries.length; i += 20_000) {
       const batch = entries.slice(i, i + 20_000);
       const res = await db.query(
         `UPDATE blocks b SET refcount = b.refcount + t.d
          FROM unnest($1::bytea[], $2::bigint[]) AS t(c, d) WHERE b.cid = t.c`,
-        [batch.map(([k]) => Buffer.from(k, 'hex')), batch.map(([, d]) => d)],
+        [batch.map(([k]) => Buffer.from(k, 'latin1')), batch.map(([, d]) => d)],
       );
       if (res.rowCount !== batch.length) {
         throw new Error(`refcount update reached ${res.rowCount} of ${batch.length} blocks: a referenced block is not indexed`);
