@@ -5,8 +5,8 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -34,6 +34,9 @@ export const VERSITYGW: GoTool = {
   envOverride: 'REPOWALK_VERSITYGW_BIN',
 };
 
+/** A build takes minutes; a lock this old was left by a builder that died. */
+const STALE_LOCK_MS = 30 * 60_000;
+
 export function cachedToolPath(cacheDir: string, tool: GoTool): string {
   return join(cacheDir, `${tool.name}-${tool.version}`, tool.name);
 }
@@ -49,14 +52,22 @@ export async function ensureGoTool(cacheDir: string, tool: GoTool, log: (line: s
   if (existsSync(target)) return target;
 
   const lockDir = `${target}.lock`;
-  await mkdir(join(cacheDir), { recursive: true });
+  await mkdir(dirname(target), { recursive: true });
   for (;;) {
     try {
       await mkdir(lockDir);
       break;
-    } catch {
-      // Another process is building it; wait for it to finish (or for a stale lock to be removed).
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      // Another process is building it: wait for the binary. A lock older than any build
+      // (a builder that was killed) is broken and taken over.
       if (existsSync(target)) return target;
+      const age = Date.now() - (await stat(lockDir).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs;
+      if (age > STALE_LOCK_MS) {
+        log(`removing a stale build lock ${lockDir} (${Math.round(age / 1000)} s old)`);
+        await rm(lockDir, { recursive: true, force: true });
+        continue;
+      }
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
@@ -75,7 +86,6 @@ export async function ensureGoTool(cacheDir: string, tool: GoTool, log: (line: s
       if (e.code === 'ENOENT') throw new Error(`building ${tool.name} needs Go (>= 1.25) on PATH; or set ${tool.envOverride} to a built binary`);
       throw new Error(`go install ${tool.module}@${tool.version} failed:\n${(e.stderr ?? '').slice(-4000)}`);
     }
-    await mkdir(join(target, '..'), { recursive: true });
     await rename(join(gobin, tool.name), target);
     await rm(gobin, { recursive: true, force: true });
     log(`built ${tool.name} ${tool.version} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
