@@ -6,7 +6,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { heartbeat, Context } from '@temporalio/activity';
+import { Context } from '@temporalio/activity';
 import type { JobContext } from '../workers/jobs.ts';
 import { ApplicationFailure } from '@temporalio/common';
 import { BackfillSettings, Did, type RepoOutcome, type ResyncKind } from '../backfill/settings.ts';
@@ -15,7 +15,19 @@ import { markGone, markResync } from '../backfill/repo-state.ts';
 import { mirrorBlobs } from '../backfill/blobs.ts';
 import { verifyRepoStream } from '../atproto/verify.ts';
 import { InvalidRepoError } from '../atproto/errors.ts';
-import { IdentityCache, resolveDid, getRepo, listRepos, Politeness, outcomeOf, NetError, RepoGoneError, RepoNotFoundError } from '../atproto/net/index.ts';
+import {
+  IdentityCache,
+  resolveDid,
+  getRepo,
+  listRepos,
+  Politeness,
+  outcomeOf,
+  checkHostAllowed,
+  ForbiddenAddressError,
+  NetError,
+  RepoGoneError,
+  RepoNotFoundError,
+} from '../atproto/net/index.ts';
 
 export function backfillActivities({ config, stores }: JobContext) {
   const identities = new IdentityCache({ ttlMs: config.network.identityTtlSeconds * 1000 });
@@ -23,10 +35,30 @@ export function backfillActivities({ config, stores }: JobContext) {
   const allowPrivate = config.network.allowPrivateAddresses;
   const timeoutMs = config.network.fetchTimeoutSeconds * 1000;
 
+  // The PLC directory is the operator's choice, not network input: one configured on a private
+  // or loopback address (a PLC mirror on the LAN, a test PLC) is used as configured, even where
+  // private addresses are refused. A public one (plc.directory) stays under the guard, so that it
+  // cannot redirect a worker into its own network. Every PDS a DID document names, and every
+  // did:web host, stays under the guard too.
+  let plcOnPrivateAddress: Promise<boolean> | undefined;
+  function plcAllowsPrivate(): Promise<boolean> {
+    if (allowPrivate) return Promise.resolve(true);
+    plcOnPrivateAddress ??= checkHostAllowed(config.network.plcUrl, { allowPrivate: false }).then(
+      () => false,
+      (err: unknown) => {
+        if (err instanceof ForbiddenAddressError && err.address !== undefined) return true;
+        plcOnPrivateAddress = undefined; // a name that did not resolve: ask again next time
+        return false;
+      },
+    );
+    return plcOnPrivateAddress;
+  }
+
   async function once(did: string, settings: BackfillSettings, signal: AbortSignal, onBytes?: (n: number) => void): Promise<RepoOutcome> {
     try {
       identities.invalidate(did);
-      const id = await resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate, cache: identities, timeoutMs: 30_000, signal });
+      const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
+      const id = await resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, signal });
       const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, politeness, allowPrivate, onBytes, signal });
       const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
       const result = await importRepo(stores, {
@@ -39,6 +71,10 @@ export function backfillActivities({ config, stores }: JobContext) {
       });
       switch (result.kind) {
         case 'skipped':
+          // Nothing new in the repo, but its blobs may still be wanting: mirroring was just turned
+          // on, an earlier attempt died between the import's commit and its blobs, or the PDS
+          // failed to serve one before. Only the blobs not yet present are fetched.
+          if (settings.blobs) await mirrorBlobs(stores, { did, pds: id.pds, repo, filter: settings.filter, politeness, allowPrivate, timeoutMs, signal });
           return { did, kind: 'skipped', rev: result.rev };
         case 'dropped':
           return { did, kind: 'dropped', reason: result.reason };
@@ -81,31 +117,45 @@ export function backfillActivities({ config, stores }: JobContext) {
     async backfillRepoOnce(did: string, rawSettings: BackfillSettings): Promise<RepoOutcome> {
       const settings = BackfillSettings.parse(rawSettings);
       let bytes = 0;
-      return once(did, settings, Context.current().cancellationSignal, (n) => {
-        bytes += n;
-        heartbeat({ did, bytes });
-      });
+      return withHeartbeats(
+        () => ({ did, bytes }),
+        (beat) =>
+          once(did, settings, Context.current().cancellationSignal, (n) => {
+            bytes += n;
+            beat();
+          }),
+      );
     },
 
     /**
-     * Imports many repos, `concurrency` at a time. Heartbeats how many are done; on retry it
-     * starts over, which costs little: a repo already imported at its rev is skipped.
+     * Imports many repos, `concurrency` at a time. Heartbeats how many are done and the bytes
+     * downloaded (one big repo must not look like a dead worker); on retry it starts over, which
+     * costs little: a repo already imported at its rev is skipped.
      */
     async backfillMany(dids: string[], rawSettings: BackfillSettings, concurrency: number): Promise<RepoOutcome[]> {
       const settings = BackfillSettings.parse(rawSettings);
       const out: RepoOutcome[] = new Array(dids.length);
       let next = 0;
       let done = 0;
+      let bytes = 0;
       const signal = Context.current().cancellationSignal;
-      const lane = async () => {
-        while (next < dids.length && !signal.aborted) {
-          const i = next++;
-          out[i] = await once(dids[i]!, settings, signal);
-          done++;
-          heartbeat({ done, of: dids.length });
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(concurrency, dids.length) }, lane));
+      await withHeartbeats(
+        () => ({ done, of: dids.length, bytes }),
+        async (beat) => {
+          const lane = async () => {
+            while (next < dids.length && !signal.aborted) {
+              const i = next++;
+              out[i] = await once(dids[i]!, settings, signal, (n) => {
+                bytes += n;
+                beat();
+              });
+              done++;
+              beat();
+            }
+          };
+          await Promise.all(Array.from({ length: Math.min(concurrency, dids.length) }, lane));
+        },
+      );
       if (signal.aborted) throw Context.current().cancellationSignal.reason ?? new Error('cancelled');
       return out;
     },
@@ -147,3 +197,19 @@ export function backfillActivities({ config, stores }: JobContext) {
 }
 
 export type BackfillActivities = ReturnType<typeof backfillActivities>;
+
+/**
+ * Runs `fn`, heartbeating `details()` whenever it calls `beat` (the SDK throttles them) and at
+ * least every 10 s besides: verifying and importing a large repo send no bytes for a while, and
+ * without a heartbeat the attempt would look like a dead worker and be started over.
+ */
+async function withHeartbeats<T>(details: () => unknown, fn: (beat: () => void) => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const beat = () => ctx.heartbeat(details());
+  const timer = setInterval(beat, 10_000);
+  try {
+    return await fn(beat);
+  } finally {
+    clearInterval(timer);
+  }
+}

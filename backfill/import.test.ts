@@ -17,6 +17,7 @@ import { verifyRepo } from '../atproto/verify.ts';
 import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypair } from '../atproto/testing/make-repo.ts';
 import { importRepo, dropRepo, cidBytes, type ImportResult } from './import.ts';
 import { FilterOptions } from './filters.ts';
+import { markGone } from './repo-state.ts';
 
 let pool: pg.Pool;
 let blobs: LocalBlobStore;
@@ -158,6 +159,17 @@ describe('importRepo', () => {
     const { rows } = await pool.query(`SELECT count(*)::int AS n, min(expires_at) > now() + interval '50 minutes' AS later FROM events WHERE did = $1 AND kind = 'create'`, [edid]);
     expect(rows[0]).toEqual({ n: 12, later: true });
     expect(await refcountMismatches()).toEqual([]);
+  });
+
+  it('records an account event when a gone account serves its repo again', async () => {
+    const gdid = 'did:plc:importgone00000000000000000';
+    await importCar(await makeRepo({ did: gdid, records: generateRecords(5), keypair, rev: rev(1) }));
+    await markGone(pool, gdid, { status: 'deactivated', recheckAt: new Date(Date.now() + 3600_000), detail: 'RepoDeactivated' });
+    expect(await importCar(await makeRepo({ did: gdid, records: generateRecords(5), keypair, rev: rev(2) }))).toMatchObject({ kind: 'imported', unchanged: 5 });
+    const { rows } = await pool.query(`SELECT detail FROM events WHERE did = $1 AND kind = 'account' ORDER BY id`, [gdid]);
+    expect(rows.map((r) => r.detail)).toEqual([{ status: 'deactivated' }, { status: 'active', was: 'gone' }]);
+    const repoRow = await pool.query('SELECT status, gone_status FROM repos WHERE did = $1', [gdid]);
+    expect(repoRow.rows[0]).toEqual({ status: 'active', gone_status: null });
   });
 
   it('removes a deleted repo\'s records, events and references', async () => {

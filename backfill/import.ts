@@ -238,6 +238,11 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
     trace('events');
     await uploaded;
     trace('await pack upload');
+    // An account that was gone or deleted and serves its repo again: the event log says so, as
+    // it said when the account went.
+    if (locked && (locked.status === 'gone' || locked.status === 'deleted')) {
+      await tx.query(`INSERT INTO events (did, kind, rev, origin, detail) VALUES ($1, 'account', $2, 'backfill', $3)`, [did, repo.rev, JSON.stringify({ status: 'active', was: locked.status })]);
+    }
     const recordsCount = ephemeral ? 0 : stored.size + creates.length - deletes.length;
     await tx.query(
       `UPDATE repos SET status = 'active', gone_status = NULL, rev = $2, head_cid = $3, data_cid = $4,

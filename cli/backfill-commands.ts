@@ -66,20 +66,24 @@ export async function startBackfill(client: Client, config: Config, input: Backf
 
 export async function backfillCommand(config: Config, args: string[]): Promise<number> {
   const [sub, ...rest] = args;
+  // Arguments are checked before any server is contacted: a typo is reported as a typo, also
+  // when Temporal or the database is down.
+  if (sub !== 'add' && sub !== 'status' && sub !== 'resync') throw new UsageError(`unknown backfill command ${JSON.stringify(sub ?? '')}; expected add, status or resync`);
+  const add = sub === 'add' ? backfillInputFromArgs(rest) : undefined;
+  if (sub === 'resync' && !(rest[0] && Did.safeParse(rest[0]).success)) throw new UsageError('backfill resync takes one did:plc or did:web DID');
   const endpoints = resolveEndpoints(config, { database: sub === 'status' });
   const client = await connectClient(endpoints);
   try {
     switch (sub) {
       case 'add': {
-        const { input, wait, workflowId } = backfillInputFromArgs(rest);
+        const { input, wait, workflowId } = add!;
         const handle = await startBackfill(client, config, input, workflowId);
         console.log(`started ${handle.workflowId} (task queue ${taskQueueFor(config, 'backfill')})`);
         if (wait) console.log(formatProgress((await handle.result()) as BackfillProgress));
         return 0;
       }
       case 'resync': {
-        const did = rest[0];
-        if (!did || !Did.safeParse(did).success) throw new UsageError('backfill resync takes one did:plc or did:web DID');
+        const did = rest[0]!;
         const handle = client.workflow.getHandle(`backfill/${did}`);
         try {
           const desc = await handle.describe();
@@ -102,12 +106,8 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
           if (did) {
             const row = await getRepoRow(pool, did);
             console.log(row ? JSON.stringify(row, null, 2) : `${did} is not in the mirror`);
-            try {
-              const state = await client.workflow.getHandle(`backfill/${did}`).query<BackfillRepoState>('state');
-              console.log(`workflow backfill/${did}: ${state.state}, retry ${state.retryCount}${state.nextRetryAt ? `, next at ${state.nextRetryAt}` : ''}`);
-            } catch {
-              // No running workflow: the row says it all.
-            }
+            const line = await workflowLine(client, did);
+            if (line) console.log(line);
             return row ? 0 : 1;
           }
           const { rows } = await pool.query<{ status: string; n: string; records: string }>(
@@ -120,11 +120,34 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
           await pool.end();
         }
       }
-      default:
-        throw new UsageError(`unknown backfill command ${JSON.stringify(sub ?? '')}; expected add, status or resync`);
     }
   } finally {
     await client.connection.close();
+  }
+}
+
+/**
+ * One line on `backfill/<did>`, or undefined when there is no such workflow. The state query
+ * needs a worker to answer it, and without one the server holds it until its own timeout (30 s):
+ * it gets a few seconds, then the line falls back on what the server keeps by itself (status
+ * and search attributes).
+ */
+async function workflowLine(client: Client, did: string): Promise<string | undefined> {
+  const handle = client.workflow.getHandle(`backfill/${did}`);
+  let desc: Awaited<ReturnType<typeof handle.describe>>;
+  try {
+    desc = await handle.describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return undefined;
+    throw err;
+  }
+  try {
+    const state = await client.withDeadline(Date.now() + 5_000, () => handle.query<BackfillRepoState>('state'));
+    return `workflow backfill/${did}: ${state.state}, retry ${state.retryCount}${state.nextRetryAt ? `, next at ${state.nextRetryAt}` : ''}`;
+  } catch {
+    const attrs = desc.searchAttributes as Record<string, unknown[] | undefined>;
+    const state = attrs.RepowalkState?.[0] ?? desc.status.name.toLowerCase();
+    return `workflow backfill/${did}: ${String(state)}, retry ${String(attrs.RepowalkRetryCount?.[0] ?? 0)} (${desc.status.name.toLowerCase()}; no worker answered the state query)`;
   }
 }
 

@@ -66,13 +66,22 @@ export async function backfillRepo(rawInput: BackfillRepoInput): Promise<Backfil
   let paused = false;
   let cancelled = false;
   let resyncNow = false;
-  setHandler(pauseSignal, () => void (paused = true));
-  setHandler(resumeSignal, () => void (paused = false));
+  /** Waiting out a backoff timer (which a pause does not stop). */
+  let inBackoff = false;
+  // A pause or resume during a backoff shows at once, not when the timer (up to an hour) fires.
+  setHandler(pauseSignal, () => {
+    paused = true;
+    if (inBackoff && s.state === 'backoff') show('paused');
+  });
+  setHandler(resumeSignal, () => {
+    paused = false;
+    if (inBackoff && s.state === 'paused') show('backoff');
+  });
   setHandler(cancelSignal, () => void (cancelled = true));
   setHandler(resyncNowSignal, () => void (resyncNow = true));
   setHandler(stateQuery, () => ({ ...s, state: paused && s.state !== 'importing' ? 'paused' : s.state }));
 
-  const show = (state: BackfillRepoStateName) => {
+  function show(state: BackfillRepoStateName): void {
     s.state = state;
     upsertSearchAttributes([
       { key: RepowalkKind, value: 'backfill' },
@@ -80,7 +89,7 @@ export async function backfillRepo(rawInput: BackfillRepoInput): Promise<Backfil
       { key: RepowalkState, value: state },
       { key: RepowalkRetryCount, value: s.retryCount },
     ]);
-  };
+  }
 
   let pending: RepoOutcome | undefined = input.firstOutcome;
   try {
@@ -119,8 +128,10 @@ export async function backfillRepo(rawInput: BackfillRepoInput): Promise<Backfil
           const next = new Date(Date.now() + delay);
           s.nextRetryAt = next.toISOString();
           await recordResync(input.did, { kind: outcome.resync, count: s.retryCount, nextRetryAt: s.nextRetryAt, error: outcome.error });
-          show('backoff');
+          show(paused ? 'paused' : 'backoff');
+          inBackoff = true;
           await condition(() => resyncNow || cancelled, delay);
+          inBackoff = false;
           resyncNow = false;
           s.nextRetryAt = undefined;
           if (workflowInfo().continueAsNewSuggested) {
