@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Context } from '@temporalio/activity';
 import type { JobContext } from '../workers/jobs.ts';
+import { recordImport } from '../workers/metrics.ts';
 import { ApplicationFailure } from '@temporalio/common';
 import { BackfillSettings, Did, type RepoOutcome, type ResyncKind } from '../backfill/settings.ts';
 import { importRepo, dropRepo } from '../backfill/import.ts';
@@ -54,7 +55,14 @@ export function backfillActivities({ config, stores }: JobContext) {
     return plcOnPrivateAddress;
   }
 
+  /** One attempt at one repo, counted in the worker's metrics by outcome. */
   async function once(did: string, settings: BackfillSettings, signal: AbortSignal, onBytes?: (n: number) => void): Promise<RepoOutcome> {
+    const outcome = await attempt(did, settings, signal, onBytes);
+    recordImport(outcome);
+    return outcome;
+  }
+
+  async function attempt(did: string, settings: BackfillSettings, signal: AbortSignal, onBytes?: (n: number) => void): Promise<RepoOutcome> {
     try {
       identities.invalidate(did);
       const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
