@@ -18,6 +18,7 @@ import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypa
 import { importRepo, dropRepo, cidBytes, type ImportResult } from './import.ts';
 import { FilterOptions } from './filters.ts';
 import { markGone } from './repo-state.ts';
+import { GC_LOCK_KEY } from '../storage/db/locks.ts';
 
 let pool: pg.Pool;
 let blobs: LocalBlobStore;
@@ -159,6 +160,23 @@ describe('importRepo', () => {
     const { rows } = await pool.query(`SELECT count(*)::int AS n, min(expires_at) > now() + interval '50 minutes' AS later FROM events WHERE did = $1 AND kind = 'create'`, [edid]);
     expect(rows[0]).toEqual({ n: 12, later: true });
     expect(await refcountMismatches()).toEqual([]);
+  });
+
+  it('waits while GC sweeps (its lock held exclusively) before it looks for blocks to reuse', async () => {
+    const wdid = 'did:plc:importwaitsforgc00000000000';
+    const gc = await pool.connect();
+    try {
+      await gc.query('BEGIN');
+      await gc.query('SELECT pg_advisory_xact_lock($1)', [GC_LOCK_KEY]);
+      let finished = false;
+      const importing = importCar(await makeRepo({ did: wdid, records: generateRecords(3), keypair, rev: rev(1) })).then((r) => ((finished = true), r));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(finished).toBe(false);
+      await gc.query('COMMIT');
+      expect(await importing).toMatchObject({ kind: 'imported', created: 3 });
+    } finally {
+      gc.release();
+    }
   });
 
   it('records an account event when a gone account serves its repo again', async () => {

@@ -1,8 +1,9 @@
 /**
  * Stores a verified repo: diff against the record index, new blocks as one pack, then one
  * PostgreSQL transaction for the block index, records, events, refcounts, per-collection counts
- * and repo state. The pack goes to the blobstore before the transaction opens, so a crash leaves
- * at worst an unreferenced pack (garbage for GC), never an index row naming a missing pack.
+ * and repo state. The pack reaches the blobstore before the transaction commits, so a crash leaves
+ * at worst an unreferenced pack (garbage for GC), never an index row naming a missing pack; and
+ * the transaction holds GC's lock shared, so no block it reuses is swept before it commits.
  * Every step is idempotent: a retried import converges, and an import of the same or an older
  * rev than the stored one changes nothing.
  *
@@ -15,6 +16,7 @@ import { fromBase32 } from '@atcute/multibase';
 import type { BlobStore } from '../storage/blobstore/types.ts';
 import { PackWriter, putPack, indexFreshPack } from '../storage/packs.ts';
 import { copyRows } from '../storage/db/copy.ts';
+import { GC_LOCK_KEY } from '../storage/db/locks.ts';
 import { withTransaction } from '../storage/db/pool.ts';
 import type { VerifiedRepo } from '../atproto/verify.ts';
 import { collectionFilter, type FilterOptions } from './filters.ts';
@@ -152,37 +154,40 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
   for (const n of repo.mstNodes) want(n);
   const newRecordCids = [...creates, ...updates].map((r) => r.cid);
   for (const rec of repo.records) if (filter.keeps(rec.collection)) want(rec.cid);
-  const indexed = await indexedAmong(deps.pool, [...wanted.values()]);
-  trace('check indexed blocks');
-  const writer = new PackWriter();
-  for (const [cidStr, cid] of wanted) {
-    if (indexed.has(cid.toString('latin1'))) continue;
-    const data = repo.blocks.get(cidStr);
-    // verifyRepo guarantees every reachable block is present; a miss here is a bug, not bad input.
-    if (!data) throw new Error(`verified repo ${did} lacks block ${cidStr}`);
-    writer.add(cid, data);
-  }
-  const pack = writer.blockCount > 0 ? writer.finish() : undefined;
-  trace('build pack');
-  // The upload overlaps the database work below and is awaited before COMMIT: the index rows
-  // never become visible before the pack they name is in the blobstore.
-  const uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
-  uploaded.catch(() => {}); // observed below; this only keeps an early failure from going unhandled
-
   const head = cidBytes(repo.commitCid);
   const events = [
     ...creates.map((r) => ({ kind: 'create', collection: r.collection, rkey: r.rkey, cid: r.cid as Buffer | null, prev: null as Buffer | null })),
     ...updates.map((r) => ({ kind: 'update', collection: r.collection, rkey: r.rkey, cid: r.cid as Buffer | null, prev: r.prev as Buffer | null })),
     ...deletes.map((r) => ({ kind: 'delete', collection: r.collection, rkey: r.rkey, cid: null as Buffer | null, prev: r.cid as Buffer | null })),
   ];
+  let uploaded: Promise<void> = Promise.resolve();
   return withTransaction(deps.pool, async (tx) => {
     await tx.query(`INSERT INTO repos (did) VALUES ($1) ON CONFLICT (did) DO NOTHING`, [did]);
     const locked = await storedRev(tx, did, true);
     trace('lock repo');
     if (locked?.status === 'active' && isNotNewer(repo.rev, locked.rev)) {
-      await uploaded;
       return { kind: 'skipped', did, rev: repo.rev, storedRev: locked.rev } as const;
     }
+    // GC sweeps under this lock held exclusively: holding it shared from before the check until
+    // COMMIT means no block this import finds indexed (and so does not store again) is deleted
+    // before the import's references to it are visible.
+    await tx.query('SELECT pg_advisory_xact_lock_shared($1)', [GC_LOCK_KEY]);
+    const indexed = await indexedAmong(tx, [...wanted.values()]);
+    trace('check indexed blocks');
+    const writer = new PackWriter();
+    for (const [cidStr, cid] of wanted) {
+      if (indexed.has(cid.toString('latin1'))) continue;
+      const data = repo.blocks.get(cidStr);
+      // verifyRepo guarantees every reachable block is present; a miss here is a bug, not bad input.
+      if (!data) throw new Error(`verified repo ${did} lacks block ${cidStr}`);
+      writer.add(cid, data);
+    }
+    const pack = writer.blockCount > 0 ? writer.finish() : undefined;
+    trace('build pack');
+    // The upload overlaps the database work below and is awaited before COMMIT: the index rows
+    // never become visible before the pack they name is in the blobstore.
+    uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
+    uploaded.catch(() => {}); // observed below; this only keeps an early failure from going unhandled
 
     // Every reference this import adds or drops: record rows, events, the head.
     const deltas = new RefDeltas();
@@ -272,13 +277,13 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
  * server as one binary parameter of 36-byte slices: a bytea[] would travel as hex text, which
  * cost more than the lookup itself.
  */
-async function indexedAmong(pool: pg.Pool, cids: Buffer[]): Promise<Set<string>> {
+async function indexedAmong(db: pg.ClientBase, cids: Buffer[]): Promise<Set<string>> {
   const out = new Set<string>();
   const width = 36;
   for (let i = 0; i < cids.length; i += 50_000) {
     const batch = cids.slice(i, i + 50_000);
     if (batch.some((c) => c.length !== width)) throw new Error('indexedAmong takes 36-byte CIDs (CIDv1, SHA-256)');
-    const { rows } = await pool.query<{ cid: Buffer }>(
+    const { rows } = await db.query<{ cid: Buffer }>(
       `SELECT cid FROM blocks WHERE cid IN (SELECT substring($1::bytea FROM i * ${width} + 1 FOR ${width}) FROM generate_series(0, $2::int - 1) AS i)`,
       [Buffer.concat(batch), batch.length],
     );
