@@ -7,7 +7,6 @@
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -63,13 +62,8 @@ try {
   if (only.has('e2e')) {
     results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl]);
   }
-  if (only.has('walk') && existsSync(join(HERE, 'walk.ts'))) {
-    const s3 = stack.info.s3!;
-    results.walk = await runJson('walk.ts', [], {
-      DATABASE_URL: dbUrl,
-      REPOWALK_BENCH_S3: JSON.stringify({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, buckets: s3.buckets }),
-    });
-  }
+  // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
+  if (only.has('walk')) results.walk = await runJson('walk.ts', []);
 } finally {
   await stack.stop();
   await rm(stateDir, { recursive: true, force: true });

@@ -1,0 +1,194 @@
+/**
+ * Blocks as the walk reads them: located through the block index (batched), read from their
+ * pack, checked against their CID.
+ *
+ * Packs up to `wholePackMax` are fetched whole, once, and kept in a byte-bounded LRU: a repo's
+ * blocks sit together in the packs of its imports, so one get serves thousands of blocks where
+ * ranged gets would cost a request (or an open and a read) each. Larger packs are read by range.
+ * Through a multiplexed store a whole-pack get returns a copy that verified against the pack's
+ * key; a ranged read is not verified, which is why every block is hashed here regardless.
+ */
+import { hash } from 'node:crypto';
+import type pg from 'pg';
+import type { BlobStore } from '../storage/blobstore/types.ts';
+import { PackNotFoundError } from '../storage/pack-errors.ts';
+import { cidToString } from '../atproto/cid.ts';
+import { Batcher } from './batch.ts';
+import { PackObjectMissingError, PackRowMissingError } from './errors.ts';
+import type { BlockLoc } from './nodes.ts';
+import { LOC_SQL, readLocs } from './packed.ts';
+
+export interface BlockSourceOptions {
+  /** Packs up to this many bytes are read whole and cached. Default 64 MiB. */
+  wholePackMax?: number;
+  /** Bytes of whole packs kept at once. Default 256 MiB. */
+  packCacheBytes?: number;
+  /** Most CIDs per block index query. Default 5000. */
+  maxBatch?: number;
+}
+
+interface LocRow {
+  cid: Buffer;
+  pack_id: string;
+  key: string | null;
+  size_bytes: string | null;
+  byte_offset: string;
+  byte_length: number;
+  refcount: string;
+}
+
+const LOC_COLUMNS = 'b.cid, b.pack_id, p.key, p.size_bytes, b.byte_offset, b.byte_length, b.refcount';
+
+export function toLoc(r: Omit<LocRow, 'cid'>): BlockLoc {
+  return {
+    packId: Number(r.pack_id),
+    packKey: r.key,
+    packSize: r.size_bytes === null ? 0 : Number(r.size_bytes),
+    offset: Number(r.byte_offset),
+    length: r.byte_length,
+    refcount: Number(r.refcount),
+  };
+}
+
+/** A Map key for a CID's bytes, made without copying (one char per byte). */
+export function cidMapKey(cid: Uint8Array): string {
+  return Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('latin1');
+}
+
+/** Whether `bytes` hash to the SHA-256 digest inside the 36-byte `cid`. */
+export function blockHashMatches(cid: Uint8Array, bytes: Uint8Array): boolean {
+  const digest = hash('sha256', bytes, 'buffer');
+  for (let i = 0; i < 32; i++) if (digest[i] !== cid[4 + i]) return false;
+  return true;
+}
+
+export class BlockSource {
+  readonly #pool: pg.Pool;
+  readonly #store: BlobStore;
+  readonly #wholePackMax: number;
+  readonly #cacheBudget: number;
+  readonly #locator: Batcher<Uint8Array, BlockLoc | null>;
+  readonly #packs = new Map<string, Uint8Array>();
+  readonly #loading = new Map<string, Promise<Uint8Array | null>>();
+  #cached = 0;
+  /** Bytes fetched from the blobstore (whole packs and ranges). */
+  bytesFetched = 0;
+  /** Blobstore requests made for blocks. */
+  requests = 0;
+
+  constructor(pool: pg.Pool, store: BlobStore, opts: BlockSourceOptions = {}) {
+    this.#pool = pool;
+    this.#store = store;
+    this.#wholePackMax = opts.wholePackMax ?? 64 * 1024 * 1024;
+    this.#cacheBudget = opts.packCacheBytes ?? 256 * 1024 * 1024;
+    this.#locator = new Batcher((cids) => this.locateMany(cids), { maxBatch: opts.maxBatch ?? 5000 });
+  }
+
+  get store(): BlobStore {
+    return this.#store;
+  }
+
+  /** Where the block index says `cid` is, or null; concurrent calls share one query. */
+  locate(cid: Uint8Array): Promise<BlockLoc | null> {
+    return this.#locator.load(cid);
+  }
+
+  /** Locations of `cids` in one query, in order (null for a CID not indexed). */
+  async locateMany(cids: Uint8Array[]): Promise<(BlockLoc | null)[]> {
+    const { rows } = await this.#pool.query<LocRow>(
+      `SELECT ${LOC_COLUMNS} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
+      [cids],
+    );
+    const found = new Map<string, BlockLoc>();
+    for (const r of rows) found.set(cidMapKey(r.cid), toLoc(r));
+    return cids.map((c) => found.get(cidMapKey(c)) ?? null);
+  }
+
+  /** Every block index row of the given packs, in pack order: `[cid, location]` pairs (Pack steps). */
+  async packIndex(packIds: number[]): Promise<[Uint8Array, BlockLoc][]> {
+    if (packIds.length === 0) return [];
+    const { rows } = await this.#pool.query<{ pack_id: string; key: string | null; size_bytes: string | null; packed: Buffer }>(
+      `SELECT b.pack_id, p.key, p.size_bytes, string_agg(${LOC_SQL}, ''::bytea ORDER BY b.byte_offset) AS packed
+       FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id
+       WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes ORDER BY b.pack_id`,
+      [packIds],
+    );
+    return rows.flatMap((g) => [...readLocs(g.packed, { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) })]);
+  }
+
+  /**
+   * The bytes of block `cid` at `loc`, not yet checked against the CID (see
+   * `blockHashMatches`: a mismatch is a finding for the caller, not a load failure).
+   *
+   * @throws {PackRowMissingError} when the index row names no pack.
+   * @throws {PackObjectMissingError} when the blobstore has no such pack.
+   * @throws whatever the blobstore throws (a range past the pack's end, an unreachable store).
+   */
+  async read(cid: Uint8Array, loc: BlockLoc): Promise<Uint8Array> {
+    const key = loc.packKey;
+    if (key === null) throw new PackRowMissingError(cidToString(cid, 0), loc.packId);
+    if (loc.packSize > 0 && loc.packSize <= this.#wholePackMax) {
+      const pack = await this.#wholePack(key);
+      if (pack === null) throw new PackObjectMissingError(key, cidToString(cid, 0));
+      if (loc.offset + loc.length <= pack.length) return pack.subarray(loc.offset, loc.offset + loc.length);
+      // A pack shorter than the index says: let the ranged read report it the store's way.
+    }
+    let bytes: Uint8Array | null;
+    try {
+      this.requests++;
+      bytes = await this.#store.getRange(key, loc.offset, loc.length);
+    } catch (err) {
+      if (err instanceof PackNotFoundError) bytes = null;
+      else throw err;
+    }
+    if (bytes === null) throw new PackObjectMissingError(key, cidToString(cid, 0));
+    this.bytesFetched += bytes.length;
+    return bytes;
+  }
+
+  /**
+   * The bytes at `loc` when its pack is already in the cache (no I/O); undefined otherwise. Not
+   * checked against the CID, like `read`.
+   */
+  readCached(loc: BlockLoc): Uint8Array | undefined {
+    const key = loc.packKey;
+    if (key === null) return undefined;
+    const pack = this.#packs.get(key);
+    if (!pack || loc.offset + loc.length > pack.length) return undefined;
+    return pack.subarray(loc.offset, loc.offset + loc.length);
+  }
+
+  async #wholePack(key: string): Promise<Uint8Array | null> {
+    const hit = this.#packs.get(key);
+    if (hit) {
+      // Touch: Map order is the LRU order.
+      this.#packs.delete(key);
+      this.#packs.set(key, hit);
+      return hit;
+    }
+    let loading = this.#loading.get(key);
+    if (!loading) {
+      this.requests++;
+      loading = this.#store.get(key).then((bytes) => {
+        if (bytes !== null) {
+          this.bytesFetched += bytes.length;
+          this.#remember(key, bytes);
+        }
+        return bytes;
+      });
+      loading.finally(() => this.#loading.delete(key)).catch(() => {});
+      this.#loading.set(key, loading);
+    }
+    return loading;
+  }
+
+  #remember(key: string, bytes: Uint8Array): void {
+    this.#packs.set(key, bytes);
+    this.#cached += bytes.length;
+    for (const [k, v] of this.#packs) {
+      if (this.#cached <= this.#cacheBudget || k === key) break;
+      this.#packs.delete(k);
+      this.#cached -= v.length;
+    }
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Block locations a root read in bulk (the block index of its repo's packs), held compactly:
+ * per block its 36 CID bytes and four numbers in typed arrays, found through an open-addressed
+ * table keyed by the CID's digest — no string, object or Map entry per block. A repo of 100,000
+ * records has some 140,000 blocks; as `Map<string, BlockLoc>` they cost about 170 bytes each
+ * and a string made for every lookup, here about 70 bytes and none.
+ */
+import { randomBytes } from 'node:crypto';
+import type { BlockLoc } from './nodes.ts';
+
+const CID = 36;
+
+// Secret per process, as in atproto/block-map.ts: digests are uniform only if nobody mined them.
+const SEED = randomBytes(4).readInt32LE(0);
+
+export class LocationTable {
+  #cids = new Uint8Array(CID * 256);
+  #pack = new Int32Array(256);
+  #offset = new Float64Array(256);
+  #length = new Int32Array(256);
+  #refcount = new Float64Array(256);
+  #size = 0;
+  #slots = new Int32Array(512);
+  readonly #packs: { id: number; key: string | null; size: number }[] = [];
+  readonly #packIndex = new Map<number, number>();
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Makes room for `n` blocks in all, at once. */
+  reserve(n: number): void {
+    if (n > this.#pack.length) this.#grow(n);
+    let slots = this.#slots.length;
+    while (n * 2 > slots) slots *= 2;
+    if (slots > this.#slots.length) this.#rehash(slots);
+  }
+
+  /** Registers a pack; returns its index for `add`. */
+  pack(id: number, key: string | null, size: number): number {
+    let i = this.#packIndex.get(id);
+    if (i === undefined) {
+      i = this.#packs.length;
+      this.#packs.push({ id, key, size });
+      this.#packIndex.set(id, i);
+    }
+    return i;
+  }
+
+  /** Adds the block whose CID is `cid[at..at+36]`; a CID already held keeps its first location. */
+  add(cid: Uint8Array, at: number, pack: number, offset: number, length: number, refcount: number): void {
+    if (this.#find(cid, at) >= 0) return;
+    const i = this.#size;
+    if (i === this.#pack.length) this.#grow();
+    this.#cids.set(cid.subarray(at, at + CID), i * CID);
+    this.#pack[i] = pack;
+    this.#offset[i] = offset;
+    this.#length[i] = length;
+    this.#refcount[i] = refcount;
+    this.#size = i + 1;
+    if (this.#size * 2 > this.#slots.length) this.#rehash(this.#slots.length * 2);
+    else this.#insert(i);
+  }
+
+  /** The location of `cid` (36 bytes), or undefined. */
+  get(cid: Uint8Array): BlockLoc | undefined {
+    if (cid.length !== CID) return undefined;
+    const i = this.#find(cid, 0);
+    if (i < 0) return undefined;
+    const p = this.#packs[this.#pack[i]!]!;
+    return { packId: p.id, packKey: p.key, packSize: p.size, offset: this.#offset[i]!, length: this.#length[i]!, refcount: this.#refcount[i]! };
+  }
+
+  #find(cid: Uint8Array, at: number): number {
+    const slots = this.#slots;
+    const mask = slots.length - 1;
+    const cids = this.#cids;
+    for (let s = slotOf(cid, at) & mask; ; s = (s + 1) & mask) {
+      const e = slots[s]!;
+      if (e === 0) return -1;
+      const base = (e - 1) * CID;
+      let k = CID - 1;
+      // Digest bytes first: they differ at once when the CIDs differ.
+      while (k >= 0 && cids[base + k] === cid[at + k]) k--;
+      if (k < 0) return e - 1;
+    }
+  }
+
+  #insert(i: number): void {
+    const slots = this.#slots;
+    const mask = slots.length - 1;
+    let s = slotOf(this.#cids, i * CID) & mask;
+    while (slots[s] !== 0) s = (s + 1) & mask;
+    slots[s] = i + 1;
+  }
+
+  #rehash(n: number): void {
+    this.#slots = new Int32Array(n);
+    for (let i = 0; i < this.#size; i++) this.#insert(i);
+  }
+
+  #grow(to = this.#pack.length * 2): void {
+    const n = Math.max(to, this.#pack.length * 2);
+    const cids = new Uint8Array(n * CID);
+    cids.set(this.#cids);
+    this.#cids = cids;
+    const grow = <T extends Int32Array | Float64Array>(old: T, make: (n: number) => T): T => {
+      const next = make(n);
+      next.set(old);
+      return next;
+    };
+    this.#pack = grow(this.#pack, (k) => new Int32Array(k));
+    this.#offset = grow(this.#offset, (k) => new Float64Array(k));
+    this.#length = grow(this.#length, (k) => new Int32Array(k));
+    this.#refcount = grow(this.#refcount, (k) => new Float64Array(k));
+  }
+}
+
+function slotOf(cid: Uint8Array, at: number): number {
+  // Digest bytes 4..12 of the CID, seeded and mixed (murmur3's finalizer).
+  let h = (cid[at + 4]! | (cid[at + 5]! << 8) | (cid[at + 6]! << 16) | (cid[at + 7]! << 24)) ^ SEED;
+  h ^= Math.imul(cid[at + 8]! | (cid[at + 9]! << 8) | (cid[at + 10]! << 16) | (cid[at + 11]! << 24), 0x9e3779b1);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
