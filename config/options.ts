@@ -7,6 +7,8 @@
 import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { SCHEDULE_NAMES, type ScheduleName } from '../schedules/names.ts';
+import { BackfillSettings } from '../backfill/settings.ts';
 
 const port = z.coerce
   .number({ error: 'expected a port number from 1 to 65535' })
@@ -193,6 +195,72 @@ export const OPTIONS = [
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
+  // Periodic jobs (`repowalk schedule apply`): which schedules exist, how often each runs, and
+  // the settings their workflows get.
+  {
+    env: 'REPOWALK_SCHEDULES_DISABLED', key: 'schedules.disabled', schema: list.pipe(z.array(z.enum(SCHEDULE_NAMES))),
+    default: () => [], defaultText: 'none',
+    doc: `Schedules \`schedule apply\` leaves out (and deletes when present), comma-separated: ${SCHEDULE_NAMES.join(', ')}.`,
+  },
+  {
+    env: 'REPOWALK_RESYNC_SWEEP_SECONDS', key: 'schedules.resyncSweepSeconds', schema: positiveInt,
+    default: () => 300, defaultText: '300', doc: 'How often the resync sweep starts a backfill for each repo whose retry time has passed and that has no running workflow.',
+  },
+  {
+    env: 'REPOWALK_GONE_RECHECK_SECONDS', key: 'schedules.goneRecheckSeconds', schema: positiveInt,
+    default: () => 3600, defaultText: '3600', doc: 'How often the gone re-check tries the gone repos whose re-check time has passed.',
+  },
+  {
+    env: 'REPOWALK_RETENTION_SECONDS', key: 'schedules.retentionSeconds', schema: positiveInt,
+    default: () => 3600, defaultText: '3600', doc: 'How often events past their retention (ephemeral mode) are trimmed.',
+  },
+  {
+    env: 'REPOWALK_GC_SECONDS', key: 'schedules.gcSeconds', schema: positiveInt,
+    default: () => 86400, defaultText: '86400', doc: 'How often GC runs (mark, sweep, repack).',
+  },
+  {
+    env: 'REPOWALK_ROTATING_SCRUB_SECONDS', key: 'schedules.rotatingScrubSeconds', schema: positiveInt,
+    default: () => 86400, defaultText: '86400', doc: 'How often the rotating scrub walks its next sample.',
+  },
+  {
+    env: 'REPOWALK_ROTATING_VALIDATE_SECONDS', key: 'schedules.rotatingValidateSeconds', schema: positiveInt,
+    default: () => 86400, defaultText: '86400', doc: 'How often the rotating validate walks its next sample.',
+  },
+  {
+    env: 'REPOWALK_STATS_SECONDS', key: 'schedules.statsSeconds', schema: positiveInt,
+    default: () => 300, defaultText: '300', doc: 'How often the mirror\'s counts (repos by state, blocks, packs, bytes) are refreshed.',
+  },
+  {
+    env: 'REPOWALK_ROTATING_SAMPLE_RATE', key: 'maintenance.rotatingSampleRate', schema: positiveInt,
+    default: () => 7, defaultText: '7', doc: 'Rotating scrub and validate: each run samples 1/R of the mirror, the offset advancing one step per run, so R runs cover it all.',
+  },
+  {
+    env: 'REPOWALK_ROTATING_SCRUB_REPAIR', key: 'maintenance.rotatingScrubRepair', schema: bool,
+    default: () => true, defaultText: 'true', doc: 'Whether the rotating scrub rewrites missing and corrupt copies from a verified one.',
+  },
+  {
+    env: 'REPOWALK_GC_GRACE_SECONDS', key: 'maintenance.gcGraceSeconds', schema: positiveInt,
+    default: () => 86400, defaultText: '86400', doc: 'GC deletes a pack, blob or unindexed object only when it is older than this.',
+  },
+  {
+    env: 'REPOWALK_GC_REPACK_BELOW', key: 'maintenance.gcRepackBelow', schema: z.coerce.number({ error: 'expected a share from 0 to 1' }).min(0, 'expected a share from 0 to 1').max(1, 'expected a share from 0 to 1'),
+    default: () => 0.25, defaultText: '0.25', doc: 'GC copies the live blocks of a pack whose live share of bytes fell below this into a new pack; 0 turns repacking off.',
+  },
+  {
+    env: 'REPOWALK_RESYNC_SETTINGS', key: 'maintenance.resyncSettings',
+    // A JSON string from the environment, an object from the config file.
+    schema: z.unknown().transform((v, ctx) => {
+      if (typeof v !== 'string') return v;
+      try {
+        return JSON.parse(v) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'expected a JSON object of backfill settings' });
+        return z.NEVER;
+      }
+    }).pipe(BackfillSettings),
+    default: () => BackfillSettings.parse({}), defaultText: '{} (full mode, no blobs)',
+    doc: 'Backfill settings (JSON, as in a backfill input: filter, ephemeralRetentionSeconds, blobs, …) the resync sweep and gone re-check start repos with; the mirror does not record the settings a repo was first added with.',
+  },
 ] as const satisfies readonly OptionSpec[];
 
 /** The validated configuration. */
@@ -215,4 +283,21 @@ export interface Config {
   stack: { s3: boolean; ui: boolean; pds: boolean };
   network: { plcUrl: string; allowPrivateAddresses: boolean; identityTtlSeconds: number; pdsConcurrency: number; pdsMinIntervalMs: number; fetchTimeoutSeconds: number };
   worker: { jobsAllow: string[]; jobsBlock: string[]; metricsPort: number };
+  schedules: {
+    disabled: ScheduleName[];
+    resyncSweepSeconds: number;
+    goneRecheckSeconds: number;
+    retentionSeconds: number;
+    gcSeconds: number;
+    rotatingScrubSeconds: number;
+    rotatingValidateSeconds: number;
+    statsSeconds: number;
+  };
+  maintenance: {
+    rotatingSampleRate: number;
+    rotatingScrubRepair: boolean;
+    gcGraceSeconds: number;
+    gcRepackBelow: number;
+    resyncSettings: BackfillSettings;
+  };
 }

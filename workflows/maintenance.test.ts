@@ -1,0 +1,185 @@
+/**
+ * The maintenance workflows on the real dev server, with workers in this process: the resync
+ * sweep (and the gone re-check) start `backfill/<did>` exactly for the due repos that have no
+ * running workflow — including one terminated by hand — and leave running ones alone; the
+ * rotating walk covers the mirror exactly once in R runs; gc, retention and stats run end to end.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { freshDatabase, testStack } from '../test/stack.ts';
+import { openPool } from '../storage/db/pool.ts';
+import { migrate } from '../storage/db/migrate.ts';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import { PgHealQueue } from '../storage/db/heal-queue.ts';
+import { markGone, markResync } from '../backfill/repo-state.ts';
+import { buildMirror, testDids } from '../graph/testing.ts';
+import { readRotation } from '../maintenance/rotation.ts';
+import { readStats } from '../maintenance/stats.ts';
+import type { BackfillRepoState } from './backfill-repo.ts';
+import type { GcOutcome, RotatingWalkResult, SweepProgress } from './maintenance.ts';
+import { startTestWorkers, type TestWorkers } from './maintenance-test-worker.ts';
+
+let pool: pg.Pool;
+let dir: string;
+let client: Client;
+let workers: TestWorkers;
+const prefix = `maint-wf-${process.pid}-${Date.now().toString(36)}`;
+const mirror = testDids('maintwf', 4);
+const [running, terminated, never, notDue, gone] = testDids('maintsweep', 5) as [string, string, string, string, string];
+
+async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const backfillState = (did: string) => client.workflow.getHandle(`backfill/${did}`).query<BackfillRepoState>('state');
+
+beforeAll(async () => {
+  pool = openPool(await freshDatabase('maint_wf'));
+  await migrate(pool);
+  dir = await mkdtemp(join(tmpdir(), 'repowalk-maint-wf-'));
+  const blobs = new LocalBlobStore(dir);
+  await buildMirror({ pool, blobs }, mirror.map((did, i) => ({ did, records: 30 + 10 * i })));
+  const past = new Date(Date.now() - 60_000);
+  for (const did of [running, terminated, never]) await markResync(pool, did, { kind: 'transport', count: 2, nextRetryAt: past, error: 'reset' });
+  await markResync(pool, notDue, { kind: 'error', count: 1, nextRetryAt: new Date(Date.now() + 3600_000), error: 'bad' });
+  await markGone(pool, gone, { status: 'deactivated', recheckAt: past, detail: 'RepoDeactivated' });
+  client = new Client({ connection: await Connection.connect({ address: testStack().temporal.address }) });
+  workers = await startTestWorkers({ address: testStack().temporal.address, prefix, stores: { pool, blobs, healQueue: new PgHealQueue(pool) } });
+}, 180_000);
+
+afterAll(async () => {
+  for (const did of [running, terminated, never, gone]) await client?.workflow.getHandle(`backfill/${did}`).terminate('test over').catch(() => {});
+  await workers?.stop();
+  await client?.connection.close();
+  await pool?.end();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('resync sweep', () => {
+  it('starts backfillRepo for a due repo whose workflow was terminated by hand, and not for one whose workflow is running', async () => {
+    // Two repos had their workflow: one still waits in backoff, one was terminated by hand.
+    for (const did of [running, terminated]) {
+      await client.workflow.start('backfillRepo', { taskQueue: workers.queues.backfill, workflowId: `backfill/${did}`, args: [{ did }] });
+      await waitFor(async () => (await backfillState(did).catch(() => undefined))?.state === 'backoff', 20_000, `${did} in backoff`);
+    }
+    const runningRun = (await client.workflow.getHandle(`backfill/${running}`).describe()).runId;
+    const terminatedHandle = client.workflow.getHandle(`backfill/${terminated}`);
+    const terminatedRun = (await terminatedHandle.describe()).runId;
+    await terminatedHandle.terminate('by hand, in the test');
+
+    const result = await client.workflow.execute('resyncSweep', {
+      taskQueue: workers.queues.maintenance,
+      workflowId: `${prefix}-resync-sweep`,
+      args: [{ backfillTaskQueue: workers.queues.backfill, pageSize: 2 }],
+    });
+    const p = result as SweepProgress;
+    expect(p).toMatchObject({ kind: 'resync', state: 'done', due: 3, started: 2, running: 1, pages: 2 });
+    expect(p.startedDids.sort()).toEqual([terminated, never].sort());
+
+    // The running one kept its run; the terminated one and the one that never had one got a new run.
+    expect((await client.workflow.getHandle(`backfill/${running}`).describe()).runId).toBe(runningRun);
+    const again = await terminatedHandle.describe();
+    expect(again.runId).not.toBe(terminatedRun);
+    expect(again.status.name).toBe('RUNNING');
+    for (const did of [terminated, never]) {
+      await waitFor(async () => (await backfillState(did).catch(() => undefined))?.state === 'backoff', 20_000, `${did} retried`);
+      // Its backoff continues from the repo's retry count.
+      expect((await backfillState(did)).retryCount).toBe(3);
+    }
+    expect(workers.attempts.filter((d) => d === notDue)).toEqual([]);
+
+    let listed = 0;
+    await waitFor(async () => {
+      listed = 0;
+      for await (const _ of client.workflow.list({ query: `RepowalkKind = 'maintenance/resync-sweep' AND RepowalkState = 'done' AND WorkflowId = '${prefix}-resync-sweep'` })) listed++;
+      return listed === 1;
+    }, 15_000, 'search attributes');
+
+    // A second sweep finds them all running.
+    const second = (await client.workflow.execute('resyncSweep', {
+      taskQueue: workers.queues.maintenance,
+      workflowId: `${prefix}-resync-sweep-2`,
+      args: [{ backfillTaskQueue: workers.queues.backfill }],
+    })) as SweepProgress;
+    expect(second).toMatchObject({ due: 3, started: 0, running: 3 });
+  });
+
+  it('the gone re-check starts the gone repos whose re-check time has passed', async () => {
+    const p = (await client.workflow.execute('goneRecheck', {
+      taskQueue: workers.queues.maintenance,
+      workflowId: `${prefix}-gone-recheck`,
+      args: [{ backfillTaskQueue: workers.queues.backfill }],
+    })) as SweepProgress;
+    expect(p).toMatchObject({ kind: 'gone', state: 'done', due: 1, started: 1, startedDids: [gone] });
+  });
+
+  it('fails bad input at once, naming the field', async () => {
+    const err = await client.workflow
+      .execute('resyncSweep', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-bad`, args: [{ pageSize: 0 }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const cause = (err as WorkflowFailedError).cause as Error & { type?: string };
+    expect(cause.type).toBe('InvalidInput');
+    expect(cause.message).toMatch(/backfillTaskQueue/);
+    expect(cause.message).toMatch(/pageSize/);
+  });
+});
+
+describe('rotating walk', () => {
+  it('R runs of the rotating validate check every node exactly once, the offset advancing one step per run', async () => {
+    const rate = 3;
+    const runs: RotatingWalkResult[] = [];
+    for (let i = 0; i < rate; i++) {
+      runs.push(
+        (await client.workflow.execute('rotatingWalk', {
+          taskQueue: workers.queues.maintenance,
+          workflowId: `${prefix}-rotating-${i}`,
+          args: [{ type: 'validate', rate, walkTaskQueue: workers.queues.walk, walk: { slices: 2 } }],
+        })) as RotatingWalkResult,
+      );
+    }
+    expect(runs.map((r) => r.offset)).toEqual([0, 1, 2]);
+    expect(runs.map((r) => r.walk.state)).toEqual(['done', 'done', 'done']);
+    expect(runs.map((r) => r.walkId)).toEqual([0, 1, 2].map((i) => `${prefix}-rotating-${i}/walk`));
+    // Every run walks everything; each checks its own slice; together exactly everything, once.
+    const walked = runs[0]!.walk.totals.types;
+    for (const type of ['Repo', 'Commit', 'MstNode', 'Record', 'RecordRow', 'Event'] as const) {
+      expect(walked[type]?.walked, type).toBeGreaterThan(0);
+      for (const r of runs) expect(r.walk.totals.types[type]?.walked, type).toBe(walked[type]?.walked);
+      const checked = runs.map((r) => r.walk.totals.types[type]?.checked ?? 0);
+      expect(checked.reduce((a, b) => a + b, 0), type).toBe(walked[type]?.walked);
+    }
+    for (const r of runs) expect(r.walk.totals.findings).toEqual({});
+    expect(await readRotation(pool, 'rotating-validate')).toMatchObject({ rate, next: 0, cycle: 1, runs: rate });
+  });
+
+  it('a bad walk option fails the run at once, before it claims an offset', async () => {
+    const before = await readRotation(pool, 'rotating-validate');
+    const err = await client.workflow
+      .execute('rotatingWalk', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-rotating-bad`, args: [{ type: 'validate', rate: 3, walkTaskQueue: workers.queues.walk, walk: { checks: ['no-such-check'] } }] })
+      .catch((e: unknown) => e);
+    expect(((err as WorkflowFailedError).cause as Error).message).toMatch(/checks/);
+    expect(await readRotation(pool, 'rotating-validate')).toEqual(before);
+  });
+});
+
+describe('gc, retention, stats', () => {
+  it('each runs end to end on the maintenance queue', async () => {
+    const gc = (await client.workflow.execute('gc', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 3600 }] })) as GcOutcome;
+    expect(gc.state).toBe('done');
+    if (gc.state === 'done') expect(gc.mark).toMatchObject({ complete: true, repos: 9 });
+    const retention = await client.workflow.execute('retention', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-retention`, args: [{}] });
+    expect(retention).toMatchObject({ trimmed: 0, done: true });
+    const stats = await client.workflow.execute('stats', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-stats`, args: [] });
+    expect(stats).toMatchObject({ repos: { total: 9 } });
+    expect(await readStats(pool)).toEqual(stats);
+  });
+});
