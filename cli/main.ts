@@ -1,7 +1,8 @@
 /**
  * repowalk's command line: wires configuration to the modules that do the work.
  *   repowalk stack up|down|status      the local stack (Temporal, PostgreSQL, S3)
- *   repowalk demo                      stack + migrations + a worker + a first workflow
+ *   repowalk demo                      a local PDS with sample accounts, backfilled into the mirror
+ *   repowalk backfill | walk | schedule …   the three capabilities (see USAGE)
  *   repowalk worker [--job NAME]...    run jobs' workflows and activities until SIGTERM
  *   repowalk jobs list                 the job registry
  *   repowalk migrate                   apply database migrations
@@ -17,12 +18,15 @@ import { JOBS, selectJobs, taskQueueFor, UnknownJobError } from '../workers/jobs
 
 const USAGE = `usage: repowalk <command>
   stack up | down | status   start, stop or describe the local stack (Temporal dev server, PostgreSQL, S3)
-  demo                       bring the stack and a worker up and run a first workflow
+  demo                       the main job on local data: a local PDS with sample accounts, backfilled
   worker [--job NAME]...     run the named jobs' workflows and activities (default: all)
   jobs list                  the jobs a worker can run, with their task queues
   backfill add <did…> | --pds URL | --file PATH   mirror repos [--mode filter --include P --exclude P --signal P --ephemeral SECONDS --blobs --wait]
   backfill status [did]      repos by state, or one repo's state and its workflow
   backfill resync <did>      retry a repo now
+  walk start <type> [flags]  walk the mirror: scrub, validate, corpus, compression-benefit (see README)
+  walk status|pause|resume|cancel <id>, walk list
+  schedule apply [--dry-run] | list | trigger NAME   the periodic jobs' Temporal Schedules, from configuration
   migrate                    apply database migrations
   ping [message]             run the ping workflow end to end
   config                     print every option, its default, and the values in force`;
@@ -97,6 +101,14 @@ async function main(argv: string[]): Promise<number> {
     case 'backfill': {
       const { backfillCommand } = await import('./backfill-commands.ts');
       return backfillCommand(config, rest);
+    }
+    case 'walk': {
+      const { walkCommand } = await import('./walk-commands.ts');
+      return walkCommand(config, rest);
+    }
+    case 'schedule': {
+      const { scheduleCommand } = await import('./schedule-commands.ts');
+      return scheduleCommand(config, rest);
     }
     case 'demo':
       await runDemo(config);

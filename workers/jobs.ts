@@ -8,6 +8,8 @@ import type { Stores } from './stores.ts';
 import type { Config } from '../config/options.ts';
 import { pingActivities } from '../activities/ping.ts';
 import { backfillActivities } from '../activities/backfill.ts';
+import { walkActivities } from '../activities/walk.ts';
+import { maintenanceActivities } from '../activities/maintenance.ts';
 
 export interface JobContext {
   config: Config;
@@ -30,10 +32,16 @@ export const JOBS = [
     activities: (ctx) => backfillActivities(ctx),
   },
   {
+    name: 'walk',
+    description: 'graph walks over the mirror: scrub, validate, corpus, compression-benefit',
+    workflows: ['walk', 'walkSlice'],
+    activities: (ctx) => walkActivities(ctx),
+  },
+  {
     name: 'maintenance',
-    description: 'periodic upkeep and diagnostics (ping)',
-    workflows: ['ping'],
-    activities: ({ stores }) => pingActivities(stores),
+    description: 'periodic upkeep on Schedules: resync sweep, gone re-check, GC, retention, rotating walks, stats; ping',
+    workflows: ['ping', 'resyncSweep', 'goneRecheck', 'retention', 'gc', 'rotatingWalk', 'stats'],
+    activities: (ctx) => ({ ...pingActivities(ctx.stores), ...maintenanceActivities(ctx) }),
   },
 ] as const satisfies readonly JobDefinition[];
 

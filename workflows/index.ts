@@ -2,3 +2,6 @@
 export { ping } from './ping.ts';
 export { backfill } from './backfill.ts';
 export { backfillRepo } from './backfill-repo.ts';
+export { walk } from './walk.ts';
+export { walkSlice } from './walk-slice.ts';
+export { resyncSweep, goneRecheck, retention, gc, rotatingWalk, stats } from './maintenance.ts';
