@@ -61,6 +61,7 @@ export async function startBackfill(client: Client, config: Config, input: Backf
     taskQueue: taskQueueFor(config, 'backfill'),
     workflowId: workflowId ?? `backfill-bulk/${new Date().toISOString().replace(/[:.]/g, '-')}`,
     args: [input],
+    staticSummary: `backfill of ${input.source.kind === 'dids' ? `${input.source.dids.length} DIDs` : input.source.kind === 'file' ? `the DIDs in ${input.source.path}` : `every repo on ${input.source.url}`}`,
   });
 }
 
@@ -95,7 +96,7 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
         } catch (err) {
           if (!(err instanceof WorkflowNotFoundError)) throw err;
         }
-        await client.workflow.start('backfillRepo', { taskQueue: taskQueueFor(config, 'backfill'), workflowId: `backfill/${did}`, args: [{ did }] });
+        await client.workflow.start('backfillRepo', { taskQueue: taskQueueFor(config, 'backfill'), workflowId: `backfill/${did}`, args: [{ did }], staticSummary: `backfill of ${did}, resynced by hand` });
         console.log(`started backfill/${did}`);
         return 0;
       }

@@ -138,6 +138,7 @@ export async function startWalk(client: Client, config: Config, input: WalkInput
     taskQueue: walkTaskQueue(config),
     workflowId: workflowId ?? `walk/${input.type}/${new Date().toISOString().replace(/[:.]/g, '-')}`,
     args: [input],
+    staticSummary: `${input.type} walk${input.sampleRate && input.sampleRate > 1 ? `, sample 1/${input.sampleRate} at offset ${input.sampleOffset ?? 0}` : ''}${input.slices ? `, ${input.slices} slices` : ''}`,
   });
 }
 

@@ -283,6 +283,22 @@ describe('the Web UI', () => {
     });
     expect(detail).toContain(workflowId);
     await page.screenshot(join(ARTIFACTS, 'webui-workflow.png'));
+    // The workflow's current details, set by the workflow itself, say in words where it is.
+    const openedMetadata = await page.evaluate<boolean>(`(() => {
+      const tab = [...document.querySelectorAll('a, button, [role="tab"]')].find((e) => e.innerText.trim() === 'User Metadata');
+      if (!tab) return false;
+      tab.click();
+      return true;
+    })()`);
+    expect(openedMetadata).toBe(true);
+    await waitFor('the current details', async () => {
+      // The UI renders them as markdown inside an iframe.
+      const t = await page.evaluate<string>(`[...document.querySelectorAll('iframe')].map((f) => {
+        try { return (f.contentDocument && f.contentDocument.body.innerText) || f.srcdoc || ''; } catch { return f.srcdoc || ''; }
+      }).join('\\n')`);
+      return /(validate walk: (tailing|running)|backfill did:\S+: backoff)/.test(t);
+    });
+    await page.screenshot(join(ARTIFACTS, 'webui-current-details.png'));
 
     // Its repowalk state, in the Search Attributes tab.
     const clicked = await page.evaluate<boolean>(`(() => {

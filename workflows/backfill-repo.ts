@@ -13,6 +13,7 @@ import {
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
+  setCurrentDetails,
   workflowInfo,
   CancellationScope,
 } from '@temporalio/workflow';
@@ -89,6 +90,13 @@ export async function backfillRepo(rawInput: BackfillRepoInput): Promise<Backfil
       { key: RepowalkState, value: state },
       { key: RepowalkRetryCount, value: s.retryCount },
     ]);
+    // What the Web UI shows as this workflow's current details.
+    setCurrentDetails(
+      `**backfill ${input.did}: ${state}**` +
+        (s.retryCount > 0 ? `\n\nretry ${s.retryCount}` : '') +
+        (s.nextRetryAt ? `, next attempt at ${s.nextRetryAt}` : '') +
+        (s.lastError ? `\n\nlast error: ${s.lastError}` : ''),
+    );
   }
 
   let pending: RepoOutcome | undefined = input.firstOutcome;

@@ -15,6 +15,7 @@ import {
   setHandler,
   startChild,
   upsertSearchAttributes,
+  setCurrentDetails,
   workflowInfo,
   CancellationScope,
   ParentClosePolicy,
@@ -125,7 +126,15 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
   setHandler(resumeSignal, () => void (paused = false));
   setHandler(cancelSignal, () => void (cancelled = true));
   setHandler(progressQuery, progress);
-  const show = (s: string) => upsertSearchAttributes([{ key: RepowalkKind, value: 'backfill-bulk' }, { key: RepowalkState, value: s }]);
+  const show = (s: string) => {
+    upsertSearchAttributes([{ key: RepowalkKind, value: 'backfill-bulk' }, { key: RepowalkState, value: s }]);
+    // What the Web UI shows as this workflow's current details.
+    const t = totals;
+    setCurrentDetails(
+      `**backfill of ${sourceLabel}: ${s}**\n\n${t.repos} repos: ${t.imported} imported, ${t.skipped} unchanged, ${t.failed} handed to resync, ` +
+        `${t.gone} gone, ${t.deleted} deleted, ${t.dropped} dropped; ${t.records} records, ${t.blocks} new blocks`,
+    );
+  };
   show('running');
 
   try {
@@ -177,6 +186,7 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
         }
       }
       cursor = next;
+      show(paused ? 'paused' : 'running');
       // An empty page ends every source (listRepos keeps a cursor until it returns one).
       if (next === undefined || dids.length === 0) break;
     }

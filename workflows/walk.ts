@@ -26,11 +26,12 @@ import {
   setHandler,
   startChild,
   upsertSearchAttributes,
+  setCurrentDetails,
   workflowInfo,
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
 import { z } from 'zod';
-import { type WalkTotals, addTotals, emptyTotals } from '../graph/totals.ts';
+import { type WalkTotals, addTotals, emptyTotals, findingCount } from '../graph/totals.ts';
 import { WalkInput, type WalkInputJson } from '../graph/walk-input.ts';
 import { parseInput } from './input.ts';
 import { RepowalkKind, RepowalkState, WalkType } from './search-attributes.ts';
@@ -112,13 +113,25 @@ export async function walk(raw: WalkWorkflowInput): Promise<WalkProgress> {
     cancelled = true;
     await forward(cancelSignal);
   });
-  setHandler(progressQuery, () => ({ ...p, state: paused && p.state === 'running' ? 'paused' : p.state, slices: { ...p.slices, running: [...running.values()].map((h) => h.workflowId) } }));
-  const show = (s: string) =>
+  setHandler(progressQuery, () => ({
+    ...p,
+    state: paused && (p.state === 'running' || p.state === 'tailing') ? 'paused' : p.state,
+    slices: { ...p.slices, running: [...running.values()].map((h) => h.workflowId) },
+  }));
+  const show = (s: string) => {
     upsertSearchAttributes([
       { key: RepowalkKind, value: 'walk' },
       { key: WalkType, value: input.type },
       { key: RepowalkState, value: s },
     ]);
+    // What the Web UI shows as this workflow's current details.
+    setCurrentDetails(
+      `**${input.type} walk: ${s}**${state.pass > 0 ? ` (tail pass ${state.pass})` : ''}\n\n` +
+        `slices ${p.slices.done} of ${input.slices} done, ${p.repos} repos, ${p.totals.nodes} nodes, ` +
+        `${findingCount(p.totals, 'error')} errors, ${findingCount(p.totals, 'warn')} warnings` +
+        (p.nextPassAt ? `\n\nnext pass at ${p.nextPassAt}` : ''),
+    );
+  };
   show('running');
 
   const pending = Array.from({ length: input.slices }, (_, i) => i);
@@ -173,8 +186,13 @@ export async function walk(raw: WalkWorkflowInput): Promise<WalkProgress> {
     if (!cancelled && input.tailIntervalSeconds !== undefined) {
       p.state = 'tailing';
       p.nextPassAt = new Date(Date.now() + input.tailIntervalSeconds * 1000).toISOString();
-      show('tailing');
-      await condition(() => cancelled, input.tailIntervalSeconds * 1000);
+      // Wait out the interval, showing a pause or resume as it comes rather than when it ends.
+      const deadline = Date.now() + input.tailIntervalSeconds * 1000;
+      while (!cancelled && Date.now() < deadline) {
+        const before = paused;
+        show(paused ? 'paused' : 'tailing');
+        await condition(() => cancelled || paused !== before, deadline - Date.now());
+      }
       if (paused && !cancelled) {
         show('paused');
         await condition(() => !paused || cancelled);
