@@ -16,20 +16,25 @@ import { startStack } from '../stack/stack.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
-/** Runs `node <script> …args` and returns the JSON object its last stdout line holds. */
+/** Runs `node <script> …args` and returns the JSON object that ends its stdout (one line or pretty-printed). */
 function runJson(script: string, args: string[], env: Record<string, string> = {}): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(HERE, script), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.on('exit', (code) => {
-      const last = out.trim().split('\n').pop() ?? '';
       if (code !== 0) return reject(new Error(`${script} exited ${code}`));
-      try {
-        resolve(JSON.parse(last));
-      } catch {
-        reject(new Error(`${script} printed no JSON last: ${last.slice(0, 200)}`));
+      const text = out.trim();
+      // The object starts at the last line that opens one: a one-line result, or a pretty one.
+      for (let at = text.lastIndexOf('{'); at >= 0; at = text.lastIndexOf('{', at - 1)) {
+        if (at > 0 && text[at - 1] !== '\n') continue;
+        try {
+          return resolve(JSON.parse(text.slice(at)));
+        } catch {
+          // an inner line of a pretty object: keep looking further up
+        }
       }
+      reject(new Error(`${script} printed no JSON object last: ${text.slice(-200)}`));
     });
   });
 }
