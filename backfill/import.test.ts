@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import * as TID from '@atcute/tid';
 import { freshDatabase } from '../test/stack.ts';
+import { refcountProblems } from '../test/helpers.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
@@ -40,20 +41,6 @@ async function importCar(made: { car: Uint8Array; did: string; signingKey: strin
   return importRepo({ pool, blobs }, { repo, pds: 'https://pds.example', handle: 'alice.test', signingKey: made.signingKey, filter: opts.filter ?? FULL, ephemeralRetentionSeconds: opts.ephemeral });
 }
 
-/** Blocks whose refcount differs from the references stored rows hold (none, when all is right). */
-async function refcountMismatches(): Promise<{ cid: string; refcount: number | null; expected: number }[]> {
-  const { rows } = await pool.query(`
-    WITH refs AS (
-      SELECT cid FROM records
-      UNION ALL SELECT head_cid FROM repos WHERE head_cid IS NOT NULL
-      UNION ALL SELECT cid FROM events WHERE cid IS NOT NULL
-    ), expected AS (SELECT cid, count(*)::int AS n FROM refs GROUP BY cid)
-    SELECT encode(b.cid, 'hex') AS cid, b.refcount::int AS refcount, coalesce(e.n, 0) AS expected
-      FROM blocks b LEFT JOIN expected e USING (cid) WHERE b.refcount <> coalesce(e.n, 0)
-    UNION ALL
-    SELECT encode(e.cid, 'hex'), NULL, e.n FROM expected e LEFT JOIN blocks b USING (cid) WHERE b.cid IS NULL`);
-  return rows;
-}
 
 async function storedRecords(did: string): Promise<string[]> {
   const { rows } = await pool.query<{ p: string; cid: Buffer }>(`SELECT collection || '/' || rkey AS p, cid FROM records WHERE did = $1 ORDER BY 1`, [did]);
@@ -89,7 +76,7 @@ describe('importRepo', () => {
     expect(result).toMatchObject({ kind: 'imported', created: 60, updated: 0, deleted: 0, unchanged: 0 });
     expect(await storedRecords(did)).toEqual(made.records.map((r) => `${r.path}=${cidBytes(r.cid).toString('hex')}`).sort());
     expect((await eventsOf(did)).filter((e) => e.startsWith('create'))).toHaveLength(60);
-    expect(await refcountMismatches()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
     const { rows } = await pool.query('SELECT status, rev, records_count FROM repos WHERE did = $1', [did]);
     expect(rows[0]).toMatchObject({ status: 'active', rev: rev(1), records_count: '60' });
     // Every record block reads back from its pack, hash-checked.
@@ -107,7 +94,7 @@ describe('importRepo', () => {
     const older = await makeRepo({ did, records: base.slice(5), keypair, rev: rev(0) });
     expect(await importCar(older)).toMatchObject({ kind: 'skipped' });
     expect(await maxEventId()).toBe(before);
-    expect(await refcountMismatches()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('emits exactly the creates, updates and deletes of a newer rev, and keeps refcounts right', async () => {
@@ -124,7 +111,7 @@ describe('importRepo', () => {
       [...created.map((r) => `create ${path(r)}`), ...deleted.map((r) => `delete ${path(r)}`), ...updated.map((r) => `update ${path(r)}`)].sort(),
     );
     expect(await storedRecords(did)).toEqual(made.records.map((r) => `${r.path}=${cidBytes(r.cid).toString('hex')}`).sort());
-    expect(await refcountMismatches()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('keeps only filtered collections, and drops a repo with no record in a signal collection', async () => {
@@ -142,14 +129,14 @@ describe('importRepo', () => {
     expect(await storedRecords(fdid)).toEqual([]);
     const { rows } = await pool.query('SELECT status FROM repos WHERE did = $1', [fdid]);
     expect(rows[0].status).toBe('dropped');
-    expect(await refcountMismatches()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
 
     // The signal test does not depend on the collection filter: a signal collection outside `include` still counts.
     const withSignal = await makeRepo({ did: fdid, records: [...generateRecords(41), { collection: 'com.whtwnd.blog.entry', rkey: '3kblog00000001', value: { $type: 'com.whtwnd.blog.entry', content: 'x' } }], keypair, rev: rev(3) });
     const r = await importCar(withSignal, { filter: signalled });
     expect(r).toMatchObject({ kind: 'imported' });
     expect((await storedRecords(fdid)).some((p) => p.startsWith('com.whtwnd'))).toBe(false);
-    expect(await refcountMismatches()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('in ephemeral mode keeps events with an expiry, and no record index', async () => {
@@ -159,7 +146,7 @@ describe('importRepo', () => {
     expect(await storedRecords(edid)).toEqual([]);
     const { rows } = await pool.query(`SELECT count(*)::int AS n, min(expires_at) > now() + interval '50 minutes' AS later FROM events WHERE did = $1 AND kind = 'create'`, [edid]);
     expect(rows[0]).toEqual({ n: 12, later: true });
-    expect(await refcountMismatches()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('waits while GC sweeps (its lock held exclusively) before it looks for blocks to reuse', async () => {
@@ -196,6 +183,6 @@ describe('importRepo', () => {
     expect(await eventsOf(did)).toEqual(['account null/null']);
     const { rows } = await pool.query('SELECT status, head_cid FROM repos WHERE did = $1', [did]);
     expect(rows[0]).toEqual({ status: 'deleted', head_cid: null });
-    expect(await refcountMismatches()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 });

@@ -21,6 +21,7 @@ import { toBase32 } from '@atcute/multibase';
 import type { BackfillRepoInput, BackfillRepoState } from '../workflows/backfill-repo.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import { listAllRecords, seedSampleAccounts, startPds, type PdsServer, type SampleAccounts } from './pds.ts';
+import { refcountProblems, waitFor } from './helpers.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const prefix = `bf-crash-${process.pid}`;
@@ -136,36 +137,8 @@ afterAll(async () => {
 
 const cidString = (bytes: Buffer | Uint8Array): string => `b${toBase32(bytes)}`;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
-/** Blocks whose refcount differs from the references rows hold (records, repos.head_cid, events.cid). */
-async function refcountProblems(): Promise<unknown[]> {
-  const { rows } = await pool.query<{ cid: Buffer; refcount: string | null; refs: string }>(`
-    WITH refs AS (
-      SELECT cid, count(*) AS n FROM (
-        SELECT cid FROM records
-        UNION ALL SELECT head_cid FROM repos WHERE head_cid IS NOT NULL
-        UNION ALL SELECT cid FROM events WHERE cid IS NOT NULL
-      ) r GROUP BY cid
-    )
-    SELECT coalesce(b.cid, refs.cid) AS cid, b.refcount, coalesce(refs.n, 0) AS refs
-    FROM blocks b FULL OUTER JOIN refs ON refs.cid = b.cid
-    WHERE b.cid IS NULL OR b.refcount <> coalesce(refs.n, 0)
-    LIMIT 20`);
-  return rows.map((r) => ({ cid: cidString(r.cid), refcount: r.refcount, references: r.refs }));
-}
 
 async function count(sql: string, params: unknown[] = []): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(sql, params);
@@ -253,7 +226,7 @@ describe('a backfill worker killed mid-import', () => {
     expect(await count('SELECT count(DISTINCT (collection, rkey)) AS n FROM events WHERE did = $1', [big.did])).toBe(expected);
     expect(await count('SELECT count(*) AS n FROM packs')).toBe(1);
     expect(await count(`SELECT coalesce(sum(count), 0) AS n FROM collection_counts WHERE did = $1`, [big.did])).toBe(expected);
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
     // The killed attempt's pack, if its upload finished, has the same content-derived key as the
     // committed one: nothing else is left in the blobstore.
     expect((await listFiles(join(blobDir, 'packs'))).length).toBe(1);
@@ -280,7 +253,7 @@ describe('repowalk backfill (command line)', () => {
     for (const acct of sample.all) {
       expect(await count('SELECT count(*) AS n FROM records WHERE did = $1', [acct.did])).toBe(sample.recordCounts[acct.did]);
     }
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('backfill status <did> prints the repo row and its workflow; backfill status sums by state', async () => {

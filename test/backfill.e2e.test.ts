@@ -58,6 +58,7 @@ import {
   type TestAccount,
 } from './pds.ts';
 import { startFaultServer, type FaultServer } from './fault-server.ts';
+import { refcountProblems, waitFor } from './helpers.ts';
 
 /** Quick backoff, so that retries in these tests take seconds. */
 const FAST: BackfillSettingsInput = { backoff: { initialSeconds: 1, maxSeconds: 4, jitter: 0.1 } };
@@ -146,45 +147,8 @@ afterAll(async () => {
 
 const cidString = (bytes: Buffer | Uint8Array): string => `b${toBase32(bytes)}`;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await sleep(200);
-  }
-}
 
-/**
- * The refcount invariant: every block's refcount equals the references stored rows hold to it
- * (records rows, repos.head_cid, events.cid), and every such reference names an indexed block.
- * Returns the offending blocks (empty when all is right).
- */
-async function refcountProblems(): Promise<Array<{ cid: string; refcount: number | null; references: number }>> {
-  const { rows } = await pool.query<{ cid: Buffer; refcount: string | null; refs: string }>(`
-    WITH refs AS (
-      SELECT cid, count(*) AS n FROM (
-        SELECT cid FROM records
-        UNION ALL SELECT head_cid FROM repos WHERE head_cid IS NOT NULL
-        UNION ALL SELECT cid FROM events WHERE cid IS NOT NULL
-      ) r GROUP BY cid
-    )
-    SELECT coalesce(b.cid, refs.cid) AS cid, b.refcount, coalesce(refs.n, 0) AS refs
-    FROM blocks b FULL OUTER JOIN refs ON refs.cid = b.cid
-    WHERE b.cid IS NULL OR b.refcount <> coalesce(refs.n, 0)
-    LIMIT 20`);
-  return rows.map((r) => ({ cid: cidString(r.cid), refcount: r.refcount === null ? null : Number(r.refcount), references: Number(r.refs) }));
-}
 
 async function storedRecords(did: string): Promise<Array<{ collection: string; rkey: string; cid: string }>> {
   const { rows } = await pool.query<{ collection: string; rkey: string; cid: Buffer }>(
@@ -420,7 +384,7 @@ describe('backfill against the reference PDS', () => {
       expect(Buffer.from(await readFile(path)).equals(Buffer.from(await getBlob(pds, b.did, b.cid)))).toBe(true);
     }
 
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('a re-backfill emits exactly the creates, updates and deletes made on the PDS since, and keeps refcounts right', async () => {
@@ -460,13 +424,13 @@ describe('backfill against the reference PDS', () => {
 
     expect(await storedRecords(alice.did)).toEqual(await pdsRecords(alice.did));
     expect(Number(row.records_count)).toBe(before.length); // two created, two deleted
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
 
     // Nothing changed since: the next run is skipped and emits nothing.
     const again = await runBackfillRepo(alice.did);
     expect(again.lastOutcome).toMatchObject({ kind: 'skipped', rev: row.rev });
     expect(await eventsOf(alice.did, since)).toHaveLength(events.length);
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('deactivated and taken-down accounts become gone, a deleted one becomes deleted with its data removed', async () => {
@@ -528,7 +492,7 @@ describe('backfill against the reference PDS', () => {
     ]);
     expect(refs.length).toBe(doomedRecords.length);
     expect(refs.every((r) => Number(r.refcount) === 0)).toBe(true);
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('turning blob mirroring on for a repo already mirrored fetches its blobs', async () => {
@@ -624,7 +588,7 @@ describe('backfill through a fault-injecting server', () => {
     expect(await storedRecords(acct.did)).toEqual(await pdsRecords(acct.did));
     expect(await repoRow(acct.did)).toMatchObject({ status: 'active', resync_kind: null, resync_count: 0, next_retry_at: null, last_error: null });
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('done');
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('a bulk backfill hands a failing repo over to its own backfillRepo, which retries until it succeeds', async () => {
@@ -648,7 +612,7 @@ describe('backfill through a fault-injecting server', () => {
     await child.signal('resyncNow');
     expect(await child.result()).toMatchObject({ state: 'done', lastOutcome: { kind: 'imported', created: 5 } });
     expect(await storedRecords(failing.did)).toEqual(await pdsRecords(failing.did));
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('a connection reset in the middle of the CAR: transport, nothing stored', async () => {
@@ -763,6 +727,6 @@ describe('backfill through a fault-injecting server', () => {
     expect((await repoRow(acct.did))!).toMatchObject({ status: 'error', resync_kind: 'error', last_error: expect.stringContaining('10.0.0.1') });
     await expectNothingStored(acct.did, car);
     expect((await cancelAndWait(handle)).state).toBe('cancelled');
-    expect(await refcountProblems()).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 });

@@ -25,6 +25,7 @@ import { runWorker } from '../workers/worker.ts';
 import { JOBS, selectJobs, taskQueueFor } from '../workers/jobs.ts';
 import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
 import { freshDatabase, testStack } from './stack.ts';
+import { waitFor } from './helpers.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const ARTIFACTS = join(ROOT, 'test-artifacts');
@@ -173,24 +174,7 @@ async function launchChromium(bin: string): Promise<Browser> {
 
 // ---------------------------------------------------------------------------------------------
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
-    await sleep(200);
-  }
-}
 
 function ensureChromium(): Promise<string> {
   return new Promise((resolve, reject) =>

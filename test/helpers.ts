@@ -1,0 +1,47 @@
+/** Helpers the integration tests share: waiting for a condition, and checking the mirror's books. */
+import type pg from 'pg';
+import { toBase32 } from '@atcute/multibase';
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Polls `probe` every 200 ms until it returns something other than undefined or false, and
+ * returns that; throws naming `what` (and the probe's last error) after `timeoutMs`.
+ */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    await sleep(200);
+  }
+}
+
+/**
+ * Blocks whose refcount differs from the references stored rows hold (each records row, each
+ * repos.head_cid, each events.cid: the importer's definition), and references that name no
+ * indexed block. Empty when the books are right; at most 20 rows.
+ */
+export async function refcountProblems(db: pg.Pool): Promise<Array<{ cid: string; refcount: number | null; references: number }>> {
+  const { rows } = await db.query<{ cid: Buffer; refcount: string | null; refs: string }>(`
+    WITH refs AS (
+      SELECT cid, count(*) AS n FROM (
+        SELECT cid FROM records
+        UNION ALL SELECT head_cid FROM repos WHERE head_cid IS NOT NULL
+        UNION ALL SELECT cid FROM events WHERE cid IS NOT NULL
+      ) r GROUP BY cid
+    )
+    SELECT coalesce(b.cid, refs.cid) AS cid, b.refcount, coalesce(refs.n, 0) AS refs
+    FROM blocks b FULL OUTER JOIN refs ON refs.cid = b.cid
+    WHERE b.cid IS NULL OR b.refcount <> coalesce(refs.n, 0)
+    LIMIT 20`);
+  return rows.map((r) => ({ cid: `b${toBase32(r.cid)}`, refcount: r.refcount === null ? null : Number(r.refcount), references: Number(r.refs) }));
+}
