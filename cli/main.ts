@@ -14,7 +14,7 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
 import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
-import { JOBS, selectJobs, taskQueueFor, UnknownJobError } from '../workers/jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, taskQueueFor, UnknownJobError } from '../workers/jobs.ts';
 
 const USAGE = `usage: repowalk <command>
   stack up | down | status   start, stop or describe the local stack (Temporal dev server, PostgreSQL, S3)
@@ -80,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
     case 'worker': {
       const { values } = parseArgs({ args: rest, options: { job: { type: 'string', multiple: true } }, strict: true });
       const jobs = selectJobs(values.job ?? [], config.worker.jobsAllow, config.worker.jobsBlock);
+      checkJobConfig(jobs, config);
       const { runWorker } = await import('../workers/worker.ts');
       await runWorker({
         config,
@@ -90,7 +91,11 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'jobs': {
-      for (const job of JOBS) console.log(`${job.name.padEnd(12)} ${taskQueueFor(config, job.name).padEnd(24)} ${job.description}\n${' '.repeat(13)}workflows: ${job.workflows.join(', ')}`);
+      for (const job of JOBS) {
+        console.log(`${job.name.padEnd(12)} ${taskQueueFor(config, job.name).padEnd(24)} ${job.description}`);
+        console.log(`${' '.repeat(13)}workflows: ${job.workflows.join(', ')}`);
+        if (job.schedules.length > 0) console.log(`${' '.repeat(13)}schedules: ${job.schedules.map((n) => `${config.temporal.taskQueue}-${n}`).join(', ')}`);
+      }
       return 0;
     }
     case 'ping': {

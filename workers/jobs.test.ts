@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { JOBS, selectJobs, taskQueueFor, UnknownJobError } from './jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, taskQueueFor, UnknownJobError } from './jobs.ts';
 import { runWorker } from './worker.ts';
 import { loadConfig } from '../config/load.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
@@ -24,6 +24,15 @@ describe('selectJobs', () => {
     expect(() => selectJobs(['walker'], [], [])).toThrow(/unknown job "walker" in --job; known jobs: backfill, walk, maintenance/);
     expect(() => selectJobs([], ['x'], [])).toThrow(/in REPOWALK_JOBS_ALLOW/);
     expect(() => selectJobs([], [], ['y'])).toThrow(UnknownJobError);
+  });
+  it('checks the configuration against each selected job\'s own schema, naming job and option', () => {
+    const config = loadConfig({ env: { REPOWALK_PDS_CONCURRENCY: '500' } });
+    expect(() => checkJobConfig(selectJobs(['walk'], [], []), config)).not.toThrow();
+    expect(() => checkJobConfig(selectJobs(['backfill', 'walk'], [], []), config)).toThrow(/job backfill: network\.pdsConcurrency: .*64/);
+  });
+  it('says which schedules each job owns', () => {
+    expect(JOBS.find((j) => j.name === 'maintenance')!.schedules).toContain('gc');
+    expect(JOBS.filter((j) => j.schedules.length > 0).map((j) => j.name)).toEqual(['maintenance']);
   });
   it('refuses a selection that leaves nothing to run', () => {
     expect(() => selectJobs(['walk'], [], ['walk'])).toThrow(/no job left to run/);

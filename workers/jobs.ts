@@ -4,8 +4,10 @@
  * one job's crash or memory leak cannot take the others down. Every worker registers every
  * workflow (one bundle), but only workflows started on its job's queue reach it.
  */
+import { z } from 'zod';
 import type { Stores } from './stores.ts';
 import type { Config } from '../config/options.ts';
+import { SCHEDULE_NAMES, type ScheduleName } from '../schedules/names.ts';
 import { pingActivities } from '../activities/ping.ts';
 import { backfillActivities } from '../activities/backfill.ts';
 import { walkActivities } from '../activities/walk.ts';
@@ -19,29 +21,60 @@ export interface JobContext {
 export interface JobDefinition {
   name: string;
   description: string;
+  /**
+   * The part of the configuration the job reads, with the limits the job needs beyond each
+   * option's own; checked when a worker starts the job (`checkJobConfig`).
+   */
+  config: z.ZodType;
   /** Workflow types started on this job's queue (for `jobs list` and clients). */
   workflows: string[];
   activities(ctx: JobContext): object;
+  /** The Temporal Schedules whose workflows run on this job's queue (`repowalk schedule apply`). */
+  schedules: readonly ScheduleName[];
 }
 
 export const JOBS = [
   {
     name: 'backfill',
     description: 'mirror repos from their PDS: resolve, fetch, verify, diff, store; resync with backoff',
+    config: z.object({
+      network: z.object({
+        plcUrl: z.string().url(),
+        identityTtlSeconds: z.number().int().positive(),
+        // Per worker and host: past a few dozen, a worker is a load on one PDS, not a politeness.
+        pdsConcurrency: z.number().int().min(1).max(64),
+        pdsMinIntervalMs: z.number().int().min(0),
+        fetchTimeoutSeconds: z.number().int().min(5),
+      }),
+    }),
     workflows: ['backfill', 'backfillRepo'],
     activities: (ctx) => backfillActivities(ctx),
+    schedules: [],
   },
   {
     name: 'walk',
     description: 'graph walks over the mirror: scrub, validate, corpus, compression-benefit',
+    config: z.object({
+      blobstore: z.object({ kind: z.enum(['local', 's3', 'multiplex']), writeQuorum: z.number().int().min(1) }),
+    }),
     workflows: ['walk', 'walkSlice'],
     activities: (ctx) => walkActivities(ctx),
+    schedules: [],
   },
   {
     name: 'maintenance',
     description: 'periodic upkeep on Schedules: resync sweep, gone re-check, GC, retention, rotating walks, stats; ping',
+    config: z.object({
+      maintenance: z.object({
+        rotatingSampleRate: z.number().int().min(1),
+        gcGraceSeconds: z.number().int().min(0),
+        gcRepackBelow: z.number().min(0).max(1),
+      }),
+    }),
     workflows: ['ping', 'resyncSweep', 'goneRecheck', 'retention', 'gc', 'rotatingWalk', 'stats'],
     activities: (ctx) => ({ ...pingActivities(ctx.stores), ...maintenanceActivities(ctx) }),
+    // Every periodic job starts a maintenance workflow.
+    schedules: SCHEDULE_NAMES,
   },
 ] as const satisfies readonly JobDefinition[];
 
@@ -53,6 +86,16 @@ export function taskQueueFor(config: Pick<Config, 'temporal'>, job: JobName): st
 
 export class UnknownJobError extends Error {
   override name = 'UnknownJobError';
+}
+
+/** Checks the configuration against each job's own schema; names the job, the option and the problem. */
+export function checkJobConfig(jobs: readonly JobDefinition[], config: Config): void {
+  const problems: string[] = [];
+  for (const job of jobs) {
+    const r = job.config.safeParse(config);
+    if (!r.success) for (const i of r.error.issues) problems.push(`job ${job.name}: ${i.path.join('.')}: ${i.message}`);
+  }
+  if (problems.length > 0) throw new UnknownJobError(`the configuration does not suit the jobs asked for:\n  ${problems.join('\n  ')}`);
 }
 
 /**
