@@ -86,6 +86,7 @@ async function main(argv: string[]): Promise<number> {
         config,
         endpoints: resolveEndpoints(config),
         jobs,
+        metricsHost: config.worker.metricsHost,
         onReady: ({ taskQueues }) => console.log(`worker running jobs ${jobs.map((j) => j.name).join(', ')} on task queues ${taskQueues.join(', ')}`),
       });
       return 0;

@@ -192,6 +192,10 @@ export const OPTIONS = [
     doc: 'Whether `repowalk stack up` also starts a local reference PDS and PLC on loopback.',
   },
   {
+    env: 'REPOWALK_METRICS_HOST', key: 'worker.metricsHost', schema: z.string().min(1),
+    default: () => '127.0.0.1', defaultText: '127.0.0.1', doc: 'Address the health and metrics endpoint binds (0.0.0.0 to let another host scrape it).',
+  },
+  {
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
@@ -282,7 +286,7 @@ export interface Config {
   };
   stack: { s3: boolean; ui: boolean; pds: boolean };
   network: { plcUrl: string; allowPrivateAddresses: boolean; identityTtlSeconds: number; pdsConcurrency: number; pdsMinIntervalMs: number; fetchTimeoutSeconds: number };
-  worker: { jobsAllow: string[]; jobsBlock: string[]; metricsPort: number };
+  worker: { jobsAllow: string[]; jobsBlock: string[]; metricsHost: string; metricsPort: number };
   schedules: {
     disabled: ScheduleName[];
     resyncSweepSeconds: number;
