@@ -12,13 +12,13 @@
  * reachable from a head rather than referenced by a row; GC's mark walk covers them.
  */
 import type pg from 'pg';
-import { fromBase32 } from '@atcute/multibase';
 import type { BlobStore } from '../storage/blobstore/types.ts';
 import { PackWriter, putPack, indexFreshPack } from '../storage/packs.ts';
 import { copyRows } from '../storage/db/copy.ts';
 import { GC_LOCK_KEY } from '../storage/db/locks.ts';
 import { withTransaction } from '../storage/db/pool.ts';
 import type { VerifiedRepo } from '../atproto/verify.ts';
+import { cidBytes, latin1 } from '../atproto/cid.ts';
 import { collectionFilter, type FilterOptions } from './filters.ts';
 
 export interface ImportDeps {
@@ -51,16 +51,6 @@ export type ImportResult =
   | ({ kind: 'imported'; did: string; rev: string; packKey: string | undefined } & ImportCounts)
   | { kind: 'skipped'; did: string; rev: string; storedRev: string }
   | { kind: 'dropped'; did: string; rev: string; reason: string };
-
-function latin1(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
-}
-
-/** The binary CID (36 bytes) of a base32 CID string (`b…`). */
-export function cidBytes(cid: string): Buffer {
-  const raw = fromBase32(cid.slice(1));
-  return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-}
 
 interface StoredRecord {
   cid: Buffer;
@@ -131,29 +121,33 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
   const updates: (StoredRecord & { prev: Buffer })[] = [];
   let unchanged = 0;
   const seen = new Set<string>();
+  /** Blocks of new record versions: base32 CID → bytes. */
+  const newVersions = new Map<string, Buffer>();
   for (const rec of repo.records) {
     if (!filter.keeps(rec.collection)) continue;
     seen.add(rec.path);
     const cid = cidBytes(rec.cid);
     const old = stored.get(rec.path);
-    if (!old) creates.push({ cid, collection: rec.collection, rkey: rec.rkey });
-    else if (!old.cid.equals(cid)) updates.push({ cid, collection: rec.collection, rkey: rec.rkey, prev: old.cid });
-    else unchanged++;
+    if (!old) {
+      creates.push({ cid, collection: rec.collection, rkey: rec.rkey });
+      newVersions.set(rec.cid, cid);
+    } else if (!old.cid.equals(cid)) {
+      updates.push({ cid, collection: rec.collection, rkey: rec.rkey, prev: old.cid });
+      newVersions.set(rec.cid, cid);
+    } else unchanged++;
   }
   const deletes: StoredRecord[] = [];
   for (const [path, old] of stored) if (!seen.has(path)) deletes.push(old);
 
   trace('diff');
-  // Blocks this state needs: the commit, every MST node, and the blocks of new record versions.
-  // Those already indexed (by this repo's earlier imports or another repo) are not stored again.
-  const wanted = new Map<string, Buffer>();
-  const want = (cid: string) => {
-    if (!wanted.has(cid)) wanted.set(cid, cidBytes(cid));
-  };
-  want(repo.commitCid);
-  for (const n of repo.mstNodes) want(n);
+  // The blocks this state is made of: the commit, every MST node, every kept record's block.
+  const stateBlocks = new Set<string>([repo.commitCid, ...repo.mstNodes]);
+  for (const rec of repo.records) if (filter.keeps(rec.collection)) stateBlocks.add(rec.cid);
+  // Of those, only the commit, the MST nodes and new record versions can be missing from the
+  // index: an unchanged record's block is held by its row (refcount ≥ 1), which GC never sweeps.
+  const candidates = new Map<string, Buffer>(newVersions);
+  for (const c of [repo.commitCid, ...repo.mstNodes]) if (!candidates.has(c)) candidates.set(c, cidBytes(c));
   const newRecordCids = [...creates, ...updates].map((r) => r.cid);
-  for (const rec of repo.records) if (filter.keeps(rec.collection)) want(rec.cid);
   const head = cidBytes(repo.commitCid);
   const events = [
     ...creates.map((r) => ({ kind: 'create', collection: r.collection, rkey: r.rkey, cid: r.cid as Buffer | null, prev: null as Buffer | null })),
@@ -172,11 +166,11 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
     // COMMIT means no block this import finds indexed (and so does not store again) is deleted
     // before the import's references to it are visible.
     await tx.query('SELECT pg_advisory_xact_lock_shared($1)', [GC_LOCK_KEY]);
-    const indexed = await indexedAmong(tx, [...wanted.values()]);
+    const indexed = await indexedAmong(tx, [...candidates.values()]);
     trace('check indexed blocks');
     const writer = new PackWriter();
-    for (const [cidStr, cid] of wanted) {
-      if (indexed.has(cid.toString('latin1'))) continue;
+    for (const [cidStr, cid] of candidates) {
+      if (indexed.has(latin1(cid, 0, cid.length))) continue;
       const data = repo.blocks.get(cidStr);
       // verifyRepo guarantees every reachable block is present; a miss here is a bug, not bad input.
       if (!data) throw new Error(`verified repo ${did} lacks block ${cidStr}`);
@@ -254,7 +248,7 @@ async function importOnce(deps: ImportDeps, input: ImportInput): Promise<ImportR
          pds = $5, handle = $6, signing_key = $7, resync_kind = NULL, resync_count = 0, next_retry_at = NULL,
          last_error = NULL, records_count = $8, blocks_count = $9, last_imported_at = now(), updated_at = now()
        WHERE did = $1`,
-      [did, repo.rev, head, cidBytes(repo.dataCid), input.pds, input.handle ?? null, input.signingKey, recordsCount, wanted.size],
+      [did, repo.rev, head, cidBytes(repo.dataCid), input.pds, input.handle ?? null, input.signingKey, recordsCount, stateBlocks.size],
     );
     trace('repo state');
     return {
@@ -287,7 +281,7 @@ async function indexedAmong(db: pg.ClientBase, cids: Buffer[]): Promise<Set<stri
       `SELECT cid FROM blocks WHERE cid IN (SELECT substring($1::bytea FROM i * ${width} + 1 FOR ${width}) FROM generate_series(0, $2::int - 1) AS i)`,
       [Buffer.concat(batch), batch.length],
     );
-    for (const r of rows) out.add(r.cid.toString('latin1'));
+    for (const r of rows) out.add(latin1(r.cid, 0, r.cid.length));
   }
   return out;
 }
@@ -297,15 +291,15 @@ export class RefDeltas {
   readonly #d = new Map<string, number>();
   // Keyed by the CID bytes as a latin1 string: one char per byte, the cheapest exact key.
   add(cid: Uint8Array, delta: number): void {
-    const k = latin1(cid);
+    const k = latin1(cid, 0, cid.length);
     this.#d.set(k, (this.#d.get(k) ?? 0) + delta);
   }
   get(cid: Uint8Array): number {
-    return this.#d.get(latin1(cid)) ?? 0;
+    return this.#d.get(latin1(cid, 0, cid.length)) ?? 0;
   }
   /** Applies every non-zero change, except to `skip` (blocks that were inserted with theirs). */
   async apply(db: pg.ClientBase, skip: Uint8Array[] = []): Promise<void> {
-    for (const c of skip) this.#d.delete(latin1(c));
+    for (const c of skip) this.#d.delete(latin1(c, 0, c.length));
     // latin1 strings compare like their bytes: this is CID byte order, the lock order.
     const entries = [...this.#d].filter(([, d]) => d !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     for (let i = 0; i < entries.length; i += 20_000) {

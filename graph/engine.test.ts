@@ -12,7 +12,7 @@ import { freshDatabase } from '../test/stack.ts';
 import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
-import { cidBytes } from '../backfill/import.ts';
+import { cidBytes } from '../atproto/cid.ts';
 import type { MadeRepo } from '../atproto/testing/make-repo.ts';
 import { walkGraph, type Visitor } from './engine.ts';
 import { MemoryFindings } from './findings.ts';
