@@ -1,13 +1,7 @@
 import { hostname } from 'node:os';
-import type pg from 'pg';
-import type { BlobStore } from '../storage/blobstore/types.ts';
+import type { Stores } from '../workers/stores.ts';
 
-export interface StoreDeps {
-  pool: pg.Pool;
-  blobs: BlobStore;
-}
-
-export function pingActivities(deps: StoreDeps) {
+export function pingActivities(deps: Pick<Stores, 'pool' | 'blobs'>) {
   return {
     /** Reads the PostgreSQL version and writes, reads back and deletes one blobstore object. */
     async pingStores(message: string) {

@@ -3,23 +3,19 @@
  * accounts on it (posts, likes, follows, profiles, images, and one account of 5,000 records),
  * a worker in the background, and a backfill of every repo the PDS lists; then a summary.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
-import { stackUp, describeStack } from './stack-commands.ts';
+import { stackUp, describeStack, startDetached } from './stack-commands.ts';
 import { startBackfill, formatProgress } from './backfill-commands.ts';
 import type { PingResult } from '../workflows/ping.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 import type { StackInfo } from '../stack/stack.ts';
 import { taskQueueFor } from '../workers/jobs.ts';
-
-const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
 
 function alive(pid: number): boolean {
   try {
@@ -42,15 +38,7 @@ export async function ensureBackgroundWorker(config: Config, env: Record<string,
     const pid = Number(await readFile(pidFile, 'utf8'));
     if (alive(pid)) return pid;
   }
-  await mkdir(join(config.stateDir, 'logs'), { recursive: true });
-  const log = await open(join(config.stateDir, 'logs', 'worker.log'), 'a');
-  const child = spawn(process.execPath, [...process.execArgv, MAIN, 'worker'], {
-    detached: true,
-    stdio: ['ignore', log.fd, log.fd],
-    env: { ...process.env, ...env, REPOWALK_STATE_DIR: config.stateDir },
-  });
-  child.unref();
-  await log.close();
+  const child = await startDetached(config, ['worker'], 'worker.log', env);
   await writeFile(pidFile, String(child.pid));
   return child.pid!;
 }

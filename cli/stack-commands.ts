@@ -3,7 +3,7 @@
  * first, slow build is visible), then starts `stack serve` as a detached supervisor that owns
  * every server process and writes `<stateDir>/stack.json` once all answer.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +13,23 @@ import { ensureStackTools, readStackInfo, removeStackInfo, startStack, writeStac
 import { redactUrl } from '../storage/db/pool.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+
+/**
+ * Starts `repowalk <args>` as a background process that outlives this one, its output appended
+ * to `<stateDir>/logs/<logName>`.
+ */
+export async function startDetached(config: Config, args: string[], logName: string, env: Record<string, string> = {}): Promise<ChildProcess> {
+  await mkdir(join(config.stateDir, 'logs'), { recursive: true });
+  const log = await open(join(config.stateDir, 'logs', logName), 'a');
+  const child = spawn(process.execPath, [...process.execArgv, MAIN, ...args], {
+    detached: true,
+    stdio: ['ignore', log.fd, log.fd],
+    env: { ...process.env, ...env, REPOWALK_STATE_DIR: config.stateDir, REPOWALK_CACHE_DIR: config.cacheDir },
+  });
+  child.unref();
+  await log.close();
+  return child;
+}
 
 export function describeStack(info: StackInfo): string {
   const lines = [
@@ -57,17 +74,9 @@ export async function stackServe(config: Config): Promise<void> {
 export async function stackUp(config: Config): Promise<StackInfo> {
   const existing = readStackInfo(config.stateDir);
   if (existing) return existing;
-  await mkdir(join(config.stateDir, 'logs'), { recursive: true });
   await ensureStackTools(config.cacheDir, config.stack.s3, (l) => console.error(`repowalk: ${l}`));
   const logFile = join(config.stateDir, 'logs', 'stack.log');
-  const log = await open(logFile, 'a');
-  const child = spawn(process.execPath, [...process.execArgv, MAIN, 'stack', 'serve'], {
-    detached: true,
-    stdio: ['ignore', log.fd, log.fd],
-    env: { ...process.env, REPOWALK_STATE_DIR: config.stateDir, REPOWALK_CACHE_DIR: config.cacheDir, REPOWALK_STACK_PDS: String(config.stack.pds) },
-  });
-  child.unref();
-  await log.close();
+  const child = await startDetached(config, ['stack', 'serve'], 'stack.log', { REPOWALK_STACK_PDS: String(config.stack.pds) });
   let exited: number | null | undefined;
   child.once('exit', (code) => (exited = code));
   // A first start may install the local PDS (about 2 minutes) besides starting the servers.
