@@ -14,6 +14,7 @@ import { BackfillSettings, Did, type RepoOutcome, type ResyncKind } from '../bac
 import { importRepo, dropRepo } from '../backfill/import.ts';
 import { markGone, markResync } from '../backfill/repo-state.ts';
 import { mirrorBlobs } from '../backfill/blobs.ts';
+import { PgHostLimits } from '../storage/db/pds-politeness.ts';
 import { verifyRepoStream } from '../atproto/verify.ts';
 import { InvalidRepoError } from '../atproto/errors.ts';
 import {
@@ -32,7 +33,9 @@ import {
 
 export function backfillActivities({ config, stores }: JobContext) {
   const identities = new IdentityCache({ ttlMs: config.network.identityTtlSeconds * 1000 });
-  const politeness = new Politeness({ concurrency: config.network.pdsConcurrency, minIntervalMs: config.network.pdsMinIntervalMs });
+  // Shared: the limits hold for every worker on this database, not per process (issue 11).
+  const sharedLimits = config.network.pdsPoliteness === 'shared' ? new PgHostLimits(stores.pool, { leaseTtlMs: config.network.pdsLeaseSeconds * 1000 }) : undefined;
+  const politeness = new Politeness({ concurrency: config.network.pdsConcurrency, minIntervalMs: config.network.pdsMinIntervalMs }, sharedLimits);
   const allowPrivate = config.network.allowPrivateAddresses;
   const timeoutMs = config.network.fetchTimeoutSeconds * 1000;
 

@@ -31,14 +31,18 @@ export function localPdsEnv(info: StackInfo): Record<string, string> {
   return info.pds ? { REPOWALK_PLC_URL: info.pds.plcUrl, REPOWALK_ALLOW_PRIVATE_ADDRESSES: 'true' } : {};
 }
 
-/** Starts `repowalk worker` detached (once), logging to `<stateDir>/logs/worker.log`. */
-export async function ensureBackgroundWorker(config: Config, env: Record<string, string> = {}): Promise<number> {
-  const pidFile = join(config.stateDir, 'worker.pid');
+/**
+ * Starts `repowalk worker` detached (once), logging to `<stateDir>/logs/worker.log`; worker `n`
+ * past the first keeps `worker-<n>.pid` and `worker-<n>.log`.
+ */
+export async function ensureBackgroundWorker(config: Config, env: Record<string, string> = {}, n = 1): Promise<number> {
+  const name = n === 1 ? 'worker' : `worker-${n}`;
+  const pidFile = join(config.stateDir, `${name}.pid`);
   if (existsSync(pidFile)) {
     const pid = Number(await readFile(pidFile, 'utf8'));
     if (alive(pid)) return pid;
   }
-  const child = await startDetached(config, ['worker'], 'worker.log', env);
+  const child = await startDetached(config, ['worker'], `${name}.log`, env);
   await writeFile(pidFile, String(child.pid));
   return child.pid!;
 }
@@ -68,7 +72,8 @@ async function seedOnce(info: StackInfo): Promise<string> {
   return `seeded ${Object.keys(seeded.recordCounts).length} accounts with ${records} records and ${seeded.blobs.length} images`;
 }
 
-export async function runDemo(baseConfig: Config): Promise<void> {
+export async function runDemo(baseConfig: Config, opts: { workers?: number } = {}): Promise<void> {
+  const workers = opts.workers ?? 1;
   const started = Date.now();
   const config: Config = { ...baseConfig, stack: { ...baseConfig.stack, pds: true } };
   const info = await stackUp(config);
@@ -77,8 +82,10 @@ export async function runDemo(baseConfig: Config): Promise<void> {
   }
   console.log(describeStack(info));
   console.log(`sample data   ${await seedOnce(info)}`);
-  const pid = await ensureBackgroundWorker(config, localPdsEnv(info));
-  console.log(`worker        pid ${pid}, all jobs, log ${join(config.stateDir, 'logs', 'worker.log')}`);
+  // Several workers share every job's task queues (and, through PostgreSQL, the PDS's politeness).
+  const pids: number[] = [];
+  for (let n = 1; n <= workers; n++) pids.push(await ensureBackgroundWorker(config, localPdsEnv(info), n));
+  console.log(`worker        ${workers === 1 ? `pid ${pids[0]}` : `${workers} processes, pids ${pids.join(' ')}`}, all jobs, log ${join(config.stateDir, 'logs', 'worker.log')}`);
   const ping = await runPing(config, 'hello from the repowalk demo');
   console.log(`ping          ${ping.workflowId}: PostgreSQL ${ping.postgresVersion}, blobstore ${ping.blobstore}`);
 
@@ -86,7 +93,7 @@ export async function runDemo(baseConfig: Config): Promise<void> {
   const client = await connectClient(endpoints);
   let progress: BackfillProgress;
   try {
-    const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true } });
+    const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true }, pagesInFlight: workers });
     console.log(`backfill      ${handle.workflowId} from ${info.pds.url} …`);
     progress = (await handle.result()) as BackfillProgress;
   } finally {

@@ -18,7 +18,7 @@ import { JOBS, checkJobConfig, selectJobs, taskQueueFor, UnknownJobError } from 
 
 const USAGE = `usage: repowalk <command>
   stack up | down | status   start, stop or describe the local stack (Temporal dev server, PostgreSQL, S3)
-  demo                       the main job on local data: a local PDS with sample accounts, backfilled
+  demo [--workers N]         the main job on local data: a local PDS with sample accounts, backfilled
   worker [--job NAME]...     run the named jobs' workflows and activities (default: all)
   jobs list                  the jobs a worker can run, with their task queues
   backfill add <did…> | --pds URL | --file PATH   mirror repos [--mode filter --include P --exclude P --signal P --ephemeral SECONDS --blobs --wait]
@@ -116,9 +116,13 @@ async function main(argv: string[]): Promise<number> {
       const { scheduleCommand } = await import('./schedule-commands.ts');
       return scheduleCommand(config, rest);
     }
-    case 'demo':
-      await runDemo(config);
+    case 'demo': {
+      const { values } = parseArgs({ args: rest, options: { workers: { type: 'string', default: '1' } }, strict: true });
+      const workers = Number(values.workers);
+      if (!Number.isInteger(workers) || workers < 1 || workers > 32) throw new Error(`demo --workers takes a whole number from 1 to 32, not ${JSON.stringify(values.workers)}`);
+      await runDemo(config, { workers });
       return 0;
+    }
     default:
       console.error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
       return 2;

@@ -154,6 +154,11 @@ export const OPTIONS = [
     default: () => true, defaultText: 'true', doc: 'Whether the local Temporal dev server serves its Web UI.',
   },
   {
+    env: 'REPOWALK_TEMPORAL', key: 'stack.temporal', schema: z.enum(['dev', 'server']),
+    default: () => 'dev', defaultText: 'dev',
+    doc: 'Which Temporal `repowalk stack up` runs: `dev` (temporal server start-dev, SQLite) or `server` (the real Temporal server v1.29.1 on the stack\'s PostgreSQL, SQL visibility, 4 history shards).',
+  },
+  {
     env: 'REPOWALK_PLC_URL', key: 'network.plcUrl', schema: url,
     default: () => 'https://plc.directory', defaultText: 'https://plc.directory', doc: 'PLC directory that did:plc DIDs resolve against.',
   },
@@ -168,11 +173,20 @@ export const OPTIONS = [
   },
   {
     env: 'REPOWALK_PDS_CONCURRENCY', key: 'network.pdsConcurrency', schema: positiveInt,
-    default: () => 4, defaultText: '4', doc: 'Requests in flight to one PDS host, per worker.',
+    default: () => 4, defaultText: '4', doc: 'Requests in flight to one PDS host: from all workers together when politeness is shared (REPOWALK_PDS_POLITENESS), else per worker.',
   },
   {
     env: 'REPOWALK_PDS_MIN_INTERVAL_MS', key: 'network.pdsMinIntervalMs', schema: z.coerce.number().int().min(0),
-    default: () => 0, defaultText: '0', doc: 'Least time between two request starts to one PDS host, per worker.',
+    default: () => 0, defaultText: '0', doc: 'Least time between two request starts to one PDS host (across workers when politeness is shared).',
+  },
+  {
+    env: 'REPOWALK_PDS_POLITENESS', key: 'network.pdsPoliteness', schema: z.enum(['shared', 'process']),
+    default: () => 'shared', defaultText: 'shared',
+    doc: '`shared`: the PDS concurrency, pacing and 429 cool-downs hold across every worker on the database (leases in PostgreSQL); `process`: each worker process is polite on its own.',
+  },
+  {
+    env: 'REPOWALK_PDS_LEASE_SECONDS', key: 'network.pdsLeaseSeconds', schema: positiveInt,
+    default: () => 30, defaultText: '30', doc: 'How long a shared PDS slot outlives a worker that died holding it.',
   },
   {
     env: 'REPOWALK_FETCH_TIMEOUT_SECONDS', key: 'network.fetchTimeoutSeconds', schema: positiveInt,
@@ -284,8 +298,8 @@ export interface Config {
     forcePathStyle: boolean;
     port: number;
   };
-  stack: { s3: boolean; ui: boolean; pds: boolean };
-  network: { plcUrl: string; allowPrivateAddresses: boolean; identityTtlSeconds: number; pdsConcurrency: number; pdsMinIntervalMs: number; fetchTimeoutSeconds: number };
+  stack: { s3: boolean; ui: boolean; pds: boolean; temporal: 'dev' | 'server' };
+  network: { plcUrl: string; allowPrivateAddresses: boolean; identityTtlSeconds: number; pdsConcurrency: number; pdsMinIntervalMs: number; pdsPoliteness: 'shared' | 'process'; pdsLeaseSeconds: number; fetchTimeoutSeconds: number };
   worker: { jobsAllow: string[]; jobsBlock: string[]; metricsHost: string; metricsPort: number };
   schedules: {
     disabled: ScheduleName[];
