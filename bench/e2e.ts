@@ -15,9 +15,11 @@ import { serveRepos, smallRepos } from '../atproto/testing/static-pds.ts';
 import { loadConfig } from '../config/load.ts';
 import { runWorker } from '../workers/worker.ts';
 import { JOBS, taskQueueFor } from '../workers/jobs.ts';
+import { startWorkerFleet, type WorkerFleet } from '../stack/worker-fleet.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 
 export interface E2eBench {
+  workers: number;
   repos: number;
   recordsPerRepo: number;
   seconds: number;
@@ -27,7 +29,8 @@ export interface E2eBench {
   totals: BackfillProgress['totals'];
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; log?: (l: string) => void }): Promise<E2eBench> {
+  const workers = opts.workers ?? 1;
   const log = opts.log ?? ((l: string) => console.error(l));
   const repos = await smallRepos(opts.repos, opts.records, log);
   const { url, server } = await serveRepos(repos);
@@ -39,29 +42,36 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   const dbUrl = new URL(opts.databaseUrl);
   dbUrl.pathname = `/${dbName}`;
   const prefix = `bench-${Date.now().toString(36)}`;
-  const config = loadConfig({
-    env: {
-      TEMPORAL_ADDRESS: opts.temporalAddress,
-      DATABASE_URL: dbUrl.toString(),
-      REPOWALK_TASK_QUEUE: prefix,
-      REPOWALK_BLOB_DIR: mkdtempSync(join(tmpdir(), 'repowalk-bench-e2e-')),
-      REPOWALK_PLC_URL: `${url}/plc`,
-      REPOWALK_ALLOW_PRIVATE_ADDRESSES: 'true',
-      REPOWALK_PDS_CONCURRENCY: '16',
-      REPOWALK_LOG_LEVEL: 'warn',
-    },
-  });
+  const env = {
+    TEMPORAL_ADDRESS: opts.temporalAddress,
+    DATABASE_URL: dbUrl.toString(),
+    REPOWALK_TASK_QUEUE: prefix,
+    REPOWALK_BLOB_DIR: mkdtempSync(join(tmpdir(), 'repowalk-bench-e2e-')),
+    REPOWALK_PLC_URL: `${url}/plc`,
+    REPOWALK_ALLOW_PRIVATE_ADDRESSES: 'true',
+    REPOWALK_PDS_CONCURRENCY: '16',
+    REPOWALK_LOG_LEVEL: 'warn',
+  };
+  const config = loadConfig({ env });
   const stop = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  const worker = runWorker({
-    config,
-    endpoints: { temporalAddress: opts.temporalAddress, namespace: 'default', databaseUrl: dbUrl.toString(), s3: { endpoint: undefined, region: 'us-east-1', accessKeyId: undefined, secretAccessKey: undefined, buckets: [], forcePathStyle: true }, stack: undefined },
-    jobs: JOBS.filter((j) => j.name === 'backfill'),
-    signal: stop.signal,
-    onReady: () => ready(),
-  });
-  await Promise.race([isReady, worker]);
+  let worker: Promise<void> = Promise.resolve();
+  let fleet: WorkerFleet | undefined;
+  if (workers === 1) {
+    let ready!: () => void;
+    const isReady = new Promise<void>((r) => (ready = r));
+    worker = runWorker({
+      config,
+      endpoints: { temporalAddress: opts.temporalAddress, namespace: 'default', databaseUrl: dbUrl.toString(), s3: { endpoint: undefined, region: 'us-east-1', accessKeyId: undefined, secretAccessKey: undefined, buckets: [], forcePathStyle: true }, stack: undefined },
+      jobs: JOBS.filter((j) => j.name === 'backfill'),
+      signal: stop.signal,
+      onReady: () => ready(),
+    });
+    await Promise.race([isReady, worker]);
+  } else {
+    // Several processes share the job: what a cluster's worker fleet does.
+    log(`e2e: starting ${workers} worker processes`);
+    fleet = await startWorkerFleet({ count: workers, jobs: ['backfill'], env: { ...env, REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-bench-e2e-state-')) } });
+  }
   const client = new Client({ connection: await Connection.connect({ address: opts.temporalAddress }) });
   try {
     log(`e2e: backfilling ${repos.length} repos through Temporal`);
@@ -69,10 +79,11 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const progress = (await client.workflow.execute('backfill', {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
-      args: [{ source: { kind: 'pds', url }, pageSize: 200, concurrency: 16 }],
+      args: [{ source: { kind: 'pds', url }, pageSize: 200, concurrency: 16, pagesInFlight: workers }],
     })) as BackfillProgress;
     const seconds = (performance.now() - t) / 1000;
     return {
+      workers,
       repos: repos.length,
       recordsPerRepo: opts.records,
       seconds,
@@ -85,6 +96,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     await client.connection.close();
     stop.abort();
     await worker.catch(() => {});
+    await fleet?.stop();
     server.close();
   }
 }

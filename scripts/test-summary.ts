@@ -1,6 +1,7 @@
 // Prints vitest's JSON reports as one plain closing line: `tests: N passed, N failed, N skipped`,
 // summed over every report named (the main run and the server-mode run of scripts/test).
-// Exits non-zero when nothing ran, so an empty run never passes for a green one.
+// Exits non-zero when nothing ran, so an empty run never passes for a green one, and when a test
+// failed, whatever exit code the runner ended with.
 import { readFileSync } from 'node:fs';
 
 interface Report { numPassedTests: number; numFailedTests: number; numPendingTests: number; numTodoTests: number; numTotalTests: number }
@@ -25,4 +26,4 @@ for (const file of files) {
   total.all += report.numTotalTests;
 }
 console.log(`tests: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped`);
-process.exit(total.all > 0 && !missing ? 0 : 1);
+process.exit(total.all > 0 && total.failed === 0 && !missing ? 0 : 1);
