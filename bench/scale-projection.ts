@@ -7,7 +7,16 @@
 export interface PerUnit {
   recordsPerRepo: number;
   temporal: { bulkEventsPerRepo: number; bulkBytesPerRepo: number; activityTasksPerRepo: number; perRepoWorkflowEvents: number; perRepoWorkflowBytes: number };
-  postgres: { bytesPerRecord: number; bytesPerEvent: number; bytesPerBlock: number; blocksPerRecord: number; bytesPerRepoRow: number; databaseBytesPerRecord: number };
+  postgres: {
+    bytesPerRecord: number;
+    bytesPerEvent: number;
+    bytesPerBlock: number;
+    blocksPerRecord: number;
+    bytesPerRepoRow: number;
+    databaseBytesPerRecord: number;
+    backendCpuSecondsPerRecord: number;
+    walBytesPerRecord: number;
+  };
   s3: { objectsPerRepo: number; requestsPerRepo: number; requestsByMethodPerRepo: Record<string, number>; bytesPerRecord: number };
   worker: { cpuSecondsPerRecord: number; cpuSecondsPerRepo: number };
   network: { pdsRequestsPerRepo: Record<string, number>; carBytesPerRecord: number; bytesPerRepo: number };
@@ -43,7 +52,8 @@ export function project(u: PerUnit, a = ASSUMPTIONS) {
   // e.g. one large PDS or an entryway in front of them), fetching is bounded by IPs alone.
   const rateLimitedSeconds = a.repos / (a.getRepoPerSecondPerIp * a.workerHosts);
   const cpuBoundSeconds = cpuSeconds / cores;
-  return {
+  const wallSeconds = Math.max(rateLimitedSeconds, cpuBoundSeconds);
+  const out = {
     assumptions: a,
     temporal: {
       historyEvents: a.repos * u.temporal.bulkEventsPerRepo + failing * u.temporal.perRepoWorkflowEvents * a.attemptsPerFailingRepo,
@@ -58,6 +68,10 @@ export function project(u: PerUnit, a = ASSUMPTIONS) {
       reposGB: (a.repos * u.postgres.bytesPerRepoRow) / GB,
       databaseTB: (a.records * u.postgres.databaseBytesPerRecord) / TB,
       rowsPerPartition: { records: a.records / a.partitions, blocks: blocks / a.partitions, events: a.records / a.partitions },
+      backendCpuCoreDays: (a.records * u.postgres.backendCpuSecondsPerRecord) / DAY,
+      walTB: (a.records * u.postgres.walBytesPerRecord) / TB,
+      /** PostgreSQL cores the backfill keeps busy when it runs at the wall time below. */
+      coresAtWallTime: 0,
     },
     s3: {
       objects: a.repos * u.s3.objectsPerRepo,
@@ -72,13 +86,17 @@ export function project(u: PerUnit, a = ASSUMPTIONS) {
     wall: {
       rateLimitedDays: rateLimitedSeconds / DAY,
       cpuBoundDays: cpuBoundSeconds / DAY,
-      days: Math.max(rateLimitedSeconds, cpuBoundSeconds) / DAY,
+      days: wallSeconds / DAY,
       bound: rateLimitedSeconds >= cpuBoundSeconds ? 'PDS rate limit' : 'worker CPU',
       /**
        * Cores one egress IP keeps busy at the rate limit (an average repo's CPU times 20 repos/s):
        * with fewer cores per IP than this, CPU binds before the rate limit does.
        */
       coresPerIpAtRateLimit: (a.records / a.repos) * u.worker.cpuSecondsPerRecord * a.getRepoPerSecondPerIp,
+      /** Records per second the whole cluster stores at that wall time. */
+      recordsPerSecond: a.records / wallSeconds,
     },
   };
+  out.postgres.coresAtWallTime = (a.records * u.postgres.backendCpuSecondsPerRecord) / wallSeconds;
+  return out;
 }

@@ -8,7 +8,8 @@
  * through a request-counting proxy; then `backfillRepo` (the per-repo path a failing repo takes)
  * runs for a sample of them. Measured: history events and bytes (`describe` of every run),
  * activity tasks, PostgreSQL bytes per row (`pg_total_relation_size`, indexes and TOAST
- * included), S3 objects and requests, worker CPU (`/proc/<pid>/stat`), bytes from the PDS.
+ * included), WAL written, CPU of the workers and of this database's PostgreSQL backends
+ * (`/proc/<pid>/stat`), S3 objects and requests (through the proxy), bytes from the PDS.
  *
  *   node bench/scale.ts --temporal ADDR --database-url URL --s3 JSON [--repos 200] [--records 50] [--workers 2]
  */
@@ -126,6 +127,13 @@ const client = new Client({ connection: await Connection.connect({ address: valu
 try {
   const pids = fleet.workers.map((w) => w.child.pid!);
   const cpu0 = pids.map(cpuSeconds);
+  // PostgreSQL's side: the CPU of this database's backends, and the WAL the cluster wrote.
+  const backendCpu = async () => {
+    const { rows } = await pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+    return new Map(rows.map((r) => [r.pid, (() => { try { return cpuSeconds(r.pid); } catch { return 0; } })()]));
+  };
+  const pgCpu0 = await backendCpu();
+  const wal0 = (await pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
   const t0 = performance.now();
   const workflowId = `${prefix}/backfill`;
   const input: BackfillInput = { source: { kind: 'pds', url: pds.url }, pageSize: 100, concurrency: 8, pagesInFlight: WORKERS };
@@ -133,6 +141,9 @@ try {
   const result = (await client.workflow.execute('backfill', { taskQueue: `${prefix}-backfill`, workflowId, args: [input] })) as BackfillProgress;
   const seconds = (performance.now() - t0) / 1000;
   const cpu = pids.map(cpuSeconds).reduce((a, b, i) => a + b - cpu0[i]!, 0);
+  let pgCpu = 0;
+  for (const [pid, end] of await backendCpu()) pgCpu += end - (pgCpu0.get(pid) ?? 0);
+  const walBytes = Number((await pool.query<{ n: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn) AS n', [wal0])).rows[0]!.n);
   if (result.totals.imported !== REPOS) throw new Error(`expected ${REPOS} imported, got ${JSON.stringify(result.totals)}`);
 
   // Every run of the bulk workflow (continue-as-new makes several on big sources).
@@ -183,6 +194,8 @@ try {
       blocksPerRecord: pgTables.blocks!.rows / records,
       bytesPerRepoRow: pgTables.repos!.bytes / REPOS,
       databaseBytesPerRecord: dbBytes / records,
+      backendCpuSecondsPerRecord: pgCpu / records,
+      walBytesPerRecord: walBytes / records,
     },
     s3: {
       objectsPerRepo: pgTables.packs!.rows / REPOS,
@@ -197,7 +210,7 @@ try {
       bytesPerRepo: Object.values(served).reduce((a, v) => a + v.bytes, 0) / REPOS,
     },
   };
-  const measured = { repos: REPOS, recordsPerRepo: RECORDS, workers: WORKERS, seconds, reposPerSecond: REPOS / seconds, recordsPerSecond: records / seconds, workerCpuSeconds: cpu, pgTables, dbBytes };
+  const measured = { repos: REPOS, recordsPerRepo: RECORDS, workers: WORKERS, seconds, reposPerSecond: REPOS / seconds, recordsPerSecond: records / seconds, workerCpuSeconds: cpu, postgresBackendCpuSeconds: pgCpu, walBytes, pgTables, dbBytes };
   console.log(JSON.stringify({ measured, perUnit, projection: project(perUnit) }, null, 2));
 } finally {
   await client.connection.close();
