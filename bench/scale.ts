@@ -175,7 +175,9 @@ try {
   const rows = async (table: string) => Number((await pool.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`)).rows[0]!.n);
   const tables = ['repos', 'records', 'events', 'blocks', 'packs'] as const;
   const pgTables = Object.fromEntries(await Promise.all(tables.map(async (t) => [t, { rows: await rows(t), bytes: await size(t) }] as const)));
-  const dbBytes = Number((await pool.query<{ n: string }>('SELECT pg_database_size(current_database()) AS n')).rows[0]!.n);
+  // Every table of the mirror with its indexes and TOAST; not pg_database_size, whose fixed
+  // catalog overhead (several MB) would dominate a small bench.
+  const dbBytes = Number((await pool.query<{ n: string }>('SELECT sum(pg_total_relation_size(relid)) AS n FROM pg_stat_user_tables')).rows[0]!.n);
   const records = pgTables.records!.rows;
 
   const perUnit: PerUnit = {
