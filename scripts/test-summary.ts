@@ -1,7 +1,6 @@
 // Prints vitest's JSON reports as one plain closing line: `tests: N passed, N failed, N skipped`,
 // summed over every report named (the main run and the server-mode run of scripts/test).
-// Exits non-zero when nothing ran, so an empty run never passes for a green one, and when a test
-// failed, whatever exit code the runner ended with.
+// Exits non-zero when a test failed or nothing ran, so neither passes for a green run.
 import { readFileSync } from 'node:fs';
 
 interface Report { numPassedTests: number; numFailedTests: number; numPendingTests: number; numTodoTests: number; numTotalTests: number }
