@@ -22,8 +22,19 @@ export interface PerUnit {
   network: { pdsRequestsPerRepo: Record<string, number>; carBytesPerRecord: number; bytesPerRepo: number };
 }
 
+export interface Assumptions {
+  repos: number;
+  records: number;
+  getRepoPerSecondPerIp: number;
+  workerHosts: number;
+  coresPerWorkerHost: number;
+  failingFraction: number;
+  attemptsPerFailingRepo: number;
+  partitions: number;
+}
+
 /** The network and the cluster the plan is for. Change them here; the plan quotes them. */
-export const ASSUMPTIONS = {
+export const ASSUMPTIONS: Readonly<Assumptions> = {
   repos: 40e6,
   records: 20e9,
   /** The PDS rate limit: 6,000 getRepo per 5 minutes per client IP. */
@@ -37,13 +48,13 @@ export const ASSUMPTIONS = {
   attemptsPerFailingRepo: 3,
   /** PostgreSQL hash partitions for records, blocks and events (by DID hash; see SCALE.md). */
   partitions: 64,
-} as const;
+};
 
 const GB = 1e9;
 const TB = 1e12;
 const DAY = 86_400;
 
-export function project(u: PerUnit, a = ASSUMPTIONS) {
+export function project(u: PerUnit, a: Readonly<Assumptions> = ASSUMPTIONS) {
   const failing = a.repos * a.failingFraction;
   const cores = a.workerHosts * a.coresPerWorkerHost;
   const blocks = a.records * u.postgres.blocksPerRecord;
