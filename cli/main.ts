@@ -21,7 +21,7 @@ const USAGE = `usage: repowalk <command>
   demo [--workers N]         the main job on local data: a local PDS with sample accounts, backfilled
   worker [--job NAME]...     run the named jobs' workflows and activities (default: all)
   jobs list                  the jobs a worker can run, with their task queues
-  backfill add <did…> | --pds URL | --file PATH   mirror repos [--mode filter --include P --exclude P --signal P --ephemeral SECONDS --blobs --wait]
+  backfill add <did…> | --pds URL | --file PATH   mirror repos [--mode filter --include P --exclude P --signal P --ephemeral SECONDS --blobs --pages-in-flight N --wait]
   backfill status [did]      repos by state, or one repo's state and its workflow
   backfill resync <did>      retry a repo now
   walk start <type> [flags]  walk the mirror: scrub, validate, corpus, compression-benefit (see README)
