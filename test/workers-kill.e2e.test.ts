@@ -73,7 +73,7 @@ async function mirror(name: string, workers: number): Promise<Mirror> {
 
 beforeAll(async () => {
   const repos = await smallRepos(REPOS, RECORDS, (l) => console.log(`[workers kill e2e] ${l}`));
-  const served = await serveRepos(repos, { getRepoDelayMs: 150 });
+  const served = await serveRepos(repos, { getRepoDelayMs: 250 });
   server = served.server;
   pdsUrl = served.url;
   client = new Client({ connection: await Connection.connect({ address: testStack().temporal.address }), namespace: testStack().temporal.namespace });
@@ -169,12 +169,12 @@ describe('three workers, one killed with SIGKILL', () => {
   it('a sliced walk completes with totals equal to a one-worker walk', async () => {
     // Three again: the one killed above is replaced.
     await many.fleet.add();
-    const input: WalkInputJson = { type: 'validate', slices: 6, sliceParallelism: 6, pageSize: 2, heartbeatSeconds: 5 };
+    const input: WalkInputJson = { type: 'validate', slices: 6, sliceParallelism: 6, pageSize: 1, heartbeatSeconds: 5 };
     const start = (m: Mirror) => client.workflow.start('walk', { taskQueue: `${m.prefix}-walk`, workflowId: `${m.prefix}/walk`, args: [input] });
     const [manyHandle, oneHandle] = await Promise.all([start(many), start(one)]);
 
     await waitFor('the walk to have slices running', async () => ((await manyHandle.query<WalkProgress>('progress')).slices.running.length > 0 ? true : undefined), 60_000);
-    await sleep(1000);
+    await sleep(300);
     const before = await manyHandle.query<WalkProgress>('progress');
     const live = many.fleet.workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null);
     expect(live).toHaveLength(3);
