@@ -14,8 +14,8 @@ import { stackUp, describeStack, startDetached } from './stack-commands.ts';
 import { startBackfill, formatProgress } from './backfill-commands.ts';
 import type { PingResult } from '../workflows/ping.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
-import type { StackInfo } from '../stack/stack.ts';
-import { taskQueueFor } from '../workers/jobs.ts';
+import type { StackInfo } from '../config/stack-info.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 
 function alive(pid: number): boolean {
   try {
