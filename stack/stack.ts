@@ -88,8 +88,8 @@ export async function startStack(opts: StackOptions): Promise<RunningStack> {
     let pds: StackInfo['pds'];
     if (opts.pds?.enabled) {
       log('starting the local PDS and PLC (the first start installs them, about 2 minutes)');
-      // The harness lives with the tests, whose PDS it is too; the stack reuses it for the demo.
-      const { startPds } = await import('../test/pds.ts');
+      // Loaded only when asked for: most stacks run no PDS.
+      const { startPds } = await import('./pds.ts');
       const server = await startPds({ dataDir: join(opts.stateDir, 'pds') });
       started.push(server);
       pds = { url: server.pdsUrl, plcUrl: server.plcUrl, publicUrl: server.publicUrl };
