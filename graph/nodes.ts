@@ -70,6 +70,14 @@ type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const _everyTypeHasAShape: Same<Node['type'], NodeType> = true;
 void _everyTypeHasAShape;
 
+/**
+ * The end of a switch over node types (`default: return unhandledNode(node)`): a node type the
+ * cases above do not handle leaves `node` not `never`, and the call fails to compile.
+ */
+export function unhandledNode(node: never): never {
+  throw new Error(`no case for node ${JSON.stringify(node, (_k, v: unknown) => (v instanceof Uint8Array ? '<bytes>' : v))}`);
+}
+
 /** An edge a step found: its type, the node it leads to, and the repo path where one applies. */
 export type OutEdge = { [E in EdgeType]: { type: E; node: NodeOf<EdgeTarget<E>>; path?: string } }[EdgeType];
 

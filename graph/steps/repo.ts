@@ -14,6 +14,7 @@ import { EVENT_SQL, LOC_SQL, RECORD_SQL, readEvents, readLocsInto, readRecords }
 import type { LocationTable } from '../locations.ts';
 import type { EventRow, IndexRow, RefcountScan, RepoRow, StepContext, StepData, StepResult } from './context.ts';
 import { cidMapKey } from '../blocks.ts';
+import { refcountMismatchesInPacks } from '../../storage/validate-queries.ts';
 
 /**
  * A pack's index is read in bulk when the repo's records in it are at least this share of the
@@ -161,27 +162,8 @@ async function readRepo(
         [[...packs]],
       );
       for (const g of res.rows) readLocsInto(g.packed, locations, { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) });
-      if (wants.refcounts) refcounts = { packs, mismatches: await refcountMismatchesInPacks(db, [...packs]) };
+      if (wants.refcounts) refcounts = { packs, mismatches: new Map((await refcountMismatchesInPacks(db, [...packs])).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }])) };
     }
   }
   return { row, records, events, collectionCounts, headLoc, refcounts };
-}
-
-/**
- * Blocks of the given packs whose stored refcount differs from the references that exist to
- * them: `records` rows, repo heads, events (the importer's definition). Computed in Postgres,
- * so nothing but the disagreements crosses the wire; usually none.
- */
-async function refcountMismatchesInPacks(db: pg.ClientBase, packs: number[]): Promise<RefcountScan['mismatches']> {
-  const { rows } = await db.query<{ cid: Buffer; refcount: string; refs: string }>(
-    `WITH blk AS MATERIALIZED (SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])),
-          r AS (SELECT x.cid, count(*) AS n FROM records x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-          e AS (SELECT x.cid, count(*) AS n FROM events x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-          h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x JOIN blk ON blk.cid = x.head_cid GROUP BY x.head_cid)
-     SELECT blk.cid, blk.refcount, coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0) AS refs
-     FROM blk LEFT JOIN r ON r.cid = blk.cid LEFT JOIN e ON e.cid = blk.cid LEFT JOIN h ON h.cid = blk.cid
-     WHERE blk.refcount <> coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0)`,
-    [packs],
-  );
-  return new Map(rows.map((x) => [cidMapKey(x.cid), { refcount: Number(x.refcount), refs: Number(x.refs) }]));
 }

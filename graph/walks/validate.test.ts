@@ -27,7 +27,7 @@ import { MemoryFindings, listFindings, type Finding } from '../findings.ts';
 import type { Node } from '../nodes.ts';
 import { runWalk } from '../run.ts';
 import { buildMirror, testDids } from '../testing.ts';
-import { VALIDATE_CHECKS } from './validate.ts';
+import { VALIDATE_CHECKS } from './validate/index.ts';
 
 let pool: pg.Pool;
 let dir: string;
