@@ -5,6 +5,7 @@
  * hints never change a node's identity.
  */
 import { cidFromString, cidToString } from '../atproto/cid.ts';
+import type { MstPosition } from '../atproto/mst-check.ts';
 import { type EdgeTarget, type EdgeType, type NodeType, isNodeType } from './schema.ts';
 
 /** Where the block index says a block is. `packKey` is null when its `pack_id` names no pack row. */
@@ -26,16 +27,7 @@ export interface RepoContext {
   signingKey: string | null;
 }
 
-/** Where an MST node sits in its tree, as its parent saw it: what the node must agree with. */
-export interface MstPosition {
-  /** The tree's root (reached from a commit): its layer is the tree's height. */
-  root: boolean;
-  /** The layer this node must be on (parent's layer − 1); absent for a root. */
-  layer?: number;
-  /** Every key in this subtree sorts strictly after `lo` and before `hi`, where given. */
-  lo?: string;
-  hi?: string;
-}
+export type { MstPosition };
 
 /** A record index row as the Repo step read it. */
 export interface RecordRowData {
