@@ -2,10 +2,10 @@
  * `commit-signature`: a head commit that does not decode as a v3 commit, or whose signature does
  * not verify with the signing key stored in its repos row.
  */
-import { verifyCommitSignature } from '../../../../atproto/commit.ts';
 import { cidToString } from '../../../../atproto/cid.ts';
 import { storedSigningKey } from '../../../../storage/validate-queries.ts';
 import { defineCheck } from '../check.ts';
+import { verifyCommitSignatureOffThread } from '../signatures.ts';
 
 export const commitSignature = defineCheck({
   name: 'commit-signature',
@@ -28,7 +28,7 @@ export const commitSignature = defineCheck({
         return;
       }
       try {
-        await verifyCommitSignature(commit, cidToString(node.cid, 0), key);
+        await verifyCommitSignatureOffThread(commit, cidToString(node.cid, 0), key);
       } catch (err) {
         ctx.report({ check: 'commit-signature', detail: (err as Error).message });
       }
