@@ -8,7 +8,7 @@
  *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
  *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
  *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 64]
- *     [--cpu-profile FILE] [--sql-stats]
+ *     [--cpu-profile FILE] [--sql-stats] [--explain]
  *
  * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
  * node: `few-large` (13 repos × 5,000 records) and `many-small` (2,000 repos × 10 records). Both
@@ -57,6 +57,8 @@ const { values } = parseArgs({
     'cpu-profile': { type: 'string' },
     /** Print the time and rows of the walks' queries, by statement. */
     'sql-stats': { type: 'boolean', default: false },
+    /** Print the plans and times of the refcount comparison the Repo reads make, for one repo and for a batch. */
+    explain: { type: 'boolean', default: false },
   },
 });
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -192,6 +194,8 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   const stored = await pool.query<{ blocks: string; bytes: string }>('SELECT count(*) AS blocks, sum(byte_length) AS bytes FROM blocks');
   await pool.query('ANALYZE');
 
+  if (values.explain) await explainRefcounts(pool, dids, shape.name);
+
   const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
   const specs: Record<string, WalkSpec> = { validate: { type: 'validate' }, scrub: { type: 'scrub', scrub: { graceSeconds: 0 } } };
   const results: Record<string, unknown> = {};
@@ -251,4 +255,31 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
     mirror: { repos: shape.repos, records, blocks: Number(stored.rows[0]!.blocks), blockBytes: Number(stored.rows[0]!.bytes), packs: packs.length, blobs, importSeconds: Math.round(importMs / 10) / 100 },
     runs: results,
   };
+}
+
+/**
+ * The refcount comparison of the packs a Repo read covers (`refcountMismatchesInPacks`), planned
+ * and run for the packs of one repo and of the first 256: without an index on `records.cid` and
+ * `events.cid` it scans both tables whatever the number of packs, so its cost is per statement.
+ */
+async function explainRefcounts(pool: pg.Pool, dids: string[], label: string): Promise<void> {
+  for (const n of [1, Math.min(256, dids.length)]) {
+    const { rows: packRows } = await pool.query<{ pack_id: string }>(
+      'SELECT DISTINCT b.pack_id FROM records r JOIN blocks b ON b.cid = r.cid WHERE r.did = ANY($1::text[])',
+      [dids.slice(0, n)],
+    );
+    const packs = packRows.map((r) => Number(r.pack_id));
+    const { rows } = await pool.query<{ 'QUERY PLAN': string }>(
+      `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON)
+       WITH blk AS MATERIALIZED (SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])),
+            r AS (SELECT x.cid, count(*) AS n FROM records x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
+            e AS (SELECT x.cid, count(*) AS n FROM events x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
+            h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x JOIN blk ON blk.cid = x.head_cid GROUP BY x.head_cid)
+       SELECT blk.cid FROM blk LEFT JOIN r ON r.cid = blk.cid LEFT JOIN e ON e.cid = blk.cid LEFT JOIN h ON h.cid = blk.cid
+       WHERE blk.refcount <> coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0)`,
+      [packs],
+    );
+    log(`${label}: refcount comparison for the packs of ${n} repo(s) (${packs.length} packs):`);
+    for (const r of rows) log(`  ${r['QUERY PLAN']}`);
+  }
 }

@@ -32,7 +32,7 @@ export interface RepoWants {
 export interface RepoBatchOptions {
   /** Most repos read together. Default 256. */
   maxRepos?: number;
-  /** Most records (by `records_count`) among the repos read together, past the first. Default 20,000. */
+  /** Most records (by `records_count`) among the repos read together, past the first. Default 5,000. */
   maxRecords?: number;
 }
 
@@ -71,7 +71,7 @@ export class RepoBatches {
     this.#knownPacks = knownPacks;
     this.#wants = wants;
     this.#maxRepos = Math.max(1, opts.maxRepos ?? 256);
-    this.#maxRecords = opts.maxRecords ?? 20_000;
+    this.#maxRecords = opts.maxRecords ?? 5_000;
     this.#dids = roots.flatMap((r, i) => (r.type === 'Repo' && !skip?.has(i) ? [r.did] : []));
     for (const [i, did] of this.#dids.entries()) if (!this.#at.has(did)) this.#at.set(did, i);
   }
