@@ -38,7 +38,7 @@ import { importRepo } from '../backfill/import.ts';
 import { runWalk, type WalkSpec } from '../graph/run.ts';
 import { formatFindings } from '../graph/progress.ts';
 import type { Node } from '../graph/nodes.ts';
-import { testDids } from '../graph/testing.ts';
+import { testDids } from '../test/mirror.ts';
 
 const { values } = parseArgs({
   options: {
