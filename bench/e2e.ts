@@ -14,9 +14,10 @@ import { Client, Connection } from '@temporalio/client';
 import { serveRepos, smallRepos } from '../atproto/testing/static-pds.ts';
 import { loadConfig } from '../config/load.ts';
 import { runWorker } from '../workers/worker.ts';
-import { JOBS, taskQueueFor } from '../workers/jobs.ts';
+import { JOBS } from '../workers/jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 import { startWorkerFleet, type WorkerFleet } from '../stack/worker-fleet.ts';
-import type { BackfillProgress } from '../workflows/backfill.ts';
+import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 
 export interface E2eBench {
   workers: number;
@@ -76,11 +77,11 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   try {
     log(`e2e: backfilling ${repos.length} repos through Temporal`);
     const t = performance.now();
-    const progress = (await client.workflow.execute('backfill', {
+    const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
       args: [{ source: { kind: 'pds', url }, pageSize: 200, concurrency: 16, pagesInFlight: workers }],
-    })) as BackfillProgress;
+    });
     const seconds = (performance.now() - t) / 1000;
     return {
       workers,

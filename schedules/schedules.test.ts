@@ -18,7 +18,7 @@ import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { PgHealQueue } from '../storage/db/heal-queue.ts';
 import { readStats } from '../maintenance/stats.ts';
-import { startTestWorkers, type TestWorkers } from '../workflows/maintenance-test-worker.ts';
+import { startTestWorkers, type TestWorkers } from '../test/maintenance-test-workers.ts';
 import { SCHEDULE_NAMES, applySchedules, listSchedules, scheduleDefinitions } from './schedules.ts';
 import { formatApplyReport, formatListing, scheduleCommand } from '../cli/schedule-commands.ts';
 

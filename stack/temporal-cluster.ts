@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { Connection } from '@temporalio/client';
-import { freePort, spawnLogged, waitFor, type Child } from './process.ts';
+import { freePort } from '../config/free-port.ts';
+import { spawnLogged, waitFor, type Child } from './process.ts';
 import { prepareNamespace } from './temporal-namespace.ts';
 import type { TemporalServer } from './temporal-server.ts';
 
