@@ -1,6 +1,6 @@
 /**
  * Maintenance activities: thin wrappers over `maintenance/` for the periodic workflows in
- * `workflows/maintenance.ts`. Inputs and results are plain JSON (dates as ISO strings); the long
+ * `workflows/` (`resync-sweep.ts`, `gone-recheck.ts`, `retention.ts`, `gc.ts`, `rotating-walk.ts`, `stats.ts`). Inputs and results are plain JSON (dates as ISO strings); the long
  * ones (retention, GC) heartbeat as they go and stop at a safe point when cancelled.
  */
 import { Context } from '@temporalio/activity';
