@@ -175,8 +175,9 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
     wss.handleUpgrade(req, socket, head, (ws) => {
       metrics.requests.inc({ route: 'stream', status: '101' });
       stream.serve(ws, query).catch((err: unknown) => {
-        log(`serve: stream client failed: ${(err as Error).message}`);
-        ws.terminate();
+        log(`serve: stream client failed: ${(err as Error)?.stack ?? String(err)}`);
+        ws.close(1011, 'internal error reading the event log');
+        setTimeout(() => ws.terminate(), 2000).unref();
       });
     });
   });

@@ -40,6 +40,8 @@ export interface StreamOptions {
   stallTimeoutMs?: number;
   /** How often the log is checked for new events once a client is caught up. Default 200 ms. */
   pollMs?: number;
+  /** Consumer mode: how long to take acks before sending, on connect. Default 200 ms. */
+  ackGraceMs?: number;
 }
 
 export const StreamQuery = z.object({
@@ -90,7 +92,7 @@ export class EventStream {
   constructor(pool: pg.Pool, store: BlobStore, opts: StreamOptions = {}) {
     this.#pool = pool;
     this.#store = store;
-    this.#opts = { pageSize: 2000, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ...opts };
+    this.#opts = { pageSize: 2000, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ackGraceMs: 200, ...opts };
     this.#head = new EventHead(pool, this.#opts.pollMs);
     this.#saver = setInterval(() => void this.#savePositions(), 1000);
     this.#saver.unref();
@@ -184,6 +186,11 @@ export class EventStream {
     return rows.map((r) => ({ id: Number(r.id), message: toMessage(r, blocks.get(Number(r.id))) }));
   }
 
+  /** Cuts every client's connection without a close handshake, as a crash or a network cut would. */
+  cutAll(): void {
+    for (const c of this.#clients) c.cut();
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#saver);
@@ -225,6 +232,9 @@ class StreamClient {
   #unacked: number[] = [];
   #unackedHead = 0;
   readonly #ackedEarly = new Set<number>();
+  // Acks for ids past the position, sent by a reconnecting tap client for events it processed
+  // before the drop (it buffers acks it could not send): those events are not sent again.
+  readonly #preAcked = new Set<number>();
   #open = true;
   #wake: (() => void) | undefined;
   #maxBuffered = 0;
@@ -247,6 +257,12 @@ class StreamClient {
 
   stats(): ClientStats {
     return { consumer: this.#consumer, position: this.#position, unacked: this.#unacked.length - this.#unackedHead, bufferedBytes: this.#ws.bufferedAmount, maxBufferedBytes: this.#maxBuffered };
+  }
+
+  cut(): void {
+    this.#open = false;
+    this.#wake?.();
+    this.#ws.terminate();
   }
 
   drop(code: number, reason: string): void {
@@ -282,6 +298,8 @@ class StreamClient {
       this.#wake?.();
     } else if (ack.id <= this.#position) {
       this.#ackedEarly.add(ack.id);
+    } else if (this.#preAcked.size < 100_000) {
+      this.#preAcked.add(ack.id);
     }
   }
 
@@ -290,7 +308,9 @@ class StreamClient {
   }
 
   async run(): Promise<void> {
-    const { pageSize, highWaterBytes, maxUnacked, stallTimeoutMs } = this.#stream.options;
+    const { pageSize, highWaterBytes, maxUnacked, stallTimeoutMs, ackGraceMs } = this.#stream.options;
+    // A reconnecting tap client sends the acks it buffered as soon as the socket opens.
+    if (this.#consumer !== null && ackGraceMs > 0) await new Promise((r) => setTimeout(r, ackGraceMs));
     while (this.#open) {
       // Backpressure: wait for the buffer to drain and for acks, up to the stall timeout.
       const waitStart = performance.now();
@@ -318,6 +338,11 @@ class StreamClient {
       let bytes = 0;
       for (const e of events) {
         if (!this.#open) return;
+        if (this.#consumer !== null && this.#preAcked.delete(e.id)) {
+          this.#position = e.id;
+          if (this.#unackedCount === 0) this.#stream.advance(this.#consumer, e.id);
+          continue;
+        }
         this.#ws.send(e.message);
         bytes += e.message.length;
         this.#position = e.id;
