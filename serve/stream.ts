@@ -24,7 +24,7 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import { cidToString } from '../atproto/cid.ts';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { PackBlockReader } from './blocks.ts';
+import { BlockSource, blockHashMatches } from '../graph/blocks.ts';
 import * as metrics from './metrics.ts';
 import { decode as decodeCbor } from '@atcute/cbor';
 import { EventHead } from './event-head.ts';
@@ -42,6 +42,8 @@ export interface StreamOptions {
   pollMs?: number;
   /** Consumer mode: how long to take acks before sending, on connect. Default 200 ms. */
   ackGraceMs?: number;
+  /** Bytes of whole packs the stream keeps for reading records, shared by all clients. Default 128 MiB. */
+  packCacheBytes?: number;
 }
 
 export const StreamQuery = z.object({
@@ -79,9 +81,11 @@ export interface ClientStats {
 
 export class EventStream {
   readonly #pool: pg.Pool;
-  readonly #store: BlobStore;
   readonly #opts: Required<StreamOptions>;
   readonly #head: EventHead;
+  // Shared by every client: consumers replaying the same stretch of the log read the same
+  // packs, which are read whole once and kept (bounded LRU).
+  readonly #blocks: BlockSource;
   readonly #clients = new Set<StreamClient>();
   /** Acked positions of consumers, ahead of what PostgreSQL holds (saved every second). */
   readonly #positions = new Map<string, number>();
@@ -91,9 +95,9 @@ export class EventStream {
 
   constructor(pool: pg.Pool, store: BlobStore, opts: StreamOptions = {}) {
     this.#pool = pool;
-    this.#store = store;
-    this.#opts = { pageSize: 2000, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ackGraceMs: 200, ...opts };
+    this.#opts = { pageSize: 2000, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ackGraceMs: 200, packCacheBytes: 128 * 1024 * 1024, ...opts };
     this.#head = new EventHead(pool, this.#opts.pollMs);
+    this.#blocks = new BlockSource(pool, store, { wholePackMax: 64 * 1024 * 1024, packCacheBytes: this.#opts.packCacheBytes });
     this.#saver = setInterval(() => void this.#savePositions(), 1000);
     this.#saver.unref();
   }
@@ -174,13 +178,17 @@ export class EventStream {
     const withRecord = rows.filter((r) => r.cid !== null && (r.kind === 'create' || r.kind === 'update'));
     const blocks = new Map<number, Uint8Array>();
     if (withRecord.length > 0) {
-      const reader = new PackBlockReader(this.#pool, this.#store, { wholePackMax: 64 * 1024 * 1024, budgetBytes: 128 * 1024 * 1024 });
-      try {
-        const got = await reader.getMany(withRecord.map((r) => r.cid!));
-        withRecord.forEach((r, i) => blocks.set(Number(r.id), got[i]!));
-      } catch {
-        // A record block that cannot be read: its event goes out without the record, as tap
-        // sends one it no longer holds, rather than stopping the stream.
+      const locs = await this.#blocks.locateMany(withRecord.map((r) => r.cid!));
+      for (const [i, r] of withRecord.entries()) {
+        const loc = locs[i];
+        if (!loc) continue;
+        try {
+          const bytes = this.#blocks.readCached(loc) ?? (await this.#blocks.read(r.cid!, loc));
+          // A record block that cannot be read, or does not hash to its CID, goes out without
+          // the record (tap sends an event whose record it no longer holds the same way)
+          // rather than stopping the stream.
+          if (blockHashMatches(r.cid!, bytes)) blocks.set(Number(r.id), bytes);
+        } catch {}
       }
     }
     return rows.map((r) => ({ id: Number(r.id), message: toMessage(r, blocks.get(Number(r.id))) }));
