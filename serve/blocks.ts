@@ -6,13 +6,17 @@
  * packs do not hold are located through the index in one batched query per call, and those in
  * packs too large to read whole are read by ranges, adjacent ranges coalesced into one get.
  *
- * Every block handed out is checked against its CID (SHA-256), whichever way it was read.
+ * Every block handed out is checked: a whole pack against the SHA-256 its key is derived from
+ * (one hash of the pack instead of one per block; the importer checked every block against its
+ * CID before it wrote the pack), a block read by range against its CID.
  */
 import type pg from 'pg';
 import type { BlobStore } from '../storage/blobstore/types.ts';
 import { PackNotFoundError } from '../storage/pack-errors.ts';
 import { cidToString } from '../atproto/cid.ts';
-import { blockHashMatches, cidMapKey } from '../graph/blocks.ts';
+import { blockHashMatches } from '../graph/blocks.ts';
+import { BlockMap } from '../atproto/block-map.ts';
+import { createHash } from 'node:crypto';
 
 export interface PackBlockReaderOptions {
   /** Packs up to this size are read whole. Default 128 MiB. */
@@ -41,7 +45,9 @@ export class PackBlockReader {
   readonly #wholePackMax: number;
   readonly #budget: number;
   readonly #gap: number;
-  readonly #known = new Map<string, Uint8Array>();
+  // Every block read so far (whole packs and ranges), all already checked; indexed by CID bytes
+  // without making a string per block.
+  readonly #known = new BlockMap();
   readonly #loadedPacks = new Set<string>();
   #held = 0;
   /** Bytes read from the blobstore. */
@@ -59,44 +65,40 @@ export class PackBlockReader {
   }
 
   /**
-   * The bytes of each CID, in order, each checked against its CID.
+   * The bytes of each CID (36-byte binary CIDs, views are fine), in order, each checked.
    *
    * @throws {MissingBlockError} naming the first CID that is not indexed, whose pack is gone, or
-   *   whose bytes do not hash to it.
+   *   whose bytes do not hash to what they should.
    */
   async getMany(cids: Uint8Array[]): Promise<Uint8Array[]> {
-    const out: (Uint8Array | undefined)[] = new Array(cids.length);
-    let missing: number[] = [];
+    const out: Uint8Array[] = new Array(cids.length);
+    const missing: number[] = [];
     for (let i = 0; i < cids.length; i++) {
-      const hit = this.#known.get(cidMapKey(cids[i]!));
-      if (hit) out[i] = hit;
+      const at = this.#known.indexOf(cids[i]!);
+      if (at >= 0) out[i] = this.#known.dataAt(at);
       else missing.push(i);
     }
-    if (missing.length > 0) {
-      const locs = await this.#locate(missing.map((i) => cids[i]!));
-      const ranged: { i: number; loc: Loc }[] = [];
-      // Whole packs first: one of them may hold other missing blocks too.
-      for (const [j, i] of missing.entries()) {
-        const loc = locs[j];
-        if (!loc) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
-        if (!this.#loadedPacks.has(loc.key) && loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
-          await this.#loadWhole(loc.key);
-        }
-        const hit = this.#known.get(cidMapKey(cids[i]!));
-        if (hit) out[i] = hit;
-        else ranged.push({ i, loc });
+    if (missing.length === 0) return out;
+    const locs = await this.#locate(missing.map((i) => cids[i]!));
+    const ranged: { i: number; loc: Loc }[] = [];
+    // Whole packs first: one of them may hold other missing blocks too.
+    for (const [j, i] of missing.entries()) {
+      const loc = locs[j];
+      if (!loc) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
+      if (!this.#loadedPacks.has(loc.key) && loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
+        await this.#loadWhole(loc.key);
       }
-      await this.#readRanges(ranged, cids, out);
-      missing = [];
+      const at = this.#known.indexOf(cids[i]!);
+      if (at >= 0) out[i] = this.#known.dataAt(at);
+      else ranged.push({ i, loc });
     }
-    for (let i = 0; i < cids.length; i++) {
-      if (!blockHashMatches(cids[i]!, out[i]!)) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from its pack does not hash to its CID`);
-    }
-    return out as Uint8Array[];
+    await this.#readRanges(ranged, cids, out);
+    return out;
   }
 
   async #locate(cids: Uint8Array[]): Promise<(Loc | undefined)[]> {
     const found = new Map<string, Loc>();
+    const key = (c: Uint8Array) => Buffer.from(c.buffer, c.byteOffset, c.byteLength).toString('latin1');
     for (let at = 0; at < cids.length; at += 10_000) {
       const batch = cids.slice(at, at + 10_000);
       this.indexQueries++;
@@ -107,10 +109,10 @@ export class PackBlockReader {
       );
       for (const r of rows) {
         if (r.key === null) continue;
-        found.set(cidMapKey(r.cid), { key: r.key, size: Number(r.size_bytes), offset: Number(r.byte_offset), length: r.byte_length });
+        found.set(key(r.cid), { key: r.key, size: Number(r.size_bytes), offset: Number(r.byte_offset), length: r.byte_length });
       }
     }
-    return cids.map((c) => found.get(cidMapKey(c)));
+    return cids.map((c) => found.get(key(c)));
   }
 
   async #loadWhole(key: string): Promise<void> {
@@ -120,10 +122,16 @@ export class PackBlockReader {
     this.bytesRead += bytes.length;
     this.#loadedPacks.add(key);
     this.#held += bytes.length;
-    indexPackBytes(bytes, this.#known);
+    const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
+    if (named !== undefined) {
+      if (createHash('sha256').update(bytes).digest('hex') !== named) throw new MissingBlockError(`pack ${key} does not hash to its key: its copy in the blobstore is damaged`);
+      indexPackBytes(bytes, this.#known, false);
+    } else {
+      indexPackBytes(bytes, this.#known, true);
+    }
   }
 
-  async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: (Uint8Array | undefined)[]): Promise<void> {
+  async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Uint8Array[]): Promise<void> {
     wanted.sort((a, b) => (a.loc.key < b.loc.key ? -1 : a.loc.key > b.loc.key ? 1 : a.loc.offset - b.loc.offset));
     let s = 0;
     while (s < wanted.length) {
@@ -146,9 +154,14 @@ export class PackBlockReader {
       this.bytesRead += bytes.length;
       for (let k = s; k < e; k++) {
         const { i, loc } = wanted[k]!;
-        const block = bytes.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
-        out[i] = block;
-        this.#known.set(cidMapKey(cids[i]!), block);
+        const data = bytes.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
+        if (!blockHashMatches(cids[i]!, data)) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
+        out[i] = data;
+        // Kept as CID + data, the layout the block map indexes.
+        const entry = new Uint8Array(36 + data.length);
+        entry.set(cids[i]!.subarray(0, 36));
+        entry.set(data, 36);
+        this.#known.add(entry, 0, entry.length);
       }
       s = e;
     }
@@ -157,10 +170,11 @@ export class PackBlockReader {
 
 /**
  * Adds every block of a pack (CARv1: varint-framed header, then varint(len) CID data) to `into`
- * as a view into `bytes`. Only 36-byte CIDv1 SHA-256 CIDs are indexed, the only kind packs hold;
- * a frame that does not parse ends the scan, and the blocks after it are found by the index.
+ * as a view into `bytes`; with `verify`, only blocks that hash to their CID. Only 36-byte CIDv1
+ * SHA-256 CIDs are indexed, the only kind packs hold; a frame that does not parse ends the scan,
+ * and the blocks after it are found through the index and read by range.
  */
-export function indexPackBytes(bytes: Uint8Array, into: Map<string, Uint8Array>): number {
+export function indexPackBytes(bytes: Uint8Array, into: BlockMap, verify: boolean): number {
   let pos = 0;
   const readVarint = (): number => {
     let n = 0;
@@ -182,9 +196,10 @@ export function indexPackBytes(bytes: Uint8Array, into: Map<string, Uint8Array>)
     const len = readVarint();
     if (len < 36 || pos + len > bytes.length) break;
     if (bytes[pos] === 1 && bytes[pos + 2] === 0x12 && bytes[pos + 3] === 0x20) {
-      const key = Buffer.from(bytes.buffer, bytes.byteOffset + pos, 36).toString('latin1');
-      if (!into.has(key)) into.set(key, bytes.subarray(pos + 36, pos + len));
-      count++;
+      if (!verify || blockHashMatches(bytes.subarray(pos, pos + 36), bytes.subarray(pos + 36, pos + len))) {
+        into.add(bytes, pos, pos + len);
+        count++;
+      }
     }
     pos += len;
   }

@@ -14,6 +14,7 @@ import { ENTRY_FIELDS, KEY_END, KEY_START, PREFIX, RIGHT, VALUE, decodeMstNode }
 import { MAX_PATH_LENGTH } from '../atproto/mst.ts';
 import { cidMapKey } from '../graph/blocks.ts';
 import type { PackBlockReader } from './blocks.ts';
+import { BlockMap } from '../atproto/block-map.ts';
 
 const CHUNK = 1024 * 1024;
 const RECORD_BATCH = 20_000;
@@ -92,25 +93,24 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput): As
   const [commit] = await reader.getMany([input.head]);
   out.block(input.head, commit!);
   let layer: Uint8Array[] = [input.dataRoot];
+  // One entry array for every node: each is read before the next is decoded.
+  const scratch = new Int32Array(256 * ENTRY_FIELDS);
   let records: Uint8Array[] = [];
-  const seenRecords = new Set<string>();
+  // A set of CIDs: the block map with empty data (no string per record).
+  const seenRecords = new BlockMap();
   while (layer.length > 0) {
     const nodes = await reader.getMany(layer);
     const next: Uint8Array[] = [];
     for (let n = 0; n < nodes.length; n++) {
       const bytes = nodes[n]!;
       out.block(layer[n]!, bytes);
-      const node = decodeMstNode(bytes);
+      const node = decodeMstNode(bytes, scratch);
       if (node.left >= 0) next.push(bytes.subarray(node.left, node.left + 36));
       for (let i = 0; i < node.count; i++) {
         const at = i * ENTRY_FIELDS;
         const value = bytes.subarray(node.entries[at + VALUE]!, node.entries[at + VALUE]! + 36);
-        const key = cidMapKey(value);
         // The same record block under two keys is sent once, as a CAR holds each block once.
-        if (!seenRecords.has(key) && (!input.records || input.records.has(key))) {
-          seenRecords.add(key);
-          records.push(value);
-        }
+        if ((!input.records || input.records.has(cidMapKey(value))) && seenRecords.add(value, 0, 36)) records.push(value);
         const right = node.entries[at + RIGHT]!;
         if (right >= 0) next.push(bytes.subarray(right, right + 36));
       }

@@ -15,9 +15,10 @@
  *
  * Backpressure: events are read from PostgreSQL one page at a time, and only while the
  * socket's send buffer is below `highWaterBytes` and the client has fewer than `maxUnacked`
- * events unacked; so memory per client is at most one page plus the buffer mark. A client
- * whose buffer does not drain (or who acks nothing) for `stallTimeoutMs` is closed with code
- * 1008 and a reason saying why, then cut off if it does not read the close either.
+ * events unacked; so memory per client is at most two pages (one being sent, the next being
+ * read) plus the buffer mark. A client whose buffer does not drain (or who acks nothing) for
+ * `stallTimeoutMs` is closed with code 1008 and a reason saying why, then cut off if it does not
+ * read the close either.
  */
 import type pg from 'pg';
 import type { WebSocket } from 'ws';
@@ -317,6 +318,7 @@ class StreamClient {
 
   async run(): Promise<void> {
     const { pageSize, highWaterBytes, maxUnacked, stallTimeoutMs, ackGraceMs } = this.#stream.options;
+    let prefetch: { after: number; page: Promise<{ id: number; message: string }[]> } | undefined;
     // A reconnecting tap client sends the acks it buffered as soon as the socket opens.
     if (this.#consumer !== null && ackGraceMs > 0) await new Promise((r) => setTimeout(r, ackGraceMs));
     while (this.#open) {
@@ -338,23 +340,37 @@ class StreamClient {
         continue;
       }
       const room = this.#consumer === null ? pageSize : Math.min(pageSize, maxUnacked - this.#unackedCount);
-      const events = await this.#stream.page(this.#position, room);
+      // The next page is read while this one is sent, so the socket does not wait on the query.
+      const events = prefetch && prefetch.after === this.#position ? await prefetch.page : await this.#stream.page(this.#position, room);
+      prefetch = undefined;
       if (events.length === 0) {
         await this.#sleep(this.#stream.options.pollMs);
         continue;
       }
+      if (events.length === pageSize && room === pageSize) {
+        const after = events.at(-1)!.id;
+        prefetch = { after, page: this.#stream.page(after, pageSize) };
+        prefetch.page.catch(() => {}); // a failure surfaces when it is awaited
+      }
       let bytes = 0;
-      for (const e of events) {
-        if (!this.#open) return;
-        if (this.#consumer !== null && this.#preAcked.delete(e.id)) {
+      // Corked: the page goes to the kernel in a few large writes, not one per event.
+      const socket = (this.#ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+      socket?.cork();
+      try {
+        for (const e of events) {
+          if (!this.#open) return;
+          if (this.#consumer !== null && this.#preAcked.delete(e.id)) {
+            this.#position = e.id;
+            if (this.#unackedCount === 0) this.#stream.advance(this.#consumer, e.id);
+            continue;
+          }
+          this.#ws.send(e.message);
+          bytes += e.message.length;
           this.#position = e.id;
-          if (this.#unackedCount === 0) this.#stream.advance(this.#consumer, e.id);
-          continue;
+          if (this.#consumer !== null) this.#unacked.push(e.id);
         }
-        this.#ws.send(e.message);
-        bytes += e.message.length;
-        this.#position = e.id;
-        if (this.#consumer !== null) this.#unacked.push(e.id);
+      } finally {
+        socket?.uncork();
       }
       this.#maxBuffered = Math.max(this.#maxBuffered, this.#ws.bufferedAmount);
       metrics.streamEvents.inc(events.length);
