@@ -166,3 +166,33 @@ describe('tap protocol', () => {
     expect([...a, ...b]).toEqual(all);
   });
 });
+
+describe('clients the server drops, with a reason', () => {
+  const closeOf = (ws: WebSocket) => new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: String(reason) })));
+
+  it('a consumer that acks nothing is closed once its unacked window is full for the stall timeout', async () => {
+    await appendEvents(300);
+    const strict = await startServeServer({ pool, store, stream: { maxUnacked: 100, stallTimeoutMs: 1000, pollMs: 50, ackGraceMs: 0 }, log: () => {} });
+    try {
+      const ws = new WebSocket(`${strict.url.replace('http', 'ws')}/channel?consumer=never-acks`);
+      let got = 0;
+      ws.on('message', () => got++);
+      const closed = await closeOf(ws);
+      expect(closed.code).toBe(1008);
+      expect(closed.reason).toMatch(/no acks for 1000 ms with 100 events unacked/);
+      expect(got).toBe(100);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('a message that is not an ack closes the connection with 1003', async () => {
+    const ws = new WebSocket(`${server.url.replace('http', 'ws')}/channel?cursor=0`);
+    ws.on('message', () => {});
+    await new Promise((r) => ws.once('open', r));
+    ws.send('{"type":"hello"}');
+    const closed = await closeOf(ws);
+    expect(closed.code).toBe(1003);
+    expect(closed.reason).toMatch(/expected \{"type":"ack"/);
+  });
+});

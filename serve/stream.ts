@@ -93,6 +93,7 @@ export class EventStream {
   readonly #dirty = new Set<string>();
   #saver: NodeJS.Timeout | undefined;
   #closed = false;
+  readonly #running = new Set<Promise<void>>();
 
   constructor(pool: pg.Pool, store: BlobStore, opts: StreamOptions = {}) {
     this.#pool = pool;
@@ -118,9 +119,15 @@ export class EventStream {
     const client = new StreamClient(this, ws, consumer, start);
     this.#clients.add(client);
     metrics.streamClients.set(this.#clients.size);
+    const run = client.run().catch((err: unknown) => {
+      // A query cut short by the server closing is not a failure of the stream.
+      if (client.open) throw err;
+    });
+    this.#running.add(run);
     try {
-      await client.run();
+      await run;
     } finally {
+      this.#running.delete(run);
       this.#clients.delete(client);
       metrics.streamClients.set(this.#clients.size);
       if (consumer) await this.#savePositions();
@@ -205,6 +212,8 @@ export class EventStream {
     clearInterval(this.#saver);
     for (const c of this.#clients) c.drop(1001, 'server shutting down');
     this.#head.stop();
+    // Each client's loop ends at its next step; wait, so that none queries a closed pool.
+    await Promise.allSettled([...this.#running]);
     await this.#savePositions();
   }
 }
@@ -266,6 +275,10 @@ class StreamClient {
 
   stats(): ClientStats {
     return { consumer: this.#consumer, position: this.#position, unacked: this.#unacked.length - this.#unackedHead, bufferedBytes: this.#ws.bufferedAmount, maxBufferedBytes: this.#maxBuffered };
+  }
+
+  get open(): boolean {
+    return this.#open;
   }
 
   cut(): void {

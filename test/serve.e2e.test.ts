@@ -313,7 +313,7 @@ describe('bad input gets the right XRPC error, never a 500', () => {
 });
 
 describe('event stream, with the @atproto/tap client', () => {
-  type Seen = { id: number; type: string; did: string; collection?: string; rkey?: string; action?: string; live?: boolean; cid?: string };
+  type Seen = { id: number; type: string; did: string; collection?: string; rkey?: string; action?: string; live?: boolean; cid?: string; status?: string; isActive?: boolean };
   async function recordEventIds(): Promise<number[]> {
     const { rows } = await pool.query<{ id: string }>(`SELECT id FROM events WHERE kind IN ('create', 'update', 'delete') ORDER BY id`);
     return rows.map((r) => Number(r.id));
@@ -345,7 +345,7 @@ describe('event stream, with the @atproto/tap client', () => {
           // Gone before processing it: not acked, so it comes again.
           if (opts.signal.aborted) return;
           await opts.ack();
-          seen.push(evt.type === 'record' ? { id: evt.id, type: evt.type, did: evt.did, collection: evt.collection, rkey: evt.rkey, action: evt.action, live: evt.live, ...(evt.cid ? { cid: evt.cid } : {}) } : { id: evt.id, type: evt.type, did: evt.did });
+          seen.push(evt.type === 'record' ? { id: evt.id, type: evt.type, did: evt.did, collection: evt.collection, rkey: evt.rkey, action: evt.action, live: evt.live, ...(evt.cid ? { cid: evt.cid } : {}) } : { id: evt.id, type: evt.type, did: evt.did, status: evt.status, isActive: evt.isActive });
         },
         onError: (err) => errors.push(err),
       });
@@ -384,6 +384,8 @@ describe('event stream, with the @atproto/tap client', () => {
     expect(seen.filter((e) => e.type === 'record').map((e) => e.id)).toEqual(after); // no loss, in order
     expect(seen.every((e) => e.type !== 'record' || e.live === false)).toBe(true); // backfill events are not live
     expect(errors).toEqual([]);
+    // Carol's deactivation (the gone test above) came as an identity event.
+    expect(seen).toContainEqual(expect.objectContaining({ type: 'identity', did: sample.carol.did, status: 'deactivated', isActive: false }));
     // What the events say is what the PDS holds.
     const bobRecords = (await listAllRecords(pds, sample.bob.did)).map((r) => `${r.collection}/${r.rkey}@${r.cid}`);
     const streamed = seen.filter((e) => e.did === sample.bob.did && e.action === 'create').map((e) => `${e.collection}/${e.rkey}@${e.cid}`);
