@@ -21,7 +21,7 @@ import { WebSocket } from 'ws';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
-import { buildMirror } from '../graph/testing.ts';
+import { buildMirror } from '../test/mirror.ts';
 import { DEFAULT_DID } from '../atproto/testing/make-repo.ts';
 import { startServeServer } from '../serve/server.ts';
 

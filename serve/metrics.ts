@@ -1,10 +1,10 @@
 /**
  * The serving metrics, in the process-wide registry the worker's `/metrics` already exposes
- * (workers/metrics.ts), so that a worker running the `serve` job reports them with the rest;
+ * (activities/counters.ts, served by workers/metrics.ts), so that a worker running the `serve` job reports them with the rest;
  * `repowalk serve` serves the same registry on its own `/metrics`.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { processRegistry } from '../workers/metrics.ts';
+import { processRegistry } from '../activities/counters.ts';
 
 export const requests = new Counter({
   name: 'repowalk_serve_requests_total',

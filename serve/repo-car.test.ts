@@ -13,7 +13,7 @@ import { freshDatabase } from '../test/stack.ts';
 import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
-import { buildMirror, testDids } from '../graph/testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import type { MadeRepo } from '../atproto/testing/make-repo.ts';
 import { readCar } from '../atproto/car.ts';
 import { MissingBlockError, PackBlockReader } from './blocks.ts';

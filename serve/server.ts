@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type pg from 'pg';
 import { WebSocketServer } from 'ws';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { processRegistry } from '../workers/metrics.ts';
+import { processRegistry } from '../activities/counters.ts';
 import { ADMIN_ROUTES, checkAdminAuth, parseAdminBody, type AdminActions, type AdminRoute } from './admin.ts';
 import { MissingBlockError } from './blocks.ts';
 import { XrpcError, invalidRequest } from './errors.ts';
