@@ -429,11 +429,12 @@ describe('event stream, with the @atproto/tap client', () => {
   });
 
   it('a client that stops reading is dropped with a reason, and server memory stays bounded', async () => {
-    // A log far larger than the bound: 60,000 more events naming existing records.
+    // A log far larger than what the kernel's socket buffers take on loopback (tcp_rmem up to
+    // 32 MB here) and the bound: 150,000 more events (some 60 MB of messages) naming existing records.
     await pool.query(
       `INSERT INTO events (did, kind, collection, rkey, cid, rev, origin)
        SELECT e.did, 'update', e.collection, e.rkey || '-' || g, e.cid, e.rev, 'live'
-       FROM (SELECT * FROM events WHERE kind = 'create' ORDER BY id LIMIT 1) e, generate_series(1, 60000) g`,
+       FROM (SELECT * FROM events WHERE kind = 'create' ORDER BY id LIMIT 1) e, generate_series(1, 150000) g`,
     );
     const highWaterBytes = 256 * 1024;
     const pageSize = 500;
@@ -461,11 +462,11 @@ describe('event stream, with the @atproto/tap client', () => {
         const st = small.stream.stats();
         for (const c of st) maxBuffered = Math.max(maxBuffered, c.maxBufferedBytes);
         return st.length === 0;
-      }, 30_000);
+      }, 120_000);
       clearInterval(sampler);
       const grew = peak - heapBefore;
       // The stated bound: one page of messages plus the high-water mark, per client, over what
-      // the process holds anyway (pool, caches). 60,000 events would be about 25 MB queued.
+      // the process holds anyway (pool, caches). 150,000 events would be about 60 MB queued.
       console.log(`[serve e2e] stalled client: live memory grew at most ${(grew / 1e6).toFixed(1)} MB (bound 8 MB); send buffer peaked at ${maxBuffered} bytes (bound ${highWaterBytes} + one page)`);
       // One page is at most pageSize messages of a few hundred bytes each here.
       expect(maxBuffered).toBeGreaterThan(0);
@@ -480,5 +481,5 @@ describe('event stream, with the @atproto/tap client', () => {
     } finally {
       await small.close();
     }
-  });
+  }, 180_000);
 });
