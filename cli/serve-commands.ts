@@ -1,5 +1,5 @@
 /**
- * `repowalk serve`: the serve server (client/serve-service.ts) until SIGINT/SIGTERM.
+ * `repowalk serve`: the serve server (workers/serve-service.ts) until SIGINT/SIGTERM.
  *
  *   repowalk serve [--host H] [--port P]
  */
@@ -8,7 +8,7 @@ import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { openStores } from '../workers/stores.ts';
 import type { ServeServer } from '../serve/server.ts';
-import { startServeService } from '../client/serve-service.ts';
+import { startServeService } from '../workers/serve-service.ts';
 
 export async function serveCommand(config: Config, args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { host: { type: 'string' }, port: { type: 'string' } }, strict: true });

@@ -10,7 +10,8 @@ import type { Duplex } from 'node:stream';
 import type pg from 'pg';
 import { WebSocketServer } from 'ws';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { processRegistry } from '../activities/counters.ts';
+import type { Registry } from 'prom-client';
+import { dropRepo } from '../backfill/import.ts';
 import { ADMIN_ROUTES, checkAdminAuth, parseAdminBody, type AdminActions, type AdminRoute } from './admin.ts';
 import { MissingBlockError } from './blocks.ts';
 import { XrpcError, invalidRequest } from './errors.ts';
@@ -48,7 +49,13 @@ export interface ServeOptions {
   port?: number;
   /** Bearer token of the admin endpoints; without one they answer 403. Never logged. */
   adminToken?: string;
-  admin?: AdminActions;
+  /**
+   * What the admin endpoints do. Without one, add and resync answer 501; remove drops the
+   * repo's records and events itself (status `dropped`), which needs no workflow.
+   */
+  admin?: Partial<AdminActions>;
+  /** The registry `/metrics` serves (default: the serve metrics alone). */
+  metrics?: Registry;
   limits?: Partial<ServeLimits>;
   stream?: StreamOptions;
   log?: (line: string) => void;
@@ -90,6 +97,13 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
   const stream = new EventStream(opts.pool, opts.store, opts.stream);
   const repoGate = new Gate(limits.maxConcurrentRepos);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  const registry = opts.metrics ?? metrics.serveRegistry;
+  const admin: Partial<AdminActions> = {
+    async removeRepos(dids) {
+      for (const did of dids) await dropRepo(opts.pool, did, 'dropped', { reason: 'removed through the serve admin API' });
+    },
+    ...opts.admin,
+  };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
     const rawUrl = req.url ?? '/';
@@ -113,14 +127,15 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
       if (req.method !== 'POST') throw new XrpcError(405, 'MethodNotAllowed', `${path} takes POST`);
       checkAdminAuth(req.headers.authorization, opts.adminToken);
       const dids = parseAdminBody(await readBody(req, limits.maxBodyBytes));
-      if (!opts.admin) throw new XrpcError(501, 'MethodNotImplemented', `${path} is not wired in this process`);
-      await opts.admin[ADMIN_ROUTES[path as AdminRoute]](dids);
+      const action = admin[ADMIN_ROUTES[path as AdminRoute]];
+      if (!action) throw new XrpcError(501, 'MethodNotImplemented', `${path} is not wired in this process`);
+      await action(dids);
       res.writeHead(200, { 'content-length': 0 }).end();
       return path;
     }
     if (path === '/metrics') {
-      const text = await processRegistry.metrics();
-      res.writeHead(200, { 'content-type': processRegistry.contentType }).end(text);
+      const text = await registry.metrics();
+      res.writeHead(200, { 'content-type': registry.contentType }).end(text);
       return path;
     }
     if (path === '/_health') {

@@ -1,22 +1,35 @@
 /**
  * The serve server as the `serve` job and `repowalk serve` run it: configuration to the server,
- * and its admin endpoints to backfill workflows through a Temporal client (serve/ itself knows
- * nothing of Temporal).
+ * its admin endpoints to backfill workflows through a Temporal client (serve/ itself knows
+ * nothing of Temporal), and its metrics into the process registry the worker's `/metrics` serves.
  */
-import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import type { Metric } from 'prom-client';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import type { Stores } from '../activities/context.ts';
-import { dropRepo } from '../backfill/import.ts';
+import { processRegistry } from '../activities/counters.ts';
 import { startServeServer, type ServeServer } from '../serve/server.ts';
 import type { AdminActions } from '../serve/admin.ts';
-import { connectClient } from './connection.ts';
+import { serveRegistry } from '../serve/metrics.ts';
+
+/** Adds the serve metrics to the process registry, once. */
+function exportServeMetrics(): void {
+  for (const metric of serveRegistry.getMetricsAsArray()) {
+    // getMetricsAsArray hands back the metric objects themselves, typed as their plain shape.
+    if (!processRegistry.getSingleMetric(metric.name)) processRegistry.registerMetric(metric as unknown as Metric);
+  }
+}
 
 /** Admin actions as backfill workflows: add starts a bulk backfill, resync one per repo. */
-export function backfillAdminActions(config: Config, stores: Stores): AdminActions & { close(): Promise<void> } {
+export function backfillAdminActions(config: Config): Pick<AdminActions, 'addRepos' | 'resyncRepos'> & { close(): Promise<void> } {
   let client: Promise<Client> | undefined;
-  const temporal = () => (client ??= connectClient(resolveEndpoints(config, { database: false })));
+  const temporal = () =>
+    (client ??= (async () => {
+      const endpoints = resolveEndpoints(config, { database: false });
+      return new Client({ connection: await Connection.connect({ address: endpoints.temporalAddress, connectTimeout: 5_000 }), namespace: endpoints.namespace });
+    })());
   return {
     async addRepos(dids) {
       await (await temporal()).workflow.start('backfill', {
@@ -46,9 +59,6 @@ export function backfillAdminActions(config: Config, stores: Stores): AdminActio
         });
       }
     },
-    async removeRepos(dids) {
-      for (const did of dids) await dropRepo(stores.pool, did, 'dropped', { reason: 'removed through the serve admin API' });
-    },
     async close() {
       if (client) await (await client).connection.close();
     },
@@ -57,7 +67,8 @@ export function backfillAdminActions(config: Config, stores: Stores): AdminActio
 
 /** The serve server on the configured address, with admin wired to backfills. */
 export async function startServeService(config: Config, stores: Stores, overrides: { host?: string; port?: number } = {}): Promise<ServeServer> {
-  const admin = backfillAdminActions(config, stores);
+  exportServeMetrics();
+  const admin = backfillAdminActions(config);
   const server = await startServeServer({
     pool: stores.pool,
     store: stores.blobs,
@@ -65,6 +76,7 @@ export async function startServeService(config: Config, stores: Stores, override
     port: overrides.port ?? config.serve.port,
     ...(config.serve.adminToken ? { adminToken: config.serve.adminToken } : {}),
     admin,
+    metrics: processRegistry,
     limits: { maxConcurrentRepos: config.serve.maxConcurrentRepos },
     stream: { highWaterBytes: config.serve.streamBufferBytes, stallTimeoutMs: config.serve.stallSeconds * 1000 },
   });
