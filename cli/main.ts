@@ -5,6 +5,7 @@
  *   repowalk backfill | walk | schedule …   the three capabilities (see USAGE)
  *   repowalk worker [--job NAME]...    run jobs' workflows and activities until SIGTERM
  *   repowalk jobs list                 the job registry
+ *   repowalk serve                     serve the mirror (XRPC, tap event stream, admin)
  *   repowalk migrate                   apply database migrations
  *   repowalk ping [message]            run the smallest workflow end to end
  *   repowalk config                    every option with its default, and the values in force
@@ -14,7 +15,8 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
 import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
-import { JOBS, checkJobConfig, selectJobs, UnknownJobError } from '../workers/jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, JobConfigError, UnknownJobError } from '../workers/jobs.ts';
+import { UsageError } from './usage.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 
 const USAGE = `usage: repowalk <command>
@@ -28,6 +30,7 @@ const USAGE = `usage: repowalk <command>
   walk start <type> [flags]  walk the mirror: scrub, validate, corpus, compression-benefit (see README)
   walk status|pause|resume|cancel <id>, walk list
   schedule apply [--dry-run] | list | trigger NAME   the periodic jobs' Temporal Schedules, from configuration
+  serve [--host H] [--port P]   serve the mirror: XRPC, the tap event stream (/channel), admin (see README)
   migrate                    apply database migrations
   ping [message]             run the ping workflow end to end
   config                     print every option, its default, and the values in force`;
@@ -117,6 +120,10 @@ async function main(argv: string[]): Promise<number> {
       const { scheduleCommand } = await import('./schedule-commands.ts');
       return scheduleCommand(config, rest);
     }
+    case 'serve': {
+      const { serveCommand } = await import('./serve-commands.ts');
+      return serveCommand(config, rest);
+    }
     case 'demo':
       await runDemo(config);
       return 0;
@@ -129,7 +136,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof UnknownJobError || (err as Error)?.name === 'UsageError' || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${err.message}`);
+    if (err instanceof ConfigError || err instanceof UnknownJobError || err instanceof JobConfigError || err instanceof UsageError || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${err.message}`);
     else console.error(`repowalk: ${err instanceof Error ? (process.env.REPOWALK_DEBUG ? err.stack : err.message) : String(err)}`);
     process.exit(1);
   },

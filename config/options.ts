@@ -1,13 +1,13 @@
 /**
  * Every repowalk option, in one table: its environment variable, its key in the config file,
  * its default, what it means, and the zod schema its value must pass. `repowalk config`
- * prints this table; `loadConfig` reads it. Adding an option is adding a row here and a field
- * to `Config` below; the compiler finds the rest.
+ * prints this table; `loadConfig` reads it. Adding an option is adding a row here: `Config`
+ * follows from the table, and the compiler finds the rest.
  */
 import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { SCHEDULE_NAMES, type ScheduleName } from './schedule-names.ts';
+import { SCHEDULE_NAMES } from './schedule-names.ts';
 import { BackfillSettings } from '../backfill/settings.ts';
 
 const port = z.coerce
@@ -199,6 +199,32 @@ export const OPTIONS = [
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
+  // Serving the mirror (`repowalk serve`, the `serve` job): XRPC, the tap event stream, admin.
+  {
+    env: 'REPOWALK_SERVE_HOST', key: 'serve.host', schema: z.string().min(1),
+    default: () => '127.0.0.1', defaultText: '127.0.0.1', doc: 'Address the serve HTTP server binds (0.0.0.0 to serve beyond this host).',
+  },
+  {
+    env: 'REPOWALK_SERVE_PORT', key: 'serve.port', schema: z.coerce.number().int().min(0).max(65535),
+    default: () => 2480, defaultText: '2480', doc: 'Port of the serve HTTP server (XRPC, /channel, admin); 0 picks a free one.',
+  },
+  {
+    env: 'REPOWALK_SERVE_ADMIN_TOKEN', key: 'serve.adminToken', schema: z.string().min(16, 'expected at least 16 characters'), secret: true,
+    default: () => undefined, defaultText: 'unset (admin endpoints off)',
+    doc: 'Bearer token of the admin endpoints (POST /repos/add, /repos/remove, /repos/resync); tap clients send it as their admin password.',
+  },
+  {
+    env: 'REPOWALK_SERVE_STREAM_BUFFER_BYTES', key: 'serve.streamBufferBytes', schema: positiveInt,
+    default: () => 4 * 1024 * 1024, defaultText: '4194304', doc: 'Per stream client: no more events are read while its send buffer holds more than this.',
+  },
+  {
+    env: 'REPOWALK_SERVE_STALL_SECONDS', key: 'serve.stallSeconds', schema: positiveInt,
+    default: () => 30, defaultText: '30', doc: 'A stream client whose buffer does not drain (or that acks nothing) for this long is dropped.',
+  },
+  {
+    env: 'REPOWALK_SERVE_MAX_CONCURRENT_REPOS', key: 'serve.maxConcurrentRepos', schema: positiveInt,
+    default: () => 4, defaultText: '4', doc: 'getRepo requests assembled at once (each may hold its packs in memory); more wait.',
+  },
   // Periodic jobs (`repowalk schedule apply`): which schedules exist, how often each runs, and
   // the settings their workflows get.
   {
@@ -267,41 +293,19 @@ export const OPTIONS = [
   },
 ] as const satisfies readonly OptionSpec[];
 
-/** The validated configuration. */
-export interface Config {
-  stateDir: string;
-  cacheDir: string;
-  logLevel: 'debug' | 'info' | 'warn' | 'error';
-  temporal: { address: string | undefined; namespace: string; taskQueue: string; port: number; uiPort: number };
-  database: { url: string | undefined; port: number; poolMax: number };
-  blobstore: { kind: 'local' | 's3' | 'multiplex'; dir: string; multiplexLocal: boolean; writeQuorum: number };
-  s3: {
-    endpoint: string | undefined;
-    region: string;
-    buckets: string[];
-    accessKeyId: string | undefined;
-    secretAccessKey: string | undefined;
-    forcePathStyle: boolean;
-    port: number;
-  };
-  stack: { s3: boolean; ui: boolean; pds: boolean };
-  network: { plcUrl: string; allowPrivateAddresses: boolean; identityTtlSeconds: number; pdsConcurrency: number; pdsMinIntervalMs: number; fetchTimeoutSeconds: number };
-  worker: { jobsAllow: string[]; jobsBlock: string[]; metricsHost: string; metricsPort: number };
-  schedules: {
-    disabled: ScheduleName[];
-    resyncSweepSeconds: number;
-    goneRecheckSeconds: number;
-    retentionSeconds: number;
-    gcSeconds: number;
-    rotatingScrubSeconds: number;
-    rotatingValidateSeconds: number;
-    statsSeconds: number;
-  };
-  maintenance: {
-    rotatingSampleRate: number;
-    rotatingScrubRepair: boolean;
-    gcGraceSeconds: number;
-    gcRepackBelow: number;
-    resyncSettings: BackfillSettings;
-  };
-}
+/** One row of the table. */
+type Row = (typeof OPTIONS)[number];
+
+/** A row's value: what its schema outputs, or `undefined` when its default leaves it unset. */
+type ValueOf<K extends string> =
+  Extract<Row, { key: K }> extends infer R extends Row ? z.output<R['schema']> | (undefined extends ReturnType<R['default']> ? undefined : never) : never;
+
+type TopKey = Exclude<Row['key'], `${string}.${string}`>;
+type Section = Row['key'] extends infer K ? (K extends `${infer S}.${string}` ? S : never) : never;
+type FieldOf<S extends string> = Row['key'] extends infer K ? (K extends `${S}.${infer F}` ? F : never) : never;
+
+/**
+ * The validated configuration, derived from the table: a row `temporal.port` with a port schema
+ * is `config.temporal.port: number`, and a row whose default is unset is `… | undefined`.
+ */
+export type Config = { [K in TopKey]: ValueOf<K> } & { [S in Section]: { [F in FieldOf<S>]: ValueOf<`${S}.${F}`> } };
