@@ -15,7 +15,7 @@ import { startBackfill, formatProgress } from './backfill-commands.ts';
 import { ping, type PingResult } from '../workflows/ping.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 import type { StackInfo } from '../config/stack-info.ts';
-import { taskQueueFor } from '../config/task-queues.ts';
+import { JOB_NAMES, taskQueueFor } from '../config/task-queues.ts';
 
 function alive(pid: number): boolean {
   try {
@@ -42,9 +42,23 @@ export async function ensureBackgroundWorker(config: Config, env: Record<string,
     const pid = Number(await readFile(pidFile, 'utf8'));
     if (alive(pid)) return pid;
   }
-  const child = await startDetached(config, ['worker'], `${name}.log`, env);
+  // The first worker runs every job by name, so that opt-in ones (serve, which listens on a
+  // port) run too, once; the others share the default jobs' task queues.
+  const jobs = n === 1 ? JOB_NAMES.flatMap((job) => ['--job', job]) : [];
+  const child = await startDetached(config, ['worker', ...jobs], `${name}.log`, env);
   await writeFile(pidFile, String(child.pid));
   return child.pid!;
+}
+
+/** Whether the worker's serve job answers (it starts a moment after the worker polls). */
+async function serving(url: string): Promise<boolean> {
+  for (let i = 0; i < 50; i++) {
+    try {
+      if ((await fetch(`${url}/_health`, { signal: AbortSignal.timeout(1000) })).ok) return true;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
 }
 
 export async function runPing(config: Config, message: string): Promise<PingResult> {
@@ -118,6 +132,9 @@ export async function runDemo(baseConfig: Config, opts: { workers?: number } = {
   } finally {
     await pool.end();
   }
+  const serveUrl = `http://${config.serve.host.includes(':') ? `[${config.serve.host}]` : config.serve.host}:${config.serve.port}`;
+  console.log(`serve         ${(await serving(serveUrl)) ? serveUrl : `${serveUrl} not answering (see the worker log)`}: XRPC at /xrpc/…, tap event stream at ${serveUrl.replace(/^http/, 'ws')}/channel`);
+  console.log(`              e.g. curl '${serveUrl}/xrpc/com.atproto.sync.listRepos'`);
   console.log(`\ndemo done in ${((Date.now() - started) / 1000).toFixed(1)} s. Web UI: ${info.temporal.uiUrl ?? '(headless)'}`);
   console.log(`workers of your own need: ${Object.entries(localPdsEnv(info)).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   console.log('stop everything with: ./repowalk stack down');
