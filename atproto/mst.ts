@@ -7,31 +7,25 @@
  *
  * Hand-written: `@atcute/repo`'s reader checks order and paths but not layers, and reports a
  * missing block only as an assertion message. The walk reads nodes in place (`mst-node.ts`),
- * looks blocks up by the CID bytes inside the node, and makes one string per key and per
- * record CID, which are part of the result anyway.
+ * looks blocks up by the CID bytes inside the node, and keeps the records in a compact
+ * `RecordList` (key bytes and block indexes); the one string per key it makes, to check the key,
+ * is garbage at once.
  */
 import { isNsid, isRecordKey } from '@atcute/lexicons/syntax';
 import type { BlockMap } from './block-map.ts';
 import { cidToString, latin1 } from './cid.ts';
 import { MissingBlockError, MstError } from './errors.ts';
 import { keyLayer } from './key-layer.ts';
+import { RecordList, type RepoRecord } from './record-list.ts';
 import { ENTRY_FIELDS, KEY_END, KEY_START, type MstNode, MstNodeFormatError, PREFIX, RIGHT, VALUE, decodeMstNode } from './mst-node.ts';
 
-/** One record of a repository, as the MST names it. */
-export interface RepoRecord {
-  collection: string;
-  rkey: string;
-  /** CID of the record block. */
-  cid: string;
-  /** `collection/rkey`, the MST key; records sort by it in byte order. */
-  path: string;
-}
+export type { RepoRecord };
 
 export interface MstContents {
   /** Every record, in MST (path byte) order. */
-  records: RepoRecord[];
-  /** CIDs of the MST nodes, parents before children. */
-  nodes: string[];
+  records: RecordList;
+  /** Block indexes of the MST nodes, parents before children. */
+  nodes: number[];
   /** Layer of the root node; 0 for an empty tree or a single leaf node. */
   height: number;
 }
@@ -59,7 +53,7 @@ export function parsePath(path: string): number {
  * @throws MstError an invariant is broken; names the node, and the key where one applies
  */
 export function readMst(blocks: BlockMap, root: number, maxHeight: number, reached: Uint8Array): MstContents {
-  const walk: Walk = { blocks, reached, maxHeight, records: [], nodes: [], height: 0, lastKey: '', lastCollection: '', keys: [], entries: [] };
+  const walk: Walk = { blocks, reached, maxHeight, records: new RecordList(blocks), nodes: [], height: 0, lastKey: '', lastCollection: '', keys: [], entries: [] };
   visit(walk, root, -1);
   return { records: walk.records, nodes: walk.nodes, height: walk.height };
 }
@@ -68,8 +62,8 @@ interface Walk {
   blocks: BlockMap;
   reached: Uint8Array;
   maxHeight: number;
-  records: RepoRecord[];
-  nodes: string[];
+  records: RecordList;
+  nodes: number[];
   height: number;
   /** Last key in tree order: every key must sort after it. */
   lastKey: string;
@@ -89,7 +83,7 @@ function visit(walk: Walk, index: number, height: number): void {
   const { blocks } = walk;
   const bytes = blocks.dataAt(index);
   walk.reached[index] = 1;
-  walk.nodes.push(blocks.cidStringAt(index));
+  walk.nodes.push(index);
   // The root's layer is known only once it is decoded; it gets a fresh entry array.
   let node: MstNode;
   try {
@@ -141,8 +135,8 @@ function visit(walk: Walk, index: number, height: number): void {
     // One char per byte: a valid path is ASCII, so string order is byte order; any other byte
     // becomes a char that the path check refuses.
     const key = latin1(keyBytes, 0, keyLength);
-    const rkey = checkPath(walk, key);
-    if (rkey === undefined) throw new MstError('mst-path', blocks.cidStringAt(index), 'key is not a valid collection/rkey path', key);
+    const slash = checkPath(walk, key);
+    if (slash < 0) throw new MstError('mst-path', blocks.cidStringAt(index), 'key is not a valid collection/rkey path', key);
     if (key <= walk.lastKey) {
       throw new MstError('mst-unsorted', blocks.cidStringAt(index), `key does not sort after ${JSON.stringify(walk.lastKey)}`, key);
     }
@@ -151,11 +145,10 @@ function visit(walk: Walk, index: number, height: number): void {
     if (layer !== height) {
       throw new MstError('mst-layer', blocks.cidStringAt(index), `key of layer ${layer} is in a node of layer ${height}`, key);
     }
-    const cid = cidToString(bytes, value);
     const record = blocks.indexOf(bytes, value);
-    if (record < 0) throw new MissingBlockError(cid, 'record', key);
+    if (record < 0) throw new MissingBlockError(cidToString(bytes, value), 'record', key);
     walk.reached[record] = 1;
-    walk.records.push({ collection: walk.lastCollection, rkey, cid, path: key });
+    walk.records.push(keyBytes, keyLength, slash, walk.lastCollection, record);
     if (right >= 0) visitSubtree(walk, index, bytes, right, height);
   }
 }
@@ -170,20 +163,19 @@ function visitSubtree(walk: Walk, parent: number, bytes: Uint8Array, link: numbe
 }
 
 /**
- * The record key of `key` if it is a valid path, else undefined. The collection is checked only
+ * The index of the slash of `key` if it is a valid path, else -1. The collection is checked only
  * when it changes (keys come in order, so a collection's keys are consecutive) and is then kept
  * in `walk.lastCollection`.
  */
-function checkPath(walk: Walk, key: string): string | undefined {
+function checkPath(walk: Walk, key: string): number {
   const last = walk.lastCollection;
   let slash = last.length;
   if (!(slash > 0 && key.charCodeAt(slash) === 0x2f && key.startsWith(last))) {
     slash = key.indexOf('/');
-    if (slash <= 0) return undefined;
+    if (slash <= 0) return -1;
     const collection = key.slice(0, slash);
-    if (!isNsid(collection)) return undefined;
+    if (!isNsid(collection)) return -1;
     walk.lastCollection = collection;
   }
-  const rkey = key.slice(slash + 1);
-  return isRecordKey(rkey) ? rkey : undefined;
+  return isRecordKey(key.slice(slash + 1)) ? slash : -1;
 }

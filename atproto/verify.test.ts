@@ -90,6 +90,27 @@ describe('verifyRepo on good repos', () => {
     expectRecords(repo, good);
   });
 
+  it('keeps the records compactly, and its indexes right when blocks before them are left out', async () => {
+    const { root, blocks } = readCarBlocks(good.car);
+    const junk = [CBOR.encode({ junk: 1 }), CBOR.encode({ junk: 2 })].map((b): [string, Uint8Array] => [cidFor(b), b]);
+    // Junk first: every reached block moves down two places when the junk is left out.
+    const car = writeCar(root, [...junk, ...blocks]);
+    const repo = await verifyRepo(car, optionsFor(good));
+    expect(repo.unreachableBlocks).toBe(2);
+    const list = repo.recordList!;
+    expect(list.length).toBe(good.records.length);
+    expect(list.collections()).toEqual([...new Set(good.records.map((r) => r.collection))]);
+    for (let i = 0; i < list.length; i++) {
+      const made = good.records[i]!;
+      expect([list.pathAt(i), list.collectionAt(i), list.rkeyAt(i), list.cidAt(i)]).toEqual([made.path, made.collection, made.rkey, made.cid]);
+      expect(Buffer.from(repo.blocks.dataAt(list.blockAt(i))).equals(blocks.get(made.cid)!)).toBe(true);
+      expect(Buffer.from(list.cidBytesAt(i)).equals(CID.fromString(made.cid).bytes)).toBe(true);
+    }
+    expect([...list]).toEqual(good.records);
+    expect(repo.mstNodeBlocks!.map((i) => repo.blocks.cidStringAt(i))).toEqual(repo.mstNodes);
+    expect(repo.mstNodes[0]).toBe(good.dataCid);
+  });
+
   it('accepts a hand-made canonical tree, whose data CID is the reference implementation\'s', async () => {
     const keys = [...layer0, ...layer1, ...layer2];
     const crafted = await craftRepo({ keypair: good.keypair, tree: await canonicalTree(keys) });

@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as TID from '@atcute/tid';
 import pg from 'pg';
-import { makeRepoCached, makeRepo, generateRecords } from '../atproto/testing/make-repo.ts';
+import { makeRepo, generateRecords } from '../atproto/testing/make-repo.ts';
+import { benchRepo } from './inputs.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
@@ -48,7 +49,7 @@ async function freshDb(baseUrl: string): Promise<string> {
 export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; log?: (l: string) => void }): Promise<ImportBench> {
   const log = opts.log ?? ((l: string) => console.error(l));
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
-  const made = await makeRepoCached({ records: opts.records });
+  const made = await benchRepo(opts.records);
   const mb = made.car.length / 1e6;
   const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 4 });
   await migrate(pool);

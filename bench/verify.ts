@@ -77,14 +77,14 @@ async function child(job: Job): Promise<Timing> {
     case 'verify-rss':
       await time(async () => {
         const repo = await verifyRepo(car!, options);
-        records = repo.records.length;
+        records = repo.recordList!.length;
         blocks = repo.blocks.size;
       });
       break;
     case 'verify-stream':
       await time(async () => {
         const repo = await verifyRepoStream(createReadStream(job.carPath, { highWaterMark: 64 * 1024 }), options);
-        records = repo.records.length;
+        records = repo.recordList!.length;
         blocks = repo.blocks.size;
       });
       break;
@@ -120,9 +120,10 @@ async function main(): Promise<void> {
   const recordCount = Number(values.records);
   const runs = Number(values.runs);
   const started = performance.now();
-  const { cachePaths, makeRepoCached } = await import('../atproto/testing/make-repo.ts');
-  const repo = await makeRepoCached({ records: recordCount });
-  const { carPath } = cachePaths({ records: recordCount });
+  const { cachePaths } = await import('../atproto/testing/make-repo.ts');
+  const { BENCH_DID, benchRepo } = await import('./inputs.ts');
+  const repo = await benchRepo(recordCount);
+  const { carPath } = cachePaths({ did: BENCH_DID, records: recordCount });
   const carBytes = repo.car.length;
   console.log(`repo: ${recordCount} records, ${(carBytes / MB).toFixed(1)} MB CAR (${carPath}, ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
 
