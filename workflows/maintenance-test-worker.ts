@@ -8,7 +8,9 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NativeConnection, Worker, Runtime, DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
+import { NativeConnection, Worker, Runtime, DefaultLogger } from '@temporalio/worker';
+import { loadConfig } from '../config/load.ts';
+import { workflowBundle } from '../workers/bundle.ts';
 import type { Stores } from '../workers/stores.ts';
 import type { RepoOutcome } from '../backfill/settings.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
@@ -49,12 +51,8 @@ export async function startTestWorkers(opts: TestWorkerOptions): Promise<TestWor
       from('walk.ts', ['walk']) +
       from('walk-slice.ts', ['walkSlice']),
   );
-  // The entry lives outside the project: resolve packages from the project's node_modules.
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: entry,
-    webpackConfigHook: (config) => ({ ...config, resolve: { ...config.resolve, modules: [join(ROOT, 'node_modules'), 'node_modules'] } }),
-    logger: new DefaultLogger('WARN'),
-  });
+  // Built once per content and cached, like the production worker's (workers/bundle.ts).
+  const bundle = await workflowBundle({ workflowsPath: entry, cacheDir: loadConfig().cacheDir });
   await rm(dir, { recursive: true, force: true });
 
   const queues = { maintenance: `${opts.prefix}-maintenance`, backfill: `${opts.prefix}-backfill`, walk: `${opts.prefix}-walk` };
@@ -62,7 +60,7 @@ export async function startTestWorkers(opts: TestWorkerOptions): Promise<TestWor
   const attempt = opts.attempt ?? (async (did: string): Promise<RepoOutcome> => ({ did, kind: 'retry', resync: 'transport', error: 'stand-in: no PDS in this test' }));
   const stores = { ...opts.stores, close: async () => {} };
   const connection = await NativeConnection.connect({ address: opts.address });
-  const make = (taskQueue: string, activities: object) => Worker.create({ connection, taskQueue, workflowBundle: { code }, activities, shutdownGraceTime: '2 seconds' });
+  const make = (taskQueue: string, activities: object) => Worker.create({ connection, taskQueue, workflowBundle: bundle, activities, shutdownGraceTime: '2 seconds' });
   const workers = await Promise.all([
     make(queues.maintenance, maintenanceActivities({ stores })),
     make(queues.walk, walkActivities({ stores })),

@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import { freshDatabase, testStack } from '../test/stack.ts';
 import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
@@ -23,6 +22,7 @@ import { type WalkTotals, sumTotals } from '../graph/totals.ts';
 import { WalkInput, toWalkSpec, type WalkInputJson } from '../graph/walk-input.ts';
 import type { WalkProgress } from './walk.ts';
 import { loadConfig } from '../config/load.ts';
+import { workflowBundle } from '../workers/bundle.ts';
 import { UsageError, walkCommand, walkInputFromArgs } from '../cli/walk-commands.ts';
 import type { WalkSliceProgress } from './walk-slice.ts';
 
@@ -96,14 +96,8 @@ beforeAll(async () => {
   await buildMirror({ pool, blobs: new LocalBlobStore(join(dir, 'blobs')) }, dids.map((did, i) => ({ did, records: 80 + 10 * i })));
   const entry = join(dir, 'workflows.ts');
   await writeFile(entry, `export { walk } from ${JSON.stringify(join(ROOT, 'workflows', 'walk.ts'))};\nexport { walkSlice } from ${JSON.stringify(join(ROOT, 'workflows', 'walk-slice.ts'))};\n`);
-  // The entry lives outside the project (workflows/index.ts is the shared one): resolve
-  // packages from the project's node_modules.
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: entry,
-    webpackConfigHook: (config) => ({ ...config, resolve: { ...config.resolve, modules: [join(ROOT, 'node_modules'), 'node_modules'] } }),
-  });
-  bundlePath = join(dir, 'bundle.js');
-  await writeFile(bundlePath, code);
+  // Built once per content and cached, like the production worker's (workers/bundle.ts).
+  bundlePath = (await workflowBundle({ workflowsPath: entry, cacheDir: loadConfig().cacheDir })).codePath;
   client = new Client({ connection: await Connection.connect({ address: testStack().temporal.address }) });
 }, 180_000);
 
