@@ -4,6 +4,7 @@
  * JSON object with every figure (also written to bench-results.json).
  *
  *   npm run bench [-- --only verify,import,e2e,walk] [--records 100000] [--repos 2000]
+ *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -44,6 +45,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     records: { type: 'string', default: '100000' },
     repos: { type: 'string', default: '2000' },
+    'growth-sizes': { type: 'string', default: '10000,100000' },
+    'with-1m': { type: 'boolean' },
   },
 });
 const only = new Set((values.only ?? 'verify,import,e2e,walk').split(','));
@@ -64,6 +67,9 @@ const dbUrl = stack.info.postgres.url.replace(/\/repowalk$/, '/postgres');
 try {
   if (only.has('verify')) results.verify = await runJson('verify.ts', []);
   if (only.has('import')) results.import = await runJson('import.ts', ['--records', values.records, '--database-url', dbUrl]);
+  if (only.has('growth')) {
+    results.growth = await runJson('growth.ts', ['--database-url', dbUrl, '--sizes', values['growth-sizes'], ...(values['with-1m'] ? ['--with-1m'] : [])]);
+  }
   if (only.has('e2e')) {
     results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl]);
   }
