@@ -5,6 +5,7 @@
  *
  *   npm run bench [-- --only verify,import,e2e,walk] [--records 100000] [--repos 2000]
  *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
+ *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -67,6 +68,9 @@ const dbUrl = stack.info.postgres.url.replace(/\/repowalk$/, '/postgres');
 try {
   if (only.has('verify')) results.verify = await runJson('verify.ts', []);
   if (only.has('import')) results.import = await runJson('import.ts', ['--records', values.records, '--database-url', dbUrl]);
+  if (only.has('worker-rss')) {
+    results.workerRss = await runJson('worker-rss.ts', ['--temporal', stack.info.temporal.address, '--database-url', stack.info.postgres.url]);
+  }
   if (only.has('growth')) {
     results.growth = await runJson('growth.ts', ['--database-url', dbUrl, '--sizes', values['growth-sizes'], ...(values['with-1m'] ? ['--with-1m'] : [])]);
   }
