@@ -48,12 +48,15 @@ export function parsePath(path: string): number {
  * Reads the tree whose root node is block `root` of `blocks`.
  *
  * @param maxHeight refuse a tree whose root is above this layer (this bounds the recursion)
+ * @param maxKeyBytes refuse a tree whose keys, written out in full, take more bytes than this:
+ *   keys are prefix-compressed in the nodes and many entries may name one record block, so a
+ *   small CAR could otherwise spell out gigabytes of keys
  * @param reached set to 1 at the index of every block the tree reaches (nodes and records)
  * @throws MissingBlockError an MST node or record block is not in `blocks`
  * @throws MstError an invariant is broken; names the node, and the key where one applies
  */
-export function readMst(blocks: BlockMap, root: number, maxHeight: number, reached: Uint8Array): MstContents {
-  const walk: Walk = { blocks, reached, maxHeight, records: new RecordList(blocks), nodes: [], height: 0, lastKey: '', lastCollection: '', keys: [], entries: [] };
+export function readMst(blocks: BlockMap, root: number, maxHeight: number, reached: Uint8Array, maxKeyBytes = Infinity): MstContents {
+  const walk: Walk = { blocks, reached, maxHeight, maxKeyBytes, records: new RecordList(blocks), nodes: [], height: 0, lastKey: '', lastCollection: '', keys: [], entries: [] };
   visit(walk, root, -1);
   return { records: walk.records, nodes: walk.nodes, height: walk.height };
 }
@@ -62,6 +65,7 @@ interface Walk {
   blocks: BlockMap;
   reached: Uint8Array;
   maxHeight: number;
+  maxKeyBytes: number;
   records: RecordList;
   nodes: number[];
   height: number;
@@ -148,6 +152,9 @@ function visit(walk: Walk, index: number, height: number): void {
     const record = blocks.indexOf(bytes, value);
     if (record < 0) throw new MissingBlockError(cidToString(bytes, value), 'record', key);
     walk.reached[record] = 1;
+    if (walk.records.keyBytes + keyLength > walk.maxKeyBytes) {
+      throw new MstError('mst-path', blocks.cidStringAt(index), `keys written out take more than ${walk.maxKeyBytes} bytes, the cap for this CAR`, key);
+    }
     walk.records.push(keyBytes, keyLength, slash, walk.lastCollection, record);
     if (right >= 0) visitSubtree(walk, index, bytes, right, height);
   }

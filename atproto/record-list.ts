@@ -43,6 +43,11 @@ export class RecordList implements Iterable<RepoRecord> {
     return this.#length;
   }
 
+  /** Bytes of every key, written out in full. */
+  get keyBytes(): number {
+    return this.#keysLength;
+  }
+
   /**
    * Appends a record whose key is `key[0..keyLength]`, with the slash at `slash` (keys are at
    * most 1024 bytes). `collection` is the string of the key's collection: records come in key

@@ -14,6 +14,8 @@ import {
   TooManyBlocksError,
 } from './errors.ts';
 import { type VerifiedRepo, type VerifyOptions, verifyRepo, verifyRepoStream } from './verify.ts';
+import { readCar } from './car.ts';
+import { readMst } from './mst.ts';
 import { addBlocks, cidFor, dropBlock, flipByte, readCarBlocks, resignCommit, writeCar } from './testing/car-edit.ts';
 import { type NodeSpec, canonicalTree, craftRepo, craftedRecordValue } from './testing/craft-mst.ts';
 import { keysOfLayer } from './testing/keys.ts';
@@ -109,6 +111,25 @@ describe('verifyRepo on good repos', () => {
     expect([...list]).toEqual(good.records);
     expect(repo.mstNodeBlocks!.map((i) => repo.blocks.cidStringAt(i))).toEqual(repo.mstNodes);
     expect(repo.mstNodes[0]).toBe(good.dataCid);
+  });
+
+  it('refuses a tree whose keys written out pass the cap, naming the node and the key', async () => {
+    const { blocks, root } = readCar(good.car);
+    const commit = readCarBlocks(good.car);
+    const data = (CBOR.decode(commit.blocks.get(root)!) as { data: CID.CidLink }).data.$link;
+    const at = (cid: string) => blocks.indexOf(CID.fromString(cid).bytes);
+    const keyBytes = good.records.reduce((n, r) => n + r.path.length, 0);
+    // Exactly the keys fit; one byte less does not.
+    expect(readMst(blocks, at(data), 32, new Uint8Array(blocks.size), keyBytes).records.length).toBe(good.records.length);
+    const error = (() => {
+      try {
+        readMst(blocks, at(data), 32, new Uint8Array(blocks.size), keyBytes - 1);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(error).toBeInstanceOf(MstError);
+    expect(error).toMatchObject({ code: 'mst-path', key: good.records.at(-1)!.path });
   });
 
   it('accepts a hand-made canonical tree, whose data CID is the reference implementation\'s', async () => {

@@ -73,7 +73,9 @@ export async function verifyRepo(car: Uint8Array | CarContents, options: VerifyO
   reached[indexOf(blocks, root)] = 1;
   const dataIndex = indexOf(blocks, commit.data);
   if (dataIndex < 0) throw new MissingBlockError(commit.data, 'mst-node');
-  const mst = readMst(blocks, dataIndex, caps.maxMstHeight, reached);
+  // An honest repo's keys are a fraction of its CAR (each record has a block of its own); twice
+  // the CAR bounds what verify holds for them whatever the CAR spells.
+  const mst = readMst(blocks, dataIndex, caps.maxMstHeight, reached, Math.max(2 * bytes, 1 << 20));
   const { records, nodes } = mst;
   // Nothing a PDS slips into the CAR beside the repository gets stored.
   const unreachableBlocks = blocks.size - reached.reduce((n, r) => n + r, 0);
