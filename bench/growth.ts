@@ -9,8 +9,8 @@
  *   node bench/growth.ts --database-url URL [--sizes 10000,100000] [--with-1m]
  *
  * The 1,000,000-record repo is left out unless `--with-1m` is given: building it with the
- * reference implementation takes about ten minutes and a few GB on a 2-core machine (once; it is
- * cached), and its import about a minute.
+ * reference implementation takes about six minutes of CPU and 7 GB of memory (once; it is
+ * cached), and its first import a few minutes.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
