@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleKey, workflowBundle } from './bundle.ts';
@@ -48,11 +48,17 @@ describe('workflow bundle cache', () => {
     expect(again.codePath).toBe(first.codePath);
     expect(logs).toHaveLength(1); // nothing bundled the second time
     expect((await stat(again.codePath)).mtimeMs).toBe(built);
-    // Changed code gets a bundle of its own.
+    // Changed code gets a bundle of its own; building it drops bundles untouched for a month.
+    const old = join(cacheDir, 'workflow-bundles', 'old.js');
+    await writeFile(old, '// a bundle of code long gone');
+    const monthsAgo = new Date(Date.now() - 40 * 24 * 3600 * 1000);
+    await utimes(old, monthsAgo, monthsAgo);
     await writeFile(join(dir, 'greeting.ts'), `export const greeting = 'bonjour';\n`);
     const changed = await workflowBundle({ workflowsPath: entry, cacheDir });
     expect(changed.codePath).not.toBe(first.codePath);
     expect(await readFile(changed.codePath, 'utf8')).toContain("'bonjour'");
+    await expect(access(old)).rejects.toThrow(/ENOENT/);
+    await expect(access(first.codePath)).resolves.toBeUndefined();
   }, 120_000);
 
   it('says which entry failed to bundle', async () => {

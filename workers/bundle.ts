@@ -15,7 +15,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -118,6 +118,18 @@ async function build(entry: string, codePath: string): Promise<void> {
     await rename(tmp, codePath);
   } finally {
     await rm(tmp, { force: true });
+  }
+  await pruneOldBundles(dirname(codePath), codePath);
+}
+
+/** Every code change leaves a bundle behind: drop those not rebuilt for a month (a running worker has read its own already). */
+async function pruneOldBundles(dir: string, keep: string): Promise<void> {
+  const cutoff = Date.now() - 30 * 24 * 3600 * 1000;
+  for (const name of await readdir(dir)) {
+    const path = join(dir, name);
+    if (path === keep) continue;
+    const info = await stat(path).catch(() => undefined);
+    if (info && info.mtimeMs < cutoff) await rm(path, { force: true });
   }
 }
 
