@@ -1,11 +1,11 @@
 /**
  * Maintenance activities: thin wrappers over `maintenance/` for the periodic workflows in
- * `workflows/maintenance.ts`. Inputs and results are plain JSON (dates as ISO strings); the long
+ * `workflows/` (`resync-sweep.ts`, `gone-recheck.ts`, `retention.ts`, `gc.ts`, `rotating-walk.ts`, `stats.ts`). Inputs and results are plain JSON (dates as ISO strings); the long
  * ones (retention, GC) heartbeat as they go and stop at a safe point when cancelled.
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { JobContext } from '../workers/jobs.ts';
+import type { JobContext } from './context.ts';
 import { dueRepos, type DuePage, type SweepKind } from '../maintenance/sweep.ts';
 import { trimExpiredEvents, type RetentionResult } from '../maintenance/retention.ts';
 import { collectGarbage, GcBusyError, type GcReport } from '../maintenance/gc.ts';

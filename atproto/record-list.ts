@@ -49,19 +49,30 @@ export class RecordList implements Iterable<RepoRecord> {
   }
 
   /**
-   * Appends a record whose key is `key[0..keyLength]`, with the slash at `slash` (keys are at
-   * most 1024 bytes). `collection` is the string of the key's collection: records come in key
-   * order, so a collection is consecutive and its string is kept once.
+   * Appends a record whose key is `path`, a valid `collection/rkey` path (ASCII: one byte per
+   * char, at most 1024), under `collection`, its prefix. Records come in key order, so a
+   * collection's records are consecutive and its string is kept once.
    */
-  push(key: Uint8Array, keyLength: number, slash: number, collection: string, block: number): void {
-    const i = this.#length;
-    if (i === this.#keyEnd.length) this.#grow();
-    if (this.#keysLength + keyLength > this.#keys.length) {
-      const keys = new Uint8Array(Math.max(this.#keys.length * 2, this.#keysLength + keyLength));
+  pushPath(path: string, collection: string, block: number): void {
+    const at = this.#reserve(path.length);
+    const keys = this.#keys;
+    for (let i = 0; i < path.length; i++) keys[at + i] = path.charCodeAt(i);
+    this.#append(path.length, collection.length, collection, block);
+  }
+
+  /** Makes room for a key of `length` bytes; returns where it goes. */
+  #reserve(length: number): number {
+    if (this.#length === this.#keyEnd.length) this.#grow();
+    if (this.#keysLength + length > this.#keys.length) {
+      const keys = new Uint8Array(Math.max(this.#keys.length * 2, this.#keysLength + length));
       keys.set(this.#keys.subarray(0, this.#keysLength));
       this.#keys = keys;
     }
-    this.#keys.set(key.subarray(0, keyLength), this.#keysLength);
+    return this.#keysLength;
+  }
+
+  #append(keyLength: number, slash: number, collection: string, block: number): void {
+    const i = this.#length;
     this.#keysLength += keyLength;
     this.#keyEnd[i] = this.#keysLength;
     this.#rkeyAt[i] = slash + 1;

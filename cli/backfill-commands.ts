@@ -11,9 +11,9 @@ import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { getRepoRow } from '../backfill/repo-state.ts';
 import { BackfillSettings, Did, type BackfillSettingsInput } from '../backfill/settings.ts';
-import { taskQueueFor } from '../workers/jobs.ts';
-import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
-import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
+import { backfill, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
+import { backfillRepo, backfillRepoStateQuery, resyncNowSignal } from '../workflows/backfill-repo.ts';
 
 const ADD_OPTIONS = {
   pds: { type: 'string' },
@@ -57,7 +57,7 @@ export function backfillInputFromArgs(args: string[]): { input: BackfillInput; w
 }
 
 export async function startBackfill(client: Client, config: Config, input: BackfillInput, workflowId?: string) {
-  return client.workflow.start('backfill', {
+  return client.workflow.start(backfill, {
     taskQueue: taskQueueFor(config, 'backfill'),
     workflowId: workflowId ?? `backfill-bulk/${new Date().toISOString().replace(/[:.]/g, '-')}`,
     args: [input],
@@ -80,7 +80,7 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
         const { input, wait, workflowId } = add!;
         const handle = await startBackfill(client, config, input, workflowId);
         console.log(`started ${handle.workflowId} (task queue ${taskQueueFor(config, 'backfill')})`);
-        if (wait) console.log(formatProgress((await handle.result()) as BackfillProgress));
+        if (wait) console.log(formatProgress(await handle.result()));
         return 0;
       }
       case 'resync': {
@@ -89,14 +89,14 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
         try {
           const desc = await handle.describe();
           if (desc.status.name === 'RUNNING') {
-            await handle.signal('resyncNow');
+            await handle.signal(resyncNowSignal);
             console.log(`signalled backfill/${did} to retry now`);
             return 0;
           }
         } catch (err) {
           if (!(err instanceof WorkflowNotFoundError)) throw err;
         }
-        await client.workflow.start('backfillRepo', { taskQueue: taskQueueFor(config, 'backfill'), workflowId: `backfill/${did}`, args: [{ did }], staticSummary: `backfill of ${did}, resynced by hand` });
+        await client.workflow.start(backfillRepo, { taskQueue: taskQueueFor(config, 'backfill'), workflowId: `backfill/${did}`, args: [{ did }], staticSummary: `backfill of ${did}, resynced by hand` });
         console.log(`started backfill/${did}`);
         return 0;
       }
@@ -134,7 +134,7 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
  * and search attributes).
  */
 async function workflowLine(client: Client, did: string): Promise<string | undefined> {
-  const handle = client.workflow.getHandle(`backfill/${did}`);
+  const handle = client.workflow.getHandle<typeof backfillRepo>(`backfill/${did}`);
   let desc: Awaited<ReturnType<typeof handle.describe>>;
   try {
     desc = await handle.describe();
@@ -143,7 +143,7 @@ async function workflowLine(client: Client, did: string): Promise<string | undef
     throw err;
   }
   try {
-    const state = await client.withDeadline(Date.now() + 5_000, () => handle.query<BackfillRepoState>('state'));
+    const state = await client.withDeadline(Date.now() + 5_000, () => handle.query(backfillRepoStateQuery));
     return `workflow backfill/${did}: ${state.state}, retry ${state.retryCount}${state.nextRetryAt ? `, next at ${state.nextRetryAt}` : ''}`;
   } catch {
     const attrs = desc.searchAttributes as Record<string, unknown[] | undefined>;

@@ -5,29 +5,32 @@
  * workflow (one bundle), but only workflows started on its job's queue reach it.
  */
 import { z } from 'zod';
-import type { Stores } from './stores.ts';
 import type { Config } from '../config/options.ts';
-import { SCHEDULE_NAMES, type ScheduleName } from '../schedules/names.ts';
+import { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
+import { JOB_NAMES, type JobName } from '../config/task-queues.ts';
+import type { JobContext } from '../activities/context.ts';
+import type * as workflows from '../workflows/index.ts';
 import { pingActivities } from '../activities/ping.ts';
 import { backfillActivities } from '../activities/backfill.ts';
 import { walkActivities } from '../activities/walk.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
 
-export interface JobContext {
-  config: Config;
-  stores: Stores;
-}
+export type { JobContext } from '../activities/context.ts';
+export { taskQueueFor, type JobName } from '../config/task-queues.ts';
+
+/** A workflow the worker bundles: an export of `workflows/index.ts`. */
+export type WorkflowName = keyof typeof workflows;
 
 export interface JobDefinition {
-  name: string;
+  name: JobName;
   description: string;
   /**
    * The part of the configuration the job reads, with the limits the job needs beyond each
    * option's own; checked when a worker starts the job (`checkJobConfig`).
    */
   config: z.ZodType;
-  /** Workflow types started on this job's queue (for `jobs list` and clients). */
-  workflows: string[];
+  /** Workflow types started on this job's queue (for `jobs list`): exports of `workflows/index.ts`, each in one job. */
+  workflows: readonly WorkflowName[];
   activities(ctx: JobContext): object;
   /** The Temporal Schedules whose workflows run on this job's queue (`repowalk schedule apply`). */
   schedules: readonly ScheduleName[];
@@ -78,11 +81,11 @@ export const JOBS = [
   },
 ] as const satisfies readonly JobDefinition[];
 
-export type JobName = (typeof JOBS)[number]['name'];
-
-export function taskQueueFor(config: Pick<Config, 'temporal'>, job: JobName): string {
-  return `${config.temporal.taskQueue}-${job}`;
-}
+// Every job name has its row: a name in `JOB_NAMES` without one does not compile.
+void (JOB_NAMES satisfies readonly (typeof JOBS)[number]['name'][]);
+// Every workflow the worker bundles belongs to a job: an export of workflows/index.ts that no
+// job lists does not compile (jobs.test.ts checks that none is listed twice).
+void ([] as WorkflowName[] satisfies (typeof JOBS)[number]['workflows'][number][]);
 
 export class UnknownJobError extends Error {
   override name = 'UnknownJobError';

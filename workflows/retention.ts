@@ -1,0 +1,42 @@
+/**
+ * `retention` (schedule `repowalk-retention`): trims the events past their retention (ephemeral
+ * mode), lowering the refcounts they held, in batches that each commit (`maintenance/retention.ts`).
+ */
+import { defineQuery, proxyActivities, setHandler } from '@temporalio/workflow';
+import { z } from 'zod';
+import type { MaintenanceActivities } from '../activities/maintenance.ts';
+import type { RetentionResult } from '../maintenance/retention.ts';
+import { parseInput } from './input.ts';
+import { closing, showMaintenance } from './periodic.ts';
+
+export const RetentionInput = z.object({
+  batchSize: z.number().int().min(1).max(100_000).default(5000),
+  /** Stop after this many batches; the rest waits for the next run. */
+  maxBatches: z.number().int().min(1).optional(),
+});
+export type RetentionInput = z.input<typeof RetentionInput>;
+
+export interface RetentionProgress {
+  state: 'running';
+  startedAt: string;
+}
+
+export const retentionProgressQuery = defineQuery<RetentionProgress>('progress');
+
+const { trimExpiredEvents } = proxyActivities<MaintenanceActivities>({
+  startToCloseTimeout: '6 hours',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '30 seconds', maximumInterval: '10 minutes', maximumAttempts: 5 },
+});
+
+export async function retention(raw: RetentionInput = {}): Promise<RetentionResult> {
+  const input = parseInput(RetentionInput, raw, 'retention');
+  const startedAt = new Date().toISOString();
+  setHandler(retentionProgressQuery, () => ({ state: 'running', startedAt }));
+  showMaintenance('retention', 'running');
+  return closing('retention', async () => {
+    const result = await trimExpiredEvents({ batchSize: input.batchSize, maxBatches: input.maxBatches });
+    showMaintenance('retention', 'done');
+    return result;
+  });
+}
