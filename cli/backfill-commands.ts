@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
+import { UsageError } from './usage.ts';
 import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { getRepoRow } from '../backfill/repo-state.ts';
@@ -29,10 +30,6 @@ const ADD_OPTIONS = {
   wait: { type: 'boolean' },
   id: { type: 'string' },
 } as const;
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 /** Workflow input for `backfill add`, from its arguments; throws UsageError naming what is wrong. */
 export function backfillInputFromArgs(args: string[]): { input: BackfillInput; wait: boolean; workflowId: string | undefined } {

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
+import { UsageError } from './usage.ts';
 import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
@@ -22,10 +23,6 @@ import { walk, walkProgressQuery } from '../workflows/walk.ts';
 import { walkSliceProgressQuery, type WalkSliceProgress } from '../workflows/walk-slice.ts';
 import type { WalkProgress } from '../workflows/walk.ts';
 import { controlSignals } from '../workflows/control.ts';
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 export const WALK_USAGE = `usage: repowalk walk <command>
   start <${WALK_TYPE_NAMES.join('|')}> [flags]   start a walk; prints its id

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { JOBS, checkJobConfig, selectJobs, UnknownJobError } from './jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, JobConfigError, UnknownJobError } from './jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import { runWorker } from './worker.ts';
 import { backfillRepo, backfillRepoStateQuery } from '../workflows/backfill-repo.ts';
@@ -32,6 +32,7 @@ describe('selectJobs', () => {
     const config = loadConfig({ env: { REPOWALK_PDS_CONCURRENCY: '500' } });
     expect(() => checkJobConfig(selectJobs(['walk'], [], []), config)).not.toThrow();
     expect(() => checkJobConfig(selectJobs(['backfill', 'walk'], [], []), config)).toThrow(/job backfill: network\.pdsConcurrency: .*64/);
+    expect(() => checkJobConfig(selectJobs(['backfill'], [], []), config)).toThrow(JobConfigError);
   });
   it('says which schedules each job owns', () => {
     expect(JOBS.find((j) => j.name === 'maintenance')!.schedules).toContain('gc');

@@ -87,8 +87,19 @@ void (JOB_NAMES satisfies readonly (typeof JOBS)[number]['name'][]);
 // job lists does not compile (jobs.test.ts checks that none is listed twice).
 void ([] as WorkflowName[] satisfies (typeof JOBS)[number]['workflows'][number][]);
 
+/** A job name that is not in the registry, or a selection that leaves no job to run. */
 export class UnknownJobError extends Error {
   override name = 'UnknownJobError';
+}
+
+/** The configuration does not suit a job asked for; `problems` names the job, the option and what is wrong. */
+export class JobConfigError extends Error {
+  override name = 'JobConfigError';
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`the configuration does not suit the jobs asked for:\n  ${problems.join('\n  ')}`);
+    this.problems = problems;
+  }
 }
 
 /** Checks the configuration against each job's own schema; names the job, the option and the problem. */
@@ -98,7 +109,7 @@ export function checkJobConfig(jobs: readonly JobDefinition[], config: Config): 
     const r = job.config.safeParse(config);
     if (!r.success) for (const i of r.error.issues) problems.push(`job ${job.name}: ${i.path.join('.')}: ${i.message}`);
   }
-  if (problems.length > 0) throw new UnknownJobError(`the configuration does not suit the jobs asked for:\n  ${problems.join('\n  ')}`);
+  if (problems.length > 0) throw new JobConfigError(problems);
 }
 
 /**

@@ -4,25 +4,18 @@
  * stops the run at its next safe point.
  */
 import { CancellationScope, defineQuery, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { MaintenanceActivities } from '../activities/maintenance.ts';
 import type { GcReport } from '../maintenance/gc.ts';
+import { GcSettings } from '../maintenance/settings.ts';
 import { handleControl } from './control.ts';
 import { parseInput } from './input.ts';
 import { closing, showMaintenance } from './periodic.ts';
 
 export { cancelSignal } from './control.ts';
 
-export const GcInput = z.object({
-  /** Packs, blobs and orphans younger than this are kept. */
-  graceSeconds: z.number().int().min(0).default(86400),
-  /** Repack packs whose live share of bytes is below this; 0 turns repacking off. */
-  repackBelow: z.number().min(0).max(1).default(0.25),
-  repackTargetBytes: z.number().int().min(1024).optional(),
-  /** Report what would be done, change nothing. */
-  dryRun: z.boolean().default(false),
-  orphans: z.boolean().default(true),
-});
+/** The input: GC's settings (`maintenance/settings.ts`), which the activity takes as parsed. */
+export const GcInput = GcSettings;
 export type GcInput = z.input<typeof GcInput>;
 
 export type GcOutcome = ({ state: 'done' } & GcReport) | { state: 'cancelled' };
@@ -30,7 +23,7 @@ export type GcOutcome = ({ state: 'done' } & GcReport) | { state: 'cancelled' };
 export interface GcProgress {
   state: 'running' | 'cancelled';
   startedAt: string;
-  input: z.output<typeof GcInput>;
+  input: GcSettings;
 }
 
 export const gcProgressQuery = defineQuery<GcProgress>('progress');

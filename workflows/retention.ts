@@ -3,17 +3,15 @@
  * mode), lowering the refcounts they held, in batches that each commit (`maintenance/retention.ts`).
  */
 import { defineQuery, proxyActivities, setHandler } from '@temporalio/workflow';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { MaintenanceActivities } from '../activities/maintenance.ts';
 import type { RetentionResult } from '../maintenance/retention.ts';
+import { RetentionSettings } from '../maintenance/settings.ts';
 import { parseInput } from './input.ts';
 import { closing, showMaintenance } from './periodic.ts';
 
-export const RetentionInput = z.object({
-  batchSize: z.number().int().min(1).max(100_000).default(5000),
-  /** Stop after this many batches; the rest waits for the next run. */
-  maxBatches: z.number().int().min(1).optional(),
-});
+/** The input: retention's settings (`maintenance/settings.ts`), which the activity takes as parsed. */
+export const RetentionInput = RetentionSettings;
 export type RetentionInput = z.input<typeof RetentionInput>;
 
 export interface RetentionProgress {

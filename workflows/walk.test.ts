@@ -23,7 +23,8 @@ import { type WalkTotals, sumTotals } from '../graph/totals.ts';
 import { WalkInput, toWalkSpec, type WalkInputJson } from '../graph/walk-input.ts';
 import { walk, walkProgressQuery, cancelSignal, pauseSignal, resumeSignal, type WalkProgress, type WalkWorkflowInput } from './walk.ts';
 import { loadConfig } from '../config/load.ts';
-import { UsageError, walkCommand, walkInputFromArgs } from '../cli/walk-commands.ts';
+import { walkCommand, walkInputFromArgs } from '../cli/walk-commands.ts';
+import { UsageError } from '../cli/usage.ts';
 import { walkSliceProgressQuery, type WalkSliceProgress } from './walk-slice.ts';
 
 const ROOT = join(import.meta.dirname, '..');
