@@ -3,7 +3,7 @@
  * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
  * JSON object with every figure (also written to bench-results.json).
  *
- *   npm run bench [-- --only verify,import,e2e,walk] [--records 100000] [--repos 2000]
+ *   npm run bench [-- --only verify,import,e2e,walk,serve] [--records 100000] [--repos 2000]
  *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
  *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
  */
@@ -50,7 +50,7 @@ const { values } = parseArgs({
     'with-1m': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? 'verify,import,e2e,walk').split(','));
+const only = new Set((values.only ?? 'verify,import,e2e,walk,serve').split(','));
 const config = loadConfig();
 const stateDir = await mkdtemp(join(tmpdir(), 'repowalk-bench-'));
 await chmod(stateDir, 0o755);
@@ -79,6 +79,7 @@ try {
   }
   // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
   if (only.has('walk')) results.walk = await runJson('walk.ts', []);
+  if (only.has('serve')) results.serve = await runJson('serve.ts', ['--records', values.records, '--database-url', dbUrl]);
 } finally {
   await stack.stop();
   await rm(stateDir, { recursive: true, force: true });
