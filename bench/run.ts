@@ -3,9 +3,15 @@
  * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
  * JSON object with every figure (also written to bench-results.json).
  *
+<<<<<<< HEAD
  *   npm run bench [-- --only verify,import,e2e,walk,serve,scale] [--records 100000] [--repos 2000] [--workers N]
  *
  * `scale` (not in the default set) prints the per-unit costs and the projection of docs/SCALE.md.
+=======
+ *   npm run bench [-- --only verify,import,e2e,walk,serve] [--records 100000] [--repos 2000]
+ *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
+ *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
+>>>>>>> perf
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -47,6 +53,8 @@ const { values } = parseArgs({
     records: { type: 'string', default: '100000' },
     repos: { type: 'string', default: '2000' },
     workers: { type: 'string', default: '1' },
+    'growth-sizes': { type: 'string', default: '10000,100000' },
+    'with-1m': { type: 'boolean' },
   },
 });
 const only = new Set((values.only ?? 'verify,import,e2e,walk,serve').split(','));
@@ -67,6 +75,12 @@ const dbUrl = stack.info.postgres.url.replace(/\/repowalk$/, '/postgres');
 try {
   if (only.has('verify')) results.verify = await runJson('verify.ts', []);
   if (only.has('import')) results.import = await runJson('import.ts', ['--records', values.records, '--database-url', dbUrl]);
+  if (only.has('worker-rss')) {
+    results.workerRss = await runJson('worker-rss.ts', ['--temporal', stack.info.temporal.address, '--database-url', stack.info.postgres.url]);
+  }
+  if (only.has('growth')) {
+    results.growth = await runJson('growth.ts', ['--database-url', dbUrl, '--sizes', values['growth-sizes'], ...(values['with-1m'] ? ['--with-1m'] : [])]);
+  }
   if (only.has('e2e')) {
     results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--workers', values.workers]);
   }
