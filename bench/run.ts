@@ -3,15 +3,12 @@
  * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
  * JSON object with every figure (also written to bench-results.json).
  *
-<<<<<<< HEAD
  *   npm run bench [-- --only verify,import,e2e,walk,serve,scale] [--records 100000] [--repos 2000] [--workers N]
- *
- * `scale` (not in the default set) prints the per-unit costs and the projection of docs/SCALE.md.
-=======
- *   npm run bench [-- --only verify,import,e2e,walk,serve] [--records 100000] [--repos 2000]
  *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
  *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
->>>>>>> perf
+ *
+ * `scale`, `growth` and `worker-rss` are not in the default set; `scale` prints the per-unit costs
+ * and the projection of docs/SCALE.md.
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
