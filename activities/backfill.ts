@@ -11,7 +11,8 @@ import type { JobContext } from '../workers/jobs.ts';
 import { recordImport } from '../workers/metrics.ts';
 import { ApplicationFailure } from '@temporalio/common';
 import { BackfillSettings, Did, type RepoOutcome, type ResyncKind } from '../backfill/settings.ts';
-import { importRepo, dropRepo } from '../backfill/import.ts';
+import { importRepo, importThrough, dropRepo } from '../backfill/import.ts';
+import { StoreBatcher } from '../ingest/batcher.ts';
 import { markGone, markResync } from '../backfill/repo-state.ts';
 import { mirrorBlobs } from '../backfill/blobs.ts';
 import { verifyRepoStream } from '../atproto/verify.ts';
@@ -56,27 +57,29 @@ export function backfillActivities({ config, stores }: JobContext) {
   }
 
   /** One attempt at one repo, counted in the worker's metrics by outcome. */
-  async function once(did: string, settings: BackfillSettings, signal: AbortSignal, onBytes?: (n: number) => void): Promise<RepoOutcome> {
-    const outcome = await attempt(did, settings, signal, onBytes);
+  async function once(did: string, settings: BackfillSettings, signal: AbortSignal, onBytes?: (n: number) => void, batcher?: StoreBatcher): Promise<RepoOutcome> {
+    const outcome = await attempt(did, settings, signal, onBytes, batcher);
     recordImport(outcome);
     return outcome;
   }
 
-  async function attempt(did: string, settings: BackfillSettings, signal: AbortSignal, onBytes?: (n: number) => void): Promise<RepoOutcome> {
+  async function attempt(did: string, settings: BackfillSettings, signal: AbortSignal, onBytes?: (n: number) => void, batcher?: StoreBatcher): Promise<RepoOutcome> {
     try {
       identities.invalidate(did);
       const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
       const id = await resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, signal });
       const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, politeness, allowPrivate, onBytes, signal });
       const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
-      const result = await importRepo(stores, {
-        repo,
-        pds: id.pds,
-        handle: id.handle,
-        signingKey: id.signingKey,
-        filter: settings.filter,
-        ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
-      });
+      const result = batcher
+        ? await importThrough(batcher, { repo, pds: id.pds, handle: id.handle, signingKey: id.signingKey })
+        : await importRepo(stores, {
+            repo,
+            pds: id.pds,
+            handle: id.handle,
+            signingKey: id.signingKey,
+            filter: settings.filter,
+            ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
+          });
       switch (result.kind) {
         case 'skipped':
           // Nothing new in the repo, but its blobs may still be wanting: mirroring was just turned
@@ -136,13 +139,15 @@ export function backfillActivities({ config, stores }: JobContext) {
     },
 
     /**
-     * Imports many repos, `concurrency` at a time. Heartbeats how many are done and the bytes
-     * downloaded (one big repo must not look like a dead worker); on retry it starts over, which
-     * costs little: a repo already imported at its rev is skipped.
+     * Imports many repos: `concurrency` lanes fetch and verify, and what they verify is stored in
+     * shared batches (many repos per pack and per transaction, each outcome its own). Heartbeats
+     * how many are done and the bytes downloaded (one big repo must not look like a dead worker);
+     * on retry it starts over, which costs little: a repo already imported at its rev is skipped.
      */
     async backfillMany(dids: string[], rawSettings: BackfillSettings, concurrency: number): Promise<RepoOutcome[]> {
       const settings = BackfillSettings.parse(rawSettings);
       const out: RepoOutcome[] = new Array(dids.length);
+      const batcher = new StoreBatcher(stores, { filter: settings.filter, ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds, origin: 'backfill' });
       let next = 0;
       let done = 0;
       let bytes = 0;
@@ -156,7 +161,7 @@ export function backfillActivities({ config, stores }: JobContext) {
               out[i] = await once(dids[i]!, settings, signal, (n) => {
                 bytes += n;
                 beat();
-              });
+              }, batcher);
               done++;
               beat();
             }

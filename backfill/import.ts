@@ -10,6 +10,8 @@ import { withTransaction } from '../storage/db/pool.ts';
 import type { VerifiedRepo } from '../atproto/verify.ts';
 import type { FilterOptions } from './filters.ts';
 import { storeBatch } from '../ingest/store.ts';
+import type { StoreBatcher } from '../ingest/batcher.ts';
+import type { ChangeOutcome } from '../ingest/changes.ts';
 import { RefDeltas } from '../ingest/ref-deltas.ts';
 import { wipeRepoRows } from '../ingest/wipe.ts';
 
@@ -54,10 +56,24 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
     origin: 'backfill',
     trace: input.trace,
   });
-  const o = batch.outcomes[0]!;
+  return asImportResult(batch.outcomes[0]!, { packKey: batch.packKey, newBlocks: batch.newBlocks, packBytes: batch.packBytes }, input);
+}
+
+/**
+ * `importRepo` through a shared batcher (the bulk backfill's path): the repo lands in the next
+ * batch with other repos, and its outcome is its own. The batcher's settings (filter, ephemeral
+ * mode) apply; `newBlocks` and `packBytes` count the blocks the batch's pack holds for this repo.
+ */
+export async function importThrough(batcher: StoreBatcher, input: Omit<ImportInput, 'filter' | 'ephemeralRetentionSeconds' | 'trace'>): Promise<ImportResult> {
+  const { outcome, packKey, newBlocks, packBytes } = await batcher.submit({ kind: 'snapshot', repo: input.repo, pds: input.pds, handle: input.handle, signingKey: input.signingKey });
+  return asImportResult(outcome, { packKey, newBlocks, packBytes }, { repo: input.repo, filter: batcher.options.filter });
+}
+
+function asImportResult(o: ChangeOutcome, pack: { packKey: string | undefined; newBlocks: number; packBytes: number }, input: Pick<ImportInput, 'repo' | 'filter'>): ImportResult {
+  const { repo } = input;
   switch (o.kind) {
     case 'imported':
-      return { ...o, packKey: batch.packKey, newBlocks: batch.newBlocks, packBytes: batch.packBytes };
+      return { ...o, ...pack };
     case 'skipped':
       return o;
     case 'dropped':

@@ -101,6 +101,8 @@ export interface BatchOptions {
 
 export interface BatchResult {
   outcomes: ChangeOutcome[];
+  /** Per change: the blocks the batch's pack holds because of it (first needed by it). */
+  perChange: { newBlocks: number; blockBytes: number }[];
   /** The batch's pack, when it added blocks. */
   packKey: string | undefined;
   newBlocks: number;

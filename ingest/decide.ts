@@ -25,6 +25,8 @@ export interface BatchWrites {
   events: PendingEvent[];
   /** Blocks that may be missing from the index: base32 CID → bytes. */
   candidates: Map<string, Uint8Array>;
+  /** Which change first needed each candidate (its index in the batch), for per-change counts. */
+  owner: Map<string, number>;
 }
 
 export interface DecideContext {
@@ -33,6 +35,14 @@ export interface DecideContext {
   /** Whether signal collections are configured (filter mode drops repos without them). */
   hasSignal: boolean;
   writes: BatchWrites;
+  /** Index of the change being decided. */
+  current: number;
+}
+
+function addBlock(ctx: DecideContext, cid: string, data: Uint8Array): void {
+  if (ctx.writes.candidates.has(cid)) return;
+  ctx.writes.candidates.set(cid, data);
+  ctx.writes.owner.set(cid, ctx.current);
 }
 
 export function decideSnapshot(ctx: DecideContext, view: RepoView, change: SnapshotChange): ChangeOutcome {
@@ -54,7 +64,7 @@ export function decideSnapshot(ctx: DecideContext, view: RepoView, change: Snaps
     const cid = cidBytes(rec.cid);
     if (ctx.ephemeral) {
       events.push(recordEvent(did, 'create', rec.collection, rec.rkey, cid, null, repo.rev));
-      ctx.writes.candidates.set(rec.cid, repo.blocks.get(rec.cid)!);
+      addBlock(ctx, rec.cid, repo.blocks.get(rec.cid)!);
       created++;
       continue;
     }
@@ -75,7 +85,7 @@ export function decideSnapshot(ctx: DecideContext, view: RepoView, change: Snaps
     // verifyRepo guarantees every reachable block is present; a miss here is a bug, not bad input.
     const data = repo.blocks.get(rec.cid);
     if (!data) throw new Error(`verified repo ${did} lacks block ${rec.cid}`);
-    ctx.writes.candidates.set(rec.cid, data);
+    addBlock(ctx, rec.cid, data);
   }
   if (!ctx.ephemeral) {
     for (const [path, slot] of view.records) {
@@ -90,7 +100,7 @@ export function decideSnapshot(ctx: DecideContext, view: RepoView, change: Snaps
   for (const c of [repo.commitCid, ...repo.mstNodes]) {
     const data = repo.blocks.get(c);
     if (!data) throw new Error(`verified repo ${did} lacks block ${c}`);
-    ctx.writes.candidates.set(c, data);
+    addBlock(ctx, c, data);
   }
   // An account that was gone or deleted and serves its repo again: the event log says so, as
   // it said when the account went.
@@ -158,7 +168,7 @@ export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitC
     if (op.cid !== null && op.action !== 'delete') {
       const data = change.blocks.get(op.cid);
       if (!data) throw new Error(`commit ${change.rev} of ${did} lacks the block of ${op.collection}/${op.rkey}`);
-      ctx.writes.candidates.set(op.cid, data);
+      addBlock(ctx, op.cid, data);
     }
     if (op.action === 'create') created++;
     else if (op.action === 'update') updated++;
@@ -167,7 +177,7 @@ export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitC
   for (const c of [change.commitCid, ...change.mstNodes]) {
     const data = change.blocks.get(c);
     if (!data) throw new Error(`commit ${change.rev} of ${did} lacks block ${c}`);
-    ctx.writes.candidates.set(c, data);
+    addBlock(ctx, c, data);
   }
   Object.assign(view, {
     rev: change.rev,

@@ -91,9 +91,11 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
       filter,
       ephemeral,
       hasSignal: options.filter.mode === 'filter' && options.filter.signal.length > 0,
-      writes: { events: [], candidates: new Map() },
+      writes: { events: [], candidates: new Map(), owner: new Map() },
+      current: 0,
     };
-    const outcomes: ChangeOutcome[] = changes.map((c) => {
+    const outcomes: ChangeOutcome[] = changes.map((c, i) => {
+      ctx.current = i;
       const view = views.get(didOf(c))!;
       switch (c.kind) {
         case 'snapshot':
@@ -116,8 +118,14 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     const indexed = await indexedAmong(tx, [...candidates.values()]);
     trace('check indexed blocks');
     const writer = new PackWriter();
+    const perChange = changes.map(() => ({ newBlocks: 0, blockBytes: 0 }));
     for (const [cidStr, cid] of candidates) {
-      if (!indexed.has(latin1(cid, 0, cid.length))) writer.add(cid, ctx.writes.candidates.get(cidStr)!);
+      if (indexed.has(latin1(cid, 0, cid.length))) continue;
+      const data = ctx.writes.candidates.get(cidStr)!;
+      writer.add(cid, data);
+      const mine = perChange[ctx.writes.owner.get(cidStr)!]!;
+      mine.newBlocks++;
+      mine.blockBytes += data.length;
     }
     const pack = writer.blockCount > 0 ? writer.finish() : undefined;
     trace('build pack');
@@ -163,7 +171,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     }
     await uploaded;
     trace('await pack upload');
-    return { outcomes, packKey: pack?.key, newBlocks: pack?.entries.length ?? 0, packBytes: pack?.bytes.length ?? 0 };
+    return { outcomes, perChange, packKey: pack?.key, newBlocks: pack?.entries.length ?? 0, packBytes: pack?.bytes.length ?? 0 };
   });
 }
 
