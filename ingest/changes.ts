@@ -45,6 +45,8 @@ export interface CommitChange {
   blocks: Map<string, Uint8Array>;
   /** Which of `blocks` are MST nodes of the new tree (stored with the commit). */
   mstNodes: string[];
+  /** The identity the signature was checked with, recorded when the repo row lacks it. */
+  identity?: { pds: string | undefined; handle: string | undefined; signingKey: string } | undefined;
 }
 
 /** An account's hosting status changed (firehose `#account`). */
@@ -95,6 +97,8 @@ export interface BatchOptions {
   origin: 'backfill' | 'live';
   /** A cursor (job_state row) committed in the same transaction as the changes it covers. */
   cursor?: { key: string; value: unknown } | undefined;
+  /** More writes that belong in the batch's transaction (a consumer's error records). */
+  alsoInTransaction?: ((tx: import('pg').ClientBase) => Promise<void>) | undefined;
   /** Called after each step with its name, for benchmarks. */
   trace?: (step: string) => void;
 }

@@ -140,9 +140,12 @@ export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitC
     if (!signal) return { kind: 'dropped', did, rev: change.rev, reason: 'no record in a signal collection' };
     return gap('a record of a signal collection arrived for a repo dropped by the filter');
   }
-  if (view.head === null || view.rev === null || view.status !== 'active') return gap(`repo not mirrored (status ${view.status})`);
+  // A repo's first commit (no `since`) on a repo this mirror has never held starts it from the
+  // empty tree; any other commit for a repo not held is a gap that only a backfill fills.
+  const fresh = view.head === null && view.rev === null && view.status === 'pending' && change.since === null;
+  if (!fresh && (view.head === null || view.rev === null || view.status !== 'active')) return gap(`repo not mirrored (status ${view.status})`);
   if (isNotNewer(change.rev, view.rev)) return { kind: 'skipped', did, rev: change.rev, storedRev: view.rev };
-  if (change.since !== view.rev) return gap(`since ${change.since ?? 'null'} is not the stored rev ${view.rev}`);
+  if (!fresh && change.since !== view.rev) return gap(`since ${change.since ?? 'null'} is not the stored rev ${view.rev}`);
   if (change.prevData !== undefined && view.data !== null && !cidBytes(change.prevData).equals(view.data)) {
     return gap(`prevData ${change.prevData} is not the stored data root`);
   }
@@ -179,7 +182,13 @@ export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitC
     if (!data) throw new Error(`commit ${change.rev} of ${did} lacks block ${c}`);
     addBlock(ctx, c, data);
   }
+  if (change.identity) {
+    view.signingKey ??= change.identity.signingKey;
+    view.pds ??= change.identity.pds ?? null;
+    view.handle ??= change.identity.handle ?? null;
+  }
   Object.assign(view, {
+    status: 'active',
     rev: change.rev,
     head: cidBytes(change.commitCid),
     data: cidBytes(change.dataCid),
@@ -198,7 +207,8 @@ const GONE = new Set(['deactivated', 'takendown', 'suspended']);
 export function decideAccount(ctx: DecideContext, view: RepoView, change: AccountChange): ChangeOutcome {
   const did = view.did;
   if (change.active) {
-    if (view.status !== 'gone') return { kind: 'account', did, status: 'active', changed: false, needsBackfill: view.head === null };
+    // A repo not held yet (a new account) gets its data from its commits, or a gap's resync.
+    if (view.status !== 'gone') return { kind: 'account', did, status: 'active', changed: false, needsBackfill: false };
     if (view.head === null) return { kind: 'account', did, status: 'active', changed: false, needsBackfill: true };
     ctx.writes.events.push(accountEvent(did, view.rev, { status: 'active', was: view.goneStatus ?? view.status }));
     Object.assign(view, { status: 'active', goneStatus: null, lastError: null, dirty: true, clearResync: true });

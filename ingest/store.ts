@@ -169,6 +169,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
         [options.cursor.key, JSON.stringify(options.cursor.value)],
       );
     }
+    if (options.alsoInTransaction) await options.alsoInTransaction(tx);
     await uploaded;
     trace('await pack upload');
     return { outcomes, perChange, packKey: pack?.key, newBlocks: pack?.entries.length ?? 0, packBytes: pack?.bytes.length ?? 0 };

@@ -12,6 +12,7 @@ import { pingActivities } from '../activities/ping.ts';
 import { backfillActivities } from '../activities/backfill.ts';
 import { walkActivities } from '../activities/walk.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
+import { syncActivities } from '../activities/sync.ts';
 
 export interface JobContext {
   config: Config;
@@ -75,6 +76,16 @@ export const JOBS = [
     activities: (ctx) => ({ ...pingActivities(ctx.stores), ...maintenanceActivities(ctx) }),
     // Every periodic job starts a maintenance workflow.
     schedules: SCHEDULE_NAMES,
+  },
+  {
+    name: 'sync',
+    description: 'live sync: follow an upstream firehose (subscribeRepos) and apply it through the store path; gaps go to backfill',
+    config: z.object({
+      network: z.object({ plcUrl: z.string().url(), identityTtlSeconds: z.number().int().positive() }),
+    }),
+    workflows: ['subscribe'],
+    activities: (ctx) => syncActivities(ctx),
+    schedules: [],
   },
 ] as const satisfies readonly JobDefinition[];
 

@@ -5,3 +5,4 @@ export { backfillRepo } from './backfill-repo.ts';
 export { walk } from './walk.ts';
 export { walkSlice } from './walk-slice.ts';
 export { resyncSweep, goneRecheck, retention, gc, rotatingWalk, stats } from './maintenance.ts';
+export { subscribe } from './subscribe.ts';
