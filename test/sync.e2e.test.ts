@@ -35,6 +35,9 @@ import {
   type TestAccount,
 } from './pds.ts';
 import { refcountProblems, waitFor } from './helpers.ts';
+import { decodeFrameParts, encodeFrame, recordFrames, startFirehoseServer, type FirehoseServer, type ScriptedFrame } from './firehose-server.ts';
+import { readCarBlocks, resignCommit } from '../atproto/testing/car-edit.ts';
+import { newKeypair } from '../atproto/testing/make-repo.ts';
 
 let pds: PdsServer;
 let dataDir: string;
@@ -111,9 +114,15 @@ beforeAll(async () => {
   await converged(probe.did);
 }, 300_000);
 
+let faults: FirehoseServer | undefined;
+let faultSub: WorkflowHandle<typeof subscribe> | undefined;
+
 afterAll(async () => {
-  await sub?.signal(cancelSignal).catch(() => {});
-  await sub?.result().catch(() => {});
+  for (const h of [sub, faultSub]) {
+    await h?.signal(cancelSignal).catch(() => {});
+    await h?.result().catch(() => {});
+  }
+  await faults?.stop();
   for (const w of workers) w.stop.abort();
   await Promise.allSettled(workers.map((w) => w.done));
   await client?.connection.close();
@@ -167,5 +176,96 @@ describe('live sync from the reference PDS', () => {
     expect(rows.filter((r) => r.kind === 'account').map((r) => r.detail.status)).toEqual(['deactivated', 'active', 'takendown']);
     expect(rows.some((r) => r.kind === 'identity' && r.detail.handle === 'alice2.test')).toBe(true);
     expect(await storedRecords(alice.did)).not.toEqual([]);
+  });
+});
+
+describe('live sync through a faulty upstream', () => {
+  it('names each fault (bad signature, bad proof, since gap, malformed and unknown frames, OutdatedCursor, reset mid-frame) and keeps running', async () => {
+    // The PDS subscription stops, so that these accounts reach the mirror only through the faulty one.
+    await sub.signal(cancelSignal);
+    await sub.result();
+    const accounts: TestAccount[] = [];
+    for (const name of ['bob', 'carol', 'dave']) {
+      const a = await createAccount(pds, name);
+      for (let i = 0; i < 2; i++) await createRecord(a, 'app.bsky.feed.post', { text: `${name} ${i}`, createdAt: new Date().toISOString() });
+      accounts.push(a);
+    }
+    const [bob, carol, dave] = accounts as [TestAccount, TestAccount, TestAccount];
+    const latest = new Map(await Promise.all(accounts.map(async (a) => [a.did, await latestRev(a.did)] as const)));
+    const seen = new Set<string>();
+    const recorded = await recordFrames(pds.pdsUrl, (frames) => {
+      const { header, body } = decodeFrameParts(frames[frames.length - 1]!);
+      if (header.t === '#commit' && latest.get(body.repo as string) === body.rev) seen.add(body.repo as string);
+      return seen.size === accounts.length;
+    });
+    const mine = (b: Record<string, unknown>) => latest.has((b.repo ?? b.did) as string);
+
+    const otherKey = await newKeypair();
+    const script: ScriptedFrame[] = [{ seq: undefined, bytes: encodeFrame({ op: 1, t: '#info' }, { name: 'OutdatedCursor', message: 'cursor too old' }) }];
+    let seq = 100;
+    for (const bytes of recorded) {
+      const { header, body } = decodeFrameParts(bytes);
+      if (!mine(body)) continue;
+      body.seq = seq;
+      if (header.t === '#commit' && latest.get(body.repo as string) === body.rev) {
+        const blocks = (body.blocks as { buf: Uint8Array }).buf;
+        if (body.repo === bob.did) {
+          const car = await resignCommit(blocks, otherKey);
+          body.blocks = (await import('@atcute/cbor')).toBytes(car);
+          body.commit = { $link: readCarBlocks(car).root };
+        } else if (body.repo === carol.did) {
+          body.prevData = body.commit; // a CID, but not the previous data root
+        } else {
+          body.since = '2222222222222';
+        }
+      }
+      script.push({ seq, bytes: encodeFrame(header, body) });
+      if (seq === 100) {
+        script.push({ seq: undefined, bytes: new Uint8Array([0xa2, 0x61, 0x74, 0xff, 0x00, 0x13]) });
+        script.push({ seq: seq + 5, bytes: encodeFrame({ op: 1, t: '#labels' }, { seq: seq + 5, labels: [] }) });
+      }
+      seq += 10;
+    }
+    script[script.length - 1]!.resetMidFrame = true;
+    faults = await startFirehoseServer(script);
+    faultSub = await client.workflow.start(subscribe, {
+      workflowId: `subscribe/faults-${prefix}`,
+      taskQueue: taskQueueFor(config, 'sync'),
+      args: [{ host: faults.url, backfillTaskQueue: taskQueueFor(config, 'backfill'), runForSeconds: 10 }],
+    });
+
+    // Each faulty account is resynced from the PDS and ends where the PDS is.
+    for (const a of accounts) {
+      await converged(a.did);
+      const listed = (await listAllRecords(pds, a.did)).map((r) => `${r.collection}/${r.rkey}`).sort();
+      expect(await storedRecords(a.did)).toEqual(listed);
+    }
+    const problems = async () => (await pool.query<{ problem: string; seq: string | null }>('SELECT problem, seq FROM sync_frame_errors ORDER BY id')).rows;
+    await waitFor('every fault recorded', async () => {
+      const got = new Set((await problems()).map((p) => p.problem));
+      return ['info:OutdatedCursor', 'frame-malformed', 'frame-unknown-type', 'bad-signature', 'bad-proof'].every((p) => got.has(p));
+    });
+    const rows = await problems();
+    expect(rows.find((r) => r.problem === 'frame-unknown-type')?.seq).toBe('105');
+    expect(rows.filter((r) => r.problem === 'bad-signature')).toHaveLength(1);
+    // The reset cut the last frame: the consumer came back from the cursor before it, and got it.
+    await waitFor('a reconnect after the reset', async () => faults!.connections.length >= 2);
+    expect(faults.connections[1]).toBe(seq - 20);
+    const last = script[script.length - 1]!.seq!;
+    await waitFor('the cut frame applied after the reconnect', async () => {
+      const { rows: c } = await pool.query(`SELECT value FROM job_state WHERE key = $1`, [`sync/cursor/${new URL(faults!.url).host}`]);
+      return c[0]?.value.seq === last;
+    });
+    const p = await waitFor('the totals of a finished run', async () => {
+      const q = await faultSub!.query(progressQuery);
+      return (q.totals.outcomes.gap ?? 0) >= 1 && q.totals.reconnects >= 1 && q;
+    });
+    expect(p.state).toBe('running');
+    expect(p.totals.outdatedCursor).toBe(1);
+    expect(p.totals.frames.malformed).toBe(1);
+    expect(p.totals.resyncs).toBeGreaterThanOrEqual(3);
+    expect(await refcountProblems(pool)).toEqual([]);
+    const { rows: dv } = await pool.query(`SELECT count(*)::int AS n FROM events WHERE did = $1 AND kind = 'create'`, [dave.did]);
+    expect(dv[0].n).toBe((await listAllRecords(pds, dave.did)).length);
   });
 });
