@@ -74,7 +74,8 @@ export const progressQuery = defineQuery<SubscribeProgress>('progress');
 const { subscribeRun } = proxyActivities<SyncActivities>({
   // A run ends by itself after runForSeconds; this bounds a run that does not.
   startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '1 minute',
+  // A dead worker's run is taken over this soon; the run heartbeats every few seconds.
+  heartbeatTimeout: '20 seconds',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
 });
