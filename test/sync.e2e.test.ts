@@ -38,6 +38,12 @@ import { refcountProblems, waitFor } from './helpers.ts';
 import { decodeFrameParts, encodeFrame, recordFrames, startFirehoseServer, type FirehoseServer, type ScriptedFrame } from './firehose-server.ts';
 import { readCarBlocks, resignCommit } from '../atproto/testing/car-edit.ts';
 import { newKeypair } from '../atproto/testing/make-repo.ts';
+import { createServer } from 'node:http';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import { refreshRepo, storedHead } from '../sync/refresh.ts';
+import { FilterOptions } from '../backfill/filters.ts';
+import { refresh } from '../workflows/subscribe-refresh.ts';
+import { cidToString } from '../atproto/cid.ts';
 
 let pds: PdsServer;
 let dataDir: string;
@@ -267,5 +273,71 @@ describe('live sync through a faulty upstream', () => {
     expect(await refcountProblems(pool)).toEqual([]);
     const { rows: dv } = await pool.query(`SELECT count(*)::int AS n FROM events WHERE did = $1 AND kind = 'create'`, [dave.did]);
     expect(dv[0].n).toBe((await listAllRecords(pds, dave.did)).length);
+  });
+});
+
+/** A loopback proxy in front of the PDS that remembers each request's URL (path and query). */
+async function recordingProxy(upstream: string): Promise<{ url: string; seen: string[]; stop: () => Promise<void> }> {
+  const seen: string[] = [];
+  const server = createServer(async (req, res) => {
+    seen.push(req.url ?? '');
+    const r = await fetch(new URL(req.url ?? '/', upstream), { headers: { accept: req.headers.accept ?? '*/*' } });
+    res.writeHead(r.status, { 'content-type': r.headers.get('content-type') ?? 'application/octet-stream' });
+    res.end(Buffer.from(await r.arrayBuffer()));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, seen, stop: () => new Promise((r) => server.close(() => r())) };
+}
+
+describe('refresh without a subscription', () => {
+  it('asks getLatestCommit, fetches getRepo?since= the stored rev, and lands where the PDS is', async () => {
+    // bob is mirrored (the fault test resynced him) and no subscription follows the PDS now.
+    const { rows } = await pool.query<{ did: string }>(`SELECT did FROM repos WHERE handle = 'bob.test'`);
+    const bobDid = rows[0]!.did;
+    const bob = await (await import('./pds.ts')).createSession(pds, 'bob.test', 'pw-bob.test');
+    const before = (await storedHead(pool, bobDid))!;
+    const mark = Number((await pool.query('SELECT max(id) AS m FROM events')).rows[0].m);
+    const made: Array<Awaited<ReturnType<typeof createRecord>>> = [];
+    for (let i = 0; i < 2; i++) made.push(await createRecord(bob, 'app.bsky.feed.post', { text: `later ${i}`, createdAt: new Date().toISOString() }));
+    const listedBefore = await listAllRecords(pds, bobDid);
+    const old = listedBefore.find((r) => !made.some((m) => m.uri === r.uri))!;
+    await putRecord(bob, old.collection, old.rkey, { text: 'edited later', createdAt: new Date().toISOString() });
+    await deleteRecord(bob, 'app.bsky.feed.post', made[0]!.uri.split('/').pop()!);
+
+    const proxy = await recordingProxy(pds.pdsUrl);
+    try {
+      const out = await refreshRepo({ pool, blobs: new LocalBlobStore(blobDir) }, { ...before, pds: proxy.url }, {
+        filter: FilterOptions.parse({}), http: { allowPrivate: true }, maxCarBytes: 64 * 1024 * 1024,
+      });
+      expect(out).toMatchObject({ kind: 'refreshed', since: before.rev, created: 1, updated: 1, deleted: 0 });
+      expect(proxy.seen.some((u) => u.startsWith('/xrpc/com.atproto.sync.getLatestCommit'))).toBe(true);
+      const getRepo = proxy.seen.filter((u) => u.startsWith('/xrpc/com.atproto.sync.getRepo?'));
+      expect(getRepo).toHaveLength(1);
+      expect(new URL(getRepo[0]!, 'http://x').searchParams.get('since')).toBe(before.rev);
+    } finally {
+      await proxy.stop();
+    }
+    const latest = await xrpcQuery<{ cid: string; rev: string }>(pds, 'com.atproto.sync.getLatestCommit', { did: bobDid });
+    const row = (await pool.query('SELECT rev, head_cid FROM repos WHERE did = $1', [bobDid])).rows[0];
+    expect({ rev: row.rev, head: cidToString(row.head_cid, 0) }).toEqual({ rev: latest.rev, head: latest.cid });
+    const listed = (await listAllRecords(pds, bobDid)).map((r) => `${r.collection}/${r.rkey}`).sort();
+    expect(await storedRecords(bobDid)).toEqual(listed);
+    const ev = await pool.query(`SELECT kind FROM events WHERE did = $1 AND id > $2 ORDER BY kind`, [bobDid, mark]);
+    expect(ev.rows.map((r) => r.kind)).toEqual(['create', 'update']);
+    expect(await refcountProblems(pool)).toEqual([]);
+
+    // The same through the refresh workflow: only the repo whose rev moved is fetched.
+    await createRecord(bob, 'app.bsky.feed.post', { text: 'latest', createdAt: new Date().toISOString() });
+    const totals = await client.workflow.execute(refresh, {
+      workflowId: `refresh-${prefix}`,
+      taskQueue: taskQueueFor(config, 'sync'),
+      args: [{ backfillTaskQueue: taskQueueFor(config, 'backfill') }],
+    });
+    expect(totals.outcomes.refreshed).toBe(1);
+    expect(totals.outcomes.unchanged).toBeGreaterThanOrEqual(3);
+    expect(totals.backfills).toBe(0);
+    await converged(bobDid);
+    expect(await storedRecords(bobDid)).toEqual((await listAllRecords(pds, bobDid)).map((r) => `${r.collection}/${r.rkey}`).sort());
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 });

@@ -81,9 +81,15 @@ export const JOBS = [
     name: 'sync',
     description: 'live sync: follow an upstream firehose (subscribeRepos) and apply it through the store path; gaps go to backfill',
     config: z.object({
-      network: z.object({ plcUrl: z.string().url(), identityTtlSeconds: z.number().int().positive() }),
+      network: z.object({
+        plcUrl: z.string().url(),
+        identityTtlSeconds: z.number().int().positive(),
+        pdsConcurrency: z.number().int().min(1).max(64),
+        pdsMinIntervalMs: z.number().int().min(0),
+        fetchTimeoutSeconds: z.number().int().min(5),
+      }),
     }),
-    workflows: ['subscribe'],
+    workflows: ['subscribe', 'refresh'],
     activities: (ctx) => syncActivities(ctx),
     schedules: [],
   },

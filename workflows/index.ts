@@ -6,3 +6,4 @@ export { walk } from './walk.ts';
 export { walkSlice } from './walk-slice.ts';
 export { resyncSweep, goneRecheck, retention, gc, rotatingWalk, stats } from './maintenance.ts';
 export { subscribe } from './subscribe.ts';
+export { refresh } from './subscribe-refresh.ts';
