@@ -3,7 +3,7 @@
  * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
  * JSON object with every figure (also written to bench-results.json).
  *
- *   npm run bench [-- --only verify,import,e2e,walk] [--records 100000] [--repos 2000]
+ *   npm run bench [-- --only verify,import,e2e,walk,sync] [--records 100000] [--repos 2000] [--sync-repos 200 --sync-commits 50]
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -44,6 +44,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     records: { type: 'string', default: '100000' },
     repos: { type: 'string', default: '2000' },
+    'sync-repos': { type: 'string', default: '200' },
+    'sync-commits': { type: 'string', default: '50' },
   },
 });
 const only = new Set((values.only ?? 'verify,import,e2e,walk').split(','));
@@ -67,6 +69,7 @@ try {
   if (only.has('e2e')) {
     results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl]);
   }
+  if (only.has('sync')) results.sync = await runJson('sync.ts', ['--database-url', dbUrl, '--repos', values['sync-repos'], '--commits', values['sync-commits']]);
   // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
   if (only.has('walk')) results.walk = await runJson('walk.ts', []);
 } finally {
