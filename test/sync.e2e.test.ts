@@ -15,7 +15,7 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import type { Config } from '../config/options.ts';
 import { runWorker } from '../workers/worker.ts';
 import { selectJobs, taskQueueFor } from '../workers/jobs.ts';
-import { cancelSignal, progressQuery, subscribe, type SubscribeInput } from '../workflows/subscribe.ts';
+import { cancelSignal, pauseSignal, progressQuery, resumeSignal, subscribe, type SubscribeInput } from '../workflows/subscribe.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import {
   activateAccount,
@@ -34,7 +34,7 @@ import {
   type PdsServer,
   type TestAccount,
 } from './pds.ts';
-import { refcountProblems, waitFor } from './helpers.ts';
+import { refcountProblems, sleep, waitFor } from './helpers.ts';
 import { decodeFrameParts, encodeFrame, recordFrames, startFirehoseServer, type FirehoseServer, type ScriptedFrame } from './firehose-server.ts';
 import { readCarBlocks, resignCommit } from '../atproto/testing/car-edit.ts';
 import { newKeypair } from '../atproto/testing/make-repo.ts';
@@ -167,6 +167,22 @@ describe('live sync from the reference PDS', () => {
     expect(await refcountProblems(pool)).toEqual([]);
     const p = await sub.query(progressQuery);
     expect(p.state).toBe('running');
+  });
+
+  it('pauses (nothing applied, RepowalkState paused) and resumes from its cursor', async () => {
+    await sub.signal(pauseSignal);
+    await waitFor('paused', async () => (await sub.query(progressQuery)).state === 'paused');
+    const rev = (await repoRow(alice.did))!.rev;
+    await createRecord(alice, 'app.bsky.feed.post', { text: 'while paused', createdAt: new Date().toISOString() });
+    await sleep(2000);
+    expect((await repoRow(alice.did))!.rev).toBe(rev);
+    await waitFor('listed as paused', async () => {
+      for await (const w of client.workflow.list({ query: `WorkflowId = '${sub.workflowId}' AND RepowalkState = 'paused'` })) return w.workflowId === sub.workflowId;
+      return false;
+    });
+    await sub.signal(resumeSignal);
+    await converged(alice.did);
+    expect((await sub.query(progressQuery)).state).toBe('running');
   });
 
   it('follows deactivation, reactivation, takedown and a handle change', async () => {
