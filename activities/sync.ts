@@ -6,8 +6,8 @@
  */
 import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
-import type { JobContext } from '../workers/jobs.ts';
-import { recordSyncProgress } from '../workers/sync-metrics.ts';
+import type { JobContext } from './context.ts';
+import { recordSyncProgress } from './sync-counters.ts';
 import { BackfillSettings } from '../backfill/settings.ts';
 import { IdentityCache, resolveDid } from '../atproto/net/index.ts';
 import { runSubscription, readCursor } from '../sync/consumer.ts';

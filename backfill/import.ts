@@ -12,10 +12,8 @@ import type { FilterOptions } from './filters.ts';
 import { storeBatch } from '../ingest/store.ts';
 import type { StoreBatcher } from '../ingest/batcher.ts';
 import type { ChangeOutcome } from '../ingest/changes.ts';
-import { RefDeltas } from '../ingest/ref-deltas.ts';
+import { RefDeltas } from '../storage/refcounts.ts';
 import { wipeRepoRows } from '../ingest/wipe.ts';
-
-export { RefDeltas };
 
 export interface ImportDeps {
   pool: pg.Pool;

@@ -30,7 +30,8 @@ import { cidBytes, latin1 } from '../atproto/cid.ts';
 import { collectionFilter } from '../backfill/filters.ts';
 import type { BatchOptions, BatchResult, ChangeOutcome, RepoChange } from './changes.ts';
 import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext } from './decide.ts';
-import { RefDeltas, indexedAmong } from './ref-deltas.ts';
+import { indexedAmong } from './indexed.ts';
+import { RefDeltas } from '../storage/refcounts.ts';
 import { viewOf, type RepoView, type StoredRow } from './view.ts';
 import { wipeRepoRows } from './wipe.ts';
 

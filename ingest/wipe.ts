@@ -3,7 +3,7 @@
  * filter), with the references they held released.
  */
 import type pg from 'pg';
-import type { RefDeltas } from './ref-deltas.ts';
+import type { RefDeltas } from '../storage/refcounts.ts';
 
 /**
  * Deletes the repo's records, events and collection counts on `tx` (which holds the repo row

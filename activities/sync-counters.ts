@@ -4,7 +4,7 @@
  * running totals (sync/progress.ts); the counters take their increase since the last report.
  */
 import { Counter, Gauge } from 'prom-client';
-import { processRegistry } from './metrics.ts';
+import { processRegistry } from './counters.ts';
 import type { SyncProgress } from '../sync/progress.ts';
 
 const frames = new Counter({ name: 'repowalk_sync_frames_total', help: 'Firehose frames read, by upstream host and frame type.', labelNames: ['host', 'type'] as const, registers: [processRegistry] });
