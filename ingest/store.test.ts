@@ -19,6 +19,7 @@ import { cidBytes } from '../atproto/cid.ts';
 import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypair } from '../atproto/testing/make-repo.ts';
 import { FilterOptions } from '../backfill/filters.ts';
 import { storeBatch } from './store.ts';
+import { StoreBatcher } from './batcher.ts';
 import type { CommitChange, CommitOp, RepoChange, SnapshotChange } from './changes.ts';
 
 let pool: pg.Pool;
@@ -157,6 +158,23 @@ describe('storeBatch', () => {
     expect(await stored(did)).toEqual(expected(v2[1]!));
     expect(await stored(v1[2]!.did)).toEqual([]);
     expect((await pool.query('SELECT status FROM repos WHERE did = $1', [v1[2]!.did])).rows[0].status).toBe('deleted');
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+});
+
+describe('StoreBatcher', () => {
+  it('stores what concurrent callers submit together in one batch, each answered with its own outcome', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 5; i++) repos.push(await verified(didN(10 + i), generateRecords(6).map((r) => ({ ...r, value: { ...r.value, batcher: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' });
+    const packsBefore = (await pool.query('SELECT count(*)::int AS n FROM packs')).rows[0].n;
+    // The second submission of repos[0] is a replay of the first, decided after it in the same batch.
+    const answers = await Promise.all([...repos, repos[0]!].map((r) => batcher.submit(snapshot(r))));
+    expect(answers.map((a) => a.outcome.kind)).toEqual(['imported', 'imported', 'imported', 'imported', 'imported', 'skipped']);
+    expect(new Set(answers.map((a) => a.packKey)).size).toBe(1);
+    expect((await pool.query('SELECT count(*)::int AS n FROM packs')).rows[0].n).toBe(packsBefore + 1);
+    expect(answers[5]!.newBlocks).toBe(0);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
     expect(await refcountProblems(pool)).toEqual([]);
   });
 });
