@@ -14,7 +14,6 @@ import { runSubscription, readCursor } from '../sync/consumer.ts';
 import { refreshRepo, storedHead, type RefreshOutcome } from '../sync/refresh.ts';
 import { NetError, Politeness } from '../atproto/net/index.ts';
 import type { SyncProgress } from '../sync/progress.ts';
-import type { backfillRepo } from '../workflows/backfill-repo.ts';
 
 export interface SubscribeRunInput {
   host: string;
@@ -46,7 +45,7 @@ export function syncActivities({ config, stores }: JobContext) {
   const politeness = new Politeness({ concurrency: config.network.pdsConcurrency, minIntervalMs: config.network.pdsMinIntervalMs });
   const startBackfill = async (did: string, settings: BackfillSettings, taskQueue: string, reason: string) => {
     try {
-      await Context.current().client.workflow.start<typeof backfillRepo>('backfillRepo', {
+      await Context.current().client.workflow.start('backfillRepo', {
         workflowId: `backfill/${did}`,
         taskQueue,
         args: [{ did, settings }],
@@ -124,7 +123,7 @@ export function syncActivities({ config, stores }: JobContext) {
           },
           requestResync: async (did, reason) => {
             try {
-              await ctx.client.workflow.start<typeof backfillRepo>('backfillRepo', {
+              await ctx.client.workflow.start('backfillRepo', {
                 workflowId: `backfill/${did}`,
                 taskQueue: input.backfillTaskQueue,
                 args: [{ did, settings: input.settings }],

@@ -8,10 +8,10 @@ import type pg from 'pg';
 import type { BlobStore } from '../storage/blobstore/types.ts';
 import { withTransaction } from '../storage/db/pool.ts';
 import type { VerifiedRepo } from '../atproto/verify.ts';
-import type { FilterOptions } from './filters.ts';
+import { collectionFilter, type FilterOptions } from './filters.ts';
 import { storeBatch } from '../ingest/store.ts';
 import type { StoreBatcher } from '../ingest/batcher.ts';
-import type { ChangeOutcome } from '../ingest/changes.ts';
+import type { ChangeOutcome, RecordFilter } from '../ingest/changes.ts';
 import { RefDeltas } from '../storage/refcounts.ts';
 import { wipeRepoRows } from '../ingest/wipe.ts';
 
@@ -46,10 +46,15 @@ export type ImportResult =
   | { kind: 'skipped'; did: string; rev: string; storedRev: string }
   | { kind: 'dropped'; did: string; rev: string; reason: string };
 
+/** The store path's record filter for backfill's filter options. */
+export function recordFilter(opts: FilterOptions): RecordFilter {
+  return { ...collectionFilter(opts), dropsRepos: opts.mode === 'filter' && opts.signal.length > 0 };
+}
+
 export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<ImportResult> {
   const { repo } = input;
   const batch = await storeBatch(deps, [{ kind: 'snapshot', repo, pds: input.pds, handle: input.handle, signingKey: input.signingKey }], {
-    filter: input.filter,
+    filter: recordFilter(input.filter),
     ephemeralRetentionSeconds: input.ephemeralRetentionSeconds,
     origin: 'backfill',
     trace: input.trace,
@@ -62,9 +67,9 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
  * batch with other repos, and its outcome is its own. The batcher's settings (filter, ephemeral
  * mode) apply; `newBlocks` and `packBytes` count the blocks the batch's pack holds for this repo.
  */
-export async function importThrough(batcher: StoreBatcher, input: Omit<ImportInput, 'filter' | 'ephemeralRetentionSeconds' | 'trace'>): Promise<ImportResult> {
+export async function importThrough(batcher: StoreBatcher, input: Omit<ImportInput, 'ephemeralRetentionSeconds' | 'trace'>): Promise<ImportResult> {
   const { outcome, packKey, newBlocks, packBytes } = await batcher.submit({ kind: 'snapshot', repo: input.repo, pds: input.pds, handle: input.handle, signingKey: input.signingKey });
-  return asImportResult(outcome, { packKey, newBlocks, packBytes }, { repo: input.repo, filter: batcher.options.filter });
+  return asImportResult(outcome, { packKey, newBlocks, packBytes }, { repo: input.repo, filter: input.filter });
 }
 
 function asImportResult(o: ChangeOutcome, pack: { packKey: string | undefined; newBlocks: number; packBytes: number }, input: Pick<ImportInput, 'repo' | 'filter'>): ImportResult {

@@ -25,7 +25,7 @@ import {
   RepoNotFoundError,
 } from '../atproto/net/index.ts';
 import type { BackfillSettings, RepoOutcome } from './settings.ts';
-import { importRepo, importThrough, dropRepo } from './import.ts';
+import { importRepo, importThrough, dropRepo, recordFilter } from './import.ts';
 import { StoreBatcher } from '../ingest/batcher.ts';
 import { markGone } from './repo-state.ts';
 import { mirrorBlobs } from './blobs.ts';
@@ -105,7 +105,7 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
       const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, politeness, allowPrivate, onBytes, signal });
       const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
       const result = batcher
-        ? await importThrough(batcher, { repo, pds: id.pds, handle: id.handle, signingKey: id.signingKey })
+        ? await importThrough(batcher, { repo, pds: id.pds, handle: id.handle, signingKey: id.signingKey, filter: settings.filter })
         : await importRepo(stores, {
             repo,
             pds: id.pds,
@@ -162,7 +162,7 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
     const out: RepoOutcome[] = new Array(dids.length);
     // The lanes fetch and verify concurrently; what they verify is stored in shared batches (one
     // pack and one transaction per batch), each repo's outcome its own.
-    const batcher = new StoreBatcher(stores, { filter: settings.filter, ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds, origin: 'backfill' });
+    const batcher = new StoreBatcher(stores, { filter: recordFilter(settings.filter), ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds, origin: 'backfill' });
     let next = 0;
     const lane = async () => {
       while (next < dids.length && !signal.aborted) {

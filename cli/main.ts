@@ -14,7 +14,8 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
 import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
-import { JOBS, checkJobConfig, selectJobs, UnknownJobError } from '../workers/jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, JobConfigError, UnknownJobError } from '../workers/jobs.ts';
+import { UsageError } from './usage.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 
 const USAGE = `usage: repowalk <command>
@@ -134,7 +135,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof UnknownJobError || (err as Error)?.name === 'UsageError' || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${err.message}`);
+    if (err instanceof ConfigError || err instanceof UnknownJobError || err instanceof JobConfigError || err instanceof UsageError || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${err.message}`);
     else console.error(`repowalk: ${err instanceof Error ? (process.env.REPOWALK_DEBUG ? err.stack : err.message) : String(err)}`);
     process.exit(1);
   },

@@ -4,7 +4,6 @@
  * firehose carries; and one outcome per change.
  */
 import type { VerifiedRepo } from '../atproto/verify.ts';
-import type { FilterOptions } from '../backfill/filters.ts';
 
 /** A full verified repo: stored as the diff against the record index. */
 export interface SnapshotChange {
@@ -89,8 +88,21 @@ export type ChangeOutcome =
   | { kind: 'account'; did: string; status: string; changed: boolean; needsBackfill: boolean }
   | { kind: 'identity'; did: string };
 
+/**
+ * Which records are stored (backfill's filter mode, built by `recordFilter` in
+ * backfill/import.ts): a plain interface here, so the store path depends on no caller.
+ */
+export interface RecordFilter {
+  /** Whether records of this collection are stored. */
+  keeps(collection: string): boolean;
+  /** Whether a repo with records in these collections is mirrored at all. */
+  keepsRepo(collections: Iterable<string>): boolean;
+  /** Whether repos without a record in a signal collection are dropped. */
+  dropsRepos: boolean;
+}
+
 export interface BatchOptions {
-  filter: FilterOptions;
+  filter: RecordFilter;
   /** Ephemeral mode: keep events (for this long), not the record index. */
   ephemeralRetentionSeconds?: number | undefined;
   /** Where the changes came from, as the event log records it. */

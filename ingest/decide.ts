@@ -5,8 +5,7 @@
  * the view as it was, so one repo's trouble never changes another's outcome.
  */
 import { cidBytes } from '../atproto/cid.ts';
-import type { CollectionFilter } from '../backfill/filters.ts';
-import type { AccountChange, ChangeOutcome, CommitChange, IdentityChange, SnapshotChange } from './changes.ts';
+import type { AccountChange, ChangeOutcome, CommitChange, IdentityChange, RecordFilter, SnapshotChange } from './changes.ts';
 import { isNotNewer, type RepoView } from './view.ts';
 
 export interface PendingEvent {
@@ -30,7 +29,7 @@ export interface BatchWrites {
 }
 
 export interface DecideContext {
-  filter: CollectionFilter;
+  filter: RecordFilter;
   ephemeral: boolean;
   /** Whether signal collections are configured (filter mode drops repos without them). */
   hasSignal: boolean;

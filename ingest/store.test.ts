@@ -17,7 +17,6 @@ import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { verifyRepo, type VerifiedRepo } from '../atproto/verify.ts';
 import { cidBytes } from '../atproto/cid.ts';
 import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypair } from '../atproto/testing/make-repo.ts';
-import { FilterOptions } from '../backfill/filters.ts';
 import { storeBatch } from './store.ts';
 import { StoreBatcher } from './batcher.ts';
 import type { CommitChange, CommitOp, RepoChange, SnapshotChange } from './changes.ts';
@@ -26,7 +25,7 @@ let pool: pg.Pool;
 let blobs: LocalBlobStore;
 let blobDir: string;
 let keypair: TestKeypair;
-const FULL = FilterOptions.parse({});
+const FULL = { keeps: () => true, keepsRepo: () => true, dropsRepos: false };
 const opts = { filter: FULL, origin: 'live' as const };
 
 beforeAll(async () => {

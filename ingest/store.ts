@@ -27,7 +27,6 @@ import { copyRows } from '../storage/db/copy.ts';
 import { GC_LOCK_KEY } from '../storage/db/locks.ts';
 import { withTransaction } from '../storage/db/pool.ts';
 import { cidBytes, latin1 } from '../atproto/cid.ts';
-import { collectionFilter } from '../backfill/filters.ts';
 import type { BatchOptions, BatchResult, ChangeOutcome, RepoChange } from './changes.ts';
 import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext } from './decide.ts';
 import { indexedAmong } from './indexed.ts';
@@ -68,7 +67,7 @@ export async function storeBatch(deps: StoreDeps, changes: RepoChange[], options
 async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchOptions): Promise<BatchResult> {
   const trace = options.trace ?? (() => {});
   const ephemeral = options.ephemeralRetentionSeconds !== undefined;
-  const filter = collectionFilter(options.filter);
+  const filter = options.filter;
   const dids = [...new Set(changes.map(didOf))].sort();
   let uploaded: Promise<void> = Promise.resolve();
   return withTransaction(deps.pool, async (tx) => {
@@ -91,7 +90,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     const ctx: DecideContext = {
       filter,
       ephemeral,
-      hasSignal: options.filter.mode === 'filter' && options.filter.signal.length > 0,
+      hasSignal: filter.dropsRepos,
       writes: { events: [], candidates: new Map(), owner: new Map() },
       current: 0,
     };

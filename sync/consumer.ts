@@ -15,6 +15,7 @@ import { NetError, type AtprotoIdentity } from '../atproto/net/index.ts';
 import type { CommitChange, RepoChange } from '../ingest/changes.ts';
 import { storeBatch, type StoreDeps } from '../ingest/store.ts';
 import type { FilterOptions } from '../backfill/filters.ts';
+import { recordFilter } from '../backfill/import.ts';
 import { CommitVerifyError, FrameError } from './errors.ts';
 import { decodeFrame, type Frame } from './frames.ts';
 import { bump, newProgress, type SyncProgress } from './progress.ts';
@@ -61,6 +62,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
   const progress = newProgress(opts.host, await readCursor(pool, opts.host));
   const log = opts.log ?? (() => {});
   const until = opts.runForMs === undefined ? Infinity : Date.now() + opts.runForMs;
+  const filter = recordFilter(opts.filter);
   const waiting = new Map<string, Waiting>();
   const keys = new Map<string, string>();
   let backoffMs = 500;
@@ -212,7 +214,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       }
     }
     const result = await storeBatch(opts.stores, changes, {
-      filter: opts.filter,
+      filter,
       ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds,
       origin: 'live',
       cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), value: { seq: lastSeq, time: lastTime } },

@@ -20,6 +20,7 @@ import { readJson, xrpcGet } from '../atproto/net/xrpc.ts';
 import type { CommitOp } from '../ingest/changes.ts';
 import { storeBatch, type StoreDeps } from '../ingest/store.ts';
 import type { FilterOptions } from '../backfill/filters.ts';
+import { recordFilter } from '../backfill/import.ts';
 
 export interface StoredHead {
   did: string;
@@ -127,7 +128,7 @@ export async function refreshRepo(
       kind: 'commit', did, rev: commit.rev, since: head.rev, commitCid: parsed.root, dataCid: commit.data, prevData: head.dataCid,
       ops, blocks, mstNodes: [...created].filter((c) => fresh.has(c)),
     }],
-    { filter: opts.filter, ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds, origin: 'live' },
+    { filter: recordFilter(opts.filter), ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds, origin: 'live' },
   );
   const o = result.outcomes[0]!;
   switch (o.kind) {

@@ -34,8 +34,8 @@ import { taskQueueFor } from '../config/task-queues.ts';
 import { blobKey } from '../storage/keys.ts';
 import { resignCommit } from '../atproto/testing/car-edit.ts';
 import { newKeypair } from '../atproto/testing/make-repo.ts';
-import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
-import type { BackfillRepoInput, BackfillRepoState } from '../workflows/backfill-repo.ts';
+import { backfill, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
+import { backfillRepo, backfillRepoStateQuery, cancelSignal, pauseSignal, resumeSignal, resyncNowSignal, type BackfillRepoInput, type BackfillRepoState } from '../workflows/backfill-repo.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import {
   activateAccount,
@@ -264,23 +264,26 @@ async function expectNothingStored(did: string, car: Uint8Array, extraCids: Uint
   expect(Number(rows[0]!.n)).toBe(0);
 }
 
-function startBackfillRepo(did: string, settings: BackfillSettingsInput = FAST, queue = taskQueue): Promise<WorkflowHandle> {
+/** A handle on a `backfill/<did>` workflow. */
+type RepoHandle = WorkflowHandle<typeof backfillRepo>;
+
+function startBackfillRepo(did: string, settings: BackfillSettingsInput = FAST, queue = taskQueue): Promise<RepoHandle> {
   const input: BackfillRepoInput = { did, settings };
-  return client.workflow.start('backfillRepo', { taskQueue: queue, workflowId: `backfill/${did}`, args: [input], workflowExecutionTimeout: '10 minutes' });
+  return client.workflow.start(backfillRepo, { taskQueue: queue, workflowId: `backfill/${did}`, args: [input], workflowExecutionTimeout: '10 minutes' });
 }
 
 async function runBackfillRepo(did: string, settings: BackfillSettingsInput = FAST): Promise<BackfillRepoState> {
   const handle = await startBackfillRepo(did, settings);
-  return (await handle.result()) as BackfillRepoState;
+  return handle.result();
 }
 
 async function runBulk(input: BackfillInput): Promise<BackfillProgress> {
-  return (await client.workflow.execute('backfill', {
+  return client.workflow.execute(backfill, {
     taskQueue,
     workflowId: `backfill-bulk/test-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
     args: [input],
     workflowExecutionTimeout: '10 minutes',
-  })) as BackfillProgress;
+  });
 }
 
 let accountsMade = 0;
@@ -311,12 +314,12 @@ function pointPdsAt(did: string, endpoint: string): string {
   });
 }
 
-async function queryState(handle: WorkflowHandle): Promise<BackfillRepoState> {
-  return handle.query<BackfillRepoState>('state');
+async function queryState(handle: RepoHandle): Promise<BackfillRepoState> {
+  return handle.query(backfillRepoStateQuery);
 }
 
 /** Waits until the per-repo workflow sits in backoff with an error matching `error`. */
-async function waitForBackoff(handle: WorkflowHandle, error: RegExp): Promise<BackfillRepoState> {
+async function waitForBackoff(handle: RepoHandle, error: RegExp): Promise<BackfillRepoState> {
   return waitFor(`${handle.workflowId} in backoff with ${error}`, async () => {
     const s = await queryState(handle);
     return s.state === 'backoff' && s.retryCount >= 1 && error.test(s.lastError ?? '') ? s : undefined;
@@ -329,9 +332,9 @@ async function searchAttribute(handle: WorkflowHandle, name: string): Promise<un
   return v?.[0];
 }
 
-async function cancelAndWait(handle: WorkflowHandle): Promise<BackfillRepoState> {
-  await handle.signal('cancel');
-  return (await handle.result()) as BackfillRepoState;
+async function cancelAndWait(handle: RepoHandle): Promise<BackfillRepoState> {
+  await handle.signal(cancelSignal);
+  return handle.result();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,7 +469,7 @@ describe('backfill against the reference PDS', () => {
 
     // The per-repo workflow says the same, and a second check adds no second account event.
     const handle = await startBackfillRepo(taken.did);
-    const state = (await handle.result()) as BackfillRepoState;
+    const state = await handle.result();
     expect(state).toMatchObject({ state: 'gone', lastOutcome: { kind: 'gone', status: 'takendown' } });
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('gone');
     expect(await eventsOf(taken.did, since)).toHaveLength(1);
@@ -582,8 +585,8 @@ describe('backfill through a fault-injecting server', () => {
     await expectNothingStored(acct.did, car);
 
     pdsFaults.removeRule(rule);
-    await handle.signal('resyncNow');
-    const done = (await handle.result()) as BackfillRepoState;
+    await handle.signal(resyncNowSignal);
+    const done = await handle.result();
     expect(done.state).toBe('done');
     expect(done.lastOutcome).toMatchObject({ kind: 'imported', created: 5 });
     expect(await storedRecords(acct.did)).toEqual(await pdsRecords(acct.did));
@@ -603,14 +606,14 @@ describe('backfill through a fault-injecting server', () => {
     expect(progress).toMatchObject({ state: 'done', handedOver: 1, totals: { repos: 2, imported: 1, failed: 1 } });
     expect(await storedRecords(healthy.did)).toEqual(await pdsRecords(healthy.did));
 
-    const child = client.workflow.getHandle(`backfill/${failing.did}`);
+    const child = client.workflow.getHandle<typeof backfillRepo>(`backfill/${failing.did}`);
     const state = await waitForBackoff(child, /^error: .*HTTP 500 InternalServerError: boom/);
     expect(state.retryCount).toBeGreaterThanOrEqual(1);
     expect(await repoRow(failing.did)).toMatchObject({ status: 'error', resync_kind: 'error', last_error: expect.stringContaining('HTTP 500') });
     await expectNothingStored(failing.did, car);
 
     pdsFaults.removeRule(rule);
-    await child.signal('resyncNow');
+    await child.signal(resyncNowSignal);
     expect(await child.result()).toMatchObject({ state: 'done', lastOutcome: { kind: 'imported', created: 5 } });
     expect(await storedRecords(failing.did)).toEqual(await pdsRecords(failing.did));
     expect(await refcountProblems(pool)).toEqual([]);
@@ -637,9 +640,9 @@ describe('backfill through a fault-injecting server', () => {
     // Pause and resume show at once in the query and the search attribute, timer or no timer.
     const shows = async (want: string) =>
       waitFor(`${want} in the query and the search attribute`, async () => (await queryState(handle)).state === want && (await searchAttribute(handle, 'RepowalkState')) === want, 5_000);
-    await handle.signal('pause');
+    await handle.signal(pauseSignal);
     await shows('paused');
-    await handle.signal('resume');
+    await handle.signal(resumeSignal);
     await shows('backoff');
     expect((await queryState(handle)).retryCount).toBe(1);
     expect((await cancelAndWait(handle)).state).toBe('cancelled');
@@ -683,7 +686,7 @@ describe('backfill through a fault-injecting server', () => {
     await expectNothingStored(acct.did, car, carSections(forged).map((s) => s.cid));
     // A Temporal cancellation (not the signal) stops it too, and says so.
     await handle.cancel();
-    expect(((await handle.result()) as BackfillRepoState).state).toBe('cancelled');
+    expect(((await handle.result())).state).toBe('cancelled');
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('cancelled');
   });
 

@@ -19,8 +19,13 @@ import { markGone, markResync } from '../backfill/repo-state.ts';
 import { buildMirror, testDids } from '../test/mirror.ts';
 import { readRotation } from '../maintenance/rotation.ts';
 import { readStats } from '../maintenance/stats.ts';
-import type { BackfillRepoState } from './backfill-repo.ts';
-import type { GcOutcome, RotatingWalkResult, SweepProgress } from './maintenance.ts';
+import { backfillRepo, backfillRepoStateQuery } from './backfill-repo.ts';
+import { resyncSweep, type SweepInput } from './resync-sweep.ts';
+import { goneRecheck } from './gone-recheck.ts';
+import { rotatingWalk, type RotatingWalkInput, type RotatingWalkResult } from './rotating-walk.ts';
+import { gc as gcWorkflow } from './gc.ts';
+import { retention as retentionWorkflow } from './retention.ts';
+import { stats as statsWorkflow } from './stats.ts';
 import { startTestWorkers, type TestWorkers } from '../test/maintenance-test-workers.ts';
 
 let pool: pg.Pool;
@@ -39,7 +44,7 @@ async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): 
   }
 }
 
-const backfillState = (did: string) => client.workflow.getHandle(`backfill/${did}`).query<BackfillRepoState>('state');
+const backfillState = (did: string) => client.workflow.getHandle(`backfill/${did}`).query(backfillRepoStateQuery);
 
 beforeAll(async () => {
   pool = openPool(await freshDatabase('maint_wf'));
@@ -67,7 +72,7 @@ describe('resync sweep', () => {
   it('starts backfillRepo for a due repo whose workflow was terminated by hand, and not for one whose workflow is running', async () => {
     // Two repos had their workflow: one still waits in backoff, one was terminated by hand.
     for (const did of [running, terminated]) {
-      await client.workflow.start('backfillRepo', { taskQueue: workers.queues.backfill, workflowId: `backfill/${did}`, args: [{ did }] });
+      await client.workflow.start(backfillRepo, { taskQueue: workers.queues.backfill, workflowId: `backfill/${did}`, args: [{ did }] });
       await waitFor(async () => (await backfillState(did).catch(() => undefined))?.state === 'backoff', 20_000, `${did} in backoff`);
     }
     const runningRun = (await client.workflow.getHandle(`backfill/${running}`).describe()).runId;
@@ -75,12 +80,11 @@ describe('resync sweep', () => {
     const terminatedRun = (await terminatedHandle.describe()).runId;
     await terminatedHandle.terminate('by hand, in the test');
 
-    const result = await client.workflow.execute('resyncSweep', {
+    const p = await client.workflow.execute(resyncSweep, {
       taskQueue: workers.queues.maintenance,
       workflowId: `${prefix}-resync-sweep`,
       args: [{ backfillTaskQueue: workers.queues.backfill, pageSize: 2 }],
     });
-    const p = result as SweepProgress;
     expect(p).toMatchObject({ kind: 'resync', state: 'done', due: 3, started: 2, running: 1, pages: 2 });
     expect(p.startedDids.sort()).toEqual([terminated, never].sort());
 
@@ -104,26 +108,26 @@ describe('resync sweep', () => {
     }, 15_000, 'search attributes');
 
     // A second sweep finds them all running.
-    const second = (await client.workflow.execute('resyncSweep', {
+    const second = await client.workflow.execute(resyncSweep, {
       taskQueue: workers.queues.maintenance,
       workflowId: `${prefix}-resync-sweep-2`,
       args: [{ backfillTaskQueue: workers.queues.backfill }],
-    })) as SweepProgress;
+    });
     expect(second).toMatchObject({ due: 3, started: 0, running: 3 });
   });
 
   it('the gone re-check starts the gone repos whose re-check time has passed', async () => {
-    const p = (await client.workflow.execute('goneRecheck', {
+    const p = await client.workflow.execute(goneRecheck, {
       taskQueue: workers.queues.maintenance,
       workflowId: `${prefix}-gone-recheck`,
       args: [{ backfillTaskQueue: workers.queues.backfill }],
-    })) as SweepProgress;
+    });
     expect(p).toMatchObject({ kind: 'gone', state: 'done', due: 1, started: 1, startedDids: [gone] });
   });
 
   it('fails bad input at once, naming the field', async () => {
     const err = await client.workflow
-      .execute('resyncSweep', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-bad`, args: [{ pageSize: 0 }] })
+      .execute(resyncSweep, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-bad`, args: [{ pageSize: 0 } as unknown as SweepInput] })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     const cause = (err as WorkflowFailedError).cause as Error & { type?: string };
@@ -139,11 +143,11 @@ describe('rotating walk', () => {
     const runs: RotatingWalkResult[] = [];
     for (let i = 0; i < rate; i++) {
       runs.push(
-        (await client.workflow.execute('rotatingWalk', {
+        await client.workflow.execute(rotatingWalk, {
           taskQueue: workers.queues.maintenance,
           workflowId: `${prefix}-rotating-${i}`,
           args: [{ type: 'validate', rate, walkTaskQueue: workers.queues.walk, walk: { slices: 2 } }],
-        })) as RotatingWalkResult,
+        }),
       );
     }
     expect(runs.map((r) => r.offset)).toEqual([0, 1, 2]);
@@ -164,7 +168,7 @@ describe('rotating walk', () => {
   it('a bad walk option fails the run at once, before it claims an offset', async () => {
     const before = await readRotation(pool, 'rotating-validate');
     const err = await client.workflow
-      .execute('rotatingWalk', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-rotating-bad`, args: [{ type: 'validate', rate: 3, walkTaskQueue: workers.queues.walk, walk: { checks: ['no-such-check'] } }] })
+      .execute(rotatingWalk, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-rotating-bad`, args: [{ type: 'validate', rate: 3, walkTaskQueue: workers.queues.walk, walk: { checks: ['no-such-check'] } } satisfies RotatingWalkInput] })
       .catch((e: unknown) => e);
     expect(((err as WorkflowFailedError).cause as Error).message).toMatch(/checks/);
     expect(await readRotation(pool, 'rotating-validate')).toEqual(before);
@@ -173,12 +177,12 @@ describe('rotating walk', () => {
 
 describe('gc, retention, stats', () => {
   it('each runs end to end on the maintenance queue', async () => {
-    const gc = (await client.workflow.execute('gc', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 3600 }] })) as GcOutcome;
+    const gc = await client.workflow.execute(gcWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 3600 }] });
     expect(gc.state).toBe('done');
     if (gc.state === 'done') expect(gc.mark).toMatchObject({ complete: true, repos: 9 });
-    const retention = await client.workflow.execute('retention', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-retention`, args: [{}] });
+    const retention = await client.workflow.execute(retentionWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-retention`, args: [{}] });
     expect(retention).toMatchObject({ trimmed: 0, done: true });
-    const stats = await client.workflow.execute('stats', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-stats`, args: [] });
+    const stats = await client.workflow.execute(statsWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-stats`, args: [] });
     expect(stats).toMatchObject({ repos: { total: 9 } });
     expect(await readStats(pool)).toEqual(stats);
   });
