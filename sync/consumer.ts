@@ -137,6 +137,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     let lastSeq = progress.cursor;
     let lastTime: string | undefined;
     const fromWaiting = new Set<CommitChange>();
+    const syncs: Extract<Frame, { t: '#sync' }>[] = [];
     // Buffered commits go first, ahead of their repos' new ones.
     for (const [did, w] of waiting) {
       if (Date.now() - w.since > WAIT_GIVE_UP_MS) {
@@ -189,13 +190,10 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
           }
           break;
         }
-        case '#sync': {
-          const { rows } = await pool.query<{ rev: string | null }>('SELECT rev FROM repos WHERE did = $1', [frame.did]);
-          const stored = rows[0]?.rev ?? null;
-          if (stored === null || frame.rev > stored) resync.set(frame.did, `#sync at rev ${frame.rev} (stored ${stored ?? 'none'})`);
-          else bump(progress.outcomes, 'skipped');
+        case '#sync':
+          // Compared with the state after this batch: the commits before it may bring the repo there.
+          syncs.push(frame);
           break;
-        }
         case '#identity': {
           keys.delete(frame.did);
           try {
@@ -243,6 +241,12 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       }
       if (o.kind === 'account' && o.needsBackfill) resync.set(o.did, 'account active again, repo not held');
     });
+    for (const frame of syncs) {
+      const { rows } = await pool.query<{ rev: string | null }>('SELECT rev FROM repos WHERE did = $1', [frame.did]);
+      const stored = rows[0]?.rev ?? null;
+      if (stored === null || frame.rev > stored) resync.set(frame.did, `#sync at rev ${frame.rev} (stored ${stored ?? 'none'})`);
+      else bump(progress.outcomes, 'skipped');
+    }
     for (const [did, w] of waiting) if (w.changes.length === 0 && !resync.has(did)) waiting.delete(did);
     progress.waitingRepos = waiting.size;
     progress.cursor = lastSeq;

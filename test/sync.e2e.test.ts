@@ -278,9 +278,13 @@ describe('live sync through a faulty upstream', () => {
       const { rows: c } = await pool.query(`SELECT value FROM job_state WHERE key = $1`, [`sync/cursor/${new URL(faults!.url).host}`]);
       return c[0]?.value.seq === last;
     });
+    let lastProgress: unknown;
     const p = await waitFor('the totals of a finished run', async () => {
       const q = await faultSub!.query(progressQuery);
+      lastProgress = q;
       return (q.totals.outcomes.gap ?? 0) >= 1 && q.totals.reconnects >= 1 && q;
+    }).catch((err: Error) => {
+      throw new Error(`${err.message}; last progress ${JSON.stringify(lastProgress)}`);
     });
     expect(p.state).toBe('running');
     expect(p.totals.outdatedCursor).toBe(1);
@@ -289,7 +293,7 @@ describe('live sync through a faulty upstream', () => {
     expect(await refcountProblems(pool)).toEqual([]);
     const { rows: dv } = await pool.query(`SELECT count(*)::int AS n FROM events WHERE did = $1 AND kind = 'create'`, [dave.did]);
     expect(dv[0].n).toBe((await listAllRecords(pds, dave.did)).length);
-  });
+  }, 240_000);
 });
 
 /** A loopback proxy in front of the PDS that remembers each request's URL (path and query). */
