@@ -3,7 +3,7 @@
  * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
  * JSON object with every figure (also written to bench-results.json).
  *
- *   npm run bench [-- --only verify,import,e2e,walk,sync] [--records 100000] [--repos 2000] [--sync-repos 200 --sync-commits 50]
+ *   npm run bench [-- --only verify,import,e2e,walk,serve,sync] [--records 100000] [--repos 2000] [--sync-repos 200 --sync-commits 50]
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -48,7 +48,7 @@ const { values } = parseArgs({
     'sync-commits': { type: 'string', default: '50' },
   },
 });
-const only = new Set((values.only ?? 'verify,import,e2e,walk').split(','));
+const only = new Set((values.only ?? 'verify,import,e2e,walk,serve').split(','));
 const config = loadConfig();
 const stateDir = await mkdtemp(join(tmpdir(), 'repowalk-bench-'));
 await chmod(stateDir, 0o755);
@@ -72,6 +72,7 @@ try {
   if (only.has('sync')) results.sync = await runJson('sync.ts', ['--database-url', dbUrl, '--repos', values['sync-repos'], '--commits', values['sync-commits']]);
   // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
   if (only.has('walk')) results.walk = await runJson('walk.ts', []);
+  if (only.has('serve')) results.serve = await runJson('serve.ts', ['--records', values.records, '--database-url', dbUrl]);
 } finally {
   await stack.stop();
   await rm(stateDir, { recursive: true, force: true });

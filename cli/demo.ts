@@ -15,7 +15,7 @@ import { startBackfill, formatProgress } from './backfill-commands.ts';
 import { ping, type PingResult } from '../workflows/ping.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 import type { StackInfo } from '../config/stack-info.ts';
-import { taskQueueFor } from '../config/task-queues.ts';
+import { JOB_NAMES, taskQueueFor } from '../config/task-queues.ts';
 
 function alive(pid: number): boolean {
   try {
@@ -38,9 +38,21 @@ export async function ensureBackgroundWorker(config: Config, env: Record<string,
     const pid = Number(await readFile(pidFile, 'utf8'));
     if (alive(pid)) return pid;
   }
-  const child = await startDetached(config, ['worker'], 'worker.log', env);
+  // Every job by name, so that opt-in ones (serve) run too.
+  const child = await startDetached(config, ['worker', ...JOB_NAMES.flatMap((name) => ['--job', name])], 'worker.log', env);
   await writeFile(pidFile, String(child.pid));
   return child.pid!;
+}
+
+/** Whether the worker's serve job answers (it starts a moment after the worker polls). */
+async function serving(url: string): Promise<boolean> {
+  for (let i = 0; i < 50; i++) {
+    try {
+      if ((await fetch(`${url}/_health`, { signal: AbortSignal.timeout(1000) })).ok) return true;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
 }
 
 export async function runPing(config: Config, message: string): Promise<PingResult> {
@@ -111,6 +123,9 @@ export async function runDemo(baseConfig: Config): Promise<void> {
   } finally {
     await pool.end();
   }
+  const serveUrl = `http://${config.serve.host.includes(':') ? `[${config.serve.host}]` : config.serve.host}:${config.serve.port}`;
+  console.log(`serve         ${(await serving(serveUrl)) ? serveUrl : `${serveUrl} not answering (see the worker log)`}: XRPC at /xrpc/…, tap event stream at ${serveUrl.replace(/^http/, 'ws')}/channel`);
+  console.log(`              e.g. curl '${serveUrl}/xrpc/com.atproto.sync.listRepos'`);
   console.log(`\ndemo done in ${((Date.now() - started) / 1000).toFixed(1)} s. Web UI: ${info.temporal.uiUrl ?? '(headless)'}`);
   console.log(`workers of your own need: ${Object.entries(localPdsEnv(info)).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   console.log('stop everything with: ./repowalk stack down');

@@ -5,6 +5,7 @@
  *   repowalk backfill | walk | schedule …   the three capabilities (see USAGE)
  *   repowalk worker [--job NAME]...    run jobs' workflows and activities until SIGTERM
  *   repowalk jobs list                 the job registry
+ *   repowalk serve                     serve the mirror (XRPC, tap event stream, admin)
  *   repowalk migrate                   apply database migrations
  *   repowalk ping [message]            run the smallest workflow end to end
  *   repowalk config                    every option with its default, and the values in force
@@ -30,6 +31,7 @@ const USAGE = `usage: repowalk <command>
   walk status|pause|resume|cancel <id>, walk list
   schedule apply [--dry-run] | list | trigger NAME   the periodic jobs' Temporal Schedules, from configuration
   sync start <host> | status [host] | pause | resume | stop <host>   live sync from a relay's or PDS's firehose
+  serve [--host H] [--port P]   serve the mirror: XRPC, the tap event stream (/channel), admin (see README)
   migrate                    apply database migrations
   ping [message]             run the ping workflow end to end
   config                     print every option, its default, and the values in force`;
@@ -122,6 +124,10 @@ async function main(argv: string[]): Promise<number> {
     case 'schedule': {
       const { scheduleCommand } = await import('./schedule-commands.ts');
       return scheduleCommand(config, rest);
+    }
+    case 'serve': {
+      const { serveCommand } = await import('./serve-commands.ts');
+      return serveCommand(config, rest);
     }
     case 'demo':
       await runDemo(config);

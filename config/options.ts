@@ -199,6 +199,32 @@ export const OPTIONS = [
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
+  // Serving the mirror (`repowalk serve`, the `serve` job): XRPC, the tap event stream, admin.
+  {
+    env: 'REPOWALK_SERVE_HOST', key: 'serve.host', schema: z.string().min(1),
+    default: () => '127.0.0.1', defaultText: '127.0.0.1', doc: 'Address the serve HTTP server binds (0.0.0.0 to serve beyond this host).',
+  },
+  {
+    env: 'REPOWALK_SERVE_PORT', key: 'serve.port', schema: z.coerce.number().int().min(0).max(65535),
+    default: () => 2480, defaultText: '2480', doc: 'Port of the serve HTTP server (XRPC, /channel, admin); 0 picks a free one.',
+  },
+  {
+    env: 'REPOWALK_SERVE_ADMIN_TOKEN', key: 'serve.adminToken', schema: z.string().min(16, 'expected at least 16 characters'), secret: true,
+    default: () => undefined, defaultText: 'unset (admin endpoints off)',
+    doc: 'Bearer token of the admin endpoints (POST /repos/add, /repos/remove, /repos/resync); tap clients send it as their admin password.',
+  },
+  {
+    env: 'REPOWALK_SERVE_STREAM_BUFFER_BYTES', key: 'serve.streamBufferBytes', schema: positiveInt,
+    default: () => 4 * 1024 * 1024, defaultText: '4194304', doc: 'Per stream client: no more events are read while its send buffer holds more than this.',
+  },
+  {
+    env: 'REPOWALK_SERVE_STALL_SECONDS', key: 'serve.stallSeconds', schema: positiveInt,
+    default: () => 30, defaultText: '30', doc: 'A stream client whose buffer does not drain (or that acks nothing) for this long is dropped.',
+  },
+  {
+    env: 'REPOWALK_SERVE_MAX_CONCURRENT_REPOS', key: 'serve.maxConcurrentRepos', schema: positiveInt,
+    default: () => 4, defaultText: '4', doc: 'getRepo requests assembled at once (each may hold its packs in memory); more wait.',
+  },
   // Periodic jobs (`repowalk schedule apply`): which schedules exist, how often each runs, and
   // the settings their workflows get.
   {

@@ -147,8 +147,12 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
           }),
         );
         if (stoppedEarly) for (const { worker } of workers) worker.shutdown();
-        else opts.onReady?.({ taskQueues: workers.map(({ worker }) => worker.options.taskQueue), healthUrl: health?.url });
+        // Services (serve) run beside the Temporal workers and stop once those have drained.
+        const services = stoppedEarly ? [] : await Promise.all(opts.jobs.filter((j) => j.service).map((j) => j.service!({ config, stores })));
+        for (const s of services) log.info(`service on ${s.url}`);
+        if (!stoppedEarly) opts.onReady?.({ taskQueues: workers.map(({ worker }) => worker.options.taskQueue), healthUrl: health?.url });
         const settled = await Promise.allSettled(runs);
+        await Promise.allSettled(services.map((s) => s.close()));
         const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
         if (failed) throw failed.reason;
         log.info('worker stopped: every job drained');
