@@ -26,7 +26,8 @@ import {
 } from '../atproto/net/index.ts';
 import type { SharedHostLimits } from '../atproto/net/politeness.ts';
 import type { BackfillSettings, RepoOutcome } from './settings.ts';
-import { importRepo, dropRepo } from './import.ts';
+import { importRepo, importThrough, dropRepo, recordFilter } from './import.ts';
+import { StoreBatcher } from '../ingest/batcher.ts';
 import { markGone } from './repo-state.ts';
 import { mirrorBlobs } from './blobs.ts';
 
@@ -47,6 +48,8 @@ export interface AttemptHooks {
   signal: AbortSignal;
   /** Bytes of the CAR as they arrive. */
   onBytes?: ((n: number) => void) | undefined;
+  /** Store through this shared batcher (many repos per pack and transaction) rather than alone. */
+  batcher?: StoreBatcher | undefined;
 }
 
 export interface ManyHooks extends AttemptHooks {
@@ -96,21 +99,23 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
     return plcOnPrivateAddress;
   }
 
-  async function backfillOne(did: string, settings: BackfillSettings, { signal, onBytes }: AttemptHooks): Promise<RepoOutcome> {
+  async function backfillOne(did: string, settings: BackfillSettings, { signal, onBytes, batcher }: AttemptHooks): Promise<RepoOutcome> {
     try {
       identities.invalidate(did);
       const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
       const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, signal });
       const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, politeness, allowPrivate, onBytes, signal });
       const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
-      const result = await importRepo(stores, {
-        repo,
-        pds: id.pds,
-        handle: id.handle,
-        signingKey: id.signingKey,
-        filter: settings.filter,
-        ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
-      });
+      const result = batcher
+        ? await importThrough(batcher, { repo, pds: id.pds, handle: id.handle, signingKey: id.signingKey, filter: settings.filter })
+        : await importRepo(stores, {
+            repo,
+            pds: id.pds,
+            handle: id.handle,
+            signingKey: id.signingKey,
+            filter: settings.filter,
+            ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
+          });
       switch (result.kind) {
         case 'skipped':
           // Nothing new in the repo, but its blobs may still be wanting: mirroring was just turned
@@ -157,11 +162,14 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
   async function backfillMany(dids: readonly string[], settings: BackfillSettings, concurrency: number, hooks: ManyHooks): Promise<RepoOutcome[]> {
     const { signal } = hooks;
     const out: RepoOutcome[] = new Array(dids.length);
+    // The lanes fetch and verify concurrently; what they verify is stored in shared batches (one
+    // pack and one transaction per batch), each repo's outcome its own.
+    const batcher = new StoreBatcher(stores, { filter: recordFilter(settings.filter), ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds, origin: 'backfill' });
     let next = 0;
     const lane = async () => {
       while (next < dids.length && !signal.aborted) {
         const i = next++;
-        out[i] = await backfillOne(dids[i]!, settings, hooks);
+        out[i] = await backfillOne(dids[i]!, settings, { ...hooks, batcher });
         hooks.onOutcome?.(out[i]);
       }
     };

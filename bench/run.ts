@@ -3,12 +3,13 @@
  * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
  * JSON object with every figure (also written to bench-results.json).
  *
- *   npm run bench [-- --only verify,import,e2e,walk,serve,scale] [--records 100000] [--repos 2000] [--workers N]
+ *   npm run bench [-- --only verify,import,e2e,walk,serve,sync,scale] [--records 100000] [--repos 2000] [--workers N]
+ *   npm run bench -- --only sync [--sync-repos 200 --sync-commits 50]   (bench/sync.ts: a replayed firehose)
  *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
  *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
  *
- * `scale`, `growth` and `worker-rss` are not in the default set; `scale` prints the per-unit costs
- * and the projection of docs/SCALE.md.
+ * `sync`, `scale`, `growth` and `worker-rss` are not in the default set; `scale` prints the
+ * per-unit costs and the projection of docs/SCALE.md.
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -52,6 +53,8 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '1' },
     'growth-sizes': { type: 'string', default: '10000,100000' },
     'with-1m': { type: 'boolean' },
+    'sync-repos': { type: 'string', default: '200' },
+    'sync-commits': { type: 'string', default: '50' },
   },
 });
 const only = new Set((values.only ?? 'verify,import,e2e,walk,serve').split(','));
@@ -87,6 +90,7 @@ try {
     const s3Arg = JSON.stringify({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, buckets: s3.buckets });
     results.scale = await runJson('scale.ts', ['--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--s3', s3Arg, '--workers', values.workers]);
   }
+  if (only.has('sync')) results.sync = await runJson('sync.ts', ['--database-url', dbUrl, '--repos', values['sync-repos'], '--commits', values['sync-commits']]);
   // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
   if (only.has('walk')) results.walk = await runJson('walk.ts', []);
   if (only.has('serve')) results.serve = await runJson('serve.ts', ['--records', values.records, '--database-url', dbUrl]);

@@ -30,6 +30,7 @@ const USAGE = `usage: repowalk <command>
   walk start <type> [flags]  walk the mirror: scrub, validate, corpus, compression-benefit (see README)
   walk status|pause|resume|cancel <id>, walk list
   schedule apply [--dry-run] | list | trigger NAME   the periodic jobs' Temporal Schedules, from configuration
+  sync start <host> | status [host] | pause | resume | stop <host>   live sync from a relay's or PDS's firehose
   serve [--host H] [--port P]   serve the mirror: XRPC, the tap event stream (/channel), admin (see README)
   migrate                    apply database migrations
   ping [message]             run the ping workflow end to end
@@ -115,6 +116,10 @@ async function main(argv: string[]): Promise<number> {
     case 'walk': {
       const { walkCommand } = await import('./walk-commands.ts');
       return walkCommand(config, rest);
+    }
+    case 'sync': {
+      const { syncCommand } = await import('./sync-commands.ts');
+      return syncCommand(config, rest);
     }
     case 'schedule': {
       const { scheduleCommand } = await import('./schedule-commands.ts');

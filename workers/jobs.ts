@@ -14,6 +14,7 @@ import { pingActivities } from '../activities/ping.ts';
 import { backfillActivities } from '../activities/backfill.ts';
 import { walkActivities } from '../activities/walk.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
+import { syncActivities } from '../activities/sync.ts';
 
 export type { JobContext } from '../activities/context.ts';
 export { taskQueueFor, type JobName } from '../config/task-queues.ts';
@@ -94,6 +95,22 @@ export const JOBS = [
     schedules: [],
     service: async (ctx: JobContext) => (await import('./serve-service.ts')).startServeService(ctx.config, ctx.stores),
     optIn: true,
+  },
+  {
+    name: 'sync',
+    description: 'live sync: follow an upstream firehose (subscribeRepos) and apply it through the store path; gaps go to backfill',
+    config: z.object({
+      network: z.object({
+        plcUrl: z.string().url(),
+        identityTtlSeconds: z.number().int().positive(),
+        pdsConcurrency: z.number().int().min(1).max(64),
+        pdsMinIntervalMs: z.number().int().min(0),
+        fetchTimeoutSeconds: z.number().int().min(5),
+      }),
+    }),
+    workflows: ['subscribe', 'refresh'],
+    activities: (ctx) => syncActivities(ctx),
+    schedules: [],
   },
 ] as const satisfies readonly JobDefinition[];
 

@@ -15,3 +15,5 @@ export { retention } from './retention.ts';
 export { gc } from './gc.ts';
 export { rotatingWalk } from './rotating-walk.ts';
 export { stats } from './stats.ts';
+export { subscribe } from './subscribe.ts';
+export { refresh } from './subscribe-refresh.ts';

@@ -1,0 +1,179 @@
+/**
+ * The batched store on real stores (PostgreSQL from the test stack, a directory blobstore), with
+ * real signed repos: many repos and commits in one batch, one pack and one transaction, each
+ * outcome its own.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import * as TID from '@atcute/tid';
+import { freshDatabase } from '../test/stack.ts';
+import { refcountProblems } from '../test/helpers.ts';
+import { connectPool } from '../storage/db/pool.ts';
+import { migrate } from '../storage/db/migrate.ts';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import { verifyRepo, type VerifiedRepo } from '../atproto/verify.ts';
+import { cidBytes } from '../atproto/cid.ts';
+import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypair } from '../atproto/testing/make-repo.ts';
+import { storeBatch } from './store.ts';
+import { StoreBatcher } from './batcher.ts';
+import type { CommitChange, CommitOp, RepoChange, SnapshotChange } from './changes.ts';
+
+let pool: pg.Pool;
+let blobs: LocalBlobStore;
+let blobDir: string;
+let keypair: TestKeypair;
+const FULL = { keeps: () => true, keepsRepo: () => true, dropsRepos: false };
+const opts = { filter: FULL, origin: 'live' as const };
+
+beforeAll(async () => {
+  pool = await connectPool(await freshDatabase('ingest'));
+  await migrate(pool);
+  blobDir = mkdtempSync(join(tmpdir(), 'repowalk-ingest-'));
+  blobs = new LocalBlobStore(blobDir);
+  keypair = await newKeypair();
+});
+afterAll(async () => pool?.end());
+
+const rev = (n: number) => TID.create(1_700_000_000_000_000 + n * 1_000_000, 0);
+const didN = (i: number) => `did:plc:ingest${'a'.repeat(16)}${'abcdefghijklmnopqrstuvwxyz234567'[i]}${'b'.repeat(1)}`.slice(0, 32);
+
+async function verified(did: string, records: RecordInput[], r: number): Promise<VerifiedRepo> {
+  const made = await makeRepo({ did, records, keypair, rev: rev(r) });
+  return verifyRepo(made.car, { did, signingKey: made.signingKey });
+}
+
+function snapshot(repo: VerifiedRepo): SnapshotChange {
+  return { kind: 'snapshot', repo, pds: 'https://pds.example', handle: undefined, signingKey: 'did:key:zQ3shtest' };
+}
+
+/** The commit that takes `from` to `to`, as the firehose would carry it (all of `to`'s blocks). */
+function commitBetween(from: VerifiedRepo, to: VerifiedRepo, since = from.rev): CommitChange {
+  const before = new Map(from.records.map((r) => [r.path, r]));
+  const after = new Map(to.records.map((r) => [r.path, r]));
+  const ops: CommitOp[] = [];
+  for (const [p, r] of after) {
+    const b = before.get(p);
+    if (!b) ops.push({ action: 'create', collection: r.collection, rkey: r.rkey, cid: r.cid, prev: null });
+    else if (b.cid !== r.cid) ops.push({ action: 'update', collection: r.collection, rkey: r.rkey, cid: r.cid, prev: b.cid });
+  }
+  for (const [p, b] of before) if (!after.has(p)) ops.push({ action: 'delete', collection: b.collection, rkey: b.rkey, cid: null, prev: b.cid });
+  const blocks = new Map<string, Uint8Array>();
+  for (const c of [to.commitCid, ...to.mstNodes, ...to.records.map((r) => r.cid)]) blocks.set(c, to.blocks.get(c)!);
+  return { kind: 'commit', did: to.did, rev: to.rev, since, commitCid: to.commitCid, dataCid: to.dataCid, prevData: from.dataCid, ops, blocks, mstNodes: to.mstNodes };
+}
+
+async function stored(did: string): Promise<string[]> {
+  const { rows } = await pool.query<{ p: string; cid: Buffer }>(`SELECT collection || '/' || rkey AS p, cid FROM records WHERE did = $1 ORDER BY 1`, [did]);
+  return rows.map((r) => `${r.p}=${r.cid.toString('hex')}`);
+}
+const expected = (repo: VerifiedRepo) => repo.records.map((r) => `${r.path}=${cidBytes(r.cid).toString('hex')}`).sort();
+const packCount = () => readdirSync(join(blobDir, 'packs'), { recursive: true }).filter((f) => String(f).endsWith('.car')).length;
+
+describe('storeBatch', () => {
+  const base = generateRecords(20);
+  const edited = [...base.slice(2).map((r, i) => (i < 2 ? { ...r, value: { ...r.value, text: `edited ${i}` } } : r)), ...generateRecords(23).slice(20)];
+  const v1: VerifiedRepo[] = [];
+  const v2: VerifiedRepo[] = [];
+
+  beforeAll(async () => {
+    for (let i = 0; i < 4; i++) {
+      v1.push(await verified(didN(i), base.map((r) => ({ ...r, value: { ...r.value, repo: i } })), 1));
+      v2.push(await verified(didN(i), edited.map((r) => ({ ...r, value: { ...r.value, repo: i } })), 2));
+    }
+  });
+
+  it('stores many repos in one pack and one transaction, each with its own outcome', async () => {
+    const packsBefore = (await pool.query('SELECT count(*)::int AS n FROM packs')).rows[0].n;
+    const result = await storeBatch({ pool, blobs }, v1.map(snapshot), { ...opts, origin: 'backfill', cursor: { key: 'test/cursor', value: { seq: 1 } } });
+    expect(result.outcomes.map((o) => o.kind)).toEqual(['imported', 'imported', 'imported', 'imported']);
+    expect(result.outcomes[0]).toMatchObject({ created: 20 });
+    expect((await pool.query('SELECT count(*)::int AS n FROM packs')).rows[0].n).toBe(packsBefore + 1);
+    expect(result.perChange.reduce((n, c) => n + c.newBlocks, 0)).toBe(result.newBlocks);
+    for (const r of v1) expect(await stored(r.did)).toEqual(expected(r));
+    expect((await pool.query(`SELECT value FROM job_state WHERE key = 'test/cursor'`)).rows[0].value).toEqual({ seq: 1 });
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it("applies commits; a replay is skipped and a gap is reported, without failing the others", async () => {
+    const eventsBefore = Number((await pool.query('SELECT max(id) AS m FROM events')).rows[0].m);
+    const packsBefore = packCount();
+    const changes: RepoChange[] = [
+      commitBetween(v1[0]!, v2[0]!),
+      commitBetween(v1[1]!, v2[1]!, rev(0)), // since is not the stored rev: a gap
+      { ...commitBetween(v1[2]!, v2[2]!), rev: v1[2]!.rev }, // at the stored rev: a replay
+      commitBetween(v1[3]!, v2[3]!),
+    ];
+    const result = await storeBatch({ pool, blobs }, changes, { ...opts, cursor: { key: 'test/cursor', value: { seq: 2 } } });
+    expect(result.outcomes.map((o) => o.kind)).toEqual(['imported', 'gap', 'skipped', 'imported']);
+    expect(result.outcomes[0]).toMatchObject({ created: 3, updated: 2, deleted: 2 });
+    expect(packCount()).toBe(packsBefore + 1);
+    expect(await stored(v2[0]!.did)).toEqual(expected(v2[0]!));
+    expect(await stored(v2[3]!.did)).toEqual(expected(v2[3]!));
+    expect(await stored(v1[1]!.did)).toEqual(expected(v1[1]!));
+    expect(await stored(v1[2]!.did)).toEqual(expected(v1[2]!));
+    const { rows } = await pool.query(`SELECT did, kind, origin FROM events WHERE id > $1`, [eventsBefore]);
+    expect(rows.filter((r) => r.did === v2[0]!.did)).toHaveLength(7);
+    expect(rows.every((r) => r.origin === 'live' && (r.did === v2[0]!.did || r.did === v2[3]!.did))).toBe(true);
+    const repo = await pool.query('SELECT rev, data_cid, records_count FROM repos WHERE did = $1', [v2[0]!.did]);
+    expect(repo.rows[0]).toEqual({ rev: v2[0]!.rev, data_cid: cidBytes(v2[0]!.dataCid), records_count: String(v2[0]!.records.length) });
+    const counts = await pool.query('SELECT sum(count)::int AS n FROM collection_counts WHERE did = $1', [v2[0]!.did]);
+    expect(counts.rows[0].n).toBe(v2[0]!.records.length);
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it('is idempotent: the same batch again changes nothing', async () => {
+    const eventsBefore = Number((await pool.query('SELECT max(id) AS m FROM events')).rows[0].m);
+    const result = await storeBatch({ pool, blobs }, [commitBetween(v1[0]!, v2[0]!), commitBetween(v1[3]!, v2[3]!)], opts);
+    expect(result.outcomes.map((o) => o.kind)).toEqual(['skipped', 'skipped']);
+    expect(result.newBlocks).toBe(0);
+    expect(Number((await pool.query('SELECT max(id) AS m FROM events')).rows[0].m)).toBe(eventsBefore);
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it('refuses a commit whose prevData is not the stored data root, and one whose ops disagree with the index', async () => {
+    const wrongPrev = { ...commitBetween(v1[1]!, v2[1]!), prevData: v2[1]!.dataCid };
+    const c = commitBetween(v1[2]!, v2[2]!);
+    const wrongOp = { ...c, ops: c.ops.map((op) => (op.action === 'update' ? { ...op, prev: v2[2]!.records[0]!.cid } : op)) };
+    const ok = await storeBatch({ pool, blobs }, [wrongPrev, wrongOp], opts);
+    expect(ok.outcomes).toMatchObject([{ kind: 'gap', reason: expect.stringContaining('prevData') }, { kind: 'gap', reason: expect.stringContaining('disagrees') }]);
+    expect(await stored(v1[1]!.did)).toEqual(expected(v1[1]!));
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it('orders one repo\'s changes: a commit, then a deactivation, then an identity change, in one batch', async () => {
+    const did = v1[1]!.did;
+    const r = await storeBatch({ pool, blobs }, [
+      commitBetween(v1[1]!, v2[1]!),
+      { kind: 'account', did, active: false, status: 'takendown' },
+      { kind: 'identity', did, handle: 'new.test', pds: undefined, signingKey: undefined },
+      { kind: 'account', did: v1[2]!.did, active: false, status: 'deleted' },
+    ], opts);
+    expect(r.outcomes.map((o) => o.kind)).toEqual(['imported', 'account', 'identity', 'account']);
+    const row = (await pool.query('SELECT status, gone_status, handle, rev FROM repos WHERE did = $1', [did])).rows[0];
+    expect(row).toEqual({ status: 'gone', gone_status: 'takendown', handle: 'new.test', rev: v2[1]!.rev });
+    expect(await stored(did)).toEqual(expected(v2[1]!));
+    expect(await stored(v1[2]!.did)).toEqual([]);
+    expect((await pool.query('SELECT status FROM repos WHERE did = $1', [v1[2]!.did])).rows[0].status).toBe('deleted');
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+});
+
+describe('StoreBatcher', () => {
+  it('stores what concurrent callers submit together in one batch, each answered with its own outcome', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 5; i++) repos.push(await verified(didN(10 + i), generateRecords(6).map((r) => ({ ...r, value: { ...r.value, batcher: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' });
+    const packsBefore = (await pool.query('SELECT count(*)::int AS n FROM packs')).rows[0].n;
+    // The second submission of repos[0] is a replay of the first, decided after it in the same batch.
+    const answers = await Promise.all([...repos, repos[0]!].map((r) => batcher.submit(snapshot(r))));
+    expect(answers.map((a) => a.outcome.kind)).toEqual(['imported', 'imported', 'imported', 'imported', 'imported', 'skipped']);
+    expect(new Set(answers.map((a) => a.packKey)).size).toBe(1);
+    expect((await pool.query('SELECT count(*)::int AS n FROM packs')).rows[0].n).toBe(packsBefore + 1);
+    expect(answers[5]!.newBlocks).toBe(0);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+});

@@ -1,0 +1,322 @@
+/**
+ * The store path backfill and live sync share: many changes to many repos (full verified repos,
+ * verified commits, account and identity changes) stored as ONE pack of the batch's new blocks
+ * and ONE PostgreSQL transaction (block index, records, events, refcounts, collection counts,
+ * repo state, and the caller's cursor), with each change's outcome its own: a replay is
+ * skipped, a commit that does not follow the stored state is a gap, a filtered repo is dropped,
+ * and none of these fails the others.
+ *
+ * Invariants (they were the single-repo importer's, and hold per batch):
+ * - The pack reaches the blobstore before the transaction commits, so a crash leaves at worst an
+ *   unreferenced pack (garbage for GC), never an index row naming a missing pack.
+ * - The transaction holds GC's lock shared from before it checks which blocks are indexed until
+ *   COMMIT, so no block it reuses is swept before its references are visible.
+ * - Refcounts count the references stored rows hold: each `records` row to its record block, each
+ *   repo's `head_cid` to its commit, each event's `cid` to the record block it names. MST nodes are
+ *   reachable from a head rather than referenced by a row; GC's mark walk covers them.
+ * - Every step is idempotent: a retried batch converges, and a change at or below the stored rev
+ *   changes nothing. Repo rows are locked in DID order and block rows in CID order; a deadlock or
+ *   unique violation against a concurrent batch rolls back whole and is retried.
+ * - Per-repo order: the changes of one repo are decided in the order given, each against the
+ *   state the ones before it left.
+ */
+import type pg from 'pg';
+import type { BlobStore } from '../storage/blobstore/types.ts';
+import { PackWriter, putPack, indexFreshPack } from '../storage/packs.ts';
+import { copyRows } from '../storage/db/copy.ts';
+import { GC_LOCK_KEY } from '../storage/db/locks.ts';
+import { withTransaction } from '../storage/db/pool.ts';
+import { cidBytes, latin1 } from '../atproto/cid.ts';
+import type { BatchOptions, BatchResult, ChangeOutcome, RepoChange } from './changes.ts';
+import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext } from './decide.ts';
+import { indexedAmong } from './indexed.ts';
+import { RefDeltas } from '../storage/refcounts.ts';
+import { viewOf, type RepoView, type StoredRow } from './view.ts';
+import { wipeRepoRows } from './wipe.ts';
+
+export interface StoreDeps {
+  pool: pg.Pool;
+  blobs: BlobStore;
+}
+
+function didOf(c: RepoChange): string {
+  return c.kind === 'snapshot' ? c.repo.did : c.did;
+}
+
+/**
+ * Stores `changes` in one pack and one transaction and returns one outcome per change, in the
+ * same order. Throws only for the worker's own trouble (database, blobstore): then nothing of the
+ * batch is stored and the whole batch may be retried.
+ */
+export async function storeBatch(deps: StoreDeps, changes: RepoChange[], options: BatchOptions): Promise<BatchResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await storeOnce(deps, changes, options);
+    } catch (err) {
+      // Concurrent batches that share blocks can collide: one indexes a block between our check
+      // and our COPY (unique violation, 23505), or the two lock rows in opposite order across
+      // their phases (deadlock, 40P01; PostgreSQL aborts one of them). Both roll back whole, so
+      // trying again is safe; the next attempt's check sees the other batch's blocks.
+      const code = (err as { code?: string }).code;
+      if ((code !== '23505' && code !== '40P01') || attempt >= 5) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 50 * attempt));
+    }
+  }
+}
+
+async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchOptions): Promise<BatchResult> {
+  const trace = options.trace ?? (() => {});
+  const ephemeral = options.ephemeralRetentionSeconds !== undefined;
+  const filter = options.filter;
+  const dids = [...new Set(changes.map(didOf))].sort();
+  let uploaded: Promise<void> = Promise.resolve();
+  return withTransaction(deps.pool, async (tx) => {
+    await tx.query(`INSERT INTO repos (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING`, [dids]);
+    const locked = await tx.query<StoredRow>(
+      `SELECT did, status, gone_status, rev, head_cid, data_cid, pds, handle, signing_key, records_count, blocks_count, last_error
+       FROM repos WHERE did = ANY($1::text[]) ORDER BY did FOR UPDATE`,
+      [dids],
+    );
+    const views = new Map<string, RepoView>();
+    for (const r of locked.rows) views.set(r.did, viewOf(r));
+    trace('lock repo');
+    // GC sweeps under this lock held exclusively: holding it shared from before the index check
+    // until COMMIT means no block this batch finds indexed (and so does not store again) is
+    // deleted before the batch's references to it are visible.
+    await tx.query('SELECT pg_advisory_xact_lock_shared($1)', [GC_LOCK_KEY]);
+    if (!ephemeral) await loadRecords(tx, changes, views);
+    trace('load stored records');
+
+    const ctx: DecideContext = {
+      filter,
+      ephemeral,
+      hasSignal: filter.dropsRepos,
+      writes: { events: [], candidates: new Map(), owner: new Map() },
+      current: 0,
+    };
+    const outcomes: ChangeOutcome[] = changes.map((c, i) => {
+      ctx.current = i;
+      const view = views.get(didOf(c))!;
+      switch (c.kind) {
+        case 'snapshot':
+          return decideSnapshot(ctx, view, c);
+        case 'commit':
+          return decideCommit(ctx, view, c);
+        case 'account':
+          return decideAccount(ctx, view, c);
+        case 'identity':
+          return decideIdentity(ctx, view, c);
+      }
+    });
+    trace('diff');
+
+    const deltas = new RefDeltas();
+    for (const view of views.values()) if (view.wipe) await wipeRepoRows(tx, view.did, deltas);
+
+    const candidates = new Map<string, Buffer>();
+    for (const c of ctx.writes.candidates.keys()) candidates.set(c, cidBytes(c));
+    const indexed = await indexedAmong(tx, [...candidates.values()]);
+    trace('check indexed blocks');
+    const writer = new PackWriter();
+    const perChange = changes.map(() => ({ newBlocks: 0, blockBytes: 0 }));
+    for (const [cidStr, cid] of candidates) {
+      if (indexed.has(latin1(cid, 0, cid.length))) continue;
+      const data = ctx.writes.candidates.get(cidStr)!;
+      writer.add(cid, data);
+      const mine = perChange[ctx.writes.owner.get(cidStr)!]!;
+      mine.newBlocks++;
+      mine.blockBytes += data.length;
+    }
+    const pack = writer.blockCount > 0 ? writer.finish() : undefined;
+    trace('build pack');
+    // The upload overlaps the database work below and is awaited before COMMIT: the index rows
+    // never become visible before the pack they name is in the blobstore.
+    uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
+    uploaded.catch(() => {}); // observed below; this only keeps an early failure from going unhandled
+
+    const rows = recordWrites(views);
+    if (!ephemeral) {
+      for (const r of [...rows.inserts, ...rows.updates]) deltas.add(r.cur!, 1);
+      for (const r of [...rows.deletes, ...rows.updates]) deltas.add(r.orig!, -1);
+    }
+    for (const e of ctx.writes.events) if (e.cid) deltas.add(e.cid, 1);
+    for (const v of views.values()) {
+      if (v.head && v.origHead && v.head.equals(v.origHead)) continue;
+      if (v.head) deltas.add(v.head, 1);
+      if (v.origHead) deltas.add(v.origHead, -1);
+    }
+    trace('sum refcounts');
+    // New blocks are inserted with their refcount; only blocks indexed before get an UPDATE.
+    const indexedPack = pack ? await indexFreshPack(tx, pack, (cid) => deltas.get(cid)) : undefined;
+    await deltas.apply(tx, indexedPack?.inserted ?? []);
+    trace('index blocks, refcounts');
+
+    if (!ephemeral) await writeRecords(tx, rows, views);
+    trace('records, counts');
+    const expires = ephemeral ? new Date(Date.now() + options.ephemeralRetentionSeconds! * 1000) : null;
+    await copyRows(
+      tx,
+      'events',
+      ['did', 'kind', 'collection', 'rkey', 'cid', 'prev_cid', 'rev', 'origin', 'expires_at', 'detail'],
+      ctx.writes.events.map((e) => [e.did, e.kind, e.collection, e.rkey, e.cid, e.prev, e.rev, options.origin, e.kind === 'account' || e.kind === 'identity' ? null : expires, e.detail]),
+    );
+    trace('events');
+    await writeRepoState(tx, [...views.values()].filter((v) => v.dirty));
+    if (options.cursor) {
+      await tx.query(
+        `INSERT INTO job_state (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()`,
+        [options.cursor.key, JSON.stringify(options.cursor.value)],
+      );
+    }
+    if (options.alsoInTransaction) await options.alsoInTransaction(tx);
+    await uploaded;
+    trace('await pack upload');
+    return { outcomes, perChange, packKey: pack?.key, newBlocks: pack?.entries.length ?? 0, packBytes: pack?.bytes.length ?? 0 };
+  });
+}
+
+/**
+ * Fills each view with the stored records the batch needs: all of them for a repo that gets a
+ * full snapshot (the diff needs every path), only the touched paths for one that gets commits.
+ */
+async function loadRecords(tx: pg.ClientBase, changes: RepoChange[], views: Map<string, RepoView>): Promise<void> {
+  const full = new Set<string>();
+  const touched: { did: string[]; collection: string[]; rkey: string[] } = { did: [], collection: [], rkey: [] };
+  for (const c of changes) {
+    if (c.kind === 'snapshot') full.add(c.repo.did);
+  }
+  for (const c of changes) {
+    if (c.kind !== 'commit' || full.has(c.did)) continue;
+    for (const op of c.ops) {
+      touched.did.push(c.did);
+      touched.collection.push(op.collection);
+      touched.rkey.push(op.rkey);
+      const view = views.get(c.did)!;
+      const path = `${op.collection}/${op.rkey}`;
+      if (!view.records.has(path)) view.records.set(path, { collection: op.collection, rkey: op.rkey, orig: null, cur: null });
+    }
+  }
+  const fill = (rows: { did: string; collection: string; rkey: string; cid: Buffer }[]) => {
+    for (const r of rows) views.get(r.did)!.records.set(`${r.collection}/${r.rkey}`, { collection: r.collection, rkey: r.rkey, orig: r.cid, cur: r.cid });
+  };
+  if (full.size > 0) {
+    const { rows } = await tx.query('SELECT did, collection, rkey, cid FROM records WHERE did = ANY($1::text[])', [[...full]]);
+    fill(rows);
+    for (const d of full) views.get(d)!.full = true;
+  }
+  if (touched.did.length > 0) {
+    const { rows } = await tx.query(
+      `SELECT r.did, r.collection, r.rkey, r.cid FROM records r
+       JOIN unnest($1::text[], $2::text[], $3::text[]) AS t(d, c, k) ON r.did = t.d AND r.collection = t.c AND r.rkey = t.k`,
+      [touched.did, touched.collection, touched.rkey],
+    );
+    fill(rows);
+  }
+}
+
+interface RecordRow {
+  did: string;
+  collection: string;
+  rkey: string;
+  orig: Buffer | null;
+  cur: Buffer | null;
+}
+
+function recordWrites(views: Map<string, RepoView>): { inserts: RecordRow[]; updates: RecordRow[]; deletes: RecordRow[] } {
+  const out = { inserts: [] as RecordRow[], updates: [] as RecordRow[], deletes: [] as RecordRow[] };
+  for (const v of views.values()) {
+    for (const s of v.records.values()) {
+      if (s.orig === null && s.cur === null) continue;
+      const row = { did: v.did, collection: s.collection, rkey: s.rkey, orig: s.orig, cur: s.cur };
+      if (s.orig === null) out.inserts.push(row);
+      else if (s.cur === null) out.deletes.push(row);
+      else if (!s.orig.equals(s.cur)) out.updates.push(row);
+    }
+  }
+  return out;
+}
+
+async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWrites>, views: Map<string, RepoView>): Promise<void> {
+  const CHUNK = 20_000;
+  for (let i = 0; i < rows.deletes.length; i += CHUNK) {
+    const b = rows.deletes.slice(i, i + CHUNK);
+    await tx.query(
+      `DELETE FROM records r USING unnest($1::text[], $2::text[], $3::text[]) AS t(d, c, k)
+       WHERE r.did = t.d AND r.collection = t.c AND r.rkey = t.k`,
+      [b.map((r) => r.did), b.map((r) => r.collection), b.map((r) => r.rkey)],
+    );
+  }
+  // Inserts are paths the locked repos do not hold, so COPY cannot conflict.
+  await copyRows(tx, 'records', ['did', 'collection', 'rkey', 'cid'], rows.inserts.map((r) => [r.did, r.collection, r.rkey, r.cur]));
+  for (let i = 0; i < rows.updates.length; i += CHUNK) {
+    const b = rows.updates.slice(i, i + CHUNK);
+    await tx.query(
+      `UPDATE records r SET cid = t.v FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS t(d, c, k, v)
+       WHERE r.did = t.d AND r.collection = t.c AND r.rkey = t.k`,
+      [b.map((r) => r.did), b.map((r) => r.collection), b.map((r) => r.rkey), b.map((r) => r.cur)],
+    );
+  }
+  // Repos that got a full snapshot or were wiped are counted again; the others move by deltas.
+  const recount = [...views.values()].filter((v) => v.recount).map((v) => v.did);
+  if (recount.length > 0) {
+    await tx.query('DELETE FROM collection_counts WHERE did = ANY($1::text[])', [recount]);
+    await tx.query(
+      `INSERT INTO collection_counts (did, collection, count)
+       SELECT did, collection, count(*) FROM records WHERE did = ANY($1::text[]) GROUP BY did, collection`,
+      [recount],
+    );
+  }
+  const delta = new Map<string, { did: string; collection: string; d: number }>();
+  const bump = (r: RecordRow, d: number) => {
+    if (views.get(r.did)!.recount) return;
+    const k = `${r.did} ${r.collection}`;
+    const e = delta.get(k) ?? { did: r.did, collection: r.collection, d: 0 };
+    e.d += d;
+    delta.set(k, e);
+  };
+  for (const r of rows.inserts) bump(r, 1);
+  for (const r of rows.deletes) bump(r, -1);
+  const moved = [...delta.values()].filter((e) => e.d !== 0);
+  if (moved.length > 0) {
+    const args = [moved.map((e) => e.did), moved.map((e) => e.collection), moved.map((e) => e.d)];
+    // Adjust the rows that exist, add the ones that do not (a collection's first record), and
+    // drop the ones that reach zero, as a recount would.
+    await tx.query(
+      `UPDATE collection_counts c SET count = c.count + t.d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, col, d)
+       WHERE c.did = t.did AND c.collection = t.col`,
+      args,
+    );
+    await tx.query(
+      `INSERT INTO collection_counts (did, collection, count)
+       SELECT t.did, t.col, t.d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, col, d)
+       WHERE t.d > 0 AND NOT EXISTS (SELECT 1 FROM collection_counts c WHERE c.did = t.did AND c.collection = t.col)`,
+      args,
+    );
+    await tx.query(`DELETE FROM collection_counts WHERE did = ANY($1::text[]) AND count = 0`, [args[0]]);
+  }
+}
+
+async function writeRepoState(tx: pg.ClientBase, views: RepoView[]): Promise<void> {
+  if (views.length === 0) return;
+  const col = <T>(f: (v: RepoView) => T) => views.map(f);
+  await tx.query(
+    `UPDATE repos r SET status = t.status, gone_status = t.gone, rev = t.rev, head_cid = t.head, data_cid = t.data,
+       pds = t.pds, handle = t.handle, signing_key = t.key, records_count = t.rc, blocks_count = t.bc,
+       resync_kind = CASE WHEN t.clr THEN NULL ELSE r.resync_kind END,
+       resync_count = CASE WHEN t.clr THEN 0 ELSE r.resync_count END,
+       next_retry_at = CASE WHEN t.clr THEN NULL ELSE r.next_retry_at END,
+       last_error = CASE WHEN t.clr THEN t.err ELSE r.last_error END,
+       last_imported_at = CASE WHEN t.imp THEN now() ELSE r.last_imported_at END,
+       updated_at = now()
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[], $8::text[], $9::text[],
+                 $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[])
+       AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err)
+     WHERE r.did = t.did`,
+    [
+      col((v) => v.did), col((v) => v.status), col((v) => v.goneStatus), col((v) => v.rev), col((v) => v.head), col((v) => v.data),
+      col((v) => v.pds), col((v) => v.handle), col((v) => v.signingKey), col((v) => v.recordsCount), col((v) => v.blocksCount),
+      col((v) => v.clearResync), col((v) => v.imported), col((v) => v.lastError?.slice(0, 2000) ?? null),
+    ],
+  );
+}

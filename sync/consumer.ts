@@ -1,0 +1,282 @@
+/**
+ * Follows one upstream's `subscribeRepos` and applies it through the shared store path, in
+ * batches: the frames read since the last batch are decoded and verified, then stored as one
+ * batch (one pack, one transaction) together with the cursor — the highest seq of the batch — so
+ * a crash resumes right after the last applied frame, with nothing lost or applied twice.
+ * Within a batch, one repo's changes keep their order and different repos land together.
+ *
+ * Every frame ends in a named outcome: applied, a replay skipped, a gap (the repo goes to resync
+ * and its later commits wait for it), or an error kept as data with its seq (`sync_frame_errors`);
+ * none stops the subscription. The connection is re-opened with backoff from the stored cursor.
+ */
+import type pg from 'pg';
+import { SignatureError } from '../atproto/errors.ts';
+import { NetError, type AtprotoIdentity } from '../atproto/net/index.ts';
+import type { CommitChange, RepoChange } from '../ingest/changes.ts';
+import { storeBatch, type StoreDeps } from '../ingest/store.ts';
+import type { FilterOptions } from '../backfill/filters.ts';
+import { recordFilter } from '../backfill/import.ts';
+import { CommitVerifyError, FrameError } from './errors.ts';
+import { decodeFrame, type Frame } from './frames.ts';
+import { bump, newProgress, type SyncProgress } from './progress.ts';
+import { openFrames, subscribeUrl } from './socket.ts';
+import { verifyCommitFrame } from './verify-commit.ts';
+
+export interface SubscriptionOptions {
+  /** Upstream origin (a relay or a PDS): http(s) or ws(s). */
+  host: string;
+  stores: StoreDeps;
+  filter: FilterOptions;
+  ephemeralRetentionSeconds?: number | undefined;
+  /** The DID's identity; `fresh` bypasses any cache (after a bad signature, on `#identity`). */
+  resolve: (did: string, fresh: boolean) => Promise<AtprotoIdentity>;
+  /** Sends a repo to backfill's resync (idempotent: a resync already running is left alone). */
+  requestResync: (did: string, reason: string) => Promise<void>;
+  maxBatch?: number;
+  batchWaitMs?: number;
+  /** Stop (returning) after this long; the caller starts again (continue-as-new). */
+  runForMs?: number;
+  signal: AbortSignal;
+  onProgress?: (p: SyncProgress) => void;
+  log?: (line: string) => void;
+}
+
+export const cursorKey = (host: string) => `sync/cursor/${new URL(host).host}`;
+
+export async function readCursor(pool: pg.Pool, host: string): Promise<number | undefined> {
+  const { rows } = await pool.query<{ value: { seq?: number } }>('SELECT value FROM job_state WHERE key = $1', [cursorKey(host)]);
+  const seq = rows[0]?.value.seq;
+  return typeof seq === 'number' ? seq : undefined;
+}
+
+/** Commits buffered per repo while its resync runs, and since when. */
+interface Waiting {
+  since: number;
+  changes: CommitChange[];
+}
+const MAX_WAITING_PER_REPO = 1000;
+const WAIT_GIVE_UP_MS = 15 * 60_000;
+
+export async function runSubscription(opts: SubscriptionOptions): Promise<SyncProgress> {
+  const { pool } = opts.stores;
+  const progress = newProgress(opts.host, await readCursor(pool, opts.host));
+  const log = opts.log ?? (() => {});
+  const until = opts.runForMs === undefined ? Infinity : Date.now() + opts.runForMs;
+  const filter = recordFilter(opts.filter);
+  const waiting = new Map<string, Waiting>();
+  const keys = new Map<string, string>();
+  let backoffMs = 500;
+  let windowStart = Date.now();
+  let windowCount = 0;
+
+  /** The key to check `did`'s commits with: remembered, on the repo row, or resolved (then also returned as the identity). */
+  const keyFor = async (did: string): Promise<{ key: string; id?: AtprotoIdentity }> => {
+    let key = keys.get(did);
+    if (key === undefined) {
+      const { rows } = await pool.query<{ signing_key: string | null }>('SELECT signing_key FROM repos WHERE did = $1', [did]);
+      key = rows[0]?.signing_key ?? undefined;
+    }
+    let id: AtprotoIdentity | undefined;
+    if (key === undefined) key = (id = await opts.resolve(did, false)).signingKey;
+    if (keys.size > 100_000) keys.clear();
+    keys.set(did, key);
+    return { key, id };
+  };
+
+  while (!opts.signal.aborted && Date.now() < until) {
+    let queue;
+    try {
+      queue = await openFrames(subscribeUrl(opts.host, progress.cursor), { signal: opts.signal });
+    } catch (err) {
+      progress.lastError = `connect: ${(err as Error).message}`;
+      progress.reconnects++;
+      await sleep(backoffMs, opts.signal);
+      backoffMs = Math.min(backoffMs * 2, 30_000);
+      continue;
+    }
+    progress.connected = true;
+    log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
+    try {
+      while (!opts.signal.aborted && Date.now() < until) {
+        const raw = await queue.take(opts.maxBatch ?? 500, opts.batchWaitMs ?? 200);
+        if (raw.length === 0) {
+          if (queue.closed !== undefined) break;
+          opts.onProgress?.(progress);
+          continue;
+        }
+        backoffMs = 500;
+        await applyFrames(raw);
+        windowCount += raw.length;
+        const now = Date.now();
+        if (now - windowStart >= 1000) {
+          progress.eventsPerSecond = Math.round((windowCount * 1000) / (now - windowStart));
+          windowStart = now;
+          windowCount = 0;
+        }
+        opts.onProgress?.(progress);
+      }
+    } finally {
+      queue.close();
+      progress.connected = false;
+    }
+    if (opts.signal.aborted || Date.now() >= until) break;
+    const why = queue.closed;
+    progress.lastError = why instanceof Error ? why.message : 'upstream closed the stream';
+    progress.reconnects++;
+    log(`sync ${opts.host}: ${progress.lastError}; reconnecting in ${backoffMs} ms`);
+    await sleep(backoffMs, opts.signal);
+    backoffMs = Math.min(backoffMs * 2, 30_000);
+  }
+  return progress;
+
+  /** Decodes, verifies and stores one batch of frames; the cursor moves to its last seq. */
+  async function applyFrames(raw: Uint8Array[]): Promise<void> {
+    const changes: RepoChange[] = [];
+    const errors: { seq: number | null; problem: string; detail: string; frame: Uint8Array | null }[] = [];
+    const resync = new Map<string, string>();
+    let lastSeq = progress.cursor;
+    let lastTime: string | undefined;
+    const fromWaiting = new Set<CommitChange>();
+    const syncs: Extract<Frame, { t: '#sync' }>[] = [];
+    // Buffered commits go first, ahead of their repos' new ones.
+    for (const [did, w] of waiting) {
+      if (Date.now() - w.since > WAIT_GIVE_UP_MS) {
+        waiting.delete(did);
+        resync.set(did, 'commits waited too long for a resync; resync again');
+        continue;
+      }
+      for (const c of w.changes) {
+        changes.push(c);
+        fromWaiting.add(c);
+      }
+    }
+    for (const bytes of raw) {
+      let frame: Frame;
+      try {
+        frame = decodeFrame(bytes);
+      } catch (err) {
+        if (!(err instanceof FrameError)) throw err;
+        bump(progress.frames, err.problem === 'frame-unknown-type' ? 'unknown' : 'malformed');
+        errors.push({ seq: err.seq ?? null, problem: err.problem, detail: err.message, frame: bytes.subarray(0, 64 * 1024) });
+        if (err.seq !== undefined) lastSeq = Math.max(lastSeq ?? 0, err.seq);
+        continue;
+      }
+      bump(progress.frames, frame.t);
+      if (frame.t === 'error') {
+        errors.push({ seq: null, problem: 'error-frame', detail: `${frame.error}: ${frame.message ?? ''}`, frame: null });
+        continue;
+      }
+      if (frame.t === '#info') {
+        if (frame.name === 'OutdatedCursor') progress.outdatedCursor++;
+        errors.push({ seq: null, problem: `info:${frame.name}`, detail: frame.message ?? '', frame: null });
+        continue;
+      }
+      lastSeq = Math.max(lastSeq ?? 0, frame.seq);
+      lastTime = frame.time;
+      switch (frame.t) {
+        case '#commit': {
+          const w = waiting.get(frame.repo);
+          try {
+            const change = await verifiedCommit(frame);
+            if (w) {
+              if (w.changes.length < MAX_WAITING_PER_REPO) w.changes.push(change);
+            } else changes.push(change);
+          } catch (err) {
+            const problem =
+              err instanceof CommitVerifyError ? err.problem : err instanceof SignatureError ? 'bad-signature' : err instanceof NetError ? 'identity-unresolved' : undefined;
+            if (problem === undefined) throw err;
+            errors.push({ seq: frame.seq, problem, detail: (err as Error).message, frame: null });
+            resync.set(frame.repo, `${problem}: ${(err as Error).message}`);
+          }
+          break;
+        }
+        case '#sync':
+          // Compared with the state after this batch: the commits before it may bring the repo there.
+          syncs.push(frame);
+          break;
+        case '#identity': {
+          keys.delete(frame.did);
+          try {
+            const id = await opts.resolve(frame.did, true);
+            keys.set(frame.did, id.signingKey);
+            changes.push({ kind: 'identity', did: frame.did, handle: id.handle ?? frame.handle, pds: id.pds, signingKey: id.signingKey });
+          } catch (err) {
+            changes.push({ kind: 'identity', did: frame.did, handle: frame.handle, pds: undefined, signingKey: undefined });
+            errors.push({ seq: frame.seq, problem: 'identity-unresolved', detail: (err as Error).message, frame: null });
+          }
+          break;
+        }
+        case '#account':
+          changes.push({ kind: 'account', did: frame.did, active: frame.active, status: frame.status });
+          break;
+      }
+    }
+    const result = await storeBatch(opts.stores, changes, {
+      filter,
+      ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds,
+      origin: 'live',
+      cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), value: { seq: lastSeq, time: lastTime } },
+      alsoInTransaction: errors.length === 0 ? undefined : async (tx) => {
+        for (const e of errors) {
+          await tx.query('INSERT INTO sync_frame_errors (host, seq, problem, detail, frame) VALUES ($1, $2, $3, $4, $5)', [new URL(opts.host).host, e.seq, e.problem, e.detail.slice(0, 2000), e.frame]);
+        }
+      },
+    });
+    progress.errors += errors.length;
+    result.outcomes.forEach((o, i) => {
+      const change = changes[i]!;
+      const buffered = fromWaiting.has(change as CommitChange);
+      if (!(buffered && o.kind === 'gap')) bump(progress.outcomes, o.kind);
+      if (o.kind === 'gap' && change.kind === 'commit') {
+        // It and its repo's later commits wait for the resync; the first gap asks for it.
+        let w = waiting.get(o.did);
+        if (!w) {
+          waiting.set(o.did, (w = { since: Date.now(), changes: [] }));
+          resync.set(o.did, o.reason);
+        }
+        if (!buffered && w.changes.length < MAX_WAITING_PER_REPO) w.changes.push(change);
+      } else if (buffered) {
+        const w = waiting.get(o.did);
+        if (w) w.changes = w.changes.filter((c) => c !== change);
+      }
+      if (o.kind === 'account' && o.needsBackfill) resync.set(o.did, 'account active again, repo not held');
+    });
+    for (const frame of syncs) {
+      const { rows } = await pool.query<{ rev: string | null }>('SELECT rev FROM repos WHERE did = $1', [frame.did]);
+      const stored = rows[0]?.rev ?? null;
+      if (stored === null || frame.rev > stored) resync.set(frame.did, `#sync at rev ${frame.rev} (stored ${stored ?? 'none'})`);
+      else bump(progress.outcomes, 'skipped');
+    }
+    for (const [did, w] of waiting) if (w.changes.length === 0 && !resync.has(did)) waiting.delete(did);
+    progress.waitingRepos = waiting.size;
+    progress.cursor = lastSeq;
+    if (lastTime) progress.lagMs = Math.max(0, Date.now() - Date.parse(lastTime));
+    for (const [did, reason] of resync) {
+      progress.resyncs++;
+      await opts.requestResync(did, reason);
+    }
+  }
+
+  /** Verifies with the key on record; on a bad signature resolves the DID again, once. */
+  async function verifiedCommit(frame: Extract<Frame, { t: '#commit' }>): Promise<CommitChange> {
+    const { key, id: resolved } = await keyFor(frame.repo);
+    try {
+      const change = await verifyCommitFrame(frame, key);
+      return resolved ? { ...change, identity: { pds: resolved.pds, handle: resolved.handle, signingKey: resolved.signingKey } } : change;
+    } catch (err) {
+      if (!(err instanceof SignatureError)) throw err;
+      const id = await opts.resolve(frame.repo, true).catch(() => undefined);
+      if (!id) throw err;
+      keys.set(frame.repo, id.signingKey);
+      const change = await verifyCommitFrame(frame, id.signingKey);
+      return { ...change, identity: { pds: id.pds, handle: id.handle, signingKey: id.signingKey } };
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+  });
+}
