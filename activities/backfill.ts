@@ -35,6 +35,8 @@ export function backfillActivities({ config, stores }: JobContext) {
   const politeness = new Politeness({ concurrency: config.network.pdsConcurrency, minIntervalMs: config.network.pdsMinIntervalMs });
   const allowPrivate = config.network.allowPrivateAddresses;
   const timeoutMs = config.network.fetchTimeoutSeconds * 1000;
+  // Every remote read gets the same total deadline and minimum rate (see http.ts).
+  const deadline = { deadlineMs: config.network.fetchDeadlineSeconds * 1000, minBytesPerSecond: config.network.fetchMinBytesPerSecond };
 
   // The PLC directory is the operator's choice, not network input: one configured on a private
   // or loopback address (a PLC mirror on the LAN, a test PLC) is used as configured, even where
@@ -66,8 +68,8 @@ export function backfillActivities({ config, stores }: JobContext) {
     try {
       identities.invalidate(did);
       const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
-      const id = await resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, signal });
-      const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, politeness, allowPrivate, onBytes, signal });
+      const id = await resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, ...deadline, signal });
+      const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, ...deadline, politeness, allowPrivate, onBytes, signal });
       const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
       const result = await importRepo(stores, {
         repo,
@@ -196,10 +198,14 @@ export function backfillActivities({ config, stores }: JobContext) {
       return { dids, nextLine: undefined };
     },
 
-    /** One page of `com.atproto.sync.listRepos`. */
-    async didsFromPds(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined }> {
-      const page = await listRepos(pds, { cursor, limit, allowPrivate, politeness });
-      return { dids: page.repos.map((r) => r.did), cursor: page.cursor };
+    /** One page of `com.atproto.sync.listRepos`; entries with a bad DID are skipped and counted. */
+    async didsFromPds(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined; skipped: number }> {
+      const page = await listRepos(pds, { cursor, limit, allowPrivate, politeness, ...deadline });
+      if (page.skipped.length > 0) {
+        const first = page.skipped[0]!;
+        Context.current().log.warn(`listRepos on ${pds}: skipped ${page.skipped.length} bad entries (first at ${first.index}: ${first.reason})`);
+      }
+      return { dids: page.repos.map((r) => r.did), cursor: page.cursor, skipped: page.skipped.length };
     },
   };
 }

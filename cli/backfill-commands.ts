@@ -11,6 +11,7 @@ import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { getRepoRow } from '../backfill/repo-state.ts';
 import { BackfillSettings, Did, type BackfillSettingsInput } from '../backfill/settings.ts';
+import { didProblem, showDid } from '../atproto/net/did.ts';
 import { taskQueueFor } from '../workers/jobs.ts';
 import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
 import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
@@ -39,7 +40,10 @@ export function backfillInputFromArgs(args: string[]): { input: BackfillInput; w
   const { values, positionals } = parseArgs({ args, options: ADD_OPTIONS, allowPositionals: true, strict: true });
   const sources = [positionals.length > 0, values.pds !== undefined, values.file !== undefined].filter(Boolean).length;
   if (sources !== 1) throw new UsageError('backfill add takes exactly one source: DIDs, --pds URL, or --file PATH');
-  for (const d of positionals) if (!Did.safeParse(d).success) throw new UsageError(`not a did:plc or did:web DID: ${JSON.stringify(d)}`);
+  for (const d of positionals) {
+    const problem = didProblem(d);
+    if (problem !== undefined) throw new UsageError(`${showDid(d)}: ${problem}`);
+  }
   const settingsInput: BackfillSettingsInput = {
     filter: { mode: (values.mode ?? (values.include || values.exclude || values.signal ? 'filter' : 'full')) as 'full' | 'filter', include: values.include ?? [], exclude: values.exclude ?? [], signal: values.signal ?? [] },
     blobs: values.blobs ?? false,
@@ -154,5 +158,5 @@ async function workflowLine(client: Client, did: string): Promise<string | undef
 
 export function formatProgress(p: BackfillProgress): string {
   const t = p.totals;
-  return `${p.state}: ${t.repos} repos (${t.imported} imported, ${t.skipped} unchanged, ${t.failed} failed → resync, ${t.gone} gone, ${t.deleted} deleted, ${t.dropped} dropped), ${t.records} records, ${t.blocks} new blocks, ${t.bytes} bytes`;
+  return `${p.state}: ${t.repos} repos (${t.imported} imported, ${t.skipped} unchanged, ${t.failed} failed → resync, ${t.gone} gone, ${t.deleted} deleted, ${t.dropped} dropped), ${t.records} records, ${t.blocks} new blocks, ${t.bytes} bytes${t.invalidListed ? `; ${t.invalidListed} bad listing entries skipped` : ''}`;
 }

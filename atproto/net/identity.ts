@@ -3,8 +3,8 @@
  * `/.well-known/did.json`, each fetched under the address guard, a timeout and a size cap, then
  * read by `atprotoIdentityOf`.
  */
-import { isAtprotoWebDid, isPlcDid } from '@atcute/identity';
 import { type AtprotoIdentity, atprotoIdentityOf } from './did-document.ts';
+import { didProblem } from './did.ts';
 import { IdentityError } from './errors.ts';
 import { type HttpOptions, httpGet, rateLimited } from './http.ts';
 import type { IdentityCache } from './identity-cache.ts';
@@ -66,19 +66,16 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
  * @throws IdentityError `invalid-did`
  */
 export function didDocumentUrl(did: string, opts: { plcUrl: string; allowPrivate: boolean }): URL {
-  if (isPlcDid(did)) {
+  const problem = didProblem(did);
+  if (problem !== undefined) throw new IdentityError(did.slice(0, 100), 'invalid-did', problem);
+  if (did.startsWith('did:plc:')) {
     const base = opts.plcUrl.endsWith('/') ? opts.plcUrl : `${opts.plcUrl}/`;
     // './' keeps `did:` from reading as a URL scheme; the DID's characters need no escaping.
     return new URL(`./${did}`, base);
   }
-  if (did.startsWith('did:web:')) {
-    if (!isAtprotoWebDid(did)) {
-      throw new IdentityError(did, 'invalid-did', 'not a did:web atproto supports (a host name, no path; a port only for localhost)');
-    }
-    const host = decodeURIComponent(did.slice('did:web:'.length));
-    const local = host === 'localhost' || host.startsWith('localhost:');
-    const scheme = local && opts.allowPrivate ? 'http' : 'https';
-    return new URL(`${scheme}://${host}/.well-known/did.json`);
-  }
-  throw new IdentityError(did, 'invalid-did', 'not a did:plc or did:web identifier');
+  const host = decodeURIComponent(did.slice('did:web:'.length));
+  const local = host === 'localhost' || host.startsWith('localhost:');
+  const scheme = local && opts.allowPrivate ? 'http' : 'https';
+  // didProblem admits only host names and ports URL accepts, so this cannot throw.
+  return new URL(`${scheme}://${host}/.well-known/did.json`);
 }

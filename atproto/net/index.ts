@@ -4,6 +4,7 @@
  * named error whose `kind` is its resync outcome. No Temporal, no Postgres.
  */
 export * from './errors.ts';
+export { MAX_DID_LENGTH, didProblem, isMirrorableDid, showDid } from './did.ts';
 export { type AddressPolicy, type LookupAddress, type LookupFn, checkHostAllowed, forbiddenRangeOf } from './address-guard.ts';
 export { DEFAULT_POLITENESS, Politeness, type PolitenessOptions, type Release } from './politeness.ts';
 export { ResponseBody } from './body.ts';
@@ -17,6 +18,7 @@ export {
   type ListReposPage,
   type ListReposOptions,
   type ListedRepo,
+  type SkippedListing,
   type RepoStatus,
   type SyncOptions,
   getBlob,
