@@ -9,7 +9,7 @@
  *   repowalk ping [message]            run the smallest workflow end to end
  *   repowalk config                    every option with its default, and the values in force
  */
-import { loadConfig, describeOptions, redactedConfig, ConfigError } from '../config/load.ts';
+import { loadConfig, describeOptions, redactedConfig, redactCredentials, ConfigError } from '../config/load.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
 import { runDemo, runPing } from './demo.ts';
@@ -128,8 +128,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof UnknownJobError || (err as Error)?.name === 'UsageError' || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${err.message}`);
-    else console.error(`repowalk: ${err instanceof Error ? (process.env.REPOWALK_DEBUG ? err.stack : err.message) : String(err)}`);
+    // Every error is printed through redactCredentials: a message may quote a URL option.
+    if (err instanceof ConfigError || err instanceof UnknownJobError || (err as Error)?.name === 'UsageError' || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${redactCredentials(err.message)}`);
+    else console.error(`repowalk: ${redactCredentials(err instanceof Error ? ((process.env.REPOWALK_DEBUG ? err.stack : err.message) ?? '') : String(err))}`);
     process.exit(1);
   },
 );
