@@ -14,6 +14,7 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
 import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
+import { HELP_COMMANDS, helpFor } from './help.ts';
 import { JOBS, checkJobConfig, selectJobs, taskQueueFor, UnknownJobError } from '../workers/jobs.ts';
 
 const USAGE = `usage: repowalk <command>
@@ -36,6 +37,16 @@ async function main(argv: string[]): Promise<number> {
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     console.log(USAGE);
     return cmd ? 0 : 2;
+  }
+  // Before configuration and any connection: `walk start --help` must not start a walk.
+  const help = helpFor(argv);
+  if (help !== undefined) {
+    console.log(help);
+    return 0;
+  }
+  if (!HELP_COMMANDS.includes(cmd)) {
+    console.error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
+    return 2;
   }
   const config = loadConfig();
   switch (cmd) {
