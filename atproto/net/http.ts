@@ -4,9 +4,10 @@
  * cannot lead past the guard), and connection failures turned into TransportError. The body
  * comes back as a ResponseBody that holds the slot until it is read or dropped.
  */
-import { type LookupFn, checkHostAllowed } from './address-guard.ts';
+import { type LookupFn, guardedAddresses } from './address-guard.ts';
+import { pinnedGet } from './pinned-fetch.ts';
 import { OwnAbort, ResponseBody, errorCode } from './body.ts';
-import { BadRedirectError, DeadlineError, RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
+import { BadRedirectError, DeadlineError, NetError, RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
 import type { Politeness, Release } from './politeness.ts';
 
 export interface HttpOptions {
@@ -35,7 +36,10 @@ export interface HttpOptions {
   signal?: AbortSignal;
   /** Per-host limits; without it requests are not limited. */
   politeness?: Politeness;
-  /** Default: the global fetch (undici). */
+  /**
+   * Replaces the connection (tests route requests with it). Default: a request pinned to the
+   * addresses the guard checked (pinned-fetch.ts).
+   */
   fetch?: typeof globalThis.fetch;
   /** Name resolution for the address guard (tests). */
   lookup?: LookupFn;
@@ -95,12 +99,10 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
           : setTimeout(() => controller.abort(new OwnAbort('ETIMEDOUT', `no response within ${timeoutMs} ms`)), timeoutMs);
       let res: Response;
       try {
-        await checkHostAllowed(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal });
-        res = await (opts.fetch ?? fetch)(current, {
-          headers: { 'accept-encoding': 'gzip, deflate', ...opts.headers },
-          redirect: 'manual',
-          signal,
-        });
+        const { addresses } = await guardedAddresses(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal });
+        const headers = { 'accept-encoding': 'gzip, deflate', ...opts.headers };
+        // The connection goes to the checked addresses only (no second lookup: DNS rebinding).
+        res = opts.fetch ? await opts.fetch(current, { headers, redirect: 'manual', signal }) : await pinnedGet(current, { headers, signal, addresses });
       } catch (err) {
         throw requestFailure(err, opts.signal, controller, shown);
       } finally {
@@ -192,8 +194,11 @@ function requestFailure(err: unknown, callerSignal: AbortSignal | undefined, con
   if (callerSignal?.aborted) return callerSignal.reason;
   const own = controller.signal.reason;
   if (own instanceof OwnAbort) return own.code === 'EDEADLINE' ? new DeadlineError(url, own.message, { cause: err }) : new TransportError(own.code, url, own.message, { cause: err });
-  if (!(err instanceof TypeError)) return err; // ForbiddenAddressError, TransportError from the guard, bugs
+  if (err instanceof NetError) return err; // ForbiddenAddressError, TransportError from the guard
+  const code = errorCode(err);
+  // fetch fails with a TypeError around the cause; the pinned request with the socket's error.
+  if (!(err instanceof TypeError) && code === 'EUNKNOWN') return err; // a bug
   const cause = (err as { cause?: unknown }).cause;
-  const detail = cause instanceof Error ? cause.message : err.message;
-  return new TransportError(errorCode(err), url, `request failed: ${detail}`, { cause: err });
+  const detail = cause instanceof Error ? cause.message : (err as Error).message;
+  return new TransportError(code, url, `request failed: ${detail}`, { cause: err });
 }
