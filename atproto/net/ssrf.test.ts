@@ -39,12 +39,12 @@ async function loopback(handler?: (req: http.IncomingMessage, res: http.ServerRe
 
 /** A name server whose answers change from one lookup to the next; counts lookups. */
 function rebinding(...answers: string[][]): LookupFn & { calls: number } {
-  const fn = (async () => {
+  const lookup: LookupFn = async () => {
     const answer = answers[Math.min(fn.calls, answers.length - 1)]!;
     fn.calls++;
     return answer.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
-  }) as LookupFn & { calls: number };
-  fn.calls = 0;
+  };
+  const fn = Object.assign(lookup, { calls: 0 });
   return fn;
 }
 
