@@ -31,8 +31,15 @@ export interface AtprotoIdentity {
   did: string;
   /** Origin of the `#atproto_pds` service endpoint, without a trailing slash. */
   pds: string;
-  /** The first valid `at://` handle of `alsoKnownAs`, lower-cased; not verified against DNS. */
+  /**
+   * The first valid `at://` handle of `alsoKnownAs`, lower-cased. `resolveDid` verifies it
+   * against the DID and replaces it with `handle.invalid` when it does not point back.
+   */
   handle: string | undefined;
+  /** Whether `handle` was checked and points back at the DID; absent when not checked. */
+  handleVerified?: boolean;
+  /** The document's claim, when it did not verify (`handle` is then `handle.invalid`). */
+  claimedHandle?: string;
   /** The `#atproto` key as `did:key:z…` (what `verifyRepo` takes). */
   signingKey: string;
   /** The same key as a bare multikey (`z…`, multicodec-prefixed compressed key, base58btc). */

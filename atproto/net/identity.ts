@@ -5,6 +5,7 @@
  */
 import { type AtprotoIdentity, atprotoIdentityOf } from './did-document.ts';
 import { didProblem } from './did.ts';
+import { type HandleCheckOptions, INVALID_HANDLE, checkHandle } from './handle.ts';
 import { IdentityError } from './errors.ts';
 import { type HttpOptions, httpGet, rateLimited } from './http.ts';
 import type { IdentityCache } from './identity-cache.ts';
@@ -16,12 +17,21 @@ export interface ResolveDidOptions extends HttpOptions {
   cache?: IdentityCache;
   /** Cap on the DID document. Default 64 KiB (real ones are about 1 KiB). */
   maxDocumentBytes?: number;
+  /**
+   * How the document's handle is checked against the DID (handle.ts); `false` takes the
+   * document's word. Default: checked with the same network options; an unverified handle
+   * comes back as `handle.invalid`.
+   */
+  verifyHandle?: Pick<HandleCheckOptions, 'resolveTxt' | 'wellKnownUrl'> | false;
 }
 
 export const DEFAULT_MAX_DOCUMENT_BYTES = 64 * 1024;
 
 /**
  * Resolves `did` to its PDS, handle and atproto signing key.
+ *
+ * The handle is verified both ways unless `verifyHandle: false` (see handle.ts): an unverified
+ * one comes back as `handle.invalid`, with the document's claim in `claimedHandle`.
  *
  * @throws IdentityError for a DID that is not did:plc / atproto did:web, a document that is
  *   absent (`not-found`, `tombstoned`), unavailable, not JSON, for another DID, or lacks a PDS
@@ -54,6 +64,15 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
     throw new IdentityError(did, 'bad-document', `DID document from ${where} is not JSON`);
   }
   const identity = atprotoIdentityOf(did, json, where);
+  if (identity.handle !== undefined && opts.verifyHandle !== false) {
+    const { plcUrl: _p, cache: _c, maxDocumentBytes: _m, verifyHandle, ...http } = opts;
+    const check = await checkHandle(identity.handle, did, { ...http, ...verifyHandle });
+    identity.handleVerified = check.verified;
+    if (!check.verified) {
+      identity.claimedHandle = identity.handle;
+      identity.handle = INVALID_HANDLE;
+    }
+  }
   opts.cache?.set(did, identity);
   return identity;
 }

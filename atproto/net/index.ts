@@ -10,6 +10,7 @@ export { DEFAULT_POLITENESS, Politeness, type PolitenessOptions, type Release } 
 export { ResponseBody } from './body.ts';
 export { DEFAULT_TIMEOUT_MS, type HttpOptions, retryDelayMs } from './http.ts';
 export { type AtprotoIdentity, atprotoIdentityOf } from './did-document.ts';
+export { type HandleCheck, type HandleCheckOptions, INVALID_HANDLE, checkHandle } from './handle.ts';
 export { IdentityCache, type IdentityCacheOptions } from './identity-cache.ts';
 export { DEFAULT_MAX_DOCUMENT_BYTES, type ResolveDidOptions, didDocumentUrl, resolveDid } from './identity.ts';
 export {
