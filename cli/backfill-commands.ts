@@ -42,7 +42,7 @@ export function backfillInputFromArgs(args: string[]): { input: BackfillInput; w
   if (sources !== 1) throw new UsageError('backfill add takes exactly one source: DIDs, --pds URL, or --file PATH');
   for (const d of positionals) {
     const problem = didProblem(d);
-    if (problem !== undefined) throw new UsageError(`${showDid(d)}: ${problem}`);
+    if (problem !== undefined) throw new UsageError(`not a did:plc or did:web DID: ${showDid(d)} (${problem})`);
   }
   const settingsInput: BackfillSettingsInput = {
     filter: { mode: (values.mode ?? (values.include || values.exclude || values.signal ? 'filter' : 'full')) as 'full' | 'filter', include: values.include ?? [], exclude: values.exclude ?? [], signal: values.signal ?? [] },
