@@ -31,7 +31,8 @@ import { BackfillSettings, type BackfillSettingsInput, type RepoOutcome } from '
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { selectJobs, taskQueueFor } from '../workers/jobs.ts';
 import { blobKey } from '../storage/keys.ts';
-import { resignCommit } from '../atproto/testing/car-edit.ts';
+import * as CBOR from '@atcute/cbor';
+import { cidFor, readCarBlocks, resignCommit, writeCar } from '../atproto/testing/car-edit.ts';
 import { newKeypair } from '../atproto/testing/make-repo.ts';
 import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
 import type { BackfillRepoInput, BackfillRepoState } from '../workflows/backfill-repo.ts';
@@ -532,6 +533,27 @@ describe('backfill against the reference PDS', () => {
     expect(failure.message).toContain(`${bad}:2: not a did:plc or did:web DID: "not-a-did"`);
   });
 
+  it('the bulk backfill answers pause, resume and cancel, in its progress and its search attributes', async () => {
+    const dids = [sample.bob.did, sample.carol.did];
+    // Paused from its first workflow task, before any page: nothing can slip through first.
+    const start = (workflowId: string) =>
+      client.workflow.signalWithStart('backfill', { taskQueue, workflowId, args: [{ source: { kind: 'dids', dids }, settings: FAST, pageSize: 1 }], signal: 'pause', signalArgs: [], workflowExecutionTimeout: '10 minutes' });
+    const handle = await start(`backfill-bulk/pause-${Date.now()}`);
+    const progressOf = () => handle.query<BackfillProgress>('progress');
+    await waitFor('paused before its first page', async () => (await progressOf()).state === 'paused' && (await searchAttribute(handle, 'RepowalkState')) === 'paused', 30_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await progressOf()).totals.repos).toBe(0);
+    await handle.signal('resume');
+    expect(await handle.result()).toMatchObject({ state: 'done', totals: { repos: 2, failed: 0 } });
+    expect(await searchAttribute(handle, 'RepowalkState')).toBe('done');
+
+    const cancelled = await start(`backfill-bulk/cancel-${Date.now()}`);
+    await waitFor('paused', async () => (await cancelled.query<BackfillProgress>('progress')).state === 'paused', 30_000);
+    await cancelled.signal('cancel');
+    expect(await cancelled.result()).toMatchObject({ state: 'cancelled', totals: { repos: 0 } });
+    expect(await searchAttribute(cancelled, 'RepowalkState')).toBe('cancelled');
+  });
+
   it('a bulk page heartbeats while a big repo downloads, not only between repos', async () => {
     // Called directly (MockActivityEnvironment records heartbeats): a page whose one repo takes
     // longer than the heartbeat timeout to download must not look like a dead worker.
@@ -684,6 +706,47 @@ describe('backfill through a fault-injecting server', () => {
     await handle.cancel();
     expect(((await handle.result()) as BackfillRepoState).state).toBe('cancelled');
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('cancelled');
+  });
+
+  it('hostile commits (a malformed $link map, a $bytes map, nesting 10,000 deep) fail only their own repos, as resync error; the bulk run completes', async () => {
+    /** The CAR with an extra commit field `x` whose encoded value is `raw` (placed by hand: no encoder would write it). */
+    const withRawField = (car: Uint8Array, raw: Uint8Array): Uint8Array => {
+      const { root, blocks } = readCarBlocks(car);
+      const { sig, ...unsigned } = CBOR.decode(blocks.get(root)!) as Record<string, unknown>;
+      const template = CBOR.encode({ ...unsigned, x: 0, sig });
+      const commit = Buffer.concat([template.subarray(0, 3), raw, template.subarray(4)]); // key "x" sorts first
+      blocks.delete(root);
+      const cid = cidFor(commit);
+      return writeCar(cid, [[cid, commit], ...blocks]);
+    };
+    const text = (v: string) => Buffer.concat([Uint8Array.of(0x60 | v.length), Buffer.from(v)]);
+    const HOSTILE = [
+      Buffer.concat([Uint8Array.of(0xa1), text('$link'), text('not-a-cid')]),
+      Buffer.concat([Uint8Array.of(0xa1), text('$bytes'), text('%%%')]),
+      Buffer.concat([Buffer.alloc(10_000, 0x81), Uint8Array.of(0)]),
+    ];
+    const accounts = await Promise.all(HOSTILE.map((_, i) => smallAccount(`bf-hostile${i}`)));
+    const healthy = await smallAccount('bf-hostile-ok');
+    const cars = [];
+    for (const [i, acct] of accounts.entries()) {
+      const car = await getRepoCar(pds, acct.did);
+      cars.push(car);
+      pointPdsAt(acct.did, pdsFaults.url);
+      pdsFaults.setRule({ path: 'com.atproto.sync.getRepo', did: acct.did, action: { type: 'respond', status: 200, headers: { 'content-type': 'application/vnd.ipld.car' }, body: withRawField(car, HOSTILE[i]!) } });
+    }
+    try {
+      const progress = await runBulk({ source: { kind: 'dids', dids: [...accounts.map((a) => a.did), healthy.did] }, settings: FAST, concurrency: 4 });
+      expect(progress).toMatchObject({ state: 'done', handedOver: HOSTILE.length, totals: { repos: HOSTILE.length + 1, imported: 1, failed: HOSTILE.length } });
+      expect(await storedRecords(healthy.did)).toEqual(await pdsRecords(healthy.did));
+      for (const [i, acct] of accounts.entries()) {
+        const row = (await repoRow(acct.did))!;
+        expect(row, acct.did).toMatchObject({ status: 'error', resync_kind: 'error' });
+        expect(row.last_error).toMatch(/^commit b[a-z2-7]+: (holds a value DAG-CBOR cannot re-encode|nested deeper than)/);
+        await expectNothingStored(acct.did, cars[i]!);
+      }
+    } finally {
+      for (const acct of accounts) await client.workflow.getHandle(`backfill/${acct.did}`).terminate('test over').catch(() => {});
+    }
   });
 
   it('a CAR over the byte cap: error naming the cap, nothing stored', async () => {

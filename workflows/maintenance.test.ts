@@ -183,3 +183,63 @@ describe('gc, retention, stats', () => {
     expect(await readStats(pool)).toEqual(stats);
   });
 });
+
+describe('pause, resume and cancel of the maintenance workflows', () => {
+  const attr = async (id: string) => (await client.workflow.getHandle(id).describe()).searchAttributes.RepowalkState?.[0];
+  // asOf in 2000: nothing is due, so a resumed sweep pages once and ends; these tests touch no repo.
+  const sweepArgs = () => [{ backfillTaskQueue: workers.queues.backfill, asOf: '2000-01-01T00:00:00.000Z' }];
+
+  for (const type of ['resyncSweep', 'goneRecheck'] as const) {
+    it(`${type}: paused from its first task it does nothing; resume finishes it, cancel ends it`, async () => {
+      const id = `${prefix}-${type}-pause`;
+      const handle = await client.workflow.signalWithStart(type, { taskQueue: workers.queues.maintenance, workflowId: id, args: sweepArgs(), signal: 'pause', signalArgs: [] });
+      await waitFor(async () => (await handle.query<SweepProgress>('progress')).state === 'paused' && (await attr(id)) === 'paused', 30_000, 'paused');
+      await new Promise((r) => setTimeout(r, 1000));
+      expect((await handle.query<SweepProgress>('progress')).pages).toBe(0);
+      await handle.signal('resume');
+      expect(await handle.result()).toMatchObject({ state: 'done', pages: 1, started: 0 });
+      expect(await attr(id)).toBe('done');
+
+      const cid = `${prefix}-${type}-cancel`;
+      const c = await client.workflow.signalWithStart(type, { taskQueue: workers.queues.maintenance, workflowId: cid, args: sweepArgs(), signal: 'pause', signalArgs: [] });
+      await waitFor(async () => (await c.query<SweepProgress>('progress')).state === 'paused', 30_000, 'paused');
+      await c.signal('cancel');
+      expect(await c.result()).toMatchObject({ state: 'cancelled', pages: 0 });
+      expect(await attr(cid)).toBe('cancelled');
+    });
+  }
+
+  it('gc: a cancel stops the run, which says so', async () => {
+    const id = `${prefix}-gc-cancel`;
+    const handle = await client.workflow.signalWithStart('gc', { taskQueue: workers.queues.maintenance, workflowId: id, args: [{ graceSeconds: 3600 }], signal: 'cancel', signalArgs: [] });
+    expect(await handle.result()).toEqual({ state: 'cancelled' });
+    expect(await attr(id)).toBe('cancelled');
+  });
+
+  it('rotatingWalk: pause, resume and cancel reach its walk; a cancelled run does not advance the rotation', async () => {
+    const name = `rotating-signals-${process.pid}`;
+    const id = `${prefix}-rotating-signals`;
+    // A tail interval keeps the child walk running after its pass, so the signals find it alive.
+    const handle = await client.workflow.start('rotatingWalk', {
+      taskQueue: workers.queues.maintenance,
+      workflowId: id,
+      args: [{ type: 'validate', rate: 2, name, walkTaskQueue: workers.queues.walk, walk: { slices: 1, tailIntervalSeconds: 3600 } }],
+    });
+    const walk = client.workflow.getHandle(`${id}/walk`);
+    const walkState = async () => (await walk.query<{ state: string }>('progress')).state;
+    await waitFor(async () => (await walkState().catch(() => '')) === 'tailing', 60_000, 'the walk tailing');
+    await handle.signal('pause');
+    await waitFor(async () => (await walkState()) === 'paused', 15_000, 'the walk paused');
+    expect(await handle.query<{ state: string }>('progress')).toMatchObject({ state: 'paused' });
+    await handle.signal('resume');
+    await waitFor(async () => (await walkState()) !== 'paused', 15_000, 'the walk resumed');
+    expect(await handle.query<{ state: string }>('progress')).toMatchObject({ state: 'running' });
+    const before = await readRotation(pool, name);
+    await handle.signal('cancel');
+    const result = (await handle.result()) as RotatingWalkResult;
+    expect(result.walk.state).toBe('cancelled');
+    expect(result.rotation).toBeUndefined();
+    expect(await readRotation(pool, name)).toEqual(before);
+    expect(await attr(id)).toBe('cancelled');
+  });
+});
