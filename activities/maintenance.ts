@@ -5,7 +5,7 @@
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { JobContext } from '../workers/jobs.ts';
+import type { JobContext } from './context.ts';
 import { dueRepos, type DuePage, type SweepKind } from '../maintenance/sweep.ts';
 import { trimExpiredEvents, type RetentionResult } from '../maintenance/retention.ts';
 import { collectGarbage, GcBusyError, type GcReport } from '../maintenance/gc.ts';

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import type { Stores } from '../workers/stores.ts';
+import type { Stores } from './context.ts';
 
 export function pingActivities(deps: Pick<Stores, 'pool' | 'blobs'>) {
   return {

@@ -15,7 +15,7 @@ import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { PgHealQueue } from '../storage/db/heal-queue.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
-import { buildMirror, testDids } from '../graph/testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import { runWalk } from '../graph/run.ts';
 import { WalkInput, toWalkSpec } from '../graph/walk-input.ts';
 import { walkActivities, type WalkPageInput, type WalkPageResult } from './walk.ts';

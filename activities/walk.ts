@@ -13,8 +13,8 @@
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { recordWalkTotals } from '../workers/metrics.ts';
-import type { JobContext } from '../workers/jobs.ts';
+import { recordWalkTotals } from './counters.ts';
+import type { JobContext } from './context.ts';
 import { NodeLoadError, WalkAbortedError, WalkStepError } from '../graph/errors.ts';
 import { InvalidRootError, type Node, parseRoot } from '../graph/nodes.ts';
 import { countRepos, repoPage } from '../graph/repos.ts';

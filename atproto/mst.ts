@@ -1,9 +1,8 @@
 /**
- * Walks a repository's Merkle Search Tree in key order and checks every invariant that makes
- * it the one canonical tree for its keys: keys strictly ascending, each key on the layer its
- * hash gives and each subtree exactly one layer down, keys valid `collection/rkey` paths,
- * prefix compression maximal, no empty nodes, height under the cap; and that every node and
- * record block is present.
+ * Walks a repository's Merkle Search Tree in key order, checking each node with
+ * `checkMstNode` (the invariants that make it the one canonical tree for its keys, shared with
+ * the validate walk) and throwing on the first problem; and checks that every node and record
+ * block is present.
  *
  * Hand-written: `@atcute/repo`'s reader checks order and paths but not layers, and reports a
  * missing block only as an assertion message. The walk reads nodes in place (`mst-node.ts`),
@@ -12,10 +11,12 @@
  */
 import { isNsid, isRecordKey } from '@atcute/lexicons/syntax';
 import type { BlockMap } from './block-map.ts';
-import { cidToString, latin1 } from './cid.ts';
+import { cidToString } from './cid.ts';
 import { MissingBlockError, MstError } from './errors.ts';
-import { keyLayer } from './key-layer.ts';
-import { ENTRY_FIELDS, KEY_END, KEY_START, type MstNode, MstNodeFormatError, PREFIX, RIGHT, VALUE, decodeMstNode } from './mst-node.ts';
+import { type CheckedMstNode, MAX_PATH_LENGTH, type MstPosition, checkMstNode, emptyCheckedNode, subtreePosition } from './mst-check.ts';
+import { ENTRY_FIELDS, RIGHT, VALUE } from './mst-node.ts';
+
+export { MAX_PATH_LENGTH } from './mst-check.ts';
 
 /** One record of a repository, as the MST names it. */
 export interface RepoRecord {
@@ -36,9 +37,6 @@ export interface MstContents {
   height: number;
 }
 
-/** Longest repo path the MST accepts (atproto repository spec). */
-export const MAX_PATH_LENGTH = 1024;
-
 /**
  * Whether `path` is a valid repo path, `<NSID>/<record key>` (ASCII, at most 1024 bytes); returns
  * the index of the slash, or -1.
@@ -56,11 +54,12 @@ export function parsePath(path: string): number {
  * @param maxHeight refuse a tree whose root is above this layer (this bounds the recursion)
  * @param reached set to 1 at the index of every block the tree reaches (nodes and records)
  * @throws MissingBlockError an MST node or record block is not in `blocks`
- * @throws MstError an invariant is broken; names the node, and the key where one applies
+ * @throws MstError an invariant is broken (the first `checkMstNode` finds); names the node, and
+ *   the key where one applies
  */
 export function readMst(blocks: BlockMap, root: number, maxHeight: number, reached: Uint8Array): MstContents {
-  const walk: Walk = { blocks, reached, maxHeight, records: [], nodes: [], height: 0, lastKey: '', lastCollection: '', keys: [], entries: [] };
-  visit(walk, root, -1);
+  const walk: Walk = { blocks, reached, maxHeight, records: [], nodes: [], height: 0, checked: [] };
+  visit(walk, root, { root: true });
   return { records: walk.records, nodes: walk.nodes, height: walk.height };
 }
 
@@ -71,119 +70,45 @@ interface Walk {
   records: RepoRecord[];
   nodes: string[];
   height: number;
-  /** Last key in tree order: every key must sort after it. */
-  lastKey: string;
-  /** Last collection that passed validation; the records of a collection share this string. */
-  lastCollection: string;
   /**
-   * Key bytes per layer. A node's keys share prefixes with the key before them in the same
-   * node, which stays in place here while the walk is down in lower layers.
+   * A checked node per layer, reused from node to node of that layer: a node's keys stay in
+   * place while the walk is down in its subtrees, which are all on lower layers.
    */
-  keys: Uint8Array[];
-  /** Decoded entries per layer, reused from node to node of that layer. */
-  entries: (Int32Array | undefined)[];
+  checked: CheckedMstNode[];
 }
 
-/** Visits node `index` and, in key order, its subtrees; `height` -1 means the root. */
-function visit(walk: Walk, index: number, height: number): void {
+/** Visits node `index`, placed at `pos`, and, in key order, its subtrees. */
+function visit(walk: Walk, index: number, pos: MstPosition): void {
   const { blocks } = walk;
   const bytes = blocks.dataAt(index);
   walk.reached[index] = 1;
   walk.nodes.push(blocks.cidStringAt(index));
-  // The root's layer is known only once it is decoded; it gets a fresh entry array.
-  let node: MstNode;
-  try {
-    node = decodeMstNode(bytes, height >= 0 ? walk.entries[height] : undefined);
-  } catch (error) {
-    if (error instanceof MstNodeFormatError) throw new MstError('mst-malformed', blocks.cidStringAt(index), error.message);
-    throw error;
-  }
-  const { left, count, entries } = node;
+  // The root's layer is known only once it is read: it gets a node of its own.
+  const into = pos.layer === undefined ? undefined : (walk.checked[pos.layer] ??= emptyCheckedNode());
+  const node = checkMstNode(bytes, pos, walk.maxHeight, into);
+  const problem = node.problems[0];
+  if (problem) throw new MstError(problem.code, blocks.cidStringAt(index), problem.message, problem.key);
+  if (pos.root) walk.height = Math.max(node.layer, 0);
 
-  if (height < 0) {
-    if (count === 0) {
-      if (left >= 0) throw new MstError('mst-non-canonical', blocks.cidStringAt(index), 'root node has no entries, only a subtree');
-      return; // the empty repository
-    }
-    // The first key of a node has no prefix, so its bytes are the key.
-    height = keyLayer(bytes.subarray(entries[KEY_START]!), entries[KEY_END]! - entries[KEY_START]!);
-    if (height > walk.maxHeight) {
-      throw new MstError('mst-depth', blocks.cidStringAt(index), `tree height ${height} is over the cap of ${walk.maxHeight}`);
-    }
-    walk.height = height;
-  } else if (count === 0 && left < 0) {
-    throw new MstError('mst-non-canonical', blocks.cidStringAt(index), 'empty node below the root');
-  }
-
-  walk.entries[height] = entries;
-  if (left >= 0) visitSubtree(walk, index, bytes, left, height);
-  const keyBytes = (walk.keys[height] ??= new Uint8Array(MAX_PATH_LENGTH));
-  let keyLength = 0;
-  for (let i = 0; i < count; i++) {
+  const { entries, keys, collections } = node;
+  if (node.left >= 0) visitSubtree(walk, bytes, node.left, subtreePosition(node, pos, -1));
+  for (let i = 0; i < node.count; i++) {
     const at = i * ENTRY_FIELDS;
-    const prefix = entries[at + PREFIX]!;
-    const keyStart = entries[at + KEY_START]!;
-    const keyEnd = entries[at + KEY_END]!;
+    const key = keys[i]!;
+    const collection = collections[i]!;
     const value = entries[at + VALUE]!;
-    const right = entries[at + RIGHT]!;
-    if (prefix > keyLength) {
-      throw new MstError('mst-malformed', blocks.cidStringAt(index), `entry ${i}: prefix length ${prefix} is longer than the previous key`);
-    }
-    // The shared prefix must be the longest one, or the node's bytes (and CID) are not canonical.
-    if (prefix < keyLength && keyEnd > keyStart && keyBytes[prefix] === bytes[keyStart]) {
-      throw new MstError('mst-non-canonical', blocks.cidStringAt(index), `entry ${i}: prefix length ${prefix} is shorter than the shared prefix`);
-    }
-    keyLength = prefix + keyEnd - keyStart;
-    if (keyLength > MAX_PATH_LENGTH) {
-      throw new MstError('mst-path', blocks.cidStringAt(index), `entry ${i}: key of ${keyLength} bytes is longer than ${MAX_PATH_LENGTH}`);
-    }
-    for (let from = keyStart, to = prefix; from < keyEnd; ) keyBytes[to++] = bytes[from++]!;
-    // One char per byte: a valid path is ASCII, so string order is byte order; any other byte
-    // becomes a char that the path check refuses.
-    const key = latin1(keyBytes, 0, keyLength);
-    const rkey = checkPath(walk, key);
-    if (rkey === undefined) throw new MstError('mst-path', blocks.cidStringAt(index), 'key is not a valid collection/rkey path', key);
-    if (key <= walk.lastKey) {
-      throw new MstError('mst-unsorted', blocks.cidStringAt(index), `key does not sort after ${JSON.stringify(walk.lastKey)}`, key);
-    }
-    walk.lastKey = key;
-    const layer = keyLayer(keyBytes, keyLength);
-    if (layer !== height) {
-      throw new MstError('mst-layer', blocks.cidStringAt(index), `key of layer ${layer} is in a node of layer ${height}`, key);
-    }
     const cid = cidToString(bytes, value);
     const record = blocks.indexOf(bytes, value);
     if (record < 0) throw new MissingBlockError(cid, 'record', key);
     walk.reached[record] = 1;
-    walk.records.push({ collection: walk.lastCollection, rkey, cid, path: key });
-    if (right >= 0) visitSubtree(walk, index, bytes, right, height);
+    walk.records.push({ collection, rkey: key.slice(collection.length + 1), cid, path: key });
+    const right = entries[at + RIGHT]!;
+    if (right >= 0) visitSubtree(walk, bytes, right, subtreePosition(node, pos, i));
   }
 }
 
-function visitSubtree(walk: Walk, parent: number, bytes: Uint8Array, link: number, height: number): void {
+function visitSubtree(walk: Walk, bytes: Uint8Array, link: number, pos: MstPosition): void {
   const index = walk.blocks.indexOf(bytes, link);
-  if (height === 0) {
-    throw new MstError('mst-layer', walk.blocks.cidStringAt(parent), `node of layer 0 has a subtree ${cidToString(bytes, link)}`);
-  }
   if (index < 0) throw new MissingBlockError(cidToString(bytes, link), 'mst-node');
-  visit(walk, index, height - 1);
-}
-
-/**
- * The record key of `key` if it is a valid path, else undefined. The collection is checked only
- * when it changes (keys come in order, so a collection's keys are consecutive) and is then kept
- * in `walk.lastCollection`.
- */
-function checkPath(walk: Walk, key: string): string | undefined {
-  const last = walk.lastCollection;
-  let slash = last.length;
-  if (!(slash > 0 && key.charCodeAt(slash) === 0x2f && key.startsWith(last))) {
-    slash = key.indexOf('/');
-    if (slash <= 0) return undefined;
-    const collection = key.slice(0, slash);
-    if (!isNsid(collection)) return undefined;
-    walk.lastCollection = collection;
-  }
-  const rkey = key.slice(slash + 1);
-  return isRecordKey(rkey) ? rkey : undefined;
+  visit(walk, index, pos);
 }

@@ -252,7 +252,8 @@ const faults: Fault[] = [
       (await craft({ left: { entries: [{ key: 'app.bsky.zzzz.post/3kzzzzzzzzzzz' }] }, entries: [{ key: layer1[0]! }] })).car,
     error: MstError,
     code: 'mst-unsorted',
-    message: () => `(key "${layer1[0]}")`,
+    // The subtree's key is out of the range its parent gives it (the node is checked alone).
+    message: () => `does not sort before ${JSON.stringify(layer1[0])}, the key after this subtree (key "app.bsky.zzzz.post/3kzzzzzzzzzzz")`,
     reference: 'accepts',
   },
   {

@@ -15,7 +15,8 @@ import { Client, Connection } from '@temporalio/client';
 import { makeRepo, generateRecords, newKeypair } from '../atproto/testing/make-repo.ts';
 import { loadConfig } from '../config/load.ts';
 import { runWorker } from '../workers/worker.ts';
-import { JOBS, taskQueueFor } from '../workers/jobs.ts';
+import { JOBS } from '../workers/jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 
 interface SmallRepo {

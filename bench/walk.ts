@@ -5,10 +5,17 @@
  * directory; the repos are built once by the reference implementation and cached
  * (`atproto/testing/make-repo.ts`). Prints progress to stderr and one JSON object to stdout.
  *
- *   node bench/walk.ts [--repos 13] [--records 5000] [--runs validate-local,scrub-local,validate-s3,scrub-s3]
- *     [--scheduled-max 256] [--root-concurrency 4] [--cpu-profile FILE] [--sql-stats]
+ *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
+ *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
+ *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 64]
+ *     [--cpu-profile FILE] [--sql-stats] [--explain]
  *
- * Goals (issue 4): validate ≥ 100,000 nodes/s from the directory store; ≤ 24 bytes per visited node.
+ * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
+ * node: `few-large` (13 repos × 5,000 records) and `many-small` (2,000 repos × 10 records). Both
+ * use valid did:plc DIDs, and their CARs are cached like every test repo.
+ *
+ * Goals: validate ≥ 200,000 nodes/s from the directory store on both mirrors, the two within
+ * ±20 % of each other (issue 13); ≤ 24 bytes per visited node (issue 4).
  */
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector';
@@ -31,27 +38,47 @@ import { importRepo } from '../backfill/import.ts';
 import { runWalk, type WalkSpec } from '../graph/run.ts';
 import { formatFindings } from '../graph/progress.ts';
 import type { Node } from '../graph/nodes.ts';
-import { testDids } from '../graph/testing.ts';
+import { testDids } from '../test/mirror.ts';
 
 const { values } = parseArgs({
   options: {
+    mirrors: { type: 'string', default: 'few-large,many-small' },
     repos: { type: 'string', default: '13' },
     records: { type: 'string', default: '5000' },
     runs: { type: 'string', default: 'validate-local,scrub-local,validate-s3,scrub-s3' },
+    'small-repos': { type: 'string', default: '2000' },
+    'small-records': { type: 'string', default: '10' },
+    'small-runs': { type: 'string', default: 'validate-local,scrub-local' },
     'scheduled-max': { type: 'string', default: '256' },
-    'root-concurrency': { type: 'string', default: '4' },
+    'root-concurrency': { type: 'string', default: '64' },
     /** Times each run is measured; the median is reported (and the best). */
     repeat: { type: 'string', default: '3' },
     /** Write a V8 CPU profile of the walks (not the setup) to this file. */
     'cpu-profile': { type: 'string' },
     /** Print the time and rows of the walks' queries, by statement. */
     'sql-stats': { type: 'boolean', default: false },
+    /** Print the plans and times of the refcount comparison the Repo reads make, for one repo and for a batch. */
+    explain: { type: 'boolean', default: false },
   },
 });
-const repoCount = Number(values.repos);
-const recordCount = Number(values.records);
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const post = (session: Session, method: string) => new Promise<unknown>((ok, fail) => session.post(method, (err, res) => (err ? fail(err) : ok(res))));
+
+interface MirrorShape {
+  name: string;
+  repos: number;
+  records: number;
+  runs: string[];
+}
+const SHAPES: Record<string, MirrorShape> = {
+  'few-large': { name: 'few-large', repos: Number(values.repos), records: Number(values.records), runs: values.runs.split(',') },
+  'many-small': { name: 'many-small', repos: Number(values['small-repos']), records: Number(values['small-records']), runs: values['small-runs'].split(',') },
+};
+const shapes = values.mirrors.split(',').map((m) => {
+  const shape = SHAPES[m];
+  if (!shape) throw new Error(`unknown mirror ${JSON.stringify(m)}; known: ${Object.keys(SHAPES).join(', ')}`);
+  return shape;
+});
 
 const stateDir = await mkdtemp(join(tmpdir(), 'repowalk-bench-'));
 await chmod(stateDir, 0o755);
@@ -64,13 +91,46 @@ const stack = await startStack({
   s3: { enabled: true, port: 0, buckets: ['bench-a', 'bench-b'], region: 'us-east-1' },
   log: (l) => log(`[stack] ${l}`),
 });
+const session = values['cpu-profile'] ? new Session() : undefined;
+const out: Record<string, unknown> = { bench: 'walk', machine: { cpus: cpus().length, node: process.version }, mirrors: {} };
 try {
+  if (session) {
+    session.connect();
+    await post(session, 'Profiler.enable');
+  }
+  for (const shape of shapes) (out.mirrors as Record<string, unknown>)[shape.name] = await benchMirror(shape);
+  if (session) session.disconnect();
+} finally {
+  await stack.stop();
+  await rm(stateDir, { recursive: true, force: true });
+}
+const validateRate = (m: string) => ((out.mirrors as Record<string, { runs: Record<string, { nodesPerSecond: number }> }>)[m]?.runs['validate-local']?.nodesPerSecond);
+const few = validateRate('few-large');
+const many = validateRate('many-small');
+console.log(
+  JSON.stringify(
+    {
+      ...out,
+      // many-small ÷ few-large: 1 is a walker whose cost does not depend on how the nodes are split into repos.
+      ...(few && many ? { validateManySmallOverFewLarge: Math.round((many / few) * 100) / 100 } : {}),
+      // The whole process, import included (verifying the CARs is most of it).
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      loadAverage: loadavg().map((x) => Math.round(x * 100) / 100),
+      goals: { validateLocalNodesPerSecond: 200_000, manySmallWithinOfFewLarge: 0.2, visitedBytesPerNode: 24 },
+    },
+    null,
+    2,
+  ),
+);
+
+async function benchMirror(shape: MirrorShape): Promise<unknown> {
+  const database = `walkbench_${shape.name.replace('-', '_')}`;
   const admin = new pg.Client({ connectionString: stack.info.postgres.url });
   await admin.connect();
-  await admin.query('CREATE DATABASE walkbench');
+  await admin.query(`CREATE DATABASE ${database}`);
   await admin.end();
   const url = new URL(stack.info.postgres.url);
-  url.pathname = '/walkbench';
+  url.pathname = `/${database}`;
   const pool = await connectPool(url.toString(), { max: 8 });
   await migrate(pool);
   // --sql-stats: time and rows of the pool's queries by statement (the Repo step's transaction
@@ -94,51 +154,51 @@ try {
     };
   }
 
-  // The mirror: distinct repos (each its own collections besides posts), stored by the importer.
-  const local = new LocalBlobStore(join(stateDir, 'bench-blobs'));
-  const dids = testDids('bench', repoCount);
+  // The mirror: distinct repos, stored by the importer.
+  const local = new LocalBlobStore(join(stateDir, `${shape.name}-blobs`));
+  const dids = testDids(`bench${shape.name.replace('-', '')}`, shape.repos);
   let importMs = 0;
   let records = 0;
   for (const [k, did] of dids.entries()) {
-    const made = await makeRepoCached({ did, records: recordCount, collections: ['app.bsky.feed.post', `com.example.bench${k}.like`, `com.example.bench${k}.follow`, `com.example.bench${k}.note`] });
+    // Collections of its own besides posts, so that repos share few record blocks.
+    const collections = ['app.bsky.feed.post', `com.example.bench${k}.like`, `com.example.bench${k}.follow`, `com.example.bench${k}.note`];
+    const made = await makeRepoCached({ did, records: shape.records, collections });
     const started = performance.now();
     const repo = await verifyRepo(made.car, { did, signingKey: made.signingKey });
     await importRepo({ pool, blobs: local }, { repo, pds: 'https://pds.invalid', handle: undefined, signingKey: made.signingKey, filter: { mode: 'full', include: [], exclude: [], signal: [] } });
     importMs += performance.now() - started;
     records += made.records.length;
-    log(`imported ${did} (${made.records.length} records)`);
+    if (shape.repos <= 100 || k % 500 === 499) log(`${shape.name}: imported ${k + 1} of ${shape.repos} (${did}, ${made.records.length} records)`);
   }
 
-  // The same packs in two S3 buckets, multiplexed.
-  const s3 = stack.info.s3!;
-  const bucket = (name: string) =>
-    new S3BlobStore({ bucket: name, config: { endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
-  const mux = new MultiplexBlobStore({ components: [bucket('bench-a'), bucket('bench-b')], writeQuorum: 2 });
+  // The same packs in two S3 buckets, multiplexed (only when a run reads from S3).
+  const stores: Record<string, BlobStore> = { local };
   const { rows: packs } = await pool.query<{ key: string; size_bytes: string }>('SELECT key, size_bytes FROM packs');
-  for (const p of packs) await mux.put(p.key, (await local.get(p.key))!);
+  if (shape.runs.some((r) => r.endsWith('-s3'))) {
+    const s3 = stack.info.s3!;
+    const bucket = (name: string) =>
+      new S3BlobStore({ bucket: name, config: { endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+    stores.s3 = new MultiplexBlobStore({ components: [bucket(`bench-a`), bucket(`bench-b`)], writeQuorum: 2 });
+    for (const p of packs) await stores.s3.put(p.key, (await local.get(p.key))!);
+  }
   // The images the generated posts reference (every 20th record), stored as blob mirroring
-  // would: one object each, in both stores, with its row.
+  // would: one object each, in every store, with its row.
   let blobs = 0;
-  for (let i = 0; i < recordCount; i += 20) {
+  for (let i = 0; i < shape.records; i += 20) {
     const bytes = new TextEncoder().encode(`image ${i}`);
     const cid = cidOf(0x55, bytes);
-    await local.put(blobKey(cid), bytes);
-    await mux.put(blobKey(cid), bytes);
-    await pool.query(`INSERT INTO blobs (cid, did, size, mime, status, key) VALUES ($1, $2, $3, 'image/jpeg', 'present', $4)`, [cid, dids[0], bytes.length, blobKey(cid)]);
+    for (const store of Object.values(stores)) await store.put(blobKey(cid), bytes);
+    await pool.query(`INSERT INTO blobs (cid, did, size, mime, status, key) VALUES ($1, $2, $3, 'image/jpeg', 'present', $4) ON CONFLICT DO NOTHING`, [cid, dids[0], bytes.length, blobKey(cid)]);
     blobs++;
   }
   const stored = await pool.query<{ blocks: string; bytes: string }>('SELECT count(*) AS blocks, sum(byte_length) AS bytes FROM blocks');
+  await pool.query('ANALYZE');
+
+  if (values.explain) await explainRefcounts(pool, dids, shape.name);
 
   const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
-  const stores: Record<string, BlobStore> = { local, s3: mux };
   const specs: Record<string, WalkSpec> = { validate: { type: 'validate' }, scrub: { type: 'scrub', scrub: { graceSeconds: 0 } } };
   const results: Record<string, unknown> = {};
-  const session = values['cpu-profile'] ? new Session() : undefined;
-  if (session) {
-    session.connect();
-    await post(session, 'Profiler.enable');
-    await post(session, 'Profiler.start');
-  }
   const measure = async (name: string) => {
     const [type, where] = name.split('-') as [string, string];
     const spec = { ...specs[type]!, scheduledMax: Number(values['scheduled-max']), rootConcurrency: Number(values['root-concurrency']) };
@@ -146,7 +206,7 @@ try {
     let rssPeak = rssBefore;
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 100);
     const cpu0 = process.cpuUsage();
-    const r = await runWalk({ pool, store: stores[where]! }, spec, roots, { progress: { label: name, emit: log } });
+    const r = await runWalk({ pool, store: stores[where]! }, spec, roots, { progress: { label: `${shape.name} ${name}`, emit: log } });
     const cpu = process.cpuUsage(cpu0);
     clearInterval(sampler);
     if (values['sql-stats']) {
@@ -157,7 +217,8 @@ try {
   };
   // One unreported run first: V8 compiles the hot paths during the first walk.
   await measure('validate-local');
-  for (const name of values.runs.split(',')) {
+  if (session) await post(session, 'Profiler.start');
+  for (const name of shape.runs) {
     const tries: Awaited<ReturnType<typeof measure>>[] = [];
     for (let i = 0; i < Number(values.repeat); i++) tries.push(await measure(name));
     const rate = (t: (typeof tries)[number]) => t.r.totals.nodes / (t.r.elapsedMs / 1000);
@@ -169,6 +230,7 @@ try {
       seconds: Math.round(r.elapsedMs) / 1000,
       nodesPerSecond: Math.round(rate(median)),
       nodesPerSecondEachTry: tries.map((t) => Math.round(rate(t))),
+      reposPerSecond: Math.round(r.totals.roots / (r.elapsedMs / 1000)),
       blockBytesPerSecond: Math.round(r.totals.bytes / (r.elapsedMs / 1000)),
       // This process's CPU (user + system) per node: the walk's own cost, whatever else the
       // machine runs (PostgreSQL, the S3 server and other work share its cores).
@@ -185,22 +247,39 @@ try {
   }
   if (session) {
     const { profile } = (await post(session, 'Profiler.stop')) as { profile: unknown };
-    await writeFile(values['cpu-profile']!, JSON.stringify(profile));
-    session.disconnect();
+    const file = shapes.length > 1 ? values['cpu-profile']!.replace(/(\.cpuprofile)?$/, `-${shape.name}$1`) : values['cpu-profile']!;
+    await writeFile(file, JSON.stringify(profile));
   }
   await pool.end();
-  const out = {
-    bench: 'walk',
-    machine: { cpus: cpus().length, node: process.version },
-    mirror: { repos: repoCount, records, blocks: Number(stored.rows[0]!.blocks), blockBytes: Number(stored.rows[0]!.bytes), packs: packs.length, blobs, importSeconds: Math.round(importMs / 10) / 100 },
+  return {
+    mirror: { repos: shape.repos, records, blocks: Number(stored.rows[0]!.blocks), blockBytes: Number(stored.rows[0]!.bytes), packs: packs.length, blobs, importSeconds: Math.round(importMs / 10) / 100 },
     runs: results,
-    // The whole process, import included (verifying the CARs is most of it).
-    peakRssBytes: process.resourceUsage().maxRSS * 1024,
-    loadAverage: loadavg().map((x) => Math.round(x * 100) / 100),
-    goals: { validateLocalNodesPerSecond: 100_000, visitedBytesPerNode: 24 },
   };
-  console.log(JSON.stringify(out, null, 2));
-} finally {
-  await stack.stop();
-  await rm(stateDir, { recursive: true, force: true });
+}
+
+/**
+ * The refcount comparison of the packs a Repo read covers (`refcountMismatchesInPacks`), planned
+ * and run for the packs of one repo and of the first 256: without an index on `records.cid` and
+ * `events.cid` it scans both tables whatever the number of packs, so its cost is per statement.
+ */
+async function explainRefcounts(pool: pg.Pool, dids: string[], label: string): Promise<void> {
+  for (const n of [1, Math.min(256, dids.length)]) {
+    const { rows: packRows } = await pool.query<{ pack_id: string }>(
+      'SELECT DISTINCT b.pack_id FROM records r JOIN blocks b ON b.cid = r.cid WHERE r.did = ANY($1::text[])',
+      [dids.slice(0, n)],
+    );
+    const packs = packRows.map((r) => Number(r.pack_id));
+    const { rows } = await pool.query<{ 'QUERY PLAN': string }>(
+      `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON)
+       WITH blk AS MATERIALIZED (SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])),
+            r AS (SELECT x.cid, count(*) AS n FROM records x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
+            e AS (SELECT x.cid, count(*) AS n FROM events x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
+            h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x JOIN blk ON blk.cid = x.head_cid GROUP BY x.head_cid)
+       SELECT blk.cid FROM blk LEFT JOIN r ON r.cid = blk.cid LEFT JOIN e ON e.cid = blk.cid LEFT JOIN h ON h.cid = blk.cid
+       WHERE blk.refcount <> coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0)`,
+      [packs],
+    );
+    log(`${label}: refcount comparison for the packs of ${n} repo(s) (${packs.length} packs):`);
+    for (const r of rows) log(`  ${r['QUERY PLAN']}`);
+  }
 }

@@ -12,7 +12,7 @@ import { connectPool } from '../storage/db/pool.ts';
 import { getRepoRow } from '../backfill/repo-state.ts';
 import { BackfillSettings, Did, type BackfillSettingsInput } from '../backfill/settings.ts';
 import { didProblem, showDid } from '../atproto/net/did.ts';
-import { taskQueueFor } from '../workers/jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
 import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
 

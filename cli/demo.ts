@@ -14,8 +14,8 @@ import { stackUp, describeStack, startDetached } from './stack-commands.ts';
 import { startBackfill, formatProgress } from './backfill-commands.ts';
 import type { PingResult } from '../workflows/ping.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
-import type { StackInfo } from '../stack/stack.ts';
-import { taskQueueFor } from '../workers/jobs.ts';
+import type { StackInfo } from '../config/stack-info.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 
 function alive(pid: number): boolean {
   try {
@@ -60,10 +60,12 @@ export async function runPing(config: Config, message: string): Promise<PingResu
 
 /** Creates the sample accounts once; a PDS that lists repos already has them. */
 async function seedOnce(info: StackInfo): Promise<string> {
-  const pds = await import('../test/pds.ts');
-  const existing = await pds.listReposPage(info.pds!.url, { limit: 1 });
+  // The demo's sample accounts are the tests' (one set of fixtures to keep realistic).
+  const { listReposPage } = await import('../test/xrpc.ts');
+  const { seedSampleAccounts } = await import('../test/pds-seed.ts');
+  const existing = await listReposPage(info.pds!.url, { limit: 1 });
   if (existing.repos.length > 0) return 'sample accounts already on the PDS';
-  const seeded = await pds.seedSampleAccounts(info.pds!.url, { bigAccountRecords: 5000 });
+  const seeded = await seedSampleAccounts(info.pds!.url, { bigAccountRecords: 5000 });
   const records = Object.values(seeded.recordCounts).reduce((a, b) => a + b, 0);
   return `seeded ${Object.keys(seeded.recordCounts).length} accounts with ${records} records and ${seeded.blobs.length} images`;
 }

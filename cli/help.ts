@@ -4,7 +4,7 @@
  * on a connection). Plain text only: this module imports nothing that connects anywhere.
  */
 import { WALK_TYPE_NAMES } from '../graph/walks/names.ts';
-import { SCHEDULE_NAMES } from '../schedules/names.ts';
+import { SCHEDULE_NAMES } from '../config/schedule-names.ts';
 
 const BACKFILL = `usage: repowalk backfill <command>
   add <did…> | --pds URL | --file PATH   mirror repos; exactly one source

@@ -15,7 +15,8 @@ import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.
 import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
 import { HELP_COMMANDS, helpFor } from './help.ts';
-import { JOBS, checkJobConfig, selectJobs, taskQueueFor, UnknownJobError } from '../workers/jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, UnknownJobError } from '../workers/jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 
 const USAGE = `usage: repowalk <command>
   stack up | down | status   start, stop or describe the local stack (Temporal dev server, PostgreSQL, S3)

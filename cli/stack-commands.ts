@@ -9,7 +9,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/options.ts';
-import { ensureStackTools, readStackInfo, removeStackInfo, startStack, writeStackInfo, type StackInfo } from '../stack/stack.ts';
+import { ensureStackTools, removeStackInfo, startStack, writeStackInfo } from '../stack/stack.ts';
+import { readStackInfo, type StackInfo } from '../config/stack-info.ts';
 import { redactUrl } from '../storage/db/pool.ts';
 
 const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));

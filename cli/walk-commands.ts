@@ -10,7 +10,7 @@ import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
-import { taskQueueFor } from '../workers/jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 import { listFindings } from '../graph/findings.ts';
 import { InvalidRootError, parseRoot } from '../graph/nodes.ts';
 import { formatFindings, formatProgress } from '../graph/progress.ts';

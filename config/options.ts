@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { SCHEDULE_NAMES, type ScheduleName } from '../schedules/names.ts';
+import { SCHEDULE_NAMES, type ScheduleName } from './schedule-names.ts';
 import { BackfillSettings } from '../backfill/settings.ts';
 
 const port = z.coerce

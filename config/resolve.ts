@@ -3,7 +3,7 @@
  * `repowalk stack up` recorded in `<stateDir>/stack.json`.
  */
 import type { Config } from './options.ts';
-import { readStackInfo, type StackInfo } from '../stack/stack.ts';
+import { readStackInfo, type StackInfo } from './stack-info.ts';
 
 export interface Endpoints {
   temporalAddress: string;

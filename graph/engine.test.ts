@@ -19,7 +19,7 @@ import { MemoryFindings } from './findings.ts';
 import { nodeKey, parseRoot, type Node } from './nodes.ts';
 import { resolveWalkGraph, GraphFilterError } from './schema.ts';
 import { runWalk } from './run.ts';
-import { buildMirror, testDids } from './testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import { addTotals, emptyTotals } from './totals.ts';
 import { WalkAbortedError, WalkStepError } from './errors.ts';
 

@@ -16,7 +16,10 @@
  *   Rate R with offsets 0..R−1 samples every node exactly once.
  * - **Bounded loads.** At most `scheduledMax` steps (and their visits) run at once; at most
  *   `rootConcurrency` roots are open (being walked or finishing) at once, the oldest served
- *   first.
+ *   first; past `LARGE_ROOTS` of them, a root opens only while the open ones hold fewer than
+ *   `OPEN_NODES` nodes between them. Small repos leave the walk waiting on each root's few round
+ *   trips unless many are open (and their batched lookups then share queries); large ones would
+ *   hold their visited sets and block locations at once.
  * - **Errors.** A step or check that throws stops the walk with a `WalkStepError` naming the
  *   node and its route, unless `errorAsData`: then it is a finding (check = the error's code,
  *   or `step-failed`), counted in the type's `errors`, and the walk goes on; the root is then
@@ -47,8 +50,14 @@ import { NO_NEEDS, type RootScope, type StepContext, type StepNeeds, type StepRe
 import { isPromise, type MaybePromise } from './maybe-promise.ts';
 import { step } from './steps/index.ts';
 import { rowLoaders } from './steps/rows.ts';
+import { repoWants } from './steps/repo.ts';
+import { RepoBatches, type RepoBatchOptions } from './repo-batch.ts';
 import { type TypeTotals, type WalkTotals, addTotals, emptyTotals, emptyTypeTotals } from './totals.ts';
 import { VisitedSet } from './visited.ts';
+
+/** Roots open whatever their size, and the nodes open roots may hold before no more open. */
+const LARGE_ROOTS = 4;
+const OPEN_NODES = 100_000;
 
 export interface Sampling {
   rate: number;
@@ -105,7 +114,7 @@ export interface WalkOptions {
   sampling?: Sampling;
   /** Most steps at once. Default 256. */
   scheduledMax?: number;
-  /** Most roots open at once. Default 4. */
+  /** Most roots open at once (past 4, only while they are small: see the module comment). Default 64. */
   rootConcurrency?: number;
   errorAsData?: boolean;
   signal?: AbortSignal;
@@ -115,6 +124,8 @@ export interface WalkOptions {
   onRootDone?(index: number, root: Node, totals: WalkTotals): void | Promise<void>;
   progress?: { label: string; intervalMs?: number; emit(line: string, snapshot: ProgressSnapshot): void };
   blockSource?: BlockSourceOptions;
+  /** How many Repo roots are read together. */
+  repoBatch?: RepoBatchOptions;
 }
 
 export interface GraphStores {
@@ -156,7 +167,8 @@ interface RootRun {
 export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise<WalkResult> {
   const started = performance.now();
   const scheduledMax = Math.max(1, opts.scheduledMax ?? 256);
-  const rootConcurrency = Math.max(1, opts.rootConcurrency ?? 4);
+  const rootConcurrency = Math.max(1, opts.rootConcurrency ?? 64);
+  const largeRoots = Math.min(LARGE_ROOTS, rootConcurrency);
   const needs: StepNeeds = { ...NO_NEEDS, ...opts.visitor.needs };
   const blocks = new BlockSource(stores.pool, stores.store, opts.blockSource);
   const rows = rowLoaders(stores.pool);
@@ -165,6 +177,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   // A plain object answers faster than a Set, and steps ask for every node.
   const wanted: Record<string, boolean> = Object.fromEntries(EDGE_TYPES.map((e) => [e.type, edges.has(e.type)]));
   const wants = (e: Parameters<StepContext['wants']>[0]) => wanted[e] === true;
+  const repos = new RepoBatches(stores.pool, opts.roots, opts.skipRoots, repoWants(wants, needs), rows.knownPacks, opts.repoBatch);
   const sampled = sampler(opts.sampling);
   const completed = emptyTotals();
   const visitedMax = { nodes: 0, bytes: 0 };
@@ -173,6 +186,8 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   let nextRoot = 0;
   let inflight = 0;
   let finishing = 0;
+  /** Nodes in the visited sets of the open roots (active and finishing). */
+  let openNodes = 0;
   let fatal: unknown;
   let settle!: { resolve: () => void; reject: (e: unknown) => void };
   const finished = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
@@ -253,7 +268,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       index,
       root,
       stack: [],
-      ctx: { pool: stores.pool, store: stores.store, blocks, rows, needs, scope, wants },
+      ctx: { pool: stores.pool, store: stores.store, blocks, rows, repos, needs, scope, wants },
       inflight: 0,
       deferred: 0,
       deferredDone: undefined,
@@ -263,6 +278,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       incomplete: false,
     };
     run.visited.add(root);
+    openNodes++;
     run.stack.push(rootRoute(root));
     active.push(run);
   };
@@ -294,6 +310,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       if (!edges.has(e.type) || !walkedTypes.has(e.node.type)) continue;
       t.children++;
       if (!run.visited.add(e.node)) continue;
+      openNodes++;
       run.stack.push({ edge: e.type, node: e.node, path: e.path, parent });
     }
   };
@@ -324,6 +341,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       fatal ??= err;
     } finally {
       finishing--;
+      openNodes -= run.visited.size;
       pump();
     }
   };
@@ -344,7 +362,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
     let sync = 0;
     while (!stopping()) {
       // A finishing root still holds its visited set and findings: it counts as open.
-      while (active.length + finishing < rootConcurrency && nextRoot < opts.roots.length) {
+      while (nextRoot < opts.roots.length && (active.length + finishing < largeRoots || (active.length + finishing < rootConcurrency && openNodes < OPEN_NODES))) {
         const index = nextRoot++;
         if (!opts.skipRoots?.has(index)) startRoot(index);
       }

@@ -13,14 +13,17 @@ const CID = 36;
 // Secret per process, as in atproto/block-map.ts: digests are uniform only if nobody mined them.
 const SEED = randomBytes(4).readInt32LE(0);
 
+// Small to begin with: every root has a table, and most repos hold a few dozen blocks.
+const INITIAL = 32;
+
 export class LocationTable {
-  #cids = new Uint8Array(CID * 256);
-  #pack = new Int32Array(256);
-  #offset = new Float64Array(256);
-  #length = new Int32Array(256);
-  #refcount = new Float64Array(256);
+  #cids = new Uint8Array(CID * INITIAL);
+  #pack = new Int32Array(INITIAL);
+  #offset = new Float64Array(INITIAL);
+  #length = new Int32Array(INITIAL);
+  #refcount = new Float64Array(INITIAL);
   #size = 0;
-  #slots = new Int32Array(512);
+  #slots = new Int32Array(INITIAL * 2);
   readonly #packs: { id: number; key: string | null; size: number }[] = [];
   readonly #packIndex = new Map<number, number>();
 

@@ -5,6 +5,7 @@
  * hints never change a node's identity.
  */
 import { cidFromString, cidToString } from '../atproto/cid.ts';
+import type { MstPosition } from '../atproto/mst-check.ts';
 import { type EdgeTarget, type EdgeType, type NodeType, isNodeType } from './schema.ts';
 
 /** Where the block index says a block is. `packKey` is null when its `pack_id` names no pack row. */
@@ -26,16 +27,7 @@ export interface RepoContext {
   signingKey: string | null;
 }
 
-/** Where an MST node sits in its tree, as its parent saw it: what the node must agree with. */
-export interface MstPosition {
-  /** The tree's root (reached from a commit): its layer is the tree's height. */
-  root: boolean;
-  /** The layer this node must be on (parent's layer − 1); absent for a root. */
-  layer?: number;
-  /** Every key in this subtree sorts strictly after `lo` and before `hi`, where given. */
-  lo?: string;
-  hi?: string;
-}
+export type { MstPosition };
 
 /** A record index row as the Repo step read it. */
 export interface RecordRowData {
@@ -69,6 +61,14 @@ export type NodeOf<T extends NodeType> = Extract<Node, { type: T }>;
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const _everyTypeHasAShape: Same<Node['type'], NodeType> = true;
 void _everyTypeHasAShape;
+
+/**
+ * The end of a switch over node types (`default: return unhandledNode(node)`): a node type the
+ * cases above do not handle leaves `node` not `never`, and the call fails to compile.
+ */
+export function unhandledNode(node: never): never {
+  throw new Error(`no case for node ${JSON.stringify(node, (_k, v: unknown) => (v instanceof Uint8Array ? '<bytes>' : v))}`);
+}
 
 /** An edge a step found: its type, the node it leads to, and the repo path where one applies. */
 export type OutEdge = { [E in EdgeType]: { type: E; node: NodeOf<EdgeTarget<E>>; path?: string } }[EdgeType];

@@ -42,8 +42,8 @@ export const WalkInput = z
     pageSize: z.number().int().min(1).max(10_000).default(100),
     /** Steps at once inside a page. */
     scheduledMax: z.number().int().min(1).max(10_000).default(256),
-    /** Repos open at once inside a page. */
-    rootConcurrency: z.number().int().min(1).max(256).default(4),
+    /** Repos open at once inside a page (past 4, only while the open ones are small). */
+    rootConcurrency: z.number().int().min(1).max(256).default(64),
     /** Record a failed step as a finding and go on, instead of failing the page. */
     errorAsData: z.boolean().default(false),
     /** scrub: rewrite missing and corrupt copies from a verified one. */

@@ -21,7 +21,7 @@ import type { BlobStore } from '../storage/blobstore/types.ts';
 import { copyRows } from '../storage/db/copy.ts';
 import { walkGraph, type Visitor } from '../graph/engine.ts';
 import type { Finding, FindingSink } from '../graph/findings.ts';
-import type { Node } from '../graph/nodes.ts';
+import { type Node, unhandledNode } from '../graph/nodes.ts';
 import { repoPage } from '../graph/repos.ts';
 import { resolveWalkGraph, type EdgeType, type NodeType } from '../graph/schema.ts';
 import type { StepData } from '../graph/steps/context.ts';
@@ -227,8 +227,14 @@ function markVisitor(marks: MarkSet, result: MarkResult, blobs: boolean): Visito
           result.blobNodes++;
           await marks.blob(v.node.cid);
           return;
-        default:
+        // Reached only as the walk's way down to blocks, or not walked by the mark.
+        case 'RecordRow':
+        case 'Event':
+        case 'Pack':
+        case 'Block':
           return;
+        default:
+          return unhandledNode(v.node);
       }
     },
   };

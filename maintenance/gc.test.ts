@@ -29,9 +29,9 @@ import { makeRepo, type MadeRepo } from '../atproto/testing/make-repo.ts';
 import { cidFor } from '../atproto/testing/car-edit.ts';
 import { MemoryFindings } from '../graph/findings.ts';
 import { runWalk } from '../graph/run.ts';
-import { buildMirror, testDids } from '../graph/testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import { collectGarbage, lastGcReport, type GcReport } from './gc.ts';
-import { randomPack, refcountMismatches, storeLoosePack, unreadableBlocks } from './testing.ts';
+import { randomPack, refcountMismatches, storeLoosePack, unreadableBlocks } from '../test/gc-fixtures.ts';
 
 let pool: pg.Pool;
 let dir: string;

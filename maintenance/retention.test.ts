@@ -15,9 +15,9 @@ import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { importRepo } from '../backfill/import.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { makeRepoCached } from '../atproto/testing/make-repo.ts';
-import { buildMirror, testDids } from '../graph/testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import { countExpiredEvents, trimExpiredEvents } from './retention.ts';
-import { refcountMismatches } from './testing.ts';
+import { refcountMismatches } from '../test/gc-fixtures.ts';
 
 let pool: pg.Pool;
 let dir: string;

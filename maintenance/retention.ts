@@ -8,7 +8,7 @@
  */
 import type pg from 'pg';
 import { withTransaction } from '../storage/db/pool.ts';
-import { RefDeltas } from '../backfill/import.ts';
+import { RefDeltas } from '../storage/refcounts.ts';
 
 export interface RetentionOptions {
   /** Events whose `expires_at` is at or before this are trimmed. Default: the database's now. */

@@ -11,7 +11,7 @@ import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { markGone, markResync } from '../backfill/repo-state.ts';
-import { buildMirror, testDids } from '../graph/testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import { dueRepos, type SweepKind } from './sweep.ts';
 import { collectStats, readStats, storeStats } from './stats.ts';
 

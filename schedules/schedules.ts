@@ -11,11 +11,11 @@
  */
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptions, type ScheduleSummary } from '@temporalio/client';
 import type { Config } from '../config/options.ts';
-import { taskQueueFor } from '../workers/jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
 import type { GcInput, RetentionInput, RotatingWalkInput, SweepInput } from '../workflows/maintenance.ts';
-import { SCHEDULE_NAMES, type ScheduleName } from './names.ts';
+import { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
 
-export { SCHEDULE_NAMES, type ScheduleName } from './names.ts';
+export { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
 
 export interface ScheduleDefinition {
   name: ScheduleName;
@@ -35,11 +35,6 @@ export interface ScheduleDefinition {
   args: unknown[];
 }
 
-/** The walk job's queue, named as `workers/jobs.ts` names every job's (`<prefix>-<job>`). */
-function walkQueue(config: Pick<Config, 'temporal'>): string {
-  return `${config.temporal.taskQueue}-walk`;
-}
-
 /** Every schedule the configuration describes, enabled or not. */
 export function scheduleDefinitions(config: Pick<Config, 'temporal' | 'schedules' | 'maintenance'>): ScheduleDefinition[] {
   const s = config.schedules;
@@ -48,8 +43,8 @@ export function scheduleDefinitions(config: Pick<Config, 'temporal' | 'schedules
   const sweep: SweepInput = { backfillTaskQueue: taskQueueFor(config, 'backfill'), settings: m.resyncSettings };
   const gc: GcInput = { graceSeconds: m.gcGraceSeconds, repackBelow: m.gcRepackBelow };
   const retention: RetentionInput = {};
-  const scrub: RotatingWalkInput = { type: 'scrub', rate: m.rotatingSampleRate, walkTaskQueue: walkQueue(config), walk: { repair: m.rotatingScrubRepair } };
-  const validate: RotatingWalkInput = { type: 'validate', rate: m.rotatingSampleRate, walkTaskQueue: walkQueue(config) };
+  const scrub: RotatingWalkInput = { type: 'scrub', rate: m.rotatingSampleRate, walkTaskQueue: taskQueueFor(config, 'walk'), walk: { repair: m.rotatingScrubRepair } };
+  const validate: RotatingWalkInput = { type: 'validate', rate: m.rotatingSampleRate, walkTaskQueue: taskQueueFor(config, 'walk') };
   const rows: Record<ScheduleName, Omit<ScheduleDefinition, 'name' | 'scheduleId' | 'taskQueue' | 'offsetSeconds'>> = {
     'resync-sweep': { description: 'resync sweep: start a backfill for each repo whose retry time has passed and that has none running', everySeconds: s.resyncSweepSeconds, workflowType: 'resyncSweep', args: [sweep] },
     'gone-recheck': { description: 'gone re-check: try again each gone repo whose re-check time has passed', everySeconds: s.goneRecheckSeconds, workflowType: 'goneRecheck', args: [sweep] },

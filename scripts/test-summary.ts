@@ -1,5 +1,5 @@
 // Prints vitest's JSON report as one plain closing line: `tests: N passed, N failed, N skipped`.
-// Exits non-zero when nothing ran, so an empty run never passes for a green one.
+// Exits non-zero when a test failed or nothing ran, so neither passes for a green run.
 import { readFileSync } from 'node:fs';
 
 const file = process.argv[2] ?? 'test-artifacts/vitest.json';
@@ -11,4 +11,4 @@ try {
   process.exit(1);
 }
 console.log(`tests: ${report.numPassedTests} passed, ${report.numFailedTests} failed, ${report.numPendingTests + report.numTodoTests} skipped`);
-process.exit(report.numTotalTests > 0 ? 0 : 1);
+process.exit(report.numTotalTests > 0 && report.numFailedTests === 0 ? 0 : 1);

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { freePort } from './process.ts';
+import { freePort } from '../config/free-port.ts';
 
 export interface PostgresServerOptions {
   /** Directory holding `data/`, the password file and `postgres.log`. */

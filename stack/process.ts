@@ -3,6 +3,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { createConnection } from 'node:net';
 
+// Moved to config/ (the worker needs it too, and workers do not depend on the dev stack).
+export { freePort } from '../config/free-port.ts';
+
 export interface Child {
   name: string;
   process: ChildProcess;
@@ -65,17 +68,4 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${what}: not ready after ${timeoutMs / 1000} s${logFile ? `; see ${logFile}` : ''}`);
-}
-
-/** A free TCP port on 127.0.0.1, chosen by the kernel. */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }

@@ -6,7 +6,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { S3Client, CreateBucketCommand, ListBucketsCommand } from '@aws-sdk/client-s3';
-import { freePort, spawnLogged, waitFor } from './process.ts';
+import { spawnLogged, waitFor } from './process.ts';
+import { freePort } from '../config/free-port.ts';
 
 export interface S3ServerOptions {
   bin: string;

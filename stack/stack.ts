@@ -5,13 +5,16 @@
  * setup runs it in-process on free ports.
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ensureGoTool, TEMPORAL_CLI, VERSITYGW } from './tools.ts';
 import { startTemporalServer, type TemporalServer } from './temporal-server.ts';
 import { startPostgres, type PostgresServer } from './postgres.ts';
 import { startS3Server, type S3Server } from './s3-server.ts';
+import { stackFile, type StackInfo } from '../config/stack-info.ts';
+
+export { readStackInfo, stackFile, type StackInfo } from '../config/stack-info.ts';
 
 export interface StackOptions {
   stateDir: string;
@@ -26,26 +29,9 @@ export interface StackOptions {
   log?: (line: string) => void;
 }
 
-/** What `stack.json` records: every address, and the supervisor's pid. */
-export interface StackInfo {
-  pid: number;
-  startedAt: string;
-  stateDir: string;
-  temporal: { address: string; namespace: string; uiUrl: string | undefined; bin: string };
-  postgres: { url: string; embedded: boolean };
-  s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; buckets: string[]; bin: string } | undefined;
-  blobDir: string;
-  /** The local PDS and PLC, when started. The admin password stays in the PDS's own data dir. */
-  pds?: { url: string; plcUrl: string; publicUrl: string } | undefined;
-}
-
 export interface RunningStack {
   info: StackInfo;
   stop(): Promise<void>;
-}
-
-export function stackFile(stateDir: string): string {
-  return join(stateDir, 'stack.json');
 }
 
 /** Builds or finds the binaries (slow only the first time on a machine). */
@@ -102,8 +88,8 @@ export async function startStack(opts: StackOptions): Promise<RunningStack> {
     let pds: StackInfo['pds'];
     if (opts.pds?.enabled) {
       log('starting the local PDS and PLC (the first start installs them, about 2 minutes)');
-      // The harness lives with the tests, whose PDS it is too; the stack reuses it for the demo.
-      const { startPds } = await import('../test/pds.ts');
+      // Loaded only when asked for: most stacks run no PDS.
+      const { startPds } = await import('./pds.ts');
       const server = await startPds({ dataDir: join(opts.stateDir, 'pds') });
       started.push(server);
       pds = { url: server.pdsUrl, plcUrl: server.plcUrl, publicUrl: server.publicUrl };
@@ -133,17 +119,4 @@ export async function writeStackInfo(info: StackInfo): Promise<void> {
 
 export async function removeStackInfo(stateDir: string): Promise<void> {
   await rm(stackFile(stateDir), { force: true });
-}
-
-/** The recorded stack, if its supervisor is still alive. */
-export function readStackInfo(stateDir: string): StackInfo | undefined {
-  const file = stackFile(stateDir);
-  if (!existsSync(file)) return undefined;
-  try {
-    const info = JSON.parse(readFileSync(file, 'utf8')) as StackInfo;
-    process.kill(info.pid, 0);
-    return info;
-  } catch {
-    return undefined;
-  }
 }

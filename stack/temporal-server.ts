@@ -6,7 +6,8 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.ts';
-import { freePort, spawnLogged, waitFor } from './process.ts';
+import { spawnLogged, waitFor } from './process.ts';
+import { freePort } from '../config/free-port.ts';
 
 export interface TemporalServerOptions {
   bin: string;

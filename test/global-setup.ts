@@ -22,7 +22,7 @@ export async function setup(project: TestProject): Promise<void> {
   const started = Date.now();
   // Installing the reference PDS (Node 22, better-sqlite3 compiled) takes ~2 minutes on a cold
   // machine: do it once here, beside the stack, not inside some test file's hook timeout.
-  const { ensurePdsRuntime } = await import('./pds.ts');
+  const { ensurePdsRuntime } = await import('../stack/pds.ts');
   const pdsRuntime = ensurePdsRuntime({ timeoutMs: 15 * 60_000 });
   pdsRuntime.catch(() => {});
   stack = await startStack({

@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
 import pg from 'pg';
 import { Client, Connection } from '@temporalio/client';
-import { freePort } from '../stack/process.ts';
+import { freePort } from '../config/free-port.ts';
 import { JOBS } from '../workers/jobs.ts';
 import { blobRef, makeRepo, type MadeRepo } from '../atproto/testing/make-repo.ts';
 import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
@@ -453,7 +453,7 @@ describe('the temporal CLI, as README.md shows it', () => {
   it("repowalk's own schedules: schedule apply, then temporal schedule toggle --pause, trigger, list", async () => {
     expect(SCHEDULES_WIRED, '`repowalk schedule` is wired and the maintenance job runs stats').toBe(true);
     // Only `stats` is applied: the others would fire on their own during the other tests.
-    const { SCHEDULE_NAMES } = await import('../schedules/names.ts');
+    const { SCHEDULE_NAMES } = await import('../config/schedule-names.ts');
     const stack = testStack();
     const env = {
       ...process.env,

@@ -1,5 +1,5 @@
 /**
- * Proves the test harness: the reference PDS + PLC on loopback (test/pds.ts) and the
+ * Proves the test harness: the reference PDS + PLC on loopback (stack/pds.ts, filled through test/pds.ts) and the
  * fault-injecting proxy (test/fault-server.ts). Needs no Temporal or Postgres.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

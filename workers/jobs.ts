@@ -5,21 +5,20 @@
  * workflow (one bundle), but only workflows started on its job's queue reach it.
  */
 import { z } from 'zod';
-import type { Stores } from './stores.ts';
 import type { Config } from '../config/options.ts';
-import { SCHEDULE_NAMES, type ScheduleName } from '../schedules/names.ts';
+import { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
+import { JOB_NAMES, type JobName } from '../config/task-queues.ts';
+import type { JobContext } from '../activities/context.ts';
 import { pingActivities } from '../activities/ping.ts';
 import { backfillActivities } from '../activities/backfill.ts';
 import { walkActivities } from '../activities/walk.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
 
-export interface JobContext {
-  config: Config;
-  stores: Stores;
-}
+export type { JobContext } from '../activities/context.ts';
+export { taskQueueFor, type JobName } from '../config/task-queues.ts';
 
 export interface JobDefinition {
-  name: string;
+  name: JobName;
   description: string;
   /**
    * The part of the configuration the job reads, with the limits the job needs beyond each
@@ -78,11 +77,8 @@ export const JOBS = [
   },
 ] as const satisfies readonly JobDefinition[];
 
-export type JobName = (typeof JOBS)[number]['name'];
-
-export function taskQueueFor(config: Pick<Config, 'temporal'>, job: JobName): string {
-  return `${config.temporal.taskQueue}-${job}`;
-}
+// Every job name has its row: a name in `JOB_NAMES` without one does not compile.
+void (JOB_NAMES satisfies readonly (typeof JOBS)[number]['name'][]);
 
 export class UnknownJobError extends Error {
   override name = 'UnknownJobError';

@@ -1,8 +1,8 @@
 /**
  * repowalk's Prometheus metrics, and the Temporal SDK's beside them on one `/metrics`.
  *
- * Counters (imports, walk nodes, findings) live in one process-wide registry: activities count
- * what they did with `recordImport` and `recordWalkTotals`, whether or not this process serves
+ * Counters (imports, walk nodes, findings) live in one process-wide registry that activities own
+ * (`activities/counters.ts`): they count what they did whether or not this process serves
  * metrics. Gauges of stored state (repos by status, the heal queue) are read from PostgreSQL
  * when scraped, at most once per `cacheMs` and one query at a time, so that several scrapers
  * cost one query. The SDK's own metrics come from its Prometheus exporter, which the worker
@@ -12,73 +12,11 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type pg from 'pg';
-import type { RepoOutcome } from '../backfill/settings.ts';
-import type { WalkTotals } from '../graph/totals.ts';
+import { processRegistry } from '../activities/counters.ts';
 
-/** Counters every activity in this process adds to, and Node's process metrics. */
-export const processRegistry = new Registry();
+export { recordImport, recordWalkFindings, recordWalkNodes, recordWalkTotals } from '../activities/counters.ts';
+
 let defaultMetricsOn = false;
-
-const imports = new Counter({
-  name: 'repowalk_imports_total',
-  help: 'Repo import attempts by outcome (imported, skipped, gone, deleted, dropped, retry); retries by resync kind.',
-  labelNames: ['outcome', 'resync'] as const,
-  registers: [processRegistry],
-});
-const importedBlocks = new Counter({
-  name: 'repowalk_import_new_blocks_total',
-  help: 'Blocks stored by imports (new to the mirror).',
-  registers: [processRegistry],
-});
-const importedPackBytes = new Counter({
-  name: 'repowalk_import_pack_bytes_total',
-  help: 'Bytes of packs written by imports.',
-  registers: [processRegistry],
-});
-const walkNodes = new Counter({
-  name: 'repowalk_walk_nodes_total',
-  help: 'Nodes a walk stepped, by walk type and node type.',
-  labelNames: ['walk_type', 'node_type'] as const,
-  registers: [processRegistry],
-});
-const walkFindings = new Counter({
-  name: 'repowalk_walk_findings_total',
-  help: 'Findings walks recorded, by walk type, check and severity.',
-  labelNames: ['walk_type', 'check', 'severity'] as const,
-  registers: [processRegistry],
-});
-
-/** Counts one import attempt (`backfillRepoOnce`, each repo of `backfillMany`). */
-export function recordImport(outcome: Pick<RepoOutcome, 'kind'> & { resync?: string; newBlocks?: number; packBytes?: number }): void {
-  imports.inc(outcome.kind === 'retry' && outcome.resync ? { outcome: outcome.kind, resync: outcome.resync } : { outcome: outcome.kind });
-  if (outcome.kind === 'imported') {
-    importedBlocks.inc(outcome.newBlocks ?? 0);
-    importedPackBytes.inc(outcome.packBytes ?? 0);
-  }
-}
-
-/** Counts nodes a walk stepped. */
-export function recordWalkNodes(walkType: string, nodeType: string, count = 1): void {
-  if (count > 0) walkNodes.inc({ walk_type: walkType, node_type: nodeType }, count);
-}
-
-/** Counts findings a walk recorded. */
-export function recordWalkFindings(walkType: string, check: string, severity: string, count = 1): void {
-  if (count > 0) walkFindings.inc({ walk_type: walkType, check, severity }, count);
-}
-
-/**
- * Counts what one page of a walk did: its nodes by type and its findings (`check:severity`
- * keys). Pass only what this attempt walked, not totals carried over from a heartbeat, or a
- * resumed page is counted twice.
- */
-export function recordWalkTotals(walkType: string, totals: Pick<WalkTotals, 'types' | 'findings'>): void {
-  for (const [nodeType, t] of Object.entries(totals.types)) if (t) recordWalkNodes(walkType, nodeType, t.walked);
-  for (const [key, n] of Object.entries(totals.findings)) {
-    const at = key.lastIndexOf(':');
-    recordWalkFindings(walkType, at < 0 ? key : key.slice(0, at), at < 0 ? 'error' : key.slice(at + 1), n);
-  }
-}
 
 /** Every repo status the schema allows: each is exported, 0 when no repo has it. */
 const REPO_STATUSES = ['pending', 'active', 'gone', 'deleted', 'error', 'dropped'] as const;

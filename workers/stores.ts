@@ -1,19 +1,13 @@
 /** Opens what activities work on: the PostgreSQL pool (migrated) and the configured blobstore. */
-import type pg from 'pg';
 import type { Config } from '../config/options.ts';
 import type { Endpoints } from '../config/resolve.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { PgHealQueue } from '../storage/db/heal-queue.ts';
 import { openBlobStore, type BlobStoreConfig } from '../storage/blobstore/index.ts';
-import type { BlobStore } from '../storage/blobstore/types.ts';
+import type { Stores } from '../activities/context.ts';
 
-export interface Stores {
-  pool: pg.Pool;
-  blobs: BlobStore;
-  healQueue: PgHealQueue;
-  close(): Promise<void>;
-}
+export type { Stores } from '../activities/context.ts';
 
 /** The blobstore configuration the options describe, with the stack's S3 filled in. */
 export function blobStoreConfig(config: Config, endpoints: Endpoints): BlobStoreConfig {

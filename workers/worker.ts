@@ -16,9 +16,10 @@ import { NativeConnection, Worker, Runtime, DefaultLogger, bundleWorkflowCode, t
 import type { Duration } from '@temporalio/common';
 import type { Config } from '../config/options.ts';
 import type { Endpoints } from '../config/resolve.ts';
-import { freePort } from '../stack/process.ts';
+import { freePort } from '../config/free-port.ts';
 import { openStores } from './stores.ts';
-import { taskQueueFor, type JobDefinition, type JobName } from './jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
+import type { JobDefinition } from './jobs.ts';
 import { startHealthServer, type HealthServer, type WorkerStatus } from './health.ts';
 import { workerMetrics } from './metrics.ts';
 
@@ -125,7 +126,7 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
             worker: await Worker.create({
               connection,
               namespace: endpoints.namespace,
-              taskQueue: taskQueueFor(config, job.name as JobName),
+              taskQueue: taskQueueFor(config, job.name),
               workflowBundle,
               activities: job.activities({ config, stores }),
               // 2 cores: a handful of concurrent activities keeps Postgres and the blobstore busy without thrashing.

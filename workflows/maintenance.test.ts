@@ -16,12 +16,12 @@ import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { PgHealQueue } from '../storage/db/heal-queue.ts';
 import { markGone, markResync } from '../backfill/repo-state.ts';
-import { buildMirror, testDids } from '../graph/testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import { readRotation } from '../maintenance/rotation.ts';
 import { readStats } from '../maintenance/stats.ts';
 import type { BackfillRepoState } from './backfill-repo.ts';
 import type { GcOutcome, RotatingWalkResult, SweepProgress } from './maintenance.ts';
-import { startTestWorkers, type TestWorkers } from './maintenance-test-worker.ts';
+import { startTestWorkers, type TestWorkers } from '../test/maintenance-test-workers.ts';
 
 let pool: pg.Pool;
 let dir: string;

@@ -18,7 +18,7 @@ import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { listFindings } from '../graph/findings.ts';
 import { runWalk } from '../graph/run.ts';
-import { buildMirror, testDids } from '../graph/testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 import { type WalkTotals, sumTotals } from '../graph/totals.ts';
 import { WalkInput, toWalkSpec, type WalkInputJson } from '../graph/walk-input.ts';
 import type { WalkProgress } from './walk.ts';
@@ -42,7 +42,7 @@ let workerLog = '';
 async function startWorker(rootDelayMs: number): Promise<void> {
   await stopWorker();
   workerLog = '';
-  const w = spawn(process.execPath, [join(ROOT, 'workflows', 'walk-test-worker.ts')], {
+  const w = spawn(process.execPath, [join(ROOT, 'test', 'walk-test-worker.ts')], {
     env: {
       ...process.env,
       TEMPORAL_ADDRESS: testStack().temporal.address,

@@ -9,6 +9,7 @@ import type { RecordRefs } from '../../atproto/refs.ts';
 import type { Batcher } from '../batch.ts';
 import type { BlockSource } from '../blocks.ts';
 import type { LocationTable } from '../locations.ts';
+import type { RepoBatches } from '../repo-batch.ts';
 import type { BlockLoc, Node, OutEdge } from '../nodes.ts';
 import type { EdgeType, NodeType } from '../schema.ts';
 
@@ -64,6 +65,8 @@ export interface BlobRow {
 /** Row lookups that concurrent steps share (one query per batch). */
 export interface RowLoaders {
   pack: Batcher<string, PackRow | null>;
+  /** Pack rows already read with the repos that use them (by key), so a Pack step needs no query. */
+  knownPacks: Map<string, PackRow>;
   blob: Batcher<string, BlobRow | null>;
 }
 
@@ -72,6 +75,8 @@ export interface StepContext {
   store: BlobStore;
   blocks: BlockSource;
   rows: RowLoaders;
+  /** The Repo step's reads, a batch of roots at a time. */
+  repos: RepoBatches;
   needs: StepNeeds;
   scope: RootScope;
   /** Whether the walk follows this edge type (steps skip work for edges nobody follows). */

@@ -7,7 +7,7 @@ import type { NodeOf, OutEdge } from '../nodes.ts';
 import type { StepContext, StepResult } from './context.ts';
 
 export async function stepPack(node: NodeOf<'Pack'>, ctx: StepContext): Promise<StepResult<'Pack'>> {
-  const row = await ctx.rows.pack.load(node.key);
+  const row = ctx.rows.knownPacks.get(node.key) ?? (await ctx.rows.pack.load(node.key));
   const edges: OutEdge[] = [];
   if (row && ctx.wants('PackToBlock')) {
     for (const [cid, loc] of await ctx.blocks.packIndex([row.id])) edges.push({ type: 'PackToBlock', node: { type: 'Block', cid, loc } });

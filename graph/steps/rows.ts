@@ -5,6 +5,7 @@ import type { BlobRow, PackRow, RowLoaders } from './context.ts';
 
 export function rowLoaders(pool: pg.Pool): RowLoaders {
   return {
+    knownPacks: new Map(),
     pack: new Batcher(async (keys: string[]) => {
       const { rows } = await pool.query<{ id: string; key: string; size_bytes: string; block_count: number; created_at: Date }>(
         'SELECT id, key, size_bytes, block_count, created_at FROM packs WHERE key = ANY($1::text[])',

@@ -22,6 +22,7 @@ import type { Visitor, VisitContext } from '../engine.ts';
 import type { NodeType } from '../schema.ts';
 import type { StepData } from '../steps/context.ts';
 import { trainDictionary } from './zstd-dict.ts';
+import { unhandledNode } from '../nodes.ts';
 
 export interface CompressionOptions {
   /** zstd level. Default 3 (zstd's default). */
@@ -97,6 +98,8 @@ export function compressionVisitor(store: BlobStore, opts: CompressionOptions = 
         case 'Event':
         case 'Pack':
           return;
+        default:
+          return unhandledNode(v.node);
       }
     },
   };

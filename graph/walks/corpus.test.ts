@@ -12,7 +12,7 @@ import { migrate } from '../../storage/db/migrate.ts';
 import { LocalBlobStore } from '../../storage/blobstore/local.ts';
 import type { MadeRepo } from '../../atproto/testing/make-repo.ts';
 import { runWalk } from '../run.ts';
-import { buildMirror, testDids } from '../testing.ts';
+import { buildMirror, testDids } from '../../test/mirror.ts';
 import { SEPARATOR, corpusPath, decodeSegment, encodeSegment } from './corpus-path.ts';
 
 async function files(dir: string): Promise<string[]> {

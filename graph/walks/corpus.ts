@@ -13,7 +13,7 @@ import { verifyContent } from '../../storage/keys.ts';
 import { cidFromString } from '../../atproto/cid.ts';
 import type { Visitor, VisitContext } from '../engine.ts';
 import { limiter } from '../limit.ts';
-import { nodeKey } from '../nodes.ts';
+import { nodeKey, unhandledNode } from '../nodes.ts';
 import type { StepData } from '../steps/context.ts';
 import { corpusPath } from './corpus-path.ts';
 
@@ -70,6 +70,8 @@ export function corpusVisitor(store: BlobStore, opts: CorpusOptions): Visitor {
         case 'Event':
         case 'Pack':
           return;
+        default:
+          return unhandledNode(v.node);
       }
     },
   };

@@ -9,7 +9,7 @@ import type { WalkGraph } from '../schema.ts';
 import { compressionVisitor, type CompressionOptions } from './compression.ts';
 import { corpusVisitor, type CorpusOptions } from './corpus.ts';
 import { scrubVisitor, type ScrubOptions } from './scrub.ts';
-import { validateVisitor, type ValidateOptions } from './validate.ts';
+import { validateVisitor, type ValidateOptions } from './validate/index.ts';
 import type { WalkTypeName } from './names.ts';
 
 export { WALK_TYPES, WALK_TYPE_NAMES, type WalkTypeName } from './names.ts';

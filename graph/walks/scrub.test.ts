@@ -22,7 +22,7 @@ import { cidOf } from '../../atproto/testing/make-repo.ts';
 import { MemoryFindings, type Finding } from '../findings.ts';
 import type { Node } from '../nodes.ts';
 import { runWalk, type WalkSpec } from '../run.ts';
-import { buildMirror, testDids } from '../testing.ts';
+import { buildMirror, testDids } from '../../test/mirror.ts';
 import type { ScrubOptions } from './scrub.ts';
 
 let pool: pg.Pool;

@@ -18,6 +18,7 @@ import { verifyContent } from '../../storage/keys.ts';
 import type { Visitor, VisitContext } from '../engine.ts';
 import { limiter } from '../limit.ts';
 import type { StepData } from '../steps/context.ts';
+import { unhandledNode } from '../nodes.ts';
 
 export interface ScrubOptions {
   /** Rewrite missing and corrupt copies from a verified one. Default false (report only). */
@@ -120,13 +121,29 @@ export function scrubVisitor(store: BlobStore, opts: ScrubOptions = {}): Visitor
   return {
     visit(v, ctx) {
       if (!ctx.sampled) return;
-      if (v.node.type === 'Pack') {
-        const row = (v.data as StepData['Pack']).row;
-        if (!row) ctx.report({ check: 'scrub-unindexed', severity: 'warn', detail: 'no packs row for this key; not checked' });
-        else schedule(row.key, row.sizeBytes, row.createdAt, ctx);
-      } else if (v.node.type === 'Blob') {
-        const row = (v.data as StepData['Blob']).row;
-        if (row?.status === 'present' && row.key) schedule(row.key, row.size, row.createdAt, ctx);
+      switch (v.node.type) {
+        case 'Pack': {
+          const row = (v.data as StepData['Pack']).row;
+          if (!row) ctx.report({ check: 'scrub-unindexed', severity: 'warn', detail: 'no packs row for this key; not checked' });
+          else schedule(row.key, row.sizeBytes, row.createdAt, ctx);
+          return;
+        }
+        case 'Blob': {
+          const row = (v.data as StepData['Blob']).row;
+          if (row?.status === 'present' && row.key) schedule(row.key, row.size, row.createdAt, ctx);
+          return;
+        }
+        // What scrub walks through to reach packs and blobs; their copies are the packs'.
+        case 'Repo':
+        case 'Commit':
+        case 'MstNode':
+        case 'Record':
+        case 'RecordRow':
+        case 'Event':
+        case 'Block':
+          return;
+        default:
+          return unhandledNode(v.node);
       }
     },
   };

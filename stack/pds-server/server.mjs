@@ -1,7 +1,7 @@
 // The reference atproto PDS (@atproto/pds) and a PLC directory (@did-plc/server, in memory),
 // both on 127.0.0.1, for repowalk's tests and demo. Runs on Node 22 (better-sqlite3 aborts on
-// Node 24) from the directory test/pds-server/ensure.sh installs; start it with
-//   test/pds-server/ensure.sh --run --data-dir DIR [--pds-port N] [--plc-port N] [--watch-stdin]
+// Node 24) from the directory stack/pds-server/ensure.sh installs; start it with
+//   stack/pds-server/ensure.sh --run --data-dir DIR [--pds-port N] [--plc-port N] [--watch-stdin]
 //
 // When both servers answer, prints ONE line on stdout:
 //   {"pds":"http://127.0.0.1:P","plc":"http://127.0.0.1:Q","adminPassword":"…","publicUrl":"http://localhost:P","dataDir":"…"}

@@ -1,5 +1,5 @@
 // Runs test/pds.test.ts without the project's global setup (it needs no Temporal or Postgres):
-//   npx vitest run --config test/pds-server/vitest.config.ts
+//   npx vitest run --config stack/pds-server/vitest.config.ts
 import { defineConfig } from 'vitest/config';
 import { fileURLToPath } from 'node:url';
 

@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NativeConnection, Worker, Runtime, DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
-import type { Stores } from '../workers/stores.ts';
+import type { Stores } from '../activities/context.ts';
 import type { RepoOutcome } from '../backfill/settings.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
 import { walkActivities } from '../activities/walk.ts';

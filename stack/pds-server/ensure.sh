@@ -10,8 +10,8 @@
 #   3. server.mjs, copied next to that node_modules so that its imports resolve there.
 #
 # Usage:
-#   test/pds-server/ensure.sh            prints one JSON line: {"node":"…","server":"…","dir":"…"}
-#   test/pds-server/ensure.sh --run ARGS provisions, then execs `node server.mjs ARGS`
+#   stack/pds-server/ensure.sh            prints one JSON line: {"node":"…","server":"…","dir":"…"}
+#   stack/pds-server/ensure.sh --run ARGS provisions, then execs `node server.mjs ARGS`
 # Progress goes to stderr. Concurrent callers serialise on a lock file.
 set -euo pipefail
 

@@ -5,7 +5,7 @@ import type { BlobStore } from '../storage/blobstore/types.ts';
 import { PackWriter, indexPack, putPack, readBlock, locateBlock, type FinishedPack } from '../storage/packs.ts';
 import { cidFromString } from '../atproto/cid.ts';
 import { cidFor, readCarBlocks } from '../atproto/testing/car-edit.ts';
-import { refcountProblems } from '../test/helpers.ts';
+import { refcountProblems } from './helpers.ts';
 
 /** How many blocks' refcounts disagree with the references rows hold (0 when the books are right; at most 20). */
 export async function refcountMismatches(db: pg.Pool): Promise<number> {

@@ -1,0 +1,184 @@
+/**
+ * One repo end to end: resolve its DID, fetch its CAR from the PDS the DID document names,
+ * verify it, import it, mirror its blobs, and map what happened to a `RepoOutcome`. What the PDS
+ * or the repo did wrong comes back as an outcome (gone, deleted, retry with a resync kind); only
+ * the worker's own trouble (database, blobstore), cancellation and bugs are thrown.
+ *
+ * Knows nothing of Temporal: the backfill activities (`activities/backfill.ts`) call it with an
+ * abort signal and progress hooks, and heartbeat from those.
+ */
+import type pg from 'pg';
+import type { BlobStore } from '../storage/blobstore/types.ts';
+import { verifyRepoStream } from '../atproto/verify.ts';
+import { InvalidRepoError } from '../atproto/errors.ts';
+import {
+  IdentityCache,
+  resolveDid,
+  getRepo,
+  listRepos,
+  Politeness,
+  outcomeOf,
+  checkHostAllowed,
+  ForbiddenAddressError,
+  NetError,
+  RepoGoneError,
+  RepoNotFoundError,
+  type SkippedListing,
+} from '../atproto/net/index.ts';
+import type { BackfillSettings, RepoOutcome } from './settings.ts';
+import { importRepo, dropRepo } from './import.ts';
+import { markGone } from './repo-state.ts';
+import { mirrorBlobs } from './blobs.ts';
+
+/** How the pipeline reaches the network (the `network.*` options). */
+export interface PipelineNetwork {
+  plcUrl: string;
+  allowPrivateAddresses: boolean;
+  identityTtlSeconds: number;
+  /** Requests in flight to one PDS host. */
+  pdsConcurrency: number;
+  pdsMinIntervalMs: number;
+  /** Timeout of one repo or blob download. */
+  fetchTimeoutSeconds: number;
+  /** Total time one remote read may take (http.ts `deadlineMs`). */
+  fetchDeadlineSeconds: number;
+  /** Least average rate a large body must keep past the deadline (http.ts `minBytesPerSecond`). */
+  fetchMinBytesPerSecond: number;
+}
+
+export interface AttemptHooks {
+  /** Stops the attempt at its next safe point; nothing of a half-read CAR is stored. */
+  signal: AbortSignal;
+  /** Bytes of the CAR as they arrive. */
+  onBytes?: ((n: number) => void) | undefined;
+}
+
+export interface ManyHooks extends AttemptHooks {
+  /** After each repo, with its outcome. */
+  onOutcome?: ((outcome: RepoOutcome) => void) | undefined;
+}
+
+export interface BackfillPipeline {
+  /** One attempt at one repo. */
+  backfillOne(did: string, settings: BackfillSettings, hooks: AttemptHooks): Promise<RepoOutcome>;
+  /**
+   * Many repos, `concurrency` at a time; outcomes in the order of `dids`. Stops starting repos
+   * once `hooks.signal` is aborted and then throws its reason.
+   */
+  backfillMany(dids: readonly string[], settings: BackfillSettings, concurrency: number, hooks: ManyHooks): Promise<RepoOutcome[]>;
+  /** One page of `com.atproto.sync.listRepos` of a PDS, through the same politeness. */
+  listDids(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined; skipped: SkippedListing[] }>;
+}
+
+/**
+ * A pipeline with its own identity cache and per-host politeness, shared by every repo it
+ * backfills (one per worker process and job).
+ */
+export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, network: PipelineNetwork): BackfillPipeline {
+  const identities = new IdentityCache({ ttlMs: network.identityTtlSeconds * 1000 });
+  const politeness = new Politeness({ concurrency: network.pdsConcurrency, minIntervalMs: network.pdsMinIntervalMs });
+  const allowPrivate = network.allowPrivateAddresses;
+  const timeoutMs = network.fetchTimeoutSeconds * 1000;
+  // Every remote read gets the same total deadline and minimum rate (see atproto/net/http.ts).
+  const deadline = { deadlineMs: network.fetchDeadlineSeconds * 1000, minBytesPerSecond: network.fetchMinBytesPerSecond };
+
+  // The PLC directory is the operator's choice, not network input: one configured on a private
+  // or loopback address (a PLC mirror on the LAN, a test PLC) is used as configured, even where
+  // private addresses are refused. A public one (plc.directory) stays under the guard, so that it
+  // cannot redirect a worker into its own network. Every PDS a DID document names, and every
+  // did:web host, stays under the guard too.
+  let plcOnPrivateAddress: Promise<boolean> | undefined;
+  function plcAllowsPrivate(): Promise<boolean> {
+    if (allowPrivate) return Promise.resolve(true);
+    plcOnPrivateAddress ??= checkHostAllowed(network.plcUrl, { allowPrivate: false }).then(
+      () => false,
+      (err: unknown) => {
+        if (err instanceof ForbiddenAddressError && err.address !== undefined) return true;
+        plcOnPrivateAddress = undefined; // a name that did not resolve: ask again next time
+        return false;
+      },
+    );
+    return plcOnPrivateAddress;
+  }
+
+  async function backfillOne(did: string, settings: BackfillSettings, { signal, onBytes }: AttemptHooks): Promise<RepoOutcome> {
+    try {
+      identities.invalidate(did);
+      const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
+      const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, ...deadline, signal });
+      const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, ...deadline, politeness, allowPrivate, onBytes, signal });
+      const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
+      const result = await importRepo(stores, {
+        repo,
+        pds: id.pds,
+        handle: id.handle,
+        signingKey: id.signingKey,
+        filter: settings.filter,
+        ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
+      });
+      switch (result.kind) {
+        case 'skipped':
+          // Nothing new in the repo, but its blobs may still be wanting: mirroring was just turned
+          // on, an earlier attempt died between the import's commit and its blobs, or the PDS
+          // failed to serve one before. Only the blobs not yet present are fetched.
+          if (settings.blobs) await mirrorBlobs(stores, { did, pds: id.pds, repo, filter: settings.filter, politeness, allowPrivate, timeoutMs, signal });
+          return { did, kind: 'skipped', rev: result.rev };
+        case 'dropped':
+          return { did, kind: 'dropped', reason: result.reason };
+        case 'imported': {
+          const blobs = settings.blobs
+            ? await mirrorBlobs(stores, { did, pds: id.pds, repo, filter: settings.filter, politeness, allowPrivate, timeoutMs, signal })
+            : { stored: 0, missing: 0 };
+          const { kind: _k, did: _d, packKey: _p, ...counts } = result;
+          return { did, kind: 'imported', ...counts, blobs: blobs.stored, missingBlobs: blobs.missing };
+        }
+      }
+    } catch (err) {
+      if (err instanceof RepoGoneError) {
+        await markGone(stores.pool, did, {
+          status: err.status,
+          recheckAt: new Date(Date.now() + settings.goneRecheckSeconds * 1000),
+          detail: err.message,
+        });
+        return { did, kind: 'gone', status: err.status };
+      }
+      if (err instanceof RepoNotFoundError) {
+        await dropRepo(stores.pool, did, 'deleted', { reason: err.message });
+        return { did, kind: 'deleted' };
+      }
+      if (err instanceof InvalidRepoError) return { did, kind: 'retry', resync: 'error', error: err.message };
+      // Only what the network or the PDS did is the repo's outcome. Anything else (the database,
+      // the blobstore, cancellation, a bug) is thrown for the caller to retry or stop.
+      if (err instanceof NetError && !signal.aborted) {
+        const o = outcomeOf(err);
+        if (o.kind === 'rate-limited' || o.kind === 'transport' || o.kind === 'error') {
+          return { did, kind: 'retry', resync: o.kind, error: o.message, retryAfterMs: o.kind === 'rate-limited' ? o.retryAfterMs : undefined };
+        }
+      }
+      throw err;
+    }
+  }
+
+  async function backfillMany(dids: readonly string[], settings: BackfillSettings, concurrency: number, hooks: ManyHooks): Promise<RepoOutcome[]> {
+    const { signal } = hooks;
+    const out: RepoOutcome[] = new Array(dids.length);
+    let next = 0;
+    const lane = async () => {
+      while (next < dids.length && !signal.aborted) {
+        const i = next++;
+        out[i] = await backfillOne(dids[i]!, settings, hooks);
+        hooks.onOutcome?.(out[i]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, dids.length) }, lane));
+    if (signal.aborted) throw signal.reason ?? new Error('cancelled');
+    return out;
+  }
+
+  async function listDids(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined; skipped: SkippedListing[] }> {
+    const page = await listRepos(pds, { cursor, limit, allowPrivate, politeness, ...deadline });
+    return { dids: page.repos.map((r) => r.did), cursor: page.cursor, skipped: page.skipped };
+  }
+
+  return { backfillOne, backfillMany, listDids };
+}

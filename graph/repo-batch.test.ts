@@ -1,0 +1,95 @@
+/**
+ * Repo reads a batch of roots at a time give each repo exactly what a read of it alone gives,
+ * whatever the batch sizes, the order the steps ask in, or repos without a row.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { freshDatabase } from '../test/stack.ts';
+import { openPool } from '../storage/db/pool.ts';
+import { migrate } from '../storage/db/migrate.ts';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import { LocationTable } from './locations.ts';
+import type { Node } from './nodes.ts';
+import { RepoBatches, type RepoWants } from './repo-batch.ts';
+import type { PackRow } from './steps/context.ts';
+import { buildMirror, testDids } from './testing.ts';
+
+let pool: pg.Pool;
+let dir: string;
+const dids = testDids('repobatch', 5);
+const missing = testDids('repobatchnone', 1)[0]!;
+const all: RepoWants = { records: true, events: true, counts: true, locations: true, refcounts: true };
+
+beforeAll(async () => {
+  pool = openPool(await freshDatabase('graph_repo_batch'));
+  await migrate(pool);
+  dir = await mkdtemp(join(tmpdir(), 'repowalk-repo-batch-'));
+  await buildMirror({ pool, blobs: new LocalBlobStore(dir) }, dids.map((did, i) => ({ did, records: 20 + 15 * i })));
+}, 120_000);
+
+afterAll(async () => {
+  await pool?.end();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** What a read gives, with the locations it added, as plain data. */
+async function readOf(batches: RepoBatches, did: string) {
+  const locations = new LocationTable();
+  const data = await batches.read(did, locations);
+  return { data, locations: locations.size };
+}
+
+describe('RepoBatches', () => {
+  it('reads each repo as a read of it alone does, in batches cut by the record budget and in any order', async () => {
+    const roots: Node[] = [...dids, missing].map((did) => ({ type: 'Repo', did }));
+    const alone = new Map<string, Awaited<ReturnType<typeof readOf>>>();
+    for (const did of [...dids, missing]) alone.set(did, await readOf(new RepoBatches(pool, [{ type: 'Repo', did }], undefined, all, new Map()), did));
+    expect(alone.get(missing)!.data.row).toBeNull();
+    expect(alone.get(dids[4]!)!.data.records).toHaveLength(80);
+    expect(alone.get(dids[4]!)!.locations).toBeGreaterThan(80);
+
+    let queries = 0;
+    const counting = new Proxy(pool, {
+      get: (target, prop) => (prop === 'connect' ? () => (queries++, target.connect()) : Reflect.get(target, prop)),
+    });
+    const known = new Map<string, PackRow>();
+    // A budget of 60 records: the 20- and 35-record repos go together, the rest one by one.
+    const batched = new RepoBatches(counting, roots, undefined, all, known, { maxRecords: 60 });
+    const order = [dids[0]!, dids[3]!, dids[1]!, missing, dids[2]!, dids[4]!];
+    const got = await Promise.all(order.map((did) => readOf(batched, did)));
+    for (const [i, did] of order.entries()) expect(got[i], did).toEqual(alone.get(did));
+    expect(queries).toBeLessThan(order.length);
+    // The packs read came with their rows, for the Pack steps.
+    expect(known.size).toBeGreaterThan(0);
+
+    // Read again (a root walked twice): read afresh, the same.
+    expect(await readOf(batched, dids[2]!)).toEqual(alone.get(dids[2]!));
+  });
+
+  it('skips the roots an earlier attempt finished', async () => {
+    const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
+    let asked: string[][] = [];
+    const spy = new Proxy(pool, {
+      get: (target, prop) =>
+        prop === 'connect'
+          ? async () => {
+              const client = await target.connect();
+              const query = client.query.bind(client) as (...a: unknown[]) => Promise<unknown>;
+              (client as unknown as { query: typeof query }).query = (...a: unknown[]) => {
+                const params = a[1] as unknown[] | undefined;
+                if (typeof a[0] === 'string' && a[0].includes('FROM repos r LEFT JOIN blocks')) asked.push(params![0] as string[]);
+                return query(...a);
+              };
+              return client;
+            }
+          : Reflect.get(target, prop),
+    });
+    const batches = new RepoBatches(spy, roots, new Set([1, 2]), all, new Map());
+    await readOf(batches, dids[0]!);
+    expect(asked).toEqual([[dids[0], dids[3], dids[4]]]);
+    asked = [];
+  });
+});

@@ -1,0 +1,291 @@
+/**
+ * Reading Repo nodes a batch of roots at a time. A Repo step needs the repos row and, as the walk
+ * asks, the record index, the event log, the collection counts, the block index of the packs
+ * that hold most of the repo's blocks and the refcount comparison of those packs. Read per repo,
+ * that is a transaction of nine round trips, and the refcount comparison scans `records` and
+ * `events` (no index on their `cid`) once per repo: on a mirror of many small repos the walk
+ * spent nearly all its time there, and the cost of a repo grew with the size of the mirror.
+ *
+ * Here the first Repo step of a run of roots reads the next roots with it — up to `maxRepos`
+ * repos, and no more than `maxRecords` records among them (one large repo is a batch of its
+ * own) — in one read-only REPEATABLE READ transaction of a few `= ANY` statements: a repo is
+ * still read in one snapshot (the batch's), and the comparison scans once per batch.
+ * Roots wait in memory only until their step takes them.
+ */
+import type pg from 'pg';
+import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
+import { cidMapKey } from './blocks.ts';
+import type { LocationTable } from './locations.ts';
+import type { BlockLoc, Node } from './nodes.ts';
+import { EVENT_SQL, LOC_SQL, RECORD_SQL, readEvents, readLocsInto, readRecords } from './packed.ts';
+import type { EventRow, IndexRow, PackRow, RefcountScan, RepoRow, StepData } from './steps/context.ts';
+
+/** What the walk reads for each repo. */
+export interface RepoWants {
+  records: boolean;
+  events: boolean;
+  counts: boolean;
+  locations: boolean;
+  refcounts: boolean;
+}
+
+export interface RepoBatchOptions {
+  /** Most repos read together. Default 256. */
+  maxRepos?: number;
+  /** Most records (by `records_count`) among the repos read together, past the first. Default 5,000. */
+  maxRecords?: number;
+}
+
+/**
+ * A pack's index is read in bulk when the repo's records in it are at least this share of the
+ * pack's bytes; a pack that holds one of the repo's records among a million others' is not.
+ */
+const PREFETCH_SHARE = 1 / 8;
+
+interface PackLocs {
+  key: string | null;
+  size: number;
+  packed: Buffer;
+}
+
+interface Batch {
+  repos: Map<string, { data: StepData['Repo']; packs: number[] }>;
+  packs: Map<number, PackLocs>;
+}
+
+export class RepoBatches {
+  readonly #pool: pg.Pool;
+  readonly #wants: RepoWants;
+  readonly #maxRepos: number;
+  readonly #maxRecords: number;
+  /** The Repo roots in walk order, and where each DID first appears. */
+  readonly #dids: string[];
+  readonly #at = new Map<string, number>();
+  /** DIDs being read or read and not yet taken, with the batch that reads them. */
+  readonly #pending = new Map<string, Promise<Batch>>();
+  readonly #knownPacks: Map<string, PackRow>;
+
+  /** `knownPacks` receives the rows of the packs whose block index a batch reads. */
+  constructor(pool: pg.Pool, roots: readonly Node[], skip: ReadonlySet<number> | undefined, wants: RepoWants, knownPacks: Map<string, PackRow>, opts: RepoBatchOptions = {}) {
+    this.#pool = pool;
+    this.#knownPacks = knownPacks;
+    this.#wants = wants;
+    this.#maxRepos = Math.max(1, opts.maxRepos ?? 256);
+    this.#maxRecords = opts.maxRecords ?? 5_000;
+    this.#dids = roots.flatMap((r, i) => (r.type === 'Repo' && !skip?.has(i) ? [r.did] : []));
+    for (const [i, did] of this.#dids.entries()) if (!this.#at.has(did)) this.#at.set(did, i);
+  }
+
+  /**
+   * The Repo step's data of `did`, with the block index of its packs added to `locations`.
+   * Reads the batch that starts at `did` unless one in flight holds it.
+   */
+  async read(did: string, locations: LocationTable): Promise<StepData['Repo']> {
+    for (;;) {
+      const pending = this.#pending.get(did) ?? this.#start(did);
+      const batch = await pending;
+      const repo = batch.repos.get(did);
+      // Cut from its batch by the record budget: it starts the next one.
+      if (!repo) continue;
+      batch.repos.delete(did);
+      if (this.#pending.get(did) === pending) this.#pending.delete(did);
+      for (const id of repo.packs) {
+        const p = batch.packs.get(id);
+        if (p) readLocsInto(p.packed, locations, { id, key: p.key, size: p.size });
+      }
+      return repo.data;
+    }
+  }
+
+  #start(did: string): Promise<Batch> {
+    const candidates = [did];
+    const from = this.#at.get(did);
+    if (from !== undefined) {
+      for (let i = from + 1; i < this.#dids.length && candidates.length < this.#maxRepos; i++) {
+        const d = this.#dids[i]!;
+        if (!this.#pending.has(d) && d !== did) candidates.push(d);
+      }
+    }
+    const batch = this.#load(candidates);
+    for (const d of candidates) this.#pending.set(d, batch);
+    // A DID the budget cut (or whose batch failed) leaves `pending`: its read starts the next
+    // batch. The others stay until their step takes them.
+    const drop = (keep: (d: string) => boolean) => {
+      for (const d of candidates) if (this.#pending.get(d) === batch && !keep(d)) this.#pending.delete(d);
+    };
+    batch.then(
+      (b) => drop((d) => b.repos.has(d)),
+      () => drop(() => false),
+    );
+    return batch;
+  }
+
+  async #load(candidates: string[]): Promise<Batch> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const batch = await this.#read(client, candidates);
+      await client.query('COMMIT');
+      return batch;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async #read(db: pg.ClientBase, candidates: string[]): Promise<Batch> {
+    const wants = this.#wants;
+    const rows = await readRepoRows(db, candidates);
+    // Candidates in walk order while their records fit the budget; the first always.
+    const dids: string[] = [];
+    let records = 0;
+    for (const did of candidates) {
+      const n = rows.get(did)?.row.recordsCount ?? 0;
+      if (dids.length > 0 && records + n > this.#maxRecords) break;
+      dids.push(did);
+      records += n;
+    }
+    const present = dids.filter((d) => rows.has(d));
+    const indexOf = new Map<string, IndexRow[]>();
+    const eventsOf = new Map<string, EventRow[]>();
+    const countsOf = new Map<string, Map<string, number>>();
+    if (wants.records && present.length) {
+      const res = await db.query<{ did: string; collection: string; packed: Buffer }>(
+        `SELECT r.did, r.collection, string_agg(${RECORD_SQL}, ''::bytea ORDER BY r.rkey) AS packed
+         FROM records r WHERE r.did = ANY($1::text[]) GROUP BY r.did, r.collection ORDER BY r.did, r.collection`,
+        [present],
+      );
+      for (const g of res.rows) {
+        let list = indexOf.get(g.did);
+        if (!list) indexOf.set(g.did, (list = []));
+        for (const rec of readRecords(g.packed, g.collection)) list.push(rec);
+      }
+    }
+    if (wants.events && present.length) {
+      const res = await db.query<{ did: string; packed: Buffer }>(
+        `SELECT e.did, string_agg(${EVENT_SQL}, ''::bytea ORDER BY e.id) AS packed FROM events e WHERE e.did = ANY($1::text[]) GROUP BY e.did`,
+        [present],
+      );
+      for (const g of res.rows) eventsOf.set(g.did, [...readEvents(g.packed)]);
+    }
+    if (wants.counts && present.length) {
+      const res = await db.query<{ did: string; collection: string; count: string }>('SELECT did, collection, count FROM collection_counts WHERE did = ANY($1::text[])', [present]);
+      for (const x of res.rows) {
+        let m = countsOf.get(x.did);
+        if (!m) countsOf.set(x.did, (m = new Map()));
+        m.set(x.collection, Number(x.count));
+      }
+    }
+
+    const packsOf = new Map<string, number[]>();
+    const packs = new Map<number, PackLocs>();
+    let mismatches: RefcountScan['mismatches'] | null = null;
+    if (wants.locations && present.length) {
+      // The packs each repo's records sit in, with the repo's share of each; and the head's pack.
+      const share = await db.query<{ did: string; pack_id: string; bytes: string; size: string | null }>(
+        `SELECT r.did, b.pack_id, sum(b.byte_length) AS bytes, max(p.size_bytes) AS size
+         FROM records r JOIN blocks b ON b.cid = r.cid LEFT JOIN packs p ON p.id = b.pack_id
+         WHERE r.did = ANY($1::text[]) GROUP BY r.did, b.pack_id`,
+        [present],
+      );
+      const sets = new Map<string, Set<number>>(present.map((d) => [d, new Set()]));
+      for (const s of share.rows) if (s.size !== null && Number(s.bytes) >= Number(s.size) * PREFETCH_SHARE) sets.get(s.did)!.add(Number(s.pack_id));
+      for (const did of present) {
+        const head = rows.get(did)!.headLoc;
+        if (head) sets.get(did)!.add(head.packId);
+        packsOf.set(did, [...sets.get(did)!]);
+      }
+      const all = [...new Set([...sets.values()].flatMap((s) => [...s]))];
+      if (all.length > 0) {
+        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; block_count: number | null; created_at: Date | null; packed: Buffer }>(
+          `SELECT b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at, string_agg(${LOC_SQL}, ''::bytea) AS packed
+           FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id
+           WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at`,
+          [all],
+        );
+        // The walk soon steps these packs' Pack nodes: their rows come along (a bounded cache).
+        if (this.#knownPacks.size > 50_000) this.#knownPacks.clear();
+        for (const g of res.rows) {
+          const id = Number(g.pack_id);
+          packs.set(id, { key: g.key, size: Number(g.size_bytes ?? 0), packed: g.packed });
+          if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
+        }
+        if (wants.refcounts) {
+          mismatches = new Map((await refcountMismatchesInPacks(db, all)).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
+        }
+      }
+    }
+
+    const repos: Batch['repos'] = new Map();
+    for (const did of dids) {
+      const r = rows.get(did);
+      if (!r) {
+        repos.set(did, { data: { row: null, records: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [] });
+        continue;
+      }
+      const repoPacks = packsOf.get(did) ?? [];
+      repos.set(did, {
+        data: {
+          row: r.row,
+          records: wants.records ? (indexOf.get(did) ?? []) : null,
+          events: wants.events ? (eventsOf.get(did) ?? []) : null,
+          collectionCounts: wants.counts ? (countsOf.get(did) ?? new Map()) : null,
+          headLoc: r.headLoc,
+          refcounts: mismatches && repoPacks.length > 0 ? { packs: new Set(repoPacks), mismatches } : null,
+        },
+        packs: repoPacks,
+      });
+    }
+    return { repos, packs };
+  }
+}
+
+/** The repos rows of `dids` that exist, with where each head commit is. */
+async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<string, { row: RepoRow; headLoc: BlockLoc | null }>> {
+  const { rows } = await db.query<{
+    did: string;
+    status: string;
+    gone_status: string | null;
+    rev: string | null;
+    head_cid: Buffer | null;
+    data_cid: Buffer | null;
+    signing_key: string | null;
+    records_count: string;
+    head_pack: string | null;
+    head_key: string | null;
+    head_size: string | null;
+    head_offset: string | null;
+    head_length: number | null;
+    head_refcount: string | null;
+  }>(
+    `SELECT r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.signing_key, r.records_count,
+       b.pack_id AS head_pack, p.key AS head_key, p.size_bytes AS head_size, b.byte_offset AS head_offset,
+       b.byte_length AS head_length, b.refcount AS head_refcount
+     FROM repos r LEFT JOIN blocks b ON b.cid = r.head_cid LEFT JOIN packs p ON p.id = b.pack_id
+     WHERE r.did = ANY($1::text[])`,
+    [dids],
+  );
+  return new Map(
+    rows.map((r) => [
+      r.did,
+      {
+        row: {
+          did: r.did,
+          status: r.status,
+          goneStatus: r.gone_status,
+          rev: r.rev,
+          headCid: r.head_cid,
+          dataCid: r.data_cid,
+          signingKey: r.signing_key,
+          recordsCount: Number(r.records_count),
+        },
+        headLoc:
+          r.head_pack === null
+            ? null
+            : { packId: Number(r.head_pack), packKey: r.head_key, packSize: Number(r.head_size ?? 0), offset: Number(r.head_offset), length: r.head_length!, refcount: Number(r.head_refcount) },
+      },
+    ]),
+  );
+}

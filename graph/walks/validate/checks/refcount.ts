@@ -1,0 +1,56 @@
+/**
+ * `refcount`: a block whose stored refcount is not the number of references that exist to it
+ * (record index rows, repo heads, events), counted in the same statement as the refcount is read
+ * (one snapshot, so an import committing meanwhile cannot make them disagree).
+ *
+ * Blocks in the packs the Repo step read in bulk were compared there, in Postgres and in the
+ * same snapshot as the repo's rows, and only the disagreements came back; blocks in other packs
+ * are gathered with their routes and compared per root when it is done. Without an index on
+ * `records.cid` and `events.cid` those comparisons scan both tables; with one, they look blocks up.
+ */
+import { refcountMismatches } from '../../../../storage/validate-queries.ts';
+import { cidMapKey } from '../../../blocks.ts';
+import type { Route } from '../../../route.ts';
+import type { RefcountScan, StepData } from '../../../steps/context.ts';
+import { defineCheck } from '../check.ts';
+
+interface RootRefcounts {
+  /** The Repo step's bulk comparison. */
+  scan: RefcountScan | null;
+  /** Blocks outside the scanned packs, with the routes to them. */
+  cids: Uint8Array[];
+  routes: Route[];
+}
+
+const detail = (m: { refcount: number; refs: number }) => `refcount is ${m.refcount}, but ${m.refs} stored rows reference the block`;
+
+export const refcount = defineCheck({
+  name: 'refcount',
+  nodeTypes: ['Repo', 'Commit', 'MstNode', 'Record', 'Block'],
+  needs: { refcounts: true },
+  rootState: (): RootRefcounts => ({ scan: null, cids: [], routes: [] }),
+  visit(v, ctx, state) {
+    if (v.node.type === 'Repo') {
+      // Kept whether or not the Repo node is sampled: its blocks may be.
+      state.scan = (v.data as StepData['Repo']).refcounts;
+      return;
+    }
+    if (!ctx.sampled) return;
+    const { cid } = v.node;
+    const loc = (v.data as StepData['Block']).loc;
+    if (state.scan?.packs.has(loc.packId)) {
+      const m = state.scan.mismatches.size > 0 ? state.scan.mismatches.get(cidMapKey(cid)) : undefined;
+      if (m) ctx.report({ check: 'refcount', detail: detail(m) });
+      return;
+    }
+    state.cids.push(cid);
+    state.routes.push(ctx.route);
+  },
+  async rootDone(state, ctx, env) {
+    if (state.cids.length === 0) return;
+    for (const m of await refcountMismatches(env.pool, state.cids)) {
+      const route = state.routes[m.index]!;
+      ctx.report({ check: 'refcount', route, node: route.node, detail: detail(m) });
+    }
+  },
+});

@@ -1,0 +1,51 @@
+/**
+ * Commit signatures verified on a worker thread, with the same function import uses
+ * (`verifyCommitSignature`). A walk of small repos verifies one signature per handful of nodes,
+ * and on the walk's thread that was its largest single cost; on a worker it runs beside the walk,
+ * on the machine's other core. One worker serves every walk of the process, and lets the
+ * process exit when idle.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Commit } from '../../../atproto/commit.ts';
+import type { SignatureJob } from './signature-worker.ts';
+
+let worker: Worker | undefined;
+let nextId = 0;
+const waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+
+function start(): Worker {
+  const w = new Worker(new URL('./signature-worker.ts', import.meta.url));
+  w.unref();
+  w.on('message', (m: { id: number; error: string | null }) => {
+    const p = waiting.get(m.id);
+    if (!p) return;
+    waiting.delete(m.id);
+    if (waiting.size === 0) w.unref();
+    if (m.error === null) p.resolve();
+    else p.reject(new Error(m.error));
+  });
+  const fail = (err: Error) => {
+    if (worker === w) worker = undefined;
+    for (const p of waiting.values()) p.reject(err);
+    waiting.clear();
+  };
+  w.on('error', fail);
+  w.on('exit', (code) => fail(new Error(`signature worker exited with code ${code}`)));
+  return w;
+}
+
+/**
+ * Resolves when `commit`'s signature verifies with `signingKey`.
+ * @throws {Error} with the message of the `SignatureError` import would throw.
+ */
+export function verifyCommitSignatureOffThread(commit: Commit, commitCid: string, signingKey: string): Promise<void> {
+  worker ??= start();
+  const w = worker;
+  const id = nextId++;
+  // Held while work is waiting, so that a walk's process does not exit under it.
+  if (waiting.size === 0) w.ref();
+  return new Promise<void>((resolve, reject) => {
+    waiting.set(id, { resolve, reject });
+    w.postMessage({ id, commit, cid: commitCid, key: signingKey } satisfies SignatureJob);
+  });
+}
