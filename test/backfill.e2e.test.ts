@@ -49,6 +49,7 @@ import {
   getBlob,
   getRepoCar,
   listAllRecords,
+  listAllRepos,
   pngBytes,
   putRecord,
   seedSampleAccounts,
@@ -582,6 +583,23 @@ describe('backfill against the reference PDS', () => {
 });
 
 describe('backfill through a fault-injecting server', () => {
+  it('a hostile listRepos cannot fail a --pds backfill: bad entries are skipped and counted, the listed repos backfilled', async () => {
+    const entry = (did: unknown) => ({ did, head: 'bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm', rev: '3l3qo2vutsw2b' });
+    const HOSTILE = [entry('did:web:localhost%3A99999'), entry('did:plc:short'), entry(`did:plc:${'a'.repeat(50_000)}`), entry(7), null, 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', { did: 'did:web:example.com' }];
+    const rule = pdsFaults.setRule({
+      path: 'com.atproto.sync.listRepos',
+      times: 1,
+      action: { type: 'mapJson', map: (body) => ({ ...(body as object), repos: [...HOSTILE, ...(body as { repos: unknown[] }).repos] }) },
+    });
+    try {
+      const listed = (await listAllRepos(pds)).repos.length;
+      const progress = await runBulk({ source: { kind: 'pds', url: pdsFaults.url }, settings: FAST, pageSize: 1000 });
+      expect(progress).toMatchObject({ state: 'done', totals: { repos: listed, failed: 0, invalidListed: HOSTILE.length } });
+    } finally {
+      pdsFaults.removeRule(rule);
+    }
+  });
+
   it('429 with Retry-After: backoff, recorded on the repo and the workflow, then done after resyncNow', async () => {
     const acct = await smallAccount('bf-ratelimited');
     const car = await getRepoCar(pds, acct.did);
