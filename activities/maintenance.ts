@@ -1,7 +1,9 @@
 /**
- * Maintenance activities: thin wrappers over `maintenance/` for the periodic workflows in
- * `workflows/maintenance.ts`. Inputs and results are plain JSON (dates as ISO strings); the long
- * ones (retention, GC) heartbeat as they go and stop at a safe point when cancelled.
+ * Maintenance activities: thin wrappers over `maintenance/` for the periodic workflows
+ * (`workflows/resync-sweep.ts`, `gone-recheck.ts`, `retention.ts`, `gc.ts`, `rotating-walk.ts`,
+ * `stats.ts`). Inputs and results are plain JSON (dates as ISO strings); GC and retention take
+ * their settings as the workflows parsed them (`maintenance/settings.ts`). The long ones
+ * (retention, GC) heartbeat as they go and stop at a safe point when cancelled.
  */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
@@ -11,6 +13,7 @@ import { trimExpiredEvents, type RetentionResult } from '../maintenance/retentio
 import { collectGarbage, GcBusyError, type GcReport } from '../maintenance/gc.ts';
 import { claimRotation, completeRotation, InvalidRateError, type RotationState } from '../maintenance/rotation.ts';
 import { collectStats, storeStats, type MirrorStats } from '../maintenance/stats.ts';
+import type { GcSettings, RetentionSettings } from '../maintenance/settings.ts';
 
 export interface DueReposInput {
   kind: SweepKind;
@@ -18,19 +21,6 @@ export interface DueReposInput {
   asOf: string;
   after?: string | undefined;
   limit: number;
-}
-
-export interface RetentionInput {
-  batchSize?: number | undefined;
-  maxBatches?: number | undefined;
-}
-
-export interface GcInput {
-  graceSeconds: number;
-  repackBelow: number;
-  repackTargetBytes?: number | undefined;
-  dryRun?: boolean | undefined;
-  orphans?: boolean | undefined;
 }
 
 export interface RotationInput {
@@ -46,7 +36,7 @@ export function maintenanceActivities({ stores }: Pick<JobContext, 'stores'>) {
     },
 
     /** Trims expired events in batches; each batch commits, so a retry continues where the last attempt stopped. */
-    async trimExpiredEvents(q: RetentionInput): Promise<RetentionResult> {
+    async trimExpiredEvents(q: RetentionSettings): Promise<RetentionResult> {
       const ctx = Context.current();
       return trimExpiredEvents(stores.pool, {
         batchSize: q.batchSize,
@@ -57,7 +47,7 @@ export function maintenanceActivities({ stores }: Pick<JobContext, 'stores'>) {
     },
 
     /** Mark, sweep, repack, blobs, orphans (`maintenance/gc.ts`). A retry starts over: the mark is not kept across attempts. */
-    async collectGarbage(q: GcInput): Promise<GcReport> {
+    async collectGarbage(q: GcSettings): Promise<GcReport> {
       const ctx = Context.current();
       try {
         return await collectGarbage(

@@ -17,7 +17,7 @@ import { loadConfig } from '../config/load.ts';
 import { runWorker } from '../workers/worker.ts';
 import { JOBS } from '../workers/jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
-import type { BackfillProgress } from '../workflows/backfill.ts';
+import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 
 interface SmallRepo {
   did: string;
@@ -152,11 +152,11 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   try {
     log(`e2e: backfilling ${repos.length} repos through Temporal`);
     const t = performance.now();
-    const progress = (await client.workflow.execute('backfill', {
+    const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
       args: [{ source: { kind: 'pds', url }, pageSize: 200, concurrency: 16 }],
-    })) as BackfillProgress;
+    });
     const seconds = (performance.now() - t) / 1000;
     return {
       repos: repos.length,

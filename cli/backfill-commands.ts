@@ -7,14 +7,15 @@ import { resolve } from 'node:path';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
+import { UsageError } from './usage.ts';
 import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { getRepoRow } from '../backfill/repo-state.ts';
 import { BackfillSettings, Did, type BackfillSettingsInput } from '../backfill/settings.ts';
 import { didProblem, showDid } from '../atproto/net/did.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
-import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
-import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
+import { backfill, backfillProgressQuery, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
+import { backfillRepo, backfillRepoStateQuery, resyncNowSignal } from '../workflows/backfill-repo.ts';
 
 const ADD_OPTIONS = {
   pds: { type: 'string' },
@@ -30,10 +31,6 @@ const ADD_OPTIONS = {
   wait: { type: 'boolean' },
   id: { type: 'string' },
 } as const;
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 /** Workflow input for `backfill add`, from its arguments; throws UsageError naming what is wrong. */
 export function backfillInputFromArgs(args: string[]): { input: BackfillInput; wait: boolean; workflowId: string | undefined } {
@@ -61,7 +58,7 @@ export function backfillInputFromArgs(args: string[]): { input: BackfillInput; w
 }
 
 export async function startBackfill(client: Client, config: Config, input: BackfillInput, workflowId?: string) {
-  return client.workflow.start('backfill', {
+  return client.workflow.start(backfill, {
     taskQueue: taskQueueFor(config, 'backfill'),
     workflowId: workflowId ?? `backfill-bulk/${new Date().toISOString().replace(/[:.]/g, '-')}`,
     args: [input],
@@ -87,7 +84,7 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
         if (wait) {
           const total = input.source.kind === 'dids' ? input.source.dids.length : undefined;
           const final = await followBackfill(
-            { result: () => handle.result() as Promise<BackfillProgress>, progress: () => client.withDeadline(Date.now() + 5_000, () => handle.query<BackfillProgress>('progress')) },
+            { result: () => handle.result(), progress: () => client.withDeadline(Date.now() + 5_000, () => handle.query(backfillProgressQuery)) },
             { total, write: (s) => process.stdout.write(s), tty: process.stdout.isTTY === true },
           );
           console.log(formatProgress(final));
@@ -100,14 +97,14 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
         try {
           const desc = await handle.describe();
           if (desc.status.name === 'RUNNING') {
-            await handle.signal('resyncNow');
+            await handle.signal(resyncNowSignal);
             console.log(`signalled backfill/${did} to retry now`);
             return 0;
           }
         } catch (err) {
           if (!(err instanceof WorkflowNotFoundError)) throw err;
         }
-        await client.workflow.start('backfillRepo', { taskQueue: taskQueueFor(config, 'backfill'), workflowId: `backfill/${did}`, args: [{ did }], staticSummary: `backfill of ${did}, resynced by hand` });
+        await client.workflow.start(backfillRepo, { taskQueue: taskQueueFor(config, 'backfill'), workflowId: `backfill/${did}`, args: [{ did }], staticSummary: `backfill of ${did}, resynced by hand` });
         console.log(`started backfill/${did}`);
         return 0;
       }
@@ -145,7 +142,7 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
  * and search attributes).
  */
 async function workflowLine(client: Client, did: string): Promise<string | undefined> {
-  const handle = client.workflow.getHandle(`backfill/${did}`);
+  const handle = client.workflow.getHandle<typeof backfillRepo>(`backfill/${did}`);
   let desc: Awaited<ReturnType<typeof handle.describe>>;
   try {
     desc = await handle.describe();
@@ -154,7 +151,7 @@ async function workflowLine(client: Client, did: string): Promise<string | undef
     throw err;
   }
   try {
-    const state = await client.withDeadline(Date.now() + 5_000, () => handle.query<BackfillRepoState>('state'));
+    const state = await client.withDeadline(Date.now() + 5_000, () => handle.query(backfillRepoStateQuery));
     return `workflow backfill/${did}: ${state.state}, retry ${state.retryCount}${state.nextRetryAt ? `, next at ${state.nextRetryAt}` : ''}`;
   } catch {
     const attrs = desc.searchAttributes as Record<string, unknown[] | undefined>;

@@ -12,7 +12,7 @@ import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { stackUp, describeStack, startDetached } from './stack-commands.ts';
 import { startBackfill, formatProgress } from './backfill-commands.ts';
-import type { PingResult } from '../workflows/ping.ts';
+import { ping, type PingResult } from '../workflows/ping.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 import type { StackInfo } from '../config/stack-info.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
@@ -47,7 +47,7 @@ export async function runPing(config: Config, message: string): Promise<PingResu
   const endpoints = resolveEndpoints(config, { database: false });
   const client = await connectClient(endpoints);
   try {
-    return await client.workflow.execute('ping', {
+    return await client.workflow.execute(ping, {
       taskQueue: taskQueueFor(config, 'maintenance'),
       workflowId: `ping/${Date.now()}`,
       args: [{ message }],
@@ -90,7 +90,7 @@ export async function runDemo(baseConfig: Config): Promise<void> {
   try {
     const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true } });
     console.log(`backfill      ${handle.workflowId} from ${info.pds.url} …`);
-    progress = (await handle.result()) as BackfillProgress;
+    progress = await handle.result();
   } finally {
     await client.connection.close();
   }

@@ -15,7 +15,8 @@ import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.
 import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
 import { HELP_COMMANDS, helpFor } from './help.ts';
-import { JOBS, checkJobConfig, selectJobs, UnknownJobError } from '../workers/jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, JobConfigError, UnknownJobError } from '../workers/jobs.ts';
+import { UsageError } from './usage.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 
 const USAGE = `usage: repowalk <command>
@@ -141,7 +142,7 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
     // Every error is printed through redactCredentials: a message may quote a URL option.
-    if (err instanceof ConfigError || err instanceof UnknownJobError || (err as Error)?.name === 'UsageError' || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${redactCredentials(err.message)}`);
+    if (err instanceof ConfigError || err instanceof UnknownJobError || err instanceof JobConfigError || err instanceof UsageError || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${redactCredentials(err.message)}`);
     else console.error(`repowalk: ${redactCredentials(err instanceof Error ? ((process.env.REPOWALK_DEBUG ? err.stack : err.message) ?? '') : String(err))}`);
     process.exit(1);
   },

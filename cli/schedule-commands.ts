@@ -5,12 +5,9 @@
 import { parseArgs } from 'node:util';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
+import { UsageError } from './usage.ts';
 import { connectClient } from '../client/connection.ts';
 import { SCHEDULE_NAMES, applySchedules, listSchedules, scheduleDefinitions, type ApplyReport, type ScheduleListing } from '../schedules/schedules.ts';
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 export function formatApplyReport(r: ApplyReport, dryRun = false): string {
   const verb = (done: string, would: string) => (dryRun ? would : done);

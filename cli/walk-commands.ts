@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
+import { UsageError } from './usage.ts';
 import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
@@ -18,12 +19,10 @@ import { type WalkTotals, addTotals, emptyTotals } from '../graph/totals.ts';
 import { WalkInput, type WalkInputJson } from '../graph/walk-input.ts';
 import { WALK_TYPES, WALK_TYPE_NAMES } from '../graph/walks/names.ts';
 import { compressionTable } from '../graph/walks/compression.ts';
+import { walk, walkProgressQuery } from '../workflows/walk.ts';
+import { walkSliceProgressQuery, type WalkSliceProgress } from '../workflows/walk-slice.ts';
 import type { WalkProgress } from '../workflows/walk.ts';
-import type { WalkSliceProgress } from '../workflows/walk-slice.ts';
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+import { controlSignals } from '../workflows/control.ts';
 
 import { WALK_USAGE } from './help.ts';
 
@@ -123,8 +122,8 @@ export function walkTaskQueue(config: Config): string {
   return taskQueueFor(config, 'walk');
 }
 
-export async function startWalk(client: Client, config: Config, input: WalkInputJson, workflowId?: string): Promise<WorkflowHandle> {
-  return client.workflow.start('walk', {
+export async function startWalk(client: Client, config: Config, input: WalkInputJson, workflowId?: string): Promise<WorkflowHandle<typeof walk>> {
+  return client.workflow.start(walk, {
     taskQueue: walkTaskQueue(config),
     workflowId: workflowId ?? `walk/${input.type}/${new Date().toISOString().replace(/[:.]/g, '-')}`,
     args: [input],
@@ -144,22 +143,20 @@ export interface LiveProgress {
 
 /** The walk's progress with its running slices' own progress added in. */
 export async function liveProgress(client: Client, id: string): Promise<LiveProgress> {
-  const handle = client.workflow.getHandle(id);
-  const [walk, desc] = await Promise.all([handle.query<WalkProgress>('progress'), handle.describe()]);
-  const slices = await Promise.all(
-    walk.slices.running.map((sid) => client.workflow.getHandle(sid).query<WalkSliceProgress>('progress').catch(() => undefined)),
-  );
+  const handle = client.workflow.getHandle<typeof walk>(id);
+  const [progress, desc] = await Promise.all([handle.query(walkProgressQuery), handle.describe()]);
+  const slices = await Promise.all(progress.slices.running.map((sid) => client.workflow.getHandle(sid).query(walkSliceProgressQuery).catch(() => undefined)));
   const running = slices.filter((s): s is WalkSliceProgress => s !== undefined);
-  const totals = addTotals(emptyTotals(), walk.totals);
+  const totals = addTotals(emptyTotals(), progress.totals);
   let partial = 0;
   for (const s of running) {
     addTotals(totals, s.totals);
     partial += s.expectedRepos ? Math.min(1, s.repos / s.expectedRepos) : 0;
   }
-  const finished = walk.state === 'done' || walk.state === 'tailing';
-  const fraction = finished ? 1 : Math.min(1, (walk.slices.done + partial) / Math.max(1, walk.slices.total));
+  const finished = progress.state === 'done' || progress.state === 'tailing';
+  const fraction = finished ? 1 : Math.min(1, (progress.slices.done + partial) / Math.max(1, progress.slices.total));
   const end = desc.closeTime ?? new Date();
-  return { walk, slices: running, totals, fraction, elapsedMs: end.getTime() - desc.startTime.getTime() };
+  return { walk: progress, slices: running, totals, fraction, elapsedMs: end.getTime() - desc.startTime.getTime() };
 }
 
 export function formatLive(l: LiveProgress, width = 30): string {
@@ -219,7 +216,7 @@ export async function walkCommand(config: Config, args: string[]): Promise<numbe
       case 'cancel': {
         const id = rest[0];
         if (!id) throw new UsageError(`walk ${sub} takes a walk id`);
-        await client.workflow.getHandle(id).signal(sub);
+        await client.workflow.getHandle(id).signal(controlSignals[sub]);
         console.log(`signalled ${sub} to ${id}`);
         return 0;
       }

@@ -123,6 +123,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  // `out` holds one value per row of the table at the row's key, each its schema's output or the
+  // row's default: the shape `Config` is derived from (options.ts), built by dotted path.
   return out as unknown as Config;
 }
 

@@ -1,13 +1,13 @@
 /**
  * Every repowalk option, in one table: its environment variable, its key in the config file,
  * its default, what it means, and the zod schema its value must pass. `repowalk config`
- * prints this table; `loadConfig` reads it. Adding an option is adding a row here and a field
- * to `Config` below; the compiler finds the rest.
+ * prints this table; `loadConfig` reads it. Adding an option is adding a row here: `Config`
+ * follows from the table, and the compiler finds the rest.
  */
 import { z } from 'zod';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { SCHEDULE_NAMES, type ScheduleName } from './schedule-names.ts';
+import { SCHEDULE_NAMES } from './schedule-names.ts';
 import { BackfillSettings } from '../backfill/settings.ts';
 
 const port = z.coerce
@@ -277,50 +277,19 @@ export const OPTIONS = [
   },
 ] as const satisfies readonly OptionSpec[];
 
-/** The validated configuration. */
-export interface Config {
-  stateDir: string;
-  cacheDir: string;
-  logLevel: 'debug' | 'info' | 'warn' | 'error';
-  temporal: { address: string | undefined; namespace: string; taskQueue: string; port: number; uiPort: number };
-  database: { url: string | undefined; port: number; poolMax: number };
-  blobstore: { kind: 'local' | 's3' | 'multiplex'; dir: string; multiplexLocal: boolean; writeQuorum: number };
-  s3: {
-    endpoint: string | undefined;
-    region: string;
-    buckets: string[];
-    accessKeyId: string | undefined;
-    secretAccessKey: string | undefined;
-    forcePathStyle: boolean;
-    port: number;
-  };
-  stack: { s3: boolean; ui: boolean; pds: boolean };
-  network: {
-    plcUrl: string;
-    allowPrivateAddresses: boolean;
-    identityTtlSeconds: number;
-    pdsConcurrency: number;
-    pdsMinIntervalMs: number;
-    fetchTimeoutSeconds: number;
-    fetchDeadlineSeconds: number;
-    fetchMinBytesPerSecond: number;
-  };
-  worker: { jobsAllow: string[]; jobsBlock: string[]; metricsHost: string; metricsPort: number };
-  schedules: {
-    disabled: ScheduleName[];
-    resyncSweepSeconds: number;
-    goneRecheckSeconds: number;
-    retentionSeconds: number;
-    gcSeconds: number;
-    rotatingScrubSeconds: number;
-    rotatingValidateSeconds: number;
-    statsSeconds: number;
-  };
-  maintenance: {
-    rotatingSampleRate: number;
-    rotatingScrubRepair: boolean;
-    gcGraceSeconds: number;
-    gcRepackBelow: number;
-    resyncSettings: BackfillSettings;
-  };
-}
+/** One row of the table. */
+type Row = (typeof OPTIONS)[number];
+
+/** A row's value: what its schema outputs, or `undefined` when its default leaves it unset. */
+type ValueOf<K extends string> =
+  Extract<Row, { key: K }> extends infer R extends Row ? z.output<R['schema']> | (undefined extends ReturnType<R['default']> ? undefined : never) : never;
+
+type TopKey = Exclude<Row['key'], `${string}.${string}`>;
+type Section = Row['key'] extends infer K ? (K extends `${infer S}.${string}` ? S : never) : never;
+type FieldOf<S extends string> = Row['key'] extends infer K ? (K extends `${S}.${infer F}` ? F : never) : never;
+
+/**
+ * The validated configuration, derived from the table: a row `temporal.port` with a port schema
+ * is `config.temporal.port: number`, and a row whose default is unset is `… | undefined`.
+ */
+export type Config = { [K in TopKey]: ValueOf<K> } & { [S in Section]: { [F in FieldOf<S>]: ValueOf<`${S}.${F}`> } };

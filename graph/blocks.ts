@@ -81,7 +81,8 @@ export class BlockSource {
     this.#store = store;
     this.#wholePackMax = opts.wholePackMax ?? 64 * 1024 * 1024;
     this.#cacheBudget = opts.packCacheBytes ?? 256 * 1024 * 1024;
-    this.#locator = new Batcher((cids) => this.locateMany(cids), { maxBatch: opts.maxBatch ?? 5000 });
+    // One batch in flight: the lookups of every open root go together.
+    this.#locator = new Batcher((cids) => this.locateMany(cids), { maxBatch: opts.maxBatch ?? 5000, serial: true });
   }
 
   get store(): BlobStore {

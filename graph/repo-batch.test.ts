@@ -15,7 +15,7 @@ import { LocationTable } from './locations.ts';
 import type { Node } from './nodes.ts';
 import { RepoBatches, type RepoWants } from './repo-batch.ts';
 import type { PackRow } from './steps/context.ts';
-import { buildMirror, testDids } from './testing.ts';
+import { buildMirror, testDids } from '../test/mirror.ts';
 
 let pool: pg.Pool;
 let dir: string;

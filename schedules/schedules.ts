@@ -10,9 +10,15 @@
  * workflow id is that id plus the time the schedule started it.
  */
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptions, type ScheduleSummary } from '@temporalio/client';
+import type { Workflow } from '@temporalio/common';
 import type { Config } from '../config/options.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
-import type { GcInput, RetentionInput, RotatingWalkInput, SweepInput } from '../workflows/maintenance.ts';
+import { resyncSweep, type SweepInput } from '../workflows/resync-sweep.ts';
+import { goneRecheck } from '../workflows/gone-recheck.ts';
+import { retention as retentionWorkflow, type RetentionInput } from '../workflows/retention.ts';
+import { gc as gcWorkflow, type GcInput } from '../workflows/gc.ts';
+import { rotatingWalk, type RotatingWalkInput } from '../workflows/rotating-walk.ts';
+import { stats } from '../workflows/stats.ts';
 import { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
 
 export { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
@@ -35,6 +41,11 @@ export interface ScheduleDefinition {
   args: unknown[];
 }
 
+/** The workflow a schedule starts and its arguments, checked against the workflow's signature. */
+function starts<W extends Workflow>(workflow: W, args: Parameters<W>): Pick<ScheduleDefinition, 'workflowType' | 'args'> {
+  return { workflowType: workflow.name, args };
+}
+
 /** Every schedule the configuration describes, enabled or not. */
 export function scheduleDefinitions(config: Pick<Config, 'temporal' | 'schedules' | 'maintenance'>): ScheduleDefinition[] {
   const s = config.schedules;
@@ -46,13 +57,13 @@ export function scheduleDefinitions(config: Pick<Config, 'temporal' | 'schedules
   const scrub: RotatingWalkInput = { type: 'scrub', rate: m.rotatingSampleRate, walkTaskQueue: taskQueueFor(config, 'walk'), walk: { repair: m.rotatingScrubRepair } };
   const validate: RotatingWalkInput = { type: 'validate', rate: m.rotatingSampleRate, walkTaskQueue: taskQueueFor(config, 'walk') };
   const rows: Record<ScheduleName, Omit<ScheduleDefinition, 'name' | 'scheduleId' | 'taskQueue' | 'offsetSeconds'>> = {
-    'resync-sweep': { description: 'resync sweep: start a backfill for each repo whose retry time has passed and that has none running', everySeconds: s.resyncSweepSeconds, workflowType: 'resyncSweep', args: [sweep] },
-    'gone-recheck': { description: 'gone re-check: try again each gone repo whose re-check time has passed', everySeconds: s.goneRecheckSeconds, workflowType: 'goneRecheck', args: [sweep] },
-    retention: { description: 'retention: trim events past their retention (ephemeral mode)', everySeconds: s.retentionSeconds, workflowType: 'retention', args: [retention] },
-    gc: { description: `GC: mark live blocks, sweep dead packs older than ${m.gcGraceSeconds} s, repack packs below ${m.gcRepackBelow} live`, everySeconds: s.gcSeconds, workflowType: 'gc', args: [gc] },
-    'rotating-scrub': { description: `rotating scrub: the next 1/${m.rotatingSampleRate} of the mirror${m.rotatingScrubRepair ? ', repairing' : ''}`, everySeconds: s.rotatingScrubSeconds, workflowType: 'rotatingWalk', args: [scrub] },
-    'rotating-validate': { description: `rotating validate: the next 1/${m.rotatingSampleRate} of the mirror`, everySeconds: s.rotatingValidateSeconds, workflowType: 'rotatingWalk', args: [validate] },
-    stats: { description: 'stats: count repos by state, blocks, packs and bytes', everySeconds: s.statsSeconds, workflowType: 'stats', args: [] },
+    'resync-sweep': { description: 'resync sweep: start a backfill for each repo whose retry time has passed and that has none running', everySeconds: s.resyncSweepSeconds, ...starts(resyncSweep, [sweep]) },
+    'gone-recheck': { description: 'gone re-check: try again each gone repo whose re-check time has passed', everySeconds: s.goneRecheckSeconds, ...starts(goneRecheck, [sweep]) },
+    retention: { description: 'retention: trim events past their retention (ephemeral mode)', everySeconds: s.retentionSeconds, ...starts(retentionWorkflow, [retention]) },
+    gc: { description: `GC: mark live blocks, sweep dead packs older than ${m.gcGraceSeconds} s, repack packs below ${m.gcRepackBelow} live`, everySeconds: s.gcSeconds, ...starts(gcWorkflow, [gc]) },
+    'rotating-scrub': { description: `rotating scrub: the next 1/${m.rotatingSampleRate} of the mirror${m.rotatingScrubRepair ? ', repairing' : ''}`, everySeconds: s.rotatingScrubSeconds, ...starts(rotatingWalk, [scrub]) },
+    'rotating-validate': { description: `rotating validate: the next 1/${m.rotatingSampleRate} of the mirror`, everySeconds: s.rotatingValidateSeconds, ...starts(rotatingWalk, [validate]) },
+    stats: { description: 'stats: count repos by state, blocks, packs and bytes', everySeconds: s.statsSeconds, ...starts(stats, []) },
   };
   return SCHEDULE_NAMES.map((name, i) => ({
     name,

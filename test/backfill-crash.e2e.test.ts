@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { Client, Connection } from '@temporalio/client';
 import { toBase32 } from '@atcute/multibase';
-import type { BackfillRepoInput, BackfillRepoState } from '../workflows/backfill-repo.ts';
+import { backfillRepo, type BackfillRepoInput, type BackfillRepoState } from '../workflows/backfill-repo.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import { listAllRecords, seedSampleAccounts, startPds, type PdsServer, type SampleAccounts } from './pds.ts';
 import { refcountProblems, waitFor } from './helpers.ts';
@@ -161,7 +161,7 @@ describe('a backfill worker killed mid-import', () => {
       await blocker.query('LOCK TABLE collection_counts IN ACCESS EXCLUSIVE MODE');
 
       const input: BackfillRepoInput = { did: big.did, settings: { backoff: { initialSeconds: 1, maxSeconds: 4, jitter: 0.1 } } };
-      const handle = await client.workflow.start('backfillRepo', { taskQueue, workflowId: `backfill/${big.did}`, args: [input], workflowExecutionTimeout: '10 minutes' });
+      const handle = await client.workflow.start(backfillRepo, { taskQueue, workflowId: `backfill/${big.did}`, args: [input], workflowExecutionTimeout: '10 minutes' });
 
       // The activity is running (pending in the workflow) and its transaction waits on our lock.
       await waitFor('the backfillRepoOnce activity to start', async () => {
@@ -204,7 +204,7 @@ describe('a backfill worker killed mid-import', () => {
 
       // Restart. Temporal hands the activity to the new worker once the dead one's heartbeat times out.
       worker = await startWorkerProcess();
-      const state = (await handle.result()) as BackfillRepoState;
+      const state = await handle.result();
       expect(state).toMatchObject({ state: 'done', lastOutcome: { kind: 'imported', created: expected, updated: 0, deleted: 0 } });
 
       // The activity really ran twice: the killed attempt and the one that finished.

@@ -35,8 +35,8 @@ import { blobKey } from '../storage/keys.ts';
 import * as CBOR from '@atcute/cbor';
 import { cidFor, readCarBlocks, resignCommit, writeCar } from '../atproto/testing/car-edit.ts';
 import { newKeypair } from '../atproto/testing/make-repo.ts';
-import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
-import type { BackfillRepoInput, BackfillRepoState } from '../workflows/backfill-repo.ts';
+import { backfill, backfillProgressQuery, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
+import { backfillRepo, backfillRepoStateQuery, cancelSignal, pauseSignal, resumeSignal, resyncNowSignal, type BackfillRepoInput, type BackfillRepoState } from '../workflows/backfill-repo.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import {
   activateAccount,
@@ -266,23 +266,26 @@ async function expectNothingStored(did: string, car: Uint8Array, extraCids: Uint
   expect(Number(rows[0]!.n)).toBe(0);
 }
 
-function startBackfillRepo(did: string, settings: BackfillSettingsInput = FAST, queue = taskQueue): Promise<WorkflowHandle> {
+/** A handle on a `backfill/<did>` workflow. */
+type RepoHandle = WorkflowHandle<typeof backfillRepo>;
+
+function startBackfillRepo(did: string, settings: BackfillSettingsInput = FAST, queue = taskQueue): Promise<RepoHandle> {
   const input: BackfillRepoInput = { did, settings };
-  return client.workflow.start('backfillRepo', { taskQueue: queue, workflowId: `backfill/${did}`, args: [input], workflowExecutionTimeout: '10 minutes' });
+  return client.workflow.start(backfillRepo, { taskQueue: queue, workflowId: `backfill/${did}`, args: [input], workflowExecutionTimeout: '10 minutes' });
 }
 
 async function runBackfillRepo(did: string, settings: BackfillSettingsInput = FAST): Promise<BackfillRepoState> {
   const handle = await startBackfillRepo(did, settings);
-  return (await handle.result()) as BackfillRepoState;
+  return handle.result();
 }
 
 async function runBulk(input: BackfillInput): Promise<BackfillProgress> {
-  return (await client.workflow.execute('backfill', {
+  return client.workflow.execute(backfill, {
     taskQueue,
     workflowId: `backfill-bulk/test-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
     args: [input],
     workflowExecutionTimeout: '10 minutes',
-  })) as BackfillProgress;
+  });
 }
 
 let accountsMade = 0;
@@ -313,12 +316,12 @@ function pointPdsAt(did: string, endpoint: string): string {
   });
 }
 
-async function queryState(handle: WorkflowHandle): Promise<BackfillRepoState> {
-  return handle.query<BackfillRepoState>('state');
+async function queryState(handle: RepoHandle): Promise<BackfillRepoState> {
+  return handle.query(backfillRepoStateQuery);
 }
 
 /** Waits until the per-repo workflow sits in backoff with an error matching `error`. */
-async function waitForBackoff(handle: WorkflowHandle, error: RegExp): Promise<BackfillRepoState> {
+async function waitForBackoff(handle: RepoHandle, error: RegExp): Promise<BackfillRepoState> {
   return waitFor(`${handle.workflowId} in backoff with ${error}`, async () => {
     const s = await queryState(handle);
     return s.state === 'backoff' && s.retryCount >= 1 && error.test(s.lastError ?? '') ? s : undefined;
@@ -331,9 +334,9 @@ async function searchAttribute(handle: WorkflowHandle, name: string): Promise<un
   return v?.[0];
 }
 
-async function cancelAndWait(handle: WorkflowHandle): Promise<BackfillRepoState> {
-  await handle.signal('cancel');
-  return (await handle.result()) as BackfillRepoState;
+async function cancelAndWait(handle: RepoHandle): Promise<BackfillRepoState> {
+  await handle.signal(cancelSignal);
+  return handle.result();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,7 +471,7 @@ describe('backfill against the reference PDS', () => {
 
     // The per-repo workflow says the same, and a second check adds no second account event.
     const handle = await startBackfillRepo(taken.did);
-    const state = (await handle.result()) as BackfillRepoState;
+    const state = await handle.result();
     expect(state).toMatchObject({ state: 'gone', lastOutcome: { kind: 'gone', status: 'takendown' } });
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('gone');
     expect(await eventsOf(taken.did, since)).toHaveLength(1);
@@ -539,19 +542,19 @@ describe('backfill against the reference PDS', () => {
     const dids = [sample.bob.did, sample.carol.did];
     // Paused from its first workflow task, before any page: nothing can slip through first.
     const start = (workflowId: string) =>
-      client.workflow.signalWithStart('backfill', { taskQueue, workflowId, args: [{ source: { kind: 'dids', dids }, settings: FAST, pageSize: 1 }], signal: 'pause', signalArgs: [], workflowExecutionTimeout: '10 minutes' });
+      client.workflow.signalWithStart(backfill, { taskQueue, workflowId, args: [{ source: { kind: 'dids', dids }, settings: FAST, pageSize: 1 }], signal: pauseSignal, signalArgs: [], workflowExecutionTimeout: '10 minutes' });
     const handle = await start(`backfill-bulk/pause-${Date.now()}`);
-    const progressOf = () => handle.query<BackfillProgress>('progress');
+    const progressOf = () => handle.query(backfillProgressQuery);
     await waitFor('paused before its first page', async () => (await progressOf()).state === 'paused' && (await searchAttribute(handle, 'RepowalkState')) === 'paused', 30_000);
     await new Promise((r) => setTimeout(r, 1500));
     expect((await progressOf()).totals.repos).toBe(0);
-    await handle.signal('resume');
+    await handle.signal(resumeSignal);
     expect(await handle.result()).toMatchObject({ state: 'done', totals: { repos: 2, failed: 0 } });
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('done');
 
     const cancelled = await start(`backfill-bulk/cancel-${Date.now()}`);
-    await waitFor('paused', async () => (await cancelled.query<BackfillProgress>('progress')).state === 'paused', 30_000);
-    await cancelled.signal('cancel');
+    await waitFor('paused', async () => (await cancelled.query(backfillProgressQuery)).state === 'paused', 30_000);
+    await cancelled.signal(cancelSignal);
     expect(await cancelled.result()).toMatchObject({ state: 'cancelled', totals: { repos: 0 } });
     expect(await searchAttribute(cancelled, 'RepowalkState')).toBe('cancelled');
   });
@@ -622,8 +625,8 @@ describe('backfill through a fault-injecting server', () => {
     await expectNothingStored(acct.did, car);
 
     pdsFaults.removeRule(rule);
-    await handle.signal('resyncNow');
-    const done = (await handle.result()) as BackfillRepoState;
+    await handle.signal(resyncNowSignal);
+    const done = await handle.result();
     expect(done.state).toBe('done');
     expect(done.lastOutcome).toMatchObject({ kind: 'imported', created: 5 });
     expect(await storedRecords(acct.did)).toEqual(await pdsRecords(acct.did));
@@ -643,14 +646,14 @@ describe('backfill through a fault-injecting server', () => {
     expect(progress).toMatchObject({ state: 'done', handedOver: 1, totals: { repos: 2, imported: 1, failed: 1 } });
     expect(await storedRecords(healthy.did)).toEqual(await pdsRecords(healthy.did));
 
-    const child = client.workflow.getHandle(`backfill/${failing.did}`);
+    const child = client.workflow.getHandle<typeof backfillRepo>(`backfill/${failing.did}`);
     const state = await waitForBackoff(child, /^error: .*HTTP 500 InternalServerError: boom/);
     expect(state.retryCount).toBeGreaterThanOrEqual(1);
     expect(await repoRow(failing.did)).toMatchObject({ status: 'error', resync_kind: 'error', last_error: expect.stringContaining('HTTP 500') });
     await expectNothingStored(failing.did, car);
 
     pdsFaults.removeRule(rule);
-    await child.signal('resyncNow');
+    await child.signal(resyncNowSignal);
     expect(await child.result()).toMatchObject({ state: 'done', lastOutcome: { kind: 'imported', created: 5 } });
     expect(await storedRecords(failing.did)).toEqual(await pdsRecords(failing.did));
     expect(await refcountProblems(pool)).toEqual([]);
@@ -677,9 +680,9 @@ describe('backfill through a fault-injecting server', () => {
     // Pause and resume show at once in the query and the search attribute, timer or no timer.
     const shows = async (want: string) =>
       waitFor(`${want} in the query and the search attribute`, async () => (await queryState(handle)).state === want && (await searchAttribute(handle, 'RepowalkState')) === want, 5_000);
-    await handle.signal('pause');
+    await handle.signal(pauseSignal);
     await shows('paused');
-    await handle.signal('resume');
+    await handle.signal(resumeSignal);
     await shows('backoff');
     expect((await queryState(handle)).retryCount).toBe(1);
     expect((await cancelAndWait(handle)).state).toBe('cancelled');
@@ -723,7 +726,7 @@ describe('backfill through a fault-injecting server', () => {
     await expectNothingStored(acct.did, car, carSections(forged).map((s) => s.cid));
     // A Temporal cancellation (not the signal) stops it too, and says so.
     await handle.cancel();
-    expect(((await handle.result()) as BackfillRepoState).state).toBe('cancelled');
+    expect(((await handle.result())).state).toBe('cancelled');
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('cancelled');
   });
 

@@ -1,20 +1,17 @@
 /**
  * In-process workers for the maintenance and schedule tests (workflows/maintenance.test.ts,
  * schedules/schedules.test.ts): the maintenance workflows and activities on the maintenance
- * queue, the walk workflows and activities on the walk queue, and `backfillRepo` on the backfill
- * queue with stand-in activities (the tests decide what an attempt at a repo comes to). Not used
+ * queue, the walk workflows and activities on the walk queue, and `backfillRepo` and `backfill`
+ * on the backfill queue with stand-in activities (the tests decide what an attempt at a repo
+ * comes to). Not used
  * in production (`repowalk worker` is).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { NativeConnection, Worker, Runtime, DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
+import { NativeConnection, Worker, Runtime, DefaultLogger } from '@temporalio/worker';
 import type { Stores } from '../activities/context.ts';
 import type { RepoOutcome } from '../backfill/settings.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
 import { walkActivities } from '../activities/walk.ts';
-
-const ROOT = join(import.meta.dirname, '..');
+import { workflowBundleCode } from './workflow-bundle.ts';
 
 export interface TestWorkers {
   queues: { maintenance: string; backfill: string; walk: string };
@@ -30,6 +27,8 @@ export interface TestWorkerOptions {
   stores: Pick<Stores, 'pool' | 'blobs' | 'healQueue'>;
   /** What an attempt at a repo comes to. Default: a transport failure, so `backfillRepo` waits in backoff. */
   attempt?: (did: string) => Promise<RepoOutcome>;
+  /** How long each `backfillMany` (a bulk backfill's page) takes, so a test can signal during one. */
+  manyDelayMs?: number;
 }
 
 let runtime = false;
@@ -39,23 +38,7 @@ export async function startTestWorkers(opts: TestWorkerOptions): Promise<TestWor
     runtime = true;
     Runtime.install({ logger: new DefaultLogger('WARN') });
   }
-  const dir = await mkdtemp(join(tmpdir(), 'repowalk-maint-bundle-'));
-  const entry = join(dir, 'workflows.ts');
-  const from = (file: string, names: string[]) => `export { ${names.join(', ')} } from ${JSON.stringify(join(ROOT, 'workflows', file))};\n`;
-  await writeFile(
-    entry,
-    from('maintenance.ts', ['resyncSweep', 'goneRecheck', 'retention', 'gc', 'rotatingWalk', 'stats']) +
-      from('backfill-repo.ts', ['backfillRepo']) +
-      from('walk.ts', ['walk']) +
-      from('walk-slice.ts', ['walkSlice']),
-  );
-  // The entry lives outside the project: resolve packages from the project's node_modules.
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: entry,
-    webpackConfigHook: (config) => ({ ...config, resolve: { ...config.resolve, modules: [join(ROOT, 'node_modules'), 'node_modules'] } }),
-    logger: new DefaultLogger('WARN'),
-  });
-  await rm(dir, { recursive: true, force: true });
+  const code = await workflowBundleCode();
 
   const queues = { maintenance: `${opts.prefix}-maintenance`, backfill: `${opts.prefix}-backfill`, walk: `${opts.prefix}-walk` };
   const attempts: string[] = [];
@@ -70,6 +53,11 @@ export async function startTestWorkers(opts: TestWorkerOptions): Promise<TestWor
       async backfillRepoOnce(did: string): Promise<RepoOutcome> {
         attempts.push(did);
         return attempt(did);
+      },
+      async backfillMany(dids: string[]): Promise<RepoOutcome[]> {
+        await new Promise((r) => setTimeout(r, opts.manyDelayMs ?? 0));
+        attempts.push(...dids);
+        return Promise.all(dids.map((did) => attempt(did)));
       },
       async recordResync(): Promise<void> {},
     }),

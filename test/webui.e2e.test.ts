@@ -23,7 +23,8 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import { runWorker } from '../workers/worker.ts';
 import { selectJobs } from '../workers/jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
-import type { BackfillRepoState } from '../workflows/backfill-repo.ts';
+import { backfillRepo, backfillRepoStateQuery } from '../workflows/backfill-repo.ts';
+import { walk, walkProgressQuery } from '../workflows/walk.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import { waitFor } from './helpers.ts';
 
@@ -48,8 +49,8 @@ const TARGETS: Record<'walk' | 'backfill', Target> = {
     async start(client, taskQueue) {
       const workflowId = `walk/webui-${Date.now()}`;
       // One pass over an empty mirror ends at once; the tail interval keeps the walk running.
-      const handle = await client.workflow.start('walk', { taskQueue, workflowId, args: [{ type: 'validate', tailIntervalSeconds: 3600 }] });
-      await waitFor('the walk to tail', async () => (await handle.query<{ state: string }>('progress')).state === 'tailing');
+      const handle = await client.workflow.start(walk, { taskQueue, workflowId, args: [{ type: 'validate', tailIntervalSeconds: 3600 }] });
+      await waitFor('the walk to tail', async () => (await handle.query(walkProgressQuery)).state === 'tailing');
       return workflowId;
     },
     query: () => "RepowalkKind = 'walk' AND WalkType = 'validate' AND RepowalkState = 'tailing'",
@@ -61,8 +62,8 @@ const TARGETS: Record<'walk' | 'backfill', Target> = {
       // Its PLC lookup fails (nothing listens there), so the repo waits in backoff: a durable timer.
       const did = `did:plc:${Array.from({ length: 24 }, () => 'abcdefghijklmnopqrstuvwxyz234567'[Math.floor(Math.random() * 32)]).join('')}`;
       const workflowId = `backfill/${did}`;
-      const handle = await client.workflow.start('backfillRepo', { taskQueue, workflowId, args: [{ did }] });
-      await waitFor('the repo to back off', async () => (await handle.query<BackfillRepoState>('state')).state === 'backoff');
+      const handle = await client.workflow.start(backfillRepo, { taskQueue, workflowId, args: [{ did }] });
+      await waitFor('the repo to back off', async () => (await handle.query(backfillRepoStateQuery)).state === 'backoff');
       return workflowId;
     },
     query: (workflowId) => `RepowalkKind = 'backfill' AND RepowalkState = 'backoff' AND RepoDid = '${workflowId.slice('backfill/'.length)}'`,

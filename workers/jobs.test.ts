@@ -3,12 +3,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { JOBS, checkJobConfig, selectJobs, UnknownJobError } from './jobs.ts';
+import { JOBS, checkJobConfig, selectJobs, JobConfigError, UnknownJobError } from './jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import { runWorker } from './worker.ts';
+import { backfillRepo, backfillRepoStateQuery } from '../workflows/backfill-repo.ts';
 import { loadConfig } from '../config/load.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { freshDatabase, testStack } from '../test/stack.ts';
+import * as workflows from '../workflows/index.ts';
 
 describe('selectJobs', () => {
   const names = (jobs: { name: string }[]) => jobs.map((j) => j.name);
@@ -30,6 +32,7 @@ describe('selectJobs', () => {
     const config = loadConfig({ env: { REPOWALK_PDS_CONCURRENCY: '500' } });
     expect(() => checkJobConfig(selectJobs(['walk'], [], []), config)).not.toThrow();
     expect(() => checkJobConfig(selectJobs(['backfill', 'walk'], [], []), config)).toThrow(/job backfill: network\.pdsConcurrency: .*64/);
+    expect(() => checkJobConfig(selectJobs(['backfill'], [], []), config)).toThrow(JobConfigError);
   });
   it('says which schedules each job owns', () => {
     expect(JOBS.find((j) => j.name === 'maintenance')!.schedules).toContain('gc');
@@ -37,6 +40,12 @@ describe('selectJobs', () => {
   });
   it('refuses a selection that leaves nothing to run', () => {
     expect(() => selectJobs(['walk'], [], ['walk'])).toThrow(/no job left to run/);
+  });
+  it('puts every workflow the worker bundles in exactly one job, and lists nothing else', () => {
+    const listed = JOBS.flatMap((j) => [...j.workflows]);
+    expect(new Set(listed).size).toBe(listed.length);
+    expect([...listed].sort()).toEqual(Object.keys(workflows).sort());
+    for (const [name, fn] of Object.entries(workflows)) expect([name, typeof fn, fn.name]).toEqual([name, 'function', name]);
   });
 });
 
@@ -71,7 +80,7 @@ describe('job isolation on the real dev server', () => {
 
     const walkOnly = await start('walk');
     // A did whose PLC lookup fails at once: the workflow's first step is what we watch for.
-    const handle = await client.workflow.start('backfillRepo', {
+    const handle = await client.workflow.start(backfillRepo, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
       args: [{ did: 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', settings: { backoff: { initialSeconds: 3600, maxSeconds: 3600, jitter: 0 } } }],
@@ -85,7 +94,7 @@ describe('job isolation on the real dev server', () => {
     const backfillOnly = await start('backfill');
     let state = '';
     for (let i = 0; i < 100 && state !== 'backoff'; i++) {
-      state = ((await handle.query('state').catch(() => ({ state: '' }))) as { state: string }).state;
+      state = (await handle.query(backfillRepoStateQuery).catch(() => ({ state: '' }))).state;
       if (state !== 'backoff') await new Promise((r) => setTimeout(r, 200));
     }
     expect(state).toBe('backoff');

@@ -9,6 +9,7 @@ import type { Config } from '../config/options.ts';
 import { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
 import { JOB_NAMES, type JobName } from '../config/task-queues.ts';
 import type { JobContext } from '../activities/context.ts';
+import type * as workflows from '../workflows/index.ts';
 import { pingActivities } from '../activities/ping.ts';
 import { backfillActivities } from '../activities/backfill.ts';
 import { walkActivities } from '../activities/walk.ts';
@@ -16,6 +17,9 @@ import { maintenanceActivities } from '../activities/maintenance.ts';
 
 export type { JobContext } from '../activities/context.ts';
 export { taskQueueFor, type JobName } from '../config/task-queues.ts';
+
+/** A workflow the worker bundles: an export of `workflows/index.ts`. */
+export type WorkflowName = keyof typeof workflows;
 
 export interface JobDefinition {
   name: JobName;
@@ -25,8 +29,8 @@ export interface JobDefinition {
    * option's own; checked when a worker starts the job (`checkJobConfig`).
    */
   config: z.ZodType;
-  /** Workflow types started on this job's queue (for `jobs list` and clients). */
-  workflows: string[];
+  /** Workflow types started on this job's queue (for `jobs list`): exports of `workflows/index.ts`, each in one job. */
+  workflows: readonly WorkflowName[];
   activities(ctx: JobContext): object;
   /** The Temporal Schedules whose workflows run on this job's queue (`repowalk schedule apply`). */
   schedules: readonly ScheduleName[];
@@ -79,9 +83,23 @@ export const JOBS = [
 
 // Every job name has its row: a name in `JOB_NAMES` without one does not compile.
 void (JOB_NAMES satisfies readonly (typeof JOBS)[number]['name'][]);
+// Every workflow the worker bundles belongs to a job: an export of workflows/index.ts that no
+// job lists does not compile (jobs.test.ts checks that none is listed twice).
+void ([] as WorkflowName[] satisfies (typeof JOBS)[number]['workflows'][number][]);
 
+/** A job name that is not in the registry, or a selection that leaves no job to run. */
 export class UnknownJobError extends Error {
   override name = 'UnknownJobError';
+}
+
+/** The configuration does not suit a job asked for; `problems` names the job, the option and what is wrong. */
+export class JobConfigError extends Error {
+  override name = 'JobConfigError';
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`the configuration does not suit the jobs asked for:\n  ${problems.join('\n  ')}`);
+    this.problems = problems;
+  }
 }
 
 /** Checks the configuration against each job's own schema; names the job, the option and the problem. */
@@ -91,7 +109,7 @@ export function checkJobConfig(jobs: readonly JobDefinition[], config: Config): 
     const r = job.config.safeParse(config);
     if (!r.success) for (const i of r.error.issues) problems.push(`job ${job.name}: ${i.path.join('.')}: ${i.message}`);
   }
-  if (problems.length > 0) throw new UnknownJobError(`the configuration does not suit the jobs asked for:\n  ${problems.join('\n  ')}`);
+  if (problems.length > 0) throw new JobConfigError(problems);
 }
 
 /**

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { freshDatabase, testStack } from '../test/stack.ts';
+import { ping, type PingInput } from '../workflows/ping.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 let worker: ChildProcess;
@@ -64,7 +65,7 @@ describe('repowalk worker', () => {
   });
 
   it('runs the ping workflow through PostgreSQL and the blobstore', async () => {
-    const result = await client.workflow.execute('ping', { taskQueue, workflowId: `ping-test-${Date.now()}`, args: [{ message: 'héllo' }] });
+    const result = await client.workflow.execute(ping, { taskQueue, workflowId: `ping-test-${Date.now()}`, args: [{ message: 'héllo' }] });
     expect(result.message).toBe('héllo');
     expect(result.worker).toMatch(/:\d+$/);
     expect(result.postgresVersion).toMatch(/^\d+\.\d+/);
@@ -74,7 +75,7 @@ describe('repowalk worker', () => {
 
   it('sets its search attributes, visible to a list query', async () => {
     const workflowId = `ping-sa-${Date.now()}`;
-    await client.workflow.execute('ping', { taskQueue, workflowId, args: [{}] });
+    await client.workflow.execute(ping, { taskQueue, workflowId, args: [{}] });
     let found: string[] = [];
     for (let i = 0; i < 50 && found.length === 0; i++) {
       found = [];
@@ -86,7 +87,7 @@ describe('repowalk worker', () => {
 
   it('fails bad input at once, naming the field, without retrying', async () => {
     const err = await client.workflow
-      .execute('ping', { taskQueue, workflowId: `ping-bad-${Date.now()}`, args: [{ message: 42 }] })
+      .execute(ping, { taskQueue, workflowId: `ping-bad-${Date.now()}`, args: [{ message: 42 } as unknown as PingInput] })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     const cause = (err as WorkflowFailedError).cause as Error & { type?: string };

@@ -23,6 +23,9 @@ import { backoffMs } from '../backfill/backoff.ts';
 import { BackfillSettings, Did, type RepoOutcome } from '../backfill/settings.ts';
 import { parseInput } from './input.ts';
 import { RepoDid, RepowalkKind, RepowalkRetryCount, RepowalkState } from './search-attributes.ts';
+import { handleControl } from './control.ts';
+
+export { cancelSignal, pauseSignal, resumeSignal } from './control.ts';
 
 export const BackfillRepoInput = z.object({
   did: Did,
@@ -47,11 +50,10 @@ export interface BackfillRepoState {
   lastOutcome: RepoOutcome | undefined;
 }
 
-export const pauseSignal = defineSignal('pause');
-export const resumeSignal = defineSignal('resume');
-export const cancelSignal = defineSignal('cancel');
+/** Ends a backoff at once: the next attempt starts now. */
 export const resyncNowSignal = defineSignal('resyncNow');
-export const stateQuery = defineQuery<BackfillRepoState>('state');
+/** Wire name `state` (not `progress`): operators query it by that name (README "Backfill"). */
+export const backfillRepoStateQuery = defineQuery<BackfillRepoState>('state');
 
 const { backfillRepoOnce, recordResync } = proxyActivities<BackfillActivities>({
   startToCloseTimeout: '15 minutes',
@@ -70,17 +72,19 @@ export async function backfillRepo(rawInput: BackfillRepoInput): Promise<Backfil
   /** Waiting out a backoff timer (which a pause does not stop). */
   let inBackoff = false;
   // A pause or resume during a backoff shows at once, not when the timer (up to an hour) fires.
-  setHandler(pauseSignal, () => {
-    paused = true;
-    if (inBackoff && s.state === 'backoff') show('paused');
+  handleControl({
+    pause: () => {
+      paused = true;
+      if (inBackoff && s.state === 'backoff') show('paused');
+    },
+    resume: () => {
+      paused = false;
+      if (inBackoff && s.state === 'paused') show('backoff');
+    },
+    cancel: () => void (cancelled = true),
   });
-  setHandler(resumeSignal, () => {
-    paused = false;
-    if (inBackoff && s.state === 'paused') show('backoff');
-  });
-  setHandler(cancelSignal, () => void (cancelled = true));
   setHandler(resyncNowSignal, () => void (resyncNow = true));
-  setHandler(stateQuery, () => ({ ...s, state: paused && s.state !== 'importing' ? 'paused' : s.state }));
+  setHandler(backfillRepoStateQuery, () => ({ ...s, state: paused && s.state !== 'importing' ? 'paused' : s.state }));
 
   function show(state: BackfillRepoStateName): void {
     s.state = state;

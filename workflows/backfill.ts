@@ -9,7 +9,6 @@ import {
   condition,
   continueAsNew,
   defineQuery,
-  defineSignal,
   isCancellation,
   proxyActivities,
   setHandler,
@@ -28,6 +27,9 @@ import { BackfillSettings, Did, type RepoOutcome } from '../backfill/settings.ts
 import { parseInput } from './input.ts';
 import { RepowalkKind, RepowalkState } from './search-attributes.ts';
 import { backfillRepo } from './backfill-repo.ts';
+import { handleControl } from './control.ts';
+
+export { cancelSignal, pauseSignal, resumeSignal } from './control.ts';
 
 export const BackfillSource = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('dids'), dids: z.array(Did).min(1) }),
@@ -73,10 +75,7 @@ export interface BackfillProgress {
   handedOver: number;
 }
 
-export const pauseSignal = defineSignal('pause');
-export const resumeSignal = defineSignal('resume');
-export const cancelSignal = defineSignal('cancel');
-export const progressQuery = defineQuery<BackfillProgress>('progress');
+export const backfillProgressQuery = defineQuery<BackfillProgress>('progress');
 
 const acts = proxyActivities<BackfillActivities>({
   startToCloseTimeout: '30 minutes',
@@ -124,10 +123,12 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
   let state: BackfillProgress['state'] = 'running';
   const sourceLabel = input.source.kind === 'dids' ? `${input.source.dids.length} DIDs` : input.source.kind === 'file' ? `file ${input.source.path}` : `PDS ${input.source.url}`;
   const progress = (): BackfillProgress => ({ state: paused && state === 'running' ? 'paused' : state, source: sourceLabel, cursor, totals, handedOver });
-  setHandler(pauseSignal, () => void (paused = true));
-  setHandler(resumeSignal, () => void (paused = false));
-  setHandler(cancelSignal, () => void (cancelled = true));
-  setHandler(progressQuery, progress);
+  handleControl({
+    pause: () => void (paused = true),
+    resume: () => void (paused = false),
+    cancel: () => void (cancelled = true),
+  });
+  setHandler(backfillProgressQuery, progress);
   const show = (s: string) => {
     upsertSearchAttributes([{ key: RepowalkKind, value: 'backfill-bulk' }, { key: RepowalkState, value: s }]);
     // What the Web UI shows as this workflow's current details.

@@ -19,8 +19,16 @@ import { markGone, markResync } from '../backfill/repo-state.ts';
 import { buildMirror, testDids } from '../test/mirror.ts';
 import { readRotation } from '../maintenance/rotation.ts';
 import { readStats } from '../maintenance/stats.ts';
-import type { BackfillRepoState } from './backfill-repo.ts';
-import type { GcOutcome, RotatingWalkResult, SweepProgress } from './maintenance.ts';
+import { backfillRepo, backfillRepoStateQuery } from './backfill-repo.ts';
+import { resyncSweep, type SweepInput } from './resync-sweep.ts';
+import { goneRecheck } from './gone-recheck.ts';
+import { sweepProgressQuery } from './sweep.ts';
+import { cancelSignal, pauseSignal, resumeSignal } from './control.ts';
+import { walkProgressQuery } from './walk.ts';
+import { rotatingWalk, rotatingWalkProgressQuery, type RotatingWalkInput, type RotatingWalkResult } from './rotating-walk.ts';
+import { gc as gcWorkflow } from './gc.ts';
+import { retention as retentionWorkflow } from './retention.ts';
+import { stats as statsWorkflow } from './stats.ts';
 import { startTestWorkers, type TestWorkers } from '../test/maintenance-test-workers.ts';
 
 let pool: pg.Pool;
@@ -39,7 +47,7 @@ async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): 
   }
 }
 
-const backfillState = (did: string) => client.workflow.getHandle(`backfill/${did}`).query<BackfillRepoState>('state');
+const backfillState = (did: string) => client.workflow.getHandle(`backfill/${did}`).query(backfillRepoStateQuery);
 
 beforeAll(async () => {
   pool = openPool(await freshDatabase('maint_wf'));
@@ -67,7 +75,7 @@ describe('resync sweep', () => {
   it('starts backfillRepo for a due repo whose workflow was terminated by hand, and not for one whose workflow is running', async () => {
     // Two repos had their workflow: one still waits in backoff, one was terminated by hand.
     for (const did of [running, terminated]) {
-      await client.workflow.start('backfillRepo', { taskQueue: workers.queues.backfill, workflowId: `backfill/${did}`, args: [{ did }] });
+      await client.workflow.start(backfillRepo, { taskQueue: workers.queues.backfill, workflowId: `backfill/${did}`, args: [{ did }] });
       await waitFor(async () => (await backfillState(did).catch(() => undefined))?.state === 'backoff', 20_000, `${did} in backoff`);
     }
     const runningRun = (await client.workflow.getHandle(`backfill/${running}`).describe()).runId;
@@ -75,12 +83,11 @@ describe('resync sweep', () => {
     const terminatedRun = (await terminatedHandle.describe()).runId;
     await terminatedHandle.terminate('by hand, in the test');
 
-    const result = await client.workflow.execute('resyncSweep', {
+    const p = await client.workflow.execute(resyncSweep, {
       taskQueue: workers.queues.maintenance,
       workflowId: `${prefix}-resync-sweep`,
       args: [{ backfillTaskQueue: workers.queues.backfill, pageSize: 2 }],
     });
-    const p = result as SweepProgress;
     expect(p).toMatchObject({ kind: 'resync', state: 'done', due: 3, started: 2, running: 1, pages: 2 });
     expect(p.startedDids.sort()).toEqual([terminated, never].sort());
 
@@ -104,26 +111,26 @@ describe('resync sweep', () => {
     }, 15_000, 'search attributes');
 
     // A second sweep finds them all running.
-    const second = (await client.workflow.execute('resyncSweep', {
+    const second = await client.workflow.execute(resyncSweep, {
       taskQueue: workers.queues.maintenance,
       workflowId: `${prefix}-resync-sweep-2`,
       args: [{ backfillTaskQueue: workers.queues.backfill }],
-    })) as SweepProgress;
+    });
     expect(second).toMatchObject({ due: 3, started: 0, running: 3 });
   });
 
   it('the gone re-check starts the gone repos whose re-check time has passed', async () => {
-    const p = (await client.workflow.execute('goneRecheck', {
+    const p = await client.workflow.execute(goneRecheck, {
       taskQueue: workers.queues.maintenance,
       workflowId: `${prefix}-gone-recheck`,
       args: [{ backfillTaskQueue: workers.queues.backfill }],
-    })) as SweepProgress;
+    });
     expect(p).toMatchObject({ kind: 'gone', state: 'done', due: 1, started: 1, startedDids: [gone] });
   });
 
   it('fails bad input at once, naming the field', async () => {
     const err = await client.workflow
-      .execute('resyncSweep', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-bad`, args: [{ pageSize: 0 }] })
+      .execute(resyncSweep, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-bad`, args: [{ pageSize: 0 } as unknown as SweepInput] })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     const cause = (err as WorkflowFailedError).cause as Error & { type?: string };
@@ -139,11 +146,11 @@ describe('rotating walk', () => {
     const runs: RotatingWalkResult[] = [];
     for (let i = 0; i < rate; i++) {
       runs.push(
-        (await client.workflow.execute('rotatingWalk', {
+        await client.workflow.execute(rotatingWalk, {
           taskQueue: workers.queues.maintenance,
           workflowId: `${prefix}-rotating-${i}`,
           args: [{ type: 'validate', rate, walkTaskQueue: workers.queues.walk, walk: { slices: 2 } }],
-        })) as RotatingWalkResult,
+        }),
       );
     }
     expect(runs.map((r) => r.offset)).toEqual([0, 1, 2]);
@@ -164,7 +171,7 @@ describe('rotating walk', () => {
   it('a bad walk option fails the run at once, before it claims an offset', async () => {
     const before = await readRotation(pool, 'rotating-validate');
     const err = await client.workflow
-      .execute('rotatingWalk', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-rotating-bad`, args: [{ type: 'validate', rate: 3, walkTaskQueue: workers.queues.walk, walk: { checks: ['no-such-check'] } }] })
+      .execute(rotatingWalk, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-rotating-bad`, args: [{ type: 'validate', rate: 3, walkTaskQueue: workers.queues.walk, walk: { checks: ['no-such-check'] } } satisfies RotatingWalkInput] })
       .catch((e: unknown) => e);
     expect(((err as WorkflowFailedError).cause as Error).message).toMatch(/checks/);
     expect(await readRotation(pool, 'rotating-validate')).toEqual(before);
@@ -173,12 +180,12 @@ describe('rotating walk', () => {
 
 describe('gc, retention, stats', () => {
   it('each runs end to end on the maintenance queue', async () => {
-    const gc = (await client.workflow.execute('gc', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 3600 }] })) as GcOutcome;
+    const gc = await client.workflow.execute(gcWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 3600 }] });
     expect(gc.state).toBe('done');
     if (gc.state === 'done') expect(gc.mark).toMatchObject({ complete: true, repos: 9 });
-    const retention = await client.workflow.execute('retention', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-retention`, args: [{}] });
+    const retention = await client.workflow.execute(retentionWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-retention`, args: [{}] });
     expect(retention).toMatchObject({ trimmed: 0, done: true });
-    const stats = await client.workflow.execute('stats', { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-stats`, args: [] });
+    const stats = await client.workflow.execute(statsWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-stats`, args: [] });
     expect(stats).toMatchObject({ repos: { total: 9 } });
     expect(await readStats(pool)).toEqual(stats);
   });
@@ -187,23 +194,23 @@ describe('gc, retention, stats', () => {
 describe('pause, resume and cancel of the maintenance workflows', () => {
   const attr = async (id: string) => (await client.workflow.getHandle(id).describe()).searchAttributes.RepowalkState?.[0];
   // asOf in 2000: nothing is due, so a resumed sweep pages once and ends; these tests touch no repo.
-  const sweepArgs = () => [{ backfillTaskQueue: workers.queues.backfill, asOf: '2000-01-01T00:00:00.000Z' }];
+  const sweepArgs = (): [SweepInput] => [{ backfillTaskQueue: workers.queues.backfill, asOf: '2000-01-01T00:00:00.000Z' }];
 
-  for (const type of ['resyncSweep', 'goneRecheck'] as const) {
+  for (const [type, workflow] of [['resyncSweep', resyncSweep], ['goneRecheck', goneRecheck]] as const) {
     it(`${type}: paused from its first task it does nothing; resume finishes it, cancel ends it`, async () => {
       const id = `${prefix}-${type}-pause`;
-      const handle = await client.workflow.signalWithStart(type, { taskQueue: workers.queues.maintenance, workflowId: id, args: sweepArgs(), signal: 'pause', signalArgs: [] });
-      await waitFor(async () => (await handle.query<SweepProgress>('progress')).state === 'paused' && (await attr(id)) === 'paused', 30_000, 'paused');
+      const handle = await client.workflow.signalWithStart(workflow, { taskQueue: workers.queues.maintenance, workflowId: id, args: sweepArgs(), signal: pauseSignal, signalArgs: [] });
+      await waitFor(async () => (await handle.query(sweepProgressQuery)).state === 'paused' && (await attr(id)) === 'paused', 30_000, 'paused');
       await new Promise((r) => setTimeout(r, 1000));
-      expect((await handle.query<SweepProgress>('progress')).pages).toBe(0);
-      await handle.signal('resume');
+      expect((await handle.query(sweepProgressQuery)).pages).toBe(0);
+      await handle.signal(resumeSignal);
       expect(await handle.result()).toMatchObject({ state: 'done', pages: 1, started: 0 });
       expect(await attr(id)).toBe('done');
 
       const cid = `${prefix}-${type}-cancel`;
-      const c = await client.workflow.signalWithStart(type, { taskQueue: workers.queues.maintenance, workflowId: cid, args: sweepArgs(), signal: 'pause', signalArgs: [] });
-      await waitFor(async () => (await c.query<SweepProgress>('progress')).state === 'paused', 30_000, 'paused');
-      await c.signal('cancel');
+      const c = await client.workflow.signalWithStart(workflow, { taskQueue: workers.queues.maintenance, workflowId: cid, args: sweepArgs(), signal: pauseSignal, signalArgs: [] });
+      await waitFor(async () => (await c.query(sweepProgressQuery)).state === 'paused', 30_000, 'paused');
+      await c.signal(cancelSignal);
       expect(await c.result()).toMatchObject({ state: 'cancelled', pages: 0 });
       expect(await attr(cid)).toBe('cancelled');
     });
@@ -211,7 +218,7 @@ describe('pause, resume and cancel of the maintenance workflows', () => {
 
   it('gc: a cancel stops the run, which says so', async () => {
     const id = `${prefix}-gc-cancel`;
-    const handle = await client.workflow.signalWithStart('gc', { taskQueue: workers.queues.maintenance, workflowId: id, args: [{ graceSeconds: 3600 }], signal: 'cancel', signalArgs: [] });
+    const handle = await client.workflow.signalWithStart(gcWorkflow, { taskQueue: workers.queues.maintenance, workflowId: id, args: [{ graceSeconds: 3600 }], signal: cancelSignal, signalArgs: [] });
     expect(await handle.result()).toEqual({ state: 'cancelled' });
     expect(await attr(id)).toBe('cancelled');
   });
@@ -220,23 +227,23 @@ describe('pause, resume and cancel of the maintenance workflows', () => {
     const name = `rotating-signals-${process.pid}`;
     const id = `${prefix}-rotating-signals`;
     // A tail interval keeps the child walk running after its pass, so the signals find it alive.
-    const handle = await client.workflow.start('rotatingWalk', {
+    const handle = await client.workflow.start(rotatingWalk, {
       taskQueue: workers.queues.maintenance,
       workflowId: id,
       args: [{ type: 'validate', rate: 2, name, walkTaskQueue: workers.queues.walk, walk: { slices: 1, tailIntervalSeconds: 3600 } }],
     });
     const walk = client.workflow.getHandle(`${id}/walk`);
-    const walkState = async () => (await walk.query<{ state: string }>('progress')).state;
+    const walkState = async () => (await walk.query(walkProgressQuery)).state as string;
     await waitFor(async () => (await walkState().catch(() => '')) === 'tailing', 60_000, 'the walk tailing');
-    await handle.signal('pause');
+    await handle.signal(pauseSignal);
     await waitFor(async () => (await walkState()) === 'paused', 15_000, 'the walk paused');
-    expect(await handle.query<{ state: string }>('progress')).toMatchObject({ state: 'paused' });
-    await handle.signal('resume');
+    expect(await handle.query(rotatingWalkProgressQuery)).toMatchObject({ state: 'paused' });
+    await handle.signal(resumeSignal);
     await waitFor(async () => (await walkState()) !== 'paused', 15_000, 'the walk resumed');
-    expect(await handle.query<{ state: string }>('progress')).toMatchObject({ state: 'running' });
+    expect(await handle.query(rotatingWalkProgressQuery)).toMatchObject({ state: 'running' });
     const before = await readRotation(pool, name);
-    await handle.signal('cancel');
-    const result = (await handle.result()) as RotatingWalkResult;
+    await handle.signal(cancelSignal);
+    const result = await handle.result();
     expect(result.walk.state).toBe('cancelled');
     expect(result.rotation).toBeUndefined();
     expect(await readRotation(pool, name)).toEqual(before);

@@ -3,7 +3,7 @@
  * It proves the wiring end to end (client → server → worker → stores) and is what
  * `repowalk ping` and the demo run first.
  */
-import { proxyActivities, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { defineQuery, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { z } from 'zod';
 import type { PingActivities } from '../activities/ping.ts';
 import { RepowalkKind, RepowalkState } from './search-attributes.ts';
@@ -23,6 +23,12 @@ export interface PingResult {
   roundTripBytes: number;
 }
 
+export interface PingProgress {
+  state: 'running' | 'done';
+}
+
+export const pingProgressQuery = defineQuery<PingProgress>('progress');
+
 const { pingStores } = proxyActivities<PingActivities>({
   startToCloseTimeout: '30 seconds',
   retry: { maximumAttempts: 3, initialInterval: '1 second' },
@@ -30,11 +36,14 @@ const { pingStores } = proxyActivities<PingActivities>({
 
 export async function ping(rawInput: PingInput = {}): Promise<PingResult> {
   const input = parseInput(PingInput, rawInput, 'ping');
+  let state: PingProgress['state'] = 'running';
+  setHandler(pingProgressQuery, () => ({ state }));
   upsertSearchAttributes([
     { key: RepowalkKind, value: 'ping' },
     { key: RepowalkState, value: 'running' },
   ]);
   const stores = await pingStores(input.message);
-  upsertSearchAttributes([{ key: RepowalkState, value: 'done' }]);
+  state = 'done';
+  upsertSearchAttributes([{ key: RepowalkState, value: state }]);
   return { message: input.message, workflowId: workflowInfo().workflowId, ...stores };
 }

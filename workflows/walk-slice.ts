@@ -13,7 +13,6 @@ import {
   condition,
   continueAsNew,
   defineQuery,
-  defineSignal,
   isCancellation,
   proxyActivities,
   setHandler,
@@ -26,6 +25,9 @@ import { type WalkTotals, addTotals, emptyTotals } from '../graph/totals.ts';
 import { WalkInput } from '../graph/walk-input.ts';
 import { parseInput } from './input.ts';
 import { RepowalkKind, RepowalkState, WalkType } from './search-attributes.ts';
+import { handleControl } from './control.ts';
+
+export { cancelSignal, pauseSignal, resumeSignal } from './control.ts';
 
 export const WalkSliceInput = z.object({
   /** Findings are recorded under this id (the walk's, per pass). */
@@ -65,10 +67,7 @@ export interface WalkSliceProgress {
   totals: WalkTotals;
 }
 
-export const pauseSignal = defineSignal('pause');
-export const resumeSignal = defineSignal('resume');
-export const cancelSignal = defineSignal('cancel');
-export const progressQuery = defineQuery<WalkSliceProgress>('progress');
+export const walkSliceProgressQuery = defineQuery<WalkSliceProgress>('progress');
 
 /** Pages before continue-as-new: each page costs about six history events. */
 const PAGES_PER_RUN = 500;
@@ -96,13 +95,15 @@ export async function walkSlice(rawInput: WalkSliceInput): Promise<WalkSliceProg
   let paused = s.paused;
   let cancelled = false;
   let page: CancellationScope | undefined;
-  setHandler(pauseSignal, () => void (paused = true));
-  setHandler(resumeSignal, () => void (paused = false));
-  setHandler(cancelSignal, () => {
-    cancelled = true;
-    page?.cancel();
+  handleControl({
+    pause: () => void (paused = true),
+    resume: () => void (paused = false),
+    cancel: () => {
+      cancelled = true;
+      page?.cancel();
+    },
   });
-  setHandler(progressQuery, () => ({ ...p, state: paused && p.state === 'running' ? 'paused' : p.state }));
+  setHandler(walkSliceProgressQuery, () => ({ ...p, state: paused && p.state === 'running' ? 'paused' : p.state }));
   const show = (state: string) =>
     upsertSearchAttributes([
       { key: RepowalkKind, value: 'walk-slice' },

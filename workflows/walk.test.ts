@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import { freshDatabase, testStack } from '../test/stack.ts';
 import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
@@ -19,12 +18,14 @@ import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { listFindings } from '../graph/findings.ts';
 import { runWalk } from '../graph/run.ts';
 import { buildMirror, testDids } from '../test/mirror.ts';
+import { workflowBundleCode } from '../test/workflow-bundle.ts';
 import { type WalkTotals, sumTotals } from '../graph/totals.ts';
 import { WalkInput, toWalkSpec, type WalkInputJson } from '../graph/walk-input.ts';
-import type { WalkProgress } from './walk.ts';
+import { walk, walkProgressQuery, cancelSignal, pauseSignal, resumeSignal, type WalkProgress, type WalkWorkflowInput } from './walk.ts';
 import { loadConfig } from '../config/load.ts';
-import { UsageError, liveProgress, walkCommand, walkInputFromArgs } from '../cli/walk-commands.ts';
-import type { WalkSliceProgress } from './walk-slice.ts';
+import { liveProgress, walkCommand, walkInputFromArgs } from '../cli/walk-commands.ts';
+import { UsageError } from '../cli/usage.ts';
+import { walkSliceProgressQuery, type WalkSliceProgress } from './walk-slice.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 // The walk job's queue for the prefix `walk-test-<pid>`, as the CLI computes it.
@@ -78,7 +79,7 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what:
   }
 }
 
-const sliceProgress = (id: string) => client.workflow.getHandle(id).query<WalkSliceProgress>('progress');
+const sliceProgress = (id: string) => client.workflow.getHandle(id).query(walkSliceProgressQuery);
 
 /** Totals of walking every repo in one process, for comparison. */
 async function directTotals(input: WalkInputJson): Promise<WalkTotals> {
@@ -94,16 +95,9 @@ beforeAll(async () => {
   await migrate(pool);
   dir = await mkdtemp(join(tmpdir(), 'repowalk-walkwf-'));
   await buildMirror({ pool, blobs: new LocalBlobStore(join(dir, 'blobs')) }, dids.map((did, i) => ({ did, records: 80 + 10 * i })));
-  const entry = join(dir, 'workflows.ts');
-  await writeFile(entry, `export { walk } from ${JSON.stringify(join(ROOT, 'workflows', 'walk.ts'))};\nexport { walkSlice } from ${JSON.stringify(join(ROOT, 'workflows', 'walk-slice.ts'))};\n`);
-  // The entry lives outside the project (workflows/index.ts is the shared one): resolve
-  // packages from the project's node_modules.
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: entry,
-    webpackConfigHook: (config) => ({ ...config, resolve: { ...config.resolve, modules: [join(ROOT, 'node_modules'), 'node_modules'] } }),
-  });
+  // The worker process this test kills loads the bundle from a file.
   bundlePath = join(dir, 'bundle.js');
-  await writeFile(bundlePath, code);
+  await writeFile(bundlePath, await workflowBundleCode());
   client = new Client({ connection: await Connection.connect({ address: testStack().temporal.address }) });
 }, 180_000);
 
@@ -122,7 +116,7 @@ describe('walk workflow', () => {
     try {
       const input: WalkInputJson = { type: 'validate', slices: 3, pageSize: 1, heartbeatSeconds: 5 };
       const workflowId = `walk-e2e-${Date.now()}`;
-      const result = await client.workflow.execute('walk', { taskQueue, workflowId, args: [input] });
+      const result = await client.workflow.execute(walk, { taskQueue, workflowId, args: [input] });
       const progress = result as WalkProgress;
       expect(progress.state).toBe('done');
       expect(progress.slices).toEqual({ total: 3, done: 3, running: [] });
@@ -145,7 +139,7 @@ describe('walk workflow', () => {
 
   it('fails bad input at once, naming the field', async () => {
     const err = await client.workflow
-      .execute('walk', { taskQueue, workflowId: `walk-bad-${Date.now()}`, args: [{ type: 'validate', sampleRate: 4, sampleOffset: 4, repair: true }] })
+      .execute(walk, { taskQueue, workflowId: `walk-bad-${Date.now()}`, args: [{ type: 'validate', sampleRate: 4, sampleOffset: 4, repair: true } as WalkWorkflowInput] })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     const cause = (err as WorkflowFailedError).cause as Error & { type?: string };
@@ -158,7 +152,7 @@ describe('walk workflow', () => {
     await startWorker(600);
     const input: WalkInputJson = { type: 'validate', slices: 1, pageSize: 6, rootConcurrency: 1, heartbeatSeconds: 2 };
     const workflowId = `walk-kill-${Date.now()}`;
-    const handle = await client.workflow.start('walk', { taskQueue, workflowId, args: [input] });
+    const handle = await client.workflow.start(walk, { taskQueue, workflowId, args: [input] });
     const slice = client.workflow.getHandle(`${workflowId}/slice-0`);
     let done = 0;
     await waitFor(async () => {
@@ -170,7 +164,7 @@ describe('walk workflow', () => {
     expect(done).toBeLessThan(6);
     await stopWorker('SIGKILL');
     await startWorker(0);
-    const result = (await handle.result()) as WalkProgress;
+    const result = await handle.result();
     expect(result.state).toBe('done');
     expect(result.totals).toEqual(await directTotals(input));
     const s = (await slice.result()) as WalkSliceProgress;
@@ -183,11 +177,11 @@ describe('walk workflow', () => {
     await startWorker(300);
     const input: WalkInputJson = { type: 'scrub', graceSeconds: 0, slices: 2, pageSize: 1, rootConcurrency: 1, heartbeatSeconds: 5 };
     const workflowId = `walk-pause-${Date.now()}`;
-    const handle = await client.workflow.start('walk', { taskQueue, workflowId, args: [input] });
+    const handle = await client.workflow.start(walk, { taskQueue, workflowId, args: [input] });
     const ids = [0, 1].map((i) => `${workflowId}/slice-${i}`);
     await waitFor(async () => (await Promise.all(ids.map((id) => sliceProgress(id).catch(() => undefined)))).some((p) => (p?.pages ?? 0) >= 1), 30_000, 'a first page');
-    await handle.signal('pause');
-    await waitFor(async () => (await handle.query<WalkProgress>('progress')).state === 'paused', 10_000, 'paused');
+    await handle.signal(pauseSignal);
+    await waitFor(async () => (await handle.query(walkProgressQuery)).state === 'paused', 10_000, 'paused');
     // The pages running when the pause came may finish; none starts after them.
     await new Promise((r) => setTimeout(r, 1500));
     const held = await Promise.all(ids.map((id) => sliceProgress(id)));
@@ -196,8 +190,8 @@ describe('walk workflow', () => {
     const still = await Promise.all(ids.map((id) => sliceProgress(id)));
     expect(still.map((p) => p.pages)).toEqual(held.map((p) => p.pages));
     expect(still.reduce((n, p) => n + p.repos, 0)).toBeLessThan(6);
-    await handle.signal('resume');
-    const result = (await handle.result()) as WalkProgress;
+    await handle.signal(resumeSignal);
+    const result = await handle.result();
     expect(result.state).toBe('done');
     expect(result.repos).toBe(6);
     expect(result.totals).toEqual(await directTotals(input));
@@ -207,30 +201,30 @@ describe('walk workflow', () => {
     await startWorker(0);
     await pool.query(`UPDATE repos SET updated_at = now() - interval '1 hour'`);
     const workflowId = `walk-tail-${Date.now()}`;
-    const handle = await client.workflow.start('walk', { taskQueue, workflowId, args: [{ type: 'validate', slices: 2, tailIntervalSeconds: 2, heartbeatSeconds: 5 }] });
+    const handle = await client.workflow.start(walk, { taskQueue, workflowId, args: [{ type: 'validate', slices: 2, tailIntervalSeconds: 2, heartbeatSeconds: 5 }] });
     let p: WalkProgress | undefined;
-    await waitFor(async () => (p = await handle.query<WalkProgress>('progress')).state === 'tailing', 30_000, 'the first pass');
+    await waitFor(async () => (p = await handle.query(walkProgressQuery)).state === 'tailing', 30_000, 'the first pass');
     expect(p).toMatchObject({ pass: 0, repos: 6, findingsId: workflowId });
     await pool.query('UPDATE repos SET updated_at = now() WHERE did = $1', [dids[2]]);
     await waitFor(async () => {
-      p = await handle.query<WalkProgress>('progress');
+      p = await handle.query(walkProgressQuery);
       return p.pass === 1 && p.state === 'tailing';
     }, 30_000, 'the second pass');
     expect(p).toMatchObject({ pass: 1, repos: 1, findingsId: `${workflowId}#1` });
     expect(p!.allPasses.roots).toBe(7);
-    await handle.signal('cancel');
-    expect(((await handle.result()) as WalkProgress).state).toBe('cancelled');
+    await handle.signal(cancelSignal);
+    expect(((await handle.result())).state).toBe('cancelled');
   });
 
   it('cancel stops every slice', async () => {
     await startWorker(400);
     const input: WalkInputJson = { type: 'validate', slices: 3, sliceParallelism: 3, pageSize: 1, rootConcurrency: 1, heartbeatSeconds: 2 };
     const workflowId = `walk-cancel-${Date.now()}`;
-    const handle = await client.workflow.start('walk', { taskQueue, workflowId, args: [input] });
+    const handle = await client.workflow.start(walk, { taskQueue, workflowId, args: [input] });
     const ids = [0, 1, 2].map((i) => `${workflowId}/slice-${i}`);
     await waitFor(async () => (await Promise.all(ids.map((id) => sliceProgress(id).catch(() => undefined)))).every((p) => p !== undefined), 30_000, 'slices running');
-    await handle.signal('cancel');
-    const result = (await handle.result()) as WalkProgress;
+    await handle.signal(cancelSignal);
+    const result = await handle.result();
     expect(result.state).toBe('cancelled');
     expect(result.repos).toBeLessThan(6);
     for (const id of ids) {

@@ -21,7 +21,6 @@ import {
   condition,
   continueAsNew,
   defineQuery,
-  defineSignal,
   isCancellation,
   setHandler,
   startChild,
@@ -35,9 +34,10 @@ import { type WalkTotals, addTotals, emptyTotals, findingCount } from '../graph/
 import { WalkInput, type WalkInputJson } from '../graph/walk-input.ts';
 import { parseInput } from './input.ts';
 import { RepowalkKind, RepowalkState, WalkType } from './search-attributes.ts';
-import { type WalkSliceProgress, cancelSignal, pauseSignal, resumeSignal, walkSlice } from './walk-slice.ts';
+import { type WalkSliceProgress, walkSlice } from './walk-slice.ts';
+import { controlSignals, handleControl, type ControlName } from './control.ts';
 
-export { cancelSignal, pauseSignal, resumeSignal } from './walk-slice.ts';
+export { cancelSignal, pauseSignal, resumeSignal } from './control.ts';
 
 /** What a walk carries from one pass to the next (continue-as-new); not for callers. */
 const PassState = z.object({
@@ -69,7 +69,7 @@ export interface WalkProgress {
   nextPassAt?: string;
 }
 
-export const progressQuery = defineQuery<WalkProgress>('progress');
+export const walkProgressQuery = defineQuery<WalkProgress>('progress');
 
 /** Tail passes look back this far before the previous pass began. */
 const TAIL_MARGIN_MS = 60_000;
@@ -97,23 +97,25 @@ export async function walk(raw: WalkWorkflowInput): Promise<WalkProgress> {
   let paused = false;
   let cancelled = false;
   const running = new Map<number, ChildWorkflowHandle<typeof walkSlice>>();
-  const forward = async (signal: typeof pauseSignal | typeof resumeSignal | typeof cancelSignal) => {
+  const forward = async (signal: ControlName) => {
     // A slice that finished meanwhile cannot be signalled; that is fine.
-    await Promise.all([...running.values()].map((h) => h.signal(signal as typeof pauseSignal).catch(() => {})));
+    await Promise.all([...running.values()].map((h) => h.signal(controlSignals[signal]).catch(() => {})));
   };
-  setHandler(pauseSignal, async () => {
-    paused = true;
-    await forward(pauseSignal);
+  handleControl({
+    pause: async () => {
+      paused = true;
+      await forward('pause');
+    },
+    resume: async () => {
+      paused = false;
+      await forward('resume');
+    },
+    cancel: async () => {
+      cancelled = true;
+      await forward('cancel');
+    },
   });
-  setHandler(resumeSignal, async () => {
-    paused = false;
-    await forward(resumeSignal);
-  });
-  setHandler(cancelSignal, async () => {
-    cancelled = true;
-    await forward(cancelSignal);
-  });
-  setHandler(progressQuery, () => ({
+  setHandler(walkProgressQuery, () => ({
     ...p,
     state: paused && (p.state === 'running' || p.state === 'tailing') ? 'paused' : p.state,
     slices: { ...p.slices, running: [...running.values()].map((h) => h.workflowId) },
@@ -177,7 +179,7 @@ export async function walk(raw: WalkWorkflowInput): Promise<WalkProgress> {
       await condition(() => running.size < seen || paused !== wasPaused || cancelled || failures.length > 0);
       if (failures.length > 0) {
         cancelled = true;
-        await forward(cancelSignal);
+        await forward('cancel');
         await condition(() => running.size === 0);
         throw failures[0];
       }

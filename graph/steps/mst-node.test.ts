@@ -23,7 +23,7 @@ import { keysOfLayer } from '../../atproto/testing/keys.ts';
 import { type MstFault, mstFaults } from '../../atproto/testing/mst-faults.ts';
 import { MemoryFindings, type Finding } from '../findings.ts';
 import { runWalk } from '../run.ts';
-import { testDids } from '../testing.ts';
+import { testDids } from '../../test/mirror.ts';
 
 let pool: pg.Pool;
 let dir: string;

@@ -1,4 +1,8 @@
-/** Batched row lookups for Pack and Blob nodes: one query per batch of keys. */
+/**
+ * Batched row lookups for Pack and Blob nodes: one query per batch of keys, one batch in flight
+ * at a time, so that the lookups of the many small roots a walk holds open go together instead
+ * of a query per turn of the event loop.
+ */
 import type pg from 'pg';
 import { Batcher } from '../batch.ts';
 import type { BlobRow, PackRow, RowLoaders } from './context.ts';
@@ -15,7 +19,7 @@ export function rowLoaders(pool: pg.Pool): RowLoaders {
         rows.map((r) => [r.key, { id: Number(r.id), key: r.key, sizeBytes: Number(r.size_bytes), blockCount: r.block_count, createdAt: r.created_at }]),
       );
       return keys.map((k) => byKey.get(k) ?? null);
-    }),
+    }, { serial: true }),
     blob: new Batcher(async (cids: string[]) => {
       const { rows } = await pool.query<{ cid: string; status: 'present' | 'missing'; key: string | null; size: string | null; created_at: Date }>(
         'SELECT cid, status, key, size, created_at FROM blobs WHERE cid = ANY($1::text[])',
@@ -25,6 +29,6 @@ export function rowLoaders(pool: pg.Pool): RowLoaders {
         rows.map((r) => [r.cid, { cid: r.cid, status: r.status, key: r.key, size: r.size === null ? null : Number(r.size), createdAt: r.created_at }]),
       );
       return cids.map((c) => byCid.get(c) ?? null);
-    }),
+    }, { serial: true }),
   };
 }

@@ -26,7 +26,7 @@ import { cidFor } from '../../atproto/testing/car-edit.ts';
 import { MemoryFindings, listFindings, type Finding } from '../findings.ts';
 import type { Node } from '../nodes.ts';
 import { runWalk } from '../run.ts';
-import { buildMirror, testDids } from '../testing.ts';
+import { buildMirror, testDids } from '../../test/mirror.ts';
 import { VALIDATE_CHECKS, type ValidateCheck } from './validate/index.ts';
 
 let pool: pg.Pool;

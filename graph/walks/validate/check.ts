@@ -5,6 +5,7 @@
  * state per root, so a check is a plain object that reads top to bottom.
  */
 import type pg from 'pg';
+import type { RefcountMismatch } from '../../../storage/validate-queries.ts';
 import type { Batcher } from '../../batch.ts';
 import type { RootDoneContext, VisitContext } from '../../engine.ts';
 import type { NodeOf } from '../../nodes.ts';
@@ -22,6 +23,12 @@ export interface ValidateEnv {
   mirrored: Batcher<string, boolean>;
   /** Whether the block index holds a CID. */
   indexed: Batcher<Uint8Array, boolean>;
+  /**
+   * A block's stored refcount and the references that exist to it, when they differ (null when
+   * they agree or the block is not indexed). Shared by every open root: each comparison scans
+   * the tables that hold references, so roots finishing together share one.
+   */
+  refcounts: Batcher<Uint8Array, RefcountMismatch | null>;
 }
 
 export interface Check<T extends NodeType = NodeType, S = unknown, N extends ValidateCheck = ValidateCheck> {

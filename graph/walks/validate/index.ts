@@ -19,7 +19,7 @@
  * Checks run on sampled nodes.
  */
 import type pg from 'pg';
-import { indexedBlocks, mirroredDids } from '../../../storage/validate-queries.ts';
+import { type RefcountMismatch, indexedBlocks, mirroredDids, refcountMismatches } from '../../../storage/validate-queries.ts';
 import { Batcher } from '../../batch.ts';
 import { cidMapKey } from '../../blocks.ts';
 import type { Visitor } from '../../engine.ts';
@@ -79,6 +79,11 @@ export function validateVisitor(pool: pg.Pool, opts: ValidateOptions = {}, graph
       const set = new Set((await indexedBlocks(pool, cids)).map(cidMapKey));
       return cids.map((c) => set.has(cidMapKey(c)));
     }, { serial: true }),
+    refcounts: new Batcher<Uint8Array, RefcountMismatch | null>(async (cids) => {
+      const out: (RefcountMismatch | null)[] = cids.map(() => null);
+      for (const m of await refcountMismatches(pool, cids)) out[m.index] = { refcount: m.refcount, refs: m.refs };
+      return out;
+    }, { serial: true, maxBatch: 50_000 }),
   };
   const needs: StepNeeds = { ...NO_NEEDS };
   for (const c of checks) for (const [k, v] of Object.entries(c.needs) as [keyof StepNeeds, boolean][]) needs[k] ||= v;

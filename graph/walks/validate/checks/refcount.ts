@@ -5,10 +5,10 @@
  *
  * Blocks in the packs the Repo step read in bulk were compared there, in Postgres and in the
  * same snapshot as the repo's rows, and only the disagreements came back; blocks in other packs
- * are gathered with their routes and compared per root when it is done. Without an index on
+ * are gathered with their routes and compared when the root is done, in one statement with the
+ * other roots finishing meanwhile. Without an index on
  * `records.cid` and `events.cid` those comparisons scan both tables; with one, they look blocks up.
  */
-import { refcountMismatches } from '../../../../storage/validate-queries.ts';
 import { cidMapKey } from '../../../blocks.ts';
 import type { Route } from '../../../route.ts';
 import type { RefcountScan, StepData } from '../../../steps/context.ts';
@@ -48,8 +48,10 @@ export const refcount = defineCheck({
   },
   async rootDone(state, ctx, env) {
     if (state.cids.length === 0) return;
-    for (const m of await refcountMismatches(env.pool, state.cids)) {
-      const route = state.routes[m.index]!;
+    const found = await Promise.all(state.cids.map((cid) => env.refcounts.load(cid)));
+    for (const [i, m] of found.entries()) {
+      if (!m) continue;
+      const route = state.routes[i]!;
       ctx.report({ check: 'refcount', route, node: route.node, detail: detail(m) });
     }
   },
