@@ -12,11 +12,14 @@ import type { JobContext } from './context.ts';
 import { recordImport } from './counters.ts';
 import { BackfillSettings, type RepoOutcome, type ResyncKind } from '../backfill/settings.ts';
 import { backfillPipeline } from '../backfill/pipeline.ts';
+import { PgHostLimits } from '../storage/db/pds-politeness.ts';
 import { InvalidDidLineError, readDidPage } from '../backfill/did-file.ts';
 import { markResync } from '../backfill/repo-state.ts';
 
 export function backfillActivities({ config, stores }: JobContext) {
-  const pipeline = backfillPipeline(stores, config.network);
+  // Shared (the default): per-PDS limits hold for every worker on this database, not per process.
+  const sharedLimits = config.network.pdsPoliteness === 'shared' ? new PgHostLimits(stores.pool, { leaseTtlMs: config.network.pdsLeaseSeconds * 1000 }) : undefined;
+  const pipeline = backfillPipeline(stores, config.network, sharedLimits);
 
   return {
     /** Imports one repo (`backfillRepo`'s step). Heartbeats the bytes downloaded. */

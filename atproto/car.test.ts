@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as CBOR from '@atcute/cbor';
 import * as CID from '@atcute/cid';
-import { readCar, readCarStream } from './car.ts';
+import { CarParser, readCar, readCarStream } from './car.ts';
 import { BlockHashMismatchError, CarFormatError, CarTooLargeError, TooManyBlocksError } from './errors.ts';
 import { cidFor, flipByte, readCarBlocks, writeCar } from './testing/car-edit.ts';
 import { type MadeRepo, makeRepo } from './testing/make-repo.ts';
@@ -140,5 +140,39 @@ describe('readCarStream', () => {
   it('refuses a stream that ends inside an entry', async () => {
     const { chunks } = source(repo.car.subarray(0, repo.car.length - 5), [300]);
     expect(await rejection(readCarStream(chunks))).toBeInstanceOf(CarFormatError);
+  });
+
+  it('assembles an entry split into 1-byte chunks with work linear in its bytes', () => {
+    // One 1 MB raw block between two ordinary ones: a server dripping it one byte per chunk
+    // made the old parser rescan everything pending on each chunk (quadratic in the entry).
+    const big = new Uint8Array(1024 * 1024).map((_, i) => (i * 31) & 0xff);
+    const bigCid = cidFor(big, 0x55);
+    const [first, second] = [...reference.blocks].slice(0, 2);
+    const car = writeCar(reference.root, [first!, [bigCid, big], second!]);
+    const parser = new CarParser();
+    for (let i = 0; i < car.length; i++) parser.push(car.subarray(i, i + 1));
+    const read = parser.end();
+    expect(read.blocks.size).toBe(3);
+    expect(Buffer.from(read.blocks.get(bigCid)!).equals(big)).toBe(true);
+    // Each byte is copied once into the entry's buffer, plus at most once more per doubling of
+    // that buffer: under 3× the CAR whatever the chunking; quadratic work would be ~10^12.
+    expect(parser.bytesCopied).toBeGreaterThanOrEqual(car.length - 1);
+    expect(parser.bytesCopied).toBeLessThan(3 * car.length);
+    // Whole chunks copy nothing: every entry lies inside the one buffer.
+    const whole = new CarParser();
+    whole.push(car);
+    whole.end();
+    expect(whole.bytesCopied).toBe(0);
+  });
+
+  it('does not allocate the length an entry declares before its bytes arrive', () => {
+    const header = CBOR.encode({ version: 1, roots: [CID.toCidLink(CID.fromString(repo.commitCid))] });
+    // 400 MB declared (under the default cap), 10 bytes sent: the buffer stays small.
+    const parser = new CarParser();
+    const before = process.memoryUsage().arrayBuffers;
+    parser.push(Buffer.concat([Uint8Array.of(header.length), header, Uint8Array.of(0x80, 0x80, 0x80, 0xc8, 0x01)]));
+    parser.push(new Uint8Array(10));
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(10 * 1024 * 1024);
+    expect(() => parser.end()).toThrow(/truncated: 15 bytes of an incomplete entry/);
   });
 });

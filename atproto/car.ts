@@ -64,15 +64,27 @@ export async function readCarStream(chunks: AsyncIterable<Uint8Array>, caps: Par
   return parser.end();
 }
 
-/** The incremental parser behind both readers: push chunks, then end. */
+/**
+ * The incremental parser behind both readers: push chunks, then end.
+ *
+ * Complete entries are parsed where they lie in the chunk. An entry that a chunk does not
+ * complete is assembled in a buffer of its own, each byte copied once, so the work is linear in
+ * the bytes whatever the chunking (a hostile server may send one byte per chunk). That buffer
+ * grows by doubling toward the length the entry declares rather than being allocated at that
+ * length at once, so a few bytes claiming a huge entry cannot make the reader allocate it.
+ */
 export class CarParser {
   readonly #caps: CarCaps;
   readonly #blocks = new BlockMap();
   #root: string | undefined;
   #bytes = 0;
-  // Bytes of an entry that the chunks so far did not complete.
-  #pending: Uint8Array[] = [];
-  #pendingLength = 0;
+  // The length varint of an entry, while the chunks so far hold only part of it (at most 8 bytes).
+  #head: number[] = [];
+  // An entry being assembled: its total length (varint included), the buffer, bytes filled.
+  #entryLength = 0;
+  #entry: Uint8Array | undefined;
+  #filled = 0;
+  #copied = 0;
   // Offset in the CAR of the next entry, for messages.
   #offset = 0;
 
@@ -80,42 +92,82 @@ export class CarParser {
     this.#caps = { ...DEFAULT_CAR_CAPS, ...caps };
   }
 
+  /** Bytes copied so far to assemble entries that straddled chunks (each at most about twice). */
+  get bytesCopied(): number {
+    return this.#copied;
+  }
+
   push(chunk: Uint8Array): void {
     // A plain view: subarrays of a Node Buffer are Buffers, several times slower to make.
     if (Buffer.isBuffer(chunk)) chunk = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
     this.#bytes += chunk.length;
     if (this.#bytes > this.#caps.maxBytes) throw new CarTooLargeError(this.#caps.maxBytes, this.#bytes);
-    if (chunk.length === 0) return;
     let rest = chunk;
-    if (this.#pendingLength > 0) {
-      const needed = this.#entryLengthAcross(chunk);
-      if (needed !== undefined && needed > this.#caps.maxBytes) throw new CarTooLargeError(this.#caps.maxBytes, this.#bytes);
-      if (needed === undefined || this.#pendingLength + chunk.length < needed) {
-        this.#pending.push(chunk);
-        this.#pendingLength += chunk.length;
-        return;
-      }
-      // Copy only the one entry that straddles the chunk boundary.
-      const take = needed - this.#pendingLength;
-      this.#pending.push(chunk.subarray(0, take));
-      const joined = Buffer.concat(this.#pending, needed);
-      const entry = new Uint8Array(joined.buffer, joined.byteOffset, needed);
-      this.#pending = [];
-      this.#pendingLength = 0;
+    if (this.#head.length > 0) {
+      rest = this.#completeHead(rest);
+      if (this.#entry === undefined) return;
+    }
+    if (this.#entry !== undefined) {
+      const take = Math.min(this.#entryLength - this.#filled, rest.length);
+      this.#append(rest.subarray(0, take));
+      if (this.#filled < this.#entryLength) return;
+      const entry = this.#entry.subarray(0, this.#entryLength);
+      this.#entry = undefined;
       this.#parse(entry);
-      rest = chunk.subarray(take);
+      rest = rest.subarray(take);
     }
     const used = this.#parse(rest);
-    if (used < rest.length) {
-      this.#pending.push(rest.subarray(used));
-      this.#pendingLength = rest.length - used;
+    if (used < rest.length) this.#completeHead(rest.subarray(used));
+  }
+
+  /**
+   * Takes bytes of a pending entry's varint from `bytes`; once it is complete, starts the
+   * entry's buffer with the varint and whatever of `bytes` is left (a start of an entry that
+   * `#parse` left over is always shorter than the entry). Returns what the entry did not take.
+   */
+  #completeHead(bytes: Uint8Array): Uint8Array {
+    const head = this.#head;
+    let i = 0;
+    while (i < bytes.length) {
+      const byte = bytes[i++]!;
+      head.push(byte);
+      if ((byte & 0x80) !== 0) {
+        if (head.length >= 8) throw new CarFormatError(`CAR entry length varint is too long at byte ${this.#offset}`);
+        continue;
+      }
+      let length = 0;
+      for (let k = 0; k < head.length; k++) length += (head[k]! & 0x7f) * 2 ** (7 * k);
+      if (length > this.#caps.maxBytes) throw new CarTooLargeError(this.#caps.maxBytes, this.#bytes);
+      this.#entryLength = head.length + length;
+      this.#entry = new Uint8Array(Math.min(this.#entryLength, Math.max(64 * 1024, 2 * bytes.length)));
+      this.#filled = 0;
+      this.#append(Uint8Array.from(head));
+      this.#head = [];
+      // The entry is longer than what remains of `bytes` when #parse left it, so it takes it all.
+      const take = Math.min(this.#entryLength - this.#filled, bytes.length - i);
+      this.#append(bytes.subarray(i, i + take));
+      return bytes.subarray(i + take);
     }
+    return bytes.subarray(bytes.length);
+  }
+
+  #append(bytes: Uint8Array): void {
+    let entry = this.#entry!;
+    const need = this.#filled + bytes.length;
+    if (need > entry.length) {
+      const grown = new Uint8Array(Math.min(this.#entryLength, Math.max(need, entry.length * 2)));
+      grown.set(entry.subarray(0, this.#filled));
+      this.#copied += this.#filled;
+      entry = this.#entry = grown;
+    }
+    entry.set(bytes, this.#filled);
+    this.#filled = need;
+    this.#copied += bytes.length;
   }
 
   end(): CarContents {
-    if (this.#pendingLength > 0) {
-      throw new CarFormatError(`CAR is truncated: ${this.#pendingLength} bytes of an incomplete entry at the end`);
-    }
+    const pending = this.#head.length + (this.#entry === undefined ? 0 : this.#filled);
+    if (pending > 0) throw new CarFormatError(`CAR is truncated: ${pending} bytes of an incomplete entry at the end`);
     if (this.#root === undefined) throw new CarFormatError('CAR is empty: no header');
     return { root: this.#root, blocks: this.#blocks, bytes: this.#bytes };
   }
@@ -189,23 +241,5 @@ export class CarParser {
     }
     const blocks = this.#blocks;
     if (blocks.add(buf, start, end) && blocks.size > this.#caps.maxBlocks) throw new TooManyBlocksError(this.#caps.maxBlocks);
-  }
-
-  /** Total length (varint + entry) of the pending entry, once the varint is complete. */
-  #entryLengthAcross(chunk: Uint8Array): number | undefined {
-    let length = 0;
-    let shift = 0;
-    let read = 0;
-    for (const part of [...this.#pending, chunk]) {
-      for (let i = 0; i < part.length; i++) {
-        const byte = part[i]!;
-        read++;
-        length += (byte & 0x7f) * 2 ** shift;
-        if ((byte & 0x80) === 0) return read + length;
-        shift += 7;
-        if (shift >= 56) throw new CarFormatError('CAR entry length varint is too long');
-      }
-    }
-    return undefined;
   }
 }

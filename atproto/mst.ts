@@ -6,8 +6,8 @@
  *
  * Hand-written: `@atcute/repo`'s reader checks order and paths but not layers, and reports a
  * missing block only as an assertion message. The walk reads nodes in place (`mst-node.ts`),
- * looks blocks up by the CID bytes inside the node, and makes one string per key and per
- * record CID, which are part of the result anyway.
+ * looks blocks up by the CID bytes inside the node, and keeps the records in a compact
+ * `RecordList` (key bytes and block indexes), not as an object per record.
  */
 import { isNsid, isRecordKey } from '@atcute/lexicons/syntax';
 import type { BlockMap } from './block-map.ts';
@@ -15,24 +15,17 @@ import { cidToString } from './cid.ts';
 import { MissingBlockError, MstError } from './errors.ts';
 import { type CheckedMstNode, MAX_PATH_LENGTH, type MstPosition, checkMstNode, emptyCheckedNode, subtreePosition } from './mst-check.ts';
 import { ENTRY_FIELDS, RIGHT, VALUE } from './mst-node.ts';
+import { RecordList, type RepoRecord } from './record-list.ts';
 
 export { MAX_PATH_LENGTH } from './mst-check.ts';
 
-/** One record of a repository, as the MST names it. */
-export interface RepoRecord {
-  collection: string;
-  rkey: string;
-  /** CID of the record block. */
-  cid: string;
-  /** `collection/rkey`, the MST key; records sort by it in byte order. */
-  path: string;
-}
+export type { RepoRecord };
 
 export interface MstContents {
   /** Every record, in MST (path byte) order. */
-  records: RepoRecord[];
-  /** CIDs of the MST nodes, parents before children. */
-  nodes: string[];
+  records: RecordList;
+  /** Block indexes of the MST nodes, parents before children. */
+  nodes: number[];
   /** Layer of the root node; 0 for an empty tree or a single leaf node. */
   height: number;
 }
@@ -52,13 +45,16 @@ export function parsePath(path: string): number {
  * Reads the tree whose root node is block `root` of `blocks`.
  *
  * @param maxHeight refuse a tree whose root is above this layer (this bounds the recursion)
+ * @param maxKeyBytes refuse a tree whose keys, written out in full, take more bytes than this:
+ *   keys are prefix-compressed in the nodes and many entries may name one record block, so a
+ *   small CAR could otherwise spell out gigabytes of keys
  * @param reached set to 1 at the index of every block the tree reaches (nodes and records)
  * @throws MissingBlockError an MST node or record block is not in `blocks`
  * @throws MstError an invariant is broken (the first `checkMstNode` finds); names the node, and
  *   the key where one applies
  */
-export function readMst(blocks: BlockMap, root: number, maxHeight: number, reached: Uint8Array): MstContents {
-  const walk: Walk = { blocks, reached, maxHeight, records: [], nodes: [], height: 0, checked: [] };
+export function readMst(blocks: BlockMap, root: number, maxHeight: number, reached: Uint8Array, maxKeyBytes = Infinity): MstContents {
+  const walk: Walk = { blocks, reached, maxHeight, maxKeyBytes, records: new RecordList(blocks), nodes: [], height: 0, checked: [] };
   visit(walk, root, { root: true });
   return { records: walk.records, nodes: walk.nodes, height: walk.height };
 }
@@ -67,8 +63,9 @@ interface Walk {
   blocks: BlockMap;
   reached: Uint8Array;
   maxHeight: number;
-  records: RepoRecord[];
-  nodes: string[];
+  maxKeyBytes: number;
+  records: RecordList;
+  nodes: number[];
   height: number;
   /**
    * A checked node per layer, reused from node to node of that layer: a node's keys stay in
@@ -82,7 +79,7 @@ function visit(walk: Walk, index: number, pos: MstPosition): void {
   const { blocks } = walk;
   const bytes = blocks.dataAt(index);
   walk.reached[index] = 1;
-  walk.nodes.push(blocks.cidStringAt(index));
+  walk.nodes.push(index);
   // The root's layer is known only once it is read: it gets a node of its own.
   const into = pos.layer === undefined ? undefined : (walk.checked[pos.layer] ??= emptyCheckedNode());
   const node = checkMstNode(bytes, pos, walk.maxHeight, into);
@@ -97,11 +94,13 @@ function visit(walk: Walk, index: number, pos: MstPosition): void {
     const key = keys[i]!;
     const collection = collections[i]!;
     const value = entries[at + VALUE]!;
-    const cid = cidToString(bytes, value);
     const record = blocks.indexOf(bytes, value);
-    if (record < 0) throw new MissingBlockError(cid, 'record', key);
+    if (record < 0) throw new MissingBlockError(cidToString(bytes, value), 'record', key);
     walk.reached[record] = 1;
-    walk.records.push({ collection, rkey: key.slice(collection.length + 1), cid, path: key });
+    if (walk.records.keyBytes + key.length > walk.maxKeyBytes) {
+      throw new MstError('mst-path', blocks.cidStringAt(index), `keys written out take more than ${walk.maxKeyBytes} bytes, the cap for this CAR`, key);
+    }
+    walk.records.pushPath(key, collection, record);
     const right = entries[at + RIGHT]!;
     if (right >= 0) visitSubtree(walk, bytes, right, subtreePosition(node, pos, i));
   }

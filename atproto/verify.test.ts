@@ -14,6 +14,8 @@ import {
   TooManyBlocksError,
 } from './errors.ts';
 import { type VerifiedRepo, type VerifyOptions, verifyRepo, verifyRepoStream } from './verify.ts';
+import { readCar } from './car.ts';
+import { readMst } from './mst.ts';
 import { addBlocks, cidFor, dropBlock, flipByte, readCarBlocks, resignCommit, writeCar } from './testing/car-edit.ts';
 import { type NodeSpec, canonicalTree, craftRepo, craftedRecordValue } from './testing/craft-mst.ts';
 import { keysOfLayer } from './testing/keys.ts';
@@ -88,6 +90,46 @@ describe('verifyRepo on good repos', () => {
     expect(repo.unreachableBlocks).toBe(2);
     expect(repo.blocks.size).toBe(1 + repo.mstNodes.length + good.records.length);
     expectRecords(repo, good);
+  });
+
+  it('keeps the records compactly, and its indexes right when blocks before them are left out', async () => {
+    const { root, blocks } = readCarBlocks(good.car);
+    const junk = [CBOR.encode({ junk: 1 }), CBOR.encode({ junk: 2 })].map((b): [string, Uint8Array] => [cidFor(b), b]);
+    // Junk first: every reached block moves down two places when the junk is left out.
+    const car = writeCar(root, [...junk, ...blocks]);
+    const repo = await verifyRepo(car, optionsFor(good));
+    expect(repo.unreachableBlocks).toBe(2);
+    const list = repo.recordList!;
+    expect(list.length).toBe(good.records.length);
+    expect(list.collections()).toEqual([...new Set(good.records.map((r) => r.collection))]);
+    for (let i = 0; i < list.length; i++) {
+      const made = good.records[i]!;
+      expect([list.pathAt(i), list.collectionAt(i), list.rkeyAt(i), list.cidAt(i)]).toEqual([made.path, made.collection, made.rkey, made.cid]);
+      expect(Buffer.from(repo.blocks.dataAt(list.blockAt(i))).equals(blocks.get(made.cid)!)).toBe(true);
+      expect(Buffer.from(list.cidBytesAt(i)).equals(CID.fromString(made.cid).bytes)).toBe(true);
+    }
+    expect([...list]).toEqual(good.records);
+    expect(repo.mstNodeBlocks!.map((i) => repo.blocks.cidStringAt(i))).toEqual(repo.mstNodes);
+    expect(repo.mstNodes[0]).toBe(good.dataCid);
+  });
+
+  it('refuses a tree whose keys written out pass the cap, naming the node and the key', async () => {
+    const { blocks, root } = readCar(good.car);
+    const commit = readCarBlocks(good.car);
+    const data = (CBOR.decode(commit.blocks.get(root)!) as { data: CID.CidLink }).data.$link;
+    const at = (cid: string) => blocks.indexOf(CID.fromString(cid).bytes);
+    const keyBytes = good.records.reduce((n, r) => n + r.path.length, 0);
+    // Exactly the keys fit; one byte less does not.
+    expect(readMst(blocks, at(data), 32, new Uint8Array(blocks.size), keyBytes).records.length).toBe(good.records.length);
+    const error = (() => {
+      try {
+        readMst(blocks, at(data), 32, new Uint8Array(blocks.size), keyBytes - 1);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(error).toBeInstanceOf(MstError);
+    expect(error).toMatchObject({ code: 'mst-path', key: good.records.at(-1)!.path });
   });
 
   it('accepts a hand-made canonical tree, whose data CID is the reference implementation\'s', async () => {

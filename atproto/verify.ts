@@ -6,7 +6,8 @@ import { type CarCaps, type CarContents, DEFAULT_CAR_CAPS, readCar, readCarStrea
 import { cidFromString } from './cid.ts';
 import { readCommit, verifyCommitSignature } from './commit.ts';
 import { MissingBlockError } from './errors.ts';
-import { type RepoRecord, readMst } from './mst.ts';
+import { readMst } from './mst.ts';
+import type { RecordList, RepoRecord } from './record-list.ts';
 
 export interface RepoCaps extends CarCaps {
   /**
@@ -35,10 +36,17 @@ export interface VerifiedRepo {
   dataCid: string;
   /** The commit, every MST node and every record block; blocks nothing reaches are left out. */
   blocks: BlockMap;
-  /** Every record, in MST (path byte) order. */
+  /**
+   * Every record, in MST (path byte) order, as objects. From `verifyRepo` this is made on first
+   * access and then kept: a caller that can read `recordList` instead holds no object per record.
+   */
   records: RepoRecord[];
-  /** CIDs of the MST nodes, parents before children. */
+  /** CIDs of the MST nodes, parents before children (from `verifyRepo`, made on first access). */
   mstNodes: string[];
+  /** The records, compactly (set by `verifyRepo`; a hand-made repo may have only `records`). */
+  recordList?: RecordList;
+  /** Indexes in `blocks` of the MST nodes, parents before children (set by `verifyRepo`). */
+  mstNodeBlocks?: readonly number[];
   mstHeight: number;
   /** Bytes of CAR read. */
   carBytes: number;
@@ -65,10 +73,21 @@ export async function verifyRepo(car: Uint8Array | CarContents, options: VerifyO
   reached[indexOf(blocks, root)] = 1;
   const dataIndex = indexOf(blocks, commit.data);
   if (dataIndex < 0) throw new MissingBlockError(commit.data, 'mst-node');
-  const mst = readMst(blocks, dataIndex, caps.maxMstHeight, reached);
+  // An honest repo's keys are a fraction of its CAR (each record has a block of its own); twice
+  // the CAR bounds what verify holds for them whatever the CAR spells.
+  const mst = readMst(blocks, dataIndex, caps.maxMstHeight, reached, Math.max(2 * bytes, 1 << 20));
+  const { records, nodes } = mst;
   // Nothing a PDS slips into the CAR beside the repository gets stored.
   const unreachableBlocks = blocks.size - reached.reduce((n, r) => n + r, 0);
-  if (unreachableBlocks > 0) blocks.retain(reached);
+  if (unreachableBlocks > 0) {
+    const renumber = new Int32Array(blocks.size);
+    for (let from = 0, to = 0; from < reached.length; from++) renumber[from] = reached[from] ? to++ : -1;
+    blocks.retain(reached);
+    records.renumberBlocks(renumber);
+    for (let i = 0; i < nodes.length; i++) nodes[i] = renumber[nodes[i]!]!;
+  }
+  let recordObjects: RepoRecord[] | undefined;
+  let nodeCids: string[] | undefined;
   return {
     did: commit.did,
     version: 3,
@@ -76,8 +95,14 @@ export async function verifyRepo(car: Uint8Array | CarContents, options: VerifyO
     commitCid: root,
     dataCid: commit.data,
     blocks,
-    records: mst.records,
-    mstNodes: mst.nodes,
+    get records() {
+      return (recordObjects ??= records.toArray());
+    },
+    get mstNodes() {
+      return (nodeCids ??= nodes.map((i) => blocks.cidStringAt(i)));
+    },
+    recordList: records,
+    mstNodeBlocks: nodes,
     mstHeight: mst.height,
     carBytes: bytes,
     unreachableBlocks,

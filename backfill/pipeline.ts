@@ -25,6 +25,7 @@ import {
   RepoNotFoundError,
   type SkippedListing,
 } from '../atproto/net/index.ts';
+import type { SharedHostLimits } from '../atproto/net/politeness.ts';
 import type { BackfillSettings, RepoOutcome } from './settings.ts';
 import { importRepo, dropRepo } from './import.ts';
 import { markGone } from './repo-state.ts';
@@ -72,11 +73,12 @@ export interface BackfillPipeline {
 
 /**
  * A pipeline with its own identity cache and per-host politeness, shared by every repo it
- * backfills (one per worker process and job).
+ * backfills (one per worker process and job). With `sharedLimits`, the politeness holds across
+ * every worker that shares that store, not only within this process.
  */
-export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, network: PipelineNetwork): BackfillPipeline {
+export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, network: PipelineNetwork, sharedLimits?: SharedHostLimits): BackfillPipeline {
   const identities = new IdentityCache({ ttlMs: network.identityTtlSeconds * 1000 });
-  const politeness = new Politeness({ concurrency: network.pdsConcurrency, minIntervalMs: network.pdsMinIntervalMs });
+  const politeness = new Politeness({ concurrency: network.pdsConcurrency, minIntervalMs: network.pdsMinIntervalMs }, sharedLimits);
   const allowPrivate = network.allowPrivateAddresses;
   const timeoutMs = network.fetchTimeoutSeconds * 1000;
   // Every remote read gets the same total deadline and minimum rate (see atproto/net/http.ts).

@@ -2,8 +2,8 @@
 import { parseArgs } from 'node:util';
 import { benchE2e } from './e2e.ts';
 
-const { values } = parseArgs({ options: { repos: { type: 'string', default: '2000' }, records: { type: 'string', default: '10' }, temporal: { type: 'string' }, 'database-url': { type: 'string' } } });
+const { values } = parseArgs({ options: { repos: { type: 'string', default: '2000' }, records: { type: 'string', default: '10' }, workers: { type: 'string', default: '1' }, temporal: { type: 'string' }, 'database-url': { type: 'string' } } });
 if (!values.temporal || !values['database-url']) throw new Error('bench/e2e-main.ts needs --temporal and --database-url (bench/run.ts passes them)');
-const result = await benchE2e({ repos: Number(values.repos), records: Number(values.records), temporalAddress: values.temporal, databaseUrl: values['database-url'] });
+const result = await benchE2e({ repos: Number(values.repos), records: Number(values.records), temporalAddress: values.temporal, databaseUrl: values['database-url'], workers: Number(values.workers) });
 console.log(JSON.stringify(result));
 process.exit(0);

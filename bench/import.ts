@@ -4,7 +4,9 @@
  * newer rev that changes 1 % of the records). Needs a database: DATABASE_URL, or a stack that
  * `bench/run.ts` starts. Prints one JSON object last.
  *
- *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR]
+ *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR] [--first-only]
+ *
+ * `--first-only` skips the re-import (the growth bench measures first imports at several sizes).
  */
 import { parseArgs } from 'node:util';
 import { mkdtempSync } from 'node:fs';
@@ -12,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as TID from '@atcute/tid';
 import pg from 'pg';
-import { makeRepoCached, makeRepo, generateRecords } from '../atproto/testing/make-repo.ts';
+import { type MadeRepo, makeRepo, generateRecords } from '../atproto/testing/make-repo.ts';
+import { benchRepo } from './inputs.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
@@ -25,7 +28,7 @@ export interface ImportBench {
   carBytes: number;
   verify: { seconds: number; recordsPerSecond: number; mbPerSecond: number };
   firstImport: { seconds: number; recordsPerSecond: number; mbPerSecond: number; msByStep: Record<string, number> };
-  reimport1pct: { seconds: number; recordsPerSecond: number; created: number; updated: number; deleted: number };
+  reimport1pct?: { seconds: number; recordsPerSecond: number; created: number; updated: number; deleted: number };
   /** RSS before the CAR is read (Node, modules, the generator's library). */
   baselineRssMb: number;
   /** Peak RSS through verify and the first import. */
@@ -45,10 +48,10 @@ async function freshDb(baseUrl: string): Promise<string> {
   return u.toString();
 }
 
-export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; log?: (l: string) => void }): Promise<ImportBench> {
+export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; log?: (l: string) => void }): Promise<ImportBench> {
   const log = opts.log ?? ((l: string) => console.error(l));
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
-  const made = await makeRepoCached({ records: opts.records });
+  const made = await benchRepo(opts.records);
   const mb = made.car.length / 1e6;
   const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 4 });
   await migrate(pool);
@@ -78,26 +81,14 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   const peakFirstMb = process.resourceUsage().maxRSS / 1024;
   log(`import: verify+diff+store ${firstS.toFixed(2)} s; ms by step: ${JSON.stringify(steps)}`);
 
-  // A newer rev with 1 % of records changed: what a periodic re-backfill costs.
-  const base = generateRecords(opts.records);
-  const n = Math.max(3, Math.floor(opts.records / 100));
-  const changed = [
-    ...base.slice(n / 3).map((r, i) => (i < n / 3 ? { ...r, value: { ...r.value, text: `edit ${i}` } } : r)),
-    ...generateRecords(opts.records + Math.floor(n / 3)).slice(opts.records),
-  ];
-  const next = await makeRepo({ did: made.did, records: changed, keypair: made.keypair, rev: TID.now() });
-  t = performance.now();
-  const repo2 = await verifyRepo(next.car, { did: next.did, signingKey: next.signingKey });
-  const second = await importRepo({ pool, blobs }, { repo: repo2, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter });
-  const secondS = (performance.now() - t) / 1000;
-  if (second.kind !== 'imported') throw new Error(`re-import: ${second.kind}`);
+  const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records);
   await pool.end();
   return {
     records: opts.records,
     carBytes: made.car.length,
     verify: { seconds: verifyS, recordsPerSecond: opts.records / verifyS, mbPerSecond: mb / verifyS },
     firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps },
-    reimport1pct: { seconds: secondS, recordsPerSecond: changed.length / secondS, created: second.created, updated: second.updated, deleted: second.deleted },
+    ...(reimport1pct ? { reimport1pct } : {}),
     baselineRssMb: baselineMb,
     peakRssMb: peakFirstMb,
     peakRssOverCar: (peakFirstMb * 1024 * 1024) / made.car.length,
@@ -105,10 +96,30 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   };
 }
 
+/** A newer rev with 1 % of records changed: what a periodic re-backfill costs. */
+async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRepo, records: number): Promise<NonNullable<ImportBench['reimport1pct']>> {
+  const filter = FilterOptions.parse({});
+  const base = generateRecords(records);
+  const n = Math.max(3, Math.floor(records / 100));
+  const changed = [
+    ...base.slice(n / 3).map((r, i) => (i < n / 3 ? { ...r, value: { ...r.value, text: `edit ${i}` } } : r)),
+    ...generateRecords(records + Math.floor(n / 3)).slice(records),
+  ];
+  const next = await makeRepo({ did: made.did, records: changed, keypair: made.keypair, rev: TID.now() });
+  const t = performance.now();
+  const repo2 = await verifyRepo(next.car, { did: next.did, signingKey: next.signingKey });
+  const second = await importRepo({ pool, blobs }, { repo: repo2, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter });
+  const secondS = (performance.now() - t) / 1000;
+  if (second.kind !== 'imported') throw new Error(`re-import: ${second.kind}`);
+  return { seconds: secondS, recordsPerSecond: changed.length / secondS, created: second.created, updated: second.updated, deleted: second.deleted };
+}
+
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { records: { type: 'string', default: '100000' }, 'database-url': { type: 'string' }, 'blob-dir': { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { records: { type: 'string', default: '100000' }, 'database-url': { type: 'string' }, 'blob-dir': { type: 'string' }, 'first-only': { type: 'boolean' } },
+  });
   const url = values['database-url'] ?? process.env.DATABASE_URL;
   if (!url) throw new Error('bench/import.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
-  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'] });
+  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'], firstOnly: values['first-only'] });
   console.log(JSON.stringify(result));
 }

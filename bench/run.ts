@@ -3,7 +3,12 @@
  * benchmark, each in its own process so that peak RSS is its own. Prints a table and, last, one
  * JSON object with every figure (also written to bench-results.json).
  *
- *   npm run bench [-- --only verify,import,e2e,walk] [--records 100000] [--repos 2000]
+ *   npm run bench [-- --only verify,import,e2e,walk,serve,scale] [--records 100000] [--repos 2000] [--workers N]
+ *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
+ *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
+ *
+ * `scale`, `growth` and `worker-rss` are not in the default set; `scale` prints the per-unit costs
+ * and the projection of docs/SCALE.md.
  */
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -44,9 +49,12 @@ const { values } = parseArgs({
     only: { type: 'string' },
     records: { type: 'string', default: '100000' },
     repos: { type: 'string', default: '2000' },
+    workers: { type: 'string', default: '1' },
+    'growth-sizes': { type: 'string', default: '10000,100000' },
+    'with-1m': { type: 'boolean' },
   },
 });
-const only = new Set((values.only ?? 'verify,import,e2e,walk').split(','));
+const only = new Set((values.only ?? 'verify,import,e2e,walk,serve').split(','));
 const config = loadConfig();
 const stateDir = await mkdtemp(join(tmpdir(), 'repowalk-bench-'));
 await chmod(stateDir, 0o755);
@@ -64,11 +72,24 @@ const dbUrl = stack.info.postgres.url.replace(/\/repowalk$/, '/postgres');
 try {
   if (only.has('verify')) results.verify = await runJson('verify.ts', []);
   if (only.has('import')) results.import = await runJson('import.ts', ['--records', values.records, '--database-url', dbUrl]);
+  if (only.has('worker-rss')) {
+    results.workerRss = await runJson('worker-rss.ts', ['--temporal', stack.info.temporal.address, '--database-url', stack.info.postgres.url]);
+  }
+  if (only.has('growth')) {
+    results.growth = await runJson('growth.ts', ['--database-url', dbUrl, '--sizes', values['growth-sizes'], ...(values['with-1m'] ? ['--with-1m'] : [])]);
+  }
   if (only.has('e2e')) {
-    results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl]);
+    results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--workers', values.workers]);
+  }
+  // Per-unit costs for docs/SCALE.md: several worker processes, packs to the stack's S3.
+  if (only.has('scale')) {
+    const s3 = stack.info.s3!;
+    const s3Arg = JSON.stringify({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, buckets: s3.buckets });
+    results.scale = await runJson('scale.ts', ['--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--s3', s3Arg, '--workers', values.workers]);
   }
   // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
   if (only.has('walk')) results.walk = await runJson('walk.ts', []);
+  if (only.has('serve')) results.serve = await runJson('serve.ts', ['--records', values.records, '--database-url', dbUrl]);
 } finally {
   await stack.stop();
   await rm(stateDir, { recursive: true, force: true });

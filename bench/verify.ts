@@ -1,6 +1,7 @@
 /**
  * Verify alone, on a generated signed repo read from disk: `node bench/verify.ts [--records N]
- * [--runs R]` (defaults 100,000 and 5).
+ * [--runs R] [--rss-only]` (defaults 100,000 and 5; `--rss-only` measures one verify's time and
+ * peak RSS, nothing else, for the growth bench).
  *
  * Reports records/s and MB/s of `verifyRepo` (whole CAR in memory, and streamed from the file),
  * the floor — CAR framing + SHA-256 + DAG-CBOR decode of every block, with the fastest
@@ -77,14 +78,14 @@ async function child(job: Job): Promise<Timing> {
     case 'verify-rss':
       await time(async () => {
         const repo = await verifyRepo(car!, options);
-        records = repo.records.length;
+        records = repo.recordList!.length;
         blocks = repo.blocks.size;
       });
       break;
     case 'verify-stream':
       await time(async () => {
         const repo = await verifyRepoStream(createReadStream(job.carPath, { highWaterMark: 64 * 1024 }), options);
-        records = repo.records.length;
+        records = repo.recordList!.length;
         blocks = repo.blocks.size;
       });
       break;
@@ -111,7 +112,9 @@ function runChild(job: Job): Promise<Timing> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { records: { type: 'string', default: '100000' }, runs: { type: 'string', default: '5' }, child: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { records: { type: 'string', default: '100000' }, runs: { type: 'string', default: '5' }, child: { type: 'string' }, 'rss-only': { type: 'boolean' } },
+  });
   if (values.child !== undefined) {
     const result = await child(JSON.parse(values.child) as Job);
     process.send!(result, () => process.exit(0));
@@ -120,13 +123,31 @@ async function main(): Promise<void> {
   const recordCount = Number(values.records);
   const runs = Number(values.runs);
   const started = performance.now();
-  const { cachePaths, makeRepoCached } = await import('../atproto/testing/make-repo.ts');
-  const repo = await makeRepoCached({ records: recordCount });
-  const { carPath } = cachePaths({ records: recordCount });
+  const { cachePaths } = await import('../atproto/testing/make-repo.ts');
+  const { BENCH_DID, benchRepo } = await import('./inputs.ts');
+  const repo = await benchRepo(recordCount);
+  const { carPath } = cachePaths({ did: BENCH_DID, records: recordCount });
   const carBytes = repo.car.length;
   console.log(`repo: ${recordCount} records, ${(carBytes / MB).toFixed(1)} MB CAR (${carPath}, ready in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
 
   const base = { carPath, did: repo.did, signingKey: repo.signingKey };
+  if (values['rss-only']) {
+    const once = await runChild({ ...base, phase: 'verify-stream', runs: 1 });
+    console.log(
+      JSON.stringify({
+        bench: 'verify-rss',
+        records: recordCount,
+        carBytes,
+        verifyStreamMs: once.bestMs,
+        recordsPerSec: Math.round((recordCount / once.bestMs) * 1000),
+        peakRssBytes: once.maxRss,
+        baseRssBytes: once.baseRss,
+        peakRssToCar: Number((once.maxRss / carBytes).toFixed(2)),
+        aboveBaseToCar: Number(((once.maxRss - once.baseRss) / carBytes).toFixed(2)),
+      }),
+    );
+    return;
+  }
   // Interleaved, so a noisy neighbour on the machine hurts both sides alike.
   const floor = await runChild({ ...base, phase: 'floor', runs });
   const ours = await runChild({ ...base, phase: 'verify', runs });
@@ -185,6 +206,8 @@ async function main(): Promise<void> {
       peakRssBytes: rss.maxRss,
       baseRssBytes: rss.baseRss,
       peakRssToCar: Number(rssRatio.toFixed(2)),
+      streamPeakRssBytes: stream.maxRss,
+      streamPeakRssToCar: Number((stream.maxRss / carBytes).toFixed(2)),
       referencePeakRssBytes: reference.maxRss,
       goals: { ratioToFloor: ratioToFloor >= 0.6, peakRss: rssRatio < 3 },
     }),

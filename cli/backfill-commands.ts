@@ -28,6 +28,7 @@ const ADD_OPTIONS = {
   blobs: { type: 'boolean' },
   'page-size': { type: 'string' },
   concurrency: { type: 'string' },
+  'pages-in-flight': { type: 'string' },
   wait: { type: 'boolean' },
   id: { type: 'string' },
 } as const;
@@ -53,6 +54,7 @@ export function backfillInputFromArgs(args: string[]): { input: BackfillInput; w
     settings: parsed.data,
     ...(values['page-size'] ? { pageSize: Number(values['page-size']) } : {}),
     ...(values.concurrency ? { concurrency: Number(values.concurrency) } : {}),
+    ...(values['pages-in-flight'] ? { pagesInFlight: Number(values['pages-in-flight']) } : {}),
   };
   return { input, wait: values.wait ?? false, workflowId: values.id };
 }

@@ -15,7 +15,7 @@ import { startBackfill, formatProgress } from './backfill-commands.ts';
 import { ping, type PingResult } from '../workflows/ping.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 import type { StackInfo } from '../config/stack-info.ts';
-import { taskQueueFor } from '../config/task-queues.ts';
+import { JOB_NAMES, taskQueueFor } from '../config/task-queues.ts';
 
 function alive(pid: number): boolean {
   try {
@@ -31,16 +31,34 @@ export function localPdsEnv(info: StackInfo): Record<string, string> {
   return info.pds ? { REPOWALK_PLC_URL: info.pds.plcUrl, REPOWALK_ALLOW_PRIVATE_ADDRESSES: 'true' } : {};
 }
 
-/** Starts `repowalk worker` detached (once), logging to `<stateDir>/logs/worker.log`. */
-export async function ensureBackgroundWorker(config: Config, env: Record<string, string> = {}): Promise<number> {
-  const pidFile = join(config.stateDir, 'worker.pid');
+/**
+ * Starts `repowalk worker` detached (once), logging to `<stateDir>/logs/worker.log`; worker `n`
+ * past the first keeps `worker-<n>.pid` and `worker-<n>.log`.
+ */
+export async function ensureBackgroundWorker(config: Config, env: Record<string, string> = {}, n = 1): Promise<number> {
+  const name = n === 1 ? 'worker' : `worker-${n}`;
+  const pidFile = join(config.stateDir, `${name}.pid`);
   if (existsSync(pidFile)) {
     const pid = Number(await readFile(pidFile, 'utf8'));
     if (alive(pid)) return pid;
   }
-  const child = await startDetached(config, ['worker'], 'worker.log', env);
+  // The first worker runs every job by name, so that opt-in ones (serve, which listens on a
+  // port) run too, once; the others share the default jobs' task queues.
+  const jobs = n === 1 ? JOB_NAMES.flatMap((job) => ['--job', job]) : [];
+  const child = await startDetached(config, ['worker', ...jobs], `${name}.log`, env);
   await writeFile(pidFile, String(child.pid));
   return child.pid!;
+}
+
+/** Whether the worker's serve job answers (it starts a moment after the worker polls). */
+async function serving(url: string): Promise<boolean> {
+  for (let i = 0; i < 50; i++) {
+    try {
+      if ((await fetch(`${url}/_health`, { signal: AbortSignal.timeout(1000) })).ok) return true;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
 }
 
 export async function runPing(config: Config, message: string): Promise<PingResult> {
@@ -70,7 +88,8 @@ async function seedOnce(info: StackInfo): Promise<string> {
   return `seeded ${Object.keys(seeded.recordCounts).length} accounts with ${records} records and ${seeded.blobs.length} images`;
 }
 
-export async function runDemo(baseConfig: Config): Promise<void> {
+export async function runDemo(baseConfig: Config, opts: { workers?: number } = {}): Promise<void> {
+  const workers = opts.workers ?? 1;
   const started = Date.now();
   const config: Config = { ...baseConfig, stack: { ...baseConfig.stack, pds: true } };
   const info = await stackUp(config);
@@ -79,8 +98,10 @@ export async function runDemo(baseConfig: Config): Promise<void> {
   }
   console.log(describeStack(info));
   console.log(`sample data   ${await seedOnce(info)}`);
-  const pid = await ensureBackgroundWorker(config, localPdsEnv(info));
-  console.log(`worker        pid ${pid}, all jobs, log ${join(config.stateDir, 'logs', 'worker.log')}`);
+  // Several workers share every job's task queues (and, through PostgreSQL, the PDS's politeness).
+  const pids: number[] = [];
+  for (let n = 1; n <= workers; n++) pids.push(await ensureBackgroundWorker(config, localPdsEnv(info), n));
+  console.log(`worker        ${workers === 1 ? `pid ${pids[0]}` : `${workers} processes, pids ${pids.join(' ')}`}, all jobs, log ${join(config.stateDir, 'logs', 'worker.log')}`);
   const ping = await runPing(config, 'hello from the repowalk demo');
   console.log(`ping          ${ping.workflowId}: PostgreSQL ${ping.postgresVersion}, blobstore ${ping.blobstore}`);
 
@@ -88,7 +109,7 @@ export async function runDemo(baseConfig: Config): Promise<void> {
   const client = await connectClient(endpoints);
   let progress: BackfillProgress;
   try {
-    const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true } });
+    const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true }, pagesInFlight: workers });
     console.log(`backfill      ${handle.workflowId} from ${info.pds.url} …`);
     progress = await handle.result();
   } finally {
@@ -111,6 +132,9 @@ export async function runDemo(baseConfig: Config): Promise<void> {
   } finally {
     await pool.end();
   }
+  const serveUrl = `http://${config.serve.host.includes(':') ? `[${config.serve.host}]` : config.serve.host}:${config.serve.port}`;
+  console.log(`serve         ${(await serving(serveUrl)) ? serveUrl : `${serveUrl} not answering (see the worker log)`}: XRPC at /xrpc/…, tap event stream at ${serveUrl.replace(/^http/, 'ws')}/channel`);
+  console.log(`              e.g. curl '${serveUrl}/xrpc/com.atproto.sync.listRepos'`);
   console.log(`\ndemo done in ${((Date.now() - started) / 1000).toFixed(1)} s. Web UI: ${info.temporal.uiUrl ?? '(headless)'}`);
   console.log(`workers of your own need: ${Object.entries(localPdsEnv(info)).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   console.log('stop everything with: ./repowalk stack down');

@@ -5,6 +5,7 @@
  *   repowalk backfill | walk | schedule …   the three capabilities (see USAGE)
  *   repowalk worker [--job NAME]...    run jobs' workflows and activities until SIGTERM
  *   repowalk jobs list                 the job registry
+ *   repowalk serve                     serve the mirror (XRPC, tap event stream, admin)
  *   repowalk migrate                   apply database migrations
  *   repowalk ping [message]            run the smallest workflow end to end
  *   repowalk config                    every option with its default, and the values in force
@@ -21,15 +22,16 @@ import { taskQueueFor } from '../config/task-queues.ts';
 
 const USAGE = `usage: repowalk <command>
   stack up | down | status   start, stop or describe the local stack (Temporal dev server, PostgreSQL, S3)
-  demo                       the main job on local data: a local PDS with sample accounts, backfilled
+  demo [--workers N]         the main job on local data: a local PDS with sample accounts, backfilled
   worker [--job NAME]...     run the named jobs' workflows and activities (default: all)
   jobs list                  the jobs a worker can run, with their task queues
-  backfill add <did…> | --pds URL | --file PATH   mirror repos [--mode filter --include P --exclude P --signal P --ephemeral SECONDS --blobs --wait]
+  backfill add <did…> | --pds URL | --file PATH   mirror repos [--mode filter --include P --exclude P --signal P --ephemeral SECONDS --blobs --pages-in-flight N --wait]
   backfill status [did]      repos by state, or one repo's state and its workflow
   backfill resync <did>      retry a repo now
   walk start <type> [flags]  walk the mirror: scrub, validate, corpus, compression-benefit (see README)
   walk status|pause|resume|cancel <id>, walk list
   schedule apply [--dry-run] | list | trigger NAME   the periodic jobs' Temporal Schedules, from configuration
+  serve [--host H] [--port P]   serve the mirror: XRPC, the tap event stream (/channel), admin (see README)
   migrate                    apply database migrations
   ping [message]             run the ping workflow end to end
   config                     print every option, its default, and the values in force`;
@@ -129,9 +131,17 @@ async function main(argv: string[]): Promise<number> {
       const { scheduleCommand } = await import('./schedule-commands.ts');
       return scheduleCommand(config, rest);
     }
-    case 'demo':
-      await runDemo(config);
+    case 'serve': {
+      const { serveCommand } = await import('./serve-commands.ts');
+      return serveCommand(config, rest);
+    }
+    case 'demo': {
+      const { values } = parseArgs({ args: rest, options: { workers: { type: 'string', default: '1' } }, strict: true });
+      const workers = Number(values.workers);
+      if (!Number.isInteger(workers) || workers < 1 || workers > 32) throw new Error(`demo --workers takes a whole number from 1 to 32, not ${JSON.stringify(values.workers)}`);
+      await runDemo(config, { workers });
       return 0;
+    }
     default:
       console.error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
       return 2;

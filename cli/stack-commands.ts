@@ -4,7 +4,7 @@
  * every server process and writes `<stateDir>/stack.json` once all answer.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +35,7 @@ export async function startDetached(config: Config, args: string[], logName: str
 export function describeStack(info: StackInfo): string {
   const lines = [
     `stack (supervisor pid ${info.pid}, since ${info.startedAt}, state ${info.stateDir})`,
-    `  temporal     ${info.temporal.address}  namespace ${info.temporal.namespace}`,
+    `  temporal     ${info.temporal.address}  namespace ${info.temporal.namespace}${info.temporal.mode === 'server' ? '  (temporal server on PostgreSQL)' : ''}`,
     `  web ui       ${info.temporal.uiUrl ?? '(headless)'}`,
     `  postgres     ${redactUrl(info.postgres.url)}${info.postgres.embedded ? '  (embedded)' : '  (DATABASE_URL)'}`,
     `  s3           ${info.s3 ? `${info.s3.endpoint}  buckets ${info.s3.buckets.join(', ')}` : '(off)'}`,
@@ -49,7 +49,7 @@ function stackOptions(config: Config) {
   return {
     stateDir: config.stateDir,
     cacheDir: config.cacheDir,
-    temporal: { port: config.temporal.port, uiPort: config.temporal.uiPort, ui: config.stack.ui, namespace: config.temporal.namespace },
+    temporal: { port: config.temporal.port, uiPort: config.temporal.uiPort, ui: config.stack.ui, namespace: config.temporal.namespace, mode: config.stack.temporal },
     postgres: { url: config.database.url, port: config.database.port },
     s3: { enabled: config.stack.s3, port: config.s3.port, buckets: config.s3.buckets, region: config.s3.region },
     pds: { enabled: config.stack.pds },
@@ -75,7 +75,7 @@ export async function stackServe(config: Config): Promise<void> {
 export async function stackUp(config: Config): Promise<StackInfo> {
   const existing = readStackInfo(config.stateDir);
   if (existing) return existing;
-  await ensureStackTools(config.cacheDir, config.stack.s3, (l) => console.error(`repowalk: ${l}`));
+  await ensureStackTools(config.cacheDir, config.stack.s3, (l) => console.error(`repowalk: ${l}`), config.stack.temporal, config.stack.ui);
   const logFile = join(config.stateDir, 'logs', 'stack.log');
   const child = await startDetached(config, ['stack', 'serve'], 'stack.log', { REPOWALK_STACK_PDS: String(config.stack.pds) });
   let exited: number | null | undefined;
@@ -93,8 +93,10 @@ export async function stackUp(config: Config): Promise<StackInfo> {
 }
 
 export async function stackDown(config: Config): Promise<boolean> {
-  const workerPid = join(config.stateDir, 'worker.pid');
-  if (existsSync(workerPid)) {
+  // The demo's workers: worker.pid, and worker-<n>.pid when it ran several (--workers N).
+  const pidFiles = (await readdir(config.stateDir).catch(() => [] as string[])).filter((f) => /^worker(-\d+)?\.pid$/.test(f));
+  for (const f of pidFiles) {
+    const workerPid = join(config.stateDir, f);
     const pid = Number(await readFile(workerPid, 'utf8'));
     try {
       process.kill(pid, 'SIGTERM');

@@ -154,6 +154,11 @@ export const OPTIONS = [
     default: () => true, defaultText: 'true', doc: 'Whether the local Temporal dev server serves its Web UI.',
   },
   {
+    env: 'REPOWALK_TEMPORAL', key: 'stack.temporal', schema: z.enum(['dev', 'server']),
+    default: () => 'dev', defaultText: 'dev',
+    doc: 'Which Temporal `repowalk stack up` runs: `dev` (temporal server start-dev, SQLite) or `server` (the real Temporal server v1.29.1 on the stack\'s PostgreSQL, SQL visibility, 4 history shards).',
+  },
+  {
     env: 'REPOWALK_PLC_URL', key: 'network.plcUrl', schema: url,
     default: () => 'https://plc.directory', defaultText: 'https://plc.directory', doc: 'PLC directory that did:plc DIDs resolve against.',
   },
@@ -168,11 +173,20 @@ export const OPTIONS = [
   },
   {
     env: 'REPOWALK_PDS_CONCURRENCY', key: 'network.pdsConcurrency', schema: positiveInt,
-    default: () => 4, defaultText: '4', doc: 'Requests in flight to one PDS host, per worker.',
+    default: () => 4, defaultText: '4', doc: 'Requests in flight to one PDS host: from all workers together when politeness is shared (REPOWALK_PDS_POLITENESS), else per worker.',
   },
   {
     env: 'REPOWALK_PDS_MIN_INTERVAL_MS', key: 'network.pdsMinIntervalMs', schema: z.coerce.number().int().min(0),
-    default: () => 0, defaultText: '0', doc: 'Least time between two request starts to one PDS host, per worker.',
+    default: () => 0, defaultText: '0', doc: 'Least time between two request starts to one PDS host (across workers when politeness is shared).',
+  },
+  {
+    env: 'REPOWALK_PDS_POLITENESS', key: 'network.pdsPoliteness', schema: z.enum(['shared', 'process']),
+    default: () => 'shared', defaultText: 'shared',
+    doc: '`shared`: the PDS concurrency, pacing and 429 cool-downs hold across every worker on the database (leases in PostgreSQL); `process`: each worker process is polite on its own.',
+  },
+  {
+    env: 'REPOWALK_PDS_LEASE_SECONDS', key: 'network.pdsLeaseSeconds', schema: positiveInt,
+    default: () => 30, defaultText: '30', doc: 'How long a shared PDS slot outlives a worker that died holding it.',
   },
   {
     env: 'REPOWALK_FETCH_TIMEOUT_SECONDS', key: 'network.fetchTimeoutSeconds', schema: positiveInt,
@@ -208,6 +222,32 @@ export const OPTIONS = [
   {
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
+  },
+  // Serving the mirror (`repowalk serve`, the `serve` job): XRPC, the tap event stream, admin.
+  {
+    env: 'REPOWALK_SERVE_HOST', key: 'serve.host', schema: z.string().min(1),
+    default: () => '127.0.0.1', defaultText: '127.0.0.1', doc: 'Address the serve HTTP server binds (0.0.0.0 to serve beyond this host).',
+  },
+  {
+    env: 'REPOWALK_SERVE_PORT', key: 'serve.port', schema: z.coerce.number().int().min(0).max(65535),
+    default: () => 2480, defaultText: '2480', doc: 'Port of the serve HTTP server (XRPC, /channel, admin); 0 picks a free one.',
+  },
+  {
+    env: 'REPOWALK_SERVE_ADMIN_TOKEN', key: 'serve.adminToken', schema: z.string().min(16, 'expected at least 16 characters'), secret: true,
+    default: () => undefined, defaultText: 'unset (admin endpoints off)',
+    doc: 'Bearer token of the admin endpoints (POST /repos/add, /repos/remove, /repos/resync); tap clients send it as their admin password.',
+  },
+  {
+    env: 'REPOWALK_SERVE_STREAM_BUFFER_BYTES', key: 'serve.streamBufferBytes', schema: positiveInt,
+    default: () => 4 * 1024 * 1024, defaultText: '4194304', doc: 'Per stream client: no more events are read while its send buffer holds more than this.',
+  },
+  {
+    env: 'REPOWALK_SERVE_STALL_SECONDS', key: 'serve.stallSeconds', schema: positiveInt,
+    default: () => 30, defaultText: '30', doc: 'A stream client whose buffer does not drain (or that acks nothing) for this long is dropped.',
+  },
+  {
+    env: 'REPOWALK_SERVE_MAX_CONCURRENT_REPOS', key: 'serve.maxConcurrentRepos', schema: positiveInt,
+    default: () => 4, defaultText: '4', doc: 'getRepo requests assembled at once (each may hold its packs in memory); more wait.',
   },
   // Periodic jobs (`repowalk schedule apply`): which schedules exist, how often each runs, and
   // the settings their workflows get.

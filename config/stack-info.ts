@@ -6,12 +6,16 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+/** Which Temporal the stack runs: the dev server, or the real server on PostgreSQL (REPOWALK_TEMPORAL). */
+export type TemporalMode = 'dev' | 'server';
+
 /** What `stack.json` records: every address, and the supervisor's pid. */
 export interface StackInfo {
   pid: number;
   startedAt: string;
   stateDir: string;
-  temporal: { address: string; namespace: string; uiUrl: string | undefined; bin: string };
+  /** `bin` is the temporal CLI (the client commands), whichever server runs. */
+  temporal: { address: string; namespace: string; uiUrl: string | undefined; bin: string; mode?: TemporalMode };
   postgres: { url: string; embedded: boolean };
   s3: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; buckets: string[]; bin: string } | undefined;
   blobDir: string;

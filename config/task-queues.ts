@@ -5,7 +5,7 @@
  */
 import type { Config } from './options.ts';
 
-export const JOB_NAMES = ['backfill', 'walk', 'maintenance'] as const;
+export const JOB_NAMES = ['backfill', 'walk', 'maintenance', 'serve'] as const;
 
 export type JobName = (typeof JOB_NAMES)[number];
 

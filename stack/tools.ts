@@ -17,6 +17,8 @@ export interface GoTool {
   version: string;
   /** Environment variable that points at a prebuilt binary instead. */
   envOverride: string;
+  /** The file `go install` writes, when it is not `name` (the last element of the package path). */
+  binary?: string;
 }
 
 /** Temporal CLI v1.5.1: the newest tag `go install` can build (DESIGN.md); bundles server 1.29.1 and the Web UI. */
@@ -32,6 +34,36 @@ export const VERSITYGW: GoTool = {
   module: 'github.com/versity/versitygw/cmd/versitygw',
   version: 'v1.7.0',
   envOverride: 'REPOWALK_VERSITYGW_BIN',
+};
+
+/**
+ * The real Temporal server, for the stack's `REPOWALK_TEMPORAL=server` mode (PostgreSQL
+ * persistence and SQL visibility): the same server version the CLI above bundles.
+ */
+export const TEMPORAL_SERVER: GoTool = {
+  name: 'temporal-server',
+  module: 'go.temporal.io/server/cmd/server',
+  version: 'v1.29.1',
+  envOverride: 'REPOWALK_TEMPORAL_SERVER_BIN',
+  binary: 'server',
+};
+
+/** temporal-sql-tool of the same release: creates and migrates the server's databases (schemas embedded). */
+export const TEMPORAL_SQL_TOOL: GoTool = {
+  name: 'temporal-sql-tool',
+  module: 'go.temporal.io/server/cmd/tools/sql',
+  version: 'v1.29.1',
+  envOverride: 'REPOWALK_TEMPORAL_SQL_TOOL_BIN',
+  binary: 'sql',
+};
+
+/** The Web UI server the CLI v1.5.1 embeds (same version, assets included), run standalone against the server. */
+export const TEMPORAL_UI_SERVER: GoTool = {
+  name: 'temporal-ui-server',
+  module: 'github.com/temporalio/ui-server/v2/cmd/server',
+  version: 'v2.42.1',
+  envOverride: 'REPOWALK_TEMPORAL_UI_BIN',
+  binary: 'server',
 };
 
 /** A build takes minutes; a lock this old was left by a builder that died. */
@@ -86,7 +118,7 @@ export async function ensureGoTool(cacheDir: string, tool: GoTool, log: (line: s
       if (e.code === 'ENOENT') throw new Error(`building ${tool.name} needs Go (>= 1.25) on PATH; or set ${tool.envOverride} to a built binary`);
       throw new Error(`go install ${tool.module}@${tool.version} failed:\n${(e.stderr ?? '').slice(-4000)}`);
     }
-    await rename(join(gobin, tool.name), target);
+    await rename(join(gobin, tool.binary ?? tool.name), target);
     await rm(gobin, { recursive: true, force: true });
     log(`built ${tool.name} ${tool.version} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
     return target;

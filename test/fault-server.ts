@@ -84,6 +84,12 @@ export interface FaultServer {
   hits(id: string): number;
   /** Every request seen, in order. */
   readonly log: FaultLogEntry[];
+  /**
+   * The most requests to `path` (an NSID or a path, as rules name them) being answered at
+   * once since the server started or `resetPeaks()`: what a politeness limit is about.
+   */
+  peakConcurrency(path: string): number;
+  resetPeaks(): void;
   stop(): Promise<void>;
 }
 
@@ -110,6 +116,8 @@ export async function startFaultServer(opts: { upstream: string; port?: number }
   const rules: LiveRule[] = [];
   const everyRule = new Map<string, LiveRule>();
   const log: FaultLogEntry[] = [];
+  const inFlight = new Map<string, number>();
+  const peaks = new Map<string, number>();
   const sockets = new Set<Socket>();
   const agent = new http.Agent({ keepAlive: true });
   let nextId = 1;
@@ -149,6 +157,9 @@ export async function startFaultServer(opts: { upstream: string; port?: number }
     };
     log.push(entry);
     res.on('finish', () => (entry.status = res.statusCode));
+    inFlight.set(pathname, (inFlight.get(pathname) ?? 0) + 1);
+    peaks.set(pathname, Math.max(peaks.get(pathname) ?? 0, inFlight.get(pathname)!));
+    res.once('close', () => inFlight.set(pathname, inFlight.get(pathname)! - 1));
     const action = live?.rule.action;
     if (live?.rule.delayMs) await sleep(live.rule.delayMs);
 
@@ -331,6 +342,14 @@ export async function startFaultServer(opts: { upstream: string; port?: number }
       return everyRule.get(id)?.hits ?? 0;
     },
     log,
+    peakConcurrency(path) {
+      let peak = 0;
+      for (const [p, n] of peaks) if (pathMatches(path, p)) peak = Math.max(peak, n);
+      return peak;
+    },
+    resetPeaks() {
+      peaks.clear();
+    },
     async stop() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();

@@ -15,7 +15,8 @@ let stack: RunningStack | undefined;
 let stateDir: string | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
-  const config = loadConfig({ env: { REPOWALK_CACHE_DIR: process.env.REPOWALK_CACHE_DIR } });
+  // REPOWALK_TEMPORAL=server runs the suite against the real Temporal server on PostgreSQL.
+  const config = loadConfig({ env: { REPOWALK_CACHE_DIR: process.env.REPOWALK_CACHE_DIR, REPOWALK_TEMPORAL: process.env.REPOWALK_TEMPORAL } });
   stateDir = await mkdtemp(join(tmpdir(), 'repowalk-test-'));
   // PostgreSQL, run as its own user when we are root, must reach its folder inside.
   await chmod(stateDir, 0o755);
@@ -28,14 +29,14 @@ export async function setup(project: TestProject): Promise<void> {
   stack = await startStack({
     stateDir,
     cacheDir: config.cacheDir,
-    temporal: { port: 0, uiPort: 0, ui: true, namespace: 'default' },
+    temporal: { port: 0, uiPort: 0, ui: true, namespace: 'default', mode: config.stack.temporal },
     postgres: { port: 0 },
     s3: { enabled: true, port: 0, buckets: ['repowalk-a', 'repowalk-b'], region: 'us-east-1' },
     log: (l) => console.log(`[stack] ${l}`),
   });
   await pdsRuntime;
   const { info } = stack;
-  console.log(`[stack] up in ${((Date.now() - started) / 1000).toFixed(1)} s: temporal ${info.temporal.address} (ui ${info.temporal.uiUrl}), s3 ${info.s3?.endpoint}, state ${stateDir}`);
+  console.log(`[stack] up in ${((Date.now() - started) / 1000).toFixed(1)} s: temporal (${config.stack.temporal}) ${info.temporal.address} (ui ${info.temporal.uiUrl}), s3 ${info.s3?.endpoint}, state ${stateDir}`);
   const provided: TestStack = {
     stateDir,
     temporal: { address: info.temporal.address, namespace: info.temporal.namespace, uiUrl: info.temporal.uiUrl ?? '', bin: info.temporal.bin },

@@ -34,6 +34,10 @@ export interface JobDefinition {
   activities(ctx: JobContext): object;
   /** The Temporal Schedules whose workflows run on this job's queue (`repowalk schedule apply`). */
   schedules: readonly ScheduleName[];
+  /** A long-running service the worker starts with the job and closes when it stops (serve). */
+  service?(ctx: JobContext): Promise<{ url: string; close(): Promise<void> }>;
+  /** Run only when asked for by name (`--job`): it binds a port, so a plain `worker` does not. */
+  optIn?: boolean;
 }
 
 export const JOBS = [
@@ -79,6 +83,18 @@ export const JOBS = [
     // Every periodic job starts a maintenance workflow.
     schedules: SCHEDULE_NAMES,
   },
+  {
+    name: 'serve',
+    description: 'serve the mirror: XRPC as a PDS answers it, the tap event stream, admin endpoints (an HTTP server on serve.host:serve.port)',
+    config: z.object({
+      serve: z.object({ host: z.string().min(1), port: z.number().int().min(0).max(65535), stallSeconds: z.number().int().min(1) }),
+    }),
+    workflows: [],
+    activities: () => ({}),
+    schedules: [],
+    service: async (ctx: JobContext) => (await import('./serve-service.ts')).startServeService(ctx.config, ctx.stores),
+    optIn: true,
+  },
 ] as const satisfies readonly JobDefinition[];
 
 // Every job name has its row: a name in `JOB_NAMES` without one does not compile.
@@ -113,7 +129,7 @@ export function checkJobConfig(jobs: readonly JobDefinition[], config: Config): 
 }
 
 /**
- * The jobs a worker runs: those asked for (`--job`, default all), within the allowlist, minus the
+ * The jobs a worker runs: those asked for (`--job`, default all but opt-in ones), within the allowlist, minus the
  * blocklist (the blocklist wins). An unknown name anywhere is refused with the known ones listed.
  */
 export function selectJobs(requested: string[], allow: string[], block: string[]): JobDefinition[] {
@@ -124,8 +140,8 @@ export function selectJobs(requested: string[], allow: string[], block: string[]
       throw new UnknownJobError(`unknown job ${unknown.map((n) => JSON.stringify(n)).join(', ')} in ${source}; known jobs: ${[...known].join(', ')}`);
     }
   }
-  const chosen = JOBS.filter(
-    (j) => (requested.length === 0 || requested.includes(j.name)) && (allow.length === 0 || allow.includes(j.name)) && !block.includes(j.name),
+  const chosen = (JOBS as readonly JobDefinition[]).filter(
+    (j) => (requested.length === 0 ? !j.optIn : requested.includes(j.name)) && (allow.length === 0 || allow.includes(j.name)) && !block.includes(j.name),
   );
   if (chosen.length === 0) throw new UnknownJobError(`no job left to run: asked for ${requested.join(', ') || 'all'}, allowed ${allow.join(', ') || 'all'}, blocked ${block.join(', ') || 'none'}`);
   return chosen;

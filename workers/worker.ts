@@ -12,7 +12,7 @@
  * With `worker.metricsPort` > 0 it serves `/healthz` and `/metrics` (workers/health.ts).
  */
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker, Runtime, DefaultLogger, bundleWorkflowCode, type LogLevel } from '@temporalio/worker';
+import { NativeConnection, Worker, Runtime, DefaultLogger, type LogLevel } from '@temporalio/worker';
 import type { Duration } from '@temporalio/common';
 import type { Config } from '../config/options.ts';
 import type { Endpoints } from '../config/resolve.ts';
@@ -22,6 +22,7 @@ import { taskQueueFor } from '../config/task-queues.ts';
 import type { JobDefinition } from './jobs.ts';
 import { startHealthServer, type HealthServer, type WorkerStatus } from './health.ts';
 import { workerMetrics } from './metrics.ts';
+import { workflowBundle } from './bundle.ts';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -118,8 +119,9 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
       }
       const connection = await NativeConnection.connect({ address: endpoints.temporalAddress });
       try {
-        // One bundle for every job's worker: bundling costs seconds and the code is the same.
-        const workflowBundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: log });
+        // One bundle for every job's worker, built once per content in a child process and cached
+        // (workers/bundle.ts): bundling in this process would keep its heap for the process's life.
+        const bundle = await workflowBundle({ workflowsPath: WORKFLOWS_PATH, cacheDir: config.cacheDir, log: (l) => log.info(l) });
         workers = await Promise.all(
           opts.jobs.map(async (job) => ({
             job: job.name,
@@ -127,7 +129,7 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
               connection,
               namespace: endpoints.namespace,
               taskQueue: taskQueueFor(config, job.name),
-              workflowBundle,
+              workflowBundle: bundle,
               activities: job.activities({ config, stores }),
               // 2 cores: a handful of concurrent activities keeps Postgres and the blobstore busy without thrashing.
               maxConcurrentActivityTaskExecutions: 16,
@@ -147,8 +149,12 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
           }),
         );
         if (stoppedEarly) for (const { worker } of workers) worker.shutdown();
-        else opts.onReady?.({ taskQueues: workers.map(({ worker }) => worker.options.taskQueue), healthUrl: health?.url });
+        // Services (serve) run beside the Temporal workers and stop once those have drained.
+        const services = stoppedEarly ? [] : await Promise.all(opts.jobs.filter((j) => j.service).map((j) => j.service!({ config, stores })));
+        for (const s of services) log.info(`service on ${s.url}`);
+        if (!stoppedEarly) opts.onReady?.({ taskQueues: workers.map(({ worker }) => worker.options.taskQueue), healthUrl: health?.url });
         const settled = await Promise.allSettled(runs);
+        await Promise.allSettled(services.map((s) => s.close()));
         const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
         if (failed) throw failed.reason;
         log.info('worker stopped: every job drained');

@@ -60,6 +60,13 @@ export const BackfillInput = z.object({
   pageSize: z.number().int().min(1).max(1000).default(100),
   /** Repos imported at once inside one activity. */
   concurrency: z.number().int().min(1).max(64).default(8),
+  /**
+   * Pages imported at once, each its own activity: with several worker processes on the queue,
+   * this is how many of them share one bulk backfill. Pages are still listed in order.
+   */
+  pagesInFlight: z.number().int().min(1).max(64).default(1),
+  /** Heartbeat timeout of a page's activity: how soon a page whose worker died is retried elsewhere. */
+  heartbeatSeconds: z.number().int().min(5).max(3600).default(60),
   /** Where the source left off (list index, file line, or listRepos cursor); set by continue-as-new. */
   cursor: z.union([z.string(), z.number()]).optional(),
   totals: BackfillTotals.default(BackfillTotals.parse({})),
@@ -77,11 +84,12 @@ export interface BackfillProgress {
 
 export const backfillProgressQuery = defineQuery<BackfillProgress>('progress');
 
-const acts = proxyActivities<BackfillActivities>({
+const ACTIVITY_OPTIONS = {
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '2 seconds', maximumInterval: '1 minute', maximumAttempts: 10 },
-});
+} as const;
+const acts = proxyActivities<BackfillActivities>(ACTIVITY_OPTIONS);
 
 /** Pages before continue-as-new: each page costs a handful of history events. */
 const PAGES_PER_RUN = 200;
@@ -140,6 +148,36 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
   };
   show('running');
 
+  const importer = input.heartbeatSeconds === 60 ? acts : proxyActivities<BackfillActivities>({ ...ACTIVITY_OPTIONS, heartbeatTimeout: `${input.heartbeatSeconds} seconds` });
+  /** Where listing has got to; `cursor` is where importing has (every page before it is done). */
+  let listed = cursor;
+  const inFlight: Array<{ outcomes: Promise<RepoOutcome[]>; next: string | number | undefined }> = [];
+  /** Awaits the oldest page in flight; its outcomes count and hand over in page order. */
+  const settleOldest = async () => {
+    const page = inFlight[0]!;
+    const outcomes = await page.outcomes;
+    inFlight.shift();
+    for (const o of outcomes) {
+      addOutcome(totals, o);
+      if (o.kind === 'retry') {
+        handedOver += 1;
+        try {
+          await startChild(backfillRepo, {
+            workflowId: `backfill/${o.did}`,
+            args: [{ did: o.did, settings: input.settings, firstOutcome: o }],
+            parentClosePolicy: ParentClosePolicy.ABANDON,
+            workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+          });
+        } catch (err) {
+          // Already has a running backfillRepo of its own: that one owns the retries.
+          if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+        }
+      }
+    }
+    cursor = page.next;
+    show(paused ? 'paused' : 'running');
+  };
+
   try {
     for (let page = 0; ; page++) {
       if (paused) {
@@ -149,22 +187,23 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
       }
       if (cancelled) break;
       if (page >= PAGES_PER_RUN || workflowInfo().continueAsNewSuggested) {
-        await continueAsNew<typeof backfill>({ ...input, cursor, totals });
+        while (inFlight.length > 0) await settleOldest();
+        await continueAsNew<typeof backfill>({ ...input, cursor: listed, totals });
       }
 
       let dids: string[];
       let next: string | number | undefined;
       let skipped = 0;
       if (input.source.kind === 'dids') {
-        const from = typeof cursor === 'number' ? cursor : 0;
+        const from = typeof listed === 'number' ? listed : 0;
         dids = input.source.dids.slice(from, from + input.pageSize);
         next = from + dids.length < input.source.dids.length ? from + dids.length : undefined;
       } else if (input.source.kind === 'file') {
-        const r = await acts.didsFromFile(input.source.path, typeof cursor === 'number' ? cursor : 0, input.pageSize);
+        const r = await acts.didsFromFile(input.source.path, typeof listed === 'number' ? listed : 0, input.pageSize);
         dids = r.dids;
         next = r.nextLine;
       } else {
-        const r = await acts.didsFromPds(input.source.url, typeof cursor === 'string' ? cursor : undefined, input.pageSize);
+        const r = await acts.didsFromPds(input.source.url, typeof listed === 'string' ? listed : undefined, input.pageSize);
         dids = r.dids;
         next = r.cursor;
         skipped = r.skipped ?? 0;
@@ -172,31 +211,21 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
       }
 
       if (dids.length > 0) {
-        const outcomes = await acts.backfillMany(dids, input.settings, input.concurrency);
-        for (const o of outcomes) {
-          addOutcome(totals, o);
-          if (o.kind === 'retry') {
-            handedOver += 1;
-            try {
-              await startChild(backfillRepo, {
-                workflowId: `backfill/${o.did}`,
-                args: [{ did: o.did, settings: input.settings, firstOutcome: o }],
-                parentClosePolicy: ParentClosePolicy.ABANDON,
-                workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-              });
-            } catch (err) {
-              // Already has a running backfillRepo of its own: that one owns the retries.
-              if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-            }
-          }
-        }
+        const outcomes = importer.backfillMany(dids, input.settings, input.concurrency);
+        // Awaited in page order; until then a failure must not count as an unhandled rejection.
+        outcomes.catch(() => {});
+        inFlight.push({ outcomes, next });
+        while (inFlight.length >= input.pagesInFlight) await settleOldest();
+      } else {
+        cursor = next;
+        show(paused ? 'paused' : 'running');
       }
-      cursor = next;
-      show(paused ? 'paused' : 'running');
+      listed = next;
       // An empty page ends every source (listRepos keeps a cursor until it returns one).
       // A page of only bad entries is not the end of a listing.
       if (next === undefined || (dids.length === 0 && skipped === 0)) break;
     }
+    while (inFlight.length > 0) await settleOldest();
   } catch (err) {
     if (!isCancellation(err)) throw err;
     cancelled = true;

@@ -174,7 +174,9 @@ describe('walk workflow', () => {
   });
 
   it('pause holds new pages; resume continues to the same totals', async () => {
-    await startWorker(300);
+    // Each root takes a second: a slice's three pages outlast the round trip of the pause even on
+    // a loaded machine, and the wait below outlasts a page that was running when it came.
+    await startWorker(1000);
     const input: WalkInputJson = { type: 'scrub', graceSeconds: 0, slices: 2, pageSize: 1, rootConcurrency: 1, heartbeatSeconds: 5 };
     const workflowId = `walk-pause-${Date.now()}`;
     const handle = await client.workflow.start(walk, { taskQueue, workflowId, args: [input] });
@@ -183,7 +185,7 @@ describe('walk workflow', () => {
     await handle.signal(pauseSignal);
     await waitFor(async () => (await handle.query(walkProgressQuery)).state === 'paused', 10_000, 'paused');
     // The pages running when the pause came may finish; none starts after them.
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => setTimeout(r, 2500));
     const held = await Promise.all(ids.map((id) => sliceProgress(id)));
     expect(held.every((p) => p.state === 'paused')).toBe(true);
     await new Promise((r) => setTimeout(r, 2000));
@@ -217,7 +219,7 @@ describe('walk workflow', () => {
   });
 
   it('cancel stops every slice', async () => {
-    await startWorker(400);
+    await startWorker(1500);
     const input: WalkInputJson = { type: 'validate', slices: 3, sliceParallelism: 3, pageSize: 1, rootConcurrency: 1, heartbeatSeconds: 2 };
     const workflowId = `walk-cancel-${Date.now()}`;
     const handle = await client.workflow.start(walk, { taskQueue, workflowId, args: [input] });

@@ -1,12 +1,17 @@
 /**
- * Per-host politeness for one process: at most `concurrency` requests in flight to a
- * host, at least `minIntervalMs` between two request starts to it, and a cool-down after a 429
- * during which nobody starts a request to that host. Waiters are served first in, first out.
+ * Per-host politeness: at most `concurrency` requests in flight to a host, at least
+ * `minIntervalMs` between two request starts to it, and a cool-down after a 429 during which
+ * nobody starts a request to that host. Waiters are served first in, first out.
  *
  * A PDS serves thousands of repos; without this, a bulk backfill would open as many
  * connections to one host as it has repos in flight, and keep hammering it after it said 429.
- * It is in memory on purpose: each worker process is polite on its own, and the PDS's own 429s
- * (obeyed through `coolDown`) cover what several workers add up to.
+ *
+ * Alone, the limits hold per process. Given a `SharedHostLimits` (a store every worker
+ * process and host reaches: storage/db/pds-politeness.ts keeps it in PostgreSQL), they hold for
+ * the whole fleet: each request then also takes a lease on one of the host's slots there, the
+ * pacing is kept there, and a 429 any worker sees cools the host down for all of them. The
+ * process-local gate stays in front, so a process never asks the store for more slots than the
+ * host has, and its waiters keep their FIFO order.
  */
 import { RateLimitedError } from './errors.ts';
 
@@ -25,6 +30,27 @@ export interface PolitenessOptions {
    * repo goes to resync instead of holding a worker slot. Default 60 s.
    */
   maxWaitMs: number;
+}
+
+/** One slot to a host held in a shared store; `release` gives it back (and is safe to call twice). */
+export interface HostLease {
+  release(): Promise<void>;
+}
+
+/** What one attempt at a shared slot gave: a lease, or how long to wait before the next attempt. */
+export type SharedAttempt =
+  | { lease: HostLease }
+  /** `waitMs` 0: every slot is taken, try again shortly. `coolingDown`: a 429 cool-down is running. */
+  | { lease?: undefined; waitMs: number; coolingDown: boolean };
+
+/**
+ * Politeness state every worker shares. Implementations keep time by one clock (the store's),
+ * expire the leases of a holder that died, and renew the leases of a holder that lives.
+ */
+export interface SharedHostLimits {
+  tryAcquire(host: string, limits: { concurrency: number; minIntervalMs: number }): Promise<SharedAttempt>;
+  /** Nobody anywhere starts a request to `host` for `ms`; never shortens a longer cool-down. */
+  coolDown(host: string, ms: number): Promise<void>;
 }
 
 export const DEFAULT_POLITENESS: PolitenessOptions = {
@@ -55,13 +81,18 @@ interface HostState {
   timer: NodeJS.Timeout | undefined;
 }
 
+/** How often a waiter asks the shared store again while every slot is taken (±50 % jitter). */
+const SHARED_POLL_MS = 100;
+
 export class Politeness {
   readonly options: PolitenessOptions;
   readonly #hosts = new Map<string, HostState>();
+  readonly #shared: SharedHostLimits | undefined;
 
-  constructor(options: Partial<PolitenessOptions> = {}) {
+  constructor(options: Partial<PolitenessOptions> = {}, shared?: SharedHostLimits) {
     this.options = { ...DEFAULT_POLITENESS, ...options };
     if (!(this.options.concurrency >= 1)) throw new RangeError('concurrency must be at least 1');
+    this.#shared = shared;
   }
 
   /**
@@ -71,6 +102,42 @@ export class Politeness {
    * @throws the signal's reason when `signal` aborts while waiting
    */
   acquire(host: string, signal?: AbortSignal): Promise<Release> {
+    const local = this.#acquireLocal(host, signal);
+    const shared = this.#shared;
+    if (!shared) return local;
+    return local.then(async (releaseLocal) => {
+      try {
+        const lease = await this.#acquireShared(shared, host, signal);
+        let released = false;
+        return () => {
+          if (released) return;
+          released = true;
+          // The local slot follows the shared one, so that this process's next waiter finds it free.
+          void lease.release().catch(() => {}).finally(releaseLocal);
+        };
+      } catch (err) {
+        releaseLocal();
+        throw err;
+      }
+    });
+  }
+
+  /** Asks the shared store until it grants a lease, waiting out pacing and cool-downs it reports. */
+  async #acquireShared(shared: SharedHostLimits, host: string, signal: AbortSignal | undefined): Promise<HostLease> {
+    const limits = { concurrency: this.options.concurrency, minIntervalMs: this.options.minIntervalMs };
+    for (;;) {
+      signal?.throwIfAborted();
+      const attempt = await shared.tryAcquire(host, limits);
+      if (attempt.lease) return attempt.lease;
+      if (attempt.coolingDown && attempt.waitMs > this.options.maxWaitMs) {
+        throw new RateLimitedError(host, Math.ceil(attempt.waitMs), 'waiting for a slot');
+      }
+      const pause = attempt.waitMs > 0 ? attempt.waitMs : SHARED_POLL_MS * (0.5 + Math.random());
+      await abortableSleep(Math.ceil(pause), signal);
+    }
+  }
+
+  #acquireLocal(host: string, signal?: AbortSignal): Promise<Release> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const state = this.#state(host);
     const wait = state.coolUntil - performance.now();
@@ -101,6 +168,8 @@ export class Politeness {
     const state = this.#state(host);
     const span = Math.min(Math.max(0, ms ?? this.options.defaultCoolDownMs), this.options.maxCoolDownMs);
     state.coolUntil = Math.max(state.coolUntil, performance.now() + span);
+    // Best effort: a cool-down the store missed is learned again from that worker's own 429.
+    if (this.#shared && span > 0) void this.#shared.coolDown(host, span).catch(() => {});
     if (span > this.options.maxWaitMs) {
       for (const w of state.queue.splice(0)) {
         w.signal?.removeEventListener('abort', w.onAbort);
@@ -167,4 +236,18 @@ export class Politeness {
       this.#hosts.delete(host);
     }
   }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }

@@ -1,0 +1,158 @@
+/**
+ * Serving benchmark (issue 10): a signed 100,000-record repo imported by the real importer, then
+ * - getRepo: the whole CAR over HTTP, MB/s, and its ratio to reading the same packs raw from the
+ *   blobstore (goal: at least half);
+ * - listRecords: 100-record pages paged through one collection, pages/s;
+ * - the event stream (cursor replay of the import's 100,000 events): events/s to 1 client and to
+ *   10 at once (goal: at least 50,000/s to one).
+ * The server and its clients share this process (and the machine's cores). Each figure is
+ * given per second of wall time and per second of this process's CPU time: on a shared machine
+ * the second is the steadier measure of what the code costs. Prints one JSON object to stdout.
+ *
+ *   node bench/serve.ts --database-url URL [--records 100000] [--repeat 3]
+ */
+import { mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { WebSocket } from 'ws';
+import { connectPool } from '../storage/db/pool.ts';
+import { migrate } from '../storage/db/migrate.ts';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import { buildMirror } from '../test/mirror.ts';
+import { DEFAULT_DID } from '../atproto/testing/make-repo.ts';
+import { startServeServer } from '../serve/server.ts';
+
+const { values } = parseArgs({ options: { records: { type: 'string', default: '100000' }, 'database-url': { type: 'string' }, repeat: { type: 'string', default: '3' } } });
+const url = values['database-url'] ?? process.env.DATABASE_URL;
+if (!url) throw new Error('bench/serve.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
+const records = Number(values.records);
+const repeat = Number(values.repeat);
+const log = (l: string) => process.stderr.write(`serve: ${l}\n`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** CPU seconds (user + system) this process spent since `since`; never 0. */
+const cpuSeconds = (since: NodeJS.CpuUsage) => {
+  const d = process.cpuUsage(since);
+  return Math.max(1e-6, (d.user + d.system) / 1e6);
+};
+
+const name = `servebench_${Date.now().toString(36)}`;
+const admin = new pg.Client({ connectionString: url });
+await admin.connect();
+await admin.query(`CREATE DATABASE ${name}`);
+await admin.end();
+const dbUrl = new URL(url);
+dbUrl.pathname = `/${name}`;
+const pool = await connectPool(dbUrl.toString(), { max: 8 });
+await migrate(pool);
+const blobDir = mkdtempSync(join(tmpdir(), 'repowalk-bench-serve-'));
+const store = new LocalBlobStore(blobDir);
+log(`importing a signed ${records}-record repo (built once and cached)`);
+await buildMirror({ pool, blobs: store }, [{ did: DEFAULT_DID, records }]);
+const server = await startServeServer({ pool, store, log });
+try {
+  // Raw: every pack the repo's blocks sit in, read whole from the blobstore.
+  const { rows: packs } = await pool.query<{ key: string }>('SELECT key FROM packs');
+  const raw: number[] = [];
+  const rawCpu: number[] = [];
+  let rawBytes = 0;
+  for (let i = 0; i < repeat; i++) {
+    const t = performance.now();
+    const c = process.cpuUsage();
+    rawBytes = 0;
+    for (const p of packs) rawBytes += (await store.get(p.key))!.length;
+    raw.push(rawBytes / 1e6 / ((performance.now() - t) / 1000));
+    rawCpu.push(rawBytes / 1e6 / cpuSeconds(c));
+  }
+
+  const getRepo: number[] = [];
+  const getRepoCpu: number[] = [];
+  let carBytes = 0;
+  for (let i = 0; i < repeat; i++) {
+    const t = performance.now();
+    const c = process.cpuUsage();
+    const res = await fetch(`${server.url}/xrpc/com.atproto.sync.getRepo?did=${DEFAULT_DID}`);
+    if (!res.ok) throw new Error(`getRepo: ${res.status} ${await res.text()}`);
+    carBytes = 0;
+    for await (const chunk of res.body!) carBytes += (chunk as Uint8Array).length;
+    getRepo.push(carBytes / 1e6 / ((performance.now() - t) / 1000));
+    getRepoCpu.push(carBytes / 1e6 / cpuSeconds(c));
+  }
+  log(`getRepo ${median(getRepo).toFixed(1)} MB/s (${median(getRepoCpu).toFixed(1)} MB/cpu-s; ${(carBytes / 1e6).toFixed(1)} MB CAR), raw pack read ${median(raw).toFixed(1)} MB/s (${median(rawCpu).toFixed(1)} MB/cpu-s)`);
+
+  const pageRates: number[] = [];
+  let pagesRead = 0;
+  for (let i = 0; i < repeat; i++) {
+    let cursor: string | undefined;
+    let pages = 0;
+    const t = performance.now();
+    do {
+      const res = await fetch(`${server.url}/xrpc/com.atproto.repo.listRecords?repo=${DEFAULT_DID}&collection=app.bsky.feed.post&limit=100${cursor ? `&cursor=${cursor}` : ''}`);
+      const body = (await res.json()) as { cursor?: string; records: unknown[] };
+      cursor = body.records.length === 100 ? body.cursor : undefined;
+      pages++;
+    } while (cursor && pages < 200);
+    pagesRead = pages;
+    pageRates.push(pages / ((performance.now() - t) / 1000));
+  }
+  log(`listRecords ${median(pageRates).toFixed(0)} pages/s of 100 records`);
+
+  const { rows: countRows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM events');
+  const events = Number(countRows[0]!.n);
+  const streamTo = (clients: number) =>
+    new Promise<{ seconds: number; eventsPerSecond: number; perClient: number; eventsPerCpuSecond: number }>((resolve, reject) => {
+      const t = performance.now();
+      const c0 = process.cpuUsage();
+      let finished = 0;
+      for (let c = 0; c < clients; c++) {
+        let got = 0;
+        const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/channel?cursor=0`);
+        ws.on('message', () => {
+          if (++got === events) {
+            ws.close();
+            if (++finished === clients) {
+              const seconds = (performance.now() - t) / 1000;
+              resolve({ seconds, eventsPerSecond: (events * clients) / seconds, perClient: events / seconds, eventsPerCpuSecond: (events * clients) / cpuSeconds(c0) });
+            }
+          }
+        });
+        ws.on('error', reject);
+      }
+    });
+  const one: Array<{ seconds: number; eventsPerSecond: number; perClient: number; eventsPerCpuSecond: number }> = [];
+  for (let i = 0; i < repeat; i++) one.push(await streamTo(1));
+  const ten = await streamTo(10);
+  const oneRate = median(one.map((r) => r.eventsPerSecond));
+  const oneCpu = median(one.map((r) => r.eventsPerCpuSecond));
+  log(`stream ${oneRate.toFixed(0)} events/s (${oneCpu.toFixed(0)}/cpu-s) to 1 client; ${ten.eventsPerSecond.toFixed(0)} events/s (${ten.eventsPerCpuSecond.toFixed(0)}/cpu-s) in all to 10 (${ten.perClient.toFixed(0)} each)`);
+
+  console.log(
+    JSON.stringify({
+      records,
+      carBytes,
+      packs: packs.length,
+      rawPackReadMBps: median(raw),
+      rawPackReadMBperCpuSecond: median(rawCpu),
+      getRepoMBps: median(getRepo),
+      getRepoMBperCpuSecond: median(getRepoCpu),
+      getRepoOverRaw: median(getRepo) / median(raw),
+      getRepoOverRawCpu: median(getRepoCpu) / median(rawCpu),
+      listRecordsPagesPerSecond: median(pageRates),
+      listRecordsPagesRead: pagesRead,
+      streamEvents: events,
+      streamEventsPerSecond1: oneRate,
+      streamEventsPerCpuSecond1: oneCpu,
+      streamEventsPerCpuSecond10: ten.eventsPerCpuSecond,
+      streamEventsPerSecond10Total: ten.eventsPerSecond,
+      streamEventsPerSecond10PerClient: ten.perClient,
+      goals: { getRepoHalfOfRaw: median(getRepo) / median(raw) >= 0.5, stream50kToOne: oneRate >= 50_000 },
+      load: (await import('node:os')).loadavg(),
+    }),
+  );
+} finally {
+  await server.close();
+  await pool.end();
+  await rm(blobDir, { recursive: true, force: true });
+}

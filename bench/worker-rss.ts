@@ -1,0 +1,67 @@
+/**
+ * `repowalk worker` at rest: starts the worker (every job, or `--job NAME`) against a running
+ * stack, waits until it says it is running, lets it settle, and reports its resident memory and
+ * how long it took to become ready — twice, so the second start shows a cached workflow bundle
+ * (the first may have built it). Prints one JSON object last.
+ *
+ *   node bench/worker-rss.ts --temporal HOST:PORT --database-url URL [--job NAME]...
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
+
+interface AtRest {
+  readyMs: number;
+  rssMB: number;
+}
+
+function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
+
+function startOnce(args: { temporal: string; databaseUrl: string; jobs: string[]; stateDir: string; settleMs: number }): Promise<AtRest> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, 'worker', ...args.jobs.flatMap((j) => ['--job', j])], {
+      env: { ...process.env, TEMPORAL_ADDRESS: args.temporal, DATABASE_URL: args.databaseUrl, REPOWALK_STATE_DIR: args.stateDir, REPOWALK_BLOBSTORE: 'local', REPOWALK_BLOB_DIR: join(args.stateDir, 'blobs'), REPOWALK_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    let result: AtRest | undefined;
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (result === undefined && out.includes('worker running jobs')) {
+        const readyMs = performance.now() - started;
+        result = { readyMs, rssMB: 0 };
+        setTimeout(() => {
+          result!.rssMB = Math.round(rssOf(child.pid!));
+          child.kill('SIGINT');
+        }, args.settleMs);
+      }
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => (result && result.rssMB > 0 ? resolve(result) : reject(new Error(`worker exited ${code} before it was at rest: ${out.slice(-500)}`))));
+  });
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ options: { temporal: { type: 'string' }, 'database-url': { type: 'string' }, job: { type: 'string', multiple: true } } });
+  if (!values.temporal || !values['database-url']) throw new Error('bench/worker-rss.ts needs --temporal and --database-url (bench/run.ts passes its stack\'s)');
+  const stateDir = mkdtempSync(join(tmpdir(), 'repowalk-worker-rss-'));
+  try {
+    const opts = { temporal: values.temporal, databaseUrl: values['database-url'], jobs: values.job ?? [], stateDir, settleMs: 5000 };
+    const first = await startOnce(opts);
+    console.error(`worker-rss: first start ready in ${(first.readyMs / 1000).toFixed(1)} s, ${first.rssMB} MB at rest`);
+    const cached = await startOnce(opts);
+    console.error(`worker-rss: second start ready in ${(cached.readyMs / 1000).toFixed(1)} s, ${cached.rssMB} MB at rest`);
+    console.log(JSON.stringify({ bench: 'worker-rss', jobs: opts.jobs.length > 0 ? opts.jobs : 'all', first, cached, goal: { rssMB: 150, met: cached.rssMB <= 150 } }));
+  } finally {
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * Blocks for one request, read from packs the way a CAR is assembled fastest: a pack up to
+ * `wholePackMax` is read whole, once, and every block in it becomes addressable by CID without
+ * asking the block index again. A repo's blocks sit together in the packs of its imports, so a
+ * getRepo usually costs one index lookup (the commit) and one get per pack; blocks the loaded
+ * packs do not hold are located through the index in one batched query per call, and those in
+ * packs too large to read whole are read by ranges, adjacent ranges coalesced into one get.
+ *
+ * Every block handed out is checked: a whole pack against the SHA-256 its key is derived from
+ * (one hash of the pack instead of one per block; the importer checked every block against its
+ * CID before it wrote the pack), a block read by range against its CID.
+ */
+import type pg from 'pg';
+import type { BlobStore } from '../storage/blobstore/types.ts';
+import { PackNotFoundError } from '../storage/pack-errors.ts';
+import { cidToString } from '../atproto/cid.ts';
+import { blockHashMatches } from '../graph/blocks.ts';
+import { BlockMap } from '../atproto/block-map.ts';
+import { createHash } from 'node:crypto';
+
+export interface PackBlockReaderOptions {
+  /** Packs up to this size are read whole. Default 128 MiB. */
+  wholePackMax?: number;
+  /** Bytes of whole packs one reader may hold; past it, blocks are read by ranges. Default 512 MiB. */
+  budgetBytes?: number;
+  /** Ranges closer than this are fetched as one get. Default 64 KiB. */
+  coalesceGap?: number;
+}
+
+/** A block the mirror should hold is not in the block index, or not where the index says. */
+export class MissingBlockError extends Error {
+  override name = 'MissingBlockError';
+}
+
+interface Loc {
+  key: string;
+  size: number;
+  offset: number;
+  length: number;
+}
+
+export class PackBlockReader {
+  readonly #pool: pg.Pool;
+  readonly #store: BlobStore;
+  readonly #wholePackMax: number;
+  readonly #budget: number;
+  readonly #gap: number;
+  // Every block read so far (whole packs and ranges), all already checked; indexed by CID bytes
+  // without making a string per block.
+  readonly #known = new BlockMap();
+  readonly #loadedPacks = new Set<string>();
+  #held = 0;
+  /** Bytes read from the blobstore. */
+  bytesRead = 0;
+  /** Blobstore gets and block index queries made. */
+  gets = 0;
+  indexQueries = 0;
+
+  constructor(pool: pg.Pool, store: BlobStore, opts: PackBlockReaderOptions = {}) {
+    this.#pool = pool;
+    this.#store = store;
+    this.#wholePackMax = opts.wholePackMax ?? 128 * 1024 * 1024;
+    this.#budget = opts.budgetBytes ?? 512 * 1024 * 1024;
+    this.#gap = opts.coalesceGap ?? 64 * 1024;
+  }
+
+  /**
+   * The bytes of each CID (36-byte binary CIDs, views are fine), in order, each checked.
+   *
+   * @throws {MissingBlockError} naming the first CID that is not indexed, whose pack is gone, or
+   *   whose bytes do not hash to what they should.
+   */
+  async getMany(cids: Uint8Array[]): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = new Array(cids.length);
+    const missing: number[] = [];
+    for (let i = 0; i < cids.length; i++) {
+      const at = this.#known.indexOf(cids[i]!);
+      if (at >= 0) out[i] = this.#known.dataAt(at);
+      else missing.push(i);
+    }
+    if (missing.length === 0) return out;
+    const locs = await this.#locate(missing.map((i) => cids[i]!));
+    const ranged: { i: number; loc: Loc }[] = [];
+    // Whole packs first: one of them may hold other missing blocks too.
+    for (const [j, i] of missing.entries()) {
+      const loc = locs[j];
+      if (!loc) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
+      if (!this.#loadedPacks.has(loc.key) && loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
+        await this.#loadWhole(loc.key);
+      }
+      const at = this.#known.indexOf(cids[i]!);
+      if (at >= 0) out[i] = this.#known.dataAt(at);
+      else ranged.push({ i, loc });
+    }
+    await this.#readRanges(ranged, cids, out);
+    return out;
+  }
+
+  async #locate(cids: Uint8Array[]): Promise<(Loc | undefined)[]> {
+    const found = new Map<string, Loc>();
+    const key = (c: Uint8Array) => Buffer.from(c.buffer, c.byteOffset, c.byteLength).toString('latin1');
+    for (let at = 0; at < cids.length; at += 10_000) {
+      const batch = cids.slice(at, at + 10_000);
+      this.indexQueries++;
+      const { rows } = await this.#pool.query<{ cid: Buffer; key: string | null; size_bytes: string | null; byte_offset: string; byte_length: number }>(
+        `SELECT b.cid, p.key, p.size_bytes, b.byte_offset, b.byte_length
+         FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
+        [batch],
+      );
+      for (const r of rows) {
+        if (r.key === null) continue;
+        found.set(key(r.cid), { key: r.key, size: Number(r.size_bytes), offset: Number(r.byte_offset), length: r.byte_length });
+      }
+    }
+    return cids.map((c) => found.get(key(c)));
+  }
+
+  async #loadWhole(key: string): Promise<void> {
+    this.gets++;
+    const bytes = await this.#store.get(key);
+    if (bytes === null) throw new MissingBlockError(`pack ${key} is not in the blobstore`);
+    this.bytesRead += bytes.length;
+    this.#loadedPacks.add(key);
+    this.#held += bytes.length;
+    const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
+    if (named !== undefined) {
+      if (createHash('sha256').update(bytes).digest('hex') !== named) throw new MissingBlockError(`pack ${key} does not hash to its key: its copy in the blobstore is damaged`);
+      indexPackBytes(bytes, this.#known, false);
+    } else {
+      indexPackBytes(bytes, this.#known, true);
+    }
+  }
+
+  async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Uint8Array[]): Promise<void> {
+    wanted.sort((a, b) => (a.loc.key < b.loc.key ? -1 : a.loc.key > b.loc.key ? 1 : a.loc.offset - b.loc.offset));
+    let s = 0;
+    while (s < wanted.length) {
+      const first = wanted[s]!.loc;
+      let end = first.offset + first.length;
+      let e = s + 1;
+      while (e < wanted.length && wanted[e]!.loc.key === first.key && wanted[e]!.loc.offset - end <= this.#gap) {
+        end = Math.max(end, wanted[e]!.loc.offset + wanted[e]!.loc.length);
+        e++;
+      }
+      this.gets++;
+      let bytes: Uint8Array | null;
+      try {
+        bytes = await this.#store.getRange(first.key, first.offset, end - first.offset);
+      } catch (err) {
+        if (err instanceof PackNotFoundError) bytes = null;
+        else throw err;
+      }
+      if (bytes === null) throw new MissingBlockError(`pack ${first.key} is not in the blobstore`);
+      this.bytesRead += bytes.length;
+      for (let k = s; k < e; k++) {
+        const { i, loc } = wanted[k]!;
+        const data = bytes.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
+        if (!blockHashMatches(cids[i]!, data)) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
+        out[i] = data;
+        // Kept as CID + data, the layout the block map indexes.
+        const entry = new Uint8Array(36 + data.length);
+        entry.set(cids[i]!.subarray(0, 36));
+        entry.set(data, 36);
+        this.#known.add(entry, 0, entry.length);
+      }
+      s = e;
+    }
+  }
+}
+
+/**
+ * Adds every block of a pack (CARv1: varint-framed header, then varint(len) CID data) to `into`
+ * as a view into `bytes`; with `verify`, only blocks that hash to their CID. Only 36-byte CIDv1
+ * SHA-256 CIDs are indexed, the only kind packs hold; a frame that does not parse ends the scan,
+ * and the blocks after it are found through the index and read by range.
+ */
+export function indexPackBytes(bytes: Uint8Array, into: BlockMap, verify: boolean): number {
+  let pos = 0;
+  const readVarint = (): number => {
+    let n = 0;
+    let mul = 1;
+    for (;;) {
+      const b = bytes[pos++];
+      if (b === undefined) return -1;
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return n;
+      mul *= 0x80;
+      if (mul > 2 ** 49) return -1;
+    }
+  };
+  const headerLength = readVarint();
+  if (headerLength < 0) return 0;
+  pos += headerLength;
+  let count = 0;
+  while (pos < bytes.length) {
+    const len = readVarint();
+    if (len < 36 || pos + len > bytes.length) break;
+    if (bytes[pos] === 1 && bytes[pos + 2] === 0x12 && bytes[pos + 3] === 0x20) {
+      if (!verify || blockHashMatches(bytes.subarray(pos, pos + 36), bytes.subarray(pos + 36, pos + len))) {
+        into.add(bytes, pos, pos + len);
+        count++;
+      }
+    }
+    pos += len;
+  }
+  return count;
+}

@@ -1,0 +1,198 @@
+/**
+ * The event stream against the `@atproto/tap` client and a raw WebSocket, over an event log
+ * written straight into PostgreSQL (records in a real pack in a real blobstore): message shapes
+ * the client accepts, acks and consumer positions, cursor replay, and dropping a client that
+ * stops reading.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import * as CBOR from '@atcute/cbor';
+import { Tap } from '@atproto/tap';
+import { WebSocket } from 'ws';
+import { freshDatabase } from '../test/stack.ts';
+import { openPool } from '../storage/db/pool.ts';
+import { migrate } from '../storage/db/migrate.ts';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import { PackWriter, storePack } from '../storage/packs.ts';
+import { startServeServer, type ServeServer } from './server.ts';
+
+let pool: pg.Pool;
+let dir: string;
+let store: LocalBlobStore;
+let server: ServeServer;
+const DID = 'did:plc:streamtestaaaaaaaaaaaaaa';
+
+function recordCid(bytes: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from([1, 0x71, 0x12, 0x20]), createHash('sha256').update(bytes).digest()]);
+}
+
+/** Appends `n` create events (and their record blocks, in one pack); returns their ids. */
+async function appendEvents(n: number, origin: 'backfill' | 'live' = 'backfill'): Promise<number[]> {
+  const writer = new PackWriter();
+  const rows: Array<[string, Buffer]> = [];
+  const base = Date.now();
+  for (let i = 0; i < n; i++) {
+    const rkey = `3k${(base * 1000 + i).toString(32).padStart(11, 'a').slice(-11)}`;
+    const bytes = CBOR.encode({ $type: 'app.bsky.feed.post', text: `post ${i}`, createdAt: new Date(base).toISOString() });
+    const cid = recordCid(bytes);
+    writer.add(cid, bytes);
+    rows.push([rkey, cid]);
+  }
+  await storePack(store, pool, writer);
+  const { rows: ids } = await pool.query<{ id: string }>(
+    `INSERT INTO events (did, kind, collection, rkey, cid, rev, origin)
+     SELECT $1, 'create', 'app.bsky.feed.post', r, c, '3kaaaaaaaaaaa', $4 FROM unnest($2::text[], $3::bytea[]) AS t(r, c) RETURNING id`,
+    [DID, rows.map((r) => r[0]), rows.map((r) => r[1]), origin],
+  );
+  return ids.map((r) => Number(r.id));
+}
+
+beforeAll(async () => {
+  pool = openPool(await freshDatabase('serve_stream'));
+  await migrate(pool);
+  dir = await mkdtemp(join(tmpdir(), 'repowalk-serve-stream-'));
+  store = new LocalBlobStore(dir);
+  await pool.query(`INSERT INTO repos (did, status, handle) VALUES ($1, 'active', 'stream.test')`, [DID]);
+  server = await startServeServer({ pool, store, stream: { stallTimeoutMs: 2000, pollMs: 50 }, log: (l) => console.error(l) });
+});
+
+afterAll(async () => {
+  await server?.close();
+  await pool?.end();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('tap protocol', () => {
+  it('the tap client parses every event, acks, and a new connection of the consumer resumes after the acked ones', async () => {
+    const first = await appendEvents(300);
+    const tap = new Tap(`${server.url}/?consumer=unit`);
+    const seen: Array<{ id: number; live: boolean; text: unknown }> = [];
+    const errors: unknown[] = [];
+    const channel = tap.channel({
+      onEvent: async (evt, opts) => {
+        await opts.ack();
+        // Processed: the ack reached the server. An event whose ack never got out is not, and
+        // comes again.
+        if (evt.type === 'record') seen.push({ id: evt.id, live: evt.live, text: evt.record?.text });
+      },
+      onError: (err) => errors.push(err),
+    });
+    const running = channel.start();
+    await until('300 events', () => seen.length >= 300);
+    expect(errors).toEqual([]);
+    expect(seen.map((s) => s.id)).toEqual(first);
+    expect(seen[0]).toMatchObject({ live: false, text: 'post 0' });
+    await channel.destroy();
+    await running;
+
+    const later = await appendEvents(50, 'live');
+    const again = tap.channel({
+      onEvent: async (evt, opts) => {
+        await opts.ack();
+        // Processed: the ack reached the server. An event whose ack never got out is not, and
+        // comes again.
+        if (evt.type === 'record') seen.push({ id: evt.id, live: evt.live, text: evt.record?.text });
+      },
+      onError: (err) => errors.push(err),
+    });
+    const running2 = again.start();
+    await until('50 more', () => seen.length >= 350);
+    await new Promise((r) => setTimeout(r, 300));
+    await again.destroy();
+    await running2;
+    expect(errors).toEqual([]);
+    expect(seen.map((s) => s.id)).toEqual([...first, ...later]);
+    expect(seen.at(-1)!.live).toBe(true);
+  });
+
+  it('a connection cut: the tap client reconnects by itself, and nothing is lost or repeated', async () => {
+    const ids = await appendEvents(1000);
+    await pool.query(`INSERT INTO job_state (key, value) VALUES ('serve/consumer/cut', jsonb_build_object('acked', $1::bigint))`, [ids[0]! - 1]);
+    const tap = new Tap(`${server.url}/?consumer=cut`);
+    const seen: number[] = [];
+    const channel = tap.channel({
+      onEvent: async (evt, opts) => {
+        await opts.ack();
+        seen.push(evt.id);
+      },
+      onError: () => {},
+    });
+    const running = channel.start();
+    await until('the first 1000', () => seen.length >= 1000);
+    await new Promise((r) => setTimeout(r, 200));
+    // A crash or a network cut under a caught-up client: no close handshake.
+    server.stream.cutAll();
+    const more = await appendEvents(500, 'live');
+    await until('the events appended while it was away', () => seen.length >= 1500, 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+    await channel.destroy();
+    await running;
+    expect(seen).toEqual([...ids, ...more]);
+  });
+
+  it('cursor replay: a consumer reconnecting with its last id resumes without loss', async () => {
+    await appendEvents(400);
+    const { rows } = await pool.query<{ id: string }>('SELECT id FROM events ORDER BY id');
+    const all = rows.map((r) => Number(r.id));
+    const collect = (cursor: number, count: number) =>
+      new Promise<number[]>((resolve, reject) => {
+        const got: number[] = [];
+        const ws = new WebSocket(`${server.url.replace('http', 'ws')}/channel?cursor=${cursor}`);
+        ws.on('message', (data) => {
+          // Messages already on the way after the close are not the consumer's.
+          if (got.length === count) return;
+          got.push((JSON.parse(String(data)) as { id: number }).id);
+          if (got.length === count) {
+            ws.close();
+            resolve(got);
+          }
+        });
+        ws.on('error', reject);
+      });
+    const a = await collect(0, 123);
+    const b = await collect(a.at(-1)!, all.length - 123);
+    expect([...a, ...b]).toEqual(all);
+  });
+});
+
+describe('clients the server drops, with a reason', () => {
+  const closeOf = (ws: WebSocket) => new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: String(reason) })));
+
+  it('a consumer that acks nothing is closed once its unacked window is full for the stall timeout', async () => {
+    await appendEvents(300);
+    const strict = await startServeServer({ pool, store, stream: { maxUnacked: 100, stallTimeoutMs: 1000, pollMs: 50, ackGraceMs: 0 }, log: () => {} });
+    try {
+      const ws = new WebSocket(`${strict.url.replace('http', 'ws')}/channel?consumer=never-acks`);
+      let got = 0;
+      ws.on('message', () => got++);
+      const closed = await closeOf(ws);
+      expect(closed.code).toBe(1008);
+      expect(closed.reason).toMatch(/no acks for 1000 ms with 100 events unacked/);
+      expect(got).toBe(100);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('a message that is not an ack closes the connection with 1003', async () => {
+    const ws = new WebSocket(`${server.url.replace('http', 'ws')}/channel?cursor=0`);
+    ws.on('message', () => {});
+    await new Promise((r) => ws.once('open', r));
+    ws.send('{"type":"hello"}');
+    const closed = await closeOf(ws);
+    expect(closed.code).toBe(1003);
+    expect(closed.reason).toMatch(/expected \{"type":"ack"/);
+  });
+});

@@ -1,0 +1,408 @@
+/**
+ * The event stream: tap's WebSocket protocol over the event log, as the official `@atproto/tap`
+ * client speaks it. Each event is one text message, `{ id, type: 'record', record: { did, rev,
+ * collection, rkey, action, record?, cid?, live } }` or `{ id, type: 'identity', identity: {
+ * did, handle, is_active, status } }`; the client answers `{ type: 'ack', id }`.
+ *
+ * Two ways to say where to start:
+ * - `?cursor=N` (hydrant-style replay): events with id > N, acks not needed. A consumer that
+ *   reconnects with the last id it processed resumes without loss.
+ * - no cursor (what the tap client does): the server keeps the consumer's position, named by
+ *   `?consumer=NAME` (default `default`), as the highest id below which every event sent was
+ *   acked; it is kept in `job_state` and survives restarts. A reconnect resends everything
+ *   after that position, so nothing is lost, and an event acked before the disconnect is not
+ *   sent again.
+ *
+ * Backpressure: events are read from PostgreSQL one page at a time, and only while the
+ * socket's send buffer is below `highWaterBytes` and the client has fewer than `maxUnacked`
+ * events unacked; so memory per client is at most two pages (one being sent, the next being
+ * read) plus the buffer mark. A client whose buffer does not drain (or who acks nothing) for
+ * `stallTimeoutMs` is closed with code 1008 and a reason saying why, then cut off if it does not
+ * read the close either.
+ */
+import type pg from 'pg';
+import type { WebSocket } from 'ws';
+import { z } from 'zod';
+import { cidToString } from '../atproto/cid.ts';
+import type { BlobStore } from '../storage/blobstore/types.ts';
+import { BlockSource, blockHashMatches } from '../graph/blocks.ts';
+import * as metrics from './metrics.ts';
+import { decode as decodeCbor } from '@atcute/cbor';
+import { EventHead } from './event-head.ts';
+
+export interface StreamOptions {
+  /** Events read per query. Default 2000. */
+  pageSize?: number;
+  /** Stop reading events while a client's send buffer holds more than this. Default 4 MiB. */
+  highWaterBytes?: number;
+  /** Most events sent and not yet acked, in consumer mode. Default 20,000. */
+  maxUnacked?: number;
+  /** A client that makes no progress for this long is dropped. Default 30 s. */
+  stallTimeoutMs?: number;
+  /** How often the log is checked for new events once a client is caught up. Default 200 ms. */
+  pollMs?: number;
+  /** Consumer mode: how long to take acks before sending, on connect. Default 200 ms. */
+  ackGraceMs?: number;
+  /** Bytes of whole packs the stream keeps for reading records, shared by all clients. Default 128 MiB. */
+  packCacheBytes?: number;
+}
+
+export const StreamQuery = z.object({
+  cursor: z.coerce.number({ error: 'must be an event id (an integer ≥ 0)' }).int('must be an event id (an integer ≥ 0)').min(0, 'must be an event id (an integer ≥ 0)').max(Number.MAX_SAFE_INTEGER).optional(),
+  consumer: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1 to 64 of A-Z a-z 0-9 . _ -').default('default'),
+});
+export type StreamQuery = z.infer<typeof StreamQuery>;
+
+const Ack = z.object({ type: z.literal('ack'), id: z.number().int().min(0) });
+
+interface EventRow {
+  id: string;
+  did: string;
+  kind: string;
+  collection: string | null;
+  rkey: string | null;
+  cid: Buffer | null;
+  rev: string | null;
+  origin: string;
+  detail: { status?: string; handle?: string } | null;
+  handle: string | null;
+  repo_status: string | null;
+  gone_status: string | null;
+}
+
+const ACCOUNT_STATUSES = new Set(['active', 'takendown', 'suspended', 'deactivated', 'deleted']);
+
+export interface ClientStats {
+  consumer: string | null;
+  position: number;
+  unacked: number;
+  bufferedBytes: number;
+  maxBufferedBytes: number;
+}
+
+export class EventStream {
+  readonly #pool: pg.Pool;
+  readonly #opts: Required<StreamOptions>;
+  readonly #head: EventHead;
+  // Shared by every client: consumers replaying the same stretch of the log read the same
+  // packs, which are read whole once and kept (bounded LRU).
+  readonly #blocks: BlockSource;
+  readonly #clients = new Set<StreamClient>();
+  /** Acked positions of consumers, ahead of what PostgreSQL holds (saved every second). */
+  readonly #positions = new Map<string, number>();
+  readonly #dirty = new Set<string>();
+  #saver: NodeJS.Timeout | undefined;
+  #closed = false;
+  readonly #running = new Set<Promise<void>>();
+
+  constructor(pool: pg.Pool, store: BlobStore, opts: StreamOptions = {}) {
+    this.#pool = pool;
+    this.#opts = { pageSize: 2000, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ackGraceMs: 200, packCacheBytes: 128 * 1024 * 1024, ...opts };
+    this.#head = new EventHead(pool, this.#opts.pollMs);
+    this.#blocks = new BlockSource(pool, store, { wholePackMax: 64 * 1024 * 1024, packCacheBytes: this.#opts.packCacheBytes });
+    this.#saver = setInterval(() => void this.#savePositions(), 1000);
+    this.#saver.unref();
+  }
+
+  get options(): Readonly<Required<StreamOptions>> {
+    return this.#opts;
+  }
+
+  stats(): ClientStats[] {
+    return [...this.#clients].map((c) => c.stats());
+  }
+
+  /** Serves one connected socket until it closes. */
+  async serve(ws: WebSocket, query: StreamQuery): Promise<void> {
+    const consumer = query.cursor === undefined ? query.consumer : null;
+    const start = query.cursor ?? (await this.#position(query.consumer));
+    const client = new StreamClient(this, ws, consumer, start);
+    this.#clients.add(client);
+    metrics.streamClients.set(this.#clients.size);
+    const run = client.run().catch((err: unknown) => {
+      // A query cut short by the server closing is not a failure of the stream.
+      if (client.open) throw err;
+    });
+    this.#running.add(run);
+    try {
+      await run;
+    } finally {
+      this.#running.delete(run);
+      this.#clients.delete(client);
+      metrics.streamClients.set(this.#clients.size);
+      if (consumer) await this.#savePositions();
+    }
+  }
+
+  async #position(consumer: string): Promise<number> {
+    const held = this.#positions.get(consumer);
+    if (held !== undefined) return held;
+    const { rows } = await this.#pool.query<{ acked: string }>(`SELECT value->>'acked' AS acked FROM job_state WHERE key = $1`, [consumerKey(consumer)]);
+    const pos = Number(rows[0]?.acked ?? 0);
+    if (!this.#positions.has(consumer)) this.#positions.set(consumer, pos);
+    return this.#positions.get(consumer)!;
+  }
+
+  /** @internal the client's acked position moved. */
+  advance(consumer: string, acked: number): void {
+    if ((this.#positions.get(consumer) ?? 0) < acked) {
+      this.#positions.set(consumer, acked);
+      this.#dirty.add(consumer);
+    }
+  }
+
+  async #savePositions(): Promise<void> {
+    const dirty = [...this.#dirty];
+    this.#dirty.clear();
+    for (const name of dirty) {
+      const acked = this.#positions.get(name)!;
+      try {
+        await this.#pool.query(
+          `INSERT INTO job_state (key, value) VALUES ($1, jsonb_build_object('acked', $2::bigint))
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+           WHERE (job_state.value->>'acked')::bigint < $2::bigint`,
+          [consumerKey(name), acked],
+        );
+      } catch {
+        if (!this.#closed) this.#dirty.add(name);
+      }
+    }
+  }
+
+  /** @internal */
+  get head(): EventHead {
+    return this.#head;
+  }
+
+  /** @internal one page of events after `after`, as messages. */
+  async page(after: number, limit: number): Promise<{ id: number; message: string }[]> {
+    const { rows } = await this.#pool.query<EventRow>(
+      `SELECT e.id, e.did, e.kind, e.collection, e.rkey, e.cid, e.rev, e.origin, e.detail,
+              r.handle, r.status AS repo_status, r.gone_status
+       FROM events e LEFT JOIN repos r ON r.did = e.did
+       WHERE e.id > $1 ORDER BY e.id LIMIT $2`,
+      [after, limit],
+    );
+    const withRecord = rows.filter((r) => r.cid !== null && (r.kind === 'create' || r.kind === 'update'));
+    const blocks = new Map<number, Uint8Array>();
+    if (withRecord.length > 0) {
+      const locs = await this.#blocks.locateMany(withRecord.map((r) => r.cid!));
+      for (const [i, r] of withRecord.entries()) {
+        const loc = locs[i];
+        if (!loc) continue;
+        try {
+          const bytes = this.#blocks.readCached(loc) ?? (await this.#blocks.read(r.cid!, loc));
+          // A record block that cannot be read, or does not hash to its CID, goes out without
+          // the record (tap sends an event whose record it no longer holds the same way)
+          // rather than stopping the stream.
+          if (blockHashMatches(r.cid!, bytes)) blocks.set(Number(r.id), bytes);
+        } catch {}
+      }
+    }
+    return rows.map((r) => ({ id: Number(r.id), message: toMessage(r, blocks.get(Number(r.id))) }));
+  }
+
+  /** Cuts every client's connection without a close handshake, as a crash or a network cut would. */
+  cutAll(): void {
+    for (const c of this.#clients) c.cut();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#saver);
+    for (const c of this.#clients) c.drop(1001, 'server shutting down');
+    this.#head.stop();
+    // Each client's loop ends at its next step; wait, so that none queries a closed pool.
+    await Promise.allSettled([...this.#running]);
+    await this.#savePositions();
+  }
+}
+
+function consumerKey(name: string): string {
+  return `serve/consumer/${name}`;
+}
+
+function toMessage(r: EventRow, record: Uint8Array | undefined): string {
+  const id = Number(r.id);
+  if (r.kind === 'create' || r.kind === 'update' || r.kind === 'delete') {
+    const body: Record<string, unknown> = { did: r.did, rev: r.rev ?? '', collection: r.collection, rkey: r.rkey, action: r.kind };
+    if (r.cid && r.kind !== 'delete') body.cid = cidToString(r.cid, 0);
+    if (record) body.record = decodeCbor(record);
+    body.live = r.origin === 'live';
+    return JSON.stringify({ id, type: 'record', record: body });
+  }
+  let status = r.detail?.status ?? (r.repo_status === 'gone' ? (r.gone_status ?? 'deactivated') : r.repo_status === 'active' ? 'active' : 'deleted');
+  if (status === 'dropped') status = 'deleted';
+  if (!ACCOUNT_STATUSES.has(status)) status = 'active';
+  return JSON.stringify({
+    id,
+    type: 'identity',
+    identity: { did: r.did, handle: r.detail?.handle ?? r.handle ?? 'handle.invalid', is_active: status === 'active', status },
+  });
+}
+
+class StreamClient {
+  readonly #stream: EventStream;
+  readonly #ws: WebSocket;
+  readonly #consumer: string | null;
+  #position: number;
+  // Ids sent and not acked, in order (consumer mode); `#head` indexes the oldest.
+  #unacked: number[] = [];
+  #unackedHead = 0;
+  readonly #ackedEarly = new Set<number>();
+  // Acks for ids past the position, sent by a reconnecting tap client for events it processed
+  // before the drop (it buffers acks it could not send): those events are not sent again.
+  readonly #preAcked = new Set<number>();
+  #open = true;
+  #wake: (() => void) | undefined;
+  #maxBuffered = 0;
+
+  constructor(stream: EventStream, ws: WebSocket, consumer: string | null, start: number) {
+    this.#stream = stream;
+    this.#ws = ws;
+    this.#consumer = consumer;
+    this.#position = start;
+    ws.on('message', (data, isBinary) => this.#onMessage(data as Buffer, isBinary));
+    ws.on('close', () => {
+      this.#open = false;
+      this.#wake?.();
+    });
+    ws.on('error', () => {
+      this.#open = false;
+      this.#wake?.();
+    });
+  }
+
+  stats(): ClientStats {
+    return { consumer: this.#consumer, position: this.#position, unacked: this.#unacked.length - this.#unackedHead, bufferedBytes: this.#ws.bufferedAmount, maxBufferedBytes: this.#maxBuffered };
+  }
+
+  get open(): boolean {
+    return this.#open;
+  }
+
+  cut(): void {
+    this.#open = false;
+    this.#wake?.();
+    this.#ws.terminate();
+  }
+
+  drop(code: number, reason: string): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#wake?.();
+    this.#ws.close(code, reason);
+    // A client that does not read will not read the close frame either.
+    setTimeout(() => this.#ws.terminate(), 2000).unref();
+  }
+
+  #onMessage(data: Buffer, isBinary: boolean): void {
+    let ack: z.infer<typeof Ack>;
+    try {
+      ack = Ack.parse(JSON.parse(isBinary ? '' : data.toString('utf8')));
+    } catch {
+      metrics.streamDropped.inc({ reason: 'bad-message' });
+      this.drop(1003, 'expected {"type":"ack","id":<event id>}');
+      return;
+    }
+    if (this.#consumer === null) return;
+    if (this.#unacked[this.#unackedHead] === ack.id) {
+      this.#unackedHead++;
+      let acked = ack.id;
+      while (this.#unackedHead < this.#unacked.length && this.#ackedEarly.delete(this.#unacked[this.#unackedHead]!)) {
+        acked = this.#unacked[this.#unackedHead++]!;
+      }
+      if (this.#unackedHead > 4096 && this.#unackedHead * 2 > this.#unacked.length) {
+        this.#unacked = this.#unacked.slice(this.#unackedHead);
+        this.#unackedHead = 0;
+      }
+      this.#stream.advance(this.#consumer, this.#unackedHead === this.#unacked.length ? this.#position : acked);
+      this.#wake?.();
+    } else if (ack.id <= this.#position) {
+      this.#ackedEarly.add(ack.id);
+    } else if (this.#preAcked.size < 100_000) {
+      this.#preAcked.add(ack.id);
+    }
+  }
+
+  get #unackedCount(): number {
+    return this.#unacked.length - this.#unackedHead;
+  }
+
+  async run(): Promise<void> {
+    const { pageSize, highWaterBytes, maxUnacked, stallTimeoutMs, ackGraceMs } = this.#stream.options;
+    let prefetch: { after: number; page: Promise<{ id: number; message: string }[]> } | undefined;
+    // A reconnecting tap client sends the acks it buffered as soon as the socket opens.
+    if (this.#consumer !== null && ackGraceMs > 0) await new Promise((r) => setTimeout(r, ackGraceMs));
+    while (this.#open) {
+      // Backpressure: wait for the buffer to drain and for acks, up to the stall timeout.
+      const waitStart = performance.now();
+      while (this.#open && (this.#ws.bufferedAmount > highWaterBytes || (this.#consumer !== null && this.#unackedCount >= maxUnacked))) {
+        if (performance.now() - waitStart > stallTimeoutMs) {
+          const slow = this.#ws.bufferedAmount > highWaterBytes;
+          metrics.streamDropped.inc({ reason: slow ? 'slow' : 'unacked' });
+          this.drop(1008, slow ? `consumer too slow: ${this.#ws.bufferedAmount} bytes unread for ${stallTimeoutMs} ms` : `no acks for ${stallTimeoutMs} ms with ${this.#unackedCount} events unacked`);
+          return;
+        }
+        await this.#sleep(10);
+      }
+      if (!this.#open) return;
+      const head = this.#stream.head.latest;
+      if (head <= this.#position) {
+        await this.#stream.head.waitPast(this.#position, () => this.#open);
+        continue;
+      }
+      const room = this.#consumer === null ? pageSize : Math.min(pageSize, maxUnacked - this.#unackedCount);
+      // The next page is read while this one is sent, so the socket does not wait on the query.
+      const events = prefetch && prefetch.after === this.#position ? await prefetch.page : await this.#stream.page(this.#position, room);
+      prefetch = undefined;
+      if (events.length === 0) {
+        await this.#sleep(this.#stream.options.pollMs);
+        continue;
+      }
+      if (events.length === pageSize && room === pageSize) {
+        const after = events.at(-1)!.id;
+        prefetch = { after, page: this.#stream.page(after, pageSize) };
+        prefetch.page.catch(() => {}); // a failure surfaces when it is awaited
+      }
+      let bytes = 0;
+      // Corked: the page goes to the kernel in a few large writes, not one per event.
+      const socket = (this.#ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+      socket?.cork();
+      try {
+        for (const e of events) {
+          if (!this.#open) return;
+          if (this.#consumer !== null && this.#preAcked.delete(e.id)) {
+            this.#position = e.id;
+            if (this.#unackedCount === 0) this.#stream.advance(this.#consumer, e.id);
+            continue;
+          }
+          this.#ws.send(e.message);
+          bytes += e.message.length;
+          this.#position = e.id;
+          if (this.#consumer !== null) this.#unacked.push(e.id);
+        }
+      } finally {
+        socket?.uncork();
+      }
+      this.#maxBuffered = Math.max(this.#maxBuffered, this.#ws.bufferedAmount);
+      metrics.streamEvents.inc(events.length);
+      metrics.bytesServed.inc({ route: 'stream' }, bytes);
+      this.#stream.head.report(this.#position);
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.#wake = undefined;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(t);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The workflow bundle, built once per content and kept under the cache directory.
+ *
+ * Bundling runs webpack: seconds of CPU and a few hundred MB of heap that a long-running process
+ * never gives back. So the bundle is built in a child process that exits when it is done, and
+ * written to `<cacheDir>/workflow-bundles/<key>.js`, where the key hashes everything the bundle is
+ * made of — the source of every module the entry reaches through value imports, the versions of
+ * the packages they import, and the SDK's — so a worker (or a test worker) that starts on code
+ * already bundled reads the file and starts in a fraction of the time and memory. Concurrent
+ * builders write to their own temporary file and rename it into place, so a reader never sees
+ * half a bundle.
+ *
+ *   node workers/bundle.ts [ENTRY]   builds (or finds) the bundle and prints its path
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const WORKFLOWS_ENTRY = join(ROOT, 'workflows', 'index.ts');
+const BUNDLE_VERSION = 1;
+
+export interface BundleOptions {
+  /** The module whose exports are the workflows (default workflows/index.ts). */
+  workflowsPath?: string;
+  cacheDir: string;
+  log?: (line: string) => void;
+}
+
+/**
+ * The bundle for `workflowsPath`, as `Worker.create` takes it: from the cache, or built now in a
+ * child process and cached.
+ */
+export async function workflowBundle(opts: BundleOptions): Promise<{ codePath: string }> {
+  const entry = resolve(opts.workflowsPath ?? WORKFLOWS_ENTRY);
+  const codePath = join(opts.cacheDir, 'workflow-bundles', `${bundleKey(entry)}.js`);
+  if (existsSync(codePath)) return { codePath };
+  opts.log?.(`bundling the workflows into ${codePath} (once for this code)`);
+  await buildInChild(entry, codePath);
+  return { codePath };
+}
+
+/** A hash of every input of the bundle of `entry`. */
+export function bundleKey(entry: string): string {
+  const h = createHash('sha256');
+  h.update(`repowalk-workflow-bundle ${BUNDLE_VERSION}\n`);
+  const packages = new Set<string>(['@temporalio/worker', '@temporalio/workflow', '@temporalio/common']);
+  const seen = new Set<string>();
+  const queue = [entry];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const source = readFileSync(file, 'utf8');
+    // Named relative to the project (or, outside it, by file name only), so a test's entry in a
+    // fresh temporary directory with the same content keys the same bundle.
+    const name = file.startsWith(ROOT) ? relative(ROOT, file) : basename(file);
+    h.update(`${name}\n${source.length}\n${source}\n`);
+    for (const specifier of valueImports(source)) {
+      if (specifier.startsWith('.') || isAbsolute(specifier)) queue.push(resolve(dirname(file), specifier));
+      else if (!specifier.startsWith('node:')) packages.add(packageName(specifier));
+    }
+  }
+  for (const name of [...packages].sort()) h.update(`${name}@${packageVersion(name)}\n`);
+  return h.digest('hex').slice(0, 24);
+}
+
+// `import … from '…'`, `export … from '…'`, `import '…'`; not `import type` / `export type`,
+// which the bundler erases.
+const IMPORT = /^\s*(?:import|export)\s+(?!type\s)(?:[^'";]*?\sfrom\s*)?['"]([^'"]+)['"]/gm;
+
+function valueImports(source: string): string[] {
+  return [...source.matchAll(IMPORT)].map((m) => m[1]!);
+}
+
+function packageName(specifier: string): string {
+  const parts = specifier.split('/');
+  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0]!;
+}
+
+function packageVersion(name: string): string {
+  try {
+    return (JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'absent';
+  }
+}
+
+function buildInChild(entry: string, codePath: string): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', fileURLToPath(import.meta.url), '--build', entry, codePath], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolvePromise() : reject(new Error(`bundling the workflows (${entry}) failed with exit code ${code}: ${stderr.trim()}`)),
+    );
+  });
+}
+
+async function build(entry: string, codePath: string): Promise<void> {
+  const { bundleWorkflowCode, DefaultLogger } = await import('@temporalio/worker');
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: entry,
+    logger: new DefaultLogger('WARN'),
+    // An entry outside the project (a test's) still resolves packages from the project.
+    webpackConfigHook: (config) => ({ ...config, resolve: { ...config.resolve, modules: [join(ROOT, 'node_modules'), 'node_modules'] } }),
+  });
+  await mkdir(dirname(codePath), { recursive: true });
+  const tmp = `${codePath}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, code);
+    await rename(tmp, codePath);
+  } finally {
+    await rm(tmp, { force: true });
+  }
+  await pruneOldBundles(dirname(codePath), codePath);
+}
+
+/** Every code change leaves a bundle behind: drop those not rebuilt for a month (a running worker has read its own already). */
+async function pruneOldBundles(dir: string, keep: string): Promise<void> {
+  const cutoff = Date.now() - 30 * 24 * 3600 * 1000;
+  for (const name of await readdir(dir)) {
+    const path = join(dir, name);
+    if (path === keep) continue;
+    const info = await stat(path).catch(() => undefined);
+    if (info && info.mtimeMs < cutoff) await rm(path, { force: true });
+  }
+}
+
+if (import.meta.main) {
+  if (process.argv[2] === '--build') {
+    await build(process.argv[3]!, process.argv[4]!);
+  } else {
+    const { loadConfig } = await import('../config/load.ts');
+    const { codePath } = await workflowBundle({ workflowsPath: process.argv[2], cacheDir: loadConfig().cacheDir, log: (l) => console.error(l) });
+    console.log(codePath);
+  }
+}
