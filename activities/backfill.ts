@@ -84,9 +84,14 @@ export function backfillActivities({ config, stores }: JobContext) {
       }
     },
 
-    /** One page of `com.atproto.sync.listRepos`. */
-    async didsFromPds(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined }> {
-      return pipeline.listDids(pds, cursor, limit);
+    /** One page of `com.atproto.sync.listRepos`; entries with a bad DID or shape are skipped and counted. */
+    async didsFromPds(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined; skipped: number }> {
+      const page = await pipeline.listDids(pds, cursor, limit);
+      if (page.skipped.length > 0) {
+        const first = page.skipped[0]!;
+        Context.current().log.warn(`listRepos on ${pds}: skipped ${page.skipped.length} bad entries (first at ${first.index}: ${first.reason})`);
+      }
+      return { dids: page.dids, cursor: page.cursor, skipped: page.skipped.length };
     },
   };
 }

@@ -18,11 +18,22 @@ export type InvalidRepoCode =
   | SignatureErrorCode
   | MstErrorCode;
 
+/**
+ * Longest message kept: it quotes remote input (CIDs, keys, field values, decoder complaints)
+ * and ends up in the repo's recorded state, so a hostile repo must not choose its size.
+ */
+export const MAX_ERROR_TEXT = 1000;
+
+/** `text` cut to `max` characters, marked as cut. */
+export function boundText(text: string, max = MAX_ERROR_TEXT): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
 export class InvalidRepoError extends Error {
   override name = 'InvalidRepoError';
   readonly code: InvalidRepoCode;
   constructor(code: InvalidRepoCode, message: string, options?: ErrorOptions) {
-    super(message, options);
+    super(boundText(message), options);
     this.code = code;
   }
 }
@@ -94,7 +105,7 @@ export class RecordError extends InvalidRepoError {
   }
 }
 
-export type CommitErrorCode = 'commit-version' | 'commit-did' | 'commit-malformed';
+export type CommitErrorCode = 'commit-version' | 'commit-did' | 'commit-malformed' | 'commit-non-canonical';
 
 /** The root block is not an acceptable v3 commit of the expected DID. */
 export class CommitError extends InvalidRepoError {

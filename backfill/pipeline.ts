@@ -23,6 +23,7 @@ import {
   NetError,
   RepoGoneError,
   RepoNotFoundError,
+  type SkippedListing,
 } from '../atproto/net/index.ts';
 import type { SharedHostLimits } from '../atproto/net/politeness.ts';
 import type { BackfillSettings, RepoOutcome } from './settings.ts';
@@ -41,6 +42,10 @@ export interface PipelineNetwork {
   pdsMinIntervalMs: number;
   /** Timeout of one repo or blob download. */
   fetchTimeoutSeconds: number;
+  /** Total time one remote read may take (http.ts `deadlineMs`). */
+  fetchDeadlineSeconds: number;
+  /** Least average rate a large body must keep past the deadline (http.ts `minBytesPerSecond`). */
+  fetchMinBytesPerSecond: number;
 }
 
 export interface AttemptHooks {
@@ -66,7 +71,7 @@ export interface BackfillPipeline {
    */
   backfillMany(dids: readonly string[], settings: BackfillSettings, concurrency: number, hooks: ManyHooks): Promise<RepoOutcome[]>;
   /** One page of `com.atproto.sync.listRepos` of a PDS, through the same politeness. */
-  listDids(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined }>;
+  listDids(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined; skipped: SkippedListing[] }>;
 }
 
 /**
@@ -79,6 +84,8 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
   const politeness = new Politeness({ concurrency: network.pdsConcurrency, minIntervalMs: network.pdsMinIntervalMs }, sharedLimits);
   const allowPrivate = network.allowPrivateAddresses;
   const timeoutMs = network.fetchTimeoutSeconds * 1000;
+  // Every remote read gets the same total deadline and minimum rate (see atproto/net/http.ts).
+  const deadline = { deadlineMs: network.fetchDeadlineSeconds * 1000, minBytesPerSecond: network.fetchMinBytesPerSecond };
 
   // The PLC directory is the operator's choice, not network input: one configured on a private
   // or loopback address (a PLC mirror on the LAN, a test PLC) is used as configured, even where
@@ -103,8 +110,8 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
     try {
       identities.invalidate(did);
       const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
-      const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, signal });
-      const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, politeness, allowPrivate, onBytes, signal });
+      const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, ...deadline, signal });
+      const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, ...deadline, politeness, allowPrivate, onBytes, signal });
       const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
       const result = batcher
         ? await importThrough(batcher, { repo, pds: id.pds, handle: id.handle, signingKey: id.signingKey, filter: settings.filter })
@@ -178,9 +185,9 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
     return out;
   }
 
-  async function listDids(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined }> {
-    const page = await listRepos(pds, { cursor, limit, allowPrivate, politeness });
-    return { dids: page.repos.map((r) => r.did), cursor: page.cursor };
+  async function listDids(pds: string, cursor: string | undefined, limit: number): Promise<{ dids: string[]; cursor: string | undefined; skipped: SkippedListing[] }> {
+    const page = await listRepos(pds, { cursor, limit, allowPrivate, politeness, ...deadline });
+    return { dids: page.repos.map((r) => r.did), cursor: page.cursor, skipped: page.skipped };
   }
 
   return { backfillOne, backfillMany, listDids };

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { FilterOptions } from './filters.ts';
 import { BackoffOptions } from './backoff.ts';
+import { didProblem } from '../atproto/net/did.ts';
 
 export const BackfillSettings = z.object({
   filter: FilterOptions.default({ mode: 'full', include: [], exclude: [], signal: [] }),
@@ -21,7 +22,11 @@ export const BackfillSettings = z.object({
 export type BackfillSettings = z.output<typeof BackfillSettings>;
 export type BackfillSettingsInput = z.input<typeof BackfillSettings>;
 
-export const Did = z.string().regex(/^did:(plc:[a-z2-7]{24}|web:[a-zA-Z0-9.%-]+(:[a-zA-Z0-9.%-]+)*)$/, 'expected a did:plc or did:web DID');
+/** A DID repowalk can mirror: the same check the resolver, the CLI and a PDS listing go through. */
+export const Did = z.string().check((ctx) => {
+  const problem = didProblem(ctx.value);
+  if (problem !== undefined) ctx.issues.push({ code: 'custom', message: `expected a did:plc or did:web DID: ${problem}`, input: ctx.value });
+});
 
 export type ResyncKind = 'rate-limited' | 'transport' | 'error';
 

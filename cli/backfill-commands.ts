@@ -12,8 +12,9 @@ import { connectClient } from '../client/connection.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { getRepoRow } from '../backfill/repo-state.ts';
 import { BackfillSettings, Did, type BackfillSettingsInput } from '../backfill/settings.ts';
+import { didProblem, showDid } from '../atproto/net/did.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
-import { backfill, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
+import { backfill, backfillProgressQuery, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
 import { backfillRepo, backfillRepoStateQuery, resyncNowSignal } from '../workflows/backfill-repo.ts';
 
 const ADD_OPTIONS = {
@@ -37,7 +38,10 @@ export function backfillInputFromArgs(args: string[]): { input: BackfillInput; w
   const { values, positionals } = parseArgs({ args, options: ADD_OPTIONS, allowPositionals: true, strict: true });
   const sources = [positionals.length > 0, values.pds !== undefined, values.file !== undefined].filter(Boolean).length;
   if (sources !== 1) throw new UsageError('backfill add takes exactly one source: DIDs, --pds URL, or --file PATH');
-  for (const d of positionals) if (!Did.safeParse(d).success) throw new UsageError(`not a did:plc or did:web DID: ${JSON.stringify(d)}`);
+  for (const d of positionals) {
+    const problem = didProblem(d);
+    if (problem !== undefined) throw new UsageError(`not a did:plc or did:web DID: ${showDid(d)} (${problem})`);
+  }
   const settingsInput: BackfillSettingsInput = {
     filter: { mode: (values.mode ?? (values.include || values.exclude || values.signal ? 'filter' : 'full')) as 'full' | 'filter', include: values.include ?? [], exclude: values.exclude ?? [], signal: values.signal ?? [] },
     blobs: values.blobs ?? false,
@@ -79,7 +83,14 @@ export async function backfillCommand(config: Config, args: string[]): Promise<n
         const { input, wait, workflowId } = add!;
         const handle = await startBackfill(client, config, input, workflowId);
         console.log(`started ${handle.workflowId} (task queue ${taskQueueFor(config, 'backfill')})`);
-        if (wait) console.log(formatProgress(await handle.result()));
+        if (wait) {
+          const total = input.source.kind === 'dids' ? input.source.dids.length : undefined;
+          const final = await followBackfill(
+            { result: () => handle.result(), progress: () => client.withDeadline(Date.now() + 5_000, () => handle.query(backfillProgressQuery)) },
+            { total, write: (s) => process.stdout.write(s), tty: process.stdout.isTTY === true },
+          );
+          console.log(formatProgress(final));
+        }
         return 0;
       }
       case 'resync': {
@@ -153,5 +164,64 @@ async function workflowLine(client: Client, did: string): Promise<string | undef
 
 export function formatProgress(p: BackfillProgress): string {
   const t = p.totals;
-  return `${p.state}: ${t.repos} repos (${t.imported} imported, ${t.skipped} unchanged, ${t.failed} failed → resync, ${t.gone} gone, ${t.deleted} deleted, ${t.dropped} dropped), ${t.records} records, ${t.blocks} new blocks, ${t.bytes} bytes`;
+  return `${p.state}: ${t.repos} repos (${t.imported} imported, ${t.skipped} unchanged, ${t.failed} failed → resync, ${t.gone} gone, ${t.deleted} deleted, ${t.dropped} dropped), ${t.records} records, ${t.blocks} new blocks, ${t.bytes} bytes${t.invalidListed ? `; ${t.invalidListed} bad listing entries skipped` : ''}`;
+}
+
+/** What `followBackfill` needs of a running bulk backfill. */
+export interface FollowedBackfill {
+  result(): Promise<BackfillProgress>;
+  /** Its progress query; may fail (no worker answering yet), and the line waits for the next. */
+  progress(): Promise<BackfillProgress>;
+}
+
+export interface FollowOptions {
+  /** Repos in the source when known (a list of DIDs); a file or a listing has no total up front. */
+  total: number | undefined;
+  write: (text: string) => void;
+  /** On a terminal the line is redrawn in place; otherwise a line is printed when it changes. */
+  tty: boolean;
+  intervalMs?: number;
+  now?: () => number;
+}
+
+/**
+ * Waits for a bulk backfill to end, showing a live line (repos done of total, records/s,
+ * failures) as `walk status` does: redrawn every `intervalMs` on a terminal, printed when the
+ * counts changed otherwise. Resolves to the final progress.
+ */
+export async function followBackfill(run: FollowedBackfill, opts: FollowOptions): Promise<BackfillProgress> {
+  const now = opts.now ?? Date.now;
+  const started = now();
+  const interval = opts.intervalMs ?? 1000;
+  let last = '';
+  let outcome: { value: BackfillProgress } | { error: unknown } | undefined;
+  const done = run.result().then(
+    (value) => void (outcome = { value }),
+    (error: unknown) => void (outcome = { error }),
+  );
+  for (let first = true; outcome === undefined; first = false) {
+    // The first line at once, so that even a short run shows one.
+    if (!first) await Promise.race([done, new Promise((r) => setTimeout(r, interval))]);
+    if (outcome !== undefined) break;
+    const p = await run.progress().catch(() => undefined);
+    if (p === undefined) continue;
+    const line = formatLiveLine(p, opts.total, now() - started);
+    // Off a terminal (a log), a new line only when the counts moved, not every second.
+    const key = JSON.stringify([p.state, p.totals]);
+    if (opts.tty) opts.write(`\r\x1b[K${line}`);
+    else if (key !== last) opts.write(`${line}\n`);
+    last = key;
+  }
+  if (opts.tty && last !== '') opts.write('\r\x1b[K');
+  if ('error' in outcome) throw outcome.error;
+  return outcome.value;
+}
+
+/** The live line: `running: 120/2000 repos (6 %), 35.2 records/s, 3 failed → resync, 1 gone, 12 s`. */
+export function formatLiveLine(p: BackfillProgress, total: number | undefined, elapsedMs: number): string {
+  const t = p.totals;
+  const of = total === undefined ? `${t.repos} repos` : `${t.repos}/${total} repos (${Math.floor((100 * t.repos) / Math.max(1, total))} %)`;
+  const rate = elapsedMs > 0 ? (t.records * 1000) / elapsedMs : 0;
+  const extra = [t.gone ? `${t.gone} gone` : '', t.deleted ? `${t.deleted} deleted` : '', t.invalidListed ? `${t.invalidListed} bad listing entries` : ''].filter(Boolean);
+  return `${p.state}: ${of}, ${rate.toFixed(1)} records/s, ${t.failed} failed → resync${extra.length ? `, ${extra.join(', ')}` : ''}, ${Math.round(elapsedMs / 1000)} s`;
 }

@@ -10,11 +10,12 @@
  *   repowalk ping [message]            run the smallest workflow end to end
  *   repowalk config                    every option with its default, and the values in force
  */
-import { loadConfig, describeOptions, redactedConfig, ConfigError } from '../config/load.ts';
+import { loadConfig, describeOptions, redactedConfig, redactCredentials, ConfigError } from '../config/load.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
 import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
+import { HELP_COMMANDS, helpFor } from './help.ts';
 import { JOBS, checkJobConfig, selectJobs, JobConfigError, UnknownJobError } from '../workers/jobs.ts';
 import { UsageError } from './usage.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
@@ -41,6 +42,16 @@ async function main(argv: string[]): Promise<number> {
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     console.log(USAGE);
     return cmd ? 0 : 2;
+  }
+  // Before configuration and any connection: `walk start --help` must not start a walk.
+  const help = helpFor(argv);
+  if (help !== undefined) {
+    console.log(help);
+    return 0;
+  }
+  if (!HELP_COMMANDS.includes(cmd)) {
+    console.error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
+    return 2;
   }
   const config = loadConfig();
   switch (cmd) {
@@ -145,8 +156,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof UnknownJobError || err instanceof JobConfigError || err instanceof UsageError || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${err.message}`);
-    else console.error(`repowalk: ${err instanceof Error ? (process.env.REPOWALK_DEBUG ? err.stack : err.message) : String(err)}`);
+    // Every error is printed through redactCredentials: a message may quote a URL option.
+    if (err instanceof ConfigError || err instanceof UnknownJobError || err instanceof JobConfigError || err instanceof UsageError || (err as { code?: string })?.code?.startsWith('ERR_PARSE_ARGS')) console.error(`repowalk: ${redactCredentials(err.message)}`);
+    else console.error(`repowalk: ${redactCredentials(err instanceof Error ? ((process.env.REPOWALK_DEBUG ? err.stack : err.message) ?? '') : String(err))}`);
     process.exit(1);
   },
 );

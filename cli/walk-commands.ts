@@ -24,19 +24,9 @@ import { walkSliceProgressQuery, type WalkSliceProgress } from '../workflows/wal
 import type { WalkProgress } from '../workflows/walk.ts';
 import { controlSignals } from '../workflows/control.ts';
 
-export const WALK_USAGE = `usage: repowalk walk <command>
-  start <${WALK_TYPE_NAMES.join('|')}> [flags]   start a walk; prints its id
-      --root DID|Type:key (repeatable; alias --walk-root)   default: every repo
-      --include-node T --exclude-node T --include-edge E --exclude-edge E   (repeatable or comma-separated; groups: shallow, deep, sql, blocks, blobstore, all)
-      --sample-rate R --sample-offset O --sample-path-regex RE
-      --slices N --slice-parallelism P --page-size N --scheduled-max N --root-concurrency N
-      --error-as-data   --tail-interval SECONDS   --heartbeat-seconds S   --id ID   --wait
-      scrub: --repair --verify-bytes --grace-seconds S     validate: --check NAME (repeatable)
-      corpus: --output-dir DIR     compression-benefit: --zstd-level L --dictionary-size BYTES --train-samples N
-  status <id> [--once]     progress (a live bar on a terminal), totals and findings by check
-  pause|resume|cancel <id>
-  list                     walks (the server's order: newest first)
-  findings <id> [--limit N]   findings as stored`;
+import { WALK_USAGE } from './help.ts';
+
+export { WALK_USAGE };
 
 const START_OPTIONS = {
   root: { type: 'string', multiple: true },

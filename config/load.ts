@@ -62,7 +62,20 @@ function unknownFileKeys(obj: unknown, prefix = ''): string[] {
 
 function show(value: unknown, spec: OptionSpec): string {
   if (spec.secret) return '<redacted>';
-  return JSON.stringify(value);
+  return redactCredentials(JSON.stringify(value) ?? String(value));
+}
+
+// scheme://userinfo@ — the userinfo ends at the last '@' before the path, so a password holding
+// '@' is covered too; anything up to the next '/', whitespace or quote is the authority.
+const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)[^\s/"'?#]*@/gi;
+
+/**
+ * `text` with the user name and password of every URL in it replaced, for printing: any option
+ * (an S3 endpoint, the PLC directory, a database URL) can carry `user:pass@`, and so can an
+ * error message that quotes one.
+ */
+export function redactCredentials(text: string): string {
+  return text.replace(URL_CREDENTIALS, '$1<redacted>@');
 }
 
 export function loadConfig(opts: LoadOptions = {}): Config {
@@ -122,11 +135,18 @@ export function describeOptions(): string {
     .join('\n');
 }
 
-/** The configuration with secrets replaced, for printing. */
+/** The configuration with secrets replaced, and credentials inside any URL-bearing value, for printing. */
 export function redactedConfig(config: Config): Record<string, unknown> {
   const copy = structuredClone(config) as unknown as Record<string, unknown>;
   for (const o of OPTIONS as readonly OptionSpec[]) {
     if (o.secret && getPath(copy, o.key) !== undefined) setPath(copy, o.key, '<redacted>');
   }
-  return copy;
+  return redactStrings(copy) as Record<string, unknown>;
+}
+
+function redactStrings(value: unknown): unknown {
+  if (typeof value === 'string') return redactCredentials(value);
+  if (Array.isArray(value)) return value.map(redactStrings);
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactStrings(v)]));
+  return value;
 }

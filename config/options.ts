@@ -193,6 +193,16 @@ export const OPTIONS = [
     default: () => 300, defaultText: '300', doc: 'Timeout of one repo or blob download.',
   },
   {
+    env: 'REPOWALK_FETCH_DEADLINE_SECONDS', key: 'network.fetchDeadlineSeconds', schema: positiveInt,
+    default: () => 300, defaultText: '300',
+    doc: 'Total time one remote read (DID document, listing, repo, blob) may take, redirects, headers and body included, before it fails as resync `transport` with reason "too slow" (EDEADLINE); large bodies get more, see REPOWALK_FETCH_MIN_BYTES_PER_SECOND.',
+  },
+  {
+    env: 'REPOWALK_FETCH_MIN_BYTES_PER_SECOND', key: 'network.fetchMinBytesPerSecond', schema: z.coerce.number().int().min(0),
+    default: () => 16384, defaultText: '16384',
+    doc: 'Least average rate a large download must keep: every byte read extends the deadline by 1/rate s, so a big repo arriving steadily finishes and a server dripping bytes does not hold a worker; 0 makes the deadline fixed.',
+  },
+  {
     env: 'REPOWALK_JOBS_ALLOW', key: 'worker.jobsAllow', schema: list,
     default: () => [], defaultText: 'all', doc: 'Jobs a worker may run, comma-separated (see `repowalk jobs list`).',
   },

@@ -225,14 +225,37 @@ describe('walk engine', () => {
 
   it('reports progress in one line shape and a final summary', async () => {
     const lines: string[] = [];
-    await walkGraph({ pool, store }, {
+    const nodes: number[] = [];
+    // Every blobstore read takes 20 ms, so the 5 ms ticks are sure to fire during the walk.
+    const slow = new Proxy(store, {
+      get(target, key, receiver) {
+        const v = Reflect.get(target, key, receiver) as unknown;
+        if (typeof v !== 'function') return v;
+        return async (...args: unknown[]) => {
+          await new Promise((r) => setTimeout(r, 20));
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    await walkGraph({ pool, store: slow }, {
       roots: repoRoots(),
       graph: graphOf(['deep']),
       visitor: recorder().visitor,
       findings: new MemoryFindings(),
-      progress: { label: 'walk test', intervalMs: 5, emit: (l) => lines.push(l) },
+      progress: { label: 'walk test', intervalMs: 5, emit: (l, snap) => (lines.push(l), nodes.push(snap.totals.nodes)) },
     });
+    const shape = /^walk test( done)?: \d+\.\ds [\d,]+ nodes [\d,]+\/s [\d.]+ \S*B [\d.]+ \S*B\/s \d+ roots \d+ findings \| /;
+    const ticks = lines.slice(0, -1);
+    expect(ticks.length).toBeGreaterThan(0);
+    // Every tick has the final line's shape, is not marked done, and counts never go back.
+    for (const t of ticks) {
+      expect(t).toMatch(shape);
+      expect(t).not.toContain(' done:');
+    }
+    expect(nodes).toEqual([...nodes].sort((a, b) => a - b));
+    expect(Number(ticks.at(-1)!.match(/ ([\d,]+) nodes /)![1]!.replace(/,/g, ''))).toBe(nodes.at(-2));
     const last = lines.at(-1)!;
     expect(last).toMatch(/^walk test done: \d+\.\ds [\d,]+ nodes [\d,]+\/s [\d.]+ \S*B [\d.]+ \S*B\/s 3 roots 0 findings \| Repo 3\/3\/[\d,]+ Commit 3\/3\/[\d,]+ MstNode /);
+    expect(nodes.at(-1)).toBeGreaterThan(nodes[0]!);
   });
 });

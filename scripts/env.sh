@@ -38,12 +38,19 @@ repowalk_ensure_node() {
 }
 
 # Installs node_modules when absent or when package-lock.json changed since the last install.
+# `npm ci` installs exactly what the lock file says and never writes it, so a fresh clone's
+# first run leaves the tree clean (`npm install` would add this platform's entries to the lock).
+# A package.json edited by hand without updating the lock file fails here, by design: run
+# `npm install` once yourself and commit the lock file.
 repowalk_ensure_deps() {
   local stamp="$REPOWALK_ROOT/node_modules/.repowalk-lock"
   local want; want="$(node -v) $(sha256sum "$REPOWALK_ROOT/package-lock.json" | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    repowalk_log "installing npm dependencies ($(node -v))"
-    ( cd "$REPOWALK_ROOT" && npm install --no-audit --no-fund --loglevel=error ) >&2 || return 1
+    repowalk_log "installing npm dependencies from package-lock.json ($(node -v))"
+    ( cd "$REPOWALK_ROOT" && npm ci --no-audit --no-fund --loglevel=error ) >&2 || {
+      repowalk_log "npm ci failed; if package.json changed, update package-lock.json with npm install and commit it"
+      return 1
+    }
     printf '%s' "$want" > "$stamp"
   fi
 }

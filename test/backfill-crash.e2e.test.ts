@@ -245,6 +245,10 @@ describe('repowalk backfill (command line)', () => {
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout).toMatch(new RegExp(`^started backfill-bulk/\\S+ \\(task queue ${taskQueue}\\)$`, 'm'));
     const n = sample.all.length;
+    // The live line (not a terminal: one line each time it changes), before the summary.
+    const live = [...res.stdout.matchAll(/^running: (\d+) repos, [\d.]+ records\/s, \d+ failed → resync.*, \d+ s$/gm)].map((m) => Number(m[1]));
+    expect(live.length, res.stdout).toBeGreaterThan(0);
+    expect(live, 'repos done never goes down').toEqual([...live].sort((a, b) => a - b));
     const summary = res.stdout.match(/^done: (\d+) repos \((\d+) imported, (\d+) unchanged, (\d+) failed → resync, 0 gone, 0 deleted, 0 dropped\), (\d+) records, \d+ new blocks, \d+ bytes$/m);
     expect(summary, res.stdout).not.toBeNull();
     const [, repos, imported, unchanged, failed] = summary!.map(Number);

@@ -32,9 +32,10 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { selectJobs } from '../workers/jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import { blobKey } from '../storage/keys.ts';
-import { resignCommit } from '../atproto/testing/car-edit.ts';
+import * as CBOR from '@atcute/cbor';
+import { cidFor, readCarBlocks, resignCommit, writeCar } from '../atproto/testing/car-edit.ts';
 import { newKeypair } from '../atproto/testing/make-repo.ts';
-import { backfill, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
+import { backfill, backfillProgressQuery, type BackfillInput, type BackfillProgress } from '../workflows/backfill.ts';
 import { backfillRepo, backfillRepoStateQuery, cancelSignal, pauseSignal, resumeSignal, resyncNowSignal, type BackfillRepoInput, type BackfillRepoState } from '../workflows/backfill-repo.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import {
@@ -48,6 +49,7 @@ import {
   getBlob,
   getRepoCar,
   listAllRecords,
+  listAllRepos,
   pngBytes,
   putRecord,
   seedSampleAccounts,
@@ -536,6 +538,27 @@ describe('backfill against the reference PDS', () => {
     expect(failure.message).toContain(`${bad}:2: not a did:plc or did:web DID: "not-a-did"`);
   });
 
+  it('the bulk backfill answers pause, resume and cancel, in its progress and its search attributes', async () => {
+    const dids = [sample.bob.did, sample.carol.did];
+    // Paused from its first workflow task, before any page: nothing can slip through first.
+    const start = (workflowId: string) =>
+      client.workflow.signalWithStart(backfill, { taskQueue, workflowId, args: [{ source: { kind: 'dids', dids }, settings: FAST, pageSize: 1 }], signal: pauseSignal, signalArgs: [], workflowExecutionTimeout: '10 minutes' });
+    const handle = await start(`backfill-bulk/pause-${Date.now()}`);
+    const progressOf = () => handle.query(backfillProgressQuery);
+    await waitFor('paused before its first page', async () => (await progressOf()).state === 'paused' && (await searchAttribute(handle, 'RepowalkState')) === 'paused', 30_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await progressOf()).totals.repos).toBe(0);
+    await handle.signal(resumeSignal);
+    expect(await handle.result()).toMatchObject({ state: 'done', totals: { repos: 2, failed: 0 } });
+    expect(await searchAttribute(handle, 'RepowalkState')).toBe('done');
+
+    const cancelled = await start(`backfill-bulk/cancel-${Date.now()}`);
+    await waitFor('paused', async () => (await cancelled.query(backfillProgressQuery)).state === 'paused', 30_000);
+    await cancelled.signal(cancelSignal);
+    expect(await cancelled.result()).toMatchObject({ state: 'cancelled', totals: { repos: 0 } });
+    expect(await searchAttribute(cancelled, 'RepowalkState')).toBe('cancelled');
+  });
+
   it('a bulk page heartbeats while a big repo downloads, not only between repos', async () => {
     // Called directly (MockActivityEnvironment records heartbeats): a page whose one repo takes
     // longer than the heartbeat timeout to download must not look like a dead worker.
@@ -563,6 +586,23 @@ describe('backfill against the reference PDS', () => {
 });
 
 describe('backfill through a fault-injecting server', () => {
+  it('a hostile listRepos cannot fail a --pds backfill: bad entries are skipped and counted, the listed repos backfilled', async () => {
+    const entry = (did: unknown) => ({ did, head: 'bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm', rev: '3l3qo2vutsw2b' });
+    const HOSTILE = [entry('did:web:localhost%3A99999'), entry('did:plc:short'), entry(`did:plc:${'a'.repeat(50_000)}`), entry(7), null, 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', { did: 'did:web:example.com' }];
+    const rule = pdsFaults.setRule({
+      path: 'com.atproto.sync.listRepos',
+      times: 1,
+      action: { type: 'mapJson', map: (body) => ({ ...(body as object), repos: [...HOSTILE, ...(body as { repos: unknown[] }).repos] }) },
+    });
+    try {
+      const listed = (await listAllRepos(pds)).repos.length;
+      const progress = await runBulk({ source: { kind: 'pds', url: pdsFaults.url }, settings: FAST, pageSize: 1000 });
+      expect(progress).toMatchObject({ state: 'done', totals: { repos: listed, failed: 0, invalidListed: HOSTILE.length } });
+    } finally {
+      pdsFaults.removeRule(rule);
+    }
+  });
+
   it('429 with Retry-After: backoff, recorded on the repo and the workflow, then done after resyncNow', async () => {
     const acct = await smallAccount('bf-ratelimited');
     const car = await getRepoCar(pds, acct.did);
@@ -688,6 +728,48 @@ describe('backfill through a fault-injecting server', () => {
     await handle.cancel();
     expect(((await handle.result())).state).toBe('cancelled');
     expect(await searchAttribute(handle, 'RepowalkState')).toBe('cancelled');
+  });
+
+  it('hostile commits (a malformed $link map, a $bytes map, nesting 10,000 deep) fail only their own repos, as resync error; the bulk run completes', async () => {
+    /** The CAR with an extra commit field `x` whose encoded value is `raw` (placed by hand: no encoder would write it). */
+    const withRawField = (car: Uint8Array, raw: Uint8Array): Uint8Array => {
+      const { root, blocks } = readCarBlocks(car);
+      const { sig, ...unsigned } = CBOR.decode(blocks.get(root)!) as Record<string, unknown>;
+      const template = CBOR.encode({ ...unsigned, x: 0, sig });
+      const commit = Buffer.concat([template.subarray(0, 3), raw, template.subarray(4)]); // key "x" sorts first
+      blocks.delete(root);
+      const cid = cidFor(commit);
+      return writeCar(cid, [[cid, commit], ...blocks]);
+    };
+    const text = (v: string) => Buffer.concat([Uint8Array.of(0x60 | v.length), Buffer.from(v)]);
+    const HOSTILE = [
+      Buffer.concat([Uint8Array.of(0xa1), text('$link'), text('not-a-cid')]),
+      Buffer.concat([Uint8Array.of(0xa1), text('$bytes'), text('%%%')]),
+      Buffer.concat([Buffer.alloc(10_000, 0x81), Uint8Array.of(0)]),
+    ];
+    const accounts = await Promise.all(HOSTILE.map((_, i) => smallAccount(`bf-hostile${i}`)));
+    const healthy = await smallAccount('bf-hostile-ok');
+    const cars = [];
+    for (const [i, acct] of accounts.entries()) {
+      const car = await getRepoCar(pds, acct.did);
+      cars.push(car);
+      pointPdsAt(acct.did, pdsFaults.url);
+      pdsFaults.setRule({ path: 'com.atproto.sync.getRepo', did: acct.did, action: { type: 'respond', status: 200, headers: { 'content-type': 'application/vnd.ipld.car' }, body: withRawField(car, HOSTILE[i]!) } });
+    }
+    try {
+      const progress = await runBulk({ source: { kind: 'dids', dids: [...accounts.map((a) => a.did), healthy.did] }, settings: FAST, concurrency: 4 });
+      expect(progress).toMatchObject({ state: 'done', handedOver: HOSTILE.length, totals: { repos: HOSTILE.length + 1, imported: 1, failed: HOSTILE.length } });
+      expect(await storedRecords(healthy.did)).toEqual(await pdsRecords(healthy.did));
+      for (const [i, acct] of accounts.entries()) {
+        // The row is written by the repo's own backfillRepo, which the bulk run hands it to.
+        const row = await waitFor(`the resync row of ${acct.did}`, async () => (await repoRow(acct.did))?.resync_kind === 'error' && (await repoRow(acct.did)), 30_000);
+        expect(row, acct.did).toMatchObject({ status: 'error', resync_kind: 'error' });
+        expect(row.last_error).toMatch(/^commit b[a-z2-7]+: (holds a value DAG-CBOR cannot re-encode|nested deeper than)/);
+        await expectNothingStored(acct.did, cars[i]!);
+      }
+    } finally {
+      for (const acct of accounts) await client.workflow.getHandle(`backfill/${acct.did}`).terminate('test over').catch(() => {});
+    }
   });
 
   it('a CAR over the byte cap: error naming the cap, nothing stored', async () => {

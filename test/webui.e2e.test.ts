@@ -8,9 +8,8 @@
  * every wait is for content in the page, never a fixed sleep: the UI is a single-page app that
  * fills itself in after load.
  *
- * The workflow looked for is a parameter (`TARGET` below, or REPOWALK_WEBUI_TARGET=walk|backfill):
- * a running walk by default once the `walk` job is registered, else a `backfillRepo` waiting out
- * its backoff.
+ * Both kinds of workflow an operator looks for are checked, each the same way: a running walk
+ * (tailing between passes) and a `backfillRepo` waiting out its backoff.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -22,7 +21,7 @@ import { freePort } from '../config/free-port.ts';
 import { loadConfig } from '../config/load.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { runWorker } from '../workers/worker.ts';
-import { JOBS, selectJobs } from '../workers/jobs.ts';
+import { selectJobs } from '../workers/jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import { backfillRepo, backfillRepoStateQuery } from '../workflows/backfill-repo.ts';
 import { walk, walkProgressQuery } from '../workflows/walk.ts';
@@ -72,8 +71,7 @@ const TARGETS: Record<'walk' | 'backfill', Target> = {
   },
 };
 
-const walkRegistered = JOBS.some((j) => (j.name as string) === 'walk');
-const TARGET = TARGETS[(process.env.REPOWALK_WEBUI_TARGET as 'walk' | 'backfill' | undefined) ?? (walkRegistered ? 'walk' : 'backfill')];
+const KINDS = ['walk', 'backfill'] as const;
 
 // ---------------------------------------------------------------------------------------------
 // A small DevTools-protocol client
@@ -195,7 +193,7 @@ const rowText = (workflowId: string) => `(() => {
 
 let browser: Browser;
 let client: Client;
-let workflowId: string;
+const workflowIds: Partial<Record<(typeof KINDS)[number], string>> = {};
 let stopWorker: AbortController;
 let workerDone: Promise<void>;
 
@@ -218,29 +216,36 @@ beforeAll(async () => {
   stopWorker = new AbortController();
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
-  workerDone = runWorker({ config, endpoints: resolveEndpoints(config), jobs: selectJobs([TARGET.job], [], []), signal: stopWorker.signal, handleSignals: false, onReady: () => ready() });
+  const jobs = selectJobs(KINDS.map((k) => TARGETS[k].job), [], []);
+  expect(jobs.map((j) => j.name).sort()).toEqual(['backfill', 'walk']);
+  workerDone = runWorker({ config, endpoints: resolveEndpoints(config), jobs, signal: stopWorker.signal, handleSignals: false, onReady: () => ready() });
   await Promise.race([isReady, workerDone.then(() => Promise.reject(new Error('worker stopped before it was ready')))]);
   client = new Client({ connection: await Connection.connect({ address: stack.temporal.address }), namespace: stack.temporal.namespace });
-  workflowId = await TARGET.start(client, taskQueueFor(config, TARGET.job as never));
-  // The list in the UI reads the same visibility store: wait until the query finds it.
-  await waitFor('the workflow in visibility', async () => {
-    for await (const wf of client.workflow.list({ query: TARGET.query(workflowId) })) if (wf.workflowId === workflowId) return true;
-    return undefined;
-  });
+  for (const kind of KINDS) {
+    const target = TARGETS[kind];
+    const workflowId = (workflowIds[kind] = await target.start(client, taskQueueFor(config, target.job as never)));
+    // The list in the UI reads the same visibility store: wait until the query finds it.
+    await waitFor(`the ${kind} workflow in visibility`, async () => {
+      for await (const wf of client.workflow.list({ query: target.query(workflowId) })) if (wf.workflowId === workflowId) return true;
+      return undefined;
+    });
+  }
   browser = await launchChromium(bin);
   await mkdir(ARTIFACTS, { recursive: true });
 }, 900_000);
 
 afterAll(async () => {
   await browser?.close();
-  if (client && workflowId) await client.workflow.getHandle(workflowId).terminate('web UI test done').catch(() => {});
+  for (const id of Object.values(workflowIds)) await client?.workflow.getHandle(id).terminate('web UI test done').catch(() => {});
   await client?.connection.close();
   stopWorker?.abort();
   await workerDone;
 }, 60_000);
 
-describe('the Web UI', () => {
+describe.each(KINDS)('the Web UI, %s', (kind) => {
   it('finds the running workflow by its search attributes and shows its id and status', async () => {
+    const TARGET = TARGETS[kind];
+    const workflowId = workflowIds[kind]!;
     const { uiUrl, namespace } = testStack().temporal;
     expect(uiUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const page = await browser.newPage(1400, 900);
@@ -251,8 +256,8 @@ describe('the Web UI', () => {
     expect(row).toMatch(/\bRunning\b/);
     // The filter the page applied is the search-attribute query (the UI shows it as chips).
     const text = await page.evaluate<string>('document.body.innerText');
-    expect(text).toMatch(/RepowalkKind\s*=\s*"?(walk|backfill)"?/);
-    await page.screenshot(join(ARTIFACTS, 'webui-workflow-list.png'));
+    expect(text).toMatch(new RegExp(`RepowalkKind\\s*=\\s*"?${kind}"?`));
+    await page.screenshot(join(ARTIFACTS, `webui-${kind}-workflow-list.png`));
 
     // Its own page: the same id and status, opened the way an operator does, by the link.
     const href = await page.evaluate<string | undefined>(`(() => {
@@ -268,7 +273,7 @@ describe('the Web UI', () => {
       return t.includes(workflowId) && /\bRunning\b/.test(t) && /Timer Started/.test(t) && t;
     });
     expect(detail).toContain(workflowId);
-    await page.screenshot(join(ARTIFACTS, 'webui-workflow.png'));
+    await page.screenshot(join(ARTIFACTS, `webui-${kind}-workflow.png`));
     // The workflow's current details, set by the workflow itself, say in words where it is.
     const openedMetadata = await page.evaluate<boolean>(`(() => {
       const tab = [...document.querySelectorAll('a, button, [role="tab"]')].find((e) => e.innerText.trim() === 'User Metadata');
@@ -282,9 +287,9 @@ describe('the Web UI', () => {
       const t = await page.evaluate<string>(`[...document.querySelectorAll('iframe')].map((f) => {
         try { return (f.contentDocument && f.contentDocument.body.innerText) || f.srcdoc || ''; } catch { return f.srcdoc || ''; }
       }).join('\\n')`);
-      return /(validate walk: (tailing|running)|backfill did:\S+: backoff)/.test(t);
+      return (kind === 'walk' ? /validate walk: (tailing|running)/ : /backfill did:\S+: backoff/).test(t);
     });
-    await page.screenshot(join(ARTIFACTS, 'webui-current-details.png'));
+    await page.screenshot(join(ARTIFACTS, `webui-${kind}-current-details.png`));
 
     // Its repowalk state, in the Search Attributes tab.
     const clicked = await page.evaluate<boolean>(`(() => {
@@ -299,6 +304,6 @@ describe('the Web UI', () => {
       return new RegExp(`"RepowalkState":\\s*"${TARGET.state}"`).test(t) && t;
     });
     expect(attrs).toMatch(/RepowalkKind/);
-    await page.screenshot(join(ARTIFACTS, 'webui-search-attributes.png'));
+    await page.screenshot(join(ARTIFACTS, `webui-${kind}-search-attributes.png`));
   });
 });

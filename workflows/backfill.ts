@@ -48,6 +48,8 @@ export const BackfillTotals = z.object({
   records: z.number().default(0),
   blocks: z.number().default(0),
   bytes: z.number().default(0),
+  /** Entries of a PDS's listing skipped for a bad DID or shape. */
+  invalidListed: z.number().default(0),
 });
 export type BackfillTotals = z.output<typeof BackfillTotals>;
 
@@ -191,6 +193,7 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
 
       let dids: string[];
       let next: string | number | undefined;
+      let skipped = 0;
       if (input.source.kind === 'dids') {
         const from = typeof listed === 'number' ? listed : 0;
         dids = input.source.dids.slice(from, from + input.pageSize);
@@ -203,6 +206,8 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
         const r = await acts.didsFromPds(input.source.url, typeof listed === 'string' ? listed : undefined, input.pageSize);
         dids = r.dids;
         next = r.cursor;
+        skipped = r.skipped ?? 0;
+        totals.invalidListed += skipped;
       }
 
       if (dids.length > 0) {
@@ -217,7 +222,8 @@ export async function backfill(rawInput: BackfillInput): Promise<BackfillProgres
       }
       listed = next;
       // An empty page ends every source (listRepos keeps a cursor until it returns one).
-      if (next === undefined || dids.length === 0) break;
+      // A page of only bad entries is not the end of a listing.
+      if (next === undefined || (dids.length === 0 && skipped === 0)) break;
     }
     while (inFlight.length > 0) await settleOldest();
   } catch (err) {

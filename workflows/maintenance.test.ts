@@ -22,7 +22,10 @@ import { readStats } from '../maintenance/stats.ts';
 import { backfillRepo, backfillRepoStateQuery } from './backfill-repo.ts';
 import { resyncSweep, type SweepInput } from './resync-sweep.ts';
 import { goneRecheck } from './gone-recheck.ts';
-import { rotatingWalk, type RotatingWalkInput, type RotatingWalkResult } from './rotating-walk.ts';
+import { sweepProgressQuery } from './sweep.ts';
+import { cancelSignal, pauseSignal, resumeSignal } from './control.ts';
+import { walkProgressQuery } from './walk.ts';
+import { rotatingWalk, rotatingWalkProgressQuery, type RotatingWalkInput, type RotatingWalkResult } from './rotating-walk.ts';
 import { gc as gcWorkflow } from './gc.ts';
 import { retention as retentionWorkflow } from './retention.ts';
 import { stats as statsWorkflow } from './stats.ts';
@@ -185,5 +188,65 @@ describe('gc, retention, stats', () => {
     const stats = await client.workflow.execute(statsWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-stats`, args: [] });
     expect(stats).toMatchObject({ repos: { total: 9 } });
     expect(await readStats(pool)).toEqual(stats);
+  });
+});
+
+describe('pause, resume and cancel of the maintenance workflows', () => {
+  const attr = async (id: string) => (await client.workflow.getHandle(id).describe()).searchAttributes.RepowalkState?.[0];
+  // asOf in 2000: nothing is due, so a resumed sweep pages once and ends; these tests touch no repo.
+  const sweepArgs = (): [SweepInput] => [{ backfillTaskQueue: workers.queues.backfill, asOf: '2000-01-01T00:00:00.000Z' }];
+
+  for (const [type, workflow] of [['resyncSweep', resyncSweep], ['goneRecheck', goneRecheck]] as const) {
+    it(`${type}: paused from its first task it does nothing; resume finishes it, cancel ends it`, async () => {
+      const id = `${prefix}-${type}-pause`;
+      const handle = await client.workflow.signalWithStart(workflow, { taskQueue: workers.queues.maintenance, workflowId: id, args: sweepArgs(), signal: pauseSignal, signalArgs: [] });
+      await waitFor(async () => (await handle.query(sweepProgressQuery)).state === 'paused' && (await attr(id)) === 'paused', 30_000, 'paused');
+      await new Promise((r) => setTimeout(r, 1000));
+      expect((await handle.query(sweepProgressQuery)).pages).toBe(0);
+      await handle.signal(resumeSignal);
+      expect(await handle.result()).toMatchObject({ state: 'done', pages: 1, started: 0 });
+      expect(await attr(id)).toBe('done');
+
+      const cid = `${prefix}-${type}-cancel`;
+      const c = await client.workflow.signalWithStart(workflow, { taskQueue: workers.queues.maintenance, workflowId: cid, args: sweepArgs(), signal: pauseSignal, signalArgs: [] });
+      await waitFor(async () => (await c.query(sweepProgressQuery)).state === 'paused', 30_000, 'paused');
+      await c.signal(cancelSignal);
+      expect(await c.result()).toMatchObject({ state: 'cancelled', pages: 0 });
+      expect(await attr(cid)).toBe('cancelled');
+    });
+  }
+
+  it('gc: a cancel stops the run, which says so', async () => {
+    const id = `${prefix}-gc-cancel`;
+    const handle = await client.workflow.signalWithStart(gcWorkflow, { taskQueue: workers.queues.maintenance, workflowId: id, args: [{ graceSeconds: 3600 }], signal: cancelSignal, signalArgs: [] });
+    expect(await handle.result()).toEqual({ state: 'cancelled' });
+    expect(await attr(id)).toBe('cancelled');
+  });
+
+  it('rotatingWalk: pause, resume and cancel reach its walk; a cancelled run does not advance the rotation', async () => {
+    const name = `rotating-signals-${process.pid}`;
+    const id = `${prefix}-rotating-signals`;
+    // A tail interval keeps the child walk running after its pass, so the signals find it alive.
+    const handle = await client.workflow.start(rotatingWalk, {
+      taskQueue: workers.queues.maintenance,
+      workflowId: id,
+      args: [{ type: 'validate', rate: 2, name, walkTaskQueue: workers.queues.walk, walk: { slices: 1, tailIntervalSeconds: 3600 } }],
+    });
+    const walk = client.workflow.getHandle(`${id}/walk`);
+    const walkState = async () => (await walk.query(walkProgressQuery)).state as string;
+    await waitFor(async () => (await walkState().catch(() => '')) === 'tailing', 60_000, 'the walk tailing');
+    await handle.signal(pauseSignal);
+    await waitFor(async () => (await walkState()) === 'paused', 15_000, 'the walk paused');
+    expect(await handle.query(rotatingWalkProgressQuery)).toMatchObject({ state: 'paused' });
+    await handle.signal(resumeSignal);
+    await waitFor(async () => (await walkState()) !== 'paused', 15_000, 'the walk resumed');
+    expect(await handle.query(rotatingWalkProgressQuery)).toMatchObject({ state: 'running' });
+    const before = await readRotation(pool, name);
+    await handle.signal(cancelSignal);
+    const result = await handle.result();
+    expect(result.walk.state).toBe('cancelled');
+    expect(result.rotation).toBeUndefined();
+    expect(await readRotation(pool, name)).toEqual(before);
+    expect(await attr(id)).toBe('cancelled');
   });
 });

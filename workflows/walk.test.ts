@@ -23,7 +23,7 @@ import { type WalkTotals, sumTotals } from '../graph/totals.ts';
 import { WalkInput, toWalkSpec, type WalkInputJson } from '../graph/walk-input.ts';
 import { walk, walkProgressQuery, cancelSignal, pauseSignal, resumeSignal, type WalkProgress, type WalkWorkflowInput } from './walk.ts';
 import { loadConfig } from '../config/load.ts';
-import { walkCommand, walkInputFromArgs } from '../cli/walk-commands.ts';
+import { liveProgress, walkCommand, walkInputFromArgs } from '../cli/walk-commands.ts';
 import { UsageError } from '../cli/usage.ts';
 import { walkSliceProgressQuery, type WalkSliceProgress } from './walk-slice.ts';
 
@@ -288,9 +288,23 @@ describe('repowalk walk (CLI)', () => {
     await cli(['start', 'validate', '--slices', '2', '--page-size', '1', '--root-concurrency', '1', '--id', second]);
     expect((await cli(['pause', second])).out).toBe(`signalled pause to ${second}`);
     await waitFor(async () => (await cli(['status', second, '--once'])).out.includes(' paused '), 10_000, 'paused');
-    await cli(['resume', second]);
-    await cli(['cancel', second]);
-    expect(((await client.workflow.getHandle(second).result()) as WalkProgress).state).toBe('cancelled');
+    // Paused means stopped: once a page already under way has finished, the nodes walked so far
+    // (running slices included) stay put; after resume they move again.
+    const nodesOf = async () => (await liveProgress(client, second)).totals.nodes;
+    let heldAt = -1;
+    await waitFor(async () => {
+      const a = await nodesOf();
+      await new Promise((r) => setTimeout(r, 1500));
+      const b = await nodesOf();
+      heldAt = b;
+      return a === b;
+    }, 30_000, 'the paused walk to hold still');
+    expect((await cli(['resume', second])).out).toBe(`signalled resume to ${second}`);
+    await waitFor(async () => !(await cli(['status', second, '--once'])).out.includes(' paused '), 10_000, 'resumed');
+    await waitFor(async () => (await nodesOf()) > heldAt, 30_000, 'the walk moves again');
+    expect((await cli(['cancel', second])).out).toBe(`signalled cancel to ${second}`);
+    const end = (await client.workflow.getHandle(second).result()) as WalkProgress;
+    expect(end.state).toBe('cancelled');
   });
 });
 

@@ -3,10 +3,9 @@
  * listing is hostile input, and without this check it could point the backfill at loopback
  * services, cloud metadata (169.254.169.254) or the private LAN.
  *
- * Known gap: the check resolves the name, and `fetch` resolves it again when it connects, so a
- * name with a very short TTL could change in between (DNS rebinding). Closing it needs a
- * dispatcher that connects to the checked address (undici `Agent` with a `connect.lookup`),
- * which the built-in fetch does not expose without the `undici` package.
+ * The connection is pinned to the addresses checked here (`guardedAddresses`, used by
+ * http.ts through pinned-fetch.ts), so a name that answers the check with a public address and
+ * the connection with a private one (DNS rebinding) gets nowhere.
  */
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
@@ -43,11 +42,22 @@ const V4_RANGES: ReadonlyArray<readonly [string, number, string]> = [
   ['224.0.0.0', 4, 'multicast'],
   ['240.0.0.0', 4, 'reserved'],
 ];
+// Besides the IPv6 kinds of non-public address, every transition range whose addresses embed an
+// IPv4 address or stand for local use: a router or stack may translate them onto the private
+// IPv4 network (::10.0.0.1, 2002:0a00:0001::, a Teredo server's mapping), so the public IPv6
+// form of a private address must not pass.
 const V6_RANGES: ReadonlyArray<readonly [string, number, string]> = [
   ['::', 128, 'unspecified'],
   ['::1', 128, 'loopback'],
+  ['::', 96, 'IPv4-compatible'],
+  ['::ffff:0:0:0', 96, 'IPv4-translated (SIIT)'],
+  ['64:ff9b:1::', 48, 'local-use NAT64'],
+  ['100::', 64, 'discard-only'],
+  ['2001::', 32, 'Teredo'],
+  ['2002::', 16, '6to4'],
   ['fc00::', 7, 'private'],
   ['fe80::', 10, 'link-local'],
+  ['fec0::', 10, 'site-local'],
   ['ff00::', 8, 'multicast'],
 ];
 
@@ -86,34 +96,46 @@ const defaultLookup: LookupFn = (hostname) => dnsLookup(hostname, { all: true, v
  * @throws TransportError when the name does not resolve (code `ENOTFOUND`, …)
  */
 export async function checkHostAllowed(url: string | URL, policy: AddressPolicy): Promise<URL> {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new ForbiddenAddressError(redactUrl(String(url)), 'not a valid URL');
-  }
-  const shown = redactUrl(u);
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new ForbiddenAddressError(shown, `scheme ${u.protocol} is not http or https`);
-  if (policy.allowPrivate) return u;
+  if (policy.allowPrivate) return parseHttpUrl(url);
+  return (await guardedAddresses(url, policy)).url;
+}
 
+/**
+ * `checkHostAllowed`, returning also the addresses that were checked, for the connection to
+ * use and no other (see pinned-fetch.ts). The name is resolved even when private addresses are
+ * allowed, so that the connection never resolves it a second time.
+ */
+export async function guardedAddresses(url: string | URL, policy: AddressPolicy): Promise<{ url: URL; addresses: LookupAddress[] }> {
+  const u = parseHttpUrl(url);
+  const shown = redactUrl(u);
   // URL keeps IPv6 literals in brackets.
   const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
-  let addresses: string[];
-  if (isIP(host) !== 0) {
-    addresses = [host];
+  let addresses: LookupAddress[];
+  const literal = isIP(host);
+  if (literal !== 0) {
+    addresses = [{ address: host, family: literal }];
   } else {
     const found = await withSignal((policy.lookup ?? defaultLookup)(host), policy.signal).catch((err: unknown) => {
       if (policy.signal?.aborted) throw policy.signal.reason;
       const code = (err as { code?: unknown }).code;
       throw new TransportError(typeof code === 'string' ? code : 'ENOTFOUND', shown, `cannot resolve ${host}`, { cause: err });
     });
-    addresses = found.map((a) => a.address);
+    addresses = found.map((a) => ({ address: a.address, family: a.family === 6 || isIP(a.address) === 6 ? 6 : 4 }));
     if (addresses.length === 0) throw new TransportError('ENOTFOUND', shown, `${host} has no addresses`);
   }
-  for (const address of addresses) {
-    const range = forbiddenRangeOf(address);
-    if (range !== undefined) throw new ForbiddenAddressError(shown, range, address);
+  if (!policy.allowPrivate) {
+    for (const { address } of addresses) {
+      const range = forbiddenRangeOf(address);
+      if (range !== undefined) throw new ForbiddenAddressError(shown, range, address);
+    }
   }
+  return { url: u, addresses };
+}
+
+function parseHttpUrl(url: string | URL): URL {
+  const u = URL.parse(String(url));
+  if (u === null) throw new ForbiddenAddressError(redactUrl(String(url)), 'not a valid URL');
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new ForbiddenAddressError(redactUrl(u), `scheme ${u.protocol} is not http or https`);
   return u;
 }
 

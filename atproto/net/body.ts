@@ -3,7 +3,7 @@
  * It owns the request's abort controller and the politeness slot: both are let go when the body
  * ends, fails, is cancelled, or when the consumer stops iterating early.
  */
-import { ResponseTooLargeError, TransportError } from './errors.ts';
+import { DeadlineError, ResponseTooLargeError, TransportError } from './errors.ts';
 
 /** Marks the abort reasons this package sets itself, to tell them from the caller's. */
 export class OwnAbort extends Error {
@@ -25,6 +25,11 @@ export interface BodyInit {
   maxBytes: number;
   /** Longest wait for the next chunk. */
   idleTimeoutMs: number;
+  /**
+   * The whole read must end by `startedAt + ms`, plus 1/minBytesPerSecond s per byte read (0: no
+   * allowance), whatever the pace of the chunks.
+   */
+  deadline?: { startedAt: number; ms: number; minBytesPerSecond: number } | undefined;
   /** Redacted URL, for messages. */
   url: string;
   /** Decoded length when the server announced it (no content encoding), else undefined. */
@@ -71,6 +76,19 @@ export class ResponseBody implements AsyncIterable<Uint8Array> {
     const idle = setTimeout(() => {
       if (reading) controller.abort(new OwnAbort('ETIMEDOUT', `no body data for ${idleTimeoutMs} ms`));
     }, idleTimeoutMs);
+    const { deadline } = this.#init;
+    let overall: ReturnType<typeof setTimeout> | undefined;
+    if (deadline !== undefined) {
+      const allowedUntil = () => deadline.startedAt + deadline.ms + (deadline.minBytesPerSecond > 0 ? (this.bytesRead * 1000) / deadline.minBytesPerSecond : 0);
+      const arm = () => {
+        overall = setTimeout(() => {
+          if (Date.now() < allowedUntil()) return arm();
+          const rate = deadline.minBytesPerSecond > 0 ? ` and ${deadline.minBytesPerSecond} bytes/s beyond it` : '';
+          controller.abort(new OwnAbort('EDEADLINE', `too slow: not complete within the deadline of ${deadline.ms} ms${rate}`));
+        }, Math.max(0, allowedUntil() - Date.now()));
+      };
+      arm();
+    }
     try {
       for (;;) {
         idle.refresh();
@@ -88,6 +106,7 @@ export class ResponseBody implements AsyncIterable<Uint8Array> {
       }
     } finally {
       clearTimeout(idle);
+      clearTimeout(overall);
       reader.releaseLock();
       this.#finish();
     }
@@ -134,6 +153,7 @@ export class ResponseBody implements AsyncIterable<Uint8Array> {
     const { callerSignal, controller, url } = this.#init;
     if (callerSignal?.aborted) return callerSignal.reason;
     const own = controller.signal.reason;
+    if (own instanceof OwnAbort && own.code === 'EDEADLINE') return new DeadlineError(url, `${own.message} (${this.bytesRead} bytes read)`, { cause: err });
     if (own instanceof OwnAbort) return new TransportError(own.code, url, `${own.message} after ${this.bytesRead} bytes`, { cause: err });
     const code = errorCode(err);
     const what = code.startsWith('Z_') ? 'compressed body is corrupt or cut short' : 'connection closed in the middle of the body';

@@ -31,8 +31,15 @@ export interface AtprotoIdentity {
   did: string;
   /** Origin of the `#atproto_pds` service endpoint, without a trailing slash. */
   pds: string;
-  /** The first valid `at://` handle of `alsoKnownAs`, lower-cased; not verified against DNS. */
+  /**
+   * The first valid `at://` handle of `alsoKnownAs`, lower-cased. `resolveDid` verifies it
+   * against the DID and replaces it with `handle.invalid` when it does not point back.
+   */
   handle: string | undefined;
+  /** Whether `handle` was checked and points back at the DID; absent when not checked. */
+  handleVerified?: boolean;
+  /** The document's claim, when it did not verify (`handle` is then `handle.invalid`). */
+  claimedHandle?: string;
   /** The `#atproto` key as `did:key:z…` (what `verifyRepo` takes). */
   signingKey: string;
   /** The same key as a bare multikey (`z…`, multicodec-prefixed compressed key, base58btc). */
@@ -74,7 +81,7 @@ export function atprotoIdentityOf(did: string, json: unknown, source: string): A
   }
   const pds = pdsOrigin(pdsService.serviceEndpoint);
   if (pds === undefined) {
-    throw fail('no-pds', `service #atproto_pds has serviceEndpoint ${truncate(JSON.stringify(pdsService.serviceEndpoint))}, not an http(s) URL without path, query or fragment`);
+    throw fail('no-pds', `service #atproto_pds has serviceEndpoint ${describeValue(pdsService.serviceEndpoint)}, not an http(s) URL without path, query or fragment`);
   }
 
   const methods = doc.verificationMethod ?? [];
@@ -136,6 +143,17 @@ function handleOf(doc: DidDocument): string | undefined {
 
 function formatPath(path: PropertyKey[]): string {
   return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
+}
+
+/**
+ * A document value for a message, without serializing it: JSON.stringify recurses, and a hostile
+ * document can nest thousands of levels deep within its byte cap.
+ */
+function describeValue(value: unknown): string {
+  if (typeof value === 'string') return truncate(JSON.stringify(value));
+  if (Array.isArray(value)) return `an array of ${value.length}`;
+  if (value === null) return 'null';
+  return typeof value === 'object' ? 'an object' : truncate(String(value));
 }
 
 function truncate(s: string | undefined, max = 120): string {

@@ -21,7 +21,9 @@ export class NetError extends Error {
   override name = 'NetError';
   readonly kind: OutcomeKind;
   constructor(kind: OutcomeKind, message: string, options?: ErrorOptions) {
-    super(message, options);
+    // Messages quote remote input (URLs, XRPC messages, document fields) and are recorded
+    // against the repo: a hostile server must not choose their size.
+    super(boundText(message), options);
     this.kind = kind;
   }
 }
@@ -52,6 +54,19 @@ export class TransportError extends NetError {
     super('transport', `${url}: ${detail} (${code})`, options);
     this.code = code;
     this.url = url;
+  }
+}
+
+/**
+ * The read did not finish within its total deadline (plus the allowance its minimum rate gives
+ * a large body): a server that answers, but too slowly to be worth waiting for, such as one that
+ * drips a byte at a time. A transport failure for resync, with its own class and code
+ * (`EDEADLINE`) so the recorded reason says "too slow", not "reset".
+ */
+export class DeadlineError extends TransportError {
+  override name = 'DeadlineError';
+  constructor(url: string, detail: string, options?: ErrorOptions) {
+    super('EDEADLINE', url, detail, options);
   }
 }
 
@@ -143,6 +158,19 @@ export class ForbiddenAddressError extends NetError {
   }
 }
 
+/** A redirect's `Location` is not a URL (`http://[`, `http://%zz/`, a port past 65535, …). */
+export class BadRedirectError extends NetError {
+  override name = 'BadRedirectError';
+  readonly url: string;
+  readonly location: string;
+  constructor(url: string, location: string) {
+    const shown = location.length > 200 ? `${location.slice(0, 200)}…` : location;
+    super('error', `${url}: redirect to ${JSON.stringify(shown)}, which is not a valid URL`);
+    this.url = url;
+    this.location = shown;
+  }
+}
+
 /** The (decompressed) response body passed the byte cap; the request was aborted as soon as it did. */
 export class ResponseTooLargeError extends NetError {
   override name = 'ResponseTooLargeError';
@@ -178,6 +206,14 @@ export function outcomeOf(err: unknown): Outcome {
   if (err instanceof RepoNotFoundError) return { kind: 'not-found', message: err.message };
   if (err instanceof Error) return { kind: 'error', message: err.message, name: err.name };
   return { kind: 'error', message: String(err), name: typeof err };
+}
+
+/** Longest error message kept (see NetError). */
+export const MAX_ERROR_TEXT = 1000;
+
+/** `text` cut to `max` characters, marked as cut. */
+export function boundText(text: string, max = MAX_ERROR_TEXT): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
 /** A URL as text without user name or password, for messages and logs. */

@@ -4,9 +4,10 @@
  * cannot lead past the guard), and connection failures turned into TransportError. The body
  * comes back as a ResponseBody that holds the slot until it is read or dropped.
  */
-import { type LookupFn, checkHostAllowed } from './address-guard.ts';
+import { type LookupFn, guardedAddresses } from './address-guard.ts';
+import { pinnedGet } from './pinned-fetch.ts';
 import { OwnAbort, ResponseBody, errorCode } from './body.ts';
-import { RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
+import { BadRedirectError, DeadlineError, NetError, RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
 import type { Politeness, Release } from './politeness.ts';
 
 export interface HttpOptions {
@@ -19,11 +20,26 @@ export interface HttpOptions {
   timeoutMs?: number;
   /** Longest wait for the next body chunk. Default `timeoutMs`. */
   idleTimeoutMs?: number;
+  /**
+   * Total time for the whole read (every redirect hop, the headers and the body), counted from
+   * when the politeness slot is granted: the idle timeout alone lets a server that drips a byte
+   * at a time hold a request for hours. Default 120 s.
+   */
+  deadlineMs?: number;
+  /**
+   * Least average rate a large body must keep: each byte read extends the deadline by
+   * 1/minBytesPerSecond s, so a big CAR downloading steadily is never cut off, a drip is.
+   * Default 32 KiB/s; 0 for a fixed deadline.
+   */
+  minBytesPerSecond?: number;
   /** Cancels the request; its reason is rethrown unchanged. */
   signal?: AbortSignal;
   /** Per-host limits; without it requests are not limited. */
   politeness?: Politeness;
-  /** Default: the global fetch (undici). */
+  /**
+   * Replaces the connection (tests route requests with it). Default: a request pinned to the
+   * addresses the guard checked (pinned-fetch.ts).
+   */
   fetch?: typeof globalThis.fetch;
   /** Name resolution for the address guard (tests). */
   lookup?: LookupFn;
@@ -48,6 +64,8 @@ export interface HttpResponse {
 }
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
+export const DEFAULT_DEADLINE_MS = 120_000;
+export const DEFAULT_MIN_BYTES_PER_SECOND = 32 * 1024;
 const MAX_REDIRECTS = 3;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
@@ -56,6 +74,9 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
  *
  * @throws ForbiddenAddressError when a hop's host is refused
  * @throws TransportError for DNS, connection and timeout failures, and too many redirects
+ * @throws DeadlineError when the headers do not arrive within the deadline (the body has its own
+ *   check of the same deadline)
+ * @throws BadRedirectError when a redirect's Location is not a URL (`http://[`, a port past 65535, …)
  * @throws ResponseTooLargeError when a successful response announces more than `maxBytes`
  * @throws RateLimitedError when the host is cooling down past the politeness wait limit
  * @throws the caller's abort reason when `signal` aborts
@@ -64,21 +85,24 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
   const host = url.host;
   const release: Release = opts.politeness ? await opts.politeness.acquire(host, opts.signal) : () => {};
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const deadline = { startedAt: Date.now(), ms: opts.deadlineMs ?? DEFAULT_DEADLINE_MS, minBytesPerSecond: opts.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND };
   let current = url;
   try {
     for (let hop = 0; ; hop++) {
       const shown = redactUrl(current);
       const controller = new AbortController();
       const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
-      const timer = setTimeout(() => controller.abort(new OwnAbort('ETIMEDOUT', `no response within ${timeoutMs} ms`)), timeoutMs);
+      const left = deadline.startedAt + deadline.ms - Date.now();
+      const timer =
+        left < timeoutMs
+          ? setTimeout(() => controller.abort(new OwnAbort('EDEADLINE', `not answered within the deadline of ${deadline.ms} ms`)), Math.max(0, left))
+          : setTimeout(() => controller.abort(new OwnAbort('ETIMEDOUT', `no response within ${timeoutMs} ms`)), timeoutMs);
       let res: Response;
       try {
-        await checkHostAllowed(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal });
-        res = await (opts.fetch ?? fetch)(current, {
-          headers: { 'accept-encoding': 'gzip, deflate', ...opts.headers },
-          redirect: 'manual',
-          signal,
-        });
+        const { addresses } = await guardedAddresses(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal });
+        const headers = { 'accept-encoding': 'gzip, deflate', ...opts.headers };
+        // The connection goes to the checked addresses only (no second lookup: DNS rebinding).
+        res = opts.fetch ? await opts.fetch(current, { headers, redirect: 'manual', signal }) : await pinnedGet(current, { headers, signal, addresses });
       } catch (err) {
         throw requestFailure(err, opts.signal, controller, shown);
       } finally {
@@ -89,7 +113,7 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
       if (REDIRECTS.has(res.status) && location !== null) {
         controller.abort(new OwnAbort('ECANCELED', 'redirect'));
         if (hop >= MAX_REDIRECTS) throw new TransportError('EREDIRECTS', shown, `more than ${MAX_REDIRECTS} redirects`);
-        current = new URL(location, current);
+        current = redirectTarget(location, current, shown);
         continue;
       }
 
@@ -104,6 +128,7 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
         callerSignal: opts.signal,
         maxBytes: res.ok ? opts.maxBytes : Number.MAX_SAFE_INTEGER,
         idleTimeoutMs: opts.idleTimeoutMs ?? timeoutMs,
+        deadline,
         url: shown,
         contentLength,
         contentEncoding: res.headers.get('content-encoding') ?? undefined,
@@ -149,6 +174,13 @@ export function retryDelayMs(headers: Headers, nowMs: number): number | undefine
   return undefined;
 }
 
+/** Where a redirect leads. A hostile server chooses `location`: anything URL refuses is a named error. */
+function redirectTarget(location: string, from: URL, shown: string): URL {
+  const target = URL.parse(location, from.href);
+  if (target === null) throw new BadRedirectError(shown, location);
+  return target;
+}
+
 /** The body's decoded length, when the server announced it and sent it unencoded. */
 function announcedLength(headers: Headers): number | undefined {
   const encoding = headers.get('content-encoding');
@@ -161,9 +193,12 @@ function announcedLength(headers: Headers): number | undefined {
 function requestFailure(err: unknown, callerSignal: AbortSignal | undefined, controller: AbortController, url: string): unknown {
   if (callerSignal?.aborted) return callerSignal.reason;
   const own = controller.signal.reason;
-  if (own instanceof OwnAbort) return new TransportError(own.code, url, own.message, { cause: err });
-  if (!(err instanceof TypeError)) return err; // ForbiddenAddressError, TransportError from the guard, bugs
+  if (own instanceof OwnAbort) return own.code === 'EDEADLINE' ? new DeadlineError(url, own.message, { cause: err }) : new TransportError(own.code, url, own.message, { cause: err });
+  if (err instanceof NetError) return err; // ForbiddenAddressError, TransportError from the guard
+  const code = errorCode(err);
+  // fetch fails with a TypeError around the cause; the pinned request with the socket's error.
+  if (!(err instanceof TypeError) && code === 'EUNKNOWN') return err; // a bug
   const cause = (err as { cause?: unknown }).cause;
-  const detail = cause instanceof Error ? cause.message : err.message;
-  return new TransportError(errorCode(err), url, `request failed: ${detail}`, { cause: err });
+  const detail = cause instanceof Error ? cause.message : (err as Error).message;
+  return new TransportError(code, url, `request failed: ${detail}`, { cause: err });
 }

@@ -3,8 +3,9 @@
  * `/.well-known/did.json`, each fetched under the address guard, a timeout and a size cap, then
  * read by `atprotoIdentityOf`.
  */
-import { isAtprotoWebDid, isPlcDid } from '@atcute/identity';
 import { type AtprotoIdentity, atprotoIdentityOf } from './did-document.ts';
+import { didProblem } from './did.ts';
+import { type HandleCheckOptions, INVALID_HANDLE, checkHandle } from './handle.ts';
 import { IdentityError } from './errors.ts';
 import { type HttpOptions, httpGet, rateLimited } from './http.ts';
 import type { IdentityCache } from './identity-cache.ts';
@@ -16,12 +17,21 @@ export interface ResolveDidOptions extends HttpOptions {
   cache?: IdentityCache;
   /** Cap on the DID document. Default 64 KiB (real ones are about 1 KiB). */
   maxDocumentBytes?: number;
+  /**
+   * How the document's handle is checked against the DID (handle.ts); `false` takes the
+   * document's word. Default: checked with the same network options; an unverified handle
+   * comes back as `handle.invalid`.
+   */
+  verifyHandle?: Pick<HandleCheckOptions, 'resolveTxt' | 'wellKnownUrl'> | false;
 }
 
 export const DEFAULT_MAX_DOCUMENT_BYTES = 64 * 1024;
 
 /**
  * Resolves `did` to its PDS, handle and atproto signing key.
+ *
+ * The handle is verified both ways unless `verifyHandle: false` (see handle.ts): an unverified
+ * one comes back as `handle.invalid`, with the document's claim in `claimedHandle`.
  *
  * @throws IdentityError for a DID that is not did:plc / atproto did:web, a document that is
  *   absent (`not-found`, `tombstoned`), unavailable, not JSON, for another DID, or lacks a PDS
@@ -54,6 +64,15 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
     throw new IdentityError(did, 'bad-document', `DID document from ${where} is not JSON`);
   }
   const identity = atprotoIdentityOf(did, json, where);
+  if (identity.handle !== undefined && opts.verifyHandle !== false) {
+    const { plcUrl: _p, cache: _c, maxDocumentBytes: _m, verifyHandle, ...http } = opts;
+    const check = await checkHandle(identity.handle, did, { ...http, ...verifyHandle });
+    identity.handleVerified = check.verified;
+    if (!check.verified) {
+      identity.claimedHandle = identity.handle;
+      identity.handle = INVALID_HANDLE;
+    }
+  }
   opts.cache?.set(did, identity);
   return identity;
 }
@@ -66,19 +85,16 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
  * @throws IdentityError `invalid-did`
  */
 export function didDocumentUrl(did: string, opts: { plcUrl: string; allowPrivate: boolean }): URL {
-  if (isPlcDid(did)) {
+  const problem = didProblem(did);
+  if (problem !== undefined) throw new IdentityError(did.slice(0, 100), 'invalid-did', problem);
+  if (did.startsWith('did:plc:')) {
     const base = opts.plcUrl.endsWith('/') ? opts.plcUrl : `${opts.plcUrl}/`;
     // './' keeps `did:` from reading as a URL scheme; the DID's characters need no escaping.
     return new URL(`./${did}`, base);
   }
-  if (did.startsWith('did:web:')) {
-    if (!isAtprotoWebDid(did)) {
-      throw new IdentityError(did, 'invalid-did', 'not a did:web atproto supports (a host name, no path; a port only for localhost)');
-    }
-    const host = decodeURIComponent(did.slice('did:web:'.length));
-    const local = host === 'localhost' || host.startsWith('localhost:');
-    const scheme = local && opts.allowPrivate ? 'http' : 'https';
-    return new URL(`${scheme}://${host}/.well-known/did.json`);
-  }
-  throw new IdentityError(did, 'invalid-did', 'not a did:plc or did:web identifier');
+  const host = decodeURIComponent(did.slice('did:web:'.length));
+  const local = host === 'localhost' || host.startsWith('localhost:');
+  const scheme = local && opts.allowPrivate ? 'http' : 'https';
+  // didProblem admits only host names and ports URL accepts, so this cannot throw.
+  return new URL(`${scheme}://${host}/.well-known/did.json`);
 }

@@ -4,11 +4,13 @@
  * named error whose `kind` is its resync outcome. No Temporal, no Postgres.
  */
 export * from './errors.ts';
+export { MAX_DID_LENGTH, didProblem, isMirrorableDid, showDid } from './did.ts';
 export { type AddressPolicy, type LookupAddress, type LookupFn, checkHostAllowed, forbiddenRangeOf } from './address-guard.ts';
 export { DEFAULT_POLITENESS, Politeness, type PolitenessOptions, type Release } from './politeness.ts';
 export { ResponseBody } from './body.ts';
 export { DEFAULT_TIMEOUT_MS, type HttpOptions, retryDelayMs } from './http.ts';
 export { type AtprotoIdentity, atprotoIdentityOf } from './did-document.ts';
+export { type HandleCheck, type HandleCheckOptions, INVALID_HANDLE, checkHandle } from './handle.ts';
 export { IdentityCache, type IdentityCacheOptions } from './identity-cache.ts';
 export { DEFAULT_MAX_DOCUMENT_BYTES, type ResolveDidOptions, didDocumentUrl, resolveDid } from './identity.ts';
 export {
@@ -17,6 +19,7 @@ export {
   type ListReposPage,
   type ListReposOptions,
   type ListedRepo,
+  type SkippedListing,
   type RepoStatus,
   type SyncOptions,
   getBlob,

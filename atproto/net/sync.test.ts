@@ -400,7 +400,7 @@ describe('getRepoStatus, getBlob', () => {
 });
 
 describe('listRepos, listAllRepos', () => {
-  const repo = (n: number) => ({ did: `did:plc:${String(n).padStart(24, 'a')}`, head: 'bafyreihead', rev: `3k${n}`, active: true });
+  const repo = (n: number) => ({ did: `did:plc:${'a'.repeat(23)}${'bcdefghijk'[n]}`, head: 'bafyreihead', rev: `3k${n}`, active: true });
 
   it('pages through three pages and stops at the empty one, as the reference PDS ends a listing', async () => {
     const cursors: (string | null)[] = [];
@@ -449,13 +449,15 @@ describe('listRepos, listAllRepos', () => {
     expect((err as Error).message).toMatch(/did not advance/);
   });
 
-  it('refuses a page with a malformed entry, naming it', async () => {
+  it('skips a malformed entry, naming it, and keeps the rest of the page', async () => {
     const pds = await serve((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ repos: [repo(1), { did: 'did:plc:x', rev: 1 }] }));
     });
-    const err = await caught(listRepos(pds, local));
-    expect(err).toBeInstanceOf(XrpcError);
-    expect((err as Error).message).toMatch(/repos\.1\.(head|rev)/);
+    const page = await listRepos(pds, local);
+    expect(page.repos.map((r) => r.rev)).toEqual(['3k1']);
+    expect(page.skipped).toHaveLength(1);
+    expect(page.skipped[0]!.index).toBe(1);
+    expect(page.skipped[0]!.reason).toMatch(/^(head|rev)/);
   });
 });

@@ -15,6 +15,7 @@ import type { ResponseBody } from './body.ts';
 import { XrpcError } from './errors.ts';
 import type { HttpOptions } from './http.ts';
 import { readJson, xrpcGet } from './xrpc.ts';
+import { didProblem, showDid } from './did.ts';
 
 export type SyncOptions = HttpOptions;
 
@@ -96,12 +97,26 @@ const listedRepoSchema = z.object({
   active: z.boolean().optional(),
   status: z.string().optional(),
 });
+// Entries are checked one by one (below), so that one hostile entry costs only itself.
 const listReposSchema = z.object({
   cursor: z.string().optional(),
-  repos: z.array(listedRepoSchema),
+  repos: z.array(z.unknown()),
 });
 export type ListedRepo = z.infer<typeof listedRepoSchema>;
-export type ListReposPage = z.infer<typeof listReposSchema>;
+
+/** An entry of a listing that was left out, and why (its DID shown bounded). */
+export interface SkippedListing {
+  index: number;
+  reason: string;
+}
+
+export interface ListReposPage {
+  cursor?: string | undefined;
+  /** The entries that are well-formed and name a DID `didProblem` accepts. */
+  repos: ListedRepo[];
+  /** The entries that are not, in page order. */
+  skipped: SkippedListing[];
+}
 
 export interface ListReposOptions extends SyncOptions {
   /** Where to start; absent for the first page. */
@@ -110,11 +125,29 @@ export interface ListReposOptions extends SyncOptions {
   limit?: number;
 }
 
-/** One page of `com.atproto.sync.listRepos`. */
+/**
+ * One page of `com.atproto.sync.listRepos`. Entries that are malformed or name a DID that
+ * `didProblem` refuses are left out and reported in `skipped`: a listing is hostile input, and
+ * one bad entry must not fail the backfill of every other repo on the PDS.
+ */
 export async function listRepos(pds: string, opts: ListReposOptions): Promise<ListReposPage> {
   const nsid = 'com.atproto.sync.listRepos';
   const res = await xrpcGet(pds, nsid, { cursor: opts.cursor, limit: opts.limit }, { ...opts, maxBytes: MAX_JSON_BYTES });
-  return readJson(res, listReposSchema, `${nsid} on ${res.host}`);
+  const page = await readJson(res, listReposSchema, `${nsid} on ${res.host}`);
+  const repos: ListedRepo[] = [];
+  const skipped: SkippedListing[] = [];
+  page.repos.forEach((entry, index) => {
+    const parsed = listedRepoSchema.safeParse(entry);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      skipped.push({ index, reason: `${issue.path.join('.') || '(entry)'}: ${issue.message}` });
+      return;
+    }
+    const problem = didProblem(parsed.data.did);
+    if (problem !== undefined) skipped.push({ index, reason: `did ${showDid(parsed.data.did)}: ${problem}` });
+    else repos.push(parsed.data);
+  });
+  return { cursor: page.cursor, repos, skipped };
 }
 
 /**
@@ -128,7 +161,7 @@ export async function* listAllRepos(pds: string, opts: ListReposOptions): AsyncG
   let cursor = opts.cursor;
   for (;;) {
     const page = await listRepos(pds, { ...opts, cursor });
-    if (page.repos.length === 0) return;
+    if (page.repos.length === 0 && page.skipped.length === 0) return;
     yield page;
     if (page.cursor === undefined) return;
     if (page.cursor === cursor) throw new XrpcError(`com.atproto.sync.listRepos on ${new URL(pds).host}`, 200, 'InvalidResponse', `cursor ${JSON.stringify(cursor)} did not advance`);
