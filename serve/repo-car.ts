@@ -15,6 +15,7 @@ import { MAX_PATH_LENGTH } from '../atproto/mst.ts';
 import { cidMapKey } from '../graph/blocks.ts';
 import type { PackBlockReader } from './blocks.ts';
 import { BlockMap } from '../atproto/block-map.ts';
+import { varintLength, writeVarint } from '../storage/packs.ts';
 
 const CHUNK = 1024 * 1024;
 const RECORD_BATCH = 20_000;
@@ -185,22 +186,4 @@ export async function recordProof(reader: PackBlockReader, head: Uint8Array, dat
   }
   const chunks = out.take(true);
   return { car: Buffer.concat(chunks), ...(found ? { record: found } : {}) };
-}
-
-function varintLength(n: number): number {
-  let len = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80);
-    len++;
-  }
-  return len;
-}
-
-function writeVarint(out: Uint8Array, pos: number, n: number): number {
-  while (n >= 0x80) {
-    out[pos++] = (n % 0x80) | 0x80;
-    n = Math.floor(n / 0x80);
-  }
-  out[pos++] = n;
-  return pos;
 }

@@ -295,7 +295,8 @@ function cidId(cid: Uint8Array): string {
   return Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('latin1');
 }
 
-function varintLength(n: number): number {
+/** Bytes of `n` as an unsigned LEB128 varint (CAR's section lengths). */
+export function varintLength(n: number): number {
   let len = 1;
   while (n >= 0x80) {
     n = Math.floor(n / 0x80);
@@ -305,7 +306,7 @@ function varintLength(n: number): number {
 }
 
 /** Unsigned LEB128, as CAR uses; arithmetic rather than bit operators so sizes past 2^31 work. */
-function writeVarint(out: Uint8Array, pos: number, n: number): number {
+export function writeVarint(out: Uint8Array, pos: number, n: number): number {
   while (n >= 0x80) {
     out[pos++] = (n % 0x80) | 0x80;
     n = Math.floor(n / 0x80);

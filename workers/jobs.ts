@@ -41,20 +41,23 @@ export interface JobDefinition {
   optIn?: boolean;
 }
 
+/** What the jobs that talk to PDSes (backfill, sync) need of the network options. */
+const NETWORK_CONFIG = z.object({
+  network: z.object({
+    plcUrl: z.string().url(),
+    identityTtlSeconds: z.number().int().positive(),
+    // Per host: past a few dozen, the mirror is a load on one PDS, not a politeness.
+    pdsConcurrency: z.number().int().min(1).max(64),
+    pdsMinIntervalMs: z.number().int().min(0),
+    fetchTimeoutSeconds: z.number().int().min(5),
+  }),
+});
+
 export const JOBS = [
   {
     name: 'backfill',
     description: 'mirror repos from their PDS: resolve, fetch, verify, diff, store; resync with backoff',
-    config: z.object({
-      network: z.object({
-        plcUrl: z.string().url(),
-        identityTtlSeconds: z.number().int().positive(),
-        // Per worker and host: past a few dozen, a worker is a load on one PDS, not a politeness.
-        pdsConcurrency: z.number().int().min(1).max(64),
-        pdsMinIntervalMs: z.number().int().min(0),
-        fetchTimeoutSeconds: z.number().int().min(5),
-      }),
-    }),
+    config: NETWORK_CONFIG,
     workflows: ['backfill', 'backfillRepo'],
     activities: (ctx) => backfillActivities(ctx),
     schedules: [],
@@ -99,15 +102,7 @@ export const JOBS = [
   {
     name: 'sync',
     description: 'live sync: follow an upstream firehose (subscribeRepos) and apply it through the store path; gaps go to backfill',
-    config: z.object({
-      network: z.object({
-        plcUrl: z.string().url(),
-        identityTtlSeconds: z.number().int().positive(),
-        pdsConcurrency: z.number().int().min(1).max(64),
-        pdsMinIntervalMs: z.number().int().min(0),
-        fetchTimeoutSeconds: z.number().int().min(5),
-      }),
-    }),
+    config: NETWORK_CONFIG,
     workflows: ['subscribe', 'refresh'],
     activities: (ctx) => syncActivities(ctx),
     schedules: [],
