@@ -119,7 +119,7 @@ export function syncActivities({ config, stores }: JobContext) {
           signal: ctx.cancellationSignal,
           resolve: (did, fresh) => {
             if (fresh) identities.invalidate(did);
-            return resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: config.network.allowPrivateAddresses, cache: identities, timeoutMs: 30_000 });
+            return resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: config.network.allowPrivateAddresses, cache: identities, timeoutMs: 30_000, ...(config.network.verifyHandles ? {} : { verifyHandle: false }) });
           },
           requestResync: async (did, reason) => {
             try {

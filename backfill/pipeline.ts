@@ -46,6 +46,8 @@ export interface PipelineNetwork {
   fetchDeadlineSeconds: number;
   /** Least average rate a large body must keep past the deadline (http.ts `minBytesPerSecond`). */
   fetchMinBytesPerSecond: number;
+  /** Check each DID document's handle both ways (atproto/net/handle.ts); off, it is taken as claimed. */
+  verifyHandles: boolean;
 }
 
 export interface AttemptHooks {
@@ -110,7 +112,7 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
     try {
       identities.invalidate(did);
       const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
-      const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, ...deadline, signal });
+      const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, ...deadline, signal, ...(network.verifyHandles ? {} : { verifyHandle: false }) });
       const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, ...deadline, politeness, allowPrivate, onBytes, signal });
       const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
       const result = batcher

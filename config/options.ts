@@ -168,6 +168,11 @@ export const OPTIONS = [
     doc: 'Allow PDS and did:web hosts on loopback or private addresses (a local PDS, tests). Off, such hosts are refused.',
   },
   {
+    env: 'REPOWALK_VERIFY_HANDLES', key: 'network.verifyHandles', schema: bool,
+    default: () => true, defaultText: 'true',
+    doc: 'Check each handle both ways (DNS TXT _atproto.<handle>, then https://<handle>/.well-known/atproto-did) and store an unverified one as handle.invalid. Off only for a network whose handles resolve nowhere (a local PDS with .test handles: the demo, tests).',
+  },
+  {
     env: 'REPOWALK_IDENTITY_TTL_SECONDS', key: 'network.identityTtlSeconds', schema: positiveInt,
     default: () => 3600, defaultText: '3600', doc: 'How long a resolved DID document is cached (dropped before each backfill of that DID).',
   },
