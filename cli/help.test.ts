@@ -72,6 +72,13 @@ describe('--help after a command', () => {
     expect(connections).toBe(0);
   }, 180_000);
 
+  it('every command main.ts dispatches has its usage here (main refuses a command this table lacks)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const dispatched = [...(await readFile(MAIN, 'utf8')).matchAll(/^\s+case '([a-z-]+)':/gm)].map((m) => m[1]!);
+    expect(dispatched.length).toBeGreaterThan(10);
+    expect(dispatched.filter((c) => !HELP_COMMANDS.includes(c))).toEqual([]);
+  });
+
   it('an unknown command gets the general usage and exit 2, before the configuration is read', async () => {
     const u = await run(['nonsense', '--help']);
     expect(u.code).toBe(2);

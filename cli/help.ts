@@ -43,14 +43,27 @@ export const WALK_USAGE = `usage: repowalk walk <command>
   list                     walks (the server's order: newest first)
   findings <id> [--limit N]   findings as stored`;
 
+/** The sync command's usage (also printed for a bare `repowalk sync` and after a usage error). */
+export const SYNC_USAGE = `usage: repowalk sync <command>
+  start <host>      follow <host>'s firehose (a relay or PDS origin, e.g. https://bsky.network)
+      --run-seconds S (per activity run, default 60)  --max-batch N (frames per transaction, default 500)
+      --blobs  --filter-include NSID --filter-exclude NSID --filter-signal NSID (repeatable; as backfill)
+  status [host] [--once]   progress: cursor, events/s, lag, frames by type, outcomes (a live line on a terminal)
+  pause|resume|stop <host>`;
+
+const SERVE = `usage: repowalk serve [--host H] [--port P]
+  serve the mirror until SIGTERM: XRPC as a PDS answers it, the tap event stream (/channel), admin endpoints (REPOWALK_SERVE_ADMIN_TOKEN), /metrics`;
+
 const COMMANDS: Record<string, string> = {
   stack: STACK,
-  demo: 'usage: repowalk demo\n  start the local stack, a reference PDS and PLC with sample accounts, a worker, and backfill every repo the PDS lists',
+  demo: 'usage: repowalk demo [--workers N]\n  start the local stack, a reference PDS and PLC with sample accounts, a worker, and backfill every repo the PDS lists',
   worker: 'usage: repowalk worker [--job NAME]...\n  run the named jobs (default: all; see `repowalk jobs list`) until SIGTERM; migrates the database first',
   jobs: 'usage: repowalk jobs list\n  the jobs a worker can run, with their task queues, workflows and schedules',
   backfill: BACKFILL,
   walk: WALK_USAGE,
   schedule: SCHEDULE,
+  sync: SYNC_USAGE,
+  serve: SERVE,
   migrate: 'usage: repowalk migrate\n  apply database migrations (idempotent)',
   ping: 'usage: repowalk ping [message]\n  run the smallest workflow end to end and print its result',
   config: 'usage: repowalk config\n  print every option with its environment variable, file key and default, then the values in force (credentials redacted)',

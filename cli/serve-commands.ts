@@ -9,12 +9,13 @@ import { resolveEndpoints } from '../config/resolve.ts';
 import { openStores } from '../workers/stores.ts';
 import type { ServeServer } from '../serve/server.ts';
 import { startServeService } from '../workers/serve-service.ts';
+import { UsageError } from './usage.ts';
 
 export async function serveCommand(config: Config, args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { host: { type: 'string' }, port: { type: 'string' } }, strict: true });
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) {
-    throw Object.assign(new Error(`--port ${JSON.stringify(values.port)}: expected a port number from 0 to 65535`), { name: 'UsageError' });
+    throw new UsageError(`--port ${JSON.stringify(values.port)}: expected a port number from 0 to 65535`);
   }
   const stores = await openStores(config, resolveEndpoints(config));
   let server: ServeServer;

@@ -8,21 +8,13 @@ import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/c
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
 import { connectClient } from '../client/connection.ts';
-import { taskQueueFor } from '../workers/jobs.ts';
+import { taskQueueFor } from '../config/task-queues.ts';
+import { SYNC_USAGE } from './help.ts';
+import { UsageError } from './usage.ts';
 import { BackfillSettings } from '../backfill/settings.ts';
 import { cancelSignal, pauseSignal, progressQuery, resumeSignal, SubscribeInput, subscribe, type SubscribeProgress } from '../workflows/subscribe.ts';
 import type { SyncProgress } from '../sync/progress.ts';
 
-export const SYNC_USAGE = `usage: repowalk sync <command>
-  start <host>      follow <host>'s firehose (a relay or PDS origin, e.g. https://bsky.network)
-      --run-seconds S (per activity run, default 60)  --max-batch N (frames per transaction, default 500)
-      --blobs  --filter-include NSID --filter-exclude NSID --filter-signal NSID (repeatable; as backfill)
-  status [host] [--once]   progress: cursor, events/s, lag, frames by type, outcomes (a live line on a terminal)
-  pause|resume|stop <host>`;
-
-export class SyncUsageError extends Error {
-  override name = 'SyncUsageError';
-}
 
 /** The workflow id of the subscription to `host` (its origin's host:port). */
 export function subscribeId(host: string): string {
@@ -33,7 +25,7 @@ function hostOf(host: string): string {
   try {
     return new URL(host.includes('://') ? host : `https://${host}`).host;
   } catch {
-    throw new SyncUsageError(`not a host or origin: ${JSON.stringify(host)}`);
+    throw new UsageError(`not a host or origin: ${JSON.stringify(host)}`);
   }
 }
 
@@ -59,20 +51,20 @@ export async function syncCommand(config: Config, args: string[]): Promise<numbe
         case 'resume':
         case 'stop': {
           const host = rest[0];
-          if (!host) throw new SyncUsageError(`sync ${sub} takes a host`);
+          if (!host) throw new UsageError(`sync ${sub} takes a host`);
           const handle = client.workflow.getHandle<typeof subscribe>(subscribeId(host));
           await handle.signal(sub === 'pause' ? pauseSignal : sub === 'resume' ? resumeSignal : cancelSignal);
           console.log(`${sub === 'stop' ? 'stopping' : sub === 'pause' ? 'pausing' : 'resuming'} ${handle.workflowId}`);
           return 0;
         }
         default:
-          throw new SyncUsageError(`unknown sync command ${JSON.stringify(sub)}`);
+          throw new UsageError(`unknown sync command ${JSON.stringify(sub)}`);
       }
     } finally {
       await client.connection.close();
     }
   } catch (err) {
-    if (err instanceof SyncUsageError) {
+    if (err instanceof UsageError) {
       console.error(`${err.message}\n${SYNC_USAGE}`);
       return 2;
     }
@@ -95,16 +87,16 @@ async function start(client: Client, config: Config, args: string[]): Promise<nu
     strict: true,
   });
   const host = positionals[0];
-  if (!host) throw new SyncUsageError('sync start takes a host');
+  if (!host) throw new UsageError('sync start takes a host');
   const filtered = (values['filter-include'] ?? values['filter-exclude'] ?? values['filter-signal']) !== undefined;
   const settings = BackfillSettings.safeParse({
     blobs: values.blobs ?? false,
     filter: filtered ? { mode: 'filter', include: values['filter-include'] ?? [], exclude: values['filter-exclude'] ?? [], signal: values['filter-signal'] ?? [] } : undefined,
   });
-  if (!settings.success) throw new SyncUsageError(settings.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+  if (!settings.success) throw new UsageError(settings.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
   const num = (v: string | undefined, name: string) => {
     if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v)) throw new SyncUsageError(`--${name} expects a whole number, got ${JSON.stringify(v)}`);
+    if (!/^\d+$/.test(v)) throw new UsageError(`--${name} expects a whole number, got ${JSON.stringify(v)}`);
     return Number(v);
   };
   const input = SubscribeInput.safeParse({
@@ -114,7 +106,7 @@ async function start(client: Client, config: Config, args: string[]): Promise<nu
     runForSeconds: num(values['run-seconds'], 'run-seconds'),
     maxBatch: num(values['max-batch'], 'max-batch'),
   });
-  if (!input.success) throw new SyncUsageError(input.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`).join('; '));
+  if (!input.success) throw new UsageError(input.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`).join('; '));
   try {
     const handle = await client.workflow.start(subscribe, {
       workflowId: subscribeId(host),
