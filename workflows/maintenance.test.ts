@@ -223,6 +223,24 @@ describe('pause, resume and cancel of the maintenance workflows', () => {
     expect(await attr(id)).toBe('cancelled');
   });
 
+  it('rotatingWalk: a pause that comes before its walk exists reaches the walk once it starts', async () => {
+    const name = `rotating-early-pause-${process.pid}`;
+    const id = `${prefix}-rotating-early-pause`;
+    // signalWithStart: the pause is handled before the workflow's first activity, so before the child.
+    const handle = await client.workflow.signalWithStart(rotatingWalk, {
+      taskQueue: workers.queues.maintenance,
+      workflowId: id,
+      args: [{ type: 'validate', rate: 2, name, walkTaskQueue: workers.queues.walk, walk: { slices: 1, tailIntervalSeconds: 3600 } }],
+      signal: pauseSignal,
+      signalArgs: [],
+    });
+    const walk = client.workflow.getHandle(`${id}/walk`);
+    await waitFor(async () => (await walk.query(walkProgressQuery).catch(() => undefined))?.state === 'paused', 30_000, 'the walk paused');
+    expect(await handle.query(rotatingWalkProgressQuery)).toMatchObject({ state: 'paused' });
+    await handle.signal(cancelSignal);
+    expect((await handle.result()).walk.state).toBe('cancelled');
+  });
+
   it('rotatingWalk: pause, resume and cancel reach its walk; a cancelled run does not advance the rotation', async () => {
     const name = `rotating-signals-${process.pid}`;
     const id = `${prefix}-rotating-signals`;

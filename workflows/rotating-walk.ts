@@ -69,8 +69,10 @@ export async function rotatingWalk(raw: RotatingWalkInput): Promise<RotatingWalk
   let child: ChildWorkflowHandle<typeof walk> | undefined;
   let claimed: { offset: number; cycle: number } | undefined;
   let state: MaintenanceState = 'running';
+  let cancelled = false;
   // The walk answers these itself; the rotation passes them on, so one id controls both.
   const forward = async (signal: ControlName) => {
+    if (signal === 'cancel') cancelled = true;
     if (signal === 'pause' && state === 'running') state = 'paused';
     if (signal === 'resume' && state === 'paused') state = 'running';
     await child?.signal(controlSignals[signal]).catch(() => {});
@@ -88,6 +90,9 @@ export async function rotatingWalk(raw: RotatingWalkInput): Promise<RotatingWalk
       args: [{ ...extra, type: input.type, sampleRate: input.rate, sampleOffset: c.offset }],
       parentClosePolicy: ParentClosePolicy.TERMINATE,
     });
+    // A pause or cancel that came before the walk existed had no one to reach: pass it on now.
+    if (cancelled) await child.signal(controlSignals.cancel);
+    else if (state === 'paused') await child.signal(controlSignals.pause);
     const result = await child.result();
     const rotation = result.state === 'done' ? await completeRotation({ name, rate: input.rate, offset: c.offset, walkId }) : undefined;
     state = result.state === 'done' ? 'done' : 'cancelled';
