@@ -7,6 +7,8 @@
 import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import type { JobContext } from './context.ts';
+// Types only: activities do not load workflow code; the generic checks the arguments.
+import type { backfillRepo } from '../workflows/backfill-repo.ts';
 import { recordSyncProgress } from './sync-counters.ts';
 import { BackfillSettings } from '../backfill/settings.ts';
 import { IdentityCache, resolveDid } from '../atproto/net/index.ts';
@@ -45,7 +47,7 @@ export function syncActivities({ config, stores }: JobContext) {
   const politeness = new Politeness({ concurrency: config.network.pdsConcurrency, minIntervalMs: config.network.pdsMinIntervalMs });
   const startBackfill = async (did: string, settings: BackfillSettings, taskQueue: string, reason: string) => {
     try {
-      await Context.current().client.workflow.start('backfillRepo', {
+      await Context.current().client.workflow.start<typeof backfillRepo>('backfillRepo', {
         workflowId: `backfill/${did}`,
         taskQueue,
         args: [{ did, settings }],
@@ -121,19 +123,7 @@ export function syncActivities({ config, stores }: JobContext) {
             if (fresh) identities.invalidate(did);
             return resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: config.network.allowPrivateAddresses, cache: identities, timeoutMs: 30_000, ...(config.network.verifyHandles ? {} : { verifyHandle: false }) });
           },
-          requestResync: async (did, reason) => {
-            try {
-              await ctx.client.workflow.start('backfillRepo', {
-                workflowId: `backfill/${did}`,
-                taskQueue: input.backfillTaskQueue,
-                args: [{ did, settings: input.settings }],
-                memo: { reason: `live sync: ${reason.slice(0, 500)}` },
-              });
-            } catch (err) {
-              // One resync at a time per repo: the running one will land the newest state.
-              if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-            }
-          },
+          requestResync: (did, reason) => startBackfill(did, input.settings, input.backfillTaskQueue, `live sync: ${reason}`),
           onProgress: (p) => {
             recordSyncProgress(p);
             last = p;

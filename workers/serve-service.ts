@@ -13,6 +13,8 @@ import { processRegistry } from '../activities/counters.ts';
 import { startServeServer, type ServeServer } from '../serve/server.ts';
 import type { AdminActions } from '../serve/admin.ts';
 import { serveRegistry } from '../serve/metrics.ts';
+import { backfill } from '../workflows/backfill.ts';
+import { backfillRepo, resyncNowSignal } from '../workflows/backfill-repo.ts';
 
 /** Adds the serve metrics to the process registry, once. */
 function exportServeMetrics(): void {
@@ -32,7 +34,7 @@ export function backfillAdminActions(config: Config): Pick<AdminActions, 'addRep
     })());
   return {
     async addRepos(dids) {
-      await (await temporal()).workflow.start('backfill', {
+      await (await temporal()).workflow.start(backfill, {
         taskQueue: taskQueueFor(config, 'backfill'),
         workflowId: `backfill-bulk/serve-${new Date().toISOString().replace(/[:.]/g, '-')}`,
         args: [{ source: { kind: 'dids', dids }, settings: config.maintenance.resyncSettings }],
@@ -45,13 +47,13 @@ export function backfillAdminActions(config: Config): Pick<AdminActions, 'addRep
         const handle = c.workflow.getHandle(`backfill/${did}`);
         try {
           if ((await handle.describe()).status.name === 'RUNNING') {
-            await handle.signal('resyncNow');
+            await handle.signal(resyncNowSignal);
             continue;
           }
         } catch (err) {
           if (!(err instanceof WorkflowNotFoundError)) throw err;
         }
-        await c.workflow.start('backfillRepo', {
+        await c.workflow.start(backfillRepo, {
           taskQueue: taskQueueFor(config, 'backfill'),
           workflowId: `backfill/${did}`,
           args: [{ did, settings: config.maintenance.resyncSettings }],
