@@ -24,7 +24,24 @@ export interface PinnedGetInit {
   addresses: LookupAddress[];
 }
 
-export function pinnedGet(url: URL, init: PinnedGetInit): Promise<Response> {
+/**
+ * A kept-alive socket the server closed while it sat idle fails the next request on it with a
+ * reset before any response; such a request never reached the server, so it is sent once more
+ * on a fresh connection (Node's `req.reusedSocket` rule). A reset on a fresh socket, or after
+ * the response began, is the caller's to see.
+ */
+const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
+export async function pinnedGet(url: URL, init: PinnedGetInit): Promise<Response> {
+  try {
+    return await pinnedGetOnce(url, init);
+  } catch (err) {
+    if (!(err as { staleSocket?: boolean }).staleSocket || init.signal.aborted) throw err;
+    return pinnedGetOnce(url, init);
+  }
+}
+
+function pinnedGetOnce(url: URL, init: PinnedGetInit): Promise<Response> {
   const pinned: LookupFunction = (_hostname, options, callback) => {
     const family = typeof options === 'object' && options !== null ? (options as { family?: number }).family : undefined;
     const usable = init.addresses.filter((a) => !family || a.family === family);
@@ -38,7 +55,9 @@ export function pinnedGet(url: URL, init: PinnedGetInit): Promise<Response> {
   };
   const client = url.protocol === 'https:' ? https : http;
   return new Promise<Response>((resolve, reject) => {
+    let responded = false;
     const req = client.request(url, { method: 'GET', headers: init.headers, lookup: pinned, signal: init.signal }, (res) => {
+      responded = true;
       const status = res.statusCode ?? 0;
       if (status < 200 || status > 599) {
         res.destroy();
@@ -71,7 +90,10 @@ export function pinnedGet(url: URL, init: PinnedGetInit): Promise<Response> {
         reject(err);
       }
     });
-    req.on('error', reject);
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (req.reusedSocket && !responded && err.code !== undefined && STALE_SOCKET_CODES.has(err.code)) Object.assign(err, { staleSocket: true });
+      reject(err);
+    });
     req.end();
   });
 }
