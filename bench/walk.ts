@@ -259,8 +259,8 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
 
 /**
  * The refcount comparison of the packs a Repo read covers (`refcountMismatchesInPacks`), planned
- * and run for the packs of one repo and of the first 256: without an index on `records.cid` and
- * `events.cid` it scans both tables whatever the number of packs, so its cost is per statement.
+ * and run for the packs of one repo and of the first 256: it should look blocks up in the indexes
+ * on `records.cid` and `events.cid` (migration 0005), not scan both tables per statement.
  */
 async function explainRefcounts(pool: pg.Pool, dids: string[], label: string): Promise<void> {
   for (const n of [1, Math.min(256, dids.length)]) {

@@ -2,14 +2,15 @@
  * Reading Repo nodes a batch of roots at a time. A Repo step needs the repos row and, as the walk
  * asks, the record index, the event log, the collection counts, the block index of the packs
  * that hold most of the repo's blocks and the refcount comparison of those packs. Read per repo,
- * that is a transaction of nine round trips, and the refcount comparison scans `records` and
- * `events` (no index on their `cid`) once per repo: on a mirror of many small repos the walk
- * spent nearly all its time there, and the cost of a repo grew with the size of the mirror.
+ * that is a transaction of nine round trips, and the refcount comparison scanned `records` and
+ * `events` once per repo before they had an index on `cid` (migration 0005): on a mirror of many
+ * small repos the walk spent nearly all its time there, and the cost of a repo grew with the size
+ * of the mirror.
  *
  * Here the first Repo step of a run of roots reads the next roots with it — up to `maxRepos`
  * repos, and no more than `maxRecords` records among them (one large repo is a batch of its
  * own) — in one read-only REPEATABLE READ transaction of a few `= ANY` statements: a repo is
- * still read in one snapshot (the batch's), and the comparison scans once per batch.
+ * still read in one snapshot (the batch's), and the comparison is one statement per batch.
  * Roots wait in memory only until their step takes them.
  */
 import type pg from 'pg';

@@ -36,8 +36,8 @@ export async function storedSigningKey(db: Queryable, did: string): Promise<stri
  * snapshot: an import committing meanwhile cannot make them disagree. Blocks not indexed are
  * not reported here (whoever references them is).
  *
- * Without an index on `records.cid` and `events.cid` each call scans both tables once (hashed
- * `= ANY`); with one, it looks each block up.
+ * Each block is looked up in the hash indexes on `records.cid` and `events.cid` (migration
+ * 0005), so a call costs what its blocks do, not what the mirror holds.
  */
 export async function refcountMismatches(db: Queryable, cids: readonly Uint8Array[]): Promise<({ index: number } & RefcountMismatch)[]> {
   const out: ({ index: number } & RefcountMismatch)[] = [];

@@ -6,8 +6,8 @@
  * Blocks in the packs the Repo step read in bulk were compared there, in Postgres and in the
  * same snapshot as the repo's rows, and only the disagreements came back; blocks in other packs
  * are gathered with their routes and compared when the root is done, in one statement with the
- * other roots finishing meanwhile. Without an index on
- * `records.cid` and `events.cid` those comparisons scan both tables; with one, they look blocks up.
+ * other roots finishing meanwhile; they look each block up in the indexes on `records.cid` and
+ * `events.cid`.
  */
 import { cidMapKey } from '../../../blocks.ts';
 import type { Route } from '../../../route.ts';
