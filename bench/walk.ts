@@ -7,7 +7,7 @@
  *
  *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
  *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
- *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 64]
+ *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 256]
  *     [--cpu-profile FILE] [--sql-stats] [--explain]
  *
  * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
@@ -50,7 +50,7 @@ const { values } = parseArgs({
     'small-records': { type: 'string', default: '10' },
     'small-runs': { type: 'string', default: 'validate-local,scrub-local' },
     'scheduled-max': { type: 'string', default: '256' },
-    'root-concurrency': { type: 'string', default: '64' },
+    'root-concurrency': { type: 'string', default: '256' },
     /** Times each run is measured; the median is reported (and the best). */
     repeat: { type: 'string', default: '3' },
     /** Write a V8 CPU profile of the walks (not the setup) to this file. */
