@@ -6,9 +6,11 @@
  * activates it, so one thread serves them all: workflows of different task queues have
  * different run ids, and each Worker keeps its own cache and sticky queue.
  *
- * The SDK's extension point is `Worker.createWorkflowCreator` (protected static): the subclass
- * below hands every Worker of a `SharedWorkflows` the same creator and destroys it when the
- * last Worker that took it is done. The thread knows the activity names of every job (they
+ * The SDK's extension points are `Worker.getOrCreateBundle` and `Worker.createWorkflowCreator`
+ * (protected static): the subclass below reads the bundle once (the SDK reads it, parses its
+ * source map and runs it in a throwaway context of the main isolate per Worker), hands every
+ * Worker of a `SharedWorkflows` the same creator and destroys it when the last Worker that took
+ * it is done. The thread knows the activity names of every job (they
  * matter only to local activities, which the workflows do not use).
  */
 import { Worker, type CompiledWorkerOptions, type Logger, type WorkerOptions } from '@temporalio/worker';
@@ -22,12 +24,23 @@ export class SharedWorkflows {
   #users = 0;
   readonly #activityNames = new Set<string>();
   readonly #WorkerClass: typeof Worker;
+  /** The bundle each Worker would read, by its code path (or code), read once. */
+  readonly #bundles = new Map<unknown, Promise<unknown>>();
 
   /** `activityNames`: every activity any Worker of this process registers. */
   constructor(activityNames: Iterable<string>) {
     for (const n of activityNames) this.#activityNames.add(n);
     const shared = this;
     this.#WorkerClass = class SharedWorkflowsWorker extends Worker {
+      protected static override getOrCreateBundle(...args: Parameters<typeof Worker.getOrCreateBundle>): ReturnType<typeof Worker.getOrCreateBundle> {
+        // Read, parsed (the source map too) and pre-run once, not once per Worker.
+        const [compiled] = args;
+        const key = compiled.workflowBundle && 'codePath' in compiled.workflowBundle ? compiled.workflowBundle.codePath : compiled.workflowBundle;
+        let bundle = shared.#bundles.get(key) as ReturnType<typeof Worker.getOrCreateBundle> | undefined;
+        if (!bundle) shared.#bundles.set(key, (bundle = super.getOrCreateBundle(...args)));
+        return bundle;
+      }
+
       protected static override createWorkflowCreator(...args: Parameters<typeof Worker.createWorkflowCreator>): Promise<WorkflowCreator> {
         return shared.#take(args, (a) => super.createWorkflowCreator(...(a as typeof args)));
       }
