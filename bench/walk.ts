@@ -7,7 +7,7 @@
  *
  *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
  *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
- *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 64]
+ *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 256]
  *     [--cpu-profile FILE] [--sql-stats] [--explain]
  *
  * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
@@ -50,7 +50,7 @@ const { values } = parseArgs({
     'small-records': { type: 'string', default: '10' },
     'small-runs': { type: 'string', default: 'validate-local,scrub-local' },
     'scheduled-max': { type: 'string', default: '256' },
-    'root-concurrency': { type: 'string', default: '64' },
+    'root-concurrency': { type: 'string', default: '256' },
     /** Times each run is measured; the median is reported (and the best). */
     repeat: { type: 'string', default: '3' },
     /** Write a V8 CPU profile of the walks (not the setup) to this file. */
@@ -259,8 +259,8 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
 
 /**
  * The refcount comparison of the packs a Repo read covers (`refcountMismatchesInPacks`), planned
- * and run for the packs of one repo and of the first 256: without an index on `records.cid` and
- * `events.cid` it scans both tables whatever the number of packs, so its cost is per statement.
+ * and run for the packs of one repo and of the first 256: it should look blocks up in the indexes
+ * on `records.cid` and `events.cid` (migration 0005), not scan both tables per statement.
  */
 async function explainRefcounts(pool: pg.Pool, dids: string[], label: string): Promise<void> {
   for (const n of [1, Math.min(256, dids.length)]) {

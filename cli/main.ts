@@ -12,8 +12,6 @@
  */
 import { loadConfig, describeOptions, redactedConfig, redactCredentials, ConfigError } from '../config/load.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
-import { stackDown, stackServe, stackUp, describeStack } from './stack-commands.ts';
-import { runDemo, runPing } from './demo.ts';
 import { parseArgs } from 'node:util';
 import { HELP_COMMANDS, helpFor } from './help.ts';
 import { JOBS, checkJobConfig, selectJobs, JobConfigError, UnknownJobError } from '../workers/jobs.ts';
@@ -60,6 +58,9 @@ async function main(argv: string[]): Promise<number> {
       console.log('\nin force:\n' + JSON.stringify(redactedConfig(config), null, 2));
       return 0;
     case 'stack': {
+      // Imported by the commands that use them, as the others below are: a worker that loaded
+      // the stack (and through it the S3 server's SDK) would hold it for its life.
+      const { stackDown, stackServe, stackUp, describeStack } = await import('./stack-commands.ts');
       const sub = rest[0];
       if (sub === 'up') {
         console.log(describeStack(await stackUp(config)));
@@ -116,6 +117,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'ping': {
+      const { runPing } = await import('./demo.ts');
       const result = await runPing(config, rest.join(' ') || 'ping');
       console.log(JSON.stringify(result, null, 2));
       return 0;
@@ -144,6 +146,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: rest, options: { workers: { type: 'string', default: '1' } }, strict: true });
       const workers = Number(values.workers);
       if (!Number.isInteger(workers) || workers < 1 || workers > 32) throw new Error(`demo --workers takes a whole number from 1 to 32, not ${JSON.stringify(values.workers)}`);
+      const { runDemo } = await import('./demo.ts');
       await runDemo(config, { workers });
       return 0;
     }

@@ -114,7 +114,7 @@ export interface WalkOptions {
   sampling?: Sampling;
   /** Most steps at once. Default 256. */
   scheduledMax?: number;
-  /** Most roots open at once (past 4, only while they are small: see the module comment). Default 64. */
+  /** Most roots open at once (past 4, only while they are small: see the module comment). Default 256: open small roots share their batched queries (2,000 repos of 10 records: 34 µs of CPU per node against 39 with 64). */
   rootConcurrency?: number;
   errorAsData?: boolean;
   signal?: AbortSignal;
@@ -167,7 +167,7 @@ interface RootRun {
 export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise<WalkResult> {
   const started = performance.now();
   const scheduledMax = Math.max(1, opts.scheduledMax ?? 256);
-  const rootConcurrency = Math.max(1, opts.rootConcurrency ?? 64);
+  const rootConcurrency = Math.max(1, opts.rootConcurrency ?? 256);
   const largeRoots = Math.min(LARGE_ROOTS, rootConcurrency);
   const needs: StepNeeds = { ...NO_NEEDS, ...opts.visitor.needs };
   const blocks = new BlockSource(stores.pool, stores.store, opts.blockSource);

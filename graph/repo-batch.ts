@@ -2,14 +2,15 @@
  * Reading Repo nodes a batch of roots at a time. A Repo step needs the repos row and, as the walk
  * asks, the record index, the event log, the collection counts, the block index of the packs
  * that hold most of the repo's blocks and the refcount comparison of those packs. Read per repo,
- * that is a transaction of nine round trips, and the refcount comparison scans `records` and
- * `events` (no index on their `cid`) once per repo: on a mirror of many small repos the walk
- * spent nearly all its time there, and the cost of a repo grew with the size of the mirror.
+ * that is a transaction of nine round trips, and the refcount comparison scanned `records` and
+ * `events` once per repo before they had an index on `cid` (migration 0005): on a mirror of many
+ * small repos the walk spent nearly all its time there, and the cost of a repo grew with the size
+ * of the mirror.
  *
  * Here the first Repo step of a run of roots reads the next roots with it — up to `maxRepos`
  * repos, and no more than `maxRecords` records among them (one large repo is a batch of its
  * own) — in one read-only REPEATABLE READ transaction of a few `= ANY` statements: a repo is
- * still read in one snapshot (the batch's), and the comparison scans once per batch.
+ * still read in one snapshot (the batch's), and the comparison is one statement per batch.
  * Roots wait in memory only until their step takes them.
  */
 import type pg from 'pg';
@@ -17,7 +18,7 @@ import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
 import { cidMapKey } from './blocks.ts';
 import type { LocationTable } from './locations.ts';
 import type { BlockLoc, Node } from './nodes.ts';
-import { EVENT_SQL, LOC_SQL, RECORD_SQL, readEvents, readLocsInto, readRecords } from './packed.ts';
+import { EVENT_SQL, LOC_SQL, RECORD_SQL, readEvents, readLocs, readLocsInto, readRecords } from './packed.ts';
 import type { EventRow, IndexRow, PackRow, RefcountScan, RepoRow, StepData } from './steps/context.ts';
 
 /** What the walk reads for each repo. */
@@ -34,13 +35,13 @@ export interface RepoBatchOptions {
   maxRepos?: number;
   /** Most records (by `records_count`) among the repos read together, past the first. Default 5,000. */
   maxRecords?: number;
+  /**
+   * A pack's index is read in bulk when the repo's records in it are at least this share of the
+   * pack's bytes; a pack that holds one of the repo's records among a million others' is not.
+   * Default 1/8.
+   */
+  prefetchShare?: number;
 }
-
-/**
- * A pack's index is read in bulk when the repo's records in it are at least this share of the
- * pack's bytes; a pack that holds one of the repo's records among a million others' is not.
- */
-const PREFETCH_SHARE = 1 / 8;
 
 interface PackLocs {
   key: string | null;
@@ -48,8 +49,14 @@ interface PackLocs {
   packed: Buffer;
 }
 
+/** Locations of some of a repo's record blocks in one pack not read in bulk (a `LOC_SQL` aggregate). */
+interface StrayLocs {
+  pack: { id: number; key: string | null; size: number };
+  packed: Buffer;
+}
+
 interface Batch {
-  repos: Map<string, { data: StepData['Repo']; packs: number[] }>;
+  repos: Map<string, { data: StepData['Repo']; packs: number[]; strays: StrayLocs[] }>;
   packs: Map<number, PackLocs>;
 }
 
@@ -58,6 +65,7 @@ export class RepoBatches {
   readonly #wants: RepoWants;
   readonly #maxRepos: number;
   readonly #maxRecords: number;
+  readonly #prefetchShare: number;
   /** The Repo roots in walk order, and where each DID first appears. */
   readonly #dids: string[];
   readonly #at = new Map<string, number>();
@@ -72,6 +80,7 @@ export class RepoBatches {
     this.#wants = wants;
     this.#maxRepos = Math.max(1, opts.maxRepos ?? 256);
     this.#maxRecords = opts.maxRecords ?? 5_000;
+    this.#prefetchShare = opts.prefetchShare ?? 1 / 8;
     this.#dids = roots.flatMap((r, i) => (r.type === 'Repo' && !skip?.has(i) ? [r.did] : []));
     for (const [i, did] of this.#dids.entries()) if (!this.#at.has(did)) this.#at.set(did, i);
   }
@@ -93,6 +102,7 @@ export class RepoBatches {
         const p = batch.packs.get(id);
         if (p) readLocsInto(p.packed, locations, { id, key: p.key, size: p.size });
       }
+      for (const stray of repo.strays) readLocsInto(stray.packed, locations, stray.pack);
       return repo.data;
     }
   }
@@ -181,6 +191,8 @@ export class RepoBatches {
 
     const packsOf = new Map<string, number[]>();
     const packs = new Map<number, PackLocs>();
+    const straysOf = new Map<string, StrayLocs[]>();
+    const strayKeysOf = new Map<string, Set<string>>();
     let mismatches: RefcountScan['mismatches'] | null = null;
     if (wants.locations && present.length) {
       // The packs each repo's records sit in, with the repo's share of each; and the head's pack.
@@ -191,14 +203,52 @@ export class RepoBatches {
         [present],
       );
       const sets = new Map<string, Set<number>>(present.map((d) => [d, new Set()]));
-      for (const s of share.rows) if (s.size !== null && Number(s.bytes) >= Number(s.size) * PREFETCH_SHARE) sets.get(s.did)!.add(Number(s.pack_id));
+      for (const s of share.rows) if (s.size !== null && Number(s.bytes) >= Number(s.size) * this.#prefetchShare) sets.get(s.did)!.add(Number(s.pack_id));
       for (const did of present) {
         const head = rows.get(did)!.headLoc;
         if (head) sets.get(did)!.add(head.packId);
         packsOf.set(did, [...sets.get(did)!]);
       }
       const all = [...new Set([...sets.values()].flatMap((s) => [...s]))];
-      if (all.length > 0) {
+      // Records in packs not read in bulk (a record another repo stored first; a small repo's
+      // share of a pack many repos filled): their locations one by one, in this transaction,
+      // rather than a lookup per block when the walk reaches them.
+      const strayDids: string[] = [];
+      const strayPacks: number[] = [];
+      for (const s of share.rows) {
+        if (!sets.get(s.did)!.has(Number(s.pack_id))) {
+          strayDids.push(s.did);
+          strayPacks.push(Number(s.pack_id));
+        }
+      }
+      const strayCids: Buffer[] = [];
+      if (strayDids.length > 0) {
+        const res = await db.query<{ did: string; pack_id: string; key: string | null; size_bytes: string | null; packed: Buffer }>(
+          `SELECT r.did, b.pack_id, p.key, p.size_bytes, string_agg(${LOC_SQL}, ''::bytea) AS packed
+           FROM unnest($1::text[], $2::bigint[]) AS k(did, pack_id)
+           JOIN records r ON r.did = k.did JOIN blocks b ON b.cid = r.cid AND b.pack_id = k.pack_id LEFT JOIN packs p ON p.id = b.pack_id
+           GROUP BY r.did, b.pack_id, p.key, p.size_bytes`,
+          [strayDids, strayPacks],
+        );
+        const seen = new Set<string>();
+        for (const g of res.rows) {
+          const pack = { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) };
+          let list = straysOf.get(g.did);
+          if (!list) straysOf.set(g.did, (list = []));
+          list.push({ pack, packed: g.packed });
+          let keys = strayKeysOf.get(g.did);
+          if (!keys) strayKeysOf.set(g.did, (keys = new Set()));
+          for (const [cid] of readLocs(g.packed, pack)) {
+            const key = cidMapKey(cid);
+            keys.add(key);
+            if (!seen.has(key)) {
+              seen.add(key);
+              strayCids.push(Buffer.from(cid));
+            }
+          }
+        }
+      }
+      if (all.length > 0 || strayCids.length > 0) {
         const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; block_count: number | null; created_at: Date | null; packed: Buffer }>(
           `SELECT b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at, string_agg(${LOC_SQL}, ''::bytea) AS packed
            FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id
@@ -213,7 +263,7 @@ export class RepoBatches {
           if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
         }
         if (wants.refcounts) {
-          mismatches = new Map((await refcountMismatchesInPacks(db, all)).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
+          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids)).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
         }
       }
     }
@@ -222,10 +272,11 @@ export class RepoBatches {
     for (const did of dids) {
       const r = rows.get(did);
       if (!r) {
-        repos.set(did, { data: { row: null, records: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [] });
+        repos.set(did, { data: { row: null, records: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [], strays: [] });
         continue;
       }
       const repoPacks = packsOf.get(did) ?? [];
+      const strayKeys = strayKeysOf.get(did) ?? new Set<string>();
       repos.set(did, {
         data: {
           row: r.row,
@@ -233,9 +284,10 @@ export class RepoBatches {
           events: wants.events ? (eventsOf.get(did) ?? []) : null,
           collectionCounts: wants.counts ? (countsOf.get(did) ?? new Map()) : null,
           headLoc: r.headLoc,
-          refcounts: mismatches && repoPacks.length > 0 ? { packs: new Set(repoPacks), mismatches } : null,
+          refcounts: mismatches && (repoPacks.length > 0 || strayKeys.size > 0) ? { packs: new Set(repoPacks), blocks: strayKeys, mismatches } : null,
         },
         packs: repoPacks,
+        strays: straysOf.get(did) ?? [],
       });
     }
     return { repos, packs };

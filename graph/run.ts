@@ -18,7 +18,7 @@ export interface WalkSpec extends WalkTypeOptions {
   errorAsData?: boolean;
 }
 
-export interface RunOptions extends Pick<WalkOptions, 'signal' | 'skipRoots' | 'onRootDone' | 'progress' | 'blockSource'> {
+export interface RunOptions extends Pick<WalkOptions, 'signal' | 'skipRoots' | 'onRootDone' | 'progress' | 'blockSource' | 'repoBatch'> {
   /** Findings go to `walk_findings` under this id. */
   walkId?: string;
   /** Findings also go here (a summary, a test). */

@@ -43,7 +43,7 @@ export const WalkInput = z
     /** Steps at once inside a page. */
     scheduledMax: z.number().int().min(1).max(10_000).default(256),
     /** Repos open at once inside a page (past 4, only while the open ones are small). */
-    rootConcurrency: z.number().int().min(1).max(256).default(64),
+    rootConcurrency: z.number().int().min(1).max(256).default(256),
     /** Record a failed step as a finding and go on, instead of failing the page. */
     errorAsData: z.boolean().default(false),
     /** scrub: rewrite missing and corrupt copies from a verified one. */

@@ -36,8 +36,8 @@ export async function storedSigningKey(db: Queryable, did: string): Promise<stri
  * snapshot: an import committing meanwhile cannot make them disagree. Blocks not indexed are
  * not reported here (whoever references them is).
  *
- * Without an index on `records.cid` and `events.cid` each call scans both tables once (hashed
- * `= ANY`); with one, it looks each block up.
+ * Each block is looked up in the hash indexes on `records.cid` and `events.cid` (migration
+ * 0005), so a call costs what its blocks do, not what the mirror holds.
  */
 export async function refcountMismatches(db: Queryable, cids: readonly Uint8Array[]): Promise<({ index: number } & RefcountMismatch)[]> {
   const out: ({ index: number } & RefcountMismatch)[] = [];
@@ -69,20 +69,25 @@ export async function refcountMismatches(db: Queryable, cids: readonly Uint8Arra
 const REFCOUNT_BATCH = 50_000;
 
 /**
- * Blocks of the given packs whose stored refcount differs from the references that exist to
- * them: `records` rows, repo heads, events (the importer's definition). Computed in Postgres,
+ * Blocks of the given packs, and the blocks `cids`, whose stored refcount differs from the
+ * references that exist to them: `records` rows, repo heads, events (the importer's definition). Computed in Postgres,
  * so nothing but the disagreements crosses the wire; usually none.
  */
-export async function refcountMismatchesInPacks(db: Queryable, packs: readonly number[]): Promise<({ cid: Buffer } & RefcountMismatch)[]> {
+export async function refcountMismatchesInPacks(db: Queryable, packs: readonly number[], cids: readonly Uint8Array[] = []): Promise<({ cid: Buffer } & RefcountMismatch)[]> {
+  // `cids` as one bytea of concatenated 36-byte CIDs, split in SQL (see `refcountMismatches`).
+  const blocks = cids.filter((c) => c.length === 36);
   const { rows } = await db.query<{ cid: Buffer; refcount: string; refs: string }>(
-    `WITH blk AS MATERIALIZED (SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])),
+    `WITH blk AS MATERIALIZED (
+            SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])
+            UNION
+            SELECT b.cid, b.refcount FROM generate_series(1, $3::int) AS i JOIN blocks b ON b.cid = substring($2::bytea FROM (i - 1) * 36 + 1 FOR 36)),
           r AS (SELECT x.cid, count(*) AS n FROM records x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
           e AS (SELECT x.cid, count(*) AS n FROM events x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
           h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x JOIN blk ON blk.cid = x.head_cid GROUP BY x.head_cid)
      SELECT blk.cid, blk.refcount, coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0) AS refs
      FROM blk LEFT JOIN r ON r.cid = blk.cid LEFT JOIN e ON e.cid = blk.cid LEFT JOIN h ON h.cid = blk.cid
      WHERE blk.refcount <> coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0)`,
-    [packs],
+    [packs, Buffer.concat(blocks), blocks.length],
   );
   return rows.map((x) => ({ cid: x.cid, refcount: Number(x.refcount), refs: Number(x.refs) }));
 }

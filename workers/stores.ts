@@ -39,7 +39,7 @@ export async function openStores(config: Config, endpoints: Endpoints, opts: { m
   try {
     if (opts.migrate !== false) await migrate(pool);
     const healQueue = new PgHealQueue(pool);
-    const blobs = openBlobStore(blobStoreConfig(config, endpoints), { healQueue });
+    const blobs = await openBlobStore(blobStoreConfig(config, endpoints), { healQueue });
     return { pool, blobs, healQueue, close: () => pool.end() };
   } catch (err) {
     await pool.end();

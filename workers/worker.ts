@@ -23,6 +23,7 @@ import type { JobDefinition } from './jobs.ts';
 import { startHealthServer, type HealthServer, type WorkerStatus } from './health.ts';
 import { workerMetrics } from './metrics.ts';
 import { workflowBundle } from './bundle.ts';
+import { SharedWorkflows } from './shared-workflows.ts';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -122,15 +123,17 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
         // One bundle for every job's worker, built once per content in a child process and cached
         // (workers/bundle.ts): bundling in this process would keep its heap for the process's life.
         const bundle = await workflowBundle({ workflowsPath: WORKFLOWS_PATH, cacheDir: config.cacheDir, log: (l) => log.info(l) });
+        const activitiesOf = new Map(opts.jobs.map((job) => [job.name, job.activities({ config, stores })]));
+        const shared = new SharedWorkflows([...activitiesOf.values()].flatMap((a) => Object.keys(a)));
         workers = await Promise.all(
           opts.jobs.map(async (job) => ({
             job: job.name,
-            worker: await Worker.create({
+            worker: await shared.create({
               connection,
               namespace: endpoints.namespace,
               taskQueue: taskQueueFor(config, job.name),
               workflowBundle: bundle,
-              activities: job.activities({ config, stores }),
+              activities: activitiesOf.get(job.name)!,
               // 2 cores: a handful of concurrent activities keeps Postgres and the blobstore busy without thrashing.
               maxConcurrentActivityTaskExecutions: 16,
               shutdownGraceTime: opts.shutdownGraceTime ?? '10 seconds',

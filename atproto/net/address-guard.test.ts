@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkHostAllowed, forbiddenRangeOf, type LookupFn } from './address-guard.ts';
+import { type AddressResolver, checkHostAllowed, forbiddenRangeOf, resolveAddresses, type LookupFn } from './address-guard.ts';
 import { ForbiddenAddressError, TransportError } from './errors.ts';
 
 /** Resolves names from a table, like a DNS server an attacker controls. */
@@ -107,5 +107,43 @@ describe('checkHostAllowed', () => {
     expect(err).toBeInstanceOf(TransportError);
     expect((err as TransportError).code).toBe('ENOTFOUND');
     expect((err as TransportError).kind).toBe('transport');
+  });
+});
+
+describe('resolveAddresses', () => {
+  /** A DNS server's answers per record type; a name it lacks is NXDOMAIN, a type it lacks NODATA. */
+  const fakeResolver = (table: Record<string, { a?: string[]; aaaa?: string[] }>, asked: string[] = []): AddressResolver => {
+    const answer = (host: string, type: 'a' | 'aaaa') => {
+      asked.push(`${type} ${host}`);
+      const entry = table[host];
+      if (!entry) return Promise.reject(Object.assign(new Error(`queryA ENOTFOUND ${host}`), { code: 'ENOTFOUND' }));
+      const list = entry[type];
+      return list ? Promise.resolve(list) : Promise.reject(Object.assign(new Error(`query ENODATA ${host}`), { code: 'ENODATA' }));
+    };
+    return { resolve4: (h) => answer(h, 'a'), resolve6: (h) => answer(h, 'aaaa') };
+  };
+
+  it('asks DNS for both families and returns every address', async () => {
+    const asked: string[] = [];
+    const dns = fakeResolver({ 'pds.example.com': { a: ['93.184.216.34'], aaaa: ['2606:2800:220:1::1'] }, 'v6.example.com': { aaaa: ['2001:db8::1'] } }, asked);
+    expect(await resolveAddresses('pds.example.com', dns)).toEqual([
+      { address: '93.184.216.34', family: 4 },
+      { address: '2606:2800:220:1::1', family: 6 },
+    ]);
+    expect(asked.sort()).toEqual(['a pds.example.com', 'aaaa pds.example.com']);
+    expect(await resolveAddresses('v6.example.com', dns)).toEqual([{ address: '2001:db8::1', family: 6 }]);
+  });
+
+  it('fails with the DNS code when neither family has an address', async () => {
+    const dns = fakeResolver({ 'mx-only.example.com': {} });
+    await expect(resolveAddresses('nowhere.example', dns)).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(resolveAddresses('mx-only.example.com', dns)).rejects.toMatchObject({ code: 'ENODATA' });
+  });
+
+  it('leaves local names to the hosts file, not DNS', async () => {
+    const asked: string[] = [];
+    const found = await resolveAddresses('localhost', fakeResolver({}, asked));
+    expect(found.map((a) => a.address)).toContain(found.some((a) => a.family === 4) ? '127.0.0.1' : '::1');
+    expect(asked).toEqual([]);
   });
 });

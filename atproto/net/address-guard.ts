@@ -7,7 +7,7 @@
  * http.ts through pinned-fetch.ts), so a name that answers the check with a public address and
  * the connection with a private one (DNS rebinding) gets nowhere.
  */
-import { lookup as dnsLookup } from 'node:dns/promises';
+import { Resolver, lookup as dnsLookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { ForbiddenAddressError, TransportError, redactUrl } from './errors.ts';
 
@@ -21,7 +21,7 @@ export type LookupFn = (hostname: string) => Promise<LookupAddress[]>;
 export interface AddressPolicy {
   /** Allow loopback, private, link-local and other non-public addresses (tests, private deployments). */
   allowPrivate: boolean;
-  /** Name resolution; default `dns.promises.lookup(host, { all: true })`. Tests inject names here. */
+  /** Name resolution; default `resolveAddresses` (DNS through c-ares). Tests inject names here. */
   lookup?: LookupFn;
   /** Abandons the lookup (the answer is ignored) when aborted; rejects with the signal's reason. */
   signal?: AbortSignal;
@@ -86,7 +86,46 @@ export function forbiddenRangeOf(ip: string): string | undefined {
   return undefined;
 }
 
-const defaultLookup: LookupFn = (hostname) => dnsLookup(hostname, { all: true, verbatim: true });
+/** The part of `dns.promises.Resolver` that `resolveAddresses` uses. */
+export interface AddressResolver {
+  resolve4(hostname: string): Promise<string[]>;
+  resolve6(hostname: string): Promise<string[]>;
+}
+
+const resolver = new Resolver({ timeout: 3000, tries: 2 });
+const systemLookup: LookupFn = (hostname) => dnsLookup(hostname, { all: true, verbatim: true });
+
+/** Names the hosts file answers, not DNS: `localhost` and its subdomains, and single labels. */
+const isLocalName = (host: string) => !host.includes('.') || host === 'localhost' || host.endsWith('.localhost');
+
+/**
+ * Every A and AAAA address of `hostname`, asked of DNS directly through c-ares
+ * (`dns.promises.Resolver`), not the system's `getaddrinfo`: that runs on libuv's thread pool
+ * (four threads, shared with file I/O), and under a backfill's concurrency a few names that
+ * time out held every thread for ~5 s, stalling every other lookup and file read behind them.
+ * Local names (`localhost`, single labels) go to the system resolver, which reads the hosts file.
+ *
+ * @throws the DNS error (`ENOTFOUND`, `ETIMEOUT`, …) when neither family has an address
+ */
+export async function resolveAddresses(hostname: string, via: AddressResolver = resolver): Promise<LookupAddress[]> {
+  if (isLocalName(hostname)) return systemLookup(hostname);
+  const [v4, v6] = await Promise.allSettled([via.resolve4(hostname), via.resolve6(hostname)]);
+  const found = [
+    ...(v4.status === 'fulfilled' ? v4.value.map((address) => ({ address, family: 4 })) : []),
+    ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 })) : []),
+  ];
+  if (found.length > 0) return found;
+  // Neither family: the A lookup's error says why (a name with only AAAA records answered above).
+  if (v4.status === 'rejected') {
+    const err = v4.reason as { code?: string };
+    // ENODATA for A (the name exists) but AAAA failed otherwise: report that one.
+    if (err.code === 'ENODATA' && v6.status === 'rejected') throw v6.reason;
+    throw v4.reason;
+  }
+  throw Object.assign(new Error(`${hostname} has no A or AAAA records`), { code: 'ENOTFOUND' });
+}
+
+const defaultLookup: LookupFn = (hostname) => resolveAddresses(hostname);
 
 /**
  * Checks that `url` is http(s) and that its host (a literal IP, or every address its name

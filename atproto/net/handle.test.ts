@@ -9,6 +9,7 @@ import { Secp256k1PrivateKeyExportable } from '@atcute/crypto';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { INVALID_HANDLE, checkHandle } from './handle.ts';
 import { resolveDid } from './identity.ts';
+import { IdentityCache } from './identity-cache.ts';
 
 const DID = 'did:plc:ewvi7nxzyoun6zhxrhs64oiz';
 const OTHER = 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa';
@@ -102,5 +103,43 @@ describe('resolveDid stores only a verified handle', () => {
     const unchecked = await resolveDid(DID, { ...base, plcUrl: `http://127.0.0.1:${lying}`, verifyHandle: false });
     expect(unchecked.handle).toBe('bob.example.com');
     expect(unchecked.handleVerified).toBeUndefined();
+  });
+
+  it('checks a handle once per TTL through the identity cache, even when the DID is re-read; a failed check sooner', async () => {
+    let claimed = 'alice.example.com';
+    const plc = await serve((_req, res) => res.end(JSON.stringify(doc(claimed))));
+    const asked: string[] = [];
+    let answer: string[][] = [[`did=${DID}`]];
+    const resolveTxt = async (name: string) => (asked.push(name), answer);
+    let now = 0;
+    const cache = new IdentityCache({ ttlMs: 600_000, failedHandleTtlMs: 60_000, now: () => now });
+    const opts = { ...base, plcUrl: `http://127.0.0.1:${plc}`, cache, verifyHandle: { resolveTxt, wellKnownUrl: at(1) } };
+    expect(await resolveDid(DID, opts)).toMatchObject({ handle: 'alice.example.com', handleVerified: true });
+    cache.invalidate(DID); // as backfill does before each repo: the document is read again
+    expect(await resolveDid(DID, opts)).toMatchObject({ handle: 'alice.example.com', handleVerified: true });
+    expect(asked).toEqual(['_atproto.alice.example.com']);
+
+    // Another handle claimed is another check; past the TTL the first is checked again.
+    claimed = 'carol.example.com';
+    answer = [[`did=${OTHER}`]];
+    cache.invalidate(DID);
+    expect(await resolveDid(DID, opts)).toMatchObject({ handle: INVALID_HANDLE, claimedHandle: 'carol.example.com' });
+    now += 59_000;
+    cache.invalidate(DID);
+    await resolveDid(DID, opts);
+    expect(asked).toEqual(['_atproto.alice.example.com', '_atproto.carol.example.com']);
+    // A failure is served for a minute only; success for the whole TTL.
+    now += 2_000;
+    answer = [[`did=${DID}`]];
+    cache.invalidate(DID);
+    expect(await resolveDid(DID, opts)).toMatchObject({ handle: 'carol.example.com', handleVerified: true });
+    claimed = 'alice.example.com';
+    cache.invalidate(DID);
+    await resolveDid(DID, opts);
+    expect(asked).toEqual(['_atproto.alice.example.com', '_atproto.carol.example.com', '_atproto.carol.example.com']);
+    now += 600_000;
+    cache.invalidate(DID);
+    await resolveDid(DID, opts);
+    expect(asked).toHaveLength(4);
   });
 });

@@ -3,44 +3,73 @@
  * directory again for every retry of a page. Entries expire after `ttlMs`; past `maxEntries`
  * the least recently used go first. Failures are never cached. Backfill `invalidate`s a DID
  * before each backfill of it, so a key rotation or PDS move is seen at once.
+ *
+ * Handle checks (handle.ts) are kept apart, by handle and DID, and survive `invalidate`: the
+ * document is read again, but a handle it still claims is not looked up again in DNS and over
+ * HTTPS until its entry expires (`ttlMs`, or `failedHandleTtlMs` for a handle that did not
+ * verify, which may have been DNS being down). A document that claims another handle, or a
+ * handle that now names another DID, is another key.
  */
 import type { AtprotoIdentity } from './did-document.ts';
+import type { HandleCheck } from './handle.ts';
 
 export interface IdentityCacheOptions {
   /** How long an entry is served. Default 10 minutes. */
   ttlMs: number;
   /** Most entries kept. Default 100,000 (a few tens of MB). */
   maxEntries: number;
+  /** How long a handle that did not verify is served as such. Default 1 minute. */
+  failedHandleTtlMs: number;
   /** Clock, for tests. Default `Date.now`. */
   now: () => number;
 }
 
+type Entry<T> = { value: T; expires: number };
+
 export class IdentityCache {
   readonly #options: IdentityCacheOptions;
   // A Map iterates in insertion order: re-inserting on read makes the first key the least recent.
-  readonly #entries = new Map<string, { identity: AtprotoIdentity; expires: number }>();
+  readonly #entries = new Map<string, Entry<AtprotoIdentity>>();
+  readonly #handles = new Map<string, Entry<HandleCheck>>();
 
   constructor(options: Partial<IdentityCacheOptions> = {}) {
-    this.#options = { ttlMs: 600_000, maxEntries: 100_000, now: Date.now, ...options };
+    this.#options = { ttlMs: 600_000, maxEntries: 100_000, failedHandleTtlMs: 60_000, now: Date.now, ...options };
   }
 
   /** The cached identity of `did`, if one is there and fresh. */
   get(did: string): AtprotoIdentity | undefined {
-    const entry = this.#entries.get(did);
-    if (!entry) return undefined;
-    this.#entries.delete(did);
-    if (entry.expires <= this.#options.now()) return undefined;
-    this.#entries.set(did, entry);
-    return entry.identity;
+    return this.#get(this.#entries, did);
   }
 
   set(did: string, identity: AtprotoIdentity): void {
-    this.#entries.delete(did);
-    this.#entries.set(did, { identity, expires: this.#options.now() + this.#options.ttlMs });
-    while (this.#entries.size > this.#options.maxEntries) {
-      const oldest = this.#entries.keys().next();
+    this.#set(this.#entries, did, identity, this.#options.ttlMs);
+  }
+
+  /** The cached check of `handle` against `did`, if one is there and fresh. */
+  handleCheck(handle: string, did: string): HandleCheck | undefined {
+    return this.#get(this.#handles, `${handle} ${did}`);
+  }
+
+  setHandleCheck(handle: string, did: string, check: HandleCheck): void {
+    this.#set(this.#handles, `${handle} ${did}`, check, check.verified ? this.#options.ttlMs : Math.min(this.#options.ttlMs, this.#options.failedHandleTtlMs));
+  }
+
+  #get<T>(map: Map<string, Entry<T>>, key: string): T | undefined {
+    const entry = map.get(key);
+    if (!entry) return undefined;
+    map.delete(key);
+    if (entry.expires <= this.#options.now()) return undefined;
+    map.set(key, entry);
+    return entry.value;
+  }
+
+  #set<T>(map: Map<string, Entry<T>>, key: string, value: T, ttlMs: number): void {
+    map.delete(key);
+    map.set(key, { value, expires: this.#options.now() + ttlMs });
+    while (map.size > this.#options.maxEntries) {
+      const oldest = map.keys().next();
       if (oldest.done) break;
-      this.#entries.delete(oldest.value);
+      map.delete(oldest.value);
     }
   }
 
@@ -51,6 +80,7 @@ export class IdentityCache {
 
   clear(): void {
     this.#entries.clear();
+    this.#handles.clear();
   }
 
   get size(): number {

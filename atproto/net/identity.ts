@@ -13,7 +13,7 @@ import type { IdentityCache } from './identity-cache.ts';
 export interface ResolveDidOptions extends HttpOptions {
   /** PLC directory, e.g. `https://plc.directory`. */
   plcUrl: string;
-  /** Served from and filled; without it every call goes to the network. */
+  /** Served from and filled (identities, and handle checks by handle and DID); without it every call goes to the network. */
   cache?: IdentityCache;
   /** Cap on the DID document. Default 64 KiB (real ones are about 1 KiB). */
   maxDocumentBytes?: number;
@@ -65,8 +65,12 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
   }
   const identity = atprotoIdentityOf(did, json, where);
   if (identity.handle !== undefined && opts.verifyHandle !== false) {
-    const { plcUrl: _p, cache: _c, maxDocumentBytes: _m, verifyHandle, ...http } = opts;
-    const check = await checkHandle(identity.handle, did, { ...http, ...verifyHandle });
+    const { plcUrl: _p, cache, maxDocumentBytes: _m, verifyHandle, ...http } = opts;
+    let check = cache?.handleCheck(identity.handle, did);
+    if (!check) {
+      check = await checkHandle(identity.handle, did, { ...http, ...verifyHandle });
+      cache?.setHandleCheck(identity.handle, did, check);
+    }
     identity.handleVerified = check.verified;
     if (!check.verified) {
       identity.claimedHandle = identity.handle;

@@ -34,7 +34,10 @@ export const NO_NEEDS: StepNeeds = { recordIndex: false, collectionCounts: false
 
 /** Refcounts the Repo step compared in bulk: the packs covered, and the blocks (by `cidMapKey`) that disagree. */
 export interface RefcountScan {
+  /** Packs whose every block was compared. */
   packs: Set<number>;
+  /** Blocks outside those packs that were compared too (the repo's records elsewhere), by `cidMapKey`. */
+  blocks: Set<string>;
   mismatches: Map<string, { refcount: number; refs: number }>;
 }
 

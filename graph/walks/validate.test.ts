@@ -329,6 +329,33 @@ describe('validate', () => {
     }
   });
 
+  it('a refcount off by one on a record block another repo stored: found from the Repo read, with no lookup per block', async () => {
+    // A record dids[1] shares with dids[0], indexed in dids[0]'s pack, which the walk of dids[1]
+    // does not read in bulk (as a pack many repos filled would not be).
+    const { rows } = await pool.query<{ cid: Buffer }>(
+      `SELECT r.cid FROM records r JOIN records o ON o.cid = r.cid AND o.did = $2 WHERE r.did = $1 ORDER BY r.rkey LIMIT 1`,
+      [dids[1], dids[0]],
+    );
+    const shared = rows[0]!.cid;
+    const query = pool.query.bind(pool) as (...a: unknown[]) => Promise<unknown>;
+    let perBlock = 0;
+    (pool as unknown as { query: typeof query }).query = (...a: unknown[]) => {
+      // The per-block comparison takes the CIDs as one concatenated bytea.
+      if (typeof a[0] === 'string' && a[0].includes('JOIN records x ON x.cid = c.cid') && ((a[1] as unknown[])[0] as Buffer).includes(shared)) perBlock++;
+      return query(...a);
+    };
+    await pool.query('UPDATE blocks SET refcount = refcount + 1 WHERE cid = $1', [shared]);
+    try {
+      const findings = new MemoryFindings();
+      await runWalk({ pool, store }, { type: 'validate' }, [roots[1]!], { findings, repoBatch: { prefetchShare: 0.99 } });
+      expect(findings.findings.map((f) => [f.check, f.nodeType, f.key])).toEqual([['refcount', 'Record', cidString(shared)]]);
+      expect(perBlock).toBe(0);
+    } finally {
+      (pool as unknown as { query: typeof query }).query = query;
+      await pool.query('UPDATE blocks SET refcount = refcount - 1 WHERE cid = $1', [shared]);
+    }
+  });
+
   it('an event pointing at a missing block: event-block names the event, nothing else', async () => {
     const missing = cidBytes(cidFor(randomBytes(40)));
     const { rows } = await pool.query<{ id: string }>(

@@ -1,13 +1,15 @@
-/** The blobstore: the contract, its three implementations, and a factory from plain configuration. */
+/**
+ * The blobstore: the contract, its three implementations, and a factory from plain configuration.
+ * The S3 store (and the AWS SDK under it, ~15 MB resident once loaded) is imported only when a
+ * configuration names one: import `S3BlobStore` from `./s3.ts` itself.
+ */
 import type { BlobStore, HealQueue } from './types.ts';
 import { LocalBlobStore } from './local.ts';
-import { S3BlobStore } from './s3.ts';
 import type { RetryOptions } from './s3.ts';
 import { MultiplexBlobStore } from './multiplex.ts';
 
 export type { BlobStore, HealEntry, HealQueue, ListOptions, ListPage } from './types.ts';
 export { LocalBlobStore } from './local.ts';
-export { S3BlobStore, isTransient } from './s3.ts';
 export type { RetryOptions, S3BlobStoreOptions, S3Config } from './s3.ts';
 export { MultiplexBlobStore } from './multiplex.ts';
 export type { ComponentPresence, MultiplexOptions } from './multiplex.ts';
@@ -39,13 +41,14 @@ export interface OpenOptions {
 
 /**
  * Opens the blobstore a configuration describes. Nothing is contacted until the first call.
- * @throws {RangeError | StorageError} when a multiplex's quorum or component names are invalid.
+ * Rejects with RangeError or StorageError when a multiplex's quorum or component names are invalid.
  */
-export function openBlobStore(config: BlobStoreConfig, opts: OpenOptions = {}): BlobStore {
+export async function openBlobStore(config: BlobStoreConfig, opts: OpenOptions = {}): Promise<BlobStore> {
   switch (config.kind) {
     case 'local':
       return new LocalBlobStore(config.dir);
     case 's3': {
+      const { S3BlobStore } = await import('./s3.ts');
       const { bucket, prefix, name, ...s3 } = config;
       return new S3BlobStore({
         bucket,
@@ -58,7 +61,7 @@ export function openBlobStore(config: BlobStoreConfig, opts: OpenOptions = {}): 
     case 'multiplex':
       return new MultiplexBlobStore({
         writeQuorum: config.writeQuorum,
-        components: config.components.map((c) => openBlobStore(c, opts)),
+        components: await Promise.all(config.components.map((c) => openBlobStore(c, opts))),
         ...(opts.healQueue ? { healQueue: opts.healQueue } : {}),
       });
     default: {

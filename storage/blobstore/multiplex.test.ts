@@ -169,7 +169,7 @@ describe('openBlobStore', () => {
     const bucket = await freshBucket('open');
     const dir = (await localStore()).root;
     const heal = new MemoryHealQueue();
-    const store = openBlobStore(
+    const store = await openBlobStore(
       {
         kind: 'multiplex',
         writeQuorum: 1,
@@ -186,7 +186,7 @@ describe('openBlobStore', () => {
     await new LocalBlobStore(dir).put(key, data);
     expect(await store.get(key)).toEqual(data);
     expect(heal.entries).toEqual([{ key, component: `s3:${bucket}`, reason: 'missing' }]);
-    expect(() => openBlobStore({ kind: 'multiplex', writeQuorum: 2, components: [{ kind: 'local', dir }] })).toThrow(RangeError);
+    await expect(openBlobStore({ kind: 'multiplex', writeQuorum: 2, components: [{ kind: 'local', dir }] })).rejects.toThrow(RangeError);
   });
 });
 

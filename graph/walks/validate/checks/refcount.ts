@@ -3,11 +3,12 @@
  * (record index rows, repo heads, events), counted in the same statement as the refcount is read
  * (one snapshot, so an import committing meanwhile cannot make them disagree).
  *
- * Blocks in the packs the Repo step read in bulk were compared there, in Postgres and in the
- * same snapshot as the repo's rows, and only the disagreements came back; blocks in other packs
+ * Blocks in the packs the Repo step read in bulk, and the repo's record blocks in other packs,
+ * were compared there, in Postgres and in the same snapshot as the repo's rows, and only the
+ * disagreements came back; other blocks (MST nodes in packs not read in bulk)
  * are gathered with their routes and compared when the root is done, in one statement with the
- * other roots finishing meanwhile. Without an index on
- * `records.cid` and `events.cid` those comparisons scan both tables; with one, they look blocks up.
+ * other roots finishing meanwhile; they look each block up in the indexes on `records.cid` and
+ * `events.cid`.
  */
 import { cidMapKey } from '../../../blocks.ts';
 import type { Route } from '../../../route.ts';
@@ -38,8 +39,9 @@ export const refcount = defineCheck({
     if (!ctx.sampled) return;
     const { cid } = v.node;
     const loc = (v.data as StepData['Block']).loc;
-    if (state.scan?.packs.has(loc.packId)) {
-      const m = state.scan.mismatches.size > 0 ? state.scan.mismatches.get(cidMapKey(cid)) : undefined;
+    const scan = state.scan;
+    if (scan && (scan.packs.has(loc.packId) || (scan.blocks.size > 0 && scan.blocks.has(cidMapKey(cid))))) {
+      const m = scan.mismatches.size > 0 ? scan.mismatches.get(cidMapKey(cid)) : undefined;
       if (m) ctx.report({ check: 'refcount', detail: detail(m) });
       return;
     }

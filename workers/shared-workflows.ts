@@ -1,0 +1,80 @@
+/**
+ * One workflow thread for every job's Temporal Worker in a process. The SDK gives each Worker
+ * its own workflow thread (a V8 isolate with the workflow bundle loaded, ~45 MB resident at
+ * rest); a process running four jobs held four copies of the same bundle. With `reuseV8Context`
+ * (the SDK's default) a thread runs every workflow in one reused context, whichever Worker
+ * activates it, so one thread serves them all: workflows of different task queues have
+ * different run ids, and each Worker keeps its own cache and sticky queue.
+ *
+ * The SDK's extension points are `Worker.getOrCreateBundle` and `Worker.createWorkflowCreator`
+ * (protected static): the subclass below reads the bundle once (the SDK reads it, parses its
+ * source map and runs it in a throwaway context of the main isolate per Worker), hands every
+ * Worker of a `SharedWorkflows` the same creator and destroys it when the last Worker that took
+ * it is done. The thread knows the activity names of every job (they
+ * matter only to local activities, which the workflows do not use).
+ */
+import { Worker, type CompiledWorkerOptions, type Logger, type WorkerOptions } from '@temporalio/worker';
+import type { WorkflowCreator } from '@temporalio/worker/lib/workflow/interface.js';
+
+type CreatorArgs = [bundle: unknown, compiled: CompiledWorkerOptions, logger: Logger];
+
+/** A process's shared workflow thread: create Workers through `create`. */
+export class SharedWorkflows {
+  #creator: Promise<WorkflowCreator> | undefined;
+  #users = 0;
+  readonly #activityNames = new Set<string>();
+  readonly #WorkerClass: typeof Worker;
+  /** The bundle each Worker would read, by its code path (or code), read once. */
+  readonly #bundles = new Map<unknown, Promise<unknown>>();
+
+  /** `activityNames`: every activity any Worker of this process registers. */
+  constructor(activityNames: Iterable<string>) {
+    for (const n of activityNames) this.#activityNames.add(n);
+    const shared = this;
+    this.#WorkerClass = class SharedWorkflowsWorker extends Worker {
+      protected static override getOrCreateBundle(...args: Parameters<typeof Worker.getOrCreateBundle>): ReturnType<typeof Worker.getOrCreateBundle> {
+        // Read, parsed (the source map too) and pre-run once, not once per Worker.
+        const [compiled] = args;
+        const key = compiled.workflowBundle && 'codePath' in compiled.workflowBundle ? compiled.workflowBundle.codePath : compiled.workflowBundle;
+        let bundle = shared.#bundles.get(key) as ReturnType<typeof Worker.getOrCreateBundle> | undefined;
+        if (!bundle) shared.#bundles.set(key, (bundle = super.getOrCreateBundle(...args)));
+        return bundle;
+      }
+
+      protected static override createWorkflowCreator(...args: Parameters<typeof Worker.createWorkflowCreator>): Promise<WorkflowCreator> {
+        return shared.#take(args, (a) => super.createWorkflowCreator(...(a as typeof args)));
+      }
+    };
+  }
+
+  /** `Worker.create`, with the workflow thread shared. */
+  create(options: WorkerOptions): Promise<Worker> {
+    return this.#WorkerClass.create(options);
+  }
+
+  async #take(args: CreatorArgs, make: (args: CreatorArgs) => Promise<WorkflowCreator>): Promise<WorkflowCreator> {
+    if (!this.#creator) {
+      const [bundle, compiled, logger] = args;
+      // The first Worker's options, with every job's activity names: the thread is shared.
+      const activities = new Map([...this.#activityNames].map((n) => [n, compiled.activities.get(n) ?? (async () => undefined)]));
+      const creating = make([bundle, { ...compiled, activities }, logger]);
+      this.#creator = creating;
+      creating.catch(() => {
+        if (this.#creator === creating) this.#creator = undefined;
+      });
+    }
+    const creator = await this.#creator;
+    this.#users++;
+    let released = false;
+    return {
+      createWorkflow: (opts) => creator.createWorkflow(opts),
+      destroy: async () => {
+        if (released) return;
+        released = true;
+        if (--this.#users > 0) return;
+        this.#creator = undefined;
+        await creator.destroy();
+      },
+    };
+  }
+}
