@@ -165,7 +165,9 @@ export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitC
   let deleted = 0;
   for (const op of kept) {
     const cid = op.cid === null ? null : cidBytes(op.cid);
-    const slot = ctx.ephemeral ? undefined : view.records.get(`${op.collection}/${op.rkey}`);
+    let slot = ctx.ephemeral ? undefined : view.records.get(`${op.collection}/${op.rkey}`);
+    // A view that holds every path (a snapshot came first in this batch) has no slot for a new one.
+    if (!ctx.ephemeral && !slot) view.records.set(`${op.collection}/${op.rkey}`, (slot = { collection: op.collection, rkey: op.rkey, orig: null, cur: null }));
     const prev = slot ? slot.cur : op.prev === null ? null : cidBytes(op.prev);
     ctx.writes.events.push(recordEvent(did, op.action, op.collection, op.rkey, op.action === 'delete' ? null : cid, op.action === 'create' ? null : prev, change.rev));
     if (slot) slot.cur = op.action === 'delete' ? null : cid;
