@@ -121,7 +121,7 @@ export class BlockRefs {
       const e = order[k]!;
       if (g < 0 || !sameCid(cids, e * CID_LENGTH, out.cids, g * CID_LENGTH)) {
         g++;
-        out.cids.set(cids.subarray(e * CID_LENGTH, (e + 1) * CID_LENGTH), g * CID_LENGTH);
+        for (let b = 0; b < CID_LENGTH; b++) out.cids[g * CID_LENGTH + b] = cids[e * CID_LENGTH + b]!;
         out.owner[g] = -1;
       }
       out.delta[g]! += this.#delta[e]!;
@@ -152,26 +152,50 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
 }
 
 /**
- * Entry indexes in CID byte order. A numeric key of the codec byte and the digest's first five
- * bytes settles nearly every comparison (the version and hash bytes are the same for every CID
- * repos use); ties fall back to the bytes.
+ * Entry indexes in CID byte order. The version and hash bytes are the same for every CID repos
+ * use, so the order is the codec's, then the digest's. A key of the codec (one bit: raw or
+ * dag-cbor), the digest's first 32 bits and the entry's index fits a double exactly, and a
+ * typed array of doubles sorts natively, several times faster than a comparator; entries whose
+ * 33 leading bits agree (equal CIDs, and the odd true tie) are then put in order by their bytes.
  */
 function sortedByCid(cids: Uint8Array, n: number): Int32Array {
-  const key = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const o = i * CID_LENGTH;
-    key[i] =
-      cids[o + 1]! * 2 ** 40 +
-      cids[o + 4]! * 2 ** 32 +
-      cids[o + 5]! * 2 ** 24 +
-      cids[o + 6]! * 2 ** 16 +
-      cids[o + 7]! * 2 ** 8 +
-      cids[o + 8]!;
-  }
   const order = new Int32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  order.sort((a, b) => key[a]! - key[b]! || compareAt(cids, a * CID_LENGTH, b * CID_LENGTH));
+  let packable = n <= 1 << 20;
+  for (let i = 0; i < n && packable; i++) {
+    const codec = cids[i * CID_LENGTH + 1];
+    packable = codec === 0x71 || codec === 0x55;
+  }
+  if (!packable) {
+    const key = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const o = i * CID_LENGTH;
+      key[i] = cids[o + 1]! * 2 ** 32 + ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
+    }
+    for (let i = 0; i < n; i++) order[i] = i;
+    order.sort((a, b) => key[a]! - key[b]! || compareAt(cids, a * CID_LENGTH, b * CID_LENGTH));
+    return order;
+  }
+  const packed = new Float64Array(n);
+  for (let i = 0; i < n; i++) packed[i] = prefixOf(cids, i * CID_LENGTH) * 2 ** 20 + i;
+  packed.sort();
+  for (let k = 0; k < n; k++) order[k] = packed[k]! % 2 ** 20;
+  // Runs of equal prefixes, in byte order.
+  for (let k = 0; k < n; ) {
+    const prefix = Math.floor(packed[k]! / 2 ** 20);
+    let end = k + 1;
+    while (end < n && Math.floor(packed[end]! / 2 ** 20) === prefix) end++;
+    if (end - k > 1) {
+      const run = Array.from(order.subarray(k, end)).sort((a, b) => compareAt(cids, a * CID_LENGTH, b * CID_LENGTH) || a - b);
+      order.set(run, k);
+    }
+    k = end;
+  }
   return order;
+}
+
+/** The codec (as one bit: dag-cbor above raw) and the digest's first 32 bits. */
+function prefixOf(cids: Uint8Array, o: number): number {
+  return (cids[o + 1] === 0x71 ? 2 ** 32 : 0) + ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
 }
 
 function compareAt(cids: Uint8Array, a: number, b: number): number {
