@@ -90,7 +90,7 @@ export class BlockRefs {
   }
 
   #grow(): void {
-    const n = this.#delta.length * 2;
+    const n = Math.max(1024, this.#delta.length * 2);
     const grow = <T extends Int32Array | Uint8Array>(old: T, make: (n: number) => T, width = 1): T => {
       const next = make(n * width);
       next.set(old);
@@ -103,7 +103,7 @@ export class BlockRefs {
     this.#owner = grow(this.#owner, (k) => new Int32Array(k));
   }
 
-  /** The entries grouped by CID, in CID byte order. */
+  /** The entries grouped by CID, in CID byte order. Consumes them: the entries' memory is let go. */
   group(): BlockGroups {
     const n = this.#n;
     const cids = this.#cids;
@@ -135,6 +135,9 @@ export class BlockRefs {
       }
     }
     const sources = this.#sources;
+    this.#cids = new Uint8Array(0);
+    this.#delta = this.#source = this.#index = this.#owner = new Int32Array(0);
+    this.#n = 0;
     return {
       count: g + 1,
       cids: out.cids,
