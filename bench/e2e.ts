@@ -6,7 +6,7 @@
  * PLC's `/<did>` from pre-generated CARs: the reference PDS would spend minutes creating 2,000
  * accounts, and this measures repowalk, not the PDS. Run by bench/run.ts, which passes the stack.
  */
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -28,6 +28,12 @@ export interface E2eBench {
   imported: number;
   failed: number;
   totals: BackfillProgress['totals'];
+  /**
+   * CPU milliseconds per repo, which hold when the machine is loaded: this process (the worker
+   * when `workers` is 1, plus the static PDS and the client), the PostgreSQL backends of the
+   * bench's database, and the Temporal server (null when not found on this machine).
+   */
+  cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null };
 }
 
 export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; log?: (l: string) => void }): Promise<E2eBench> {
@@ -80,12 +86,19 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   try {
     log(`e2e: backfilling ${repos.length} repos through Temporal`);
     const t = performance.now();
+    const cpu0 = process.cpuUsage();
+    const temporal = temporalPids(opts.temporalAddress);
+    const temporal0 = cpuOf(temporal);
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
       args: [{ source: { kind: 'pds', url }, pageSize: 200, concurrency: 16, pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
+    const postgresMs = await backendsCpu(opts.databaseUrl, dbName);
+    const per = (ms: number | null) => (ms === null ? null : Math.round((ms / repos.length) * 100) / 100);
     return {
       workers,
       repos: repos.length,
@@ -95,6 +108,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
       imported: progress.totals.imported,
       totals: progress.totals,
       failed: progress.totals.failed,
+      cpuMsPerRepo: { process: per((cpu.user + cpu.system) / 1000)!, postgres: per(postgresMs), temporal: per(temporalMs) },
     };
   } finally {
     await client.connection.close();
@@ -102,5 +116,49 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     await worker.catch(() => {});
     await fleet?.stop();
     server.close();
+  }
+}
+
+/** CPU milliseconds (user + system) that `pids` have used, from /proc (0 for one that is gone). */
+function cpuOf(pids: number[]): number {
+  let ms = 0;
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ms += (Number(f[11]) + Number(f[12])) * 10;
+    } catch {
+      // gone, or not this machine's
+    }
+  }
+  return ms;
+}
+
+/** The Temporal server processes started with this address's port (`temporal server start-dev --port N`). */
+function temporalPids(address: string): number[] {
+  const port = address.split(':').pop();
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const args = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      const at = args.indexOf('--port');
+      if (args.includes('start-dev') && at >= 0 && args[at + 1] === port) out.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** CPU the backends connected to `db` have used since they started (the database is the run's own). */
+async function backendsCpu(adminUrl: string, db: string): Promise<number | null> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [db]);
+    if (rows.length === 0 || !existsSync(`/proc/${rows[0]!.pid}`)) return null;
+    return cpuOf(rows.map((r) => r.pid));
+  } finally {
+    await admin.end();
   }
 }

@@ -9,7 +9,7 @@
  * `--first-only` skips the re-import (the growth bench measures first imports at several sizes).
  */
 import { parseArgs } from 'node:util';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as TID from '@atcute/tid';
@@ -27,8 +27,17 @@ export interface ImportBench {
   records: number;
   carBytes: number;
   verify: { seconds: number; recordsPerSecond: number; mbPerSecond: number };
-  firstImport: { seconds: number; recordsPerSecond: number; mbPerSecond: number; msByStep: Record<string, number> };
-  reimport1pct?: { seconds: number; recordsPerSecond: number; created: number; updated: number; deleted: number };
+  firstImport: {
+    seconds: number;
+    recordsPerSecond: number;
+    mbPerSecond: number;
+    msByStep: Record<string, number>;
+    /** CPU per step: this process, and the PostgreSQL backend that ran the transaction (when it runs on this machine). */
+    cpuMsByStep: Record<string, { worker: number; postgres: number | null }>;
+    /** CPU of the whole import (verify included), which holds when the machine is loaded. */
+    cpuSeconds: { worker: number; postgres: number | null };
+  };
+  reimport1pct?: { seconds: number; recordsPerSecond: number; created: number; updated: number; deleted: number; cpuSeconds: { worker: number; postgres: number | null } };
   /** RSS before the CAR is read (Node, modules, the generator's library). */
   baselineRssMb: number;
   /** Peak RSS through verify and the first import. */
@@ -53,8 +62,10 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
   const made = await benchRepo(opts.records);
   const mb = made.car.length / 1e6;
-  const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 4 });
+  // One connection, so that the backend whose CPU is read is the one that runs the import.
+  const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 1 });
   await migrate(pool);
+  const pgCpu = await backendCpu(pool);
   const blobs = new LocalBlobStore(opts.blobDir ?? mkdtempSync(join(tmpdir(), 'repowalk-bench-')));
   const filter = FilterOptions.parse({});
   // maxRSS is a high-water mark in KiB: read it before the CAR work and right after the first import.
@@ -67,27 +78,35 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
 
   t = performance.now();
   const steps: Record<string, number> = {};
+  const cpuSteps: Record<string, { worker: number; postgres: number | null }> = {};
   let last = t;
+  const cpu0 = { worker: workerCpuMs(), postgres: pgCpu() };
+  let lastCpu = cpu0;
   const trace = (step: string) => {
     const now = performance.now();
+    const cpu = { worker: workerCpuMs(), postgres: pgCpu() };
     steps[step] = Math.round(now - last);
+    cpuSteps[step] = { worker: Math.round(cpu.worker - lastCpu.worker), postgres: cpu.postgres === null ? null : cpu.postgres - lastCpu.postgres! };
     last = now;
+    lastCpu = cpu;
   };
   const repo = await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey });
   trace('verify');
   const first = await importRepo({ pool, blobs }, { repo, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter, trace });
   const firstS = (performance.now() - t) / 1000;
+  const firstCpu = cpuSince(cpu0, pgCpu);
   if (first.kind !== 'imported') throw new Error(`first import: ${first.kind}`);
   const peakFirstMb = process.resourceUsage().maxRSS / 1024;
   log(`import: verify+diff+store ${firstS.toFixed(2)} s; ms by step: ${JSON.stringify(steps)}`);
+  log(`import: CPU ${JSON.stringify(firstCpu)} s; by step: ${JSON.stringify(cpuSteps)}`);
 
-  const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records);
+  const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu);
   await pool.end();
   return {
     records: opts.records,
     carBytes: made.car.length,
     verify: { seconds: verifyS, recordsPerSecond: opts.records / verifyS, mbPerSecond: mb / verifyS },
-    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps },
+    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps, cpuMsByStep: cpuSteps, cpuSeconds: firstCpu },
     ...(reimport1pct ? { reimport1pct } : {}),
     baselineRssMb: baselineMb,
     peakRssMb: peakFirstMb,
@@ -97,7 +116,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
 }
 
 /** A newer rev with 1 % of records changed: what a periodic re-backfill costs. */
-async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRepo, records: number): Promise<NonNullable<ImportBench['reimport1pct']>> {
+async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRepo, records: number, pgCpu: () => number | null): Promise<NonNullable<ImportBench['reimport1pct']>> {
   const filter = FilterOptions.parse({});
   const base = generateRecords(records);
   const n = Math.max(3, Math.floor(records / 100));
@@ -107,11 +126,42 @@ async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRep
   ];
   const next = await makeRepo({ did: made.did, records: changed, keypair: made.keypair, rev: TID.now() });
   const t = performance.now();
+  const cpu0 = { worker: workerCpuMs(), postgres: pgCpu() };
   const repo2 = await verifyRepo(next.car, { did: next.did, signingKey: next.signingKey });
   const second = await importRepo({ pool, blobs }, { repo: repo2, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter });
   const secondS = (performance.now() - t) / 1000;
+  const cpuSeconds = cpuSince(cpu0, pgCpu);
   if (second.kind !== 'imported') throw new Error(`re-import: ${second.kind}`);
-  return { seconds: secondS, recordsPerSecond: changed.length / secondS, created: second.created, updated: second.updated, deleted: second.deleted };
+  return { seconds: secondS, recordsPerSecond: changed.length / secondS, created: second.created, updated: second.updated, deleted: second.deleted, cpuSeconds };
+}
+
+function workerCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+function cpuSince(from: { worker: number; postgres: number | null }, pgCpu: () => number | null): { worker: number; postgres: number | null } {
+  const pgNow = pgCpu();
+  return { worker: (workerCpuMs() - from.worker) / 1000, postgres: pgNow === null || from.postgres === null ? null : (pgNow - from.postgres) / 1000 };
+}
+
+/**
+ * The CPU milliseconds the pool's one backend has used (from /proc, when PostgreSQL runs on
+ * this machine, as under bench/run.ts), or a function that answers null.
+ */
+async function backendCpu(pool: pg.Pool): Promise<() => number | null> {
+  const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  const file = `/proc/${rows[0]!.pid}/stat`;
+  const read = (): number | null => {
+    try {
+      // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100 Hz).
+      const f = readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
+      return (Number(f[11]) + Number(f[12])) * 10;
+    } catch {
+      return null;
+    }
+  };
+  return read;
 }
 
 if (import.meta.main) {

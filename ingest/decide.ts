@@ -6,6 +6,7 @@
  */
 import { cidBytes } from '../atproto/cid.ts';
 import type { AccountChange, ChangeOutcome, CommitChange, IdentityChange, RecordFilter, SnapshotChange } from './changes.ts';
+import type { SnapshotPlan } from './snapshot.ts';
 import { isNotNewer, type RepoView } from './view.ts';
 
 export interface PendingEvent {
@@ -21,7 +22,8 @@ export interface PendingEvent {
 
 /** What the decided changes add, across the batch. */
 export interface BatchWrites {
-  events: PendingEvent[];
+  /** In the order they are written; a plan stands for all the events of its snapshot. */
+  events: (PendingEvent | SnapshotPlan)[];
   /** Blocks that may be missing from the index: base32 CID → bytes. */
   candidates: Map<string, Uint8Array>;
   /** Which change first needed each candidate (its index in the batch), for per-change counts. */
@@ -163,7 +165,9 @@ export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitC
   let deleted = 0;
   for (const op of kept) {
     const cid = op.cid === null ? null : cidBytes(op.cid);
-    const slot = ctx.ephemeral ? undefined : view.records.get(`${op.collection}/${op.rkey}`);
+    let slot = ctx.ephemeral ? undefined : view.records.get(`${op.collection}/${op.rkey}`);
+    // A view that holds every path (a snapshot came first in this batch) has no slot for a new one.
+    if (!ctx.ephemeral && !slot) view.records.set(`${op.collection}/${op.rkey}`, (slot = { collection: op.collection, rkey: op.rkey, orig: null, cur: null }));
     const prev = slot ? slot.cur : op.prev === null ? null : cidBytes(op.prev);
     ctx.writes.events.push(recordEvent(did, op.action, op.collection, op.rkey, op.action === 'delete' ? null : cid, op.action === 'create' ? null : prev, change.rev));
     if (slot) slot.cur = op.action === 'delete' ? null : cid;
@@ -246,7 +250,7 @@ export function decideIdentity(ctx: DecideContext, view: RepoView, change: Ident
  * The repo leaves the mirror (`dropped` by the filter, or `deleted`): its stored records, events
  * and head are released at write time; what this batch decided for it before is discarded.
  */
-function dropView(ctx: DecideContext, view: RepoView, status: 'dropped' | 'deleted', rev: string | undefined, reason: string): void {
+export function dropView(ctx: DecideContext, view: RepoView, status: 'dropped' | 'deleted', rev: string | undefined, reason: string): void {
   ctx.writes.events = ctx.writes.events.filter((e) => e.did !== view.did);
   for (const slot of view.records.values()) {
     slot.orig = null;
@@ -255,7 +259,7 @@ function dropView(ctx: DecideContext, view: RepoView, status: 'dropped' | 'delet
   ctx.writes.events.push(accountEvent(view.did, rev ?? null, { status, reason }));
   Object.assign(view, {
     status, goneStatus: null, rev: null, head: null, data: null, origHead: null, recordsCount: 0, blocksCount: 0,
-    lastError: reason, full: true, dirty: true, clearResync: true, imported: false, wipe: true, recount: true,
+    lastError: reason, full: true, dirty: true, clearResync: true, imported: false, wipe: true, recount: true, counts: undefined,
   });
 }
 
@@ -269,6 +273,6 @@ function recordEvent(did: string, kind: 'create' | 'update' | 'delete', collecti
   return { did, kind, collection, rkey, cid, prev, rev, detail: null };
 }
 
-function accountEvent(did: string, rev: string | null, detail: Record<string, string | boolean>): PendingEvent {
+export function accountEvent(did: string, rev: string | null, detail: Record<string, string | boolean>): PendingEvent {
   return { did, kind: 'account', collection: null, rkey: null, cid: null, prev: null, rev, detail: JSON.stringify(detail) };
 }

@@ -161,6 +161,40 @@ describe('storeBatch', () => {
   });
 });
 
+describe('storeBatch, snapshots', () => {
+  it('stores a snapshot and a commit on top of it, of one repo, in one batch, in order', async () => {
+    const did = didN(20);
+    const a = await verified(did, generateRecords(8), 1);
+    const b = await verified(did, [...generateRecords(8).slice(3), ...generateRecords(11).slice(8)], 2);
+    const r = await storeBatch({ pool, blobs }, [snapshot(a), commitBetween(a, b)], { ...opts, origin: 'backfill' });
+    expect(r.outcomes).toMatchObject([{ kind: 'imported', created: 8 }, { kind: 'imported', created: 3, deleted: 3 }]);
+    expect(await stored(did)).toEqual(expected(b));
+    const counts = await pool.query('SELECT sum(count)::int AS n FROM collection_counts WHERE did = $1', [did]);
+    expect(counts.rows[0].n).toBe(b.records.length);
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it('counts every row and event that names a block records share, through creates, updates and deletes', async () => {
+    const did = didN(21);
+    const same = { $type: 'app.bsky.feed.post', text: 'same', createdAt: '2026-01-01T00:00:00.000Z' };
+    const recs = (n: number, text: string) => Array.from({ length: n }, (_, i) => ({ collection: 'app.bsky.feed.post', rkey: `3kaaaaaaaaa${String(i).padStart(2, '2')}`, value: { ...same, text } }));
+    const a = await verified(did, [...recs(4, 'same'), ...generateRecords(3)], 1);
+    const first = await storeBatch({ pool, blobs }, [snapshot(a)], { ...opts, origin: 'backfill' });
+    expect(first.outcomes[0]).toMatchObject({ kind: 'imported', created: 7 });
+    const shared = (await pool.query(`SELECT DISTINCT cid FROM records WHERE did = $1 AND rkey LIKE '3kaaaaaaaaa%'`, [did])).rows;
+    expect(shared).toHaveLength(1);
+    // Four rows and four create events name the one block.
+    expect((await pool.query('SELECT refcount::int AS n FROM blocks WHERE cid = $1', [shared[0].cid])).rows[0].n).toBe(8);
+    expect(await refcountProblems(pool)).toEqual([]);
+    // Two of the four change to another shared value and one goes: rows move, events add up.
+    const b = await verified(did, [...recs(2, 'same'), ...recs(3, 'other').slice(2), ...generateRecords(3)], 2);
+    const second = await storeBatch({ pool, blobs }, [snapshot(b)], { ...opts, origin: 'backfill' });
+    expect(second.outcomes[0]).toMatchObject({ kind: 'imported', created: 0, updated: 1, deleted: 1, unchanged: 5 });
+    expect(await stored(did)).toEqual(expected(b));
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+});
+
 describe('StoreBatcher', () => {
   it('stores what concurrent callers submit together in one batch, each answered with its own outcome', async () => {
     const repos: VerifiedRepo[] = [];

@@ -22,15 +22,15 @@
  */
 import type pg from 'pg';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { PackWriter, putPack, indexFreshPack } from '../storage/packs.ts';
-import { copyRows } from '../storage/db/copy.ts';
+import { layOutPack, putPack, type LaidOutPack } from '../storage/packs.ts';
+import { copyBinary } from '../storage/db/copy.ts';
 import { GC_LOCK_KEY } from '../storage/db/locks.ts';
 import { withTransaction } from '../storage/db/pool.ts';
-import { cidBytes, latin1 } from '../atproto/cid.ts';
+import { CID_LENGTH, cidBytes } from '../atproto/cid.ts';
 import type { BatchOptions, BatchResult, ChangeOutcome, RepoChange } from './changes.ts';
-import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext } from './decide.ts';
-import { indexedAmong } from './indexed.ts';
-import { RefDeltas } from '../storage/refcounts.ts';
+import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext, type PendingEvent } from './decide.ts';
+import { BlockRefs, type BlockGroups } from './block-refs.ts';
+import { decideSnapshotPlan, loadStoredRecords, type SnapshotPlan, type StoredRecords } from './snapshot.ts';
 import { viewOf, type RepoView, type StoredRow } from './view.ts';
 import { wipeRepoRows } from './wipe.ts';
 
@@ -69,6 +69,12 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
   const ephemeral = options.ephemeralRetentionSeconds !== undefined;
   const filter = options.filter;
   const dids = [...new Set(changes.map(didOf))].sort();
+  // A snapshot that is its repo's only change in the batch (every backfill) is decided compactly
+  // (snapshot.ts); one that shares the batch with other changes of its repo goes through the
+  // per-path view they read.
+  const perDid = new Map<string, number>();
+  for (const c of changes) perDid.set(didOf(c), (perDid.get(didOf(c)) ?? 0) + 1);
+  const solo = (c: RepoChange) => c.kind === 'snapshot' && perDid.get(c.repo.did) === 1;
   let uploaded: Promise<void> = Promise.resolve();
   return withTransaction(deps.pool, async (tx) => {
     await tx.query(`INSERT INTO repos (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING`, [dids]);
@@ -84,7 +90,13 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     // until COMMIT means no block this batch finds indexed (and so does not store again) is
     // deleted before the batch's references to it are visible.
     await tx.query('SELECT pg_advisory_xact_lock_shared($1)', [GC_LOCK_KEY]);
-    if (!ephemeral) await loadRecords(tx, changes, views);
+    let storedOf = new Map<string, StoredRecords>();
+    if (!ephemeral) {
+      await loadRecords(tx, changes.filter((c) => !solo(c)), views);
+      // Only repos that hold records have any; a repo's first import loads nothing.
+      const holding = changes.filter((c) => solo(c) && views.get(didOf(c))!.recordsCount > 0).map(didOf);
+      storedOf = await loadStoredRecords(tx, holding);
+    }
     trace('load stored records');
 
     const ctx: DecideContext = {
@@ -99,7 +111,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
       const view = views.get(didOf(c))!;
       switch (c.kind) {
         case 'snapshot':
-          return decideSnapshot(ctx, view, c);
+          return solo(c) ? decideSnapshotPlan(ctx, view, c, storedOf.get(view.did)) : decideSnapshot(ctx, view, c);
         case 'commit':
           return decideCommit(ctx, view, c);
         case 'account':
@@ -110,56 +122,61 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     });
     trace('diff');
 
-    const deltas = new RefDeltas();
-    for (const view of views.values()) if (view.wipe) await wipeRepoRows(tx, view.did, deltas);
-
-    const candidates = new Map<string, Buffer>();
-    for (const c of ctx.writes.candidates.keys()) candidates.set(c, cidBytes(c));
-    const indexed = await indexedAmong(tx, [...candidates.values()]);
-    trace('check indexed blocks');
-    const writer = new PackWriter();
-    const perChange = changes.map(() => ({ newBlocks: 0, blockBytes: 0 }));
-    for (const [cidStr, cid] of candidates) {
-      if (indexed.has(latin1(cid, 0, cid.length))) continue;
-      const data = ctx.writes.candidates.get(cidStr)!;
-      writer.add(cid, data);
-      const mine = perChange[ctx.writes.owner.get(cidStr)!]!;
-      mine.newBlocks++;
-      mine.blockBytes += data.length;
+    // Every block the batch may store and every reference it adds or drops, summed per block.
+    const refs = new BlockRefs();
+    for (const view of views.values()) if (view.wipe) await wipeRepoRows(tx, view.did, refs);
+    for (const [cidStr, data] of ctx.writes.candidates) refs.looseBlock(cidBytes(cidStr), 0, 0, data, ctx.writes.owner.get(cidStr)!);
+    const rows = recordWrites(views);
+    if (!ephemeral) {
+      for (const r of rows.inserts) refs.add(r.cur!, 1);
+      for (const r of rows.updates) {
+        refs.add(r.cur!, 1);
+        refs.add(r.orig!, -1);
+      }
+      for (const r of rows.deletes) refs.add(r.orig!, -1);
     }
-    const pack = writer.blockCount > 0 ? writer.finish() : undefined;
+    const plans: SnapshotPlan[] = [];
+    for (const e of ctx.writes.events) {
+      if (e.kind === 'plan') {
+        plans.push(e);
+        addPlanRefs(refs, e);
+      } else if (e.cid) refs.add(e.cid, 1);
+    }
+    for (const v of views.values()) {
+      if (v.head) refs.add(v.head, 1);
+      if (v.origHead) refs.add(v.origHead, -1);
+    }
+    const groups = refs.group();
+    trace('sum refcounts');
+
+    const fresh = await freshAmong(tx, groups);
+    trace('check indexed blocks');
+    const perChange = changes.map(() => ({ newBlocks: 0, blockBytes: 0 }));
+    const inPack: number[] = [];
+    for (let g = 0; g < groups.count; g++) {
+      if (!fresh[g]) continue;
+      inPack.push(g);
+      const mine = perChange[groups.owner[g]!]!;
+      mine.newBlocks++;
+      mine.blockBytes += groups.dataAt(g).length;
+    }
+    const cidOf = (g: number) => groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH);
+    const pack = inPack.length > 0 ? layOutPack(inPack.length, (i) => cidOf(inPack[i]!), (i) => groups.dataAt(inPack[i]!)) : undefined;
     trace('build pack');
     // The upload overlaps the database work below and is awaited before COMMIT: the index rows
     // never become visible before the pack they name is in the blobstore.
     uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
     uploaded.catch(() => {}); // observed below; this only keeps an early failure from going unhandled
 
-    const rows = recordWrites(views);
-    if (!ephemeral) {
-      for (const r of [...rows.inserts, ...rows.updates]) deltas.add(r.cur!, 1);
-      for (const r of [...rows.deletes, ...rows.updates]) deltas.add(r.orig!, -1);
-    }
-    for (const e of ctx.writes.events) if (e.cid) deltas.add(e.cid, 1);
-    for (const v of views.values()) {
-      if (v.head && v.origHead && v.head.equals(v.origHead)) continue;
-      if (v.head) deltas.add(v.head, 1);
-      if (v.origHead) deltas.add(v.origHead, -1);
-    }
-    trace('sum refcounts');
     // New blocks are inserted with their refcount; only blocks indexed before get an UPDATE.
-    const indexedPack = pack ? await indexFreshPack(tx, pack, (cid) => deltas.get(cid)) : undefined;
-    await deltas.apply(tx, indexedPack?.inserted ?? []);
+    if (pack) await indexNewBlocks(tx, pack, inPack, groups);
+    await updateRefcounts(tx, groups, fresh);
     trace('index blocks, refcounts');
 
-    if (!ephemeral) await writeRecords(tx, rows, views);
+    if (!ephemeral) await writeRecords(tx, rows, plans, views);
     trace('records, counts');
     const expires = ephemeral ? new Date(Date.now() + options.ephemeralRetentionSeconds! * 1000) : null;
-    await copyRows(
-      tx,
-      'events',
-      ['did', 'kind', 'collection', 'rkey', 'cid', 'prev_cid', 'rev', 'origin', 'expires_at', 'detail'],
-      ctx.writes.events.map((e) => [e.did, e.kind, e.collection, e.rkey, e.cid, e.prev, e.rev, options.origin, e.kind === 'account' || e.kind === 'identity' ? null : expires, e.detail]),
-    );
+    await writeEvents(tx, ctx.writes.events, options.origin, expires);
     trace('events');
     await writeRepoState(tx, [...views.values()].filter((v) => v.dirty));
     if (options.cursor) {
@@ -172,7 +189,167 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     if (options.alsoInTransaction) await options.alsoInTransaction(tx);
     await uploaded;
     trace('await pack upload');
-    return { outcomes, perChange, packKey: pack?.key, newBlocks: pack?.entries.length ?? 0, packBytes: pack?.bytes.length ?? 0 };
+    return { outcomes, perChange, packKey: pack?.key, newBlocks: inPack.length, packBytes: pack?.bytes.length ?? 0 };
+  });
+}
+
+/** A plan's blocks and references: each new record version is held by its row and its event. */
+function addPlanRefs(refs: BlockRefs, plan: SnapshotPlan): void {
+  const { list, change, prev, stored, owner } = plan;
+  const blocks = list.blocks;
+  const source = refs.source(blocks);
+  const gained = plan.eventsOnly ? 1 : 2;
+  for (let i = 0; i < change.length; i++) {
+    const c = change[i]!;
+    if (c === 0) continue;
+    const b = list.blockAt(i);
+    refs.block(blocks.cidAt(b), 0, gained, source, b, owner);
+    if (c === 2) refs.ref(stored.cids, prev![i]! * CID_LENGTH, -1);
+  }
+  for (const j of plan.deleted) refs.ref(stored.cids, j * CID_LENGTH, -1);
+  // Only the commit, the MST nodes and new record versions can be missing from the index: an
+  // unchanged record's block is held by its row (refcount ≥ 1), which GC never sweeps.
+  for (const b of plan.treeBlocks) refs.block(blocks.cidAt(b), 0, 0, source, b, owner);
+}
+
+/**
+ * Which carried groups the block index does not hold yet (1) — the pack's blocks. The CIDs go to
+ * the server as one binary parameter of 36-byte slices and the answer comes back as one string
+ * of 0s and 1s: a bytea[] would travel as hex text, and a row per block costs more than the
+ * lookup.
+ */
+async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8Array> {
+  const fresh = new Uint8Array(groups.count);
+  const carried: number[] = [];
+  for (let g = 0; g < groups.count; g++) if (groups.carried[g]) carried.push(g);
+  for (let at = 0; at < carried.length; at += 50_000) {
+    const batch = carried.slice(at, at + 50_000);
+    const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
+    batch.forEach((g, k) => param.set(groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH), k * CID_LENGTH));
+    const { rows } = await tx.query<{ held: string | null }>(
+      `SELECT string_agg(CASE WHEN EXISTS (SELECT 1 FROM blocks WHERE cid = substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH})) THEN '1' ELSE '0' END, '' ORDER BY i) AS held
+       FROM generate_series(0, $2::int - 1) AS i`,
+      [param, batch.length],
+    );
+    const held = rows[0]?.held ?? '';
+    if (held.length !== batch.length) throw new Error(`indexed-blocks check answered ${held.length} of ${batch.length}`);
+    batch.forEach((g, k) => (fresh[g] = held.charCodeAt(k) === 48 ? 1 : 0));
+  }
+  return fresh;
+}
+
+/**
+ * The pack's row and its blocks' rows, each block inserted with its refcount. The batch checked
+ * that none of them is indexed; one that a concurrent batch indexed since fails the COPY with a
+ * unique violation (23505), and the batch is retried.
+ */
+async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: number[], groups: BlockGroups): Promise<void> {
+  const { rows } = await tx.query<{ id: string }>(
+    `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
+     ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
+    [pack.key, pack.bytes.length, inPack.length],
+  );
+  const packId = Number(rows[0]!.id);
+  // In CID order (the groups' order), the lock order, which also keeps B-tree inserts in order.
+  await copyBinary(tx, 'blocks', ['cid', 'pack_id', 'byte_offset', 'byte_length', 'refcount'], function* (w) {
+    for (let i = 0; i < inPack.length; i++) {
+      const g = inPack[i]!;
+      const refcount = groups.delta[g]!;
+      if (refcount < 0) throw new Error(`a new block would start with refcount ${refcount}`);
+      w.row(5);
+      w.bytea(groups.cids, g * CID_LENGTH, CID_LENGTH);
+      w.int8(packId);
+      w.int8(pack.offsets[i]!);
+      w.int4(pack.lengths[i]!);
+      w.int8(refcount);
+      yield;
+    }
+  });
+}
+
+/** Refcount changes to blocks indexed before this batch, in CID order (the lock order). */
+async function updateRefcounts(tx: pg.ClientBase, groups: BlockGroups, fresh: Uint8Array): Promise<void> {
+  const todo: number[] = [];
+  for (let g = 0; g < groups.count; g++) if (!fresh[g] && groups.delta[g] !== 0) todo.push(g);
+  for (let at = 0; at < todo.length; at += 20_000) {
+    const batch = todo.slice(at, at + 20_000);
+    const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
+    batch.forEach((g, k) => param.set(groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH), k * CID_LENGTH));
+    const res = await tx.query(
+      `UPDATE blocks b SET refcount = b.refcount + t.d
+       FROM (SELECT substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH}) AS c, ($2::bigint[])[i + 1] AS d
+             FROM generate_series(0, $3::int - 1) AS i) AS t
+       WHERE b.cid = t.c`,
+      [param, batch.map((g) => groups.delta[g]!), batch.length],
+    );
+    if (res.rowCount !== batch.length) {
+      throw new Error(`refcount update reached ${res.rowCount} of ${batch.length} blocks: a referenced block is not indexed`);
+    }
+  }
+}
+
+async function writeEvents(tx: pg.ClientBase, events: (PendingEvent | SnapshotPlan)[], origin: string, expires: Date | null): Promise<void> {
+  if (events.length === 0) return;
+  const columns = ['did', 'kind', 'collection', 'rkey', 'cid', 'prev_cid', 'rev', 'origin', 'expires_at', 'detail'];
+  await copyBinary(tx, 'events', columns, function* (w) {
+    const one = (e: PendingEvent) => {
+      w.row(10);
+      w.text(e.did);
+      w.text(e.kind);
+      w.text(e.collection);
+      w.text(e.rkey);
+      w.bytea(e.cid);
+      w.bytea(e.prev);
+      w.text(e.rev);
+      w.text(origin);
+      w.timestamptz(e.kind === 'account' || e.kind === 'identity' ? null : expires);
+      w.jsonb(e.detail);
+    };
+    for (const e of events) {
+      if (e.kind !== 'plan') {
+        one(e);
+        yield;
+        continue;
+      }
+      const { list, change, prev, stored, did, rev } = e;
+      for (let i = 0; i < change.length; i++) {
+        const c = change[i]!;
+        if (c === 0) continue;
+        w.row(10);
+        w.text(did);
+        w.text(c === 1 ? 'create' : 'update');
+        w.text(list.collectionAt(i));
+        w.text(list.rkeyAt(i));
+        w.bytea(list.cidBytesAt(i));
+        if (c === 2) w.bytea(stored.cids, prev![i]! * CID_LENGTH, CID_LENGTH);
+        else w.null();
+        w.text(rev);
+        w.text(origin);
+        w.timestamptz(expires);
+        w.null();
+        yield;
+      }
+      for (const j of e.deleted) {
+        const path = stored.paths[j]!;
+        const slash = path.indexOf('/');
+        w.row(10);
+        w.text(did);
+        w.text('delete');
+        w.text(path.slice(0, slash));
+        w.text(path.slice(slash + 1));
+        w.null();
+        w.bytea(stored.cids, j * CID_LENGTH, CID_LENGTH);
+        w.text(rev);
+        w.text(origin);
+        w.timestamptz(expires);
+        w.null();
+        yield;
+      }
+      for (const a of e.after) {
+        one(a);
+        yield;
+      }
+    }
   });
 }
 
@@ -237,7 +414,19 @@ function recordWrites(views: Map<string, RepoView>): { inserts: RecordRow[]; upd
   return out;
 }
 
-async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWrites>, views: Map<string, RepoView>): Promise<void> {
+async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWrites>, plans: SnapshotPlan[], views: Map<string, RepoView>): Promise<void> {
+  // The plans' updates and deletes join the view's as rows: they are few beside the creates.
+  for (const p of plans) {
+    if (p.eventsOnly) continue;
+    const split = (path: string) => [path.slice(0, path.indexOf('/')), path.slice(path.indexOf('/') + 1)] as const;
+    for (const j of p.deleted) {
+      const [collection, rkey] = split(p.stored.paths[j]!);
+      rows.deletes.push({ did: p.did, collection, rkey, orig: null, cur: null });
+    }
+    for (let i = 0; i < p.change.length; i++) {
+      if (p.change[i] === 2) rows.updates.push({ did: p.did, collection: p.list.collectionAt(i), rkey: p.list.rkeyAt(i), orig: null, cur: Buffer.from(p.list.cidBytesAt(i)) });
+    }
+  }
   const CHUNK = 20_000;
   for (let i = 0; i < rows.deletes.length; i += CHUNK) {
     const b = rows.deletes.slice(i, i + CHUNK);
@@ -248,7 +437,29 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
     );
   }
   // Inserts are paths the locked repos do not hold, so COPY cannot conflict.
-  await copyRows(tx, 'records', ['did', 'collection', 'rkey', 'cid'], rows.inserts.map((r) => [r.did, r.collection, r.rkey, r.cur]));
+  await copyBinary(tx, 'records', ['did', 'collection', 'rkey', 'cid'], function* (w) {
+    for (const r of rows.inserts) {
+      w.row(4);
+      w.text(r.did);
+      w.text(r.collection);
+      w.text(r.rkey);
+      w.bytea(r.cur);
+      yield;
+    }
+    for (const p of plans) {
+      if (p.eventsOnly) continue;
+      const { list, change } = p;
+      for (let i = 0; i < change.length; i++) {
+        if (change[i] !== 1) continue;
+        w.row(4);
+        w.text(p.did);
+        w.text(list.collectionAt(i));
+        w.text(list.rkeyAt(i));
+        w.bytea(list.cidBytesAt(i));
+        yield;
+      }
+    }
+  });
   for (let i = 0; i < rows.updates.length; i += CHUNK) {
     const b = rows.updates.slice(i, i + CHUNK);
     await tx.query(
@@ -257,19 +468,37 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
       [b.map((r) => r.did), b.map((r) => r.collection), b.map((r) => r.rkey), b.map((r) => r.cur)],
     );
   }
-  // Repos that got a full snapshot or were wiped are counted again; the others move by deltas.
+  // Repos that got a full snapshot or were wiped are counted again (or replaced by the counts a
+  // compact snapshot knows); the others move by deltas.
   const recount = [...views.values()].filter((v) => v.recount).map((v) => v.did);
+  const known = [...views.values()].filter((v) => !v.recount && v.counts);
+  const replaced = [...recount, ...known.map((v) => v.did)];
+  if (replaced.length > 0) await tx.query('DELETE FROM collection_counts WHERE did = ANY($1::text[])', [replaced]);
   if (recount.length > 0) {
-    await tx.query('DELETE FROM collection_counts WHERE did = ANY($1::text[])', [recount]);
     await tx.query(
       `INSERT INTO collection_counts (did, collection, count)
        SELECT did, collection, count(*) FROM records WHERE did = ANY($1::text[]) GROUP BY did, collection`,
       [recount],
     );
   }
+  if (known.length > 0) {
+    const cols = { did: [] as string[], collection: [] as string[], count: [] as number[] };
+    for (const v of known) {
+      for (const [collection, count] of v.counts!) {
+        cols.did.push(v.did);
+        cols.collection.push(collection);
+        cols.count.push(count);
+      }
+    }
+    await tx.query(
+      `INSERT INTO collection_counts (did, collection, count) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`,
+      [cols.did, cols.collection, cols.count],
+    );
+  }
   const delta = new Map<string, { did: string; collection: string; d: number }>();
   const bump = (r: RecordRow, d: number) => {
-    if (views.get(r.did)!.recount) return;
+    const v = views.get(r.did)!;
+    if (v.recount || v.counts) return;
     const k = `${r.did} ${r.collection}`;
     const e = delta.get(k) ?? { did: r.did, collection: r.collection, d: 0 };
     e.d += d;

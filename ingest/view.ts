@@ -39,6 +39,8 @@ export interface RepoView {
   wipe: boolean;
   /** collection_counts is recomputed from the records rather than adjusted. */
   recount: boolean;
+  /** collection_counts is replaced by these (a snapshot decided compactly knows them). */
+  counts?: Map<string, number> | undefined;
 }
 
 export interface StoredRow {

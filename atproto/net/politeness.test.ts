@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { RateLimitedError } from './errors.ts';
-import { Politeness } from './politeness.ts';
+import { Politeness, type SharedHostLimits } from './politeness.ts';
 
 describe('Politeness', () => {
   it('never lets more than `concurrency` requests to one host run at once, and serves FIFO', async () => {
@@ -93,5 +93,77 @@ describe('Politeness', () => {
     const r = await next;
     expect(p.stats('h:1')).toEqual({ active: 1, waiting: 0 });
     r();
+  });
+});
+
+describe('Politeness with a shared store', () => {
+  /** A store that grants `slots` leases and counts its round trips. */
+  function fakeStore(slots: number) {
+    const store = { held: 0, peak: 0, acquires: 0, releases: 0 };
+    const limits: SharedHostLimits = {
+      async tryAcquire() {
+        store.acquires++;
+        await sleep(1);
+        if (store.held >= slots) return { waitMs: 0, coolingDown: false };
+        store.held++;
+        store.peak = Math.max(store.peak, store.held);
+        let released = false;
+        return {
+          lease: {
+            release: async () => {
+              if (released) return;
+              released = true;
+              store.releases++;
+              await sleep(1);
+              store.held--;
+            },
+          },
+        };
+      },
+      async coolDown() {},
+    };
+    return { store, limits };
+  }
+
+  it('passes a finished request\'s lease to the next request of the process instead of a round trip per request', async () => {
+    const { store, limits } = fakeStore(2);
+    const p = new Politeness({ concurrency: 2 }, limits);
+    let running = 0;
+    let peak = 0;
+    // Two lanes of back-to-back requests, and a burst that queues behind them.
+    const lane = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const release = await p.acquire('pds.example:443');
+        running++;
+        peak = Math.max(peak, running);
+        await sleep(2);
+        running--;
+        release();
+      }
+    };
+    await Promise.all([lane(20), lane(20), ...Array.from({ length: 6 }, () => lane(1))]);
+    expect(peak).toBe(2);
+    expect(store.peak).toBe(2);
+    expect(store.acquires).toBeLessThanOrEqual(4);
+    await sleep(300); // parked leases go back once nobody takes them
+    expect(store.held).toBe(0);
+    expect(store.releases).toBe(store.acquires);
+  });
+
+  it('takes every lease from the store when requests are paced, and after a cool-down', async () => {
+    const paced = fakeStore(4);
+    const p = new Politeness({ concurrency: 4, minIntervalMs: 5 }, paced.limits);
+    for (let i = 0; i < 5; i++) (await p.acquire('paced.example:443'))();
+    expect(paced.store.acquires).toBe(5);
+
+    const cooled = fakeStore(4);
+    const q = new Politeness({ concurrency: 4 }, cooled.limits);
+    const first = await q.acquire('busy.example:443');
+    q.coolDown('busy.example:443', 30);
+    first();
+    (await q.acquire('busy.example:443'))();
+    expect(cooled.store.acquires).toBe(2);
+    await sleep(300);
+    expect(cooled.store.held).toBe(0);
   });
 });

@@ -83,11 +83,35 @@ interface HostState {
 
 /** How often a waiter asks the shared store again while every slot is taken (±50 % jitter). */
 const SHARED_POLL_MS = 100;
+/** Longest a shared lease passes from request to request in one process before it goes back. */
+const SHARED_REUSE_MS = 1000;
+/** How long a finished request's shared lease (and its local slot) waits for the next request. */
+const SHARED_PARK_MS = 250;
+
+interface HeldLease {
+  lease: HostLease;
+  /** performance.now() when the store granted it. */
+  since: number;
+  releaseLocal: Release;
+}
+
+interface ParkedLease extends HeldLease {
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** Gives the lease back to the store, then the local slot (so this process's next waiter finds the store's slot free). */
+function giveBack(held: HeldLease): void {
+  void held.lease.release().catch(() => {}).finally(held.releaseLocal);
+}
 
 export class Politeness {
   readonly options: PolitenessOptions;
   readonly #hosts = new Map<string, HostState>();
   readonly #shared: SharedHostLimits | undefined;
+  /** Finished requests' leases, each with its local slot, waiting SHARED_PARK_MS for the next request. */
+  readonly #parked = new Map<string, ParkedLease[]>();
+  /** Leases handed to the waiters the local gate is starting now. */
+  readonly #handed = new Map<string, { lease: HostLease; since: number }[]>();
 
   constructor(options: Partial<PolitenessOptions> = {}, shared?: SharedHostLimits) {
     this.options = { ...DEFAULT_POLITENESS, ...options };
@@ -102,24 +126,96 @@ export class Politeness {
    * @throws the signal's reason when `signal` aborts while waiting
    */
   acquire(host: string, signal?: AbortSignal): Promise<Release> {
-    const local = this.#acquireLocal(host, signal);
     const shared = this.#shared;
-    if (!shared) return local;
-    return local.then(async (releaseLocal) => {
+    if (!shared) return this.#acquireLocal(host, signal);
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const parked = this.#takeParked(host);
+    if (parked) return Promise.resolve(this.#holding(host, parked));
+    return this.#acquireLocal(host, signal).then(async (releaseLocal) => {
       try {
-        const lease = await this.#acquireShared(shared, host, signal);
-        let released = false;
-        return () => {
-          if (released) return;
-          released = true;
-          // The local slot follows the shared one, so that this process's next waiter finds it free.
-          void lease.release().catch(() => {}).finally(releaseLocal);
-        };
+        // A lease handed over by the request this one waited behind (see #holding).
+        const list = this.#handed.get(host);
+        const handed = list?.shift();
+        if (list?.length === 0) this.#handed.delete(host);
+        const held = handed ? { ...handed, releaseLocal } : { lease: await this.#acquireShared(shared, host, signal), since: performance.now(), releaseLocal };
+        return this.#holding(host, held);
       } catch (err) {
         releaseLocal();
         throw err;
       }
     });
+  }
+
+  /**
+   * The release of a request that holds a local slot and a shared lease. A lease is a round trip
+   * to the store to take and one to give back, which cost more than a small repo's import: so,
+   * with no pacing to keep, a finished request's lease goes to the next request of this process
+   * for the same host — the one waiting for the slot, or one that starts within
+   * SHARED_PARK_MS — rather than back to the store. A lease goes back after SHARED_REUSE_MS
+   * at most, so that a cool-down another worker set reaches this one within that.
+   */
+  #holding(host: string, held: HeldLease): Release {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const state = this.#state(host);
+      const now = performance.now();
+      const reusable = this.options.minIntervalMs === 0 && now - held.since < SHARED_REUSE_MS && state.coolUntil <= now;
+      if (reusable && state.queue.length > 0) {
+        // The next waiter gets this slot from the local gate, and the lease with it.
+        let list = this.#handed.get(host);
+        if (!list) this.#handed.set(host, (list = []));
+        const handed = { lease: held.lease, since: held.since };
+        list.push(handed);
+        held.releaseLocal();
+        // The waiter takes it at once; one that was aborted meanwhile leaves it to go back.
+        setTimeout(() => {
+          const i = list.indexOf(handed);
+          if (i < 0) return;
+          list.splice(i, 1);
+          if (list.length === 0 && this.#handed.get(host) === list) this.#handed.delete(host);
+          void handed.lease.release().catch(() => {});
+        }, SHARED_PARK_MS).unref();
+        return;
+      }
+      if (reusable) {
+        let list = this.#parked.get(host);
+        if (!list) this.#parked.set(host, (list = []));
+        const entry: ParkedLease = { ...held, timer: undefined };
+        entry.timer = setTimeout(() => {
+          const i = list.indexOf(entry);
+          if (i < 0) return;
+          list.splice(i, 1);
+          if (list.length === 0 && this.#parked.get(host) === list) this.#parked.delete(host);
+          giveBack(entry);
+        }, SHARED_PARK_MS);
+        entry.timer.unref();
+        list.push(entry);
+        return;
+      }
+      giveBack(held);
+    };
+  }
+
+  /** A parked lease (with its local slot) a new request may take, when the limits allow it now. */
+  #takeParked(host: string): HeldLease | undefined {
+    const list = this.#parked.get(host);
+    if (!list) return undefined;
+    const now = performance.now();
+    const state = this.#state(host);
+    while (list.length > 0) {
+      const entry = list.shift()!;
+      clearTimeout(entry.timer);
+      if (now - entry.since < SHARED_REUSE_MS && state.coolUntil <= now && state.queue.length === 0) {
+        if (list.length === 0) this.#parked.delete(host);
+        state.lastStart = now;
+        return entry;
+      }
+      giveBack(entry);
+    }
+    this.#parked.delete(host);
+    return undefined;
   }
 
   /** Asks the shared store until it grants a lease, waiting out pacing and cool-downs it reports. */

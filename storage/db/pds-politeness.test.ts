@@ -62,7 +62,7 @@ describe('PgHostLimits (politeness shared by every worker)', () => {
     // Another host is not held up by this one's slots.
     const other = await workers[0]!.politeness.acquire('other.example:443');
     other();
-    await sleep(50); // releases are asynchronous: let them land
+    await sleep(400); // releases are asynchronous, and a finished lease waits 250 ms for the next request: let them land
     expect(Number((await pools[0]!.query('SELECT count(*) AS n FROM pds_leases')).rows[0].n)).toBe(0);
   });
 
@@ -112,10 +112,17 @@ describe('PgHostLimits (politeness shared by every worker)', () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(450);
     release();
     a.politeness.coolDown('busy.example:443', 5000);
-    await sleep(50);
-    const err = await b.politeness.acquire('busy.example:443').catch((e: unknown) => e);
+    const t1 = performance.now();
+    // b may pass the lease it holds from request to request for up to a second (politeness.ts,
+    // SHARED_REUSE_MS); past that it asks the store, which tells it of a's cool-down.
+    let err: unknown;
+    while (!((err = await b.politeness.acquire('busy.example:443').catch((e: unknown) => e)) instanceof RateLimitedError)) {
+      (err as () => void)();
+      await sleep(20);
+    }
+    expect(performance.now() - t1).toBeLessThan(1300);
     expect(err).toBeInstanceOf(RateLimitedError);
-    expect((err as RateLimitedError).retryAfterMs).toBeGreaterThan(4000);
+    expect((err as RateLimitedError).retryAfterMs).toBeGreaterThan(3500);
   });
 
   it('the slots of a worker that died come back when its leases lapse, not before', async () => {
