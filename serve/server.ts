@@ -18,6 +18,7 @@ import { XrpcError, invalidRequest } from './errors.ts';
 import * as metrics from './metrics.ts';
 import { parseParams } from './params.ts';
 import { EventStream, StreamQuery, type StreamOptions } from './stream.ts';
+import { tapRead, tapReadRoute } from './tap-info.ts';
 import { METHODS, methodFor, type Reply, type XrpcDeps } from './xrpc.ts';
 
 export interface ServeLimits {
@@ -133,6 +134,12 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
       res.writeHead(200, { 'content-length': 0 }).end();
       return path;
     }
+    const tapRoute = tapReadRoute(path);
+    if (tapRoute) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new XrpcError(405, 'MethodNotAllowed', `${tapRoute}/<did> takes GET`);
+      await send(res, tapRoute, { kind: 'json', body: await tapRead(opts.pool, tapRoute, path) }, limits);
+      return tapRoute;
+    }
     if (path === '/metrics') {
       const text = await registry.metrics();
       res.writeHead(200, { 'content-type': registry.contentType }).end(text);
@@ -153,7 +160,8 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
       .then((r) => (route = r))
       .catch((err: unknown) => {
         const nsidish = req.url?.startsWith('/xrpc/') ? req.url.slice(6).split('?')[0]! : undefined;
-        route = nsidish && Object.hasOwn(METHODS, nsidish) ? nsidish : req.url?.split('?')[0] && Object.hasOwn(ADMIN_ROUTES, req.url.split('?')[0]!) ? req.url.split('?')[0]! : 'other';
+        const pathOnly = req.url?.split('?')[0] ?? '';
+        route = nsidish && Object.hasOwn(METHODS, nsidish) ? nsidish : Object.hasOwn(ADMIN_ROUTES, pathOnly) ? pathOnly : (tapReadRoute(pathOnly) ?? 'other');
         const xe = toXrpcError(err, log, req.url ?? '');
         if (res.headersSent) {
           // Mid-stream: the client sees a truncated body, which a CAR reader reports.

@@ -11,7 +11,7 @@ import type { BlobStore } from '../storage/blobstore/types.ts';
 import { PackBlockReader } from './blocks.ts';
 import { XrpcError, invalidRequest, recordNotFound } from './errors.ts';
 import { atIdentifier, bool, cid, did, limit, nsid, recordKey, tid } from './params.ts';
-import { collectionsOf, findBlob, listRepoPage, recordCid, recordPage, recordsSince, repoStatus, servableRepo, findRepo, type ServableRepo } from './repos.ts';
+import { collectionsOf, didDocument, findBlob, listRepoPage, recordCid, recordPage, recordsSince, repoStatus, servableRepo, findRepo, type ServableRepo } from './repos.ts';
 import { repoCar, recordProof } from './repo-car.ts';
 import { cidMapKey } from '../graph/blocks.ts';
 
@@ -50,18 +50,6 @@ function recordValue(bytes: Uint8Array, uri: string): unknown {
   } catch (err) {
     throw new XrpcError(500, 'InternalServerError', `record ${uri} is not valid DAG-CBOR: ${(err as Error).message}`);
   }
-}
-
-function didDocument(repo: ServableRepo): Record<string, unknown> {
-  return {
-    '@context': ['https://www.w3.org/ns/did/v1', 'https://w3id.org/security/multikey/v1', 'https://w3id.org/security/suites/secp256k1-2019/v1'],
-    id: repo.did,
-    alsoKnownAs: repo.handle ? [`at://${repo.handle}`] : [],
-    verificationMethod: repo.signingKey
-      ? [{ id: `${repo.did}#atproto`, type: 'Multikey', controller: repo.did, publicKeyMultibase: repo.signingKey.replace(/^did:key:/, '') }]
-      : [],
-    service: repo.pds ? [{ id: '#atproto_pds', type: 'AtprotoPersonalDataServer', serviceEndpoint: repo.pds }] : [],
-  };
 }
 
 export const METHODS: Record<string, XrpcMethod> = {
