@@ -97,9 +97,11 @@ export class PackBlockReader {
    * here is hashed off the main thread while the caller goes on: its blocks may be looked at at
    * once, but must not be handed out before {@link checked} resolves.
    *
-   * @throws {MissingBlockError} as {@link getMany}.
+   * @throws {MissingBlockError} as {@link getMany}; with `lenient`, a block that cannot be
+   *   read (not indexed, its pack gone, its bytes wrong) is -1 instead, and the others are
+   *   still read (the event stream sends such an event without its record).
    */
-  async resolve(cids: Uint8Array[]): Promise<Int32Array> {
+  async resolve(cids: Uint8Array[], lenient = false): Promise<Int32Array> {
     const out = new Int32Array(cids.length);
     const missing: number[] = [];
     for (let i = 0; i < cids.length; i++) {
@@ -113,16 +115,30 @@ export class PackBlockReader {
     // Whole packs first: one of them may hold other missing blocks too.
     for (const [j, i] of missing.entries()) {
       const loc = locs[j];
-      if (!loc) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
+      if (!loc) {
+        if (lenient) continue;
+        throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
+      }
       if (!this.#loadedPacks.has(loc.key) && loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
-        await this.#loadWhole(loc.key, loc.blockCount);
+        try {
+          await this.#loadWhole(loc.key, loc.blockCount);
+        } catch (err) {
+          // Not read whole: its blocks are tried by range below, and fail there one by one.
+          if (!lenient || !(err instanceof MissingBlockError)) throw err;
+          this.#loadedPacks.add(loc.key);
+        }
       }
       const at = this.#known.indexOf(cids[i]!);
       if (at >= 0) out[i] = at;
       else ranged.push({ i, loc });
     }
-    await this.#readRanges(ranged, cids, out);
+    await this.#readRanges(ranged, cids, out, lenient);
     return out;
+  }
+
+  /** Bytes of whole packs held. */
+  get heldBytes(): number {
+    return this.#held;
   }
 
   /**
@@ -184,7 +200,7 @@ export class PackBlockReader {
     this.#packBuffers.add(bytes);
   }
 
-  async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array): Promise<void> {
+  async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {
     wanted.sort((a, b) => (a.loc.key < b.loc.key ? -1 : a.loc.key > b.loc.key ? 1 : a.loc.offset - b.loc.offset));
     let s = 0;
     while (s < wanted.length) {
@@ -203,12 +219,21 @@ export class PackBlockReader {
         if (err instanceof PackNotFoundError) bytes = null;
         else throw err;
       }
-      if (bytes === null) throw new MissingBlockError(`pack ${first.key} is not in the blobstore`);
+      if (bytes === null) {
+        if (lenient) {
+          s = e;
+          continue;
+        }
+        throw new MissingBlockError(`pack ${first.key} is not in the blobstore`);
+      }
       this.bytesRead += bytes.length;
       for (let k = s; k < e; k++) {
         const { i, loc } = wanted[k]!;
         const data = bytes.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
-        if (!blockHashMatches(cids[i]!, data)) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
+        if (!blockHashMatches(cids[i]!, data)) {
+          if (lenient) continue;
+          throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
+        }
         // Kept as CID + data, the layout the block map indexes.
         const entry = new Uint8Array(36 + data.length);
         entry.set(cids[i]!.subarray(0, 36));
