@@ -36,9 +36,9 @@ export interface StreamOptions {
   /** Events read per query. Default 5000. */
   pageSize?: number;
   /**
-   * Bytes of encoded pages kept for every client to share: clients reading the same stretch of
-   * the log (a replay, or the live tail) cost one query and one encoding per page, not one per
-   * client. Default 32 MiB.
+   * Bytes of encoded pages kept for every client to share, while more than one is connected:
+   * clients reading the same stretch of the log (a replay, or the live tail) cost one query and
+   * one encoding per page, not one per client. Default 32 MiB.
    */
   pageCacheBytes?: number;
   /** Stop reading events while a client's send buffer holds more than this. Default 4 MiB. */
@@ -213,8 +213,9 @@ export class EventStream {
     this.#pages.set(after, entry);
     page.then(
       (events) => {
-        // A short page is the head of the log, which grows: shared while read, never kept.
-        if (events.length < limit || this.#pages.get(after) !== entry) {
+        // A short page is the head of the log, which grows: shared while read, never kept. Nor
+        // is any page kept for a lone client, which will not read it again.
+        if (events.length < limit || this.#clients.size < 2 || this.#pages.get(after) !== entry) {
           if (this.#pages.get(after) === entry) this.#pages.delete(after);
           return;
         }
