@@ -105,8 +105,8 @@ const RUN_MAX = 8 * 1024 * 1024;
  * their packs, a run of neighbours as one view of the pack bytes (a pack is framed as a CAR
  * is), so a repo stored by one import is sent as a few views of its pack. A pack may hold
  * other repos' blocks (a batched store) or blocks the head no longer reaches: those are
- * skipped. Blocks read by range are copied into chunks. Nothing goes out before every pack
- * read has been checked against its key.
+ * skipped. Blocks read by range are copied into chunks. Every block was checked by the
+ * reader (a pack against its key, a range against its CID) before the walk looks at it.
  *
  * Memory: the packs the reader holds (as before), one byte per block held, and the chunks.
  *
@@ -138,50 +138,42 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput): As
       stack.push(j);
     }
   };
-  try {
-    const wanted = input.records;
-    while (nodesToRead.length > 0 || recordsToRead.length > 0) {
-      if (nodesToRead.length > 0) {
-        const found = await reader.resolve(nodesToRead);
-        nodesToRead = [];
-        room();
-        for (const j of found) {
-          if ((marks[j]! & WALKED) !== 0) continue;
-          marks[j] = SEND | WALKED;
-          stack.push(j);
-        }
-      }
-      if (recordsToRead.length > 0) {
-        const found = await reader.resolve(recordsToRead);
-        recordsToRead = [];
-        room();
-        for (const j of found) marks[j]! |= SEND;
-      }
-      while (stack.length > 0) {
-        const n = stack.pop()!;
-        const bytes = map.dataAt(n);
-        const node = decodeMstNode(bytes, scratch);
-        if (node.left >= 0) reach(bytes, node.left);
-        for (let i = 0; i < node.count; i++) {
-          const at = i * ENTRY_FIELDS;
-          const value = node.entries[at + VALUE]!;
-          if (wanted === undefined || wanted.has(cidMapKey(bytes.subarray(value, value + 36)))) {
-            const j = map.indexOf(bytes, value);
-            if (j >= 0) marks[j]! |= SEND;
-            else recordsToRead.push(bytes.subarray(value, value + 36));
-          }
-          const right = node.entries[at + RIGHT]!;
-          if (right >= 0) reach(bytes, right);
-        }
+  const wanted = input.records;
+  while (nodesToRead.length > 0 || recordsToRead.length > 0) {
+    if (nodesToRead.length > 0) {
+      const found = await reader.resolve(nodesToRead);
+      nodesToRead = [];
+      room();
+      for (const j of found) {
+        if ((marks[j]! & WALKED) !== 0) continue;
+        marks[j] = SEND | WALKED;
+        stack.push(j);
       }
     }
-  } catch (err) {
-    // Bytes are walked before their pack's hash is known: a damaged pack fails the walk in
-    // some other way first, and is the cause to report.
-    await reader.checked();
-    throw err;
+    if (recordsToRead.length > 0) {
+      const found = await reader.resolve(recordsToRead);
+      recordsToRead = [];
+      room();
+      for (const j of found) marks[j]! |= SEND;
+    }
+    while (stack.length > 0) {
+      const n = stack.pop()!;
+      const bytes = map.dataAt(n);
+      const node = decodeMstNode(bytes, scratch);
+      if (node.left >= 0) reach(bytes, node.left);
+      for (let i = 0; i < node.count; i++) {
+        const at = i * ENTRY_FIELDS;
+        const value = node.entries[at + VALUE]!;
+        if (wanted === undefined || wanted.has(cidMapKey(bytes.subarray(value, value + 36)))) {
+          const j = map.indexOf(bytes, value);
+          if (j >= 0) marks[j]! |= SEND;
+          else recordsToRead.push(bytes.subarray(value, value + 36));
+        }
+        const right = node.entries[at + RIGHT]!;
+        if (right >= 0) reach(bytes, right);
+      }
+    }
   }
-  await reader.checked();
 
   // The commit first, as a PDS sends it; then every other marked block in pack order.
   const out = new ChunkBuilder();

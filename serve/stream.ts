@@ -26,8 +26,7 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import { cidToString } from '../atproto/cid.ts';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { BlockSource, blockHashMatches } from '../graph/blocks.ts';
-import { MissingBlockError, PackBlockReader } from './blocks.ts';
+import { PackBlockReader } from './blocks.ts';
 import * as metrics from './metrics.ts';
 import { decode as decodeCbor } from '@atcute/cbor';
 import { EventHead } from './event-head.ts';
@@ -99,8 +98,7 @@ export class EventStream {
   readonly #opts: Required<StreamOptions>;
   readonly #head: EventHead;
   // Shared by every client: consumers replaying the same stretch of the log read the same
-  // packs, which are read whole once and kept (bounded LRU).
-  readonly #blocks: BlockSource;
+  // packs, which are read whole once and kept (up to packCacheBytes).
   readonly #store: BlobStore;
   #records: PackBlockReader;
   readonly #clients = new Set<StreamClient>();
@@ -118,7 +116,6 @@ export class EventStream {
     this.#opts = { pageSize: 5000, pageCacheBytes: 32 * 1024 * 1024, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ackGraceMs: 200, packCacheBytes: 128 * 1024 * 1024, ...opts };
     this.#head = new EventHead(pool, this.#opts.pollMs);
     this.#store = store;
-    this.#blocks = new BlockSource(pool, store, { wholePackMax: 64 * 1024 * 1024, packCacheBytes: this.#opts.packCacheBytes });
     this.#records = this.#newRecordReader();
     this.#saver = setInterval(() => void this.#savePositions(), 1000);
     this.#saver.unref();
@@ -259,39 +256,21 @@ export class EventStream {
    * The record blocks of a page. A backfill's records sit together in its pack, so the shared
    * reader reads each pack whole once, checks it against its key once, and finds the rest of
    * its blocks in memory: no block index query and no hash per event. A record that cannot be
-   * read goes out without the record (tap sends an event whose record it no longer holds the
-   * same way) rather than stopping the stream.
+   * read (not indexed, its pack gone or damaged: then its blocks are read by range, each
+   * checked against its CID) goes out without the record, as tap sends an event whose record
+   * it no longer holds, rather than stopping the stream.
    */
   async #readRecords(rows: EventRow[], withRecord: number[], into: (Uint8Array | undefined)[]): Promise<void> {
     let reader = this.#records;
     // Generations, not an LRU: a reader that holds most of its budget (or many blocks read by
     // range) is let go whole, and the next page starts a new one.
     if (reader.heldBytes > (this.#opts.packCacheBytes * 3) / 4 || reader.blocks.size > 2_000_000) reader = this.#records = this.#newRecordReader();
-    try {
-      const at = await reader.resolve(
-        withRecord.map((i) => rows[i]!.cid!),
-        true,
-      );
-      await reader.checked();
-      const map = reader.blocks;
-      for (let k = 0; k < withRecord.length; k++) if (at[k]! >= 0) into[withRecord[k]!] = map.dataAt(at[k]!);
-      return;
-    } catch (err) {
-      if (!(err instanceof MissingBlockError)) throw err;
-      // A damaged pack: that reader hands out nothing more. Read this page block by block,
-      // each checked against its CID, and start a fresh reader for the next.
-      if (this.#records === reader) this.#records = this.#newRecordReader();
-    }
-    const cids = withRecord.map((i) => rows[i]!.cid!);
-    const locs = await this.#blocks.locateMany(cids);
-    for (let k = 0; k < withRecord.length; k++) {
-      const loc = locs[k];
-      if (!loc) continue;
-      try {
-        const bytes = this.#blocks.readCached(loc) ?? (await this.#blocks.read(cids[k]!, loc));
-        if (blockHashMatches(cids[k]!, bytes)) into[withRecord[k]!] = bytes;
-      } catch {}
-    }
+    const at = await reader.resolve(
+      withRecord.map((i) => rows[i]!.cid!),
+      true,
+    );
+    const map = reader.blocks;
+    for (let k = 0; k < withRecord.length; k++) if (at[k]! >= 0) into[withRecord[k]!] = map.dataAt(at[k]!);
   }
 
   #newRecordReader(): PackBlockReader {
