@@ -51,7 +51,7 @@ export class PackBlockReader {
   // without making a string per block.
   readonly #known = new BlockMap();
   readonly #loadedPacks = new Set<string>();
-  readonly #packBuffers = new WeakSet<Uint8Array>();
+  readonly #packBuffers = new WeakMap<Uint8Array, string>();
   #held = 0;
   /** Bytes read from the blobstore. */
   bytesRead = 0;
@@ -75,6 +75,26 @@ export class PackBlockReader {
   /** True when `buffer` is a whole pack: its blocks sit in it framed as a CAR's are. */
   isPack(buffer: Uint8Array): boolean {
     return this.#packBuffers.has(buffer);
+  }
+
+  /** The blobstore key of a whole pack this reader read. */
+  packKeyOf(buffer: Uint8Array): string | undefined {
+    return this.#packBuffers.get(buffer);
+  }
+
+  /**
+   * A whole pack's bytes, checked against its content key, without indexing its blocks (a
+   * caller that knows which ranges it wants). Null when the pack is gone, damaged, or not
+   * named by its hash: the caller then takes the path that reports why.
+   */
+  async wholePack(key: string): Promise<Uint8Array | null> {
+    const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
+    if (named === undefined) return null;
+    this.gets++;
+    const bytes = await this.#store.get(key);
+    if (bytes === null) return null;
+    this.bytesRead += bytes.length;
+    return hash('sha256', bytes, 'hex') === named ? bytes : null;
   }
 
   /**
@@ -169,13 +189,13 @@ export class PackBlockReader {
     this.#loadedPacks.add(key);
     this.#held += bytes.length;
     this.#index(bytes, blockCount, named === undefined);
+    this.#packBuffers.set(bytes, key);
   }
 
   #index(bytes: Uint8Array, blockCount: number, verify: boolean): void {
     // The index row's count saves a pass over the pack; a wrong one only costs a rehash.
     this.#known.reserve(Math.min(blockCount, bytes.length / 37));
     indexPackBytes(bytes, this.#known, verify);
-    this.#packBuffers.add(bytes);
   }
 
   async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {

@@ -20,7 +20,7 @@ import { storeBatch } from '../ingest/store.ts';
 import { recordFilter } from '../backfill/import.ts';
 import { readCar } from '../atproto/car.ts';
 import { MissingBlockError, PackBlockReader } from './blocks.ts';
-import { recordProof, repoCar } from './repo-car.ts';
+import { RepoCarPlans, recordProof, repoCar } from './repo-car.ts';
 
 let pool: pg.Pool;
 let dir: string;
@@ -29,9 +29,9 @@ let repo!: MadeRepo;
 let head: Buffer;
 let data: Buffer;
 
-async function car(reader: PackBlockReader): Promise<Uint8Array> {
+async function car(reader: PackBlockReader, plans?: RepoCarPlans): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  for await (const c of repoCar(reader, { head, dataRoot: data })) chunks.push(c);
+  for await (const c of repoCar(reader, { head, dataRoot: data }, plans)) chunks.push(c);
   return Buffer.concat(chunks);
 }
 
@@ -91,6 +91,31 @@ describe('getRepo from packs', () => {
       expect(blocks.size).toBe(readCar(m.car).blocks.size);
       const verified = await verifyRepoCar(bytes, m.did, m.signingKey);
       expect(verified.creates.length).toBe(m.records.length);
+    }
+  });
+
+  it('a head sent once is sent again from its plan, without a walk, the same bytes; a damaged pack still refused', async () => {
+    const plans = new RepoCarPlans();
+    const first = await car(new PackBlockReader(pool, store), plans);
+    expect(plans.size).toBe(1);
+    const again = new PackBlockReader(pool, store);
+    const second = await car(again, plans);
+    expect(Buffer.compare(Buffer.from(second), Buffer.from(first))).toBe(0);
+    // No block indexed and no block index query: the pack was read and sent by ranges.
+    expect([again.blocks.size, again.indexQueries, again.gets]).toEqual([0, 0, 1]);
+    expect((await verifyRepoCar(second, repo.did, repo.signingKey)).creates.length).toBe(repo.records.length);
+
+    const { rows } = await pool.query<{ key: string }>('SELECT p.key FROM blocks b JOIN packs p ON p.id = b.pack_id WHERE b.cid = $1', [head]);
+    const path = join(dir, rows[0]!.key);
+    const good = await readFile(path);
+    const bad = Buffer.from(good);
+    bad[bad.length - 3]! ^= 0xff;
+    await writeFile(path, bad);
+    try {
+      await expect(car(new PackBlockReader(pool, store), plans)).rejects.toThrow(/does not hash to its key/);
+      expect(plans.size).toBe(0);
+    } finally {
+      await writeFile(path, good);
     }
   });
 

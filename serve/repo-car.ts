@@ -112,7 +112,30 @@ const RUN_MAX = 8 * 1024 * 1024;
  *
  * @throws {MissingBlockError} when a block the tree names cannot be read.
  */
-export async function* repoCar(reader: PackBlockReader, input: RepoCarInput): AsyncGenerator<Uint8Array> {
+export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, plans?: RepoCarPlans): AsyncGenerator<Uint8Array> {
+  const planKey = plans && !input.records ? cidMapKey(input.head) : undefined;
+  if (planKey !== undefined) {
+    const planned = await fromPlan(reader, plans!, planKey);
+    if (planned) {
+      yield* planned;
+      return;
+    }
+  }
+  // What this CAR is made of, for the next request of the same head; dropped when too big.
+  let pieces: Piece[] | undefined = planKey !== undefined ? [] : undefined;
+  let ownBytes = 0;
+  const own = (c: Uint8Array) => {
+    if (!pieces) return;
+    ownBytes += c.length;
+    if (ownBytes > plans!.maxOwnBytes || pieces.length >= plans!.maxPieces) pieces = undefined;
+    else pieces.push({ bytes: c });
+  };
+  const run = (buffer: Uint8Array, start: number, end: number) => {
+    const key = reader.packKeyOf(buffer);
+    if (!pieces) return;
+    if (key === undefined || pieces.length >= plans!.maxPieces) pieces = undefined;
+    else pieces.push({ key, start, end });
+  };
   const map = reader.blocks;
   let marks = new Uint8Array(1024);
   const room = () => {
@@ -190,7 +213,12 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput): As
     const end = map.endAt(i);
     if (!reader.isPack(buffer)) {
       out.block(map.cidAt(i), map.dataAt(i));
-      if (out.ready) for (const c of out.take()) yield c;
+      if (out.ready) {
+        for (const c of out.take()) {
+          own(c);
+          yield c;
+        }
+      }
       continue;
     }
     const frameStart = start - varintLength(end - start);
@@ -199,15 +227,115 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput): As
       continue;
     }
     if (runBuffer) {
-      for (const c of out.take(true)) yield c;
+      for (const c of out.take(true)) {
+        own(c);
+        yield c;
+      }
+      run(runBuffer, runStart, runEnd);
       yield runBuffer.subarray(runStart, runEnd);
     }
     runBuffer = buffer;
     runStart = frameStart;
     runEnd = end;
   }
-  for (const c of out.take(true)) yield c;
-  if (runBuffer) yield runBuffer.subarray(runStart, runEnd);
+  for (const c of out.take(true)) {
+    own(c);
+    yield c;
+  }
+  if (runBuffer) {
+    run(runBuffer, runStart, runEnd);
+    yield runBuffer.subarray(runStart, runEnd);
+  }
+  if (pieces) plans!.set(planKey!, pieces);
+}
+
+/** A piece of a remembered CAR: a range of a pack's bytes, or bytes of its own. */
+type Piece = { key: string; start: number; end: number } | { bytes: Uint8Array };
+
+/**
+ * What the CAR of a head is made of, remembered per head (LRU): the header and commit, and the
+ * ranges of pack bytes that followed. A head is content-addressed, so what it reaches never
+ * changes, and a pack's key is its hash, so its bytes never change either: the next getRepo of
+ * the same head reads the packs, checks each against its key, and sends the ranges, with no
+ * walk. A pack gone or damaged sends the request down the full path, which reports it.
+ */
+export class RepoCarPlans {
+  readonly #plans = new Map<string, Piece[]>();
+  #ownBytes = 0;
+  readonly maxPlans: number;
+  readonly maxPieces: number;
+  readonly maxOwnBytes: number;
+
+  /** Bytes of their own all plans may hold (copies of blocks read by range, headers). */
+  readonly budgetBytes: number;
+
+  constructor(opts: { maxPlans?: number; maxPieces?: number; maxOwnBytes?: number; budgetBytes?: number } = {}) {
+    this.maxPlans = opts.maxPlans ?? 256;
+    this.maxPieces = opts.maxPieces ?? 4096;
+    this.maxOwnBytes = opts.maxOwnBytes ?? 1024 * 1024;
+    this.budgetBytes = opts.budgetBytes ?? 16 * 1024 * 1024;
+  }
+
+  get size(): number {
+    return this.#plans.size;
+  }
+
+  /** @internal */
+  get(head: string): Piece[] | undefined {
+    const plan = this.#plans.get(head);
+    if (plan) {
+      this.#plans.delete(head);
+      this.#plans.set(head, plan);
+    }
+    return plan;
+  }
+
+  /** @internal */
+  set(head: string, pieces: Piece[]): void {
+    this.delete(head);
+    this.#plans.set(head, pieces);
+    this.#ownBytes += ownBytesOf(pieces);
+    for (const k of this.#plans.keys()) {
+      if (this.#plans.size <= this.maxPlans && this.#ownBytes <= this.budgetBytes) break;
+      this.delete(k);
+    }
+  }
+
+  /** @internal */
+  delete(head: string): void {
+    const plan = this.#plans.get(head);
+    if (!plan) return;
+    this.#plans.delete(head);
+    this.#ownBytes -= ownBytesOf(plan);
+  }
+}
+
+function ownBytesOf(pieces: Piece[]): number {
+  let n = 0;
+  for (const p of pieces) if ('bytes' in p) n += p.bytes.length;
+  return n;
+}
+
+/** The remembered CAR's chunks, once every pack it names has been read and checked; else null. */
+async function fromPlan(reader: PackBlockReader, plans: RepoCarPlans, head: string): Promise<Uint8Array[] | null> {
+  const plan = plans.get(head);
+  if (!plan) return null;
+  const packs = new Map<string, Uint8Array | null>();
+  for (const p of plan) if ('key' in p && !packs.has(p.key)) packs.set(p.key, await reader.wholePack(p.key));
+  const out: Uint8Array[] = [];
+  for (const p of plan) {
+    if ('bytes' in p) {
+      out.push(p.bytes);
+      continue;
+    }
+    const pack = packs.get(p.key);
+    if (!pack || p.end > pack.length) {
+      plans.delete(head);
+      return null;
+    }
+    out.push(pack.subarray(p.start, p.end));
+  }
+  return out;
 }
 
 export interface RecordProof {

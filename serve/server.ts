@@ -20,6 +20,7 @@ import { parseParams } from './params.ts';
 import { EventStream, StreamQuery, type StreamOptions } from './stream.ts';
 import { tapRead, tapReadRoute } from './tap-info.ts';
 import { METHODS, methodFor, type Reply, type XrpcDeps } from './xrpc.ts';
+import { RepoCarPlans } from './repo-car.ts';
 
 export interface ServeLimits {
   /** Largest admin request body. Default 1 MiB. */
@@ -94,7 +95,7 @@ class Gate {
 export async function startServeServer(opts: ServeOptions): Promise<ServeServer> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const log = opts.log ?? ((l: string) => console.error(l));
-  const deps: XrpcDeps = { pool: opts.pool, store: opts.store, wholePackMax: limits.wholePackMax };
+  const deps: XrpcDeps = { pool: opts.pool, store: opts.store, wholePackMax: limits.wholePackMax, carPlans: new RepoCarPlans() };
   const stream = new EventStream(opts.pool, opts.store, opts.stream);
   const repoGate = new Gate(limits.maxConcurrentRepos);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });

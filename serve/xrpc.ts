@@ -12,7 +12,7 @@ import { PackBlockReader } from './blocks.ts';
 import { XrpcError, invalidRequest, recordNotFound } from './errors.ts';
 import { atIdentifier, bool, cid, did, limit, nsid, recordKey, tid } from './params.ts';
 import { collectionsOf, didDocument, findBlob, listRepoPage, recordCid, recordPage, recordsSince, repoStatus, servableRepo, findRepo, type ServableRepo } from './repos.ts';
-import { repoCar, recordProof } from './repo-car.ts';
+import { RepoCarPlans, repoCar, recordProof } from './repo-car.ts';
 import { cidMapKey } from '../graph/blocks.ts';
 
 export interface XrpcDeps {
@@ -20,6 +20,8 @@ export interface XrpcDeps {
   store: BlobStore;
   /** Packs up to this size are read whole by getRepo (see PackBlockReader). */
   wholePackMax: number;
+  /** What recent getRepo CARs were made of, per head. */
+  carPlans?: RepoCarPlans;
 }
 
 export type Reply =
@@ -57,7 +59,7 @@ export const METHODS: Record<string, XrpcMethod> = {
     const repo = await servableRepo(deps.pool, p.did);
     const records = p.since === undefined ? undefined : new Set((await recordsSince(deps.pool, repo.did, p.since)).map(cidMapKey));
     const reader = new PackBlockReader(deps.pool, deps.store, { wholePackMax: deps.wholePackMax });
-    return { kind: 'stream', contentType: CAR, body: repoCar(reader, { head: repo.head, dataRoot: repo.data, ...(records ? { records } : {}) }) };
+    return { kind: 'stream', contentType: CAR, body: repoCar(reader, { head: repo.head, dataRoot: repo.data, ...(records ? { records } : {}) }, deps.carPlans) };
   }),
 
   'com.atproto.sync.getLatestCommit': method(z.object({ did }), async (deps, p) => {
