@@ -33,6 +33,8 @@ export interface ServeLimits {
   maxConcurrentRepos: number;
   /** Packs up to this size are read whole by getRepo. Default 128 MiB. */
   wholePackMax: number;
+  /** Heads whose getRepo CAR is remembered as ranges of packs (0: none). Default 256. */
+  repoCarPlans: number;
 }
 
 export const DEFAULT_LIMITS: ServeLimits = {
@@ -41,6 +43,7 @@ export const DEFAULT_LIMITS: ServeLimits = {
   maxJsonBytes: 16 * 1024 * 1024,
   maxConcurrentRepos: 4,
   wholePackMax: 128 * 1024 * 1024,
+  repoCarPlans: 256,
 };
 
 export interface ServeOptions {
@@ -95,7 +98,7 @@ class Gate {
 export async function startServeServer(opts: ServeOptions): Promise<ServeServer> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const log = opts.log ?? ((l: string) => console.error(l));
-  const deps: XrpcDeps = { pool: opts.pool, store: opts.store, wholePackMax: limits.wholePackMax, carPlans: new RepoCarPlans() };
+  const deps: XrpcDeps = { pool: opts.pool, store: opts.store, wholePackMax: limits.wholePackMax, ...(limits.repoCarPlans > 0 ? { carPlans: new RepoCarPlans({ maxPlans: limits.repoCarPlans }) } : {}) };
   const stream = new EventStream(opts.pool, opts.store, opts.stream);
   const repoGate = new Gate(limits.maxConcurrentRepos);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
