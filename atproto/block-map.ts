@@ -92,6 +92,41 @@ export class BlockMap {
     return buffer.subarray(this.#start[index]! + CID_LENGTH, this.#end[index]!);
   }
 
+  /**
+   * Where block `index` sits: the buffer it was read from, where its CID starts (its data
+   * follows) and where its data ends. Writers of CARs use these to copy a run of blocks that
+   * sit framed side by side in one buffer (a pack) as one view.
+   */
+  bufferAt(index: number): Uint8Array {
+    return this.#buffers[this.#buffer[index]!]!;
+  }
+
+  startAt(index: number): number {
+    return this.#start[index]!;
+  }
+
+  endAt(index: number): number {
+    return this.#end[index]!;
+  }
+
+  /** Makes room for `more` blocks beyond those held, so that adding them never rehashes. */
+  reserve(more: number): void {
+    const want = this.#size + more;
+    if (want > this.#start.length) {
+      const resize = (old: Uint32Array) => {
+        const next = new Uint32Array(want);
+        next.set(old.subarray(0, this.#size));
+        return next;
+      };
+      this.#buffer = resize(this.#buffer);
+      this.#start = resize(this.#start);
+      this.#end = resize(this.#end);
+    }
+    let slots = this.#table.length >> 1;
+    while (want * 2 > slots) slots *= 2;
+    if (slots * 2 !== this.#table.length) this.#rehash(slots * 2);
+  }
+
   /** The 36 CID bytes of block `index`: a view. */
   cidAt(index: number): Uint8Array {
     const start = this.#start[index]!;

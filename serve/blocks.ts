@@ -16,7 +16,7 @@ import { PackNotFoundError } from '../storage/pack-errors.ts';
 import { cidToString } from '../atproto/cid.ts';
 import { blockHashMatches } from '../graph/blocks.ts';
 import { BlockMap } from '../atproto/block-map.ts';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export interface PackBlockReaderOptions {
   /** Packs up to this size are read whole. Default 128 MiB. */
@@ -35,6 +35,8 @@ export class MissingBlockError extends Error {
 interface Loc {
   key: string;
   size: number;
+  /** Blocks the pack holds (an upper bound on those this reader will index from it). */
+  blockCount: number;
   offset: number;
   length: number;
 }
@@ -49,6 +51,7 @@ export class PackBlockReader {
   // without making a string per block.
   readonly #known = new BlockMap();
   readonly #loadedPacks = new Set<string>();
+  readonly #packBuffers = new WeakMap<Uint8Array, string>();
   #held = 0;
   /** Bytes read from the blobstore. */
   bytesRead = 0;
@@ -64,6 +67,36 @@ export class PackBlockReader {
     this.#gap = opts.coalesceGap ?? 64 * 1024;
   }
 
+  /** Every block read so far, each checked. */
+  get blocks(): BlockMap {
+    return this.#known;
+  }
+
+  /** True when `buffer` is a whole pack: its blocks sit in it framed as a CAR's are. */
+  isPack(buffer: Uint8Array): boolean {
+    return this.#packBuffers.has(buffer);
+  }
+
+  /** The blobstore key of a whole pack this reader read. */
+  packKeyOf(buffer: Uint8Array): string | undefined {
+    return this.#packBuffers.get(buffer);
+  }
+
+  /**
+   * A whole pack's bytes, checked against its content key, without indexing its blocks (a
+   * caller that knows which ranges it wants). Null when the pack is gone, damaged, or not
+   * named by its hash: the caller then takes the path that reports why.
+   */
+  async wholePack(key: string): Promise<Uint8Array | null> {
+    const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
+    if (named === undefined) return null;
+    this.gets++;
+    const bytes = await this.#store.get(key);
+    if (bytes === null) return null;
+    this.bytesRead += bytes.length;
+    return hash('sha256', bytes, 'hex') === named ? bytes : null;
+  }
+
   /**
    * The bytes of each CID (36-byte binary CIDs, views are fine), in order, each checked.
    *
@@ -71,12 +104,27 @@ export class PackBlockReader {
    *   whose bytes do not hash to what they should.
    */
   async getMany(cids: Uint8Array[]): Promise<Uint8Array[]> {
+    const at = await this.resolve(cids);
     const out: Uint8Array[] = new Array(cids.length);
+    for (let i = 0; i < cids.length; i++) out[i] = this.#known.dataAt(at[i]!);
+    return out;
+  }
+
+  /**
+   * The index in {@link blocks} of each CID, reading what is not held yet; every block it
+   * indexes has been checked.
+   *
+   * @throws {MissingBlockError} as {@link getMany}; with `lenient`, a block that cannot be
+   *   read (not indexed, its pack gone, its bytes wrong) is -1 instead, and the others are
+   *   still read (the event stream sends such an event without its record).
+   */
+  async resolve(cids: Uint8Array[], lenient = false): Promise<Int32Array> {
+    const out = new Int32Array(cids.length);
     const missing: number[] = [];
     for (let i = 0; i < cids.length; i++) {
       const at = this.#known.indexOf(cids[i]!);
-      if (at >= 0) out[i] = this.#known.dataAt(at);
-      else missing.push(i);
+      out[i] = at;
+      if (at < 0) missing.push(i);
     }
     if (missing.length === 0) return out;
     const locs = await this.#locate(missing.map((i) => cids[i]!));
@@ -84,16 +132,30 @@ export class PackBlockReader {
     // Whole packs first: one of them may hold other missing blocks too.
     for (const [j, i] of missing.entries()) {
       const loc = locs[j];
-      if (!loc) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
+      if (!loc) {
+        if (lenient) continue;
+        throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
+      }
       if (!this.#loadedPacks.has(loc.key) && loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
-        await this.#loadWhole(loc.key);
+        try {
+          await this.#loadWhole(loc.key, loc.blockCount);
+        } catch (err) {
+          // Not read whole: its blocks are tried by range below, and fail there one by one.
+          if (!lenient || !(err instanceof MissingBlockError)) throw err;
+          this.#loadedPacks.add(loc.key);
+        }
       }
       const at = this.#known.indexOf(cids[i]!);
-      if (at >= 0) out[i] = this.#known.dataAt(at);
+      if (at >= 0) out[i] = at;
       else ranged.push({ i, loc });
     }
-    await this.#readRanges(ranged, cids, out);
+    await this.#readRanges(ranged, cids, out, lenient);
     return out;
+  }
+
+  /** Bytes of whole packs held. */
+  get heldBytes(): number {
+    return this.#held;
   }
 
   async #locate(cids: Uint8Array[]): Promise<(Loc | undefined)[]> {
@@ -102,36 +164,41 @@ export class PackBlockReader {
     for (let at = 0; at < cids.length; at += 10_000) {
       const batch = cids.slice(at, at + 10_000);
       this.indexQueries++;
-      const { rows } = await this.#pool.query<{ cid: Buffer; key: string | null; size_bytes: string | null; byte_offset: string; byte_length: number }>(
-        `SELECT b.cid, p.key, p.size_bytes, b.byte_offset, b.byte_length
+      const { rows } = await this.#pool.query<{ cid: Buffer; key: string | null; size_bytes: string | null; block_count: number | null; byte_offset: string; byte_length: number }>(
+        `SELECT b.cid, p.key, p.size_bytes, p.block_count, b.byte_offset, b.byte_length
          FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
         [batch],
       );
       for (const r of rows) {
         if (r.key === null) continue;
-        found.set(key(r.cid), { key: r.key, size: Number(r.size_bytes), offset: Number(r.byte_offset), length: r.byte_length });
+        found.set(key(r.cid), { key: r.key, size: Number(r.size_bytes), blockCount: r.block_count ?? 0, offset: Number(r.byte_offset), length: r.byte_length });
       }
     }
     return cids.map((c) => found.get(key(c)));
   }
 
-  async #loadWhole(key: string): Promise<void> {
+  async #loadWhole(key: string, blockCount: number): Promise<void> {
     this.gets++;
     const bytes = await this.#store.get(key);
     if (bytes === null) throw new MissingBlockError(`pack ${key} is not in the blobstore`);
     this.bytesRead += bytes.length;
+    const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
+    // One hash of the pack (SHA-NI: about 1.5 GB/s) checks every block in it: the importer
+    // checked each against its CID before it wrote the pack under this key.
+    if (named !== undefined && hash('sha256', bytes, 'hex') !== named) throw new MissingBlockError(`pack ${key} does not hash to its key: its copy in the blobstore is damaged`);
     this.#loadedPacks.add(key);
     this.#held += bytes.length;
-    const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
-    if (named !== undefined) {
-      if (createHash('sha256').update(bytes).digest('hex') !== named) throw new MissingBlockError(`pack ${key} does not hash to its key: its copy in the blobstore is damaged`);
-      indexPackBytes(bytes, this.#known, false);
-    } else {
-      indexPackBytes(bytes, this.#known, true);
-    }
+    this.#index(bytes, blockCount, named === undefined);
+    this.#packBuffers.set(bytes, key);
   }
 
-  async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Uint8Array[]): Promise<void> {
+  #index(bytes: Uint8Array, blockCount: number, verify: boolean): void {
+    // The index row's count saves a pass over the pack; a wrong one only costs a rehash.
+    this.#known.reserve(Math.min(blockCount, bytes.length / 37));
+    indexPackBytes(bytes, this.#known, verify);
+  }
+
+  async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {
     wanted.sort((a, b) => (a.loc.key < b.loc.key ? -1 : a.loc.key > b.loc.key ? 1 : a.loc.offset - b.loc.offset));
     let s = 0;
     while (s < wanted.length) {
@@ -150,18 +217,27 @@ export class PackBlockReader {
         if (err instanceof PackNotFoundError) bytes = null;
         else throw err;
       }
-      if (bytes === null) throw new MissingBlockError(`pack ${first.key} is not in the blobstore`);
+      if (bytes === null) {
+        if (lenient) {
+          s = e;
+          continue;
+        }
+        throw new MissingBlockError(`pack ${first.key} is not in the blobstore`);
+      }
       this.bytesRead += bytes.length;
       for (let k = s; k < e; k++) {
         const { i, loc } = wanted[k]!;
         const data = bytes.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
-        if (!blockHashMatches(cids[i]!, data)) throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
-        out[i] = data;
+        if (!blockHashMatches(cids[i]!, data)) {
+          if (lenient) continue;
+          throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
+        }
         // Kept as CID + data, the layout the block map indexes.
         const entry = new Uint8Array(36 + data.length);
         entry.set(cids[i]!.subarray(0, 36));
         entry.set(data, 36);
         this.#known.add(entry, 0, entry.length);
+        out[i] = this.#known.indexOf(entry);
       }
       s = e;
     }
@@ -175,33 +251,43 @@ export class PackBlockReader {
  * and the blocks after it are found through the index and read by range.
  */
 export function indexPackBytes(bytes: Uint8Array, into: BlockMap, verify: boolean): number {
-  let pos = 0;
-  const readVarint = (): number => {
-    let n = 0;
-    let mul = 1;
-    for (;;) {
-      const b = bytes[pos++];
-      if (b === undefined) return -1;
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return n;
-      mul *= 0x80;
-      if (mul > 2 ** 49) return -1;
-    }
-  };
-  const headerLength = readVarint();
-  if (headerLength < 0) return 0;
-  pos += headerLength;
+  let pos = readFrameLength(bytes, 0);
+  if (pos < 0) return 0;
+  pos = (pos >>> 0) + frameLength;
   let count = 0;
+  // The varint reader is inlined by hand: this loop runs once per block of every pack read.
   while (pos < bytes.length) {
-    const len = readVarint();
-    if (len < 36 || pos + len > bytes.length) break;
-    if (bytes[pos] === 1 && bytes[pos + 2] === 0x12 && bytes[pos + 3] === 0x20) {
-      if (!verify || blockHashMatches(bytes.subarray(pos, pos + 36), bytes.subarray(pos + 36, pos + len))) {
-        into.add(bytes, pos, pos + len);
+    const at = readFrameLength(bytes, pos);
+    if (at < 0) break;
+    const len = frameLength;
+    if (len < 36 || at + len > bytes.length) break;
+    if (bytes[at] === 1 && bytes[at + 2] === 0x12 && bytes[at + 3] === 0x20) {
+      if (!verify || blockHashMatches(bytes.subarray(at, at + 36), bytes.subarray(at + 36, at + len))) {
+        into.add(bytes, at, at + len);
         count++;
       }
     }
-    pos += len;
+    pos = at + len;
   }
   return count;
+}
+
+// The length read last by readFrameLength (a module variable, not an object per frame).
+let frameLength = 0;
+
+/** Reads the varint at `pos` into `frameLength`; returns where the frame's bytes start, or -1. */
+function readFrameLength(bytes: Uint8Array, pos: number): number {
+  let n = 0;
+  let mul = 1;
+  for (;;) {
+    const b = bytes[pos++];
+    if (b === undefined) return -1;
+    n += (b & 0x7f) * mul;
+    if (b < 0x80) {
+      frameLength = n;
+      return pos;
+    }
+    mul *= 0x80;
+    if (mul > 2 ** 49) return -1;
+  }
 }

@@ -18,6 +18,7 @@ export type XrpcErrorName =
   | 'MethodNotAllowed'
   | 'PayloadTooLarge'
   | 'RateLimitExceeded'
+  | 'NotFound'
   | 'InternalServerError';
 
 export class XrpcError extends Error {

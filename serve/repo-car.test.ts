@@ -14,10 +14,13 @@ import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { buildMirror, testDids } from '../test/mirror.ts';
-import type { MadeRepo } from '../atproto/testing/make-repo.ts';
+import { makeRepoCached, type MadeRepo } from '../atproto/testing/make-repo.ts';
+import { verifyRepo } from '../atproto/verify.ts';
+import { storeBatch } from '../ingest/store.ts';
+import { recordFilter } from '../backfill/import.ts';
 import { readCar } from '../atproto/car.ts';
 import { MissingBlockError, PackBlockReader } from './blocks.ts';
-import { recordProof, repoCar } from './repo-car.ts';
+import { RepoCarPlans, recordProof, repoCar } from './repo-car.ts';
 
 let pool: pg.Pool;
 let dir: string;
@@ -26,9 +29,9 @@ let repo!: MadeRepo;
 let head: Buffer;
 let data: Buffer;
 
-async function car(reader: PackBlockReader): Promise<Uint8Array> {
+async function car(reader: PackBlockReader, plans?: RepoCarPlans): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  for await (const c of repoCar(reader, { head, dataRoot: data })) chunks.push(c);
+  for await (const c of repoCar(reader, { head, dataRoot: data }, plans)) chunks.push(c);
   return Buffer.concat(chunks);
 }
 
@@ -61,6 +64,58 @@ describe('getRepo from packs', () => {
     for (const bytes of [a, b]) {
       const verified = await verifyRepoCar(bytes, repo.did, repo.signingKey);
       expect(verified.creates.map((c) => `${c.collection}/${c.rkey}@${c.cid}`).sort()).toEqual(repo.records.map((r) => `${r.collection}/${r.rkey}@${r.cid}`).sort());
+    }
+  });
+
+  it('repos stored by one batch share a pack, and each CAR holds exactly its own blocks', async () => {
+    const made = await Promise.all(testDids('servecarbatch', 2).map((did, i) => makeRepoCached({ did, records: 150 + i * 40 })));
+    const changes = await Promise.all(
+      made.map(async (m) => ({ kind: 'snapshot' as const, repo: await verifyRepo(m.car, { did: m.did, signingKey: m.signingKey }), pds: 'https://pds.invalid', handle: undefined, signingKey: m.signingKey })),
+    );
+    const batch = await storeBatch({ pool, blobs: store }, changes, { filter: recordFilter({ mode: 'full', include: [], exclude: [], signal: [] }), origin: 'backfill' });
+    // Both commits sit in the batch's one pack.
+    const { rows: shared } = await pool.query<{ n: string }>(
+      'SELECT count(*) AS n FROM repos r JOIN blocks b ON b.cid = r.head_cid JOIN packs p ON p.id = b.pack_id WHERE r.did = ANY($1) AND p.key = $2',
+      [made.map((m) => m.did), batch.packKey],
+    );
+    expect(Number(shared[0]!.n)).toBe(2);
+    for (const m of made) {
+      const { rows } = await pool.query<{ head_cid: Buffer; data_cid: Buffer }>('SELECT head_cid, data_cid FROM repos WHERE did = $1', [m.did]);
+      const reader = new PackBlockReader(pool, store);
+      const chunks: Uint8Array[] = [];
+      for await (const c of repoCar(reader, { head: rows[0]!.head_cid, dataRoot: rows[0]!.data_cid })) chunks.push(c);
+      const bytes = Buffer.concat(chunks);
+      // The pack holds both repos; the CAR has this repo's blocks only, each once.
+      const blocks = readCar(bytes).blocks;
+      expect([...blocks.keys()].sort()).toEqual([...readCar(m.car).blocks.keys()].sort());
+      expect(blocks.size).toBe(readCar(m.car).blocks.size);
+      const verified = await verifyRepoCar(bytes, m.did, m.signingKey);
+      expect(verified.creates.length).toBe(m.records.length);
+    }
+  });
+
+  it('a head sent once is sent again from its plan, without a walk, the same bytes; a damaged pack still refused', async () => {
+    const plans = new RepoCarPlans();
+    const first = await car(new PackBlockReader(pool, store), plans);
+    expect(plans.size).toBe(1);
+    const again = new PackBlockReader(pool, store);
+    const second = await car(again, plans);
+    expect(Buffer.compare(Buffer.from(second), Buffer.from(first))).toBe(0);
+    // No block indexed and no block index query: the pack was read and sent by ranges.
+    expect([again.blocks.size, again.indexQueries, again.gets]).toEqual([0, 0, 1]);
+    expect((await verifyRepoCar(second, repo.did, repo.signingKey)).creates.length).toBe(repo.records.length);
+
+    const { rows } = await pool.query<{ key: string }>('SELECT p.key FROM blocks b JOIN packs p ON p.id = b.pack_id WHERE b.cid = $1', [head]);
+    const path = join(dir, rows[0]!.key);
+    const good = await readFile(path);
+    const bad = Buffer.from(good);
+    bad[bad.length - 3]! ^= 0xff;
+    await writeFile(path, bad);
+    try {
+      await expect(car(new PackBlockReader(pool, store), plans)).rejects.toThrow(/does not hash to its key/);
+      expect(plans.size).toBe(0);
+    } finally {
+      await writeFile(path, good);
     }
   });
 

@@ -1,11 +1,11 @@
 /**
- * CARs assembled from packs: a whole repo (`getRepo`), streamed in chunks as its tree is read
- * layer by layer, and the proof of one record (`sync.getRecord`): the commit, the MST nodes on
+ * CARs assembled from packs: a whole repo (`getRepo`), its tree walked and then its blocks
+ * streamed as views of the packs they sit in, and the proof of one record (`sync.getRecord`): the commit, the MST nodes on
  * the path to the key, and the record when it exists.
  *
- * Blocks go out as the PDS sends them: the commit first, then the tree; readers
- * (`verifyRepoCar`, `@atcute/repo`) take blocks in any order. Every block is checked against its
- * CID by the reader before it is written.
+ * The commit goes out first, as the PDS sends it; the other blocks in pack order, which readers
+ * (`verifyRepoCar`, `@atcute/repo`) take as they take a PDS's (in any order). Every block is
+ * checked by the reader (a pack against its key, a range against its CID) before it is written.
  */
 import * as CBOR from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
@@ -14,11 +14,9 @@ import { ENTRY_FIELDS, KEY_END, KEY_START, PREFIX, RIGHT, VALUE, decodeMstNode }
 import { MAX_PATH_LENGTH } from '../atproto/mst.ts';
 import { cidMapKey } from '../graph/blocks.ts';
 import type { PackBlockReader } from './blocks.ts';
-import { BlockMap } from '../atproto/block-map.ts';
 import { varintLength, writeVarint } from '../storage/packs.ts';
 
 const CHUNK = 1024 * 1024;
-const RECORD_BATCH = 20_000;
 
 /** The CARv1 header naming `root`. */
 export function carHeader(root: Uint8Array): Uint8Array {
@@ -64,9 +62,22 @@ class ChunkBuilder {
     this.#pos = 0;
   }
 
+  /** True when a chunk is complete. */
+  get ready(): boolean {
+    return this.#full.length > 0;
+  }
+
   /** Chunks completed so far; with `all`, the partial one too. */
   take(all = false): Uint8Array[] {
-    if (all) this.#flush(0);
+    if (all && this.#pos > 0) {
+      if (this.#pos >= CHUNK / 4) {
+        this.#flush(0);
+      } else {
+        // A small tail is copied out, and the buffer kept for what comes next.
+        this.#full.push(Buffer.from(this.#buf.subarray(0, this.#pos)));
+        this.#pos = 0;
+      }
+    }
     return this.#full.splice(0);
   }
 }
@@ -81,55 +92,250 @@ export interface RepoCarInput {
   records?: Set<string>;
 }
 
+// Per block of the reader's map: sent, and (for MST nodes) walked.
+const SEND = 1;
+const WALKED = 2;
+/** The most pack bytes one view handed to the socket covers. */
+const RUN_MAX = 8 * 1024 * 1024;
+
 /**
- * The repo as a CAR, in chunks of about 1 MiB: the caller writes each before asking for the
- * next, so memory holds one tree layer (or one batch of records) and one chunk, plus the packs
- * the reader holds.
+ * The repo as a CAR. The tree is walked first, marking which of the blocks the reader holds
+ * are reachable (MST nodes decoded once, in place; records looked up by the CID bytes inside
+ * the node, no object per record); then the marked blocks go out in the order they sit in
+ * their packs, a run of neighbours as one view of the pack bytes (a pack is framed as a CAR
+ * is), so a repo stored by one import is sent as a few views of its pack. A pack may hold
+ * other repos' blocks (a batched store) or blocks the head no longer reaches: those are
+ * skipped. Blocks read by range are copied into chunks. Every block was checked by the
+ * reader (a pack against its key, a range against its CID) before the walk looks at it.
+ *
+ * Memory: the packs the reader holds (as before), one byte per block held, and the chunks.
  *
  * @throws {MissingBlockError} when a block the tree names cannot be read.
  */
-export async function* repoCar(reader: PackBlockReader, input: RepoCarInput): AsyncGenerator<Uint8Array> {
-  const out = new ChunkBuilder();
-  out.push(carHeader(input.head));
-  const [commit] = await reader.getMany([input.head]);
-  out.block(input.head, commit!);
-  let layer: Uint8Array[] = [input.dataRoot];
-  // One entry array for every node: each is read before the next is decoded.
-  const scratch = new Int32Array(256 * ENTRY_FIELDS);
-  let records: Uint8Array[] = [];
-  // A set of CIDs: the block map with empty data (no string per record).
-  const seenRecords = new BlockMap();
-  while (layer.length > 0) {
-    const nodes = await reader.getMany(layer);
-    const next: Uint8Array[] = [];
-    for (let n = 0; n < nodes.length; n++) {
-      const bytes = nodes[n]!;
-      out.block(layer[n]!, bytes);
-      const node = decodeMstNode(bytes, scratch);
-      if (node.left >= 0) next.push(bytes.subarray(node.left, node.left + 36));
-      for (let i = 0; i < node.count; i++) {
-        const at = i * ENTRY_FIELDS;
-        const value = bytes.subarray(node.entries[at + VALUE]!, node.entries[at + VALUE]! + 36);
-        // The same record block under two keys is sent once, as a CAR holds each block once.
-        if ((!input.records || input.records.has(cidMapKey(value))) && seenRecords.add(value, 0, 36)) records.push(value);
-        const right = node.entries[at + RIGHT]!;
-        if (right >= 0) next.push(bytes.subarray(right, right + 36));
-      }
-    }
-    for (const c of out.take()) yield c;
-    layer = next;
-    while (records.length >= RECORD_BATCH) {
-      yield* emitRecords(reader, out, records.splice(0, RECORD_BATCH));
+export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, plans?: RepoCarPlans): AsyncGenerator<Uint8Array> {
+  const planKey = plans && !input.records ? cidMapKey(input.head) : undefined;
+  if (planKey !== undefined) {
+    const planned = await fromPlan(reader, plans!, planKey);
+    if (planned) {
+      yield* planned;
+      return;
     }
   }
-  while (records.length > 0) yield* emitRecords(reader, out, records.splice(0, RECORD_BATCH));
-  for (const c of out.take(true)) yield c;
+  // What this CAR is made of, for the next request of the same head; dropped when too big.
+  let pieces: Piece[] | undefined = planKey !== undefined ? [] : undefined;
+  let ownBytes = 0;
+  const own = (c: Uint8Array) => {
+    if (!pieces) return;
+    ownBytes += c.length;
+    if (ownBytes > plans!.maxOwnBytes || pieces.length >= plans!.maxPieces) pieces = undefined;
+    else pieces.push({ bytes: c });
+  };
+  const run = (buffer: Uint8Array, start: number, end: number) => {
+    const key = reader.packKeyOf(buffer);
+    if (!pieces) return;
+    if (key === undefined || pieces.length >= plans!.maxPieces) pieces = undefined;
+    else pieces.push({ key, start, end });
+  };
+  const map = reader.blocks;
+  let marks = new Uint8Array(1024);
+  const room = () => {
+    if (marks.length < map.size) {
+      const next = new Uint8Array(Math.max(map.size, marks.length * 2));
+      next.set(marks);
+      marks = next;
+    }
+  };
+  const [headAt] = await reader.resolve([input.head]);
+  room();
+  // One entry array for every node: each is read before the next is decoded.
+  const scratch = new Int32Array(256 * ENTRY_FIELDS);
+  // Nodes and records the held packs do not have: located and read a batch at a time.
+  let nodesToRead: Uint8Array[] = [input.dataRoot];
+  let recordsToRead: Uint8Array[] = [];
+  const stack: number[] = [];
+  const reach = (bytes: Uint8Array, at: number) => {
+    const j = map.indexOf(bytes, at);
+    if (j < 0) return nodesToRead.push(bytes.subarray(at, at + 36));
+    if ((marks[j]! & WALKED) === 0) {
+      marks[j] = SEND | WALKED;
+      stack.push(j);
+    }
+  };
+  const wanted = input.records;
+  while (nodesToRead.length > 0 || recordsToRead.length > 0) {
+    if (nodesToRead.length > 0) {
+      const found = await reader.resolve(nodesToRead);
+      nodesToRead = [];
+      room();
+      for (const j of found) {
+        if ((marks[j]! & WALKED) !== 0) continue;
+        marks[j] = SEND | WALKED;
+        stack.push(j);
+      }
+    }
+    if (recordsToRead.length > 0) {
+      const found = await reader.resolve(recordsToRead);
+      recordsToRead = [];
+      room();
+      for (const j of found) marks[j]! |= SEND;
+    }
+    while (stack.length > 0) {
+      const n = stack.pop()!;
+      const bytes = map.dataAt(n);
+      const node = decodeMstNode(bytes, scratch);
+      if (node.left >= 0) reach(bytes, node.left);
+      for (let i = 0; i < node.count; i++) {
+        const at = i * ENTRY_FIELDS;
+        const value = node.entries[at + VALUE]!;
+        if (wanted === undefined || wanted.has(cidMapKey(bytes.subarray(value, value + 36)))) {
+          const j = map.indexOf(bytes, value);
+          if (j >= 0) marks[j]! |= SEND;
+          else recordsToRead.push(bytes.subarray(value, value + 36));
+        }
+        const right = node.entries[at + RIGHT]!;
+        if (right >= 0) reach(bytes, right);
+      }
+    }
+  }
+
+  // The commit first, as a PDS sends it; then every other marked block in pack order.
+  const out = new ChunkBuilder();
+  out.push(carHeader(input.head));
+  out.block(input.head, map.dataAt(headAt!));
+  marks[headAt!] = 0;
+  let runBuffer: Uint8Array | undefined;
+  let runStart = 0;
+  let runEnd = 0;
+  for (let i = 0; i < map.size; i++) {
+    if ((marks[i]! & SEND) === 0) continue;
+    const buffer = map.bufferAt(i);
+    const start = map.startAt(i);
+    const end = map.endAt(i);
+    if (!reader.isPack(buffer)) {
+      out.block(map.cidAt(i), map.dataAt(i));
+      if (out.ready) {
+        for (const c of out.take()) {
+          own(c);
+          yield c;
+        }
+      }
+      continue;
+    }
+    const frameStart = start - varintLength(end - start);
+    if (buffer === runBuffer && frameStart === runEnd && end - runStart <= RUN_MAX) {
+      runEnd = end;
+      continue;
+    }
+    if (runBuffer) {
+      for (const c of out.take(true)) {
+        own(c);
+        yield c;
+      }
+      run(runBuffer, runStart, runEnd);
+      yield runBuffer.subarray(runStart, runEnd);
+    }
+    runBuffer = buffer;
+    runStart = frameStart;
+    runEnd = end;
+  }
+  for (const c of out.take(true)) {
+    own(c);
+    yield c;
+  }
+  if (runBuffer) {
+    run(runBuffer, runStart, runEnd);
+    yield runBuffer.subarray(runStart, runEnd);
+  }
+  if (pieces) plans!.set(planKey!, pieces);
 }
 
-async function* emitRecords(reader: PackBlockReader, out: ChunkBuilder, cids: Uint8Array[]): AsyncGenerator<Uint8Array> {
-  const blocks = await reader.getMany(cids);
-  for (let i = 0; i < cids.length; i++) out.block(cids[i]!, blocks[i]!);
-  for (const c of out.take()) yield c;
+/** A piece of a remembered CAR: a range of a pack's bytes, or bytes of its own. */
+type Piece = { key: string; start: number; end: number } | { bytes: Uint8Array };
+
+/**
+ * What the CAR of a head is made of, remembered per head (LRU): the header and commit, and the
+ * ranges of pack bytes that followed. A head is content-addressed, so what it reaches never
+ * changes, and a pack's key is its hash, so its bytes never change either: the next getRepo of
+ * the same head reads the packs, checks each against its key, and sends the ranges, with no
+ * walk. A pack gone or damaged sends the request down the full path, which reports it.
+ */
+export class RepoCarPlans {
+  readonly #plans = new Map<string, Piece[]>();
+  #ownBytes = 0;
+  readonly maxPlans: number;
+  readonly maxPieces: number;
+  readonly maxOwnBytes: number;
+
+  /** Bytes of their own all plans may hold (copies of blocks read by range, headers). */
+  readonly budgetBytes: number;
+
+  constructor(opts: { maxPlans?: number; maxPieces?: number; maxOwnBytes?: number; budgetBytes?: number } = {}) {
+    this.maxPlans = opts.maxPlans ?? 256;
+    this.maxPieces = opts.maxPieces ?? 4096;
+    this.maxOwnBytes = opts.maxOwnBytes ?? 1024 * 1024;
+    this.budgetBytes = opts.budgetBytes ?? 16 * 1024 * 1024;
+  }
+
+  get size(): number {
+    return this.#plans.size;
+  }
+
+  /** @internal */
+  get(head: string): Piece[] | undefined {
+    const plan = this.#plans.get(head);
+    if (plan) {
+      this.#plans.delete(head);
+      this.#plans.set(head, plan);
+    }
+    return plan;
+  }
+
+  /** @internal */
+  set(head: string, pieces: Piece[]): void {
+    this.delete(head);
+    this.#plans.set(head, pieces);
+    this.#ownBytes += ownBytesOf(pieces);
+    for (const k of this.#plans.keys()) {
+      if (this.#plans.size <= this.maxPlans && this.#ownBytes <= this.budgetBytes) break;
+      this.delete(k);
+    }
+  }
+
+  /** @internal */
+  delete(head: string): void {
+    const plan = this.#plans.get(head);
+    if (!plan) return;
+    this.#plans.delete(head);
+    this.#ownBytes -= ownBytesOf(plan);
+  }
+}
+
+function ownBytesOf(pieces: Piece[]): number {
+  let n = 0;
+  for (const p of pieces) if ('bytes' in p) n += p.bytes.length;
+  return n;
+}
+
+/** The remembered CAR's chunks, once every pack it names has been read and checked; else null. */
+async function fromPlan(reader: PackBlockReader, plans: RepoCarPlans, head: string): Promise<Uint8Array[] | null> {
+  const plan = plans.get(head);
+  if (!plan) return null;
+  const packs = new Map<string, Uint8Array | null>();
+  for (const p of plan) if ('key' in p && !packs.has(p.key)) packs.set(p.key, await reader.wholePack(p.key));
+  const out: Uint8Array[] = [];
+  for (const p of plan) {
+    if ('bytes' in p) {
+      out.push(p.bytes);
+      continue;
+    }
+    const pack = packs.get(p.key);
+    if (!pack || p.end > pack.length) {
+      plans.delete(head);
+      return null;
+    }
+    out.push(pack.subarray(p.start, p.end));
+  }
+  return out;
 }
 
 export interface RecordProof {

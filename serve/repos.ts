@@ -148,3 +148,19 @@ export async function findBlob(pool: pg.Pool, cid: string): Promise<BlobRow | nu
   const r = rows[0];
   return r ? { key: r.key, mime: r.mime, size: r.size === null ? null : Number(r.size) } : null;
 }
+
+/**
+ * The DID document a repo's row implies: its handle, its atproto signing key and its PDS, as
+ * the mirror last resolved them (describeRepo's `didDoc`, tap's `/resolve`).
+ */
+export function didDocument(repo: RepoRow): Record<string, unknown> {
+  return {
+    '@context': ['https://www.w3.org/ns/did/v1', 'https://w3id.org/security/multikey/v1', 'https://w3id.org/security/suites/secp256k1-2019/v1'],
+    id: repo.did,
+    alsoKnownAs: repo.handle ? [`at://${repo.handle}`] : [],
+    verificationMethod: repo.signingKey
+      ? [{ id: `${repo.did}#atproto`, type: 'Multikey', controller: repo.did, publicKeyMultibase: repo.signingKey.replace(/^did:key:/, '') }]
+      : [],
+    service: repo.pds ? [{ id: '#atproto_pds', type: 'AtprotoPersonalDataServer', serviceEndpoint: repo.pds }] : [],
+  };
+}

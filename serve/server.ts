@@ -18,7 +18,9 @@ import { XrpcError, invalidRequest } from './errors.ts';
 import * as metrics from './metrics.ts';
 import { parseParams } from './params.ts';
 import { EventStream, StreamQuery, type StreamOptions } from './stream.ts';
+import { tapRead, tapReadRoute } from './tap-info.ts';
 import { METHODS, methodFor, type Reply, type XrpcDeps } from './xrpc.ts';
+import { RepoCarPlans } from './repo-car.ts';
 
 export interface ServeLimits {
   /** Largest admin request body. Default 1 MiB. */
@@ -31,6 +33,8 @@ export interface ServeLimits {
   maxConcurrentRepos: number;
   /** Packs up to this size are read whole by getRepo. Default 128 MiB. */
   wholePackMax: number;
+  /** Heads whose getRepo CAR is remembered as ranges of packs (0: none). Default 256. */
+  repoCarPlans: number;
 }
 
 export const DEFAULT_LIMITS: ServeLimits = {
@@ -39,6 +43,7 @@ export const DEFAULT_LIMITS: ServeLimits = {
   maxJsonBytes: 16 * 1024 * 1024,
   maxConcurrentRepos: 4,
   wholePackMax: 128 * 1024 * 1024,
+  repoCarPlans: 256,
 };
 
 export interface ServeOptions {
@@ -93,7 +98,7 @@ class Gate {
 export async function startServeServer(opts: ServeOptions): Promise<ServeServer> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const log = opts.log ?? ((l: string) => console.error(l));
-  const deps: XrpcDeps = { pool: opts.pool, store: opts.store, wholePackMax: limits.wholePackMax };
+  const deps: XrpcDeps = { pool: opts.pool, store: opts.store, wholePackMax: limits.wholePackMax, ...(limits.repoCarPlans > 0 ? { carPlans: new RepoCarPlans({ maxPlans: limits.repoCarPlans }) } : {}) };
   const stream = new EventStream(opts.pool, opts.store, opts.stream);
   const repoGate = new Gate(limits.maxConcurrentRepos);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
@@ -133,6 +138,12 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
       res.writeHead(200, { 'content-length': 0 }).end();
       return path;
     }
+    const tapRoute = tapReadRoute(path);
+    if (tapRoute) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new XrpcError(405, 'MethodNotAllowed', `${tapRoute}/<did> takes GET`);
+      await send(res, tapRoute, { kind: 'json', body: await tapRead(opts.pool, tapRoute, path) }, limits);
+      return tapRoute;
+    }
     if (path === '/metrics') {
       const text = await registry.metrics();
       res.writeHead(200, { 'content-type': registry.contentType }).end(text);
@@ -153,7 +164,8 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
       .then((r) => (route = r))
       .catch((err: unknown) => {
         const nsidish = req.url?.startsWith('/xrpc/') ? req.url.slice(6).split('?')[0]! : undefined;
-        route = nsidish && Object.hasOwn(METHODS, nsidish) ? nsidish : req.url?.split('?')[0] && Object.hasOwn(ADMIN_ROUTES, req.url.split('?')[0]!) ? req.url.split('?')[0]! : 'other';
+        const pathOnly = req.url?.split('?')[0] ?? '';
+        route = nsidish && Object.hasOwn(METHODS, nsidish) ? nsidish : Object.hasOwn(ADMIN_ROUTES, pathOnly) ? pathOnly : (tapReadRoute(pathOnly) ?? 'other');
         const xe = toXrpcError(err, log, req.url ?? '');
         if (res.headersSent) {
           // Mid-stream: the client sees a truncated body, which a CAR reader reports.

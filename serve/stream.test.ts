@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
@@ -164,6 +164,73 @@ describe('tap protocol', () => {
     const a = await collect(0, 123);
     const b = await collect(a.at(-1)!, all.length - 123);
     expect([...a, ...b]).toEqual(all);
+  });
+});
+
+describe('records read for the stream', () => {
+  /** Every message after `cursor` up to the last event, by raw WebSocket. */
+  const replay = (url: string, cursor: number, count: number) =>
+    new Promise<Array<{ id: number; record: { rkey: string; record?: unknown } }>>((resolve, reject) => {
+      const got: Array<{ id: number; record: { rkey: string; record?: unknown } }> = [];
+      const ws = new WebSocket(`${url.replace('http', 'ws')}/channel?cursor=${cursor}`);
+      ws.on('message', (data) => {
+        if (got.length === count) return;
+        got.push(JSON.parse(String(data)));
+        if (got.length === count) {
+          ws.close();
+          resolve(got);
+        }
+      });
+      ws.on('error', reject);
+    });
+  const packOf = async (id: number) =>
+    (await pool.query<{ key: string; byte_offset: string }>('SELECT p.key, b.byte_offset FROM events e JOIN blocks b ON b.cid = e.cid JOIN packs p ON p.id = b.pack_id WHERE e.id = $1', [id])).rows[0]!;
+
+  it('a record whose pack is damaged goes out without its record, the others with theirs; a pack that is gone, all without', async () => {
+    const ids = await appendEvents(30);
+    const { key, byte_offset } = await packOf(ids[7]!);
+    const path = join(dir, key);
+    const good = await readFile(path);
+    const bad = Buffer.from(good);
+    bad[Number(byte_offset) + 2]! ^= 0xff; // a byte of event 7's record
+    await writeFile(path, bad);
+    try {
+      const got = await replay(server.url, ids[0]! - 1, ids.length);
+      expect(got.map((m) => m.id)).toEqual(ids);
+      expect(got.filter((m) => m.record.record === undefined).map((m) => m.id)).toEqual([ids[7]]);
+    } finally {
+      await writeFile(path, good);
+    }
+    const gone = await appendEvents(10);
+    const other = join(dir, (await packOf(gone[0]!)).key);
+    await rename(other, `${other}.away`);
+    try {
+      const got = await replay(server.url, gone[0]! - 1, gone.length);
+      expect(got.map((m) => m.id)).toEqual(gone);
+      expect(got.every((m) => m.record.record === undefined)).toBe(true);
+    } finally {
+      await rename(`${other}.away`, other);
+    }
+  });
+
+  it('clients reading the same stretch of the log share each page: one query per page, not one per client', async () => {
+    const ids = await appendEvents(400);
+    let pageQueries = 0;
+    const counted = Object.create(pool) as pg.Pool;
+    counted.query = ((...args: Parameters<pg.Pool['query']>) => {
+      if (String(args[0]).includes('FROM events e')) pageQueries++;
+      return (pool.query as (...a: unknown[]) => unknown)(...args);
+    }) as pg.Pool['query'];
+    const shared = await startServeServer({ pool: counted, store, stream: { pageSize: 100, pollMs: 50 }, log: () => {} });
+    try {
+      const all = await Promise.all(Array.from({ length: 10 }, () => replay(shared.url, ids[0]! - 1, ids.length)));
+      for (const got of all) expect(got.map((m) => m.id)).toEqual(ids);
+      // 4 pages of 100 events, and at most a few reads of the (short) head page.
+      expect(pageQueries).toBeLessThanOrEqual(4 + 10);
+      expect(pageQueries).toBeGreaterThanOrEqual(4);
+    } finally {
+      await shared.close();
+    }
   });
 });
 

@@ -16,7 +16,8 @@
  * Backpressure: events are read from PostgreSQL one page at a time, and only while the
  * socket's send buffer is below `highWaterBytes` and the client has fewer than `maxUnacked`
  * events unacked; so memory per client is at most two pages (one being sent, the next being
- * read) plus the buffer mark. A client whose buffer does not drain (or who acks nothing) for
+ * read) plus the buffer mark, and the pages kept for all clients to share (`pageCacheBytes`):
+ * each page is queried and encoded once, however many clients read it. A client whose buffer does not drain (or who acks nothing) for
  * `stallTimeoutMs` is closed with code 1008 and a reason saying why, then cut off if it does not
  * read the close either.
  */
@@ -25,14 +26,20 @@ import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import { cidToString } from '../atproto/cid.ts';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { BlockSource, blockHashMatches } from '../graph/blocks.ts';
+import { PackBlockReader } from './blocks.ts';
 import * as metrics from './metrics.ts';
 import { decode as decodeCbor } from '@atcute/cbor';
 import { EventHead } from './event-head.ts';
 
 export interface StreamOptions {
-  /** Events read per query. Default 2000. */
+  /** Events read per query. Default 5000. */
   pageSize?: number;
+  /**
+   * Bytes of encoded pages kept for every client to share, while more than one is connected:
+   * clients reading the same stretch of the log (a replay, or the live tail) cost one query and
+   * one encoding per page, not one per client. Default 32 MiB.
+   */
+  pageCacheBytes?: number;
   /** Stop reading events while a client's send buffer holds more than this. Default 4 MiB. */
   highWaterBytes?: number;
   /** Most events sent and not yet acked, in consumer mode. Default 20,000. */
@@ -70,6 +77,12 @@ interface EventRow {
   gone_status: string | null;
 }
 
+/** One event as sent: its id and its message, encoded once (UTF-8) for every client. */
+export interface EncodedEvent {
+  id: number;
+  message: Buffer;
+}
+
 const ACCOUNT_STATUSES = new Set(['active', 'takendown', 'suspended', 'deactivated', 'deleted']);
 
 export interface ClientStats {
@@ -85,8 +98,9 @@ export class EventStream {
   readonly #opts: Required<StreamOptions>;
   readonly #head: EventHead;
   // Shared by every client: consumers replaying the same stretch of the log read the same
-  // packs, which are read whole once and kept (bounded LRU).
-  readonly #blocks: BlockSource;
+  // packs, which are read whole once and kept (up to packCacheBytes).
+  readonly #store: BlobStore;
+  #records: PackBlockReader;
   readonly #clients = new Set<StreamClient>();
   /** Acked positions of consumers, ahead of what PostgreSQL holds (saved every second). */
   readonly #positions = new Map<string, number>();
@@ -94,12 +108,15 @@ export class EventStream {
   #saver: NodeJS.Timeout | undefined;
   #closed = false;
   readonly #running = new Set<Promise<void>>();
+  readonly #pages = new Map<number, { page: Promise<EncodedEvent[]>; bytes: number }>();
+  #pageBytes = 0;
 
   constructor(pool: pg.Pool, store: BlobStore, opts: StreamOptions = {}) {
     this.#pool = pool;
-    this.#opts = { pageSize: 2000, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ackGraceMs: 200, packCacheBytes: 128 * 1024 * 1024, ...opts };
+    this.#opts = { pageSize: 5000, pageCacheBytes: 32 * 1024 * 1024, highWaterBytes: 4 * 1024 * 1024, maxUnacked: 20_000, stallTimeoutMs: 30_000, pollMs: 200, ackGraceMs: 200, packCacheBytes: 128 * 1024 * 1024, ...opts };
     this.#head = new EventHead(pool, this.#opts.pollMs);
-    this.#blocks = new BlockSource(pool, store, { wholePackMax: 64 * 1024 * 1024, packCacheBytes: this.#opts.packCacheBytes });
+    this.#store = store;
+    this.#records = this.#newRecordReader();
     this.#saver = setInterval(() => void this.#savePositions(), 1000);
     this.#saver.unref();
   }
@@ -174,8 +191,48 @@ export class EventStream {
     return this.#head;
   }
 
-  /** @internal one page of events after `after`, as messages. */
-  async page(after: number, limit: number): Promise<{ id: number; message: string }[]> {
+  /**
+   * @internal one page of events after `after`, as messages. Full pages are kept (up to
+   * `pageCacheBytes`) and a page being read is shared: clients at the same place in the log
+   * wait for one query and one encoding.
+   */
+  page(after: number, limit: number): Promise<EncodedEvent[]> {
+    if (limit !== this.#opts.pageSize) return this.#readPage(after, limit);
+    const held = this.#pages.get(after);
+    if (held) {
+      // Touch: Map order is the LRU order.
+      this.#pages.delete(after);
+      this.#pages.set(after, held);
+      return held.page;
+    }
+    const page = this.#readPage(after, limit);
+    const entry = { page, bytes: 0 };
+    this.#pages.set(after, entry);
+    page.then(
+      (events) => {
+        // A short page is the head of the log, which grows: shared while read, never kept. Nor
+        // is any page kept for a lone client, which will not read it again.
+        if (events.length < limit || this.#clients.size < 2 || this.#pages.get(after) !== entry) {
+          if (this.#pages.get(after) === entry) this.#pages.delete(after);
+          return;
+        }
+        for (const e of events) entry.bytes += e.message.length + 64;
+        this.#pageBytes += entry.bytes;
+        for (const [k, v] of this.#pages) {
+          if (this.#pageBytes <= this.#opts.pageCacheBytes) break;
+          if (v.bytes === 0) continue;
+          this.#pages.delete(k);
+          this.#pageBytes -= v.bytes;
+        }
+      },
+      () => {
+        if (this.#pages.get(after) === entry) this.#pages.delete(after);
+      },
+    );
+    return page;
+  }
+
+  async #readPage(after: number, limit: number): Promise<EncodedEvent[]> {
     const { rows } = await this.#pool.query<EventRow>(
       `SELECT e.id, e.did, e.kind, e.collection, e.rkey, e.cid, e.rev, e.origin, e.detail,
               r.handle, r.status AS repo_status, r.gone_status
@@ -183,23 +240,41 @@ export class EventStream {
        WHERE e.id > $1 ORDER BY e.id LIMIT $2`,
       [after, limit],
     );
-    const withRecord = rows.filter((r) => r.cid !== null && (r.kind === 'create' || r.kind === 'update'));
-    const blocks = new Map<number, Uint8Array>();
-    if (withRecord.length > 0) {
-      const locs = await this.#blocks.locateMany(withRecord.map((r) => r.cid!));
-      for (const [i, r] of withRecord.entries()) {
-        const loc = locs[i];
-        if (!loc) continue;
-        try {
-          const bytes = this.#blocks.readCached(loc) ?? (await this.#blocks.read(r.cid!, loc));
-          // A record block that cannot be read, or does not hash to its CID, goes out without
-          // the record (tap sends an event whose record it no longer holds the same way)
-          // rather than stopping the stream.
-          if (blockHashMatches(r.cid!, bytes)) blocks.set(Number(r.id), bytes);
-        } catch {}
-      }
+    const withRecord: number[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      if (r.cid !== null && (r.kind === 'create' || r.kind === 'update')) withRecord.push(i);
     }
-    return rows.map((r) => ({ id: Number(r.id), message: toMessage(r, blocks.get(Number(r.id))) }));
+    const records: (Uint8Array | undefined)[] = new Array(rows.length);
+    if (withRecord.length > 0) await this.#readRecords(rows, withRecord, records);
+    const out: EncodedEvent[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) out[i] = { id: Number(rows[i]!.id), message: Buffer.from(toMessage(rows[i]!, records[i])) };
+    return out;
+  }
+
+  /**
+   * The record blocks of a page. A backfill's records sit together in its pack, so the shared
+   * reader reads each pack whole once, checks it against its key once, and finds the rest of
+   * its blocks in memory: no block index query and no hash per event. A record that cannot be
+   * read (not indexed, its pack gone or damaged: then its blocks are read by range, each
+   * checked against its CID) goes out without the record, as tap sends an event whose record
+   * it no longer holds, rather than stopping the stream.
+   */
+  async #readRecords(rows: EventRow[], withRecord: number[], into: (Uint8Array | undefined)[]): Promise<void> {
+    let reader = this.#records;
+    // Generations, not an LRU: a reader that holds most of its budget (or many blocks read by
+    // range) is let go whole, and the next page starts a new one.
+    if (reader.heldBytes > (this.#opts.packCacheBytes * 3) / 4 || reader.blocks.size > 2_000_000) reader = this.#records = this.#newRecordReader();
+    const at = await reader.resolve(
+      withRecord.map((i) => rows[i]!.cid!),
+      true,
+    );
+    const map = reader.blocks;
+    for (let k = 0; k < withRecord.length; k++) if (at[k]! >= 0) into[withRecord[k]!] = map.dataAt(at[k]!);
+  }
+
+  #newRecordReader(): PackBlockReader {
+    return new PackBlockReader(this.#pool, this.#store, { wholePackMax: 64 * 1024 * 1024, budgetBytes: this.#opts.packCacheBytes });
   }
 
   /** Cuts every client's connection without a close handshake, as a crash or a network cut would. */
@@ -331,7 +406,7 @@ class StreamClient {
 
   async run(): Promise<void> {
     const { pageSize, highWaterBytes, maxUnacked, stallTimeoutMs, ackGraceMs } = this.#stream.options;
-    let prefetch: { after: number; page: Promise<{ id: number; message: string }[]> } | undefined;
+    let prefetch: { after: number; page: Promise<EncodedEvent[]> } | undefined;
     // A reconnecting tap client sends the acks it buffered as soon as the socket opens.
     if (this.#consumer !== null && ackGraceMs > 0) await new Promise((r) => setTimeout(r, ackGraceMs));
     while (this.#open) {
@@ -377,7 +452,8 @@ class StreamClient {
             if (this.#unackedCount === 0) this.#stream.advance(this.#consumer, e.id);
             continue;
           }
-          this.#ws.send(e.message);
+          // Text frames: the message is UTF-8 already, encoded once for every client.
+          this.#ws.send(e.message, { binary: false });
           bytes += e.message.length;
           this.#position = e.id;
           if (this.#consumer !== null) this.#unacked.push(e.id);

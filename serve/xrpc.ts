@@ -11,8 +11,8 @@ import type { BlobStore } from '../storage/blobstore/types.ts';
 import { PackBlockReader } from './blocks.ts';
 import { XrpcError, invalidRequest, recordNotFound } from './errors.ts';
 import { atIdentifier, bool, cid, did, limit, nsid, recordKey, tid } from './params.ts';
-import { collectionsOf, findBlob, listRepoPage, recordCid, recordPage, recordsSince, repoStatus, servableRepo, findRepo, type ServableRepo } from './repos.ts';
-import { repoCar, recordProof } from './repo-car.ts';
+import { collectionsOf, didDocument, findBlob, listRepoPage, recordCid, recordPage, recordsSince, repoStatus, servableRepo, findRepo, type ServableRepo } from './repos.ts';
+import { RepoCarPlans, repoCar, recordProof } from './repo-car.ts';
 import { cidMapKey } from '../graph/blocks.ts';
 
 export interface XrpcDeps {
@@ -20,6 +20,8 @@ export interface XrpcDeps {
   store: BlobStore;
   /** Packs up to this size are read whole by getRepo (see PackBlockReader). */
   wholePackMax: number;
+  /** What recent getRepo CARs were made of, per head. */
+  carPlans?: RepoCarPlans;
 }
 
 export type Reply =
@@ -52,24 +54,12 @@ function recordValue(bytes: Uint8Array, uri: string): unknown {
   }
 }
 
-function didDocument(repo: ServableRepo): Record<string, unknown> {
-  return {
-    '@context': ['https://www.w3.org/ns/did/v1', 'https://w3id.org/security/multikey/v1', 'https://w3id.org/security/suites/secp256k1-2019/v1'],
-    id: repo.did,
-    alsoKnownAs: repo.handle ? [`at://${repo.handle}`] : [],
-    verificationMethod: repo.signingKey
-      ? [{ id: `${repo.did}#atproto`, type: 'Multikey', controller: repo.did, publicKeyMultibase: repo.signingKey.replace(/^did:key:/, '') }]
-      : [],
-    service: repo.pds ? [{ id: '#atproto_pds', type: 'AtprotoPersonalDataServer', serviceEndpoint: repo.pds }] : [],
-  };
-}
-
 export const METHODS: Record<string, XrpcMethod> = {
   'com.atproto.sync.getRepo': method(z.object({ did, since: tid.optional() }), async (deps, p) => {
     const repo = await servableRepo(deps.pool, p.did);
     const records = p.since === undefined ? undefined : new Set((await recordsSince(deps.pool, repo.did, p.since)).map(cidMapKey));
     const reader = new PackBlockReader(deps.pool, deps.store, { wholePackMax: deps.wholePackMax });
-    return { kind: 'stream', contentType: CAR, body: repoCar(reader, { head: repo.head, dataRoot: repo.data, ...(records ? { records } : {}) }) };
+    return { kind: 'stream', contentType: CAR, body: repoCar(reader, { head: repo.head, dataRoot: repo.data, ...(records ? { records } : {}) }, deps.carPlans) };
   }),
 
   'com.atproto.sync.getLatestCommit': method(z.object({ did }), async (deps, p) => {

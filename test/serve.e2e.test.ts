@@ -304,12 +304,39 @@ describe('bad input gets the right XRPC error, never a 500', () => {
     expect(status.body).toEqual(await xrpcQuery(pds, 'com.atproto.sync.getRepoStatus', { did: carol.did }));
   });
 
+  it("tap's resolveDid and getRepoInfo read what the mirror holds, in the shapes the client parses", async () => {
+    const { Tap } = await import('@atproto/tap');
+    const tap = new Tap(serve.url);
+    const alice = sample.alice;
+    // The client checks the document with @atproto/common's schema; compare it with PLC's.
+    const doc = await tap.resolveDid(alice.did);
+    const plc = (await (await fetch(`${pds.plcUrl}/${alice.did}`)).json()) as { alsoKnownAs: string[]; service: Array<{ serviceEndpoint: string }> };
+    expect(doc?.id).toBe(alice.did);
+    expect(doc?.alsoKnownAs).toEqual(plc.alsoKnownAs);
+    expect(doc?.service?.[0]?.serviceEndpoint).toBe(plc.service[0]!.serviceEndpoint);
+    // As a Multikey (the compressed did:key form), which this PLC's own document does not use.
+    expect(`did:key:${doc?.verificationMethod?.[0]?.publicKeyMultibase}`).toBe(await signingKeyOf(alice.did));
+    expect(await tap.resolveDid('did:plc:aaaaaaaaaaaaaaaaaaaaaaaa')).toBeNull();
+
+    const info = await tap.getRepoInfo(alice.did);
+    const latest = (await xrpcQuery(pds, 'com.atproto.sync.getLatestCommit', { did: alice.did })) as { rev: string };
+    expect(info).toMatchObject({ did: alice.did, handle: alice.handle, state: 'active', rev: latest.rev, records: (await listAllRecords(pds, alice.did)).length, retries: 0 });
+    expect(info.error).toBeUndefined();
+    await expect(tap.getRepoInfo('did:plc:aaaaaaaaaaaaaaaaaaaaaaaa')).rejects.toThrow(/Not Found/);
+    for (const path of ['/info/not-a-did', '/resolve/did:plc:%zz']) {
+      const bad = await get(path);
+      expect([bad.status, bad.body.error]).toEqual([400, 'InvalidRequest']);
+    }
+    expect((await get(`/info/${alice.did}`, { method: 'POST' })).status).toBe(405);
+  });
+
   it('metrics count requests by route and status, and bytes served', async () => {
     const text = (await get('/metrics')).bytes;
     const s = Buffer.from(text).toString();
     expect(s).toMatch(/repowalk_serve_requests_total\{route="com.atproto.sync.getRepo",status="200"\} \d+/);
     expect(s).toMatch(/repowalk_serve_requests_total\{route="com.atproto.sync.getRepo",status="400"\} \d+/);
     expect(s).toMatch(/repowalk_serve_bytes_total\{route="com.atproto.sync.getRepo"\} [1-9]/);
+    expect(s).toMatch(/repowalk_serve_requests_total\{route="\/info",status="200"\} [1-9]/);
     expect(s).not.toContain(ADMIN_TOKEN);
   });
 });
