@@ -228,6 +228,11 @@ export const OPTIONS = [
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
+  {
+    env: 'REPOWALK_SYNC_VERIFY_THREADS', key: 'worker.syncVerifyThreads', schema: z.coerce.number().int().min(0).max(64),
+    default: () => 1, defaultText: '1',
+    doc: 'Threads of each live-sync subscription that check commits (CAR hashes, signature, MST proof) while its own thread decodes and stores; 0 checks them on that thread.',
+  },
   // Serving the mirror (`repowalk serve`, the `serve` job): XRPC, the tap event stream, admin.
   {
     env: 'REPOWALK_SERVE_HOST', key: 'serve.host', schema: z.string().min(1),

@@ -20,7 +20,8 @@ import { CommitVerifyError, FrameError } from './errors.ts';
 import { decodeFrame, type Frame } from './frames.ts';
 import { bump, newProgress, type SyncProgress } from './progress.ts';
 import { openFrames, subscribeUrl } from './socket.ts';
-import { verifyCommitFrame } from './verify-commit.ts';
+import type { CommitFrame } from './verify-commit.ts';
+import { inlineVerifier, VerifyPool, type CommitVerifier } from './verify-pool.ts';
 
 export interface SubscriptionOptions {
   /** Upstream origin (a relay or a PDS): http(s) or ws(s). */
@@ -34,6 +35,8 @@ export interface SubscriptionOptions {
   requestResync: (did: string, reason: string) => Promise<void>;
   maxBatch?: number;
   batchWaitMs?: number;
+  /** Threads that check commits (sync/verify-pool.ts); 0 checks them on this thread. */
+  verifyThreads?: number;
   /** Stop (returning) after this long; the caller starts again (continue-as-new). */
   runForMs?: number;
   signal: AbortSignal;
@@ -68,6 +71,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
   let backoffMs = 500;
   let windowStart = Date.now();
   let windowCount = 0;
+  const verifier: CommitVerifier = (opts.verifyThreads ?? 0) > 0 ? new VerifyPool(opts.verifyThreads!) : inlineVerifier;
 
   /** The key to check `did`'s commits with: remembered, on the repo row, or resolved (then also returned as the identity). */
   const keyFor = async (did: string): Promise<{ key: string; id?: AtprotoIdentity }> => {
@@ -83,51 +87,59 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     return { key, id };
   };
 
-  while (!opts.signal.aborted && Date.now() < until) {
-    let queue;
-    try {
-      queue = await openFrames(subscribeUrl(opts.host, progress.cursor), { signal: opts.signal });
-    } catch (err) {
-      progress.lastError = `connect: ${(err as Error).message}`;
-      progress.reconnects++;
-      await sleep(backoffMs, opts.signal);
-      backoffMs = Math.min(backoffMs * 2, 30_000);
-      continue;
-    }
-    progress.connected = true;
-    log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
-    try {
-      while (!opts.signal.aborted && Date.now() < until) {
-        const raw = await queue.take(opts.maxBatch ?? 500, opts.batchWaitMs ?? 200);
-        if (raw.length === 0) {
-          if (queue.closed !== undefined) break;
-          opts.onProgress?.(progress);
-          continue;
-        }
-        backoffMs = 500;
-        await applyFrames(raw);
-        windowCount += raw.length;
-        const now = Date.now();
-        if (now - windowStart >= 1000) {
-          progress.eventsPerSecond = Math.round((windowCount * 1000) / (now - windowStart));
-          windowStart = now;
-          windowCount = 0;
-        }
-        opts.onProgress?.(progress);
-      }
-    } finally {
-      queue.close();
-      progress.connected = false;
-    }
-    if (opts.signal.aborted || Date.now() >= until) break;
-    const why = queue.closed;
-    progress.lastError = why instanceof Error ? why.message : 'upstream closed the stream';
-    progress.reconnects++;
-    log(`sync ${opts.host}: ${progress.lastError}; reconnecting in ${backoffMs} ms`);
-    await sleep(backoffMs, opts.signal);
-    backoffMs = Math.min(backoffMs * 2, 30_000);
+  try {
+    await follow();
+  } finally {
+    await verifier.close();
   }
   return progress;
+
+  async function follow(): Promise<void> {
+    while (!opts.signal.aborted && Date.now() < until) {
+      let queue;
+      try {
+        queue = await openFrames(subscribeUrl(opts.host, progress.cursor), { signal: opts.signal });
+      } catch (err) {
+        progress.lastError = `connect: ${(err as Error).message}`;
+        progress.reconnects++;
+        await sleep(backoffMs, opts.signal);
+        backoffMs = Math.min(backoffMs * 2, 30_000);
+        continue;
+      }
+      progress.connected = true;
+      log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
+      try {
+        while (!opts.signal.aborted && Date.now() < until) {
+          const raw = await queue.take(opts.maxBatch ?? 500, opts.batchWaitMs ?? 200);
+          if (raw.length === 0) {
+            if (queue.closed !== undefined) break;
+            opts.onProgress?.(progress);
+            continue;
+          }
+          backoffMs = 500;
+          await applyFrames(raw);
+          windowCount += raw.length;
+          const now = Date.now();
+          if (now - windowStart >= 1000) {
+            progress.eventsPerSecond = Math.round((windowCount * 1000) / (now - windowStart));
+            windowStart = now;
+            windowCount = 0;
+          }
+          opts.onProgress?.(progress);
+        }
+      } finally {
+        queue.close();
+        progress.connected = false;
+      }
+      if (opts.signal.aborted || Date.now() >= until) break;
+      const why = queue.closed;
+      progress.lastError = why instanceof Error ? why.message : 'upstream closed the stream';
+      progress.reconnects++;
+      log(`sync ${opts.host}: ${progress.lastError}; reconnecting in ${backoffMs} ms`);
+      await sleep(backoffMs, opts.signal);
+      backoffMs = Math.min(backoffMs * 2, 30_000);
+    }
+  }
 
   /** Decodes, verifies and stores one batch of frames; the cursor moves to its last seq. */
   async function applyFrames(raw: Uint8Array[]): Promise<void> {
@@ -150,17 +162,32 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
         fromWaiting.add(c);
       }
     }
-    for (const bytes of raw) {
-      let frame: Frame;
+    const decoded = raw.map((bytes) => {
       try {
-        frame = decodeFrame(bytes);
+        return { bytes, frame: decodeFrame(bytes) };
       } catch (err) {
         if (!(err instanceof FrameError)) throw err;
+        return { bytes, err };
+      }
+    });
+    // Every commit of the batch is checked at once (on the verify threads, when there are some);
+    // the results are taken in frame order below.
+    const checks = new Map<Frame, Promise<CommitChange>>();
+    for (const { frame } of decoded) {
+      if (frame?.t !== '#commit') continue;
+      const check = verifiedCommit(frame);
+      check.catch(() => {}); // awaited in order below; until then not unhandled
+      checks.set(frame, check);
+    }
+    for (const d of decoded) {
+      if (d.err) {
+        const err = d.err;
         bump(progress.frames, err.problem === 'frame-unknown-type' ? 'unknown' : 'malformed');
-        errors.push({ seq: err.seq ?? null, problem: err.problem, detail: err.message, frame: bytes.subarray(0, 64 * 1024) });
+        errors.push({ seq: err.seq ?? null, problem: err.problem, detail: err.message, frame: d.bytes.subarray(0, 64 * 1024) });
         if (err.seq !== undefined) lastSeq = Math.max(lastSeq ?? 0, err.seq);
         continue;
       }
+      const frame = d.frame!;
       bump(progress.frames, frame.t);
       if (frame.t === 'error') {
         errors.push({ seq: null, problem: 'error-frame', detail: `${frame.error}: ${frame.message ?? ''}`, frame: null });
@@ -177,7 +204,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
         case '#commit': {
           const w = waiting.get(frame.repo);
           try {
-            const change = await verifiedCommit(frame);
+            const change = await checks.get(frame)!;
             if (w) {
               if (w.changes.length < MAX_WAITING_PER_REPO) w.changes.push(change);
             } else changes.push(change);
@@ -258,17 +285,17 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
   }
 
   /** Verifies with the key on record; on a bad signature resolves the DID again, once. */
-  async function verifiedCommit(frame: Extract<Frame, { t: '#commit' }>): Promise<CommitChange> {
+  async function verifiedCommit(frame: CommitFrame): Promise<CommitChange> {
     const { key, id: resolved } = await keyFor(frame.repo);
     try {
-      const change = await verifyCommitFrame(frame, key);
+      const change = await verifier.verify(frame, key);
       return resolved ? { ...change, identity: { pds: resolved.pds, handle: resolved.handle, signingKey: resolved.signingKey } } : change;
     } catch (err) {
       if (!(err instanceof SignatureError)) throw err;
       const id = await opts.resolve(frame.repo, true).catch(() => undefined);
       if (!id) throw err;
       keys.set(frame.repo, id.signingKey);
-      const change = await verifyCommitFrame(frame, id.signingKey);
+      const change = await verifier.verify(frame, id.signingKey);
       return { ...change, identity: { pds: id.pds, handle: id.handle, signingKey: id.signingKey } };
     }
   }
