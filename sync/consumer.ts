@@ -94,6 +94,17 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
   }
   return progress;
 
+  function applied(frames: number): void {
+    windowCount += frames;
+    const now = Date.now();
+    if (now - windowStart >= 1000) {
+      progress.eventsPerSecond = Math.round((windowCount * 1000) / (now - windowStart));
+      windowStart = now;
+      windowCount = 0;
+    }
+    opts.onProgress?.(progress);
+  }
+
   async function follow(): Promise<void> {
     while (!opts.signal.aborted && Date.now() < until) {
       let queue;
@@ -108,28 +119,34 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       }
       progress.connected = true;
       log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
+      // One batch is stored while the next is read and checked: at most two in hand, stored in order.
+      let storing: Promise<void> | undefined;
       try {
         while (!opts.signal.aborted && Date.now() < until) {
           const raw = await queue.take(opts.maxBatch ?? 500, opts.batchWaitMs ?? 200);
           if (raw.length === 0) {
+            await storing;
+            storing = undefined;
             if (queue.closed !== undefined) break;
             opts.onProgress?.(progress);
             continue;
           }
           backoffMs = 500;
-          await applyFrames(raw);
-          windowCount += raw.length;
-          const now = Date.now();
-          if (now - windowStart >= 1000) {
-            progress.eventsPerSecond = Math.round((windowCount * 1000) / (now - windowStart));
-            windowStart = now;
-            windowCount = 0;
-          }
-          opts.onProgress?.(progress);
+          const batch = prepareFrames(raw);
+          const before = storing;
+          storing = (async () => {
+            await before;
+            await applyFrames(batch);
+            applied(raw.length);
+          })();
+          await before;
         }
+        await storing;
       } finally {
         queue.close();
         progress.connected = false;
+        // A batch left behind by an error or a stop is not stored; the cursor has not passed it.
+        storing?.catch(() => {});
       }
       if (opts.signal.aborted || Date.now() >= until) break;
       const why = queue.closed;
@@ -141,8 +158,38 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     }
   }
 
-  /** Decodes, verifies and stores one batch of frames; the cursor moves to its last seq. */
-  async function applyFrames(raw: Uint8Array[]): Promise<void> {
+  /** A batch read: its frames decoded and its commits' checks started. */
+  interface Prepared {
+    raw: Uint8Array[];
+    decoded: { bytes: Uint8Array; frame?: Frame; err?: FrameError }[];
+    checks: Map<Frame, Promise<CommitChange>>;
+  }
+
+  /**
+   * Decodes a batch and starts checking every commit in it at once (on the verify threads, when
+   * there are some); `applyFrames` takes the results in frame order.
+   */
+  function prepareFrames(raw: Uint8Array[]): Prepared {
+    const decoded = raw.map((bytes) => {
+      try {
+        return { bytes, frame: decodeFrame(bytes) };
+      } catch (err) {
+        if (!(err instanceof FrameError)) throw err;
+        return { bytes, err };
+      }
+    });
+    const checks = new Map<Frame, Promise<CommitChange>>();
+    for (const { frame } of decoded) {
+      if (frame?.t !== '#commit') continue;
+      const check = verifiedCommit(frame);
+      check.catch(() => {}); // awaited in order by applyFrames; until then not unhandled
+      checks.set(frame, check);
+    }
+    return { raw, decoded, checks };
+  }
+
+  /** Stores one prepared batch, in frame order; the cursor moves to its last seq. */
+  async function applyFrames({ decoded, checks }: Prepared): Promise<void> {
     const changes: RepoChange[] = [];
     const errors: { seq: number | null; problem: string; detail: string; frame: Uint8Array | null }[] = [];
     const resync = new Map<string, string>();
@@ -161,23 +208,6 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
         changes.push(c);
         fromWaiting.add(c);
       }
-    }
-    const decoded = raw.map((bytes) => {
-      try {
-        return { bytes, frame: decodeFrame(bytes) };
-      } catch (err) {
-        if (!(err instanceof FrameError)) throw err;
-        return { bytes, err };
-      }
-    });
-    // Every commit of the batch is checked at once (on the verify threads, when there are some);
-    // the results are taken in frame order below.
-    const checks = new Map<Frame, Promise<CommitChange>>();
-    for (const { frame } of decoded) {
-      if (frame?.t !== '#commit') continue;
-      const check = verifiedCommit(frame);
-      check.catch(() => {}); // awaited in order below; until then not unhandled
-      checks.set(frame, check);
     }
     for (const d of decoded) {
       if (d.err) {
