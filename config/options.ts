@@ -295,6 +295,11 @@ export const OPTIONS = [
     default: () => 300, defaultText: '300', doc: 'How often the mirror\'s counts (repos by state, blocks, packs, bytes) are refreshed.',
   },
   {
+    env: 'REPOWALK_REFRESH_SECONDS', key: 'schedules.refreshSeconds', schema: positiveInt,
+    default: () => 3600, defaultText: '3600',
+    doc: 'How often the `refresh` workflow (job sync) asks getLatestCommit of each active repo no subscription covers, fetching getRepo?since= only where the rev moved.',
+  },
+  {
     env: 'REPOWALK_ROTATING_SAMPLE_RATE', key: 'maintenance.rotatingSampleRate', schema: positiveInt,
     default: () => 7, defaultText: '7', doc: 'Rotating scrub and validate: each run samples 1/R of the mirror, the offset advancing one step per run, so R runs cover it all.',
   },
