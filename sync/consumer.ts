@@ -1,9 +1,10 @@
 /**
  * Follows one upstream's `subscribeRepos` and applies it through the shared store path, in
  * batches: the frames read since the last batch are decoded and verified, then stored as one
- * batch (one pack, one transaction) together with the cursor — the highest seq of the batch — so
- * a crash resumes right after the last applied frame, with nothing lost or applied twice.
- * Within a batch, one repo's changes keep their order and different repos land together.
+ * batch (one pack, one transaction) together with the cursor — the highest seq of the batch, or,
+ * while commits wait for a resync, just before the earliest of them — so a crash resumes right
+ * after the last applied frame, with nothing lost or applied twice. Within a batch, one repo's
+ * changes keep their order and different repos land together.
  *
  * Every frame ends in a named outcome: applied, a replay skipped, a gap (the repo goes to resync
  * and its later commits wait for it), or an error kept as data with its seq (`sync_frame_errors`);
@@ -12,7 +13,7 @@
 import type pg from 'pg';
 import { SignatureError } from '../atproto/errors.ts';
 import { NetError, type AtprotoIdentity } from '../atproto/net/index.ts';
-import type { CommitChange, RepoChange } from '../ingest/changes.ts';
+import type { ChangeOutcome, CommitChange, RepoChange } from '../ingest/changes.ts';
 import { storeBatch, type StoreDeps } from '../ingest/store.ts';
 import type { FilterOptions } from '../backfill/filters.ts';
 import { recordFilter } from '../backfill/import.ts';
@@ -52,7 +53,11 @@ export async function readCursor(pool: pg.Pool, host: string): Promise<number | 
   return typeof seq === 'number' ? seq : undefined;
 }
 
-/** Commits buffered per repo while its resync runs, and since when. */
+/**
+ * Commits buffered per repo while its resync runs, and since when. They are held in this run's
+ * memory only; the committed cursor stays before the earliest of them (`committedCursor`), so
+ * that after a crash the upstream sends them again.
+ */
 interface Waiting {
   since: number;
   changes: CommitChange[];
@@ -67,6 +72,8 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
   const until = opts.runForMs === undefined ? Infinity : Date.now() + opts.runForMs;
   const filter = recordFilter(opts.filter);
   const waiting = new Map<string, Waiting>();
+  /** The frame seq of each verified commit, for the cursor a restart resumes from. */
+  const seqOf = new WeakMap<CommitChange, number>();
   const keys = new Map<string, string>();
   let backoffMs = 500;
   let windowStart = Date.now();
@@ -235,6 +242,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
           const w = waiting.get(frame.repo);
           try {
             const change = await checks.get(frame)!;
+            seqOf.set(change, frame.seq);
             if (w) {
               if (w.changes.length < MAX_WAITING_PER_REPO) w.changes.push(change);
             } else changes.push(change);
@@ -272,7 +280,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       filter,
       ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds,
       origin: 'live',
-      cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), value: { seq: lastSeq, time: lastTime } },
+      cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), valueAfter: (outcomes) => committedCursor(lastSeq!, lastTime, changes, outcomes) },
       alsoInTransaction: errors.length === 0 ? undefined : async (tx) => {
         for (const e of errors) {
           await tx.query('INSERT INTO sync_frame_errors (host, seq, problem, detail, frame) VALUES ($1, $2, $3, $4, $5)', [new URL(opts.host).host, e.seq, e.problem, e.detail.slice(0, 2000), e.frame]);
@@ -312,6 +320,26 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       progress.resyncs++;
       await opts.requestResync(did, reason);
     }
+  }
+
+  /**
+   * The cursor committed with a batch: its last seq, unless a commit waits for a resync after it
+   * (buffered before, buffered by this batch, or a gap of this batch), then just before the
+   * earliest such commit. A restart then replays from there: the waiting commits come again, and
+   * every other frame after the cursor is at or below its repo's stored rev (a replay, skipped)
+   * or an account or identity change that is recorded only when it changes something. So a crash
+   * loses no buffered commit, at the cost of re-reading at most the frames since the oldest one
+   * (a buffer is given up after WAIT_GIVE_UP_MS). `progress.cursor`, which reconnects use within
+   * a run, is the last seq read: the buffer is still in memory then.
+   */
+  function committedCursor(lastSeq: number, time: string | undefined, changes: RepoChange[], outcomes: ChangeOutcome[]) {
+    let hold = Infinity;
+    const decided = new Set<RepoChange>(changes);
+    for (const w of waiting.values()) for (const c of w.changes) if (!decided.has(c)) hold = Math.min(hold, seqOf.get(c) ?? Infinity);
+    outcomes.forEach((o, i) => {
+      if (o.kind === 'gap' && changes[i]!.kind === 'commit') hold = Math.min(hold, seqOf.get(changes[i] as CommitChange) ?? Infinity);
+    });
+    return hold <= lastSeq ? { seq: hold - 1, time, read: lastSeq } : { seq: lastSeq, time };
   }
 
   /** Verifies with the key on record; on a bad signature resolves the DID again, once. */
