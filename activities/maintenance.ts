@@ -14,6 +14,8 @@ import { collectGarbage, GcBusyError, type GcReport } from '../maintenance/gc.ts
 import { claimRotation, completeRotation, InvalidRateError, type RotationState } from '../maintenance/rotation.ts';
 import { collectStats, storeStats, type MirrorStats } from '../maintenance/stats.ts';
 import type { GcSettings, RetentionSettings } from '../maintenance/settings.ts';
+import { recheckGone, type GoneVerdict } from '../maintenance/gone-check.ts';
+import { getRepoStatus, IdentityCache, Politeness, resolveDid } from '../atproto/net/index.ts';
 
 export interface DueReposInput {
   kind: SweepKind;
@@ -28,11 +30,43 @@ export interface RotationInput {
   rate: number;
 }
 
-export function maintenanceActivities({ stores }: Pick<JobContext, 'stores'>) {
+export interface RecheckGoneInput {
+  dids: string[];
+  /** When a repo still gone is asked again (the backfill settings' goneRecheckSeconds). */
+  recheckSeconds: number;
+}
+
+export function maintenanceActivities({ stores, config }: Pick<JobContext, 'stores' | 'config'>) {
+  const identities = new IdentityCache({ ttlMs: config.network.identityTtlSeconds * 1000 });
+  const politeness = new Politeness({ concurrency: config.network.pdsConcurrency, minIntervalMs: config.network.pdsMinIntervalMs });
+  const http = { allowPrivate: config.network.allowPrivateAddresses, politeness, timeoutMs: config.network.fetchTimeoutSeconds * 1000 };
   return {
     /** One page of the repos due for the resync sweep or the gone re-check. */
     async dueRepos(q: DueReposInput): Promise<DuePage> {
       return dueRepos(stores.pool, { kind: q.kind, asOf: new Date(q.asOf), after: q.after, limit: q.limit });
+    },
+
+    /**
+     * The gone re-check's question for each of `dids` (maintenance/gone-check.ts): one
+     * getRepoStatus at the PDS the DID names now; only the answers other than "still inactive"
+     * are for backfill.
+     */
+    async recheckGone(q: RecheckGoneInput): Promise<GoneVerdict[]> {
+      const ctx = Context.current();
+      return recheckGone(
+        {
+          pool: stores.pool,
+          recheckSeconds: q.recheckSeconds,
+          onRepo: (did) => ctx.heartbeat(did),
+          repoStatus: async (did) => {
+            // The account may have moved: ask the PDS its DID document names now.
+            identities.invalidate(did);
+            const id = await resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: config.network.allowPrivateAddresses, cache: identities, timeoutMs: 30_000, verifyHandle: false });
+            return getRepoStatus(id.pds, did, http);
+          },
+        },
+        q.dids,
+      );
     },
 
     /** Trims expired events in batches; each batch commits, so a retry continues where the last attempt stopped. */

@@ -117,6 +117,7 @@ export function syncActivities({ config, stores }: JobContext) {
           filter: settings.filter,
           ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
           maxBatch: input.maxBatch,
+          verifyThreads: config.worker.syncVerifyThreads,
           runForMs: input.runForSeconds * 1000,
           signal: ctx.cancellationSignal,
           resolve: (did, fresh) => {

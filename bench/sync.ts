@@ -5,7 +5,9 @@
  * batched store into PostgreSQL and a directory blobstore. Reports applied events/s, the p99 lag
  * (a frame's apply time minus its send time, sampled per batch), and RSS over the run.
  *
- *   node bench/sync.ts --database-url URL [--repos 200] [--commits 50] [--max-batch 500]
+ *   node bench/sync.ts --database-url URL [--repos 200] [--commits 50] [--max-batch 500] [--verify-threads 1]
+ *
+ * `cpuMsPerEvent` is the CPU time of this process (every thread) per frame; PostgreSQL's is not in it.
  */
 import { parseArgs } from 'node:util';
 import { mkdtempSync } from 'node:fs';
@@ -19,11 +21,12 @@ import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { FilterOptions } from '../backfill/filters.ts';
 import { runSubscription } from '../sync/consumer.ts';
+import { secp256k1Backend } from '../sync/signature.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
 import { generatedFirehose } from './sync-firehose.ts';
 
 const { values } = parseArgs({
-  options: { 'database-url': { type: 'string' }, repos: { type: 'string', default: '200' }, commits: { type: 'string', default: '50' }, 'max-batch': { type: 'string', default: '500' } },
+  options: { 'database-url': { type: 'string' }, repos: { type: 'string', default: '200' }, commits: { type: 'string', default: '50' }, 'max-batch': { type: 'string', default: '500' }, 'verify-threads': { type: 'string', default: '1' } },
 });
 const baseUrl = values['database-url'] ?? process.env.DATABASE_URL;
 if (!baseUrl) throw new Error('bench/sync.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
@@ -64,11 +67,13 @@ const lags: number[] = [];
 const stop = new AbortController();
 const last = hose.frames.length;
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 const progress = await runSubscription({
   host,
   stores: { pool, blobs },
   filter: FilterOptions.parse({}),
   maxBatch: Number(values['max-batch']),
+  verifyThreads: Number(values['verify-threads']),
   batchWaitMs: 20,
   signal: stop.signal,
   resolve: async (did) => ({ did, pds: host, handle: undefined, signingKey: hose.signingKey }) as unknown as AtprotoIdentity,
@@ -79,6 +84,8 @@ const progress = await runSubscription({
   },
 });
 const seconds = (performance.now() - t0) / 1000;
+// Every thread of this process (the consumer, its verify threads, and the loopback upstream).
+const cpu = process.cpuUsage(cpu0);
 clearInterval(sampler);
 wss.close();
 server.close();
@@ -92,6 +99,9 @@ console.log(
     repos: hose.dids.length,
     seconds,
     eventsPerSecond: hose.frames.length / seconds,
+    verifyThreads: Number(values['verify-threads']),
+    secp256k1Backend,
+    cpuMsPerEvent: (cpu.user + cpu.system) / 1000 / hose.frames.length,
     appliedCommits: applied,
     outcomes: progress.outcomes,
     errors: progress.errors,

@@ -228,6 +228,11 @@ export const OPTIONS = [
     env: 'REPOWALK_METRICS_PORT', key: 'worker.metricsPort', schema: z.coerce.number().int().min(0).max(65535),
     default: () => 0, defaultText: '0 (off)', doc: 'Port of the worker\'s health and Prometheus endpoint; 0 turns it off.',
   },
+  {
+    env: 'REPOWALK_SYNC_VERIFY_THREADS', key: 'worker.syncVerifyThreads', schema: z.coerce.number().int().min(0).max(64),
+    default: () => 1, defaultText: '1',
+    doc: 'Threads of each live-sync subscription that check commits (CAR hashes, signature, MST proof) while its own thread decodes and stores; 0 checks them on that thread.',
+  },
   // Serving the mirror (`repowalk serve`, the `serve` job): XRPC, the tap event stream, admin.
   {
     env: 'REPOWALK_SERVE_HOST', key: 'serve.host', schema: z.string().min(1),
@@ -288,6 +293,11 @@ export const OPTIONS = [
   {
     env: 'REPOWALK_STATS_SECONDS', key: 'schedules.statsSeconds', schema: positiveInt,
     default: () => 300, defaultText: '300', doc: 'How often the mirror\'s counts (repos by state, blocks, packs, bytes) are refreshed.',
+  },
+  {
+    env: 'REPOWALK_REFRESH_SECONDS', key: 'schedules.refreshSeconds', schema: positiveInt,
+    default: () => 3600, defaultText: '3600',
+    doc: 'How often the `refresh` workflow (job sync) asks getLatestCommit of each active repo no subscription covers, fetching getRepo?since= only where the rev moved.',
   },
   {
     env: 'REPOWALK_ROTATING_SAMPLE_RATE', key: 'maintenance.rotatingSampleRate', schema: positiveInt,

@@ -107,8 +107,11 @@ export interface BatchOptions {
   ephemeralRetentionSeconds?: number | undefined;
   /** Where the changes came from, as the event log records it. */
   origin: 'backfill' | 'live';
-  /** A cursor (job_state row) committed in the same transaction as the changes it covers. */
-  cursor?: { key: string; value: unknown } | undefined;
+  /**
+   * A cursor (job_state row) committed in the same transaction as the changes it covers; its
+   * value given, or made from the batch's outcomes (called once per attempt, before COMMIT).
+   */
+  cursor?: { key: string; value: unknown } | { key: string; valueAfter: (outcomes: ChangeOutcome[]) => unknown } | undefined;
   /** More writes that belong in the batch's transaction (a consumer's error records). */
   alsoInTransaction?: ((tx: import('pg').ClientBase) => Promise<void>) | undefined;
   /** Called after each step with its name, for benchmarks. */

@@ -183,7 +183,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
       await tx.query(
         `INSERT INTO job_state (key, value) VALUES ($1, $2)
          ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()`,
-        [options.cursor.key, JSON.stringify(options.cursor.value)],
+        [options.cursor.key, JSON.stringify('valueAfter' in options.cursor ? options.cursor.valueAfter(outcomes) : options.cursor.value)],
       );
     }
     if (options.alsoInTransaction) await options.alsoInTransaction(tx);

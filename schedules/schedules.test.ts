@@ -63,8 +63,8 @@ describe('schedule apply', () => {
     expect(report.created).toEqual(SCHEDULE_NAMES.map((n) => `${prefix}-${n}`));
     expect(report.updated).toEqual([]);
     const gc = await client.schedule.getHandle(`${prefix}-gc`).describe();
-    // Spread over the day: GC is the fourth of seven schedules.
-    expect(gc.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[86400_000, Math.floor((3 * 86400) / 7) * 1000]]);
+    // Spread over the day: GC is the fourth of eight schedules.
+    expect(gc.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[86400_000, Math.floor((3 * 86400) / 8) * 1000]]);
     const sweepSpec = (await client.schedule.getHandle(`${prefix}-resync-sweep`).describe()).spec.intervals;
     expect(sweepSpec?.map((i) => [i.every, i.offset ?? 0])).toEqual([[300_000, 0]]);
     expect(gc.action).toMatchObject({ type: 'startWorkflow', workflowType: 'gc', taskQueue: `${prefix}-maintenance`, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 86400, repackBelow: 0.25 }] });
@@ -73,6 +73,12 @@ describe('schedule apply', () => {
     expect(sweep.action.args?.[0]).toMatchObject({ backfillTaskQueue: `${prefix}-backfill`, settings: { filter: { mode: 'full' } } });
     const scrub = await client.schedule.getHandle(`${prefix}-rotating-scrub`).describe();
     expect(scrub.action.args?.[0]).toEqual({ type: 'scrub', rate: 7, walkTaskQueue: `${prefix}-walk`, walk: { repair: true } });
+    // Live sync's refresh, for the repos no subscription covers: on the sync job's queue.
+    const refresh = await client.schedule.getHandle(`${prefix}-refresh`).describe();
+    expect(refresh.action).toMatchObject({ type: 'startWorkflow', workflowType: 'refresh', taskQueue: `${prefix}-sync`, workflowId: `${prefix}-refresh` });
+    expect(refresh.action.args?.[0]).toMatchObject({ backfillTaskQueue: `${prefix}-backfill`, settings: { filter: { mode: 'full' } } });
+    expect(refresh.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[3600_000, Math.floor((7 * 3600) / 8) * 1000]]);
+    expect(refresh.policies.overlap).toBe('SKIP');
   });
 
   it('a second apply changes nothing: it reports every schedule unchanged and the server holds the same state', async () => {
@@ -89,15 +95,15 @@ describe('schedule apply', () => {
     const others = await Promise.all(ids().filter((i) => i !== id).map(described));
     const changed: Config = { ...config, schedules: { ...config.schedules, gcSeconds: 7200 } };
     const dry = await applySchedules(client, changed, { dryRun: true });
-    expect(dry.updated).toEqual([{ scheduleId: id, changes: [`spec: every 86400 s at +${Math.floor((3 * 86400) / 7)} s → every 7200 s at +${Math.floor((3 * 7200) / 7)} s`] }]);
+    expect(dry.updated).toEqual([{ scheduleId: id, changes: [`spec: every 86400 s at +${Math.floor((3 * 86400) / 8)} s → every 7200 s at +${Math.floor((3 * 7200) / 8)} s`] }]);
     expect(await described(id)).toEqual(before);
 
     const report = await applySchedules(client, changed);
-    expect(report.updated).toEqual([{ scheduleId: id, changes: [`spec: every 86400 s at +${Math.floor((3 * 86400) / 7)} s → every 7200 s at +${Math.floor((3 * 7200) / 7)} s`] }]);
+    expect(report.updated).toEqual([{ scheduleId: id, changes: [`spec: every 86400 s at +${Math.floor((3 * 86400) / 8)} s → every 7200 s at +${Math.floor((3 * 7200) / 8)} s`] }]);
     expect(report.unchanged).toEqual(ids().filter((i) => i !== id));
     const after = await client.schedule.getHandle(id).describe();
     expect(after.scheduleId).toBe(id);
-    expect(after.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[7200_000, Math.floor((3 * 7200) / 7) * 1000]]);
+    expect(after.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[7200_000, Math.floor((3 * 7200) / 8) * 1000]]);
     expect(after.info.createdAt).toEqual(before.info.createdAt);
     expect(after.info.lastUpdatedAt).not.toEqual(before.info.lastUpdatedAt);
     expect(after.action).toEqual(before.action);

@@ -19,6 +19,7 @@ import { retention as retentionWorkflow, type RetentionInput } from '../workflow
 import { gc as gcWorkflow, type GcInput } from '../workflows/gc.ts';
 import { rotatingWalk, type RotatingWalkInput } from '../workflows/rotating-walk.ts';
 import { stats } from '../workflows/stats.ts';
+import { refresh, type RefreshInput } from '../workflows/subscribe-refresh.ts';
 import { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
 
 export { SCHEDULE_NAMES, type ScheduleName } from '../config/schedule-names.ts';
@@ -56,7 +57,9 @@ export function scheduleDefinitions(config: Pick<Config, 'temporal' | 'schedules
   const retention: RetentionInput = {};
   const scrub: RotatingWalkInput = { type: 'scrub', rate: m.rotatingSampleRate, walkTaskQueue: taskQueueFor(config, 'walk'), walk: { repair: m.rotatingScrubRepair } };
   const validate: RotatingWalkInput = { type: 'validate', rate: m.rotatingSampleRate, walkTaskQueue: taskQueueFor(config, 'walk') };
-  const rows: Record<ScheduleName, Omit<ScheduleDefinition, 'name' | 'scheduleId' | 'taskQueue' | 'offsetSeconds'>> = {
+  const refreshInput: RefreshInput = { backfillTaskQueue: taskQueueFor(config, 'backfill'), settings: m.resyncSettings };
+  // Each runs on the maintenance queue unless its row names another.
+  const rows: Record<ScheduleName, Omit<ScheduleDefinition, 'name' | 'scheduleId' | 'taskQueue' | 'offsetSeconds'> & { taskQueue?: string }> = {
     'resync-sweep': { description: 'resync sweep: start a backfill for each repo whose retry time has passed and that has none running', everySeconds: s.resyncSweepSeconds, ...starts(resyncSweep, [sweep]) },
     'gone-recheck': { description: 'gone re-check: try again each gone repo whose re-check time has passed', everySeconds: s.goneRecheckSeconds, ...starts(goneRecheck, [sweep]) },
     retention: { description: 'retention: trim events past their retention (ephemeral mode)', everySeconds: s.retentionSeconds, ...starts(retentionWorkflow, [retention]) },
@@ -64,13 +67,20 @@ export function scheduleDefinitions(config: Pick<Config, 'temporal' | 'schedules
     'rotating-scrub': { description: `rotating scrub: the next 1/${m.rotatingSampleRate} of the mirror${m.rotatingScrubRepair ? ', repairing' : ''}`, everySeconds: s.rotatingScrubSeconds, ...starts(rotatingWalk, [scrub]) },
     'rotating-validate': { description: `rotating validate: the next 1/${m.rotatingSampleRate} of the mirror`, everySeconds: s.rotatingValidateSeconds, ...starts(rotatingWalk, [validate]) },
     stats: { description: 'stats: count repos by state, blocks, packs and bytes', everySeconds: s.statsSeconds, ...starts(stats, []) },
+    refresh: {
+      description: 'refresh: getLatestCommit for each active repo no subscription covers, getRepo?since= where the rev moved',
+      everySeconds: s.refreshSeconds,
+      // The sync job runs it: it reaches PDSes with that job's identity cache and politeness.
+      taskQueue: taskQueueFor(config, 'sync'),
+      ...starts(refresh, [refreshInput]),
+    },
   };
   return SCHEDULE_NAMES.map((name, i) => ({
     name,
     scheduleId: `${config.temporal.taskQueue}-${name}`,
-    taskQueue: queue,
     offsetSeconds: Math.floor((i * rows[name].everySeconds) / SCHEDULE_NAMES.length),
     ...rows[name],
+    taskQueue: rows[name].taskQueue ?? queue,
   }));
 }
 

@@ -1,9 +1,10 @@
 /**
  * Follows one upstream's `subscribeRepos` and applies it through the shared store path, in
  * batches: the frames read since the last batch are decoded and verified, then stored as one
- * batch (one pack, one transaction) together with the cursor — the highest seq of the batch — so
- * a crash resumes right after the last applied frame, with nothing lost or applied twice.
- * Within a batch, one repo's changes keep their order and different repos land together.
+ * batch (one pack, one transaction) together with the cursor — the highest seq of the batch, or,
+ * while commits wait for a resync, just before the earliest of them — so a crash resumes right
+ * after the last applied frame, with nothing lost or applied twice. Within a batch, one repo's
+ * changes keep their order and different repos land together.
  *
  * Every frame ends in a named outcome: applied, a replay skipped, a gap (the repo goes to resync
  * and its later commits wait for it), or an error kept as data with its seq (`sync_frame_errors`);
@@ -12,7 +13,7 @@
 import type pg from 'pg';
 import { SignatureError } from '../atproto/errors.ts';
 import { NetError, type AtprotoIdentity } from '../atproto/net/index.ts';
-import type { CommitChange, RepoChange } from '../ingest/changes.ts';
+import type { ChangeOutcome, CommitChange, RepoChange } from '../ingest/changes.ts';
 import { storeBatch, type StoreDeps } from '../ingest/store.ts';
 import type { FilterOptions } from '../backfill/filters.ts';
 import { recordFilter } from '../backfill/import.ts';
@@ -20,7 +21,8 @@ import { CommitVerifyError, FrameError } from './errors.ts';
 import { decodeFrame, type Frame } from './frames.ts';
 import { bump, newProgress, type SyncProgress } from './progress.ts';
 import { openFrames, subscribeUrl } from './socket.ts';
-import { verifyCommitFrame } from './verify-commit.ts';
+import type { CommitFrame } from './verify-commit.ts';
+import { inlineVerifier, VerifyPool, type CommitVerifier } from './verify-pool.ts';
 
 export interface SubscriptionOptions {
   /** Upstream origin (a relay or a PDS): http(s) or ws(s). */
@@ -34,6 +36,8 @@ export interface SubscriptionOptions {
   requestResync: (did: string, reason: string) => Promise<void>;
   maxBatch?: number;
   batchWaitMs?: number;
+  /** Threads that check commits (sync/verify-pool.ts); 0 checks them on this thread. */
+  verifyThreads?: number;
   /** Stop (returning) after this long; the caller starts again (continue-as-new). */
   runForMs?: number;
   signal: AbortSignal;
@@ -49,7 +53,11 @@ export async function readCursor(pool: pg.Pool, host: string): Promise<number | 
   return typeof seq === 'number' ? seq : undefined;
 }
 
-/** Commits buffered per repo while its resync runs, and since when. */
+/**
+ * Commits buffered per repo while its resync runs, and since when. They are held in this run's
+ * memory only; the committed cursor stays before the earliest of them (`committedCursor`), so
+ * that after a crash the upstream sends them again.
+ */
 interface Waiting {
   since: number;
   changes: CommitChange[];
@@ -64,10 +72,13 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
   const until = opts.runForMs === undefined ? Infinity : Date.now() + opts.runForMs;
   const filter = recordFilter(opts.filter);
   const waiting = new Map<string, Waiting>();
+  /** The frame seq of each verified commit, for the cursor a restart resumes from. */
+  const seqOf = new WeakMap<CommitChange, number>();
   const keys = new Map<string, string>();
   let backoffMs = 500;
   let windowStart = Date.now();
   let windowCount = 0;
+  const verifier: CommitVerifier = (opts.verifyThreads ?? 0) > 0 ? new VerifyPool(opts.verifyThreads!) : inlineVerifier;
 
   /** The key to check `did`'s commits with: remembered, on the repo row, or resolved (then also returned as the identity). */
   const keyFor = async (did: string): Promise<{ key: string; id?: AtprotoIdentity }> => {
@@ -83,54 +94,109 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     return { key, id };
   };
 
-  while (!opts.signal.aborted && Date.now() < until) {
-    let queue;
-    try {
-      queue = await openFrames(subscribeUrl(opts.host, progress.cursor), { signal: opts.signal });
-    } catch (err) {
-      progress.lastError = `connect: ${(err as Error).message}`;
-      progress.reconnects++;
-      await sleep(backoffMs, opts.signal);
-      backoffMs = Math.min(backoffMs * 2, 30_000);
-      continue;
-    }
-    progress.connected = true;
-    log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
-    try {
-      while (!opts.signal.aborted && Date.now() < until) {
-        const raw = await queue.take(opts.maxBatch ?? 500, opts.batchWaitMs ?? 200);
-        if (raw.length === 0) {
-          if (queue.closed !== undefined) break;
-          opts.onProgress?.(progress);
-          continue;
-        }
-        backoffMs = 500;
-        await applyFrames(raw);
-        windowCount += raw.length;
-        const now = Date.now();
-        if (now - windowStart >= 1000) {
-          progress.eventsPerSecond = Math.round((windowCount * 1000) / (now - windowStart));
-          windowStart = now;
-          windowCount = 0;
-        }
-        opts.onProgress?.(progress);
-      }
-    } finally {
-      queue.close();
-      progress.connected = false;
-    }
-    if (opts.signal.aborted || Date.now() >= until) break;
-    const why = queue.closed;
-    progress.lastError = why instanceof Error ? why.message : 'upstream closed the stream';
-    progress.reconnects++;
-    log(`sync ${opts.host}: ${progress.lastError}; reconnecting in ${backoffMs} ms`);
-    await sleep(backoffMs, opts.signal);
-    backoffMs = Math.min(backoffMs * 2, 30_000);
+  try {
+    await follow();
+  } finally {
+    await verifier.close();
   }
   return progress;
 
-  /** Decodes, verifies and stores one batch of frames; the cursor moves to its last seq. */
-  async function applyFrames(raw: Uint8Array[]): Promise<void> {
+  function applied(frames: number): void {
+    windowCount += frames;
+    const now = Date.now();
+    if (now - windowStart >= 1000) {
+      progress.eventsPerSecond = Math.round((windowCount * 1000) / (now - windowStart));
+      windowStart = now;
+      windowCount = 0;
+    }
+    opts.onProgress?.(progress);
+  }
+
+  async function follow(): Promise<void> {
+    while (!opts.signal.aborted && Date.now() < until) {
+      let queue;
+      try {
+        queue = await openFrames(subscribeUrl(opts.host, progress.cursor), { signal: opts.signal });
+      } catch (err) {
+        progress.lastError = `connect: ${(err as Error).message}`;
+        progress.reconnects++;
+        await sleep(backoffMs, opts.signal);
+        backoffMs = Math.min(backoffMs * 2, 30_000);
+        continue;
+      }
+      progress.connected = true;
+      log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
+      // One batch is stored while the next is read and checked: at most two in hand, stored in order.
+      let storing: Promise<void> | undefined;
+      try {
+        while (!opts.signal.aborted && Date.now() < until) {
+          const raw = await queue.take(opts.maxBatch ?? 500, opts.batchWaitMs ?? 200);
+          if (raw.length === 0) {
+            await storing;
+            storing = undefined;
+            if (queue.closed !== undefined) break;
+            opts.onProgress?.(progress);
+            continue;
+          }
+          backoffMs = 500;
+          const batch = prepareFrames(raw);
+          const before = storing;
+          storing = (async () => {
+            await before;
+            await applyFrames(batch);
+            applied(raw.length);
+          })();
+          await before;
+        }
+        await storing;
+      } finally {
+        queue.close();
+        progress.connected = false;
+        // A batch left behind by an error or a stop is not stored; the cursor has not passed it.
+        storing?.catch(() => {});
+      }
+      if (opts.signal.aborted || Date.now() >= until) break;
+      const why = queue.closed;
+      progress.lastError = why instanceof Error ? why.message : 'upstream closed the stream';
+      progress.reconnects++;
+      log(`sync ${opts.host}: ${progress.lastError}; reconnecting in ${backoffMs} ms`);
+      await sleep(backoffMs, opts.signal);
+      backoffMs = Math.min(backoffMs * 2, 30_000);
+    }
+  }
+
+  /** A batch read: its frames decoded and its commits' checks started. */
+  interface Prepared {
+    raw: Uint8Array[];
+    decoded: { bytes: Uint8Array; frame?: Frame; err?: FrameError }[];
+    checks: Map<Frame, Promise<CommitChange>>;
+  }
+
+  /**
+   * Decodes a batch and starts checking every commit in it at once (on the verify threads, when
+   * there are some); `applyFrames` takes the results in frame order.
+   */
+  function prepareFrames(raw: Uint8Array[]): Prepared {
+    const decoded = raw.map((bytes) => {
+      try {
+        return { bytes, frame: decodeFrame(bytes) };
+      } catch (err) {
+        if (!(err instanceof FrameError)) throw err;
+        return { bytes, err };
+      }
+    });
+    const checks = new Map<Frame, Promise<CommitChange>>();
+    for (const { frame } of decoded) {
+      if (frame?.t !== '#commit') continue;
+      const check = verifiedCommit(frame);
+      check.catch(() => {}); // awaited in order by applyFrames; until then not unhandled
+      checks.set(frame, check);
+    }
+    return { raw, decoded, checks };
+  }
+
+  /** Stores one prepared batch, in frame order; the cursor moves to its last seq. */
+  async function applyFrames({ decoded, checks }: Prepared): Promise<void> {
     const changes: RepoChange[] = [];
     const errors: { seq: number | null; problem: string; detail: string; frame: Uint8Array | null }[] = [];
     const resync = new Map<string, string>();
@@ -150,17 +216,15 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
         fromWaiting.add(c);
       }
     }
-    for (const bytes of raw) {
-      let frame: Frame;
-      try {
-        frame = decodeFrame(bytes);
-      } catch (err) {
-        if (!(err instanceof FrameError)) throw err;
+    for (const d of decoded) {
+      if (d.err) {
+        const err = d.err;
         bump(progress.frames, err.problem === 'frame-unknown-type' ? 'unknown' : 'malformed');
-        errors.push({ seq: err.seq ?? null, problem: err.problem, detail: err.message, frame: bytes.subarray(0, 64 * 1024) });
+        errors.push({ seq: err.seq ?? null, problem: err.problem, detail: err.message, frame: d.bytes.subarray(0, 64 * 1024) });
         if (err.seq !== undefined) lastSeq = Math.max(lastSeq ?? 0, err.seq);
         continue;
       }
+      const frame = d.frame!;
       bump(progress.frames, frame.t);
       if (frame.t === 'error') {
         errors.push({ seq: null, problem: 'error-frame', detail: `${frame.error}: ${frame.message ?? ''}`, frame: null });
@@ -177,7 +241,8 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
         case '#commit': {
           const w = waiting.get(frame.repo);
           try {
-            const change = await verifiedCommit(frame);
+            const change = await checks.get(frame)!;
+            seqOf.set(change, frame.seq);
             if (w) {
               if (w.changes.length < MAX_WAITING_PER_REPO) w.changes.push(change);
             } else changes.push(change);
@@ -215,7 +280,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       filter,
       ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds,
       origin: 'live',
-      cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), value: { seq: lastSeq, time: lastTime } },
+      cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), valueAfter: (outcomes) => committedCursor(lastSeq!, lastTime, changes, outcomes) },
       alsoInTransaction: errors.length === 0 ? undefined : async (tx) => {
         for (const e of errors) {
           await tx.query('INSERT INTO sync_frame_errors (host, seq, problem, detail, frame) VALUES ($1, $2, $3, $4, $5)', [new URL(opts.host).host, e.seq, e.problem, e.detail.slice(0, 2000), e.frame]);
@@ -257,18 +322,38 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     }
   }
 
+  /**
+   * The cursor committed with a batch: its last seq, unless a commit waits for a resync after it
+   * (buffered before, buffered by this batch, or a gap of this batch), then just before the
+   * earliest such commit. A restart then replays from there: the waiting commits come again, and
+   * every other frame after the cursor is at or below its repo's stored rev (a replay, skipped)
+   * or an account or identity change that is recorded only when it changes something. So a crash
+   * loses no buffered commit, at the cost of re-reading at most the frames since the oldest one
+   * (a buffer is given up after WAIT_GIVE_UP_MS). `progress.cursor`, which reconnects use within
+   * a run, is the last seq read: the buffer is still in memory then.
+   */
+  function committedCursor(lastSeq: number, time: string | undefined, changes: RepoChange[], outcomes: ChangeOutcome[]) {
+    let hold = Infinity;
+    const decided = new Set<RepoChange>(changes);
+    for (const w of waiting.values()) for (const c of w.changes) if (!decided.has(c)) hold = Math.min(hold, seqOf.get(c) ?? Infinity);
+    outcomes.forEach((o, i) => {
+      if (o.kind === 'gap' && changes[i]!.kind === 'commit') hold = Math.min(hold, seqOf.get(changes[i] as CommitChange) ?? Infinity);
+    });
+    return hold <= lastSeq ? { seq: hold - 1, time, read: lastSeq } : { seq: lastSeq, time };
+  }
+
   /** Verifies with the key on record; on a bad signature resolves the DID again, once. */
-  async function verifiedCommit(frame: Extract<Frame, { t: '#commit' }>): Promise<CommitChange> {
+  async function verifiedCommit(frame: CommitFrame): Promise<CommitChange> {
     const { key, id: resolved } = await keyFor(frame.repo);
     try {
-      const change = await verifyCommitFrame(frame, key);
+      const change = await verifier.verify(frame, key);
       return resolved ? { ...change, identity: { pds: resolved.pds, handle: resolved.handle, signingKey: resolved.signingKey } } : change;
     } catch (err) {
       if (!(err instanceof SignatureError)) throw err;
       const id = await opts.resolve(frame.repo, true).catch(() => undefined);
       if (!id) throw err;
       keys.set(frame.repo, id.signingKey);
-      const change = await verifyCommitFrame(frame, id.signingKey);
+      const change = await verifier.verify(frame, id.signingKey);
       return { ...change, identity: { pds: id.pds, handle: id.handle, signingKey: id.signingKey } };
     }
   }

@@ -1,6 +1,9 @@
-/** Helpers the integration tests share: waiting for a condition, and checking the mirror's books. */
+/** Helpers the integration tests share: waiting for a condition, and checking the mirror's books (refcounts, a validate walk). */
 import type pg from 'pg';
 import { toBase32 } from '@atcute/multibase';
+import type { BlobStore } from '../storage/blobstore/types.ts';
+import { MemoryFindings } from '../graph/findings.ts';
+import { runWalk } from '../graph/run.ts';
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -44,4 +47,18 @@ export async function refcountProblems(db: pg.Pool): Promise<Array<{ cid: string
     WHERE b.cid IS NULL OR b.refcount <> coalesce(refs.n, 0)
     LIMIT 20`);
   return rows.map((r) => ({ cid: `b${toBase32(r.cid)}`, refcount: r.refcount === null ? null : Number(r.refcount), references: Number(r.refs) }));
+}
+
+/**
+ * A validate walk (every check) over every repo the mirror holds, or over `dids`: its findings
+ * as `check nodeType key: message` lines, empty when the mirror is sound.
+ */
+export async function validateFindings(stores: { pool: pg.Pool; store: BlobStore }, dids?: string[]): Promise<string[]> {
+  const held = dids ?? (await stores.pool.query<{ did: string }>(`SELECT did FROM repos WHERE head_cid IS NOT NULL ORDER BY did`)).rows.map((r) => r.did);
+  if (held.length === 0) throw new Error('validateFindings: the mirror holds no repo to walk');
+  const findings = new MemoryFindings();
+  const { totals } = await runWalk(stores, { type: 'validate' }, held.map((did) => ({ type: 'Repo', did })), { findings });
+  // Not a vacuous pass: every held repo's records were reached.
+  if (!(totals.types.Record?.walked ?? 0)) throw new Error('validateFindings: the walk reached no record');
+  return findings.findings.map((f) => `${f.severity} ${f.check} ${f.nodeType} ${f.key}: ${f.detail}`);
 }

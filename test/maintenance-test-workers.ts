@@ -9,7 +9,11 @@
 import { NativeConnection, Worker, Runtime, DefaultLogger } from '@temporalio/worker';
 import type { Stores } from '../activities/context.ts';
 import type { RepoOutcome } from '../backfill/settings.ts';
-import { maintenanceActivities } from '../activities/maintenance.ts';
+import { maintenanceActivities, type RecheckGoneInput } from '../activities/maintenance.ts';
+import { recheckGone } from '../maintenance/gone-check.ts';
+import type { RepoStatus } from '../atproto/net/index.ts';
+import { loadConfig } from '../config/load.ts';
+import { tmpdir } from 'node:os';
 import { walkActivities } from '../activities/walk.ts';
 import { workflowBundleCode } from './workflow-bundle.ts';
 
@@ -27,6 +31,8 @@ export interface TestWorkerOptions {
   stores: Pick<Stores, 'pool' | 'blobs' | 'healQueue'>;
   /** What an attempt at a repo comes to. Default: a transport failure, so `backfillRepo` waits in backoff. */
   attempt?: (did: string) => Promise<RepoOutcome>;
+  /** What the gone re-check's getRepoStatus answers for a repo. Default: active again. */
+  repoStatus?: (did: string) => Promise<RepoStatus>;
   /** How long each `backfillMany` (a bulk backfill's page) takes, so a test can signal during one. */
   manyDelayMs?: number;
 }
@@ -47,7 +53,12 @@ export async function startTestWorkers(opts: TestWorkerOptions): Promise<TestWor
   const connection = await NativeConnection.connect({ address: opts.address });
   const make = (taskQueue: string, activities: object) => Worker.create({ connection, taskQueue, workflowBundle: { code }, activities, shutdownGraceTime: '2 seconds' });
   const workers = await Promise.all([
-    make(queues.maintenance, maintenanceActivities({ stores })),
+    make(queues.maintenance, {
+      ...maintenanceActivities({ stores, config: loadConfig({ env: {}, cwd: tmpdir() }) }),
+      // No PDS here: the test says what getRepoStatus answers.
+      recheckGone: (q: RecheckGoneInput) =>
+        recheckGone({ pool: stores.pool, recheckSeconds: q.recheckSeconds, repoStatus: opts.repoStatus ?? (async (did) => ({ did, active: true })) }, q.dids),
+    }),
     make(queues.walk, walkActivities({ stores })),
     make(queues.backfill, {
       async backfillRepoOnce(did: string): Promise<RepoOutcome> {

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { freshDatabase, testStack } from './stack.ts';
 import { createAccount, createRecord, listAllRecords, startPds, xrpcQuery, type PdsServer } from './pds.ts';
-import { refcountProblems, sleep, waitFor } from './helpers.ts';
+import { refcountProblems, sleep, validateFindings, waitFor } from './helpers.ts';
+import { LocalBlobStore } from '../storage/blobstore/local.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const prefix = `sync-crash-${process.pid}`;
@@ -121,6 +122,7 @@ describe('live sync across a SIGKILL of the worker', () => {
     expect(rows.map((r) => r.p)).toEqual(listed);
     expect(rows.every((r) => r.n === 1)).toBe(true);
     expect(await refcountProblems(pool)).toEqual([]);
+    expect(await validateFindings({ pool, store: new LocalBlobStore(blobDir) })).toEqual([]);
 
     const status = await cli(['sync', 'status', pds.pdsUrl, '--once']);
     expect(status.code, status.stderr).toBe(0);

@@ -34,7 +34,7 @@ import {
   type PdsServer,
   type TestAccount,
 } from './pds.ts';
-import { refcountProblems, sleep, waitFor } from './helpers.ts';
+import { refcountProblems, sleep, validateFindings, waitFor } from './helpers.ts';
 import { decodeFrameParts, encodeFrame, recordFrames, startFirehoseServer, type FirehoseServer, type ScriptedFrame } from './firehose-server.ts';
 import { readCarBlocks, resignCommit } from '../atproto/testing/car-edit.ts';
 import { newKeypair } from '../atproto/testing/make-repo.ts';
@@ -44,6 +44,12 @@ import { refreshRepo, storedHead } from '../sync/refresh.ts';
 import { FilterOptions } from '../backfill/filters.ts';
 import { refresh } from '../workflows/subscribe-refresh.ts';
 import { cidToString } from '../atproto/cid.ts';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { backfillRepo } from '../workflows/backfill-repo.ts';
+import { maintenanceActivities } from '../activities/maintenance.ts';
+import { recheckGone } from '../maintenance/gone-check.ts';
+import { getRepoStatus } from '../atproto/net/index.ts';
+import { PgHealQueue } from '../storage/db/heal-queue.ts';
 
 let pds: PdsServer;
 let dataDir: string;
@@ -167,6 +173,7 @@ describe('live sync from the reference PDS', () => {
     const origins = await pool.query(`SELECT DISTINCT origin FROM events WHERE did = $1`, [alice.did]);
     expect(origins.rows.map((r) => r.origin)).toEqual(['live']);
     expect(await refcountProblems(pool)).toEqual([]);
+    expect(await validateFindings({ pool, store: new LocalBlobStore(blobDir) })).toEqual([]);
     const p = await sub.query(progressQuery);
     expect(p.state).toBe('running');
   });
@@ -361,5 +368,43 @@ describe('refresh without a subscription', () => {
     await converged(bobDid);
     expect(await storedRecords(bobDid)).toEqual((await listAllRecords(pds, bobDid)).map((r) => `${r.collection}/${r.rkey}`).sort());
     expect(await refcountProblems(pool)).toEqual([]);
+    // Everything live sync, its resyncs and the refresh stored, walked and checked.
+    expect(await validateFindings({ pool, store: new LocalBlobStore(blobDir) })).toEqual([]);
+  });
+});
+
+describe('gone re-check against the reference PDS', () => {
+  it('asks getRepoStatus only: a deactivated repo stays gone without a download; reactivated, it is found active', async () => {
+    const gwen = await createAccount(pds, 'gwen');
+    await createRecord(gwen, 'app.bsky.feed.post', { text: 'before leaving', createdAt: new Date().toISOString() });
+    await deactivateAccount(gwen);
+    // Backfill finds it deactivated: gone, with a re-check time.
+    await client.workflow.execute(backfillRepo, {
+      workflowId: `backfill/${gwen.did}`,
+      taskQueue: taskQueueFor(config, 'backfill'),
+      args: [{ did: gwen.did }],
+    });
+    expect(await repoRow(gwen.did)).toMatchObject({ status: 'gone', gone_status: 'deactivated' });
+    const eventsBefore = Number((await pool.query(`SELECT count(*) AS n FROM events WHERE did = $1`, [gwen.did])).rows[0].n);
+
+    const proxy = await recordingProxy(pds.pdsUrl);
+    try {
+      const verdicts = await recheckGone({ pool, recheckSeconds: 3600, repoStatus: (did) => getRepoStatus(proxy.url, did, { allowPrivate: true }) }, [gwen.did]);
+      expect(verdicts).toEqual([{ did: gwen.did, verdict: 'still-gone', status: 'deactivated' }]);
+      expect(proxy.seen).toEqual([`/xrpc/com.atproto.sync.getRepoStatus?did=${encodeURIComponent(gwen.did)}`]);
+    } finally {
+      await proxy.stop();
+    }
+    const row = (await pool.query('SELECT status, gone_status, next_retry_at FROM repos WHERE did = $1', [gwen.did])).rows[0];
+    expect(row).toMatchObject({ status: 'gone', gone_status: 'deactivated' });
+    expect((row.next_retry_at as Date).getTime()).toBeGreaterThan(Date.now() + 3500_000);
+    expect(Number((await pool.query(`SELECT count(*) AS n FROM events WHERE did = $1`, [gwen.did])).rows[0].n)).toBe(eventsBefore);
+
+    // Reactivated: the activity (resolving the DID through the test PLC) finds it active.
+    await activateAccount(gwen);
+    const stores = { pool, blobs: new LocalBlobStore(blobDir), healQueue: new PgHealQueue(pool), close: async () => {} };
+    const acts = maintenanceActivities({ stores, config });
+    const again = await new MockActivityEnvironment().run(acts.recheckGone, { dids: [gwen.did], recheckSeconds: 3600 });
+    expect(again).toEqual([{ did: gwen.did, verdict: 'active' }]);
   });
 });

@@ -15,7 +15,7 @@ import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { PgHealQueue } from '../storage/db/heal-queue.ts';
-import { markGone, markResync } from '../backfill/repo-state.ts';
+import { getRepoRow, markGone, markResync } from '../backfill/repo-state.ts';
 import { buildMirror, testDids } from '../test/mirror.ts';
 import { readRotation } from '../maintenance/rotation.ts';
 import { readStats } from '../maintenance/stats.ts';
@@ -38,6 +38,9 @@ let workers: TestWorkers;
 const prefix = `maint-wf-${process.pid}-${Date.now().toString(36)}`;
 const mirror = testDids('maintwf', 4);
 const [running, terminated, never, notDue, gone] = testDids('maintsweep', 5) as [string, string, string, string, string];
+const [stillGone] = testDids('maintgone', 1) as [string];
+/** The DIDs the gone re-check asked getRepoStatus about (the stand-in PDS: only `stillGone` is still deactivated). */
+const asked: string[] = [];
 
 async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
@@ -59,12 +62,21 @@ beforeAll(async () => {
   for (const did of [running, terminated, never]) await markResync(pool, did, { kind: 'transport', count: 2, nextRetryAt: past, error: 'reset' });
   await markResync(pool, notDue, { kind: 'error', count: 1, nextRetryAt: new Date(Date.now() + 3600_000), error: 'bad' });
   await markGone(pool, gone, { status: 'deactivated', recheckAt: past, detail: 'RepoDeactivated' });
+  await markGone(pool, stillGone, { status: 'deactivated', recheckAt: past, detail: 'RepoDeactivated' });
   client = new Client({ connection: await Connection.connect({ address: testStack().temporal.address }) });
-  workers = await startTestWorkers({ address: testStack().temporal.address, prefix, stores: { pool, blobs, healQueue: new PgHealQueue(pool) } });
+  workers = await startTestWorkers({
+    address: testStack().temporal.address,
+    prefix,
+    stores: { pool, blobs, healQueue: new PgHealQueue(pool) },
+    repoStatus: async (did) => {
+      asked.push(did);
+      return did === stillGone ? { did, active: false, status: 'deactivated' } : { did, active: true };
+    },
+  });
 }, 180_000);
 
 afterAll(async () => {
-  for (const did of [running, terminated, never, gone]) await client?.workflow.getHandle(`backfill/${did}`).terminate('test over').catch(() => {});
+  for (const did of [running, terminated, never, gone, stillGone]) await client?.workflow.getHandle(`backfill/${did}`).terminate('test over').catch(() => {});
   await workers?.stop();
   await client?.connection.close();
   await pool?.end();
@@ -119,13 +131,23 @@ describe('resync sweep', () => {
     expect(second).toMatchObject({ due: 3, started: 0, running: 3 });
   });
 
-  it('the gone re-check starts the gone repos whose re-check time has passed', async () => {
+  it('the gone re-check asks getRepoStatus of each due gone repo and starts only those active again', async () => {
+    const events = async () => Number((await pool.query(`SELECT count(*) AS n FROM events WHERE did = $1`, [stillGone])).rows[0].n);
+    const eventsBefore = await events();
     const p = await client.workflow.execute(goneRecheck, {
       taskQueue: workers.queues.maintenance,
       workflowId: `${prefix}-gone-recheck`,
-      args: [{ backfillTaskQueue: workers.queues.backfill }],
+      args: [{ backfillTaskQueue: workers.queues.backfill, settings: { goneRecheckSeconds: 3600 } }],
     });
-    expect(p).toMatchObject({ kind: 'gone', state: 'done', due: 1, started: 1, startedDids: [gone] });
+    expect(p).toMatchObject({ kind: 'gone', state: 'done', due: 2, started: 1, stillGone: 1, startedDids: [gone] });
+    expect(asked.sort()).toEqual([gone, stillGone].sort());
+    // Still deactivated: not backfilled, re-checked an hour on, no second account event.
+    const row = (await getRepoRow(pool, stillGone))!;
+    expect(row).toMatchObject({ status: 'gone', goneStatus: 'deactivated' });
+    expect(row.nextRetryAt!.getTime()).toBeGreaterThan(Date.now() + 3500_000);
+    expect(await events()).toBe(eventsBefore);
+    await waitFor(async () => workers.attempts.includes(gone), 20_000, 'the active repo backfilled');
+    expect(workers.attempts).not.toContain(stillGone);
   });
 
   it('fails bad input at once, naming the field', async () => {
@@ -182,11 +204,11 @@ describe('gc, retention, stats', () => {
   it('each runs end to end on the maintenance queue', async () => {
     const gc = await client.workflow.execute(gcWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 3600 }] });
     expect(gc.state).toBe('done');
-    if (gc.state === 'done') expect(gc.mark).toMatchObject({ complete: true, repos: 9 });
+    if (gc.state === 'done') expect(gc.mark).toMatchObject({ complete: true, repos: 10 });
     const retention = await client.workflow.execute(retentionWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-retention`, args: [{}] });
     expect(retention).toMatchObject({ trimmed: 0, done: true });
     const stats = await client.workflow.execute(statsWorkflow, { taskQueue: workers.queues.maintenance, workflowId: `${prefix}-stats`, args: [] });
-    expect(stats).toMatchObject({ repos: { total: 9 } });
+    expect(stats).toMatchObject({ repos: { total: 10 } });
     expect(await readStats(pool)).toEqual(stats);
   });
 });

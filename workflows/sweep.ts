@@ -10,6 +10,7 @@ import {
   condition,
   continueAsNew,
   defineQuery,
+  patched,
   proxyActivities,
   setHandler,
   startChild,
@@ -30,6 +31,12 @@ const { dueRepos } = proxyActivities<MaintenanceActivities>({
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '2 seconds', maximumInterval: '1 minute', maximumAttempts: 10 },
 });
+// A page of getRepoStatus requests, one repo after another, each heartbeated.
+const { recheckGone } = proxyActivities<MaintenanceActivities>({
+  startToCloseTimeout: '30 minutes',
+  heartbeatTimeout: '2 minutes',
+  retry: { initialInterval: '5 seconds', maximumInterval: '2 minutes', maximumAttempts: 10 },
+});
 
 export const SweepInput = z.object({
   /** Task queue of the backfill job, where `backfillRepo` runs. */
@@ -43,7 +50,7 @@ export const SweepInput = z.object({
   // Carried across continue-as-new; not for callers.
   asOf: z.string().datetime().optional(),
   after: z.string().optional(),
-  totals: z.object({ pages: z.number(), due: z.number(), started: z.number(), running: z.number() }).optional(),
+  totals: z.object({ pages: z.number(), due: z.number(), started: z.number(), running: z.number(), stillGone: z.number().optional() }).optional(),
 });
 export type SweepInput = z.input<typeof SweepInput>;
 
@@ -59,6 +66,8 @@ export interface SweepProgress {
   started: number;
   /** Repos whose `backfill/<did>` was already running. */
   running: number;
+  /** Gone repos whose PDS says they are still inactive (not backfilled; re-checked later). */
+  stillGone: number;
   /** The DIDs started by this run (the first 1000). */
   startedDids: string[];
 }
@@ -75,7 +84,12 @@ export async function sweep(kind: 'resync' | 'gone', name: string, raw: SweepInp
     kind,
     state: 'running',
     asOf: input.asOf ?? new Date().toISOString(),
-    ...(input.totals ?? { pages: 0, due: 0, started: 0, running: 0 }),
+    pages: 0,
+    due: 0,
+    started: 0,
+    running: 0,
+    ...input.totals,
+    stillGone: input.totals?.stillGone ?? 0,
     startedDids: [],
   };
   let paused = false;
@@ -102,9 +116,18 @@ export async function sweep(kind: 'resync' | 'gone', name: string, raw: SweepInp
       const page = await dueRepos({ kind, asOf: p.asOf, after, limit: left });
       p.pages++;
       p.due += page.repos.length;
+      let due = page.repos;
+      // A gone repo is backfilled only when its PDS no longer says it is inactive (one small
+      // request each, instead of downloading the repo to find it still gone).
+      if (kind === 'gone' && due.length > 0 && patched('gone-recheck-asks-repo-status')) {
+        const verdicts = await recheckGone({ dids: due.map((r) => r.did), recheckSeconds: BackfillSettings.parse(input.settings ?? {}).goneRecheckSeconds });
+        const still = new Set(verdicts.filter((v) => v.verdict === 'still-gone').map((v) => v.did));
+        p.stillGone += still.size;
+        due = due.filter((r) => !still.has(r.did));
+      }
       // One batch of starts per page: one workflow task issues them all.
       const outcomes = await Promise.all(
-        page.repos.map(async (repo) => {
+        due.map(async (repo) => {
           try {
             await startChild(backfillRepo, {
               workflowId: `backfill/${repo.did}`,
@@ -124,7 +147,7 @@ export async function sweep(kind: 'resync' | 'gone', name: string, raw: SweepInp
         if (o === 'running') p.running++;
         else {
           p.started++;
-          if (p.startedDids.length < 1000) p.startedDids.push(page.repos[i]!.did);
+          if (p.startedDids.length < 1000) p.startedDids.push(due[i]!.did);
         }
       });
       after = page.cursor;
@@ -135,7 +158,7 @@ export async function sweep(kind: 'resync' | 'gone', name: string, raw: SweepInp
           ...raw,
           asOf: p.asOf,
           after,
-          totals: { pages: p.pages, due: p.due, started: p.started, running: p.running },
+          totals: { pages: p.pages, due: p.due, started: p.started, running: p.running, stillGone: p.stillGone },
         });
       }
     }
