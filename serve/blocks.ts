@@ -189,15 +189,22 @@ export class PackBlockReader {
         if (lenient) continue;
         throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
       }
-      // A pack the shared cache holds is used whole whatever its size: it costs nothing more.
-      const cached = this.#cache?.has(loc.key) ?? false;
-      if (!this.#loadedPacks.has(loc.key) && (cached || (loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget))) {
-        try {
-          await this.#loadWhole(loc.key, loc.blockCount);
-        } catch (err) {
-          // Not read whole: its blocks are tried by range below, and fail there one by one.
-          if (!lenient || !(err instanceof MissingBlockError)) throw err;
-          this.#loadedPacks.add(loc.key);
+      if (!this.#loadedPacks.has(loc.key)) {
+        if (loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
+          try {
+            await this.#loadWhole(loc.key, loc.blockCount);
+          } catch (err) {
+            // Not read whole: its blocks are tried by range below, and fail there one by one.
+            if (!lenient || !(err instanceof MissingBlockError)) throw err;
+            this.#loadedPacks.add(loc.key);
+          }
+        } else {
+          // Too large to index for a few blocks, but already in memory and checked: the block
+          // is taken from the cached pack where the index says (its CID sits just before it).
+          const pack = this.#cache?.get(loc.key);
+          if (pack && loc.offset >= 36 && loc.offset + loc.length <= pack.length && sameCid(pack, loc.offset - 36, cids[i]!)) {
+            this.#known.add(pack, loc.offset - 36, loc.offset + loc.length);
+          }
         }
       }
       const at = this.#known.indexOf(cids[i]!);
@@ -302,6 +309,11 @@ export class PackBlockReader {
       s = e;
     }
   }
+}
+
+function sameCid(bytes: Uint8Array, at: number, cid: Uint8Array): boolean {
+  for (let k = 0; k < 36; k++) if (bytes[at + k] !== cid[k]) return false;
+  return true;
 }
 
 /**
