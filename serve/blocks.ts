@@ -95,6 +95,7 @@ export class PackBlockReader {
   readonly #budget: number;
   readonly #gap: number;
   readonly #cache: PackCache | undefined;
+  #rangedBytes = 0;
   // Every block read so far (whole packs and ranges), all already checked; indexed by CID bytes
   // without making a string per block.
   readonly #known = new BlockMap();
@@ -215,9 +216,9 @@ export class PackBlockReader {
     return out;
   }
 
-  /** Bytes of whole packs held. */
+  /** Bytes held: whole packs, and copies of blocks read by range. */
   get heldBytes(): number {
-    return this.#held;
+    return this.#held + this.#rangedBytes;
   }
 
   async #locate(cids: Uint8Array[]): Promise<(Loc | undefined)[]> {
@@ -301,6 +302,7 @@ export class PackBlockReader {
         }
         // Kept as CID + data, the layout the block map indexes.
         const entry = new Uint8Array(36 + data.length);
+        this.#rangedBytes += entry.length;
         entry.set(cids[i]!.subarray(0, 36));
         entry.set(data, 36);
         this.#known.add(entry, 0, entry.length);
