@@ -25,6 +25,53 @@ export interface PackBlockReaderOptions {
   budgetBytes?: number;
   /** Ranges closer than this are fetched as one get. Default 64 KiB. */
   coalesceGap?: number;
+  /** Whole packs already read and checked, shared with other readers. */
+  cache?: PackCache;
+}
+
+/**
+ * Whole packs read and checked against their keys, shared by the requests of one server (LRU,
+ * bounded in bytes). A pack's key is its hash, so bytes checked once stay right while held in
+ * memory: a repo in a batch's pack shared with hundreds of others, or asked for again, costs
+ * no blobstore read and no hash.
+ */
+export class PackCache {
+  readonly #packs = new Map<string, Uint8Array>();
+  #bytes = 0;
+  readonly budgetBytes: number;
+
+  constructor(budgetBytes: number) {
+    this.budgetBytes = budgetBytes;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  has(key: string): boolean {
+    return this.#packs.has(key);
+  }
+
+  get(key: string): Uint8Array | undefined {
+    const bytes = this.#packs.get(key);
+    if (bytes) {
+      this.#packs.delete(key);
+      this.#packs.set(key, bytes);
+    }
+    return bytes;
+  }
+
+  /** Keeps `bytes` (checked against `key` by the caller) unless it alone is over the budget. */
+  set(key: string, bytes: Uint8Array): void {
+    if (bytes.length > this.budgetBytes || this.#packs.has(key)) return;
+    this.#packs.set(key, bytes);
+    this.#bytes += bytes.length;
+    for (const [k, v] of this.#packs) {
+      if (this.#bytes <= this.budgetBytes) break;
+      this.#packs.delete(k);
+      this.#bytes -= v.length;
+    }
+  }
 }
 
 /** A block the mirror should hold is not in the block index, or not where the index says. */
@@ -47,6 +94,8 @@ export class PackBlockReader {
   readonly #wholePackMax: number;
   readonly #budget: number;
   readonly #gap: number;
+  readonly #cache: PackCache | undefined;
+  #rangedBytes = 0;
   // Every block read so far (whole packs and ranges), all already checked; indexed by CID bytes
   // without making a string per block.
   readonly #known = new BlockMap();
@@ -65,6 +114,7 @@ export class PackBlockReader {
     this.#wholePackMax = opts.wholePackMax ?? 128 * 1024 * 1024;
     this.#budget = opts.budgetBytes ?? 512 * 1024 * 1024;
     this.#gap = opts.coalesceGap ?? 64 * 1024;
+    this.#cache = opts.cache;
   }
 
   /** Every block read so far, each checked. */
@@ -90,11 +140,15 @@ export class PackBlockReader {
   async wholePack(key: string): Promise<Uint8Array | null> {
     const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
     if (named === undefined) return null;
+    const held = this.#cache?.get(key);
+    if (held) return held;
     this.gets++;
     const bytes = await this.#store.get(key);
     if (bytes === null) return null;
     this.bytesRead += bytes.length;
-    return hash('sha256', bytes, 'hex') === named ? bytes : null;
+    if (hash('sha256', bytes, 'hex') !== named) return null;
+    this.#cache?.set(key, bytes);
+    return bytes;
   }
 
   /**
@@ -136,13 +190,22 @@ export class PackBlockReader {
         if (lenient) continue;
         throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} is not in the block index`);
       }
-      if (!this.#loadedPacks.has(loc.key) && loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
-        try {
-          await this.#loadWhole(loc.key, loc.blockCount);
-        } catch (err) {
-          // Not read whole: its blocks are tried by range below, and fail there one by one.
-          if (!lenient || !(err instanceof MissingBlockError)) throw err;
-          this.#loadedPacks.add(loc.key);
+      if (!this.#loadedPacks.has(loc.key)) {
+        if (loc.size <= this.#wholePackMax && this.#held + loc.size <= this.#budget) {
+          try {
+            await this.#loadWhole(loc.key, loc.blockCount);
+          } catch (err) {
+            // Not read whole: its blocks are tried by range below, and fail there one by one.
+            if (!lenient || !(err instanceof MissingBlockError)) throw err;
+            this.#loadedPacks.add(loc.key);
+          }
+        } else {
+          // Too large to index for a few blocks, but already in memory and checked: the block
+          // is taken from the cached pack where the index says (its CID sits just before it).
+          const pack = this.#cache?.get(loc.key);
+          if (pack && loc.offset >= 36 && loc.offset + loc.length <= pack.length && sameCid(pack, loc.offset - 36, cids[i]!)) {
+            this.#known.add(pack, loc.offset - 36, loc.offset + loc.length);
+          }
         }
       }
       const at = this.#known.indexOf(cids[i]!);
@@ -153,9 +216,9 @@ export class PackBlockReader {
     return out;
   }
 
-  /** Bytes of whole packs held. */
+  /** Bytes held: whole packs, and copies of blocks read by range. */
   get heldBytes(): number {
-    return this.#held;
+    return this.#held + this.#rangedBytes;
   }
 
   async #locate(cids: Uint8Array[]): Promise<(Loc | undefined)[]> {
@@ -178,14 +241,19 @@ export class PackBlockReader {
   }
 
   async #loadWhole(key: string, blockCount: number): Promise<void> {
-    this.gets++;
-    const bytes = await this.#store.get(key);
-    if (bytes === null) throw new MissingBlockError(`pack ${key} is not in the blobstore`);
-    this.bytesRead += bytes.length;
     const named = /^packs\/[0-9a-f]{2}\/([0-9a-f]{64})\.car$/.exec(key)?.[1];
-    // One hash of the pack (SHA-NI: about 1.5 GB/s) checks every block in it: the importer
-    // checked each against its CID before it wrote the pack under this key.
-    if (named !== undefined && hash('sha256', bytes, 'hex') !== named) throw new MissingBlockError(`pack ${key} does not hash to its key: its copy in the blobstore is damaged`);
+    let bytes = named !== undefined ? this.#cache?.get(key) : undefined;
+    if (!bytes) {
+      this.gets++;
+      const read = await this.#store.get(key);
+      if (read === null) throw new MissingBlockError(`pack ${key} is not in the blobstore`);
+      this.bytesRead += read.length;
+      // One hash of the pack (SHA-NI: about 1.5 GB/s) checks every block in it: the importer
+      // checked each against its CID before it wrote the pack under this key.
+      if (named !== undefined && hash('sha256', read, 'hex') !== named) throw new MissingBlockError(`pack ${key} does not hash to its key: its copy in the blobstore is damaged`);
+      if (named !== undefined) this.#cache?.set(key, read);
+      bytes = read;
+    }
     this.#loadedPacks.add(key);
     this.#held += bytes.length;
     this.#index(bytes, blockCount, named === undefined);
@@ -234,6 +302,7 @@ export class PackBlockReader {
         }
         // Kept as CID + data, the layout the block map indexes.
         const entry = new Uint8Array(36 + data.length);
+        this.#rangedBytes += entry.length;
         entry.set(cids[i]!.subarray(0, 36));
         entry.set(data, 36);
         this.#known.add(entry, 0, entry.length);
@@ -242,6 +311,11 @@ export class PackBlockReader {
       s = e;
     }
   }
+}
+
+function sameCid(bytes: Uint8Array, at: number, cid: Uint8Array): boolean {
+  for (let k = 0; k < 36; k++) if (bytes[at + k] !== cid[k]) return false;
+  return true;
 }
 
 /**

@@ -19,7 +19,7 @@ import { verifyRepo } from '../atproto/verify.ts';
 import { storeBatch } from '../ingest/store.ts';
 import { recordFilter } from '../backfill/import.ts';
 import { readCar } from '../atproto/car.ts';
-import { MissingBlockError, PackBlockReader } from './blocks.ts';
+import { MissingBlockError, PackBlockReader, PackCache } from './blocks.ts';
 import { RepoCarPlans, recordProof, repoCar } from './repo-car.ts';
 
 let pool: pg.Pool;
@@ -117,6 +117,23 @@ describe('getRepo from packs', () => {
     } finally {
       await writeFile(path, good);
     }
+  });
+
+  it('readers sharing a pack cache read and check a pack once; a small-pack point reader uses a cached large pack', async () => {
+    const cache = new PackCache(64 * 1024 * 1024);
+    const a = new PackBlockReader(pool, store, { cache });
+    const first = await car(a);
+    expect([a.gets, cache.bytes > 0]).toEqual([1, true]);
+    const b = new PackBlockReader(pool, store, { cache });
+    expect(Buffer.compare(Buffer.from(await car(b)), Buffer.from(first))).toBe(0);
+    expect(b.gets).toBe(0);
+    // A point reader reads packs whole only when small, but takes blocks from one the cache holds.
+    const point = new PackBlockReader(pool, store, { wholePackMax: 1024, cache });
+    const rec = repo.records[5]!;
+    const { rows } = await pool.query<{ cid: Buffer }>('SELECT cid FROM records WHERE did = $1 AND collection = $2 AND rkey = $3', [repo.did, rec.collection, rec.rkey]);
+    const [bytes] = await point.getMany([rows[0]!.cid]);
+    expect(Buffer.from(bytes!).equals(Buffer.from(readCar(repo.car).blocks.get(rec.cid)!))).toBe(true);
+    expect([point.gets, point.blocks.size]).toEqual([0, 1]);
   });
 
   it('a record proof verifies, for a key in the tree and one that is not', async () => {

@@ -13,7 +13,7 @@ import type { BlobStore } from '../storage/blobstore/types.ts';
 import type { Registry } from 'prom-client';
 import { dropRepo } from '../backfill/import.ts';
 import { ADMIN_ROUTES, checkAdminAuth, parseAdminBody, type AdminActions, type AdminRoute } from './admin.ts';
-import { MissingBlockError } from './blocks.ts';
+import { MissingBlockError, PackCache } from './blocks.ts';
 import { XrpcError, invalidRequest } from './errors.ts';
 import * as metrics from './metrics.ts';
 import { parseParams } from './params.ts';
@@ -35,6 +35,8 @@ export interface ServeLimits {
   wholePackMax: number;
   /** Heads whose getRepo CAR is remembered as ranges of packs (0: none). Default 256. */
   repoCarPlans: number;
+  /** Bytes of whole packs, read and checked, kept for the XRPC reads to share (0: none). Default 256 MiB. */
+  packCacheBytes: number;
 }
 
 export const DEFAULT_LIMITS: ServeLimits = {
@@ -44,6 +46,7 @@ export const DEFAULT_LIMITS: ServeLimits = {
   maxConcurrentRepos: 4,
   wholePackMax: 128 * 1024 * 1024,
   repoCarPlans: 256,
+  packCacheBytes: 256 * 1024 * 1024,
 };
 
 export interface ServeOptions {
@@ -98,7 +101,13 @@ class Gate {
 export async function startServeServer(opts: ServeOptions): Promise<ServeServer> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const log = opts.log ?? ((l: string) => console.error(l));
-  const deps: XrpcDeps = { pool: opts.pool, store: opts.store, wholePackMax: limits.wholePackMax, ...(limits.repoCarPlans > 0 ? { carPlans: new RepoCarPlans({ maxPlans: limits.repoCarPlans }) } : {}) };
+  const deps: XrpcDeps = {
+    pool: opts.pool,
+    store: opts.store,
+    wholePackMax: limits.wholePackMax,
+    ...(limits.repoCarPlans > 0 ? { carPlans: new RepoCarPlans({ maxPlans: limits.repoCarPlans }) } : {}),
+    ...(limits.packCacheBytes > 0 ? { packCache: new PackCache(limits.packCacheBytes) } : {}),
+  };
   const stream = new EventStream(opts.pool, opts.store, opts.stream);
   const repoGate = new Gate(limits.maxConcurrentRepos);
   const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });

@@ -264,7 +264,7 @@ export class EventStream {
     let reader = this.#records;
     // Generations, not an LRU: a reader that holds most of its budget (or many blocks read by
     // range) is let go whole, and the next page starts a new one.
-    if (reader.heldBytes > (this.#opts.packCacheBytes * 3) / 4 || reader.blocks.size > 2_000_000) reader = this.#records = this.#newRecordReader();
+    if (reader.heldBytes > (this.#opts.packCacheBytes * 3) / 4 || reader.blocks.size > 1_000_000) reader = this.#records = this.#newRecordReader();
     const at = await reader.resolve(
       withRecord.map((i) => rows[i]!.cid!),
       true,

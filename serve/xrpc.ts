@@ -8,7 +8,7 @@ import { z } from 'zod';
 import * as CBOR from '@atcute/cbor';
 import { cidToString, cidFromString } from '../atproto/cid.ts';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { PackBlockReader } from './blocks.ts';
+import { PackBlockReader, type PackCache } from './blocks.ts';
 import { XrpcError, invalidRequest, recordNotFound } from './errors.ts';
 import { atIdentifier, bool, cid, did, limit, nsid, recordKey, tid } from './params.ts';
 import { collectionsOf, didDocument, findBlob, listRepoPage, recordCid, recordPage, recordsSince, repoStatus, servableRepo, findRepo, type ServableRepo } from './repos.ts';
@@ -22,6 +22,8 @@ export interface XrpcDeps {
   wholePackMax: number;
   /** What recent getRepo CARs were made of, per head. */
   carPlans?: RepoCarPlans;
+  /** Whole packs read and checked, shared by requests. */
+  packCache?: PackCache;
 }
 
 export type Reply =
@@ -43,7 +45,7 @@ const cidString = (bytes: Uint8Array) => cidToString(bytes, 0);
 const CAR = 'application/vnd.ipld.car';
 
 /** Point reads touch a few blocks: read those by range, never a whole large pack. */
-const pointReader = (deps: XrpcDeps) => new PackBlockReader(deps.pool, deps.store, { wholePackMax: 256 * 1024 });
+const pointReader = (deps: XrpcDeps) => new PackBlockReader(deps.pool, deps.store, { wholePackMax: 256 * 1024, ...(deps.packCache ? { cache: deps.packCache } : {}) });
 
 /** Record bytes (DAG-CBOR) as the JSON a PDS returns (`$link`, `$bytes`). */
 function recordValue(bytes: Uint8Array, uri: string): unknown {
@@ -58,7 +60,7 @@ export const METHODS: Record<string, XrpcMethod> = {
   'com.atproto.sync.getRepo': method(z.object({ did, since: tid.optional() }), async (deps, p) => {
     const repo = await servableRepo(deps.pool, p.did);
     const records = p.since === undefined ? undefined : new Set((await recordsSince(deps.pool, repo.did, p.since)).map(cidMapKey));
-    const reader = new PackBlockReader(deps.pool, deps.store, { wholePackMax: deps.wholePackMax });
+    const reader = new PackBlockReader(deps.pool, deps.store, { wholePackMax: deps.wholePackMax, ...(deps.packCache ? { cache: deps.packCache } : {}) });
     return { kind: 'stream', contentType: CAR, body: repoCar(reader, { head: repo.head, dataRoot: repo.data, ...(records ? { records } : {}) }, deps.carPlans) };
   }),
 
