@@ -44,8 +44,11 @@ export interface CommitChange {
   blocks: Map<string, Uint8Array>;
   /** Which of `blocks` are MST nodes of the new tree (stored with the commit). */
   mstNodes: string[];
-  /** The identity the signature was checked with, recorded when the repo row lacks it. */
-  identity?: { pds: string | undefined; handle: string | undefined; signingKey: string } | undefined;
+  /**
+   * The identity the signature was checked with, recorded when the repo row lacks it, or over
+   * the row's when `replaces` (resolved afresh because the key on record failed: a rotation).
+   */
+  identity?: { pds: string | undefined; handle: string | undefined; signingKey: string; replaces?: boolean } | undefined;
 }
 
 /** An account's hosting status changed (firehose `#account`). */

@@ -354,7 +354,8 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       if (!id) throw err;
       keys.set(frame.repo, id.signingKey);
       const change = await verifier.verify(frame, id.signingKey);
-      return { ...change, identity: { pds: id.pds, handle: id.handle, signingKey: id.signingKey } };
+      // The key on the row failed and this one verifies: the row takes it (a rotation).
+      return { ...change, identity: { pds: id.pds, handle: id.handle, signingKey: id.signingKey, replaces: true } };
     }
   }
 }
