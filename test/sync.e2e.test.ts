@@ -214,10 +214,10 @@ describe('live sync from the reference PDS', () => {
   });
 
   it('follows a signing-key rotation: the commits signed with the new key apply, with no resync', async () => {
-    const dave = await createAccount(pds, 'dave');
-    await createRecord(dave, 'app.bsky.feed.post', { text: 'old key', createdAt: new Date().toISOString() });
-    await converged(dave.did);
-    const oldKey = (await pool.query('SELECT signing_key FROM repos WHERE did = $1', [dave.did])).rows[0].signing_key as string;
+    const rotor = await createAccount(pds, 'rotor');
+    await createRecord(rotor, 'app.bsky.feed.post', { text: 'old key', createdAt: new Date().toISOString() });
+    await converged(rotor.did);
+    const oldKey = (await pool.query('SELECT signing_key FROM repos WHERE did = $1', [rotor.did])).rows[0].signing_key as string;
     // The PDS's own rotation: a PLC operation naming a new atproto key (signed by the PDS with
     // the email token it issued), and the account's key file replaced by that key, which the PDS
     // checks before submitting and signs every later commit with.
@@ -225,25 +225,25 @@ describe('live sync from the reference PDS', () => {
     const errorsBefore = await frameErrors();
     const next = await Secp256k1Keypair.create({ exportable: true });
     expect(next.did()).not.toBe(oldKey);
-    const auth = { token: dave.accessJwt };
+    const auth = { token: rotor.accessJwt };
     await xrpcProcedure(pds, 'com.atproto.identity.requestPlcOperationSignature', undefined, auth);
     const db = new DatabaseSync(join(pds.dataDir, 'account.sqlite'), { readOnly: true });
-    const { token } = db.prepare(`SELECT token FROM email_token WHERE did = ? AND purpose = 'plc_operation'`).get(dave.did) as { token: string };
+    const { token } = db.prepare(`SELECT token FROM email_token WHERE did = ? AND purpose = 'plc_operation'`).get(rotor.did) as { token: string };
     db.close();
     const { operation } = await xrpcProcedure<{ operation: unknown }>(pds, 'com.atproto.identity.signPlcOperation', { token, verificationMethods: { atproto: next.did() } }, auth);
-    const keyDir = (await readdir(join(pds.dataDir, 'actors'))).map((d) => join(pds.dataDir, 'actors', d, dave.did)).find((d) => existsSync(d))!;
+    const keyDir = (await readdir(join(pds.dataDir, 'actors'))).map((d) => join(pds.dataDir, 'actors', d, rotor.did)).find((d) => existsSync(d))!;
     await writeFile(join(keyDir, 'key'), await next.export());
     await xrpcProcedure(pds, 'com.atproto.identity.submitPlcOperation', { operation }, auth);
-    for (let i = 0; i < 2; i++) await createRecord(dave, 'app.bsky.feed.post', { text: `new key ${i}`, createdAt: new Date().toISOString() });
-    await converged(dave.did);
+    for (let i = 0; i < 2; i++) await createRecord(rotor, 'app.bsky.feed.post', { text: `new key ${i}`, createdAt: new Date().toISOString() });
+    await converged(rotor.did);
 
-    expect((await pool.query('SELECT signing_key FROM repos WHERE did = $1', [dave.did])).rows[0].signing_key).toBe(next.did());
-    expect(await storedRecords(dave.did)).toEqual((await listAllRecords(pds, dave.did)).map((r) => `${r.collection}/${r.rkey}`).sort());
+    expect((await pool.query('SELECT signing_key FROM repos WHERE did = $1', [rotor.did])).rows[0].signing_key).toBe(next.did());
+    expect(await storedRecords(rotor.did)).toEqual((await listAllRecords(pds, rotor.did)).map((r) => `${r.collection}/${r.rkey}`).sort());
     // Applied live, not through a resync: every event is live, none refused.
-    const origins = await pool.query(`SELECT DISTINCT origin FROM events WHERE did = $1`, [dave.did]);
+    const origins = await pool.query(`SELECT DISTINCT origin FROM events WHERE did = $1`, [rotor.did]);
     expect(origins.rows.map((r) => r.origin)).toEqual(['live']);
     expect(await frameErrors()).toBe(errorsBefore);
-    await expect(client.workflow.getHandle(`backfill/${dave.did}`).describe()).rejects.toThrow(/not found/i);
+    await expect(client.workflow.getHandle(`backfill/${rotor.did}`).describe()).rejects.toThrow(/not found/i);
   });
 });
 
