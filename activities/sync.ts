@@ -104,6 +104,7 @@ export function syncActivities({ config, stores }: JobContext) {
           stores,
           filter: settings.filter,
           ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
+          goneRecheckSeconds: settings.goneRecheckSeconds,
           maxBatch: input.maxBatch,
           verifyThreads: config.worker.syncVerifyThreads,
           runForMs: input.runForSeconds * 1000,

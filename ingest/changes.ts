@@ -111,6 +111,11 @@ export interface BatchOptions {
   /** Where the changes came from, as the event log records it. */
   origin: 'backfill' | 'live';
   /**
+   * A repo this batch marks gone (a firehose `#account`) is due for the gone re-check after this
+   * long; without it, it waits for no re-check.
+   */
+  goneRecheckSeconds?: number | undefined;
+  /**
    * A cursor (job_state row) committed in the same transaction as the changes it covers; its
    * value given, or made from the batch's outcomes (called once per attempt, before COMMIT).
    */

@@ -30,6 +30,8 @@ export interface SubscriptionOptions {
   stores: StoreDeps;
   filter: FilterOptions;
   ephemeralRetentionSeconds?: number | undefined;
+  /** When a repo an `#account` frame marks gone is due for the gone re-check. */
+  goneRecheckSeconds?: number | undefined;
   /** The DID's identity; `fresh` bypasses any cache (after a bad signature, on `#identity`). */
   resolve: (did: string, fresh: boolean) => Promise<AtprotoIdentity>;
   /** Sends a repo to backfill's resync (idempotent: a resync already running is left alone). */
@@ -279,6 +281,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     const result = await storeBatch(opts.stores, changes, {
       filter,
       ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds,
+      goneRecheckSeconds: opts.goneRecheckSeconds,
       origin: 'live',
       cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), valueAfter: (outcomes) => committedCursor(lastSeq!, lastTime, changes, outcomes) },
       alsoInTransaction: errors.length === 0 ? undefined : async (tx) => {

@@ -201,6 +201,9 @@ describe('live sync from the reference PDS', () => {
   it('follows deactivation, reactivation, takedown and a handle change', async () => {
     await deactivateAccount(alice);
     await waitFor('alice deactivated', async () => (await repoRow(alice.did))?.gone_status === 'deactivated');
+    // Due for the gone re-check (the settings' goneRecheckSeconds, a week by default), which asks the PDS if it is back.
+    const due = (await pool.query('SELECT next_retry_at FROM repos WHERE did = $1', [alice.did])).rows[0].next_retry_at as Date | null;
+    expect(due?.getTime()).toBeGreaterThan(Date.now() + 6 * 86400_000);
     await activateAccount(alice);
     await waitFor('alice active again', async () => (await repoRow(alice.did))?.status === 'active');
     await xrpcProcedure(pds, 'com.atproto.identity.updateHandle', { handle: 'alice2.test' }, { token: alice.accessJwt });
