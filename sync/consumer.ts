@@ -23,6 +23,7 @@ import { bump, newProgress, type SyncProgress } from './progress.ts';
 import { openFrames, subscribeUrl } from './socket.ts';
 import type { CommitFrame } from './verify-commit.ts';
 import { inlineVerifier, VerifyPool, type CommitVerifier } from './verify-pool.ts';
+import { secp256k1Backend } from './signature.ts';
 
 export interface SubscriptionOptions {
   /** Upstream origin (a relay or a PDS): http(s) or ws(s). */
@@ -127,7 +128,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
         continue;
       }
       progress.connected = true;
-      log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
+      log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'} (commits checked on ${opts.verifyThreads ?? 0} threads, secp256k1 by ${secp256k1Backend})`);
       // One batch is stored while the next is read and checked: at most two in hand, stored in order.
       let storing: Promise<void> | undefined;
       try {
