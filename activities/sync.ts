@@ -5,12 +5,10 @@
  * frame. Cancellation (pause, stop) is a normal end: the run returns what it did.
  */
 import { Context } from '@temporalio/activity';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import type { JobContext } from './context.ts';
-// Types only: activities do not load workflow code; the generic checks the arguments.
-import type { backfillRepo } from '../workflows/backfill-repo.ts';
+import { startBackfillRepo } from '../client/backfill-repo.ts';
 import { recordSyncProgress } from './sync-counters.ts';
-import { BackfillSettings } from '../backfill/settings.ts';
+import { BackfillSettings, type BackfillSettingsInput } from '../backfill/settings.ts';
 import { IdentityCache, resolveDid } from '../atproto/net/index.ts';
 import { runSubscription, readCursor } from '../sync/consumer.ts';
 import { refreshRepo, storedHead, type RefreshOutcome } from '../sync/refresh.ts';
@@ -45,19 +43,9 @@ export interface RefreshPageResult {
 export function syncActivities({ config, stores }: JobContext) {
   const identities = new IdentityCache({ ttlMs: config.network.identityTtlSeconds * 1000 });
   const politeness = new Politeness({ concurrency: config.network.pdsConcurrency, minIntervalMs: config.network.pdsMinIntervalMs });
-  const startBackfill = async (did: string, settings: BackfillSettings, taskQueue: string, reason: string) => {
-    try {
-      await Context.current().client.workflow.start<typeof backfillRepo>('backfillRepo', {
-        workflowId: `backfill/${did}`,
-        taskQueue,
-        args: [{ did, settings }],
-        memo: { reason: reason.slice(0, 500) },
-      });
-    } catch (err) {
-      // One resync at a time per repo: the running one will land the newest state.
-      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-    }
-  };
+  const startBackfill = (did: string, settings: BackfillSettingsInput, taskQueue: string, reason: string) =>
+    // One resync at a time per repo: a running one will land the newest state.
+    startBackfillRepo(Context.current().client, { did, settings, taskQueue, reason, ifRunning: 'leave' });
   return {
     /**
      * Refreshes one page of active repos that no subscription covers (`getLatestCommit`, then
@@ -116,6 +104,7 @@ export function syncActivities({ config, stores }: JobContext) {
           stores,
           filter: settings.filter,
           ephemeralRetentionSeconds: settings.ephemeralRetentionSeconds,
+          goneRecheckSeconds: settings.goneRecheckSeconds,
           maxBatch: input.maxBatch,
           verifyThreads: config.worker.syncVerifyThreads,
           runForMs: input.runForSeconds * 1000,
@@ -124,7 +113,7 @@ export function syncActivities({ config, stores }: JobContext) {
             if (fresh) identities.invalidate(did);
             return resolveDid(did, { plcUrl: config.network.plcUrl, allowPrivate: config.network.allowPrivateAddresses, cache: identities, timeoutMs: 30_000, ...(config.network.verifyHandles ? {} : { verifyHandle: false }) });
           },
-          requestResync: (did, reason) => startBackfill(did, input.settings, input.backfillTaskQueue, `live sync: ${reason}`),
+          requestResync: async (did, reason) => void (await startBackfill(did, input.settings, input.backfillTaskQueue, `live sync: ${reason}`)),
           onProgress: (p) => {
             recordSyncProgress(p);
             last = p;

@@ -44,8 +44,11 @@ export interface CommitChange {
   blocks: Map<string, Uint8Array>;
   /** Which of `blocks` are MST nodes of the new tree (stored with the commit). */
   mstNodes: string[];
-  /** The identity the signature was checked with, recorded when the repo row lacks it. */
-  identity?: { pds: string | undefined; handle: string | undefined; signingKey: string } | undefined;
+  /**
+   * The identity the signature was checked with, recorded when the repo row lacks it, or over
+   * the row's when `replaces` (resolved afresh because the key on record failed: a rotation).
+   */
+  identity?: { pds: string | undefined; handle: string | undefined; signingKey: string; replaces?: boolean } | undefined;
 }
 
 /** An account's hosting status changed (firehose `#account`). */
@@ -107,6 +110,11 @@ export interface BatchOptions {
   ephemeralRetentionSeconds?: number | undefined;
   /** Where the changes came from, as the event log records it. */
   origin: 'backfill' | 'live';
+  /**
+   * A repo this batch marks gone (a firehose `#account`) is due for the gone re-check after this
+   * long; without it, it waits for no re-check.
+   */
+  goneRecheckSeconds?: number | undefined;
   /**
    * A cursor (job_state row) committed in the same transaction as the changes it covers; its
    * value given, or made from the batch's outcomes (called once per attempt, before COMMIT).

@@ -185,7 +185,11 @@ export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitC
     if (!data) throw new Error(`commit ${change.rev} of ${did} lacks block ${c}`);
     addBlock(ctx, c, data);
   }
-  if (change.identity) {
+  if (change.identity?.replaces) {
+    view.signingKey = change.identity.signingKey;
+    view.pds = change.identity.pds ?? view.pds;
+    view.handle = change.identity.handle ?? view.handle;
+  } else if (change.identity) {
     view.signingKey ??= change.identity.signingKey;
     view.pds ??= change.identity.pds ?? null;
     view.handle ??= change.identity.handle ?? null;

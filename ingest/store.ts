@@ -178,7 +178,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     const expires = ephemeral ? new Date(Date.now() + options.ephemeralRetentionSeconds! * 1000) : null;
     await writeEvents(tx, ctx.writes.events, options.origin, expires);
     trace('events');
-    await writeRepoState(tx, [...views.values()].filter((v) => v.dirty));
+    await writeRepoState(tx, [...views.values()].filter((v) => v.dirty), options.goneRecheckSeconds);
     if (options.cursor) {
       await tx.query(
         `INSERT INTO job_state (key, value) VALUES ($1, $2)
@@ -526,26 +526,28 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
   }
 }
 
-async function writeRepoState(tx: pg.ClientBase, views: RepoView[]): Promise<void> {
+async function writeRepoState(tx: pg.ClientBase, views: RepoView[], goneRecheckSeconds: number | undefined): Promise<void> {
   if (views.length === 0) return;
   const col = <T>(f: (v: RepoView) => T) => views.map(f);
+  const recheckAt = goneRecheckSeconds === undefined ? null : new Date(Date.now() + goneRecheckSeconds * 1000);
   await tx.query(
     `UPDATE repos r SET status = t.status, gone_status = t.gone, rev = t.rev, head_cid = t.head, data_cid = t.data,
        pds = t.pds, handle = t.handle, signing_key = t.key, records_count = t.rc, blocks_count = t.bc,
        resync_kind = CASE WHEN t.clr THEN NULL ELSE r.resync_kind END,
        resync_count = CASE WHEN t.clr THEN 0 ELSE r.resync_count END,
-       next_retry_at = CASE WHEN t.clr THEN NULL ELSE r.next_retry_at END,
+       next_retry_at = CASE WHEN t.clr THEN t.recheck ELSE r.next_retry_at END,
        last_error = CASE WHEN t.clr THEN t.err ELSE r.last_error END,
        last_imported_at = CASE WHEN t.imp THEN now() ELSE r.last_imported_at END,
        updated_at = now()
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[], $8::text[], $9::text[],
-                 $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[])
-       AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err)
+                 $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[], $15::timestamptz[])
+       AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err, recheck)
      WHERE r.did = t.did`,
     [
       col((v) => v.did), col((v) => v.status), col((v) => v.goneStatus), col((v) => v.rev), col((v) => v.head), col((v) => v.data),
       col((v) => v.pds), col((v) => v.handle), col((v) => v.signingKey), col((v) => v.recordsCount), col((v) => v.blocksCount),
       col((v) => v.clearResync), col((v) => v.imported), col((v) => v.lastError?.slice(0, 2000) ?? null),
+      col((v) => (v.status === 'gone' ? recheckAt : null)),
     ],
   );
 }

@@ -19,6 +19,10 @@ import { recordFilter } from '../backfill/import.ts';
 import { storeBatch } from '../ingest/store.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
 import { generatedFirehose, type Firehose } from '../bench/sync-firehose.ts';
+import * as CBOR from '@atcute/cbor';
+import { Secp256k1Keypair } from '@atproto/crypto';
+import { readCarBlocks, resignCommit } from '../atproto/testing/car-edit.ts';
+import { decodeFrameParts, encodeFrame } from '../test/firehose-server.ts';
 import { decodeFrame } from './frames.ts';
 import { verifyCommitFrame, type CommitFrame } from './verify-commit.ts';
 import { readCursor, runSubscription } from './consumer.ts';
@@ -44,7 +48,7 @@ afterAll(async () => {
 });
 
 /** Runs a consumer until its cursor has read `lastSeq`, as a fresh process would (nothing in memory). */
-async function consumeUntil(host: string, lastSeq: number, resyncs: string[]) {
+async function consumeUntil(host: string, lastSeq: number, resyncs: string[], resolve?: (did: string, fresh: boolean) => Promise<AtprotoIdentity>) {
   const stop = new AbortController();
   const timer = setTimeout(() => stop.abort(), 60_000);
   try {
@@ -55,7 +59,7 @@ async function consumeUntil(host: string, lastSeq: number, resyncs: string[]) {
       maxBatch: 7,
       batchWaitMs: 20,
       signal: stop.signal,
-      resolve: async (did) => ({ did, pds: host, handle: undefined, signingKey: hose.signingKey }) as unknown as AtprotoIdentity,
+      resolve: resolve ?? (async (did) => ({ did, pds: host, handle: undefined, signingKey: hose.signingKey }) as unknown as AtprotoIdentity),
       requestResync: async (did) => void resyncs.push(did),
       onProgress: (p) => p.cursor === lastSeq && stop.abort(),
     });
@@ -98,5 +102,61 @@ describe('commits waiting for a resync, across a crash', () => {
     // One create event per post of every repo: none lost, none doubled.
     const { rows } = await pool.query<{ did: string; n: number }>(`SELECT did, count(*)::int AS n FROM events WHERE kind = 'create' GROUP BY did ORDER BY did`);
     expect(rows).toEqual([...hose.dids].sort().map((did) => ({ did, n: ofA.length - 1 })));
+  });
+});
+
+describe('a signing key rotated without an #identity frame', () => {
+  it('fails the cached key, resolves the DID again once, and applies with the new key', async () => {
+    const db = await connectPool(await freshDatabase('sync_rotation'));
+    await migrate(db);
+    const savedPool = pool;
+    pool = db;
+    try {
+      const frames = hose.frames.map((bytes) => ({ bytes, frame: decodeFrame(bytes) as CommitFrame }));
+      const a = hose.dids[3]!;
+      const ofA = frames.filter((f) => f.frame.repo === a);
+      // A's PDS rotates its key after A's second commit; the DID document names the new key from then on.
+      const next = await Secp256k1Keypair.create();
+      const rotatedFrom = ofA[2]!.frame.seq;
+      const script = await Promise.all(
+        frames.map(async (f) => {
+          if (f.frame.repo !== a || f.frame.seq < rotatedFrom) return { seq: f.frame.seq, bytes: f.bytes };
+          const { header, body } = decodeFrameParts(f.bytes);
+          const car = await resignCommit(f.frame.blocks, next);
+          return { seq: f.frame.seq, bytes: encodeFrame(header, { ...body, blocks: CBOR.toBytes(car), commit: { $link: readCarBlocks(car).root } }) };
+        }),
+      );
+      const upstream = await startFirehoseServer(script);
+      // The DID document names the new key from the first time the consumer asks afresh, which
+      // only a signature failing with the key it holds makes it do (there is no #identity frame).
+      const fresh: boolean[] = [];
+      let rotated = false;
+      const resolve = async (did: string, isFresh: boolean) => {
+        if (did === a) {
+          fresh.push(isFresh);
+          if (isFresh) rotated = true;
+        }
+        return { did, pds: upstream.url, handle: undefined, signingKey: did === a && rotated ? next.did() : hose.signingKey } as unknown as AtprotoIdentity;
+      };
+      const resyncs: string[] = [];
+      const lastSeq = frames[frames.length - 1]!.frame.seq;
+      let progress;
+      try {
+        progress = await consumeUntil(upstream.url, lastSeq, resyncs, resolve);
+      } finally {
+        await upstream.stop();
+      }
+      expect(progress.errors).toBe(0);
+      expect(resyncs).toEqual([]);
+      expect(progress.outcomes).toEqual({ imported: frames.length });
+      // Resolved once as new (its first commit), then afresh once, at the first commit the old
+      // key failed; the new key is kept for the commits after it.
+      expect(fresh).toEqual([false, true]);
+      const row = (await db.query('SELECT rev, signing_key FROM repos WHERE did = $1', [a])).rows[0];
+      expect(row).toEqual({ rev: ofA.at(-1)!.frame.rev, signing_key: next.did() });
+    } finally {
+      pool = savedPool;
+      await db.end();
+    }
   });
 });

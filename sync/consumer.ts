@@ -23,6 +23,7 @@ import { bump, newProgress, type SyncProgress } from './progress.ts';
 import { openFrames, subscribeUrl } from './socket.ts';
 import type { CommitFrame } from './verify-commit.ts';
 import { inlineVerifier, VerifyPool, type CommitVerifier } from './verify-pool.ts';
+import { secp256k1Backend } from './signature.ts';
 
 export interface SubscriptionOptions {
   /** Upstream origin (a relay or a PDS): http(s) or ws(s). */
@@ -30,6 +31,8 @@ export interface SubscriptionOptions {
   stores: StoreDeps;
   filter: FilterOptions;
   ephemeralRetentionSeconds?: number | undefined;
+  /** When a repo an `#account` frame marks gone is due for the gone re-check. */
+  goneRecheckSeconds?: number | undefined;
   /** The DID's identity; `fresh` bypasses any cache (after a bad signature, on `#identity`). */
   resolve: (did: string, fresh: boolean) => Promise<AtprotoIdentity>;
   /** Sends a repo to backfill's resync (idempotent: a resync already running is left alone). */
@@ -125,7 +128,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
         continue;
       }
       progress.connected = true;
-      log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'}`);
+      log(`sync ${opts.host}: connected from cursor ${progress.cursor ?? '(live)'} (commits checked on ${opts.verifyThreads ?? 0} threads, secp256k1 by ${secp256k1Backend})`);
       // One batch is stored while the next is read and checked: at most two in hand, stored in order.
       let storing: Promise<void> | undefined;
       try {
@@ -279,6 +282,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     const result = await storeBatch(opts.stores, changes, {
       filter,
       ephemeralRetentionSeconds: opts.ephemeralRetentionSeconds,
+      goneRecheckSeconds: opts.goneRecheckSeconds,
       origin: 'live',
       cursor: lastSeq === undefined ? undefined : { key: cursorKey(opts.host), valueAfter: (outcomes) => committedCursor(lastSeq!, lastTime, changes, outcomes) },
       alsoInTransaction: errors.length === 0 ? undefined : async (tx) => {
@@ -354,7 +358,8 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
       if (!id) throw err;
       keys.set(frame.repo, id.signingKey);
       const change = await verifier.verify(frame, id.signingKey);
-      return { ...change, identity: { pds: id.pds, handle: id.handle, signingKey: id.signingKey } };
+      // The key on the row failed and this one verifies: the row takes it (a rotation).
+      return { ...change, identity: { pds: id.pds, handle: id.handle, signingKey: id.signingKey, replaces: true } };
     }
   }
 }

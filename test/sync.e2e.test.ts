@@ -44,6 +44,10 @@ import { refreshRepo, storedHead } from '../sync/refresh.ts';
 import { FilterOptions } from '../backfill/filters.ts';
 import { refresh } from '../workflows/subscribe-refresh.ts';
 import { cidToString } from '../atproto/cid.ts';
+import { existsSync } from 'node:fs';
+import { readdir, writeFile } from 'node:fs/promises';
+import { DatabaseSync } from 'node:sqlite';
+import { Secp256k1Keypair } from '@atproto/crypto';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { backfillRepo } from '../workflows/backfill-repo.ts';
 import { maintenanceActivities } from '../activities/maintenance.ts';
@@ -197,6 +201,9 @@ describe('live sync from the reference PDS', () => {
   it('follows deactivation, reactivation, takedown and a handle change', async () => {
     await deactivateAccount(alice);
     await waitFor('alice deactivated', async () => (await repoRow(alice.did))?.gone_status === 'deactivated');
+    // Due for the gone re-check (the settings' goneRecheckSeconds, a week by default), which asks the PDS if it is back.
+    const due = (await pool.query('SELECT next_retry_at FROM repos WHERE did = $1', [alice.did])).rows[0].next_retry_at as Date | null;
+    expect(due?.getTime()).toBeGreaterThan(Date.now() + 6 * 86400_000);
     await activateAccount(alice);
     await waitFor('alice active again', async () => (await repoRow(alice.did))?.status === 'active');
     await xrpcProcedure(pds, 'com.atproto.identity.updateHandle', { handle: 'alice2.test' }, { token: alice.accessJwt });
@@ -207,6 +214,39 @@ describe('live sync from the reference PDS', () => {
     expect(rows.filter((r) => r.kind === 'account').map((r) => r.detail.status)).toEqual(['deactivated', 'active', 'takendown']);
     expect(rows.some((r) => r.kind === 'identity' && r.detail.handle === 'alice2.test')).toBe(true);
     expect(await storedRecords(alice.did)).not.toEqual([]);
+  });
+
+  it('follows a signing-key rotation: the commits signed with the new key apply, with no resync', async () => {
+    const rotor = await createAccount(pds, 'rotor');
+    await createRecord(rotor, 'app.bsky.feed.post', { text: 'old key', createdAt: new Date().toISOString() });
+    await converged(rotor.did);
+    const oldKey = (await pool.query('SELECT signing_key FROM repos WHERE did = $1', [rotor.did])).rows[0].signing_key as string;
+    // The PDS's own rotation: a PLC operation naming a new atproto key (signed by the PDS with
+    // the email token it issued), and the account's key file replaced by that key, which the PDS
+    // checks before submitting and signs every later commit with.
+    const frameErrors = async () => Number((await pool.query('SELECT count(*) AS n FROM sync_frame_errors')).rows[0].n);
+    const errorsBefore = await frameErrors();
+    const next = await Secp256k1Keypair.create({ exportable: true });
+    expect(next.did()).not.toBe(oldKey);
+    const auth = { token: rotor.accessJwt };
+    await xrpcProcedure(pds, 'com.atproto.identity.requestPlcOperationSignature', undefined, auth);
+    const db = new DatabaseSync(join(pds.dataDir, 'account.sqlite'), { readOnly: true });
+    const { token } = db.prepare(`SELECT token FROM email_token WHERE did = ? AND purpose = 'plc_operation'`).get(rotor.did) as { token: string };
+    db.close();
+    const { operation } = await xrpcProcedure<{ operation: unknown }>(pds, 'com.atproto.identity.signPlcOperation', { token, verificationMethods: { atproto: next.did() } }, auth);
+    const keyDir = (await readdir(join(pds.dataDir, 'actors'))).map((d) => join(pds.dataDir, 'actors', d, rotor.did)).find((d) => existsSync(d))!;
+    await writeFile(join(keyDir, 'key'), await next.export());
+    await xrpcProcedure(pds, 'com.atproto.identity.submitPlcOperation', { operation }, auth);
+    for (let i = 0; i < 2; i++) await createRecord(rotor, 'app.bsky.feed.post', { text: `new key ${i}`, createdAt: new Date().toISOString() });
+    await converged(rotor.did);
+
+    expect((await pool.query('SELECT signing_key FROM repos WHERE did = $1', [rotor.did])).rows[0].signing_key).toBe(next.did());
+    expect(await storedRecords(rotor.did)).toEqual((await listAllRecords(pds, rotor.did)).map((r) => `${r.collection}/${r.rkey}`).sort());
+    // Applied live, not through a resync: every event is live, none refused.
+    const origins = await pool.query(`SELECT DISTINCT origin FROM events WHERE did = $1`, [rotor.did]);
+    expect(origins.rows.map((r) => r.origin)).toEqual(['live']);
+    expect(await frameErrors()).toBe(errorsBefore);
+    await expect(client.workflow.getHandle(`backfill/${rotor.did}`).describe()).rejects.toThrow(/not found/i);
   });
 });
 

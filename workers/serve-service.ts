@@ -3,7 +3,7 @@
  * its admin endpoints to backfill workflows through a Temporal client (serve/ itself knows
  * nothing of Temporal), and its metrics into the process registry the worker's `/metrics` serves.
  */
-import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
 import type { Metric } from 'prom-client';
 import type { Config } from '../config/options.ts';
 import { resolveEndpoints } from '../config/resolve.ts';
@@ -14,7 +14,7 @@ import { startServeServer, type ServeServer } from '../serve/server.ts';
 import type { AdminActions } from '../serve/admin.ts';
 import { serveRegistry } from '../serve/metrics.ts';
 import { backfill } from '../workflows/backfill.ts';
-import { backfillRepo, resyncNowSignal } from '../workflows/backfill-repo.ts';
+import { startBackfillRepo } from '../client/backfill-repo.ts';
 
 /** Adds the serve metrics to the process registry, once. */
 function exportServeMetrics(): void {
@@ -44,20 +44,12 @@ export function backfillAdminActions(config: Config): Pick<AdminActions, 'addRep
     async resyncRepos(dids) {
       const c = await temporal();
       for (const did of dids) {
-        const handle = c.workflow.getHandle(`backfill/${did}`);
-        try {
-          if ((await handle.describe()).status.name === 'RUNNING') {
-            await handle.signal(resyncNowSignal);
-            continue;
-          }
-        } catch (err) {
-          if (!(err instanceof WorkflowNotFoundError)) throw err;
-        }
-        await c.workflow.start(backfillRepo, {
+        await startBackfillRepo(c, {
+          did,
+          settings: config.maintenance.resyncSettings,
           taskQueue: taskQueueFor(config, 'backfill'),
-          workflowId: `backfill/${did}`,
-          args: [{ did, settings: config.maintenance.resyncSettings }],
-          staticSummary: `backfill of ${did}, resynced through the serve admin API`,
+          reason: `backfill of ${did}, resynced through the serve admin API`,
+          ifRunning: 'resync-now',
         });
       }
     },
