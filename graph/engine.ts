@@ -170,7 +170,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   const rootConcurrency = Math.max(1, opts.rootConcurrency ?? 256);
   const largeRoots = Math.min(LARGE_ROOTS, rootConcurrency);
   const needs: StepNeeds = { ...NO_NEEDS, ...opts.visitor.needs };
-  const blocks = new BlockSource(stores.pool, stores.store, opts.blockSource);
+  const blocks = new BlockSource(stores.pool, stores.store, { countRefs: needs.refcounts, ...opts.blockSource });
   const rows = rowLoaders(stores.pool);
   const edges = opts.graph.edges;
   const walkedTypes = opts.graph.nodes;
