@@ -46,9 +46,14 @@ interface LocRow {
 
 const LOC_COLUMNS = 'b.cid, b.pack_id, p.key, p.size_bytes, b.byte_offset, b.byte_length, b.refcount';
 
-/** What references a block, as the importer counts them (see storage/validate-queries.ts); each an index lookup. */
-const REFS_SQL = `(SELECT count(*) FROM records x WHERE x.cid = b.cid) + (SELECT count(*) FROM events x WHERE x.cid = b.cid)
-  + (SELECT count(*) FROM repos x WHERE x.head_cid = b.cid) AS refs`;
+/**
+ * What references a block, as the importer counts them (see storage/validate-queries.ts): record
+ * index rows and events (index lookups, migration 0005), and repo heads. `repos.head_cid` has no
+ * index, so heads are counted once per statement (as the other refcount comparisons do), not
+ * per block.
+ */
+const REFS_SQL = `(SELECT count(*) FROM records x WHERE x.cid = b.cid) + (SELECT count(*) FROM events x WHERE x.cid = b.cid) + coalesce(h.n, 0) AS refs`;
+const HEADS_SQL = `LEFT JOIN (SELECT head_cid, count(*) AS n FROM repos WHERE head_cid = ANY($1::bytea[]) GROUP BY head_cid) h ON h.head_cid = b.cid`;
 
 export function toLoc(r: Omit<LocRow, 'cid'>): BlockLoc {
   return {
@@ -111,7 +116,9 @@ export class BlockSource {
   /** Locations of `cids` in one query, in order (null for a CID not indexed). */
   async locateMany(cids: Uint8Array[]): Promise<(BlockLoc | null)[]> {
     const { rows } = await this.#pool.query<LocRow>(
-      `SELECT ${LOC_COLUMNS}${this.#countRefs ? `, ${REFS_SQL}` : ''} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
+      this.#countRefs
+        ? `SELECT ${LOC_COLUMNS}, ${REFS_SQL} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id ${HEADS_SQL} WHERE b.cid = ANY($1::bytea[])`
+        : `SELECT ${LOC_COLUMNS} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
       [cids],
     );
     const found = new Map<string, BlockLoc>();

@@ -1,5 +1,5 @@
 -- Who references a block: the validate walk's refcount check counts, for each block it visits,
--- the `records` rows, `events` and repo heads that name it (storage/validate-queries.ts). Without an index
+-- the `records` rows and `events` that name it (storage/validate-queries.ts). Without an index
 -- on their `cid` every such count scans both tables, so a walk's cost per repo grew with the
 -- size of the mirror (issue 13: 2,000 small repos walked at 12,000 nodes/s, the batched
 -- comparison of roots finishing together spending ~35 ms a statement in two sequential scans of
@@ -12,5 +12,3 @@
 -- hold NULLs.
 CREATE INDEX records_cid ON records USING hash (cid);
 CREATE INDEX events_cid ON events USING hash (cid);
--- Repo heads are references too (one per repo, changed with every import that moves the head).
-CREATE INDEX repos_head_cid ON repos USING hash (head_cid);
