@@ -25,6 +25,12 @@ export interface BlockSourceOptions {
   packCacheBytes?: number;
   /** Most CIDs per block index query. Default 5000. */
   maxBatch?: number;
+  /**
+   * Count the references to each block looked up one by one, in the same statement (`refs` of
+   * its location): such a block lies outside the packs its root read in bulk, whose refcounts
+   * were compared there, and the refcount check would otherwise ask again. Default false.
+   */
+  countRefs?: boolean;
 }
 
 interface LocRow {
@@ -35,9 +41,19 @@ interface LocRow {
   byte_offset: string;
   byte_length: number;
   refcount: string;
+  refs?: string;
 }
 
 const LOC_COLUMNS = 'b.cid, b.pack_id, p.key, p.size_bytes, b.byte_offset, b.byte_length, b.refcount';
+
+/**
+ * What references a block, as the importer counts them (see storage/validate-queries.ts): record
+ * index rows and events (index lookups, migration 0005), and repo heads. `repos.head_cid` has no
+ * index, so heads are counted once per statement (as the other refcount comparisons do), not
+ * per block.
+ */
+const REFS_SQL = `(SELECT count(*) FROM records x WHERE x.cid = b.cid) + (SELECT count(*) FROM events x WHERE x.cid = b.cid) + coalesce(h.n, 0) AS refs`;
+const HEADS_SQL = `LEFT JOIN (SELECT head_cid, count(*) AS n FROM repos WHERE head_cid = ANY($1::bytea[]) GROUP BY head_cid) h ON h.head_cid = b.cid`;
 
 export function toLoc(r: Omit<LocRow, 'cid'>): BlockLoc {
   return {
@@ -47,6 +63,7 @@ export function toLoc(r: Omit<LocRow, 'cid'>): BlockLoc {
     offset: Number(r.byte_offset),
     length: r.byte_length,
     refcount: Number(r.refcount),
+    ...(r.refs !== undefined ? { refs: Number(r.refs) } : {}),
   };
 }
 
@@ -68,6 +85,7 @@ export class BlockSource {
   readonly #wholePackMax: number;
   readonly #cacheBudget: number;
   readonly #locator: Batcher<Uint8Array, BlockLoc | null>;
+  readonly #countRefs: boolean;
   readonly #packs = new Map<string, Uint8Array>();
   readonly #loading = new Map<string, Promise<Uint8Array | null>>();
   #cached = 0;
@@ -81,6 +99,7 @@ export class BlockSource {
     this.#store = store;
     this.#wholePackMax = opts.wholePackMax ?? 64 * 1024 * 1024;
     this.#cacheBudget = opts.packCacheBytes ?? 256 * 1024 * 1024;
+    this.#countRefs = opts.countRefs ?? false;
     // One batch in flight: the lookups of every open root go together.
     this.#locator = new Batcher((cids) => this.locateMany(cids), { maxBatch: opts.maxBatch ?? 5000, serial: true });
   }
@@ -97,7 +116,9 @@ export class BlockSource {
   /** Locations of `cids` in one query, in order (null for a CID not indexed). */
   async locateMany(cids: Uint8Array[]): Promise<(BlockLoc | null)[]> {
     const { rows } = await this.#pool.query<LocRow>(
-      `SELECT ${LOC_COLUMNS} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
+      this.#countRefs
+        ? `SELECT ${LOC_COLUMNS}, ${REFS_SQL} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id ${HEADS_SQL} WHERE b.cid = ANY($1::bytea[])`
+        : `SELECT ${LOC_COLUMNS} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
       [cids],
     );
     const found = new Map<string, BlockLoc>();

@@ -148,6 +148,10 @@ interface RootRun {
   root: Node;
   /** Nodes to step, as the routes that reached them (a route ends at its node). */
   stack: Route[];
+  /** In `ready` (its stack is not empty). */
+  ready: boolean;
+  /** Left `active` (finishing or done). */
+  closed: boolean;
   /** What every step under this root shares (the path is a step argument). */
   ctx: StepContext;
   inflight: number;
@@ -170,7 +174,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   const rootConcurrency = Math.max(1, opts.rootConcurrency ?? 256);
   const largeRoots = Math.min(LARGE_ROOTS, rootConcurrency);
   const needs: StepNeeds = { ...NO_NEEDS, ...opts.visitor.needs };
-  const blocks = new BlockSource(stores.pool, stores.store, opts.blockSource);
+  const blocks = new BlockSource(stores.pool, stores.store, { countRefs: needs.refcounts, ...opts.blockSource });
   const rows = rowLoaders(stores.pool);
   const edges = opts.graph.edges;
   const walkedTypes = opts.graph.nodes;
@@ -183,6 +187,24 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   const visitedMax = { nodes: 0, bytes: 0 };
 
   const active: RootRun[] = [];
+  /**
+   * The active roots whose stacks hold nodes, oldest (lowest index) first: the next node to step
+   * is the top of `ready[0]`'s stack. Kept, rather than searched for in `active` at every step,
+   * because hundreds of small roots are open at once.
+   */
+  const ready: RootRun[] = [];
+  const markReady = (run: RootRun) => {
+    if (run.ready || run.stack.length === 0) return;
+    run.ready = true;
+    let lo = 0;
+    let hi = ready.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (ready[mid]!.index < run.index) lo = mid + 1;
+      else hi = mid;
+    }
+    ready.splice(lo, 0, run);
+  };
   let nextRoot = 0;
   let inflight = 0;
   let finishing = 0;
@@ -268,6 +290,8 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       index,
       root,
       stack: [],
+      ready: false,
+      closed: false,
       ctx: { pool: stores.pool, store: stores.store, blocks, rows, repos, needs, scope, wants },
       inflight: 0,
       deferred: 0,
@@ -281,6 +305,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
     openNodes++;
     run.stack.push(rootRoute(root));
     active.push(run);
+    markReady(run);
   };
 
   /** Steps and visits the node `route` leads to; synchronous when the step and visit are. */
@@ -313,10 +338,12 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       openNodes++;
       run.stack.push({ edge: e.type, node: e.node, path: e.path, parent });
     }
+    markReady(run);
   };
 
   const finishRoot = async (run: RootRun) => {
     active.splice(active.indexOf(run), 1);
+    run.closed = true;
     finishing++;
     try {
       if (run.deferred > 0) await new Promise<void>((r) => (run.deferredDone = r));
@@ -367,9 +394,13 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
         if (!opts.skipRoots?.has(index)) startRoot(index);
       }
       if (inflight >= scheduledMax) return;
-      const run = active.find((r) => r.stack.length > 0);
+      const run = ready[0];
       if (!run) break;
       const route = run.stack.pop()!;
+      if (run.stack.length === 0) {
+        ready.shift();
+        run.ready = false;
+      }
       let pending: MaybePromise<void>;
       try {
         pending = runItem(run, route);
@@ -385,7 +416,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
           .finally(() => {
             run.inflight--;
             inflight--;
-            if (run.inflight === 0 && run.stack.length === 0 && active.includes(run)) void finishRoot(run);
+            if (run.inflight === 0 && run.stack.length === 0 && !run.closed) void finishRoot(run);
             pump();
           });
       } else {
@@ -398,9 +429,9 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       }
     }
     // Roots whose every step is done finish even when nothing else is running.
-    for (const run of [...active]) {
-      if (run.inflight === 0 && run.stack.length === 0 && !stopping()) void finishRoot(run);
-    }
+    let idle: RootRun[] | undefined;
+    for (const run of active) if (run.inflight === 0 && run.stack.length === 0) (idle ??= []).push(run);
+    if (idle && !stopping()) for (const run of idle) void finishRoot(run);
     if (inflight === 0 && finishing === 0 && (stopping() || (active.length === 0 && nextRoot >= opts.roots.length))) {
       if (fatal !== undefined) settle.reject(fatal);
       else if (opts.signal?.aborted) settle.reject(new WalkAbortedError(completed, opts.signal.reason));

@@ -17,6 +17,12 @@ export interface BlockLoc {
   offset: number;
   length: number;
   refcount: number;
+  /**
+   * The references that exist to the block (record index rows, repo heads, events), counted in
+   * the statement that read `refcount`: set on locations looked up one by one when the walk
+   * checks refcounts (`BlockSourceOptions.countRefs`), absent otherwise.
+   */
+  refs?: number;
 }
 
 /** The repo state a commit was reached from, read once per walk (the repo's head). */

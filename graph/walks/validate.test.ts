@@ -356,6 +356,35 @@ describe('validate', () => {
     }
   });
 
+  it('a refcount off on MST nodes another repo stored: found with their lookup, with no comparison per block after', async () => {
+    // dids[0]'s MST nodes (its pack's blocks that are neither records nor its head); those dids[1]'s tree shares are looked up alone.
+    const { rows } = await pool.query<{ cid: Buffer }>(
+      `SELECT b.cid FROM blocks b JOIN repos h ON h.did = $1 JOIN blocks hb ON hb.cid = h.head_cid
+       WHERE b.pack_id = hb.pack_id AND b.cid <> h.head_cid AND NOT EXISTS (SELECT 1 FROM records r WHERE r.cid = b.cid)`,
+      [dids[0]],
+    );
+    const mst = rows.map((r) => r.cid);
+    const query = pool.query.bind(pool) as (...a: unknown[]) => Promise<unknown>;
+    let perBlock = 0;
+    (pool as unknown as { query: typeof query }).query = (...a: unknown[]) => {
+      if (typeof a[0] === 'string' && a[0].includes('JOIN records x ON x.cid = c.cid')) perBlock++;
+      return query(...a);
+    };
+    await pool.query('UPDATE blocks SET refcount = refcount + 1 WHERE cid = ANY($1::bytea[])', [mst]);
+    try {
+      // dids[0]'s pack not read in bulk for dids[1], as a pack many repos filled would not be.
+      const sink = new MemoryFindings();
+      await runWalk({ pool, store }, { type: 'validate' }, [roots[1]!], { findings: sink, repoBatch: { prefetchShare: 0.99 } });
+      const findings = sink.findings;
+      expect(findings.length).toBeGreaterThan(0);
+      for (const f of findings) expect([f.check, f.nodeType, mst.some((c) => cidString(c) === f.key)]).toEqual(['refcount', 'MstNode', true]);
+      expect(perBlock).toBe(0);
+    } finally {
+      (pool as unknown as { query: typeof query }).query = query;
+      await pool.query('UPDATE blocks SET refcount = refcount - 1 WHERE cid = ANY($1::bytea[])', [mst]);
+    }
+  });
+
   it('an event pointing at a missing block: event-block names the event, nothing else', async () => {
     const missing = cidBytes(cidFor(randomBytes(40)));
     const { rows } = await pool.query<{ id: string }>(

@@ -5,7 +5,8 @@
  *
  * Blocks in the packs the Repo step read in bulk, and the repo's record blocks in other packs,
  * were compared there, in Postgres and in the same snapshot as the repo's rows, and only the
- * disagreements came back; other blocks (MST nodes in packs not read in bulk)
+ * disagreements came back; blocks looked up one by one (outside those packs) had their
+ * references counted with the lookup; other blocks
  * are gathered with their routes and compared when the root is done, in one statement with the
  * other roots finishing meanwhile; they look each block up in the indexes on `records.cid` and
  * `events.cid`.
@@ -39,6 +40,11 @@ export const refcount = defineCheck({
     if (!ctx.sampled) return;
     const { cid } = v.node;
     const loc = (v.data as StepData['Block']).loc;
+    // Looked up alone, with its references counted in the same statement.
+    if (loc.refs !== undefined) {
+      if (loc.refs !== loc.refcount) ctx.report({ check: 'refcount', detail: detail({ refcount: loc.refcount, refs: loc.refs }) });
+      return;
+    }
     const scan = state.scan;
     if (scan && (scan.packs.has(loc.packId) || (scan.blocks.size > 0 && scan.blocks.has(cidMapKey(cid))))) {
       const m = scan.mismatches.size > 0 ? scan.mismatches.get(cidMapKey(cid)) : undefined;
