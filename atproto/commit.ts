@@ -4,7 +4,6 @@
 import * as CBOR from '@atcute/cbor';
 import { BytesWrapper } from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
-import { type FoundPublicKey, parseDidKey, parsePublicMultikey, verifySig } from '@atcute/crypto';
 import { isTid } from '@atcute/lexicons/syntax';
 import type { BlockMap } from './car.ts';
 import { CODEC_DCBOR, cidFromString } from './cid.ts';
@@ -85,36 +84,8 @@ export function readCommit(blocks: BlockMap, cid: string, did: string): Commit {
   };
 }
 
-/**
- * Checks the commit's signature with the repo's atproto signing key (secp256k1 or P-256), as a
- * `did:key:` or a bare multikey (`publicKeyMultibase` of the DID document). High-S secp256k1
- * signatures are refused, as the reference implementation does.
- *
- * @throws SignatureError the key cannot be parsed (`signing-key-invalid`) or the signature does
- *   not verify (`signature-invalid`)
- */
-export async function verifyCommitSignature(commit: Commit, commitCid: string, signingKey: string): Promise<void> {
-  const key = parseSigningKey(signingKey);
-  let valid: boolean;
-  try {
-    valid = await verifySig(key, commit.sig as Uint8Array<ArrayBuffer>, commit.unsigned as Uint8Array<ArrayBuffer>);
-  } catch {
-    valid = false;
-  }
-  if (!valid) {
-    throw new SignatureError('signature-invalid', `commit ${commitCid}: signature does not verify with ${key.type} key ${signingKey}`);
-  }
-}
-
-function parseSigningKey(signingKey: string): FoundPublicKey {
-  try {
-    return signingKey.startsWith('did:key:') ? parseDidKey(signingKey) : parsePublicMultikey(signingKey);
-  } catch (cause) {
-    throw new SignatureError('signing-key-invalid', `signing key ${JSON.stringify(signingKey)} is not a secp256k1 or P-256 key: ${(cause as Error).message}`, {
-      cause,
-    });
-  }
-}
+// The signature check lives beside its key cache and fast backend; callers take it from here too.
+export { verifyCommitSignature } from './signature.ts';
 
 /** A field's value for a message: bounded, since the commit is remote input. */
 function shown(value: unknown): string {

@@ -21,7 +21,7 @@ import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { FilterOptions } from '../backfill/filters.ts';
 import { runSubscription } from '../sync/consumer.ts';
-import { secp256k1Backend } from '../sync/signature.ts';
+import { secp256k1Backend } from '../atproto/signature.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
 import { generatedFirehose } from './sync-firehose.ts';
 

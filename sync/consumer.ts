@@ -23,7 +23,7 @@ import { bump, newProgress, type SyncProgress } from './progress.ts';
 import { openFrames, subscribeUrl } from './socket.ts';
 import type { CommitFrame } from './verify-commit.ts';
 import { inlineVerifier, VerifyPool, type CommitVerifier } from './verify-pool.ts';
-import { secp256k1Backend } from './signature.ts';
+import { secp256k1Backend } from '../atproto/signature.ts';
 
 export interface SubscriptionOptions {
   /** Upstream origin (a relay or a PDS): http(s) or ws(s). */

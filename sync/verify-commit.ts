@@ -8,7 +8,7 @@
 import { MemoryBlockStore, MSTNode, NodeStore, NodeWrangler } from '@atcute/mst';
 import { readCar } from '../atproto/car.ts';
 import { readCommit } from '../atproto/commit.ts';
-import { verifyCommitSignatureCached } from './signature.ts';
+import { verifyCommitSignature } from '../atproto/signature.ts';
 import { InvalidRepoError, SignatureError } from '../atproto/errors.ts';
 import type { CommitChange, CommitOp } from '../ingest/changes.ts';
 import { CommitVerifyError } from './errors.ts';
@@ -37,7 +37,7 @@ export async function verifyCommitFrame(frame: CommitFrame, signingKey: string):
     throw err;
   }
   if (commit.rev !== frame.rev) throw new CommitVerifyError('commit-malformed', `the commit's rev ${commit.rev} is not the frame's ${frame.rev}`);
-  await verifyCommitSignatureCached(commit, frame.commit, signingKey); // SignatureError for the caller
+  await verifyCommitSignature(commit, frame.commit, signingKey); // SignatureError for the caller
 
   const blocks = new Map<string, Uint8Array<ArrayBuffer>>();
   for (const [cid, bytes] of car.blocks) blocks.set(cid, bytes as Uint8Array<ArrayBuffer>);

@@ -1,19 +1,21 @@
 /**
- * Commit signatures on the firehose's hot path: the same check as `verifyCommitSignature`
- * (secp256k1 or P-256, low-S only), with each repo's public key parsed once and kept.
+ * Commit signatures, for every path that checks one (backfill's verify, live sync, refresh,
+ * the validate walk): secp256k1 or P-256, as a `did:key:` or a bare multikey, low-S only (the
+ * reference implementation refuses high-S), with each key parsed once and kept.
  *
  * secp256k1 — the curve nearly every PDS signs with — is checked with libsecp256k1 when the
  * `secp256k1` package's native binding (a prebuilt N-API addon) is installed: about 65 µs of
  * CPU a verify on this machine, against about 650 µs for OpenSSL's generic code for that curve,
- * which is otherwise used. That was most of live sync's CPU per event. Only the native binding is
+ * which is otherwise used. That was most of live sync's CPU per event, and of a small repo's
+ * import and validation. Only the native binding is
  * taken: the package's own fallback is a JavaScript implementation slower than OpenSSL. P-256 is
  * OpenSSL's (its optimised curve code, about 150 µs).
  */
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { parseDidKey, parsePublicMultikey } from '@atcute/crypto';
-import { verifyCommitSignature, type Commit } from '../atproto/commit.ts';
-import { SignatureError } from '../atproto/errors.ts';
+import { type FoundPublicKey, parseDidKey, parsePublicMultikey, verifySig } from '@atcute/crypto';
+import type { Commit } from './commit.ts';
+import { SignatureError } from './errors.ts';
 
 // DER SubjectPublicKeyInfo up to the compressed point: id-ecPublicKey with the curve's OID.
 const SPKI = {
@@ -75,13 +77,16 @@ function keyFor(signingKey: string): ParsedKey | undefined {
 }
 
 /**
+ * Checks the commit's signature with the repo's atproto signing key.
+ *
  * @param backend for tests: which code checks a secp256k1 signature (libsecp256k1 only when
  *   installed)
- * @throws SignatureError as `verifyCommitSignature`
+ * @throws SignatureError the key cannot be parsed (`signing-key-invalid`) or the signature does
+ *   not verify (`signature-invalid`)
  */
-export async function verifyCommitSignatureCached(commit: Commit, commitCid: string, signingKey: string, backend: SignatureBackend = secp256k1Backend): Promise<void> {
+export async function verifyCommitSignature(commit: Commit, commitCid: string, signingKey: string, backend: SignatureBackend = secp256k1Backend): Promise<void> {
   const k = keyFor(signingKey);
-  if (!k) return verifyCommitSignature(commit, commitCid, signingKey);
+  if (!k) return verifyGeneral(commit, commitCid, signingKey);
   const sig = commit.sig;
   let valid = sig.length === 64 && BigInt(`0x${Buffer.from(sig.buffer, sig.byteOffset + 32, 32).toString('hex')}`) <= k.halfN;
   if (valid) {
@@ -95,5 +100,29 @@ export async function verifyCommitSignatureCached(commit: Commit, commitCid: str
       valid = false;
     }
   }
-  if (!valid) throw new SignatureError('signature-invalid', `commit ${commitCid}: signature does not verify with ${signingKey}`);
+  if (!valid) throw new SignatureError('signature-invalid', `commit ${commitCid}: signature does not verify with ${k.type} key ${signingKey}`);
+}
+
+/** A key the fast path cannot take (a malformed one, an uncompressed point): names the problem. */
+async function verifyGeneral(commit: Commit, commitCid: string, signingKey: string): Promise<void> {
+  const key = parseSigningKey(signingKey);
+  let valid: boolean;
+  try {
+    valid = await verifySig(key, commit.sig as Uint8Array<ArrayBuffer>, commit.unsigned as Uint8Array<ArrayBuffer>);
+  } catch {
+    valid = false;
+  }
+  if (!valid) {
+    throw new SignatureError('signature-invalid', `commit ${commitCid}: signature does not verify with ${key.type} key ${signingKey}`);
+  }
+}
+
+function parseSigningKey(signingKey: string): FoundPublicKey {
+  try {
+    return signingKey.startsWith('did:key:') ? parseDidKey(signingKey) : parsePublicMultikey(signingKey);
+  } catch (cause) {
+    throw new SignatureError('signing-key-invalid', `signing key ${JSON.stringify(signingKey)} is not a secp256k1 or P-256 key: ${(cause as Error).message}`, {
+      cause,
+    });
+  }
 }
