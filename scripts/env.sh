@@ -46,6 +46,12 @@ repowalk_ensure_deps() {
   local stamp="$REPOWALK_ROOT/node_modules/.repowalk-lock"
   local want; want="$(node -v) $(sha256sum "$REPOWALK_ROOT/package-lock.json" | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    # A node_modules linked from another checkout (a git worktree sharing one install) belongs
+    # to that checkout: reinstalling it from here would pull it from under the other's runs.
+    if [ -L "$REPOWALK_ROOT/node_modules" ]; then
+      repowalk_log "node_modules is a link to another checkout's install, which differs from this package-lock.json: install there"
+      return 0
+    fi
     repowalk_log "installing npm dependencies from package-lock.json ($(node -v))"
     ( cd "$REPOWALK_ROOT" && npm ci --no-audit --no-fund --loglevel=error ) >&2 || {
       repowalk_log "npm ci failed; if package.json changed, update package-lock.json with npm install and commit it"
