@@ -77,19 +77,25 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
   const solo = (c: RepoChange) => c.kind === 'snapshot' && perDid.get(c.repo.did) === 1;
   let uploaded: Promise<void> = Promise.resolve();
   return withTransaction(deps.pool, async (tx) => {
-    await tx.query(`INSERT INTO repos (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING`, [dids]);
+    // One round trip: every repo row of the batch is made if new and locked, in DID order (ON
+    // CONFLICT DO UPDATE locks the row it finds), and then, once all of them are (the count
+    // reads the whole insert first), GC's lock is taken shared. GC sweeps under that lock held
+    // exclusively: holding it shared from before the index check until COMMIT means no block
+    // this batch finds indexed (and so does not store again) is deleted before the batch's
+    // references to it are visible. Rows first, then GC's lock, as every writer takes them.
     const locked = await tx.query<StoredRow>(
-      `SELECT did, status, gone_status, rev, head_cid, data_cid, pds, handle, signing_key, records_count, blocks_count, last_error
-       FROM repos WHERE did = ANY($1::text[]) ORDER BY did FOR UPDATE`,
-      [dids],
+      `WITH ins AS (
+         INSERT INTO repos AS r (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d
+         ON CONFLICT (did) DO UPDATE SET did = r.did
+         RETURNING r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.pds, r.handle, r.signing_key, r.records_count, r.blocks_count, r.last_error
+       ), done AS (SELECT count(*) AS n FROM ins)
+       SELECT ins.*, (SELECT pg_advisory_xact_lock_shared($2) IS NULL FROM done) AS gc_locked FROM ins`,
+      [dids, GC_LOCK_KEY],
     );
+    if (locked.rows.length !== dids.length) throw new Error(`locked ${locked.rows.length} of ${dids.length} repo rows`);
     const views = new Map<string, RepoView>();
     for (const r of locked.rows) views.set(r.did, viewOf(r));
     trace('lock repo');
-    // GC sweeps under this lock held exclusively: holding it shared from before the index check
-    // until COMMIT means no block this batch finds indexed (and so does not store again) is
-    // deleted before the batch's references to it are visible.
-    await tx.query('SELECT pg_advisory_xact_lock_shared($1)', [GC_LOCK_KEY]);
     let storedOf = new Map<string, StoredRecords>();
     if (!ephemeral) {
       await loadRecords(tx, changes.filter((c) => !solo(c)), views);
@@ -471,16 +477,15 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
   // Repos that got a full snapshot or were wiped are counted again (or replaced by the counts a
   // compact snapshot knows); the others move by deltas.
   const recount = [...views.values()].filter((v) => v.recount).map((v) => v.did);
-  const known = [...views.values()].filter((v) => !v.recount && v.counts);
-  const replaced = [...recount, ...known.map((v) => v.did)];
-  if (replaced.length > 0) await tx.query('DELETE FROM collection_counts WHERE did = ANY($1::text[])', [replaced]);
   if (recount.length > 0) {
+    await tx.query('DELETE FROM collection_counts WHERE did = ANY($1::text[])', [recount]);
     await tx.query(
       `INSERT INTO collection_counts (did, collection, count)
        SELECT did, collection, count(*) FROM records WHERE did = ANY($1::text[]) GROUP BY did, collection`,
       [recount],
     );
   }
+  const known = [...views.values()].filter((v) => !v.recount && v.counts);
   if (known.length > 0) {
     const cols = { did: [] as string[], collection: [] as string[], count: [] as number[] };
     for (const v of known) {
@@ -490,9 +495,14 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
         cols.count.push(count);
       }
     }
+    // One statement: the repos' counts become these (collections they no longer have go).
     await tx.query(
-      `INSERT INTO collection_counts (did, collection, count) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`,
-      [cols.did, cols.collection, cols.count],
+      `WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, collection, count)),
+            gone AS (DELETE FROM collection_counts c WHERE c.did = ANY($4::text[])
+                     AND NOT EXISTS (SELECT 1 FROM t WHERE t.did = c.did AND t.collection = c.collection))
+       INSERT INTO collection_counts (did, collection, count) SELECT did, collection, count FROM t
+       ON CONFLICT (did, collection) DO UPDATE SET count = EXCLUDED.count`,
+      [cols.did, cols.collection, cols.count, known.map((v) => v.did)],
     );
   }
   const delta = new Map<string, { did: string; collection: string; d: number }>();
