@@ -83,15 +83,17 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     // exclusively: holding it shared from before the index check until COMMIT means no block
     // this batch finds indexed (and so does not store again) is deleted before the batch's
     // references to it are visible. Rows first, then GC's lock, as every writer takes them.
-    const locked = await tx.query<StoredRow>(
-      `WITH ins AS (
+    // (The batch's fixed statements are named: each connection parses and plans them once.)
+    const locked = await tx.query<StoredRow>({
+      name: 'ingest-lock-repos',
+      text: `WITH ins AS (
          INSERT INTO repos AS r (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d
          ON CONFLICT (did) DO UPDATE SET did = r.did
          RETURNING r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.pds, r.handle, r.signing_key, r.records_count, r.blocks_count, r.last_error
        ), done AS (SELECT count(*) AS n FROM ins)
        SELECT ins.*, (SELECT pg_advisory_xact_lock_shared($2) IS NULL FROM done) AS gc_locked FROM ins`,
-      [dids, GC_LOCK_KEY],
-    );
+      values: [dids, GC_LOCK_KEY],
+    });
     if (locked.rows.length !== dids.length) throw new Error(`locked ${locked.rows.length} of ${dids.length} repo rows`);
     const views = new Map<string, RepoView>();
     for (const r of locked.rows) views.set(r.did, viewOf(r));
@@ -232,11 +234,12 @@ async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8
     const batch = carried.slice(at, at + 50_000);
     const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
     batch.forEach((g, k) => param.set(groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH), k * CID_LENGTH));
-    const { rows } = await tx.query<{ held: string | null }>(
-      `SELECT string_agg(CASE WHEN EXISTS (SELECT 1 FROM blocks WHERE cid = substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH})) THEN '1' ELSE '0' END, '' ORDER BY i) AS held
+    const { rows } = await tx.query<{ held: string | null }>({
+      name: 'ingest-fresh-blocks',
+      text: `SELECT string_agg(CASE WHEN EXISTS (SELECT 1 FROM blocks WHERE cid = substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH})) THEN '1' ELSE '0' END, '' ORDER BY i) AS held
        FROM generate_series(0, $2::int - 1) AS i`,
-      [param, batch.length],
-    );
+      values: [param, batch.length],
+    });
     const held = rows[0]?.held ?? '';
     if (held.length !== batch.length) throw new Error(`indexed-blocks check answered ${held.length} of ${batch.length}`);
     batch.forEach((g, k) => (fresh[g] = held.charCodeAt(k) === 48 ? 1 : 0));
@@ -250,11 +253,12 @@ async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8
  * unique violation (23505), and the batch is retried.
  */
 async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: number[], groups: BlockGroups): Promise<void> {
-  const { rows } = await tx.query<{ id: string }>(
-    `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
+  const { rows } = await tx.query<{ id: string }>({
+    name: 'ingest-pack-row',
+    text: `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
      ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
-    [pack.key, pack.bytes.length, inPack.length],
-  );
+    values: [pack.key, pack.bytes.length, inPack.length],
+  });
   const packId = Number(rows[0]!.id);
   // In CID order (the groups' order), the lock order, which also keeps B-tree inserts in order.
   await copyBinary(tx, 'blocks', ['cid', 'pack_id', 'byte_offset', 'byte_length', 'refcount'], function* (w) {
@@ -496,14 +500,15 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
       }
     }
     // One statement: the repos' counts become these (collections they no longer have go).
-    await tx.query(
-      `WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, collection, count)),
+    await tx.query({
+      name: 'ingest-counts',
+      text: `WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, collection, count)),
             gone AS (DELETE FROM collection_counts c WHERE c.did = ANY($4::text[])
                      AND NOT EXISTS (SELECT 1 FROM t WHERE t.did = c.did AND t.collection = c.collection))
        INSERT INTO collection_counts (did, collection, count) SELECT did, collection, count FROM t
        ON CONFLICT (did, collection) DO UPDATE SET count = EXCLUDED.count`,
-      [cols.did, cols.collection, cols.count, known.map((v) => v.did)],
-    );
+      values: [cols.did, cols.collection, cols.count, known.map((v) => v.did)],
+    });
   }
   const delta = new Map<string, { did: string; collection: string; d: number }>();
   const bump = (r: RecordRow, d: number) => {
@@ -539,8 +544,9 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
 async function writeRepoState(tx: pg.ClientBase, views: RepoView[]): Promise<void> {
   if (views.length === 0) return;
   const col = <T>(f: (v: RepoView) => T) => views.map(f);
-  await tx.query(
-    `UPDATE repos r SET status = t.status, gone_status = t.gone, rev = t.rev, head_cid = t.head, data_cid = t.data,
+  await tx.query({
+    name: 'ingest-repo-state',
+    text: `UPDATE repos r SET status = t.status, gone_status = t.gone, rev = t.rev, head_cid = t.head, data_cid = t.data,
        pds = t.pds, handle = t.handle, signing_key = t.key, records_count = t.rc, blocks_count = t.bc,
        resync_kind = CASE WHEN t.clr THEN NULL ELSE r.resync_kind END,
        resync_count = CASE WHEN t.clr THEN 0 ELSE r.resync_count END,
@@ -552,10 +558,10 @@ async function writeRepoState(tx: pg.ClientBase, views: RepoView[]): Promise<voi
                  $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[])
        AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err)
      WHERE r.did = t.did`,
-    [
+    values: [
       col((v) => v.did), col((v) => v.status), col((v) => v.goneStatus), col((v) => v.rev), col((v) => v.head), col((v) => v.data),
       col((v) => v.pds), col((v) => v.handle), col((v) => v.signingKey), col((v) => v.recordsCount), col((v) => v.blocksCount),
       col((v) => v.clearResync), col((v) => v.imported), col((v) => v.lastError?.slice(0, 2000) ?? null),
     ],
-  );
+  });
 }
