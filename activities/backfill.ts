@@ -99,7 +99,7 @@ export function backfillActivities({ config, stores }: JobContext) {
 export type BackfillActivities = ReturnType<typeof backfillActivities>;
 
 /**
- * Runs `fn`, heartbeating `details()` when it calls `beat` (at most five times a second) and at
+ * Runs `fn`, heartbeating `details()` when it calls `beat` (at most ten times a second) and at
  * least every 10 s besides: verifying and importing a large repo send no bytes for a while, and
  * without a heartbeat the attempt would look like a dead worker and be started over.
  */
@@ -111,10 +111,10 @@ async function withHeartbeats<T>(details: () => unknown, fn: (beat: () => void) 
   };
   // The SDK throttles what it sends, but each call still costs its details and a trip through
   // the SDK's pipeline: called per chunk and per repo, that was a tenth of a millisecond per
-  // small repo. Five calls a second say as much.
+  // small repo. Ten calls a second say as much.
   let last = -Infinity;
   const beat = () => {
-    if (performance.now() - last >= 200) send();
+    if (performance.now() - last >= 100) send();
   };
   const timer = setInterval(send, 10_000);
   try {
