@@ -31,6 +31,7 @@ import type { BatchOptions, BatchResult, ChangeOutcome, RepoChange } from './cha
 import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext, type PendingEvent } from './decide.ts';
 import { BlockRefs, type BlockGroups } from './block-refs.ts';
 import { decideSnapshotPlan, loadStoredRecords, type SnapshotPlan, type StoredRecords } from './snapshot.ts';
+import type { RecordList } from '../atproto/record-list.ts';
 import { viewOf, type RepoView, type StoredRow } from './view.ts';
 import { wipeRepoRows } from './wipe.ts';
 
@@ -298,9 +299,28 @@ async function updateRefcounts(tx: pg.ClientBase, groups: BlockGroups, fresh: Ui
   }
 }
 
+const utf8 = (s: string) => Buffer.from(s, 'utf8');
+const CREATE = utf8('create');
+const UPDATE = utf8('update');
+
+/** Record `i`'s collection as UTF-8, encoded once per collection (a collection's records are consecutive). */
+function collectionBytes(list: RecordList): (i: number) => Buffer {
+  let last: string | undefined;
+  let bytes = Buffer.alloc(0);
+  return (i) => {
+    const c = list.collectionAt(i);
+    if (c !== last) {
+      last = c;
+      bytes = utf8(c);
+    }
+    return bytes;
+  };
+}
+
 async function writeEvents(tx: pg.ClientBase, events: (PendingEvent | SnapshotPlan)[], origin: string, expires: Date | null): Promise<void> {
   if (events.length === 0) return;
   const columns = ['did', 'kind', 'collection', 'rkey', 'cid', 'prev_cid', 'rev', 'origin', 'expires_at', 'detail'];
+  const originBytes = utf8(origin);
   await copyBinary(tx, 'events', columns, function* (w) {
     const one = (e: PendingEvent) => {
       w.row(10);
@@ -321,20 +341,24 @@ async function writeEvents(tx: pg.ClientBase, events: (PendingEvent | SnapshotPl
         yield;
         continue;
       }
-      const { list, change, prev, stored, did, rev } = e;
+      const { list, change, prev, stored } = e;
+      // What every row of the plan repeats is encoded once.
+      const did = utf8(e.did);
+      const rev = utf8(e.rev);
+      const collectionOf = collectionBytes(list);
       for (let i = 0; i < change.length; i++) {
         const c = change[i]!;
         if (c === 0) continue;
         w.row(10);
-        w.text(did);
-        w.text(c === 1 ? 'create' : 'update');
-        w.text(list.collectionAt(i));
+        w.textBytes(did);
+        w.textBytes(c === 1 ? CREATE : UPDATE);
+        w.textBytes(collectionOf(i));
         w.text(list.rkeyAt(i));
         w.bytea(list.cidBytesAt(i));
         if (c === 2) w.bytea(stored.cids, prev![i]! * CID_LENGTH, CID_LENGTH);
         else w.null();
-        w.text(rev);
-        w.text(origin);
+        w.textBytes(rev);
+        w.textBytes(originBytes);
         w.timestamptz(expires);
         w.null();
         yield;
@@ -343,14 +367,14 @@ async function writeEvents(tx: pg.ClientBase, events: (PendingEvent | SnapshotPl
         const path = stored.paths[j]!;
         const slash = path.indexOf('/');
         w.row(10);
-        w.text(did);
+        w.textBytes(did);
         w.text('delete');
         w.text(path.slice(0, slash));
         w.text(path.slice(slash + 1));
         w.null();
         w.bytea(stored.cids, j * CID_LENGTH, CID_LENGTH);
-        w.text(rev);
-        w.text(origin);
+        w.textBytes(rev);
+        w.textBytes(originBytes);
         w.timestamptz(expires);
         w.null();
         yield;
@@ -459,11 +483,13 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
     for (const p of plans) {
       if (p.eventsOnly) continue;
       const { list, change } = p;
+      const did = utf8(p.did);
+      const collectionOf = collectionBytes(list);
       for (let i = 0; i < change.length; i++) {
         if (change[i] !== 1) continue;
         w.row(4);
-        w.text(p.did);
-        w.text(list.collectionAt(i));
+        w.textBytes(did);
+        w.textBytes(collectionOf(i));
         w.text(list.rkeyAt(i));
         w.bytea(list.cidBytesAt(i));
         yield;

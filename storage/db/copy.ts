@@ -88,6 +88,11 @@ export class BinaryRowWriter {
     this.#pos += 4 + n;
   }
 
+  /** A text value already encoded as UTF-8 (a value repeated over many rows, encoded once). */
+  textBytes(utf8: Uint8Array): void {
+    this.bytea(utf8);
+  }
+
   /** A jsonb value from its JSON text. */
   jsonb(json: string | null | undefined): void {
     if (json === null || json === undefined) return this.null();
