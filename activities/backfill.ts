@@ -99,7 +99,7 @@ export function backfillActivities({ config, stores }: JobContext) {
 export type BackfillActivities = ReturnType<typeof backfillActivities>;
 
 /**
- * Runs `fn`, heartbeating `details()` when it calls `beat` (at most once a second) and at
+ * Runs `fn`, heartbeating `details()` when it calls `beat` (at most ten times a second) and at
  * least every 10 s besides: verifying and importing a large repo send no bytes for a while, and
  * without a heartbeat the attempt would look like a dead worker and be started over.
  */
@@ -107,18 +107,24 @@ async function withHeartbeats<T>(details: () => unknown, fn: (beat: () => void) 
   const ctx = Context.current();
   const send = () => {
     last = performance.now();
+    held = false;
     ctx.heartbeat(details());
   };
   // The SDK throttles what it sends, but each call still costs its details and a trip through
   // the SDK's pipeline: called per chunk and per repo, that was a tenth of a millisecond per
-  // small repo. One call a second says as much.
+  // small repo. Ten calls a second say as much; one held back is sent at the end, so the last
+  // heartbeat is the final progress.
   let last = -Infinity;
+  let held = false;
   const beat = () => {
-    if (performance.now() - last >= 1000) send();
+    if (performance.now() - last >= 100) send();
+    else held = true;
   };
   const timer = setInterval(send, 10_000);
   try {
-    return await fn(beat);
+    const result = await fn(beat);
+    if (held) send();
+    return result;
   } finally {
     clearInterval(timer);
   }

@@ -24,14 +24,15 @@ export interface RepoRecord {
 
 export class RecordList implements Iterable<RepoRecord> {
   readonly blocks: BlockMap;
-  #keys = new Uint8Array(16 * 1024);
+  // Small at first (most repos are), doubled as they fill.
+  #keys = new Uint8Array(1024);
   #keysLength = 0;
   // Per record: end of its key in #keys (it starts where the previous one ends), the rkey's
   // offset within the key, its collection (index into #collections), its block index.
-  #keyEnd = new Uint32Array(256);
-  #rkeyAt = new Uint16Array(256);
-  #collection = new Uint32Array(256);
-  #block = new Int32Array(256);
+  #keyEnd = new Uint32Array(32);
+  #rkeyAt = new Uint16Array(32);
+  #collection = new Uint32Array(32);
+  #block = new Int32Array(32);
   readonly #collections: string[] = [];
   #length = 0;
 

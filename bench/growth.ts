@@ -41,7 +41,15 @@ export interface GrowthRow {
   records: number;
   carMB: number;
   verify: { recordsPerSec: number; peakRssMB: number; peakRssToCar: number; aboveBaseToCar: number };
-  firstImport: { recordsPerSec: number; peakRssMB: number; peakRssToCar: number; aboveBaseToCar: number; msByStep: Record<string, number> };
+  firstImport: {
+    recordsPerSec: number;
+    peakRssMB: number;
+    peakRssToCar: number;
+    aboveBaseToCar: number;
+    msByStep: Record<string, number>;
+    /** CPU of the import process and of its PostgreSQL backend (bench/import.ts). */
+    cpuSeconds: { worker: number; postgres: number | null };
+  };
 }
 
 export async function benchGrowth(opts: { databaseUrl: string; sizes: number[]; log?: (l: string) => void }): Promise<GrowthRow[]> {
@@ -54,7 +62,7 @@ export async function benchGrowth(opts: { databaseUrl: string; sizes: number[]; 
     const verify = await runJson('verify.ts', ['--records', String(records), '--rss-only']);
     log(`growth: ${records} records: verify ${verify.recordsPerSec} records/s, peak ${verify.peakRssToCar}× the CAR`);
     const imp = await runJson('import.ts', ['--records', String(records), '--database-url', opts.databaseUrl, '--first-only']);
-    const first = imp.firstImport as { recordsPerSecond: number; msByStep: Record<string, number> };
+    const first = imp.firstImport as { recordsPerSecond: number; msByStep: Record<string, number>; cpuSeconds: { worker: number; postgres: number | null } };
     const row: GrowthRow = {
       records,
       carMB: round(carBytes / 1e6, 1),
@@ -70,6 +78,7 @@ export async function benchGrowth(opts: { databaseUrl: string; sizes: number[]; 
         peakRssToCar: round(imp.peakRssOverCar as number, 2),
         aboveBaseToCar: round(imp.aboveBaselineOverCar as number, 2),
         msByStep: first.msByStep,
+        cpuSeconds: first.cpuSeconds,
       },
     };
     log(`growth: ${records} records: first import ${row.firstImport.recordsPerSec} records/s, ${row.firstImport.aboveBaseToCar}× the CAR above baseline`);

@@ -157,36 +157,42 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
 /**
  * Entry indexes in CID byte order. The version and hash bytes are the same for every CID repos
  * use, so the order is the codec's, then the digest's. A key of the codec (one bit: raw or
- * dag-cbor), the digest's first 32 bits and the entry's index fits a double exactly, and a
- * typed array of doubles sorts natively, several times faster than a comparator; entries whose
- * 33 leading bits agree (equal CIDs, and the odd true tie) are then put in order by their bytes.
+ * dag-cbor), the digest's leading bits and the entry's index fits a double exactly (53 bits:
+ * the index takes what it needs, at least 20, the digest the rest, at most 32), and a typed
+ * array of doubles sorts natively, several times faster than a comparator; entries whose
+ * leading bits agree (equal CIDs, and the odd true tie) are then put in order by their bytes.
  */
 function sortedByCid(cids: Uint8Array, n: number): Int32Array {
   const order = new Int32Array(n);
-  let packable = n <= 1 << 20;
+  const indexBits = Math.max(20, Math.ceil(Math.log2(n + 1)));
+  const digestBits = 52 - indexBits;
+  let packable = digestBits >= 16;
   for (let i = 0; i < n && packable; i++) {
     const codec = cids[i * CID_LENGTH + 1];
     packable = codec === 0x71 || codec === 0x55;
   }
   if (!packable) {
     const key = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      const o = i * CID_LENGTH;
-      key[i] = cids[o + 1]! * 2 ** 32 + ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
-    }
+    for (let i = 0; i < n; i++) key[i] = cids[i * CID_LENGTH + 1]! * 2 ** 32 + digest32(cids, i * CID_LENGTH);
     for (let i = 0; i < n; i++) order[i] = i;
     order.sort((a, b) => key[a]! - key[b]! || compareAt(cids, a * CID_LENGTH, b * CID_LENGTH));
     return order;
   }
+  const scale = 2 ** indexBits;
+  const shift = 2 ** (32 - digestBits);
   const packed = new Float64Array(n);
-  for (let i = 0; i < n; i++) packed[i] = prefixOf(cids, i * CID_LENGTH) * 2 ** 20 + i;
+  for (let i = 0; i < n; i++) {
+    const o = i * CID_LENGTH;
+    const prefix = (cids[o + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(cids, o) / shift);
+    packed[i] = prefix * scale + i;
+  }
   packed.sort();
-  for (let k = 0; k < n; k++) order[k] = packed[k]! % 2 ** 20;
+  for (let k = 0; k < n; k++) order[k] = packed[k]! % scale;
   // Runs of equal prefixes, in byte order.
   for (let k = 0; k < n; ) {
-    const prefix = Math.floor(packed[k]! / 2 ** 20);
+    const prefix = Math.floor(packed[k]! / scale);
     let end = k + 1;
-    while (end < n && Math.floor(packed[end]! / 2 ** 20) === prefix) end++;
+    while (end < n && Math.floor(packed[end]! / scale) === prefix) end++;
     if (end - k > 1) {
       const run = Array.from(order.subarray(k, end)).sort((a, b) => compareAt(cids, a * CID_LENGTH, b * CID_LENGTH) || a - b);
       order.set(run, k);
@@ -196,9 +202,9 @@ function sortedByCid(cids: Uint8Array, n: number): Int32Array {
   return order;
 }
 
-/** The codec (as one bit: dag-cbor above raw) and the digest's first 32 bits. */
-function prefixOf(cids: Uint8Array, o: number): number {
-  return (cids[o + 1] === 0x71 ? 2 ** 32 : 0) + ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
+/** The digest's first 32 bits, unsigned. */
+function digest32(cids: Uint8Array, o: number): number {
+  return ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
 }
 
 function compareAt(cids: Uint8Array, a: number, b: number): number {

@@ -31,6 +31,7 @@ import type { BatchOptions, BatchResult, ChangeOutcome, RepoChange } from './cha
 import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext, type PendingEvent } from './decide.ts';
 import { BlockRefs, type BlockGroups } from './block-refs.ts';
 import { decideSnapshotPlan, loadStoredRecords, type SnapshotPlan, type StoredRecords } from './snapshot.ts';
+import type { RecordList } from '../atproto/record-list.ts';
 import { viewOf, type RepoView, type StoredRow } from './view.ts';
 import { wipeRepoRows } from './wipe.ts';
 
@@ -77,19 +78,27 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
   const solo = (c: RepoChange) => c.kind === 'snapshot' && perDid.get(c.repo.did) === 1;
   let uploaded: Promise<void> = Promise.resolve();
   return withTransaction(deps.pool, async (tx) => {
-    await tx.query(`INSERT INTO repos (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING`, [dids]);
-    const locked = await tx.query<StoredRow>(
-      `SELECT did, status, gone_status, rev, head_cid, data_cid, pds, handle, signing_key, records_count, blocks_count, last_error
-       FROM repos WHERE did = ANY($1::text[]) ORDER BY did FOR UPDATE`,
-      [dids],
-    );
+    // One round trip: every repo row of the batch is made if new and locked, in DID order (ON
+    // CONFLICT DO UPDATE locks the row it finds), and then, once all of them are (the count
+    // reads the whole insert first), GC's lock is taken shared. GC sweeps under that lock held
+    // exclusively: holding it shared from before the index check until COMMIT means no block
+    // this batch finds indexed (and so does not store again) is deleted before the batch's
+    // references to it are visible. Rows first, then GC's lock, as every writer takes them.
+    // (The batch's fixed statements are named: each connection parses and plans them once.)
+    const locked = await tx.query<StoredRow>({
+      name: 'ingest-lock-repos',
+      text: `WITH ins AS (
+         INSERT INTO repos AS r (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d
+         ON CONFLICT (did) DO UPDATE SET did = r.did
+         RETURNING r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.pds, r.handle, r.signing_key, r.records_count, r.blocks_count, r.last_error
+       ), done AS (SELECT count(*) AS n FROM ins)
+       SELECT ins.*, (SELECT pg_advisory_xact_lock_shared($2) IS NULL FROM done) AS gc_locked FROM ins`,
+      values: [dids, GC_LOCK_KEY],
+    });
+    if (locked.rows.length !== dids.length) throw new Error(`locked ${locked.rows.length} of ${dids.length} repo rows`);
     const views = new Map<string, RepoView>();
     for (const r of locked.rows) views.set(r.did, viewOf(r));
     trace('lock repo');
-    // GC sweeps under this lock held exclusively: holding it shared from before the index check
-    // until COMMIT means no block this batch finds indexed (and so does not store again) is
-    // deleted before the batch's references to it are visible.
-    await tx.query('SELECT pg_advisory_xact_lock_shared($1)', [GC_LOCK_KEY]);
     let storedOf = new Map<string, StoredRecords>();
     if (!ephemeral) {
       await loadRecords(tx, changes.filter((c) => !solo(c)), views);
@@ -226,11 +235,12 @@ async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8
     const batch = carried.slice(at, at + 50_000);
     const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
     batch.forEach((g, k) => param.set(groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH), k * CID_LENGTH));
-    const { rows } = await tx.query<{ held: string | null }>(
-      `SELECT string_agg(CASE WHEN EXISTS (SELECT 1 FROM blocks WHERE cid = substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH})) THEN '1' ELSE '0' END, '' ORDER BY i) AS held
+    const { rows } = await tx.query<{ held: string | null }>({
+      name: 'ingest-fresh-blocks',
+      text: `SELECT string_agg(CASE WHEN EXISTS (SELECT 1 FROM blocks WHERE cid = substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH})) THEN '1' ELSE '0' END, '' ORDER BY i) AS held
        FROM generate_series(0, $2::int - 1) AS i`,
-      [param, batch.length],
-    );
+      values: [param, batch.length],
+    });
     const held = rows[0]?.held ?? '';
     if (held.length !== batch.length) throw new Error(`indexed-blocks check answered ${held.length} of ${batch.length}`);
     batch.forEach((g, k) => (fresh[g] = held.charCodeAt(k) === 48 ? 1 : 0));
@@ -244,11 +254,12 @@ async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8
  * unique violation (23505), and the batch is retried.
  */
 async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: number[], groups: BlockGroups): Promise<void> {
-  const { rows } = await tx.query<{ id: string }>(
-    `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
+  const { rows } = await tx.query<{ id: string }>({
+    name: 'ingest-pack-row',
+    text: `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
      ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
-    [pack.key, pack.bytes.length, inPack.length],
-  );
+    values: [pack.key, pack.bytes.length, inPack.length],
+  });
   const packId = Number(rows[0]!.id);
   // In CID order (the groups' order), the lock order, which also keeps B-tree inserts in order.
   await copyBinary(tx, 'blocks', ['cid', 'pack_id', 'byte_offset', 'byte_length', 'refcount'], function* (w) {
@@ -288,9 +299,28 @@ async function updateRefcounts(tx: pg.ClientBase, groups: BlockGroups, fresh: Ui
   }
 }
 
+const utf8 = (s: string) => Buffer.from(s, 'utf8');
+const CREATE = utf8('create');
+const UPDATE = utf8('update');
+
+/** Record `i`'s collection as UTF-8, encoded once per collection (a collection's records are consecutive). */
+function collectionBytes(list: RecordList): (i: number) => Buffer {
+  let last: string | undefined;
+  let bytes = Buffer.alloc(0);
+  return (i) => {
+    const c = list.collectionAt(i);
+    if (c !== last) {
+      last = c;
+      bytes = utf8(c);
+    }
+    return bytes;
+  };
+}
+
 async function writeEvents(tx: pg.ClientBase, events: (PendingEvent | SnapshotPlan)[], origin: string, expires: Date | null): Promise<void> {
   if (events.length === 0) return;
   const columns = ['did', 'kind', 'collection', 'rkey', 'cid', 'prev_cid', 'rev', 'origin', 'expires_at', 'detail'];
+  const originBytes = utf8(origin);
   await copyBinary(tx, 'events', columns, function* (w) {
     const one = (e: PendingEvent) => {
       w.row(10);
@@ -311,20 +341,24 @@ async function writeEvents(tx: pg.ClientBase, events: (PendingEvent | SnapshotPl
         yield;
         continue;
       }
-      const { list, change, prev, stored, did, rev } = e;
+      const { list, change, prev, stored } = e;
+      // What every row of the plan repeats is encoded once.
+      const did = utf8(e.did);
+      const rev = utf8(e.rev);
+      const collectionOf = collectionBytes(list);
       for (let i = 0; i < change.length; i++) {
         const c = change[i]!;
         if (c === 0) continue;
         w.row(10);
-        w.text(did);
-        w.text(c === 1 ? 'create' : 'update');
-        w.text(list.collectionAt(i));
+        w.textBytes(did);
+        w.textBytes(c === 1 ? CREATE : UPDATE);
+        w.textBytes(collectionOf(i));
         w.text(list.rkeyAt(i));
         w.bytea(list.cidBytesAt(i));
         if (c === 2) w.bytea(stored.cids, prev![i]! * CID_LENGTH, CID_LENGTH);
         else w.null();
-        w.text(rev);
-        w.text(origin);
+        w.textBytes(rev);
+        w.textBytes(originBytes);
         w.timestamptz(expires);
         w.null();
         yield;
@@ -333,14 +367,14 @@ async function writeEvents(tx: pg.ClientBase, events: (PendingEvent | SnapshotPl
         const path = stored.paths[j]!;
         const slash = path.indexOf('/');
         w.row(10);
-        w.text(did);
+        w.textBytes(did);
         w.text('delete');
         w.text(path.slice(0, slash));
         w.text(path.slice(slash + 1));
         w.null();
         w.bytea(stored.cids, j * CID_LENGTH, CID_LENGTH);
-        w.text(rev);
-        w.text(origin);
+        w.textBytes(rev);
+        w.textBytes(originBytes);
         w.timestamptz(expires);
         w.null();
         yield;
@@ -449,11 +483,13 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
     for (const p of plans) {
       if (p.eventsOnly) continue;
       const { list, change } = p;
+      const did = utf8(p.did);
+      const collectionOf = collectionBytes(list);
       for (let i = 0; i < change.length; i++) {
         if (change[i] !== 1) continue;
         w.row(4);
-        w.text(p.did);
-        w.text(list.collectionAt(i));
+        w.textBytes(did);
+        w.textBytes(collectionOf(i));
         w.text(list.rkeyAt(i));
         w.bytea(list.cidBytesAt(i));
         yield;
@@ -471,16 +507,15 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
   // Repos that got a full snapshot or were wiped are counted again (or replaced by the counts a
   // compact snapshot knows); the others move by deltas.
   const recount = [...views.values()].filter((v) => v.recount).map((v) => v.did);
-  const known = [...views.values()].filter((v) => !v.recount && v.counts);
-  const replaced = [...recount, ...known.map((v) => v.did)];
-  if (replaced.length > 0) await tx.query('DELETE FROM collection_counts WHERE did = ANY($1::text[])', [replaced]);
   if (recount.length > 0) {
+    await tx.query('DELETE FROM collection_counts WHERE did = ANY($1::text[])', [recount]);
     await tx.query(
       `INSERT INTO collection_counts (did, collection, count)
        SELECT did, collection, count(*) FROM records WHERE did = ANY($1::text[]) GROUP BY did, collection`,
       [recount],
     );
   }
+  const known = [...views.values()].filter((v) => !v.recount && v.counts);
   if (known.length > 0) {
     const cols = { did: [] as string[], collection: [] as string[], count: [] as number[] };
     for (const v of known) {
@@ -490,10 +525,16 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
         cols.count.push(count);
       }
     }
-    await tx.query(
-      `INSERT INTO collection_counts (did, collection, count) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`,
-      [cols.did, cols.collection, cols.count],
-    );
+    // One statement: the repos' counts become these (collections they no longer have go).
+    await tx.query({
+      name: 'ingest-counts',
+      text: `WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, collection, count)),
+            gone AS (DELETE FROM collection_counts c WHERE c.did = ANY($4::text[])
+                     AND NOT EXISTS (SELECT 1 FROM t WHERE t.did = c.did AND t.collection = c.collection))
+       INSERT INTO collection_counts (did, collection, count) SELECT did, collection, count FROM t
+       ON CONFLICT (did, collection) DO UPDATE SET count = EXCLUDED.count`,
+      values: [cols.did, cols.collection, cols.count, known.map((v) => v.did)],
+    });
   }
   const delta = new Map<string, { did: string; collection: string; d: number }>();
   const bump = (r: RecordRow, d: number) => {
@@ -530,8 +571,9 @@ async function writeRepoState(tx: pg.ClientBase, views: RepoView[], goneRecheckS
   if (views.length === 0) return;
   const col = <T>(f: (v: RepoView) => T) => views.map(f);
   const recheckAt = goneRecheckSeconds === undefined ? null : new Date(Date.now() + goneRecheckSeconds * 1000);
-  await tx.query(
-    `UPDATE repos r SET status = t.status, gone_status = t.gone, rev = t.rev, head_cid = t.head, data_cid = t.data,
+  await tx.query({
+    name: 'ingest-repo-state',
+    text: `UPDATE repos r SET status = t.status, gone_status = t.gone, rev = t.rev, head_cid = t.head, data_cid = t.data,
        pds = t.pds, handle = t.handle, signing_key = t.key, records_count = t.rc, blocks_count = t.bc,
        resync_kind = CASE WHEN t.clr THEN NULL ELSE r.resync_kind END,
        resync_count = CASE WHEN t.clr THEN 0 ELSE r.resync_count END,
@@ -543,11 +585,11 @@ async function writeRepoState(tx: pg.ClientBase, views: RepoView[], goneRecheckS
                  $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[], $15::timestamptz[])
        AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err, recheck)
      WHERE r.did = t.did`,
-    [
+    values: [
       col((v) => v.did), col((v) => v.status), col((v) => v.goneStatus), col((v) => v.rev), col((v) => v.head), col((v) => v.data),
       col((v) => v.pds), col((v) => v.handle), col((v) => v.signingKey), col((v) => v.recordsCount), col((v) => v.blocksCount),
       col((v) => v.clearResync), col((v) => v.imported), col((v) => v.lastError?.slice(0, 2000) ?? null),
       col((v) => (v.status === 'gone' ? recheckAt : null)),
     ],
-  );
+  });
 }

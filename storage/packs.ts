@@ -15,9 +15,7 @@ import { createHash } from 'node:crypto';
 import { encode as encodeCbor } from '@atcute/cbor';
 import { decode as decodeCid, toString as cidToString, type Cid } from '@atcute/cid';
 import type { BlobStore } from './blobstore/types.ts';
-import type pg from 'pg';
 import type { Queryable } from './db/pool.ts';
-import { copyRows } from './db/copy.ts';
 import { packKey } from './keys.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
 
@@ -228,31 +226,6 @@ export async function indexPack(db: Queryable, pack: FinishedPack, initialRefcou
     for (const r of res.rows) inserted.push(r.cid);
   }
   return { packId, key: pack.key, sizeBytes: pack.bytes.length, entries: pack.entries, inserted };
-}
-
-/**
- * {@link indexPack} for a pack none of whose blocks is indexed yet, which the importer checked:
- * the block rows go in with COPY, about twice as fast. A block that another import indexed in
- * the meantime fails the COPY with a unique violation (SQLSTATE 23505) and aborts the caller's
- * transaction; the caller retries, and its next check sees that block.
- */
-export async function indexFreshPack(db: pg.ClientBase, pack: FinishedPack, initialRefcount?: (cid: Uint8Array) => number): Promise<StoredPack> {
-  const { rows } = await db.query<{ id: string }>(
-    `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
-     ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
-    [pack.key, pack.bytes.length, pack.entries.length],
-  );
-  const packId = Number(rows[0]!.id);
-  // CID order for the same lock-order reason as indexPack, and because it keeps the B-tree
-  // insertions sequential.
-  const sorted = sortByCid(pack.entries);
-  await copyRows(
-    db,
-    'blocks',
-    ['cid', 'pack_id', 'byte_offset', 'byte_length', 'refcount'],
-    sorted.map((e) => [e.cid, packId, e.offset, e.length, initialRefcount ? initialRefcount(e.cid) : 0]),
-  );
-  return { packId, key: pack.key, sizeBytes: pack.bytes.length, entries: pack.entries, inserted: sorted.map((e) => e.cid) };
 }
 
 /**

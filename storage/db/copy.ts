@@ -47,7 +47,9 @@ export async function copyRows(client: pg.ClientBase, table: string, columns: st
  * table's column order as given to {@link copyBinary}.
  */
 export class BinaryRowWriter {
-  #buf = Buffer.allocUnsafe(512 * 1024);
+  // Grows to the chunk size (about 256 KiB) only when a COPY has that much: a small repo's rows
+  // are a few KiB.
+  #buf = Buffer.allocUnsafe(16 * 1024);
   #pos = 0;
   /** Rows written. */
   rows = 0;
@@ -84,6 +86,11 @@ export class BinaryRowWriter {
     const n = this.#buf.write(s, this.#pos + 4, 'utf8');
     this.#buf.writeInt32BE(n, this.#pos);
     this.#pos += 4 + n;
+  }
+
+  /** A text value already encoded as UTF-8 (a value repeated over many rows, encoded once). */
+  textBytes(utf8: Uint8Array): void {
+    this.bytea(utf8);
   }
 
   /** A jsonb value from its JSON text. */
@@ -139,11 +146,14 @@ export class BinaryRowWriter {
     return out;
   }
 
-  /** The trailer, then the rest. */
+  /** The rest, with the trailer: the writer's own buffer, handed over (write no more after this). */
   end(): Buffer {
     this.#room(2);
     this.#pos = this.#buf.writeInt16BE(-1, this.#pos);
-    return this.take();
+    const out = this.#buf.subarray(0, this.#pos);
+    this.#buf = Buffer.alloc(0);
+    this.#pos = 0;
+    return out;
   }
 }
 
