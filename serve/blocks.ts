@@ -33,10 +33,12 @@ export interface PackBlockReaderOptions {
  * Whole packs read and checked against their keys, shared by the requests of one server (LRU,
  * bounded in bytes). A pack's key is its hash, so bytes checked once stay right while held in
  * memory: a repo in a batch's pack shared with hundreds of others, or asked for again, costs
- * no blobstore read and no hash.
+ * no blobstore read and no hash. Beside a pack, the index of its blocks by CID once a reader
+ * has built it (counted in the budget), so the next reader copies it instead of parsing the
+ * pack again.
  */
 export class PackCache {
-  readonly #packs = new Map<string, Uint8Array>();
+  readonly #packs = new Map<string, { bytes: Uint8Array; index?: BlockMap }>();
   #bytes = 0;
   readonly budgetBytes: number;
 
@@ -53,23 +55,48 @@ export class PackCache {
   }
 
   get(key: string): Uint8Array | undefined {
-    const bytes = this.#packs.get(key);
-    if (bytes) {
+    return this.#touch(key)?.bytes;
+  }
+
+  /** The index of the pack's blocks (views of the cached bytes), when a reader left one. */
+  index(key: string): BlockMap | undefined {
+    return this.#touch(key)?.index;
+  }
+
+  #touch(key: string): { bytes: Uint8Array; index?: BlockMap } | undefined {
+    const entry = this.#packs.get(key);
+    if (entry) {
       this.#packs.delete(key);
-      this.#packs.set(key, bytes);
+      this.#packs.set(key, entry);
     }
-    return bytes;
+    return entry;
   }
 
   /** Keeps `bytes` (checked against `key` by the caller) unless it alone is over the budget. */
   set(key: string, bytes: Uint8Array): void {
     if (bytes.length > this.budgetBytes || this.#packs.has(key)) return;
-    this.#packs.set(key, bytes);
+    this.#packs.set(key, { bytes });
     this.#bytes += bytes.length;
+    this.#evict();
+  }
+
+  /**
+   * Keeps the index of a held pack: `index` must hold exactly the pack's blocks, as views of
+   * the bytes held under `key` (the caller's own map is not kept: it copies it first).
+   */
+  setIndex(key: string, index: BlockMap): void {
+    const entry = this.#packs.get(key);
+    if (!entry || entry.index) return;
+    entry.index = index;
+    this.#bytes += index.indexBytes;
+    this.#evict();
+  }
+
+  #evict(): void {
     for (const [k, v] of this.#packs) {
       if (this.#bytes <= this.budgetBytes) break;
       this.#packs.delete(k);
-      this.#bytes -= v.length;
+      this.#bytes -= v.bytes.length + (v.index?.indexBytes ?? 0);
     }
   }
 }
@@ -107,6 +134,8 @@ export class PackBlockReader {
   /** Blobstore gets and block index queries made. */
   gets = 0;
   indexQueries = 0;
+  /** Whole packs whose blocks this reader parsed and indexed (not copied from the cache). */
+  packsIndexed = 0;
 
   constructor(pool: pg.Pool, store: BlobStore, opts: PackBlockReaderOptions = {}) {
     this.#pool = pool;
@@ -256,14 +285,20 @@ export class PackBlockReader {
     }
     this.#loadedPacks.add(key);
     this.#held += bytes.length;
-    this.#index(bytes, blockCount, named === undefined);
     this.#packBuffers.set(bytes, key);
-  }
-
-  #index(bytes: Uint8Array, blockCount: number, verify: boolean): void {
+    // A pack indexed before (by any reader of this server) is copied, not parsed again; the
+    // first pack a reader loads is indexed alone, so its index can be kept beside the pack.
+    const cached = named !== undefined && this.#cache?.get(key) === bytes ? this.#cache.index(key) : undefined;
+    if (cached && this.#known.size === 0) {
+      this.#known.adopt(cached);
+      return;
+    }
+    const alone = this.#known.size === 0;
     // The index row's count saves a pass over the pack; a wrong one only costs a rehash.
     this.#known.reserve(Math.min(blockCount, bytes.length / 37));
-    indexPackBytes(bytes, this.#known, verify);
+    indexPackBytes(bytes, this.#known, named === undefined);
+    this.packsIndexed++;
+    if (alone && named !== undefined && this.#cache?.has(key)) this.#cache.setIndex(key, this.#known.clone());
   }
 
   async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {

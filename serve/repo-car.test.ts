@@ -119,14 +119,21 @@ describe('getRepo from packs', () => {
     }
   });
 
-  it('readers sharing a pack cache read and check a pack once; a small-pack point reader uses a cached large pack', async () => {
+  it('readers sharing a pack cache read, check and index a pack once; a small-pack point reader uses a cached large pack', async () => {
     const cache = new PackCache(64 * 1024 * 1024);
     const a = new PackBlockReader(pool, store, { cache });
     const first = await car(a);
-    expect([a.gets, cache.bytes > 0]).toEqual([1, true]);
+    expect([a.gets, a.packsIndexed, cache.bytes > 0]).toEqual([1, 1, true]);
     const b = new PackBlockReader(pool, store, { cache });
-    expect(Buffer.compare(Buffer.from(await car(b)), Buffer.from(first))).toBe(0);
-    expect(b.gets).toBe(0);
+    const second = await car(b);
+    expect(Buffer.compare(Buffer.from(second), Buffer.from(first))).toBe(0);
+    // The block index came from the cache: no blobstore read, no parse, the same blocks.
+    expect([b.gets, b.packsIndexed, b.blocks.size]).toEqual([0, 0, a.blocks.size]);
+    expect((await verifyRepoCar(second, repo.did, repo.signingKey)).creates.length).toBe(repo.records.length);
+    // A third reader still finds it, and what the second added to its copy is not in the cache's.
+    const c = new PackBlockReader(pool, store, { cache });
+    expect(Buffer.compare(Buffer.from(await car(c)), Buffer.from(first))).toBe(0);
+    expect([c.gets, c.packsIndexed]).toEqual([0, 0]);
     // A point reader reads packs whole only when small, but takes blocks from one the cache holds.
     const point = new PackBlockReader(pool, store, { wholePackMax: 1024, cache });
     const rec = repo.records[5]!;
