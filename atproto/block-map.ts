@@ -175,29 +175,18 @@ export class BlockMap {
    */
   clone(): BlockMap {
     const copy = new BlockMap();
-    copy.#copyFrom(this);
+    copy.#buffers.push(...this.#buffers);
+    copy.#buffer = this.#buffer.slice();
+    copy.#start = this.#start.slice();
+    copy.#end = this.#end.slice();
+    copy.#table = this.#table.slice();
+    copy.#size = this.#size;
     return copy;
-  }
-
-  /** Makes an empty map a copy of `other` (see {@link clone}), keeping this object. */
-  adopt(other: BlockMap): void {
-    if (this.#size !== 0) throw new Error('BlockMap.adopt: the map is not empty');
-    this.#copyFrom(other);
   }
 
   /** Bytes the index itself takes (not the buffers it points into). */
   get indexBytes(): number {
     return this.#buffer.byteLength + this.#start.byteLength + this.#end.byteLength + this.#table.byteLength;
-  }
-
-  #copyFrom(other: BlockMap): void {
-    this.#buffers.length = 0;
-    this.#buffers.push(...other.#buffers);
-    this.#buffer = other.#buffer.slice();
-    this.#start = other.#start.slice();
-    this.#end = other.#end.slice();
-    this.#table = other.#table.slice();
-    this.#size = other.#size;
   }
 
   /** Keeps only the blocks whose `keep[index]` is non-zero; indexes are renumbered. */

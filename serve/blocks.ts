@@ -125,7 +125,9 @@ export class PackBlockReader {
   #rangedBytes = 0;
   // Every block read so far (whole packs and ranges), all already checked; indexed by CID bytes
   // without making a string per block.
-  readonly #known = new BlockMap();
+  #known = new BlockMap();
+  // True while #known is the pack cache's index of a pack (read only): cloned before any add.
+  #knownShared = false;
   readonly #loadedPacks = new Set<string>();
   readonly #packBuffers = new WeakMap<Uint8Array, string>();
   #held = 0;
@@ -146,8 +148,20 @@ export class PackBlockReader {
     this.#cache = opts.cache;
   }
 
-  /** Every block read so far, each checked. */
+  /**
+   * Every block read so far, each checked. A different object after a {@link resolve} that
+   * read blocks: a caller that keeps it takes it again after each one.
+   */
   get blocks(): BlockMap {
+    return this.#known;
+  }
+
+  /** The reader's own block map: a copy of the cached index it was using, if it was. */
+  #writable(): BlockMap {
+    if (this.#knownShared) {
+      this.#known = this.#known.clone();
+      this.#knownShared = false;
+    }
     return this.#known;
   }
 
@@ -233,7 +247,7 @@ export class PackBlockReader {
           // is taken from the cached pack where the index says (its CID sits just before it).
           const pack = this.#cache?.get(loc.key);
           if (pack && loc.offset >= 36 && loc.offset + loc.length <= pack.length && sameCid(pack, loc.offset - 36, cids[i]!)) {
-            this.#known.add(pack, loc.offset - 36, loc.offset + loc.length);
+            this.#writable().add(pack, loc.offset - 36, loc.offset + loc.length);
           }
         }
       }
@@ -286,19 +300,25 @@ export class PackBlockReader {
     this.#loadedPacks.add(key);
     this.#held += bytes.length;
     this.#packBuffers.set(bytes, key);
-    // A pack indexed before (by any reader of this server) is copied, not parsed again; the
-    // first pack a reader loads is indexed alone, so its index can be kept beside the pack.
+    // A pack indexed before (by any reader of this server) is used as it is, not parsed again
+    // (and copied only if this reader adds to it); the first pack a reader loads is indexed
+    // alone, so its index is kept beside the pack for the next.
     const cached = named !== undefined && this.#cache?.get(key) === bytes ? this.#cache.index(key) : undefined;
     if (cached && this.#known.size === 0) {
-      this.#known.adopt(cached);
+      this.#known = cached;
+      this.#knownShared = true;
       return;
     }
     const alone = this.#known.size === 0;
+    const into = this.#writable();
     // The index row's count saves a pass over the pack; a wrong one only costs a rehash.
-    this.#known.reserve(Math.min(blockCount, bytes.length / 37));
-    indexPackBytes(bytes, this.#known, named === undefined);
+    into.reserve(Math.min(blockCount, bytes.length / 37));
+    indexPackBytes(bytes, into, named === undefined);
     this.packsIndexed++;
-    if (alone && named !== undefined && this.#cache?.has(key)) this.#cache.setIndex(key, this.#known.clone());
+    if (alone && named !== undefined && this.#cache?.has(key)) {
+      this.#cache.setIndex(key, into);
+      this.#knownShared = true;
+    }
   }
 
   async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {
@@ -340,7 +360,7 @@ export class PackBlockReader {
         this.#rangedBytes += entry.length;
         entry.set(cids[i]!.subarray(0, 36));
         entry.set(data, 36);
-        this.#known.add(entry, 0, entry.length);
+        this.#writable().add(entry, 0, entry.length);
         out[i] = this.#known.indexOf(entry);
       }
       s = e;

@@ -136,7 +136,8 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     if (key === undefined || pieces.length >= plans!.maxPieces) pieces = undefined;
     else pieces.push({ key, start, end });
   };
-  const map = reader.blocks;
+  // Taken again after each resolve: the reader may have swapped in a map of its own.
+  let map = reader.blocks;
   let marks = new Uint8Array(1024);
   const room = () => {
     if (marks.length < map.size) {
@@ -146,6 +147,7 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     }
   };
   const [headAt] = await reader.resolve([input.head]);
+  map = reader.blocks;
   room();
   // One entry array for every node: each is read before the next is decoded.
   const scratch = new Int32Array(256 * ENTRY_FIELDS);
@@ -165,6 +167,7 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
   while (nodesToRead.length > 0 || recordsToRead.length > 0) {
     if (nodesToRead.length > 0) {
       const found = await reader.resolve(nodesToRead);
+      map = reader.blocks;
       nodesToRead = [];
       room();
       for (const j of found) {
@@ -175,6 +178,7 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     }
     if (recordsToRead.length > 0) {
       const found = await reader.resolve(recordsToRead);
+      map = reader.blocks;
       recordsToRead = [];
       room();
       for (const j of found) marks[j]! |= SEND;
