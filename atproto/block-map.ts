@@ -55,6 +55,14 @@ export class BlockMap {
     return true;
   }
 
+  /** True when block `index`'s CID is the 36 bytes at `offset` of `cid` (compared from the digest's last byte: another CID differs at once). */
+  isAt(index: number, cid: Uint8Array, offset = 0): boolean {
+    const buffer = this.#buffers[this.#buffer[index]!]!;
+    const start = this.#start[index]!;
+    for (let i = CID_LENGTH - 1; i >= 0; i--) if (buffer[start + i] !== cid[offset + i]) return false;
+    return true;
+  }
+
   /** Index of the block whose CID is the 36 bytes at `offset` of `cid`, or -1. */
   indexOf(cid: Uint8Array, offset = 0): number {
     const slot = this.#probe(cid, offset);

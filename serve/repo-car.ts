@@ -164,6 +164,7 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     }
   };
   const wanted = input.records;
+  let next = 0;
   while (nodesToRead.length > 0 || recordsToRead.length > 0) {
     if (nodesToRead.length > 0) {
       const found = await reader.resolve(nodesToRead);
@@ -192,7 +193,11 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
         const at = i * ENTRY_FIELDS;
         const value = node.entries[at + VALUE]!;
         if (wanted === undefined || wanted.has(cidMapKey(bytes.subarray(value, value + 36)))) {
-          const j = map.indexOf(bytes, value);
+          // A pack often holds a node's records side by side, in key order: the block after
+          // the last one found is tried before the index (one compare, mostly failing on the
+          // first digest byte when it is not the one).
+          const j = next < map.size && map.isAt(next, bytes, value) ? next : map.indexOf(bytes, value);
+          next = j + 1;
           if (j >= 0) marks[j]! |= SEND;
           else recordsToRead.push(bytes.subarray(value, value + 36));
         }
