@@ -41,9 +41,15 @@ export class PackCache {
   readonly #packs = new Map<string, { bytes: Uint8Array; index?: BlockMap }>();
   #bytes = 0;
   readonly budgetBytes: number;
+  /**
+   * Smallest pack whose block index is kept (default 1 MiB): an index costs at least ~44 KB
+   * (its initial table), and a small pack is parsed again in well under a millisecond.
+   */
+  readonly keepIndexMin: number;
 
-  constructor(budgetBytes: number) {
+  constructor(budgetBytes: number, opts: { keepIndexMin?: number } = {}) {
     this.budgetBytes = budgetBytes;
+    this.keepIndexMin = opts.keepIndexMin ?? 1024 * 1024;
   }
 
   get bytes(): number {
@@ -82,14 +88,16 @@ export class PackCache {
 
   /**
    * Keeps the index of a held pack: `index` must hold exactly the pack's blocks, as views of
-   * the bytes held under `key` (the caller's own map is not kept: it copies it first).
+   * the bytes held under `key`, and no one may add to it once kept. True when kept (the pack
+   * is held, has no index yet, and is at least `keepIndexMin` bytes).
    */
-  setIndex(key: string, index: BlockMap): void {
+  setIndex(key: string, index: BlockMap): boolean {
     const entry = this.#packs.get(key);
-    if (!entry || entry.index) return;
+    if (!entry || entry.index || entry.bytes.length < this.keepIndexMin) return false;
     entry.index = index;
     this.#bytes += index.indexBytes;
     this.#evict();
+    return true;
   }
 
   #evict(): void {
@@ -315,10 +323,8 @@ export class PackBlockReader {
     into.reserve(Math.min(blockCount, bytes.length / 37));
     indexPackBytes(bytes, into, named === undefined);
     this.packsIndexed++;
-    if (alone && named !== undefined && this.#cache?.has(key)) {
-      this.#cache.setIndex(key, into);
-      this.#knownShared = true;
-    }
+    // Kept as it is: from now on this reader copies it before adding to it.
+    if (alone && named !== undefined && this.#cache?.setIndex(key, into)) this.#knownShared = true;
   }
 
   async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {

@@ -79,7 +79,7 @@ describe('getRepo from packs', () => {
       [made.map((m) => m.did), batch.packKey],
     );
     expect(Number(shared[0]!.n)).toBe(2);
-    const cache = new PackCache(64 * 1024 * 1024);
+    const cache = new PackCache(64 * 1024 * 1024, { keepIndexMin: 0 });
     let firstIndexed = 0;
     for (const [i, m] of made.entries()) {
       const { rows } = await pool.query<{ head_cid: Buffer; data_cid: Buffer }>('SELECT head_cid, data_cid FROM repos WHERE did = $1', [m.did]);
@@ -138,7 +138,7 @@ describe('getRepo from packs', () => {
   });
 
   it('readers sharing a pack cache read, check and index a pack once; a small-pack point reader uses a cached large pack', async () => {
-    const cache = new PackCache(64 * 1024 * 1024);
+    const cache = new PackCache(64 * 1024 * 1024, { keepIndexMin: 0 });
     const a = new PackBlockReader(pool, store, { cache });
     const first = await car(a);
     expect([a.gets, a.packsIndexed, cache.bytes > 0]).toEqual([1, 1, true]);
@@ -152,6 +152,13 @@ describe('getRepo from packs', () => {
     const c = new PackBlockReader(pool, store, { cache });
     expect(Buffer.compare(Buffer.from(await car(c)), Buffer.from(first))).toBe(0);
     expect([c.gets, c.packsIndexed]).toEqual([0, 0]);
+    // By default only the index of a pack of 1 MiB or more is kept; this one is smaller.
+    const { rows: packRows } = await pool.query<{ key: string; size_bytes: string }>('SELECT p.key, p.size_bytes FROM blocks b JOIN packs p ON p.id = b.pack_id WHERE b.cid = $1', [head]);
+    expect(Number(packRows[0]!.size_bytes)).toBeLessThan(1024 * 1024);
+    const small = new PackCache(64 * 1024 * 1024);
+    await car(new PackBlockReader(pool, store, { cache: small }));
+    expect([small.has(packRows[0]!.key), small.index(packRows[0]!.key)]).toEqual([true, undefined]);
+    expect(cache.index(packRows[0]!.key)).toBeDefined();
     // A point reader reads packs whole only when small, but takes blocks from one the cache holds.
     const point = new PackBlockReader(pool, store, { wholePackMax: 1024, cache });
     const rec = repo.records[5]!;
