@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createServer } from 'node:http';
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
@@ -62,6 +62,7 @@ const store = new LocalBlobStore(blobDir);
 log(`importing a signed ${records}-record repo (built once and cached)`);
 await buildMirror({ pool, blobs: store }, [{ did: DEFAULT_DID, records }]);
 const server = await startServeServer({ pool, store, log });
+let client: ChildProcess | undefined;
 try {
   // Raw: every pack the repo's blocks sit in, read whole from the blobstore.
   const { rows: packs } = await pool.query<{ key: string }>('SELECT key FROM packs');
@@ -87,18 +88,22 @@ try {
     return { bytes, mbps: bytes / 1e6 / ((performance.now() - t) / 1000), mbpcs: bytes / 1e6 / cpuSeconds(c) };
   };
   // The client in its own process: one request at a time, answered with the bytes it counted.
-  const client = fork(fileURLToPath(new URL('./http-count.ts', import.meta.url)), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const counter = fork(fileURLToPath(new URL('./http-count.ts', import.meta.url)), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  client = counter;
   const remote = (url: string) =>
     new Promise<{ bytes: number; mbps: number; mbpcs: number; cpuMs: number }>((resolve, reject) => {
       const t = performance.now();
       const c = process.cpuUsage();
-      client.once('message', (m: { bytes?: number; status?: number; error?: string }) => {
+      const died = (code: number | null) => reject(new Error(`the download client exited (${code}) during GET ${url}`));
+      counter.once('exit', died);
+      counter.once('message', (m: { bytes?: number; status?: number; error?: string }) => {
+        counter.off('exit', died);
         const seconds = (performance.now() - t) / 1000;
         const cpu = cpuSeconds(c);
         if (m.error !== undefined || m.status !== 200) return reject(new Error(`GET ${url}: ${m.error ?? m.status}`));
         resolve({ bytes: m.bytes!, mbps: m.bytes! / 1e6 / seconds, mbpcs: m.bytes! / 1e6 / cpu, cpuMs: cpu * 1000 });
       });
-      client.send(url);
+      counter.send(url);
     });
   const getRepoUrl = (base: string) => `${base}/xrpc/com.atproto.sync.getRepo?did=${DEFAULT_DID}`;
 
@@ -182,7 +187,8 @@ try {
     warmRCpu.push(r.mbpcs);
     warmRCpuMs.push(r.cpuMs);
   }
-  client.disconnect();
+  counter.disconnect();
+  client = undefined;
   log(`getRepo to a client in another process: cold ${median(coldR).toFixed(1)} MB/s (${median(coldRCpu).toFixed(1)} MB/server-cpu-s, ${median(coldRCpuMs).toFixed(0)} ms CPU), walked with the pack cached ${median(cachedR).toFixed(1)} MB/s (${median(cachedRCpu).toFixed(1)} MB/server-cpu-s, ${median(cachedRCpuMs).toFixed(0)} ms CPU), warm ${median(warmR).toFixed(1)} MB/s (${median(warmRCpu).toFixed(1)} MB/server-cpu-s, ${median(warmRCpuMs).toFixed(0)} ms CPU); ratio to the raw read ${(median(coldR) / median(raw)).toFixed(2)} cold, ${(median(warmR) / median(raw)).toFixed(2)} warm (per CPU-second ${(median(coldRCpu) / median(rawCpu)).toFixed(2)}, ${(median(warmRCpu) / median(rawCpu)).toFixed(2)})`);
 
   // Cold: each on a server that has not sent this head (the tree is walked).
@@ -303,6 +309,7 @@ try {
     }),
   );
 } finally {
+  client?.kill();
   await server.close();
   await pool.end();
   await rm(blobDir, { recursive: true, force: true });
