@@ -33,15 +33,23 @@ export interface PackBlockReaderOptions {
  * Whole packs read and checked against their keys, shared by the requests of one server (LRU,
  * bounded in bytes). A pack's key is its hash, so bytes checked once stay right while held in
  * memory: a repo in a batch's pack shared with hundreds of others, or asked for again, costs
- * no blobstore read and no hash.
+ * no blobstore read and no hash. Beside a pack, the index of its blocks by CID once a reader
+ * has built it (counted in the budget), so the next reader copies it instead of parsing the
+ * pack again.
  */
 export class PackCache {
-  readonly #packs = new Map<string, Uint8Array>();
+  readonly #packs = new Map<string, { bytes: Uint8Array; index?: BlockMap }>();
   #bytes = 0;
   readonly budgetBytes: number;
+  /**
+   * Smallest pack whose block index is kept (default 1 MiB): an index costs at least ~44 KB
+   * (its initial table), and a small pack is parsed again in well under a millisecond.
+   */
+  readonly keepIndexMin: number;
 
-  constructor(budgetBytes: number) {
+  constructor(budgetBytes: number, opts: { keepIndexMin?: number } = {}) {
     this.budgetBytes = budgetBytes;
+    this.keepIndexMin = opts.keepIndexMin ?? 1024 * 1024;
   }
 
   get bytes(): number {
@@ -53,23 +61,50 @@ export class PackCache {
   }
 
   get(key: string): Uint8Array | undefined {
-    const bytes = this.#packs.get(key);
-    if (bytes) {
+    return this.#touch(key)?.bytes;
+  }
+
+  /** The index of the pack's blocks (views of the cached bytes), when a reader left one. */
+  index(key: string): BlockMap | undefined {
+    return this.#touch(key)?.index;
+  }
+
+  #touch(key: string): { bytes: Uint8Array; index?: BlockMap } | undefined {
+    const entry = this.#packs.get(key);
+    if (entry) {
       this.#packs.delete(key);
-      this.#packs.set(key, bytes);
+      this.#packs.set(key, entry);
     }
-    return bytes;
+    return entry;
   }
 
   /** Keeps `bytes` (checked against `key` by the caller) unless it alone is over the budget. */
   set(key: string, bytes: Uint8Array): void {
     if (bytes.length > this.budgetBytes || this.#packs.has(key)) return;
-    this.#packs.set(key, bytes);
+    this.#packs.set(key, { bytes });
     this.#bytes += bytes.length;
+    this.#evict();
+  }
+
+  /**
+   * Keeps the index of a held pack: `index` must hold exactly the pack's blocks, as views of
+   * the bytes held under `key`, and no one may add to it once kept. True when kept (the pack
+   * is held, has no index yet, and is at least `keepIndexMin` bytes).
+   */
+  setIndex(key: string, index: BlockMap): boolean {
+    const entry = this.#packs.get(key);
+    if (!entry || entry.index || entry.bytes.length < this.keepIndexMin) return false;
+    entry.index = index;
+    this.#bytes += index.indexBytes;
+    this.#evict();
+    return true;
+  }
+
+  #evict(): void {
     for (const [k, v] of this.#packs) {
       if (this.#bytes <= this.budgetBytes) break;
       this.#packs.delete(k);
-      this.#bytes -= v.length;
+      this.#bytes -= v.bytes.length + (v.index?.indexBytes ?? 0);
     }
   }
 }
@@ -98,7 +133,9 @@ export class PackBlockReader {
   #rangedBytes = 0;
   // Every block read so far (whole packs and ranges), all already checked; indexed by CID bytes
   // without making a string per block.
-  readonly #known = new BlockMap();
+  #known = new BlockMap();
+  // True while #known is the pack cache's index of a pack (read only): cloned before any add.
+  #knownShared = false;
   readonly #loadedPacks = new Set<string>();
   readonly #packBuffers = new WeakMap<Uint8Array, string>();
   #held = 0;
@@ -107,6 +144,8 @@ export class PackBlockReader {
   /** Blobstore gets and block index queries made. */
   gets = 0;
   indexQueries = 0;
+  /** Whole packs whose blocks this reader parsed and indexed (not copied from the cache). */
+  packsIndexed = 0;
 
   constructor(pool: pg.Pool, store: BlobStore, opts: PackBlockReaderOptions = {}) {
     this.#pool = pool;
@@ -117,8 +156,20 @@ export class PackBlockReader {
     this.#cache = opts.cache;
   }
 
-  /** Every block read so far, each checked. */
+  /**
+   * Every block read so far, each checked. A different object after a {@link resolve} that
+   * read blocks: a caller that keeps it takes it again after each one.
+   */
   get blocks(): BlockMap {
+    return this.#known;
+  }
+
+  /** The reader's own block map: a copy of the cached index it was using, if it was. */
+  #writable(): BlockMap {
+    if (this.#knownShared) {
+      this.#known = this.#known.clone();
+      this.#knownShared = false;
+    }
     return this.#known;
   }
 
@@ -204,7 +255,7 @@ export class PackBlockReader {
           // is taken from the cached pack where the index says (its CID sits just before it).
           const pack = this.#cache?.get(loc.key);
           if (pack && loc.offset >= 36 && loc.offset + loc.length <= pack.length && sameCid(pack, loc.offset - 36, cids[i]!)) {
-            this.#known.add(pack, loc.offset - 36, loc.offset + loc.length);
+            this.#writable().add(pack, loc.offset - 36, loc.offset + loc.length);
           }
         }
       }
@@ -256,14 +307,24 @@ export class PackBlockReader {
     }
     this.#loadedPacks.add(key);
     this.#held += bytes.length;
-    this.#index(bytes, blockCount, named === undefined);
     this.#packBuffers.set(bytes, key);
-  }
-
-  #index(bytes: Uint8Array, blockCount: number, verify: boolean): void {
+    // A pack indexed before (by any reader of this server) is used as it is, not parsed again
+    // (and copied only if this reader adds to it); the first pack a reader loads is indexed
+    // alone, so its index is kept beside the pack for the next.
+    const cached = named !== undefined && this.#cache?.get(key) === bytes ? this.#cache.index(key) : undefined;
+    if (cached && this.#known.size === 0) {
+      this.#known = cached;
+      this.#knownShared = true;
+      return;
+    }
+    const alone = this.#known.size === 0;
+    const into = this.#writable();
     // The index row's count saves a pass over the pack; a wrong one only costs a rehash.
-    this.#known.reserve(Math.min(blockCount, bytes.length / 37));
-    indexPackBytes(bytes, this.#known, verify);
+    into.reserve(Math.min(blockCount, bytes.length / 37));
+    indexPackBytes(bytes, into, named === undefined);
+    this.packsIndexed++;
+    // Kept as it is: from now on this reader copies it before adding to it.
+    if (alone && named !== undefined && this.#cache?.setIndex(key, into)) this.#knownShared = true;
   }
 
   async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {
@@ -305,7 +366,7 @@ export class PackBlockReader {
         this.#rangedBytes += entry.length;
         entry.set(cids[i]!.subarray(0, 36));
         entry.set(data, 36);
-        this.#known.add(entry, 0, entry.length);
+        this.#writable().add(entry, 0, entry.length);
         out[i] = this.#known.indexOf(entry);
       }
       s = e;

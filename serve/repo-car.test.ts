@@ -67,7 +67,7 @@ describe('getRepo from packs', () => {
     }
   });
 
-  it('repos stored by one batch share a pack, and each CAR holds exactly its own blocks', async () => {
+  it('repos stored by one batch share a pack, and each CAR holds exactly its own blocks (the second from the cached pack and its index)', async () => {
     const made = await Promise.all(testDids('servecarbatch', 2).map((did, i) => makeRepoCached({ did, records: 150 + i * 40 })));
     const changes = await Promise.all(
       made.map(async (m) => ({ kind: 'snapshot' as const, repo: await verifyRepo(m.car, { did: m.did, signingKey: m.signingKey }), pds: 'https://pds.invalid', handle: undefined, signingKey: m.signingKey })),
@@ -79,9 +79,11 @@ describe('getRepo from packs', () => {
       [made.map((m) => m.did), batch.packKey],
     );
     expect(Number(shared[0]!.n)).toBe(2);
-    for (const m of made) {
+    const cache = new PackCache(64 * 1024 * 1024, { keepIndexMin: 0 });
+    let firstIndexed = 0;
+    for (const [i, m] of made.entries()) {
       const { rows } = await pool.query<{ head_cid: Buffer; data_cid: Buffer }>('SELECT head_cid, data_cid FROM repos WHERE did = $1', [m.did]);
-      const reader = new PackBlockReader(pool, store);
+      const reader = new PackBlockReader(pool, store, { cache });
       const chunks: Uint8Array[] = [];
       for await (const c of repoCar(reader, { head: rows[0]!.head_cid, dataRoot: rows[0]!.data_cid })) chunks.push(c);
       const bytes = Buffer.concat(chunks);
@@ -91,7 +93,23 @@ describe('getRepo from packs', () => {
       expect(blocks.size).toBe(readCar(m.car).blocks.size);
       const verified = await verifyRepoCar(bytes, m.did, m.signingKey);
       expect(verified.creates.length).toBe(m.records.length);
+      // The first reads and indexes the batch's pack (and any older pack holding blocks the
+      // repos share with earlier imports); the second reads no pack, and the batch's pack, the
+      // first it loads, comes with its index.
+      if (i === 0) firstIndexed = reader.packsIndexed;
+      else expect([reader.gets, reader.packsIndexed]).toEqual([0, firstIndexed - 1]);
     }
+    // A reader using the cached index copies it before adding another pack's blocks to it: the
+    // cache's index still holds the batch's pack alone.
+    const cachedIndex = cache.index(batch.packKey!)!;
+    const before = cachedIndex.size;
+    const mixed = new PackBlockReader(pool, store, { cache });
+    const { rows: heads } = await pool.query<{ head_cid: Buffer }>('SELECT head_cid FROM repos WHERE did = $1', [made[0]!.did]);
+    await mixed.getMany([heads[0]!.head_cid]);
+    expect(mixed.blocks).toBe(cachedIndex);
+    await mixed.getMany([head]);
+    expect(mixed.blocks).not.toBe(cachedIndex);
+    expect([cachedIndex.size, cachedIndex.indexOf(head), mixed.blocks.indexOf(head) >= 0]).toEqual([before, -1, true]);
   });
 
   it('a head sent once is sent again from its plan, without a walk, the same bytes; a damaged pack still refused', async () => {
@@ -119,14 +137,28 @@ describe('getRepo from packs', () => {
     }
   });
 
-  it('readers sharing a pack cache read and check a pack once; a small-pack point reader uses a cached large pack', async () => {
-    const cache = new PackCache(64 * 1024 * 1024);
+  it('readers sharing a pack cache read, check and index a pack once; a small-pack point reader uses a cached large pack', async () => {
+    const cache = new PackCache(64 * 1024 * 1024, { keepIndexMin: 0 });
     const a = new PackBlockReader(pool, store, { cache });
     const first = await car(a);
-    expect([a.gets, cache.bytes > 0]).toEqual([1, true]);
+    expect([a.gets, a.packsIndexed, cache.bytes > 0]).toEqual([1, 1, true]);
     const b = new PackBlockReader(pool, store, { cache });
-    expect(Buffer.compare(Buffer.from(await car(b)), Buffer.from(first))).toBe(0);
-    expect(b.gets).toBe(0);
+    const second = await car(b);
+    expect(Buffer.compare(Buffer.from(second), Buffer.from(first))).toBe(0);
+    // The block index came from the cache: no blobstore read, no parse, the same blocks.
+    expect([b.gets, b.packsIndexed, b.blocks.size]).toEqual([0, 0, a.blocks.size]);
+    expect((await verifyRepoCar(second, repo.did, repo.signingKey)).creates.length).toBe(repo.records.length);
+    // A third reader still finds it.
+    const c = new PackBlockReader(pool, store, { cache });
+    expect(Buffer.compare(Buffer.from(await car(c)), Buffer.from(first))).toBe(0);
+    expect([c.gets, c.packsIndexed]).toEqual([0, 0]);
+    // By default only the index of a pack of 1 MiB or more is kept; this one is smaller.
+    const { rows: packRows } = await pool.query<{ key: string; size_bytes: string }>('SELECT p.key, p.size_bytes FROM blocks b JOIN packs p ON p.id = b.pack_id WHERE b.cid = $1', [head]);
+    expect(Number(packRows[0]!.size_bytes)).toBeLessThan(1024 * 1024);
+    const small = new PackCache(64 * 1024 * 1024);
+    await car(new PackBlockReader(pool, store, { cache: small }));
+    expect([small.has(packRows[0]!.key), small.index(packRows[0]!.key)]).toEqual([true, undefined]);
+    expect(cache.index(packRows[0]!.key)).toBeDefined();
     // A point reader reads packs whole only when small, but takes blocks from one the cache holds.
     const point = new PackBlockReader(pool, store, { wholePackMax: 1024, cache });
     const rec = repo.records[5]!;

@@ -136,7 +136,8 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     if (key === undefined || pieces.length >= plans!.maxPieces) pieces = undefined;
     else pieces.push({ key, start, end });
   };
-  const map = reader.blocks;
+  // Taken again after each resolve: the reader may have swapped in a map of its own.
+  let map = reader.blocks;
   let marks = new Uint8Array(1024);
   const room = () => {
     if (marks.length < map.size) {
@@ -146,6 +147,7 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     }
   };
   const [headAt] = await reader.resolve([input.head]);
+  map = reader.blocks;
   room();
   // One entry array for every node: each is read before the next is decoded.
   const scratch = new Int32Array(256 * ENTRY_FIELDS);
@@ -162,9 +164,11 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     }
   };
   const wanted = input.records;
+  let next = 0;
   while (nodesToRead.length > 0 || recordsToRead.length > 0) {
     if (nodesToRead.length > 0) {
       const found = await reader.resolve(nodesToRead);
+      map = reader.blocks;
       nodesToRead = [];
       room();
       for (const j of found) {
@@ -175,6 +179,7 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     }
     if (recordsToRead.length > 0) {
       const found = await reader.resolve(recordsToRead);
+      map = reader.blocks;
       recordsToRead = [];
       room();
       for (const j of found) marks[j]! |= SEND;
@@ -188,7 +193,11 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
         const at = i * ENTRY_FIELDS;
         const value = node.entries[at + VALUE]!;
         if (wanted === undefined || wanted.has(cidMapKey(bytes.subarray(value, value + 36)))) {
-          const j = map.indexOf(bytes, value);
+          // A pack often holds a node's records side by side, in key order: the block after
+          // the last one found is tried before the index (one compare, mostly failing on the
+          // first digest byte when it is not the one).
+          const j = next < map.size && map.isAt(next, bytes, value) ? next : map.indexOf(bytes, value);
+          next = j + 1;
           if (j >= 0) marks[j]! |= SEND;
           else recordsToRead.push(bytes.subarray(value, value + 36));
         }
