@@ -111,8 +111,10 @@ describe('politeness shared by two worker processes', () => {
     expect(faults.hits(limited)).toBe(1);
     const seen = faults.log.slice(from).filter((e) => e.path === `/xrpc/${GET_REPO}`);
     const refusedAt = seen.find((e) => e.action === 'rateLimit')!.at + 600; // it answered after its delay
-    // Requests already in flight finish; none starts, from either worker, during the cool-down.
-    const startedDuring = seen.filter((e) => e.action !== 'rateLimit' && e.at > refusedAt + 250 && e.at < refusedAt + 2750);
+    // Requests already in flight finish; none starts, from either worker, during the cool-down
+    // once it has reached both: a worker passes a lease from request to request for up to a
+    // second (SHARED_REUSE_MS) before it asks the store, which holds the cool-down, again.
+    const startedDuring = seen.filter((e) => e.action !== 'rateLimit' && e.at > refusedAt + 1250 && e.at < refusedAt + 2750);
     expect(startedDuring).toEqual([]);
     expect(seen.some((e) => e.at >= refusedAt + 2750)).toBe(true);
     expect(faults.peakConcurrency(GET_REPO)).toBeLessThanOrEqual(CONCURRENCY);
