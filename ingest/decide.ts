@@ -111,6 +111,16 @@ export function decideSnapshot(ctx: DecideContext, view: RepoView, change: Snaps
   ctx.writes.events.push(...events);
   let keptBlocks = 1 + repo.mstNodes.length;
   for (const rec of repo.records) if (ctx.filter.keeps(rec.collection)) keptBlocks++;
+  landSnapshot(view, change, { recordsCount: ctx.ephemeral ? 0 : countLive(view), blocksCount: keptBlocks, recount: true });
+  return { kind: 'imported', did, rev: repo.rev, created, updated, deleted, unchanged };
+}
+
+/**
+ * The repo's state once a snapshot lands (either way of deciding it): active at the snapshot's
+ * head, identity from the change, its counts, resync cleared; `counts` are the rest of the view.
+ */
+export function landSnapshot(view: RepoView, change: SnapshotChange, counts: Pick<RepoView, 'recordsCount' | 'blocksCount' | 'recount'> & Partial<Pick<RepoView, 'counts'>>): void {
+  const { repo } = change;
   Object.assign(view, {
     status: 'active',
     goneStatus: null,
@@ -120,15 +130,12 @@ export function decideSnapshot(ctx: DecideContext, view: RepoView, change: Snaps
     pds: change.pds,
     handle: change.handle ?? null,
     signingKey: change.signingKey,
-    recordsCount: ctx.ephemeral ? 0 : countLive(view),
-    blocksCount: keptBlocks,
     lastError: null,
     dirty: true,
     clearResync: true,
     imported: true,
-    recount: true,
+    ...counts,
   });
-  return { kind: 'imported', did, rev: repo.rev, created, updated, deleted, unchanged };
 }
 
 export function decideCommit(ctx: DecideContext, view: RepoView, change: CommitChange): ChangeOutcome {

@@ -9,11 +9,11 @@
  * per-path view the later changes read.
  */
 import type pg from 'pg';
-import { CID_LENGTH, cidBytes, cidFromString } from '../atproto/cid.ts';
+import { CID_LENGTH, cidFromString } from '../atproto/cid.ts';
 import { RecordList } from '../atproto/record-list.ts';
 import type { VerifiedRepo } from '../atproto/verify.ts';
 import type { ChangeOutcome, SnapshotChange } from './changes.ts';
-import { accountEvent, dropView, type DecideContext, type PendingEvent } from './decide.ts';
+import { accountEvent, dropView, landSnapshot, type DecideContext, type PendingEvent } from './decide.ts';
 import { isNotNewer, type RepoView } from './view.ts';
 
 /** A repo's stored records, in path byte order: paths, and their CIDs 36 bytes each. */
@@ -166,24 +166,7 @@ export function decideSnapshotPlan(ctx: DecideContext, view: RepoView, change: S
   if (view.status === 'gone' || view.status === 'deleted') after.push(accountEvent(did, repo.rev, { status: 'active', was: view.status }));
   const plan: SnapshotPlan = { kind: 'plan', did, rev: repo.rev, repo, list, owner: ctx.current, change: changeOf, prev, deleted, stored, treeBlocks, after, eventsOnly };
   ctx.writes.events.push(plan);
-  Object.assign(view, {
-    status: 'active',
-    goneStatus: null,
-    rev: repo.rev,
-    head: cidBytes(repo.commitCid),
-    data: cidBytes(repo.dataCid),
-    pds: change.pds,
-    handle: change.handle ?? null,
-    signingKey: change.signingKey,
-    recordsCount: eventsOnly ? 0 : kept,
-    blocksCount: treeBlocks.length + kept,
-    lastError: null,
-    dirty: true,
-    clearResync: true,
-    imported: true,
-    counts: eventsOnly ? undefined : counts,
-    recount: eventsOnly,
-  });
+  landSnapshot(view, change, { recordsCount: eventsOnly ? 0 : kept, blocksCount: treeBlocks.length + kept, counts: eventsOnly ? undefined : counts, recount: eventsOnly });
   return { kind: 'imported', did, rev: repo.rev, created, updated, deleted: eventsOnly ? 0 : deleted.length, unchanged };
 }
 
