@@ -11,15 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { loadConfig } from '../config/load.ts';
-import { resolveEndpoints } from '../config/resolve.ts';
 import type { Config } from '../config/options.ts';
-import { runWorker } from '../workers/worker.ts';
-import { selectJobs, taskQueueFor } from '../workers/jobs.ts';
+import { taskQueueFor } from '../workers/jobs.ts';
 import { cancelSignal, subscribe, type SubscribeInput } from '../workflows/subscribe.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { startServeServer, type ServeServer } from '../serve/server.ts';
 import { freshDatabase, testStack } from './stack.ts';
+import { inProcessWorkerEnv, startInProcessWorker, type InProcessWorker } from './in-process-worker.ts';
 import { createAccount, createRecord, deleteRecord, listAllRecords, putRecord, startPds, xrpcQuery, type PdsServer, type TestAccount } from './pds.ts';
 import { waitFor } from './helpers.ts';
 
@@ -32,7 +30,7 @@ let client: Client;
 let config: Config;
 let sub: WorkflowHandle<typeof subscribe>;
 let serve: ServeServer;
-let worker: { stop: AbortController; done: Promise<void> } | undefined;
+let worker: InProcessWorker | undefined;
 const prefix = `serve-live-${process.pid}`;
 
 async function converged(did: string): Promise<void> {
@@ -47,27 +45,11 @@ beforeAll(async () => {
   const [p, databaseUrl] = await Promise.all([startPds({ dataDir }), freshDatabase('serve_live')]);
   pds = p;
   const stack = testStack();
-  config = loadConfig({
-    env: {
-      REPOWALK_CACHE_DIR: process.env.REPOWALK_CACHE_DIR,
-      REPOWALK_STATE_DIR: stateDir,
-      REPOWALK_LOG_LEVEL: 'error',
-      TEMPORAL_ADDRESS: stack.temporal.address,
-      TEMPORAL_NAMESPACE: stack.temporal.namespace,
-      DATABASE_URL: databaseUrl,
-      REPOWALK_BLOB_DIR: blobDir,
-      REPOWALK_TASK_QUEUE: prefix,
-      REPOWALK_PLC_URL: pds.plcUrl,
-      REPOWALK_ALLOW_PRIVATE_ADDRESSES: 'true',
-      REPOWALK_VERIFY_HANDLES: 'false',
-    },
-  });
-  const stop = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  const done = runWorker({ config, endpoints: resolveEndpoints(config), jobs: selectJobs(['backfill', 'sync'], [], []), signal: stop.signal, onReady: () => ready() });
-  worker = { stop, done };
-  await Promise.race([isReady, done.then(() => Promise.reject(new Error('worker stopped before it was ready')))]);
+  worker = await startInProcessWorker(
+    inProcessWorkerEnv({ stateDir, databaseUrl, blobDir, taskQueue: prefix, plcUrl: pds.plcUrl }, { REPOWALK_VERIFY_HANDLES: 'false' }),
+    ['backfill', 'sync'],
+  );
+  config = worker.config;
   pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
   serve = await startServeServer({ pool, store: new LocalBlobStore(blobDir), stream: { stallTimeoutMs: 10_000 }, log: () => {} });
   client = new Client({ connection: await Connection.connect({ address: stack.temporal.address }), namespace: stack.temporal.namespace });

@@ -10,13 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { loadConfig } from '../config/load.ts';
-import { resolveEndpoints } from '../config/resolve.ts';
 import type { Config } from '../config/options.ts';
-import { runWorker } from '../workers/worker.ts';
-import { selectJobs, taskQueueFor } from '../workers/jobs.ts';
+import { taskQueueFor } from '../workers/jobs.ts';
 import { cancelSignal, pauseSignal, progressQuery, resumeSignal, subscribe, type SubscribeInput } from '../workflows/subscribe.ts';
 import { freshDatabase, testStack } from './stack.ts';
+import { inProcessWorkerEnv, startInProcessWorker } from './in-process-worker.ts';
 import {
   activateAccount,
   createAccount,
@@ -68,30 +66,14 @@ const workers: Array<{ stop: AbortController; done: Promise<void> }> = [];
 const prefix = `sync-e2e-${process.pid}`;
 
 async function startWorker(): Promise<Config> {
-  const stack = testStack();
-  const cfg = loadConfig({
-    env: {
-      REPOWALK_CACHE_DIR: process.env.REPOWALK_CACHE_DIR,
-      REPOWALK_STATE_DIR: stateDir,
-      REPOWALK_LOG_LEVEL: 'error',
-      TEMPORAL_ADDRESS: stack.temporal.address,
-      TEMPORAL_NAMESPACE: stack.temporal.namespace,
-      DATABASE_URL: databaseUrl,
-      REPOWALK_BLOB_DIR: blobDir,
-      REPOWALK_TASK_QUEUE: prefix,
-      REPOWALK_PLC_URL: pds.plcUrl,
-      REPOWALK_ALLOW_PRIVATE_ADDRESSES: 'true',
-      // The test PDS's handles (*.test) resolve nowhere; the handle-change test reads them as claimed.
-      REPOWALK_VERIFY_HANDLES: 'false',
-    },
-  });
-  const stop = new AbortController();
-  let ready!: () => void;
-  const isReady = new Promise<void>((r) => (ready = r));
-  const done = runWorker({ config: cfg, endpoints: resolveEndpoints(cfg), jobs: selectJobs(['backfill', 'sync'], [], []), signal: stop.signal, onReady: () => ready() });
-  workers.push({ stop, done });
-  await Promise.race([isReady, done.then(() => Promise.reject(new Error('worker stopped before it was ready')))]);
-  return cfg;
+  const env = inProcessWorkerEnv(
+    { stateDir, databaseUrl, blobDir, taskQueue: prefix, plcUrl: pds.plcUrl },
+    // The test PDS's handles (*.test) resolve nowhere; the handle-change test reads them as claimed.
+    { REPOWALK_VERIFY_HANDLES: 'false' },
+  );
+  const w = await startInProcessWorker(env, ['backfill', 'sync']);
+  workers.push(w);
+  return w.config;
 }
 
 async function latestRev(did: string): Promise<string> {
