@@ -41,7 +41,13 @@ describe('workflow bundle cache', () => {
     const logs: string[] = [];
     const first = await workflowBundle({ workflowsPath: entry, cacheDir, log: (l) => logs.push(l) });
     expect(first.codePath).toBe(join(cacheDir, 'workflow-bundles', `${bundleKey(entry)}.js`));
-    expect(await readFile(first.codePath, 'utf8')).toContain("'hello'");
+    const code = await readFile(first.codePath, 'utf8');
+    expect(code).toContain("'hello'");
+    // The inline source map still maps the bundle to its modules, without their text.
+    const map = JSON.parse(Buffer.from(code.slice(code.lastIndexOf('base64,') + 7).trim(), 'base64').toString('utf8'));
+    expect(map.sources.some((s: string) => s.endsWith('greeting.ts'))).toBe(true);
+    expect(map.mappings.length).toBeGreaterThan(0);
+    expect(map.sourcesContent).toBeUndefined();
     expect(logs).toHaveLength(1);
     const built = (await stat(first.codePath)).mtimeMs;
     const again = await workflowBundle({ workflowsPath: entry, cacheDir, log: (l) => logs.push(l) });
