@@ -1,24 +1,25 @@
 /**
- * A verify thread of `VerifyPool`: runs `verifyCommitFrame` on the frames it is sent and answers,
+ * A verify thread of `VerifyPool`: runs `checkCommitFrame` on the frames it is sent and answers,
  * per frame, the verified change without its blocks (the caller holds the same bytes and rebuilds
  * the views from their offsets) or the named error.
  */
 import { parentPort } from 'node:worker_threads';
 import { SignatureError } from '../atproto/errors.ts';
 import { CommitVerifyError } from './errors.ts';
-import { verifyCommitFrame, type CommitFrame } from './verify-commit.ts';
+import { checkCommitFrame, type CommitFrame } from './verify-commit.ts';
 import type { VerifyJob, VerifyReply, VerifyResult } from './verify-pool.ts';
 
 async function verifyOne({ frame, key }: VerifyJob): Promise<VerifyResult> {
   try {
-    const change = await verifyCommitFrame(frame as CommitFrame, key);
+    const { car, keep, dataCid, ops, mstNodes } = await checkCommitFrame(frame as CommitFrame, key);
     const spans: [string, number, number][] = [];
     const copies: [string, Uint8Array][] = [];
-    for (const [cid, bytes] of change.blocks) {
-      if (bytes.buffer === frame.blocks.buffer) spans.push([cid, bytes.byteOffset - frame.blocks.byteOffset, bytes.length]);
-      else copies.push([cid, bytes]);
+    for (const i of keep) {
+      const bytes = car.dataAt(i);
+      if (bytes.buffer === frame.blocks.buffer) spans.push([car.cidStringAt(i), bytes.byteOffset - frame.blocks.byteOffset, bytes.length]);
+      else copies.push([car.cidStringAt(i), bytes]);
     }
-    return { ok: true, dataCid: change.dataCid, ops: change.ops, mstNodes: change.mstNodes, spans, copies };
+    return { ok: true, dataCid, ops, mstNodes, spans, copies };
   } catch (err) {
     const e = err as Error;
     if (err instanceof SignatureError) return { ok: false, error: { type: 'signature', code: err.code, message: e.message } };
