@@ -58,6 +58,9 @@ interface Node {
   cid: Uint8Array | null;
 }
 
+// Entries of the node being read: each is copied out before the next is read.
+let scratch: Int32Array = new Int32Array(64 * ENTRY_FIELDS);
+
 const EMPTY = (): Node => ({ keys: [], values: [], subs: [null], cid: null });
 const isEmpty = (n: Node) => n.keys.length === 0 && n.subs[0] === null;
 
@@ -107,7 +110,8 @@ class Inversion {
     const bytes = this.#blocks.dataAt(index);
     let decoded;
     try {
-      decoded = decodeMstNode(bytes);
+      decoded = decodeMstNode(bytes, scratch);
+      scratch = decoded.entries;
     } catch (err) {
       if (!(err instanceof MstNodeFormatError)) throw err;
       throw new MstProofError('malformed-node', `MST node ${cidToString(cid, 0)}: ${err.message}`);
@@ -264,61 +268,31 @@ class Inversion {
   cidOf(node: Node): Uint8Array {
     if (node.cid !== null) return node.cid;
     const subs: (Uint8Array | null)[] = node.subs.map((s) => (s === null ? null : s instanceof Uint8Array ? s : this.cidOf(s)));
-    const bytes = encodeNode(node.keys, node.values, subs);
     const cid = new Uint8Array(CID_LENGTH);
     cid[0] = 0x01;
     cid[1] = 0x71;
     cid[2] = 0x12;
     cid[3] = 0x20;
-    cid.set(hash('sha256', bytes, 'buffer'), 4);
+    cid.set(hash('sha256', encodeNode(node.keys, node.values, subs), 'buffer'), 4);
     node.cid = cid;
     return cid;
   }
 }
 
+// The node being encoded (a view of it is hashed before the next one is encoded).
+let out = new Uint8Array(4096);
+let pos = 0;
+
 /**
  * A node's canonical DAG-CBOR: `{ e: [{ k, p, t, v }], l }`, keys prefix-compressed against the
- * key before them in the node (the layout `decodeMstNode` reads).
+ * key before them in the node (the layout `decodeMstNode` reads). The bytes are a view of a
+ * buffer the next call reuses.
  */
 export function encodeNode(keys: string[], values: Uint8Array[], subs: (Uint8Array | null)[]): Uint8Array {
   let size = 4 + 5 + 42;
   for (const k of keys) size += 1 + 2 + 5 + k.length + 2 + 5 + 2 + 42 + 2 + 42;
-  const out = new Uint8Array(size);
-  let pos = 0;
-  const head = (major: number, n: number) => {
-    if (n < 24) out[pos++] = (major << 5) | n;
-    else if (n < 0x100) {
-      out[pos++] = (major << 5) | 24;
-      out[pos++] = n;
-    } else if (n < 0x10000) {
-      out[pos++] = (major << 5) | 25;
-      out[pos++] = n >> 8;
-      out[pos++] = n & 0xff;
-    } else {
-      out[pos++] = (major << 5) | 26;
-      out[pos++] = n >>> 24;
-      out[pos++] = (n >> 16) & 0xff;
-      out[pos++] = (n >> 8) & 0xff;
-      out[pos++] = n & 0xff;
-    }
-  };
-  const field = (letter: number) => {
-    out[pos++] = 0x61;
-    out[pos++] = letter;
-  };
-  const link = (cid: Uint8Array | null) => {
-    if (cid === null) {
-      out[pos++] = 0xf6;
-      return;
-    }
-    out[pos++] = 0xd8;
-    out[pos++] = 0x2a;
-    out[pos++] = 0x58;
-    out[pos++] = CID_LENGTH + 1;
-    out[pos++] = 0;
-    out.set(cid.subarray(0, CID_LENGTH), pos);
-    pos += CID_LENGTH;
-  };
+  if (size > out.length) out = new Uint8Array(size * 2);
+  pos = 0;
   out[pos++] = 0xa2;
   field(0x65 /* e */);
   head(4, keys.length);
@@ -343,6 +317,43 @@ export function encodeNode(keys: string[], values: Uint8Array[], subs: (Uint8Arr
   field(0x6c /* l */);
   link(subs[0]!);
   return out.subarray(0, pos);
+}
+
+function head(major: number, n: number): void {
+  if (n < 24) out[pos++] = (major << 5) | n;
+  else if (n < 0x100) {
+    out[pos++] = (major << 5) | 24;
+    out[pos++] = n;
+  } else if (n < 0x10000) {
+    out[pos++] = (major << 5) | 25;
+    out[pos++] = n >> 8;
+    out[pos++] = n & 0xff;
+  } else {
+    out[pos++] = (major << 5) | 26;
+    out[pos++] = n >>> 24;
+    out[pos++] = (n >> 16) & 0xff;
+    out[pos++] = (n >> 8) & 0xff;
+    out[pos++] = n & 0xff;
+  }
+}
+
+function field(letter: number): void {
+  out[pos++] = 0x61;
+  out[pos++] = letter;
+}
+
+function link(cid: Uint8Array | null): void {
+  if (cid === null) {
+    out[pos++] = 0xf6;
+    return;
+  }
+  out[pos++] = 0xd8;
+  out[pos++] = 0x2a;
+  out[pos++] = 0x58;
+  out[pos++] = CID_LENGTH + 1;
+  out[pos++] = 0;
+  out.set(cid.subarray(0, CID_LENGTH), pos);
+  pos += CID_LENGTH;
 }
 
 function lowerBound(keys: string[], key: string): number {

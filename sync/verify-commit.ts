@@ -74,11 +74,8 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
   const blocks = car.blocks;
   const keep: number[] = [blocks.indexOf(cidFromString(frame.commit)!)];
   const proofOps: ProofOp[] = [];
-  const ops: CommitOp[] = frame.ops.map((op) => {
-    const slash = op.path.indexOf('/');
-    if (slash <= 0 || slash !== op.path.lastIndexOf('/') || slash === op.path.length - 1) {
-      throw new CommitVerifyError('commit-malformed', `op path ${JSON.stringify(op.path)} is not collection/rkey`);
-    }
+  const ops = commitOps(frame);
+  frame.ops.forEach((op) => {
     const cid = op.cid === null ? undefined : cidFromString(op.cid);
     const record = cid === undefined ? -1 : blocks.indexOf(cid);
     if (op.action === 'delete' ? op.cid !== null : record < 0) {
@@ -88,7 +85,6 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
     const prev = op.prev === null ? undefined : cidFromString(op.prev);
     if (op.prev !== null && prev === undefined) throw new CommitVerifyError('commit-malformed', `${op.action} ${op.path}: prev ${op.prev} is not a repo CID`);
     proofOps.push({ action: op.action, path: op.path, cid: cid ?? null, prev: prev ?? null });
-    return { action: op.action, collection: op.path.slice(0, slash), rkey: op.path.slice(slash + 1), cid: op.cid, prev: op.prev };
   });
 
   const dataCid = cidFromString(commit.data);
@@ -113,6 +109,21 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
 }
 
 /**
+ * The frame's ops as the store takes them.
+ *
+ * @throws CommitVerifyError `commit-malformed`: a path that is not `collection/rkey`
+ */
+export function commitOps(frame: CommitFrame): CommitOp[] {
+  return frame.ops.map((op) => {
+    const slash = op.path.indexOf('/');
+    if (slash <= 0 || slash !== op.path.lastIndexOf('/') || slash === op.path.length - 1) {
+      throw new CommitVerifyError('commit-malformed', `op path ${JSON.stringify(op.path)} is not collection/rkey`);
+    }
+    return { action: op.action, collection: op.path.slice(0, slash), rkey: op.path.slice(slash + 1), cid: op.cid, prev: op.prev };
+  });
+}
+
+/**
  * The MST nodes of the new tree that the frame carries: reached from the root through nodes in
  * the frame. Subtrees the frame leaves out are unchanged, and stored already.
  */
@@ -121,7 +132,9 @@ function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: numb
   const bytes = blocks.dataAt(index);
   let node;
   try {
-    node = decodeMstNode(bytes);
+    // A node's entries are read while its subtrees are walked: one array per depth.
+    node = decodeMstNode(bytes, layerScratch[depth]);
+    layerScratch[depth] = node.entries;
   } catch (cause) {
     if (!(cause instanceof MstNodeFormatError)) throw cause;
     throw new CommitVerifyError('commit-malformed', `MST node ${blocks.cidStringAt(index)} does not decode: ${cause.message}`, { cause });
@@ -134,6 +147,8 @@ function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: numb
     if (right >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, right), depth + 1, keep, out);
   }
 }
+
+const layerScratch: Int32Array[] = [];
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length < CID_LENGTH || b.length < CID_LENGTH) return false;
