@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fork } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { connectPool } from '../storage/db/pool.ts';
@@ -61,7 +61,12 @@ const applyAt = new Float64Array(hose.frames.length + 2);
 
 const rss: number[] = [];
 const baselineMb = process.memoryUsage().rss / 1048576;
-const sampler = setInterval(() => rss.push(process.memoryUsage().rss / 1048576), 1000);
+const heap: string[] = [];
+const sampler = setInterval(() => {
+  const m = process.memoryUsage();
+  rss.push(m.rss / 1048576);
+  heap.push(`${Math.round(m.heapUsed / 1048576)}/${Math.round(m.external / 1048576)}/${Math.round(m.arrayBuffers / 1048576)}`);
+}, 1000);
 const lags: number[] = [];
 const stop = new AbortController();
 const last = hose.frames.length;
@@ -69,6 +74,8 @@ const t0 = performance.now();
 const cpu0 = process.cpuUsage();
 const main0 = process.threadCpuUsage();
 const pg0 = await backendsCpu();
+const threads0 = threadsCpu();
+let threadsAtEnd: Map<string, number> | undefined;
 const progress = await runSubscription({
   host,
   stores: { pool, blobs },
@@ -81,13 +88,19 @@ const progress = await runSubscription({
   requestResync: async () => {},
   onProgress: (p) => {
     if (p.cursor !== undefined && p.cursor < applyAt.length) applyAt[p.cursor] = performance.timeOrigin + performance.now();
-    if (p.cursor === last) stop.abort();
+    if (p.cursor === last) {
+      threadsAtEnd = threadsCpu(); // before the verify threads end with the run
+      stop.abort();
+    }
   },
 });
 const seconds = (performance.now() - t0) / 1000;
 // The consumer: every thread of this process (its own and its verify threads).
 const cpu = process.cpuUsage(cpu0);
 const mainCpu = process.threadCpuUsage(main0);
+const threads1 = threadsAtEnd ?? threadsCpu();
+const byThread: Record<string, number> = {};
+for (const [name, ms] of threads1) byThread[name] = Math.round(((ms - (threads0.get(name) ?? 0)) / hose.frames.length) * 1000) / 1000;
 const pg1 = await backendsCpu();
 const pgCpu = pg0 === null || pg1 === null ? null : pg1 - pg0;
 clearInterval(sampler);
@@ -112,13 +125,16 @@ console.log(
     cpuMsPerEventMainThread: (mainCpu.user + mainCpu.system) / 1000 / hose.frames.length,
     cpuMsPerEventPostgres: pgCpu === null ? null : pgCpu / hose.frames.length,
     cpuMsPerEventUpstream: report.cpuMs / hose.frames.length,
+    // This process's CPU per event by OS thread name: the consumer's thread ('node'), its verify
+    // threads (each a Worker named 'verify'), V8's helpers (GC, compiler), libuv's pool.
+    cpuMsPerEventByThread: byThread,
     loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
     appliedCommits: applied,
     outcomes: progress.outcomes,
     errors: progress.errors,
     records,
     p99LagMs: lags.length ? lags[Math.min(lags.length - 1, Math.floor(lags.length * 0.99))] : null,
-    rssMb: { baseline: baselineMb, peak: Math.max(baselineMb, ...rss), end: rss[rss.length - 1] ?? baselineMb, samples: rss.length },
+    rssMb: { baseline: baselineMb, peak: Math.max(baselineMb, ...rss), end: rss[rss.length - 1] ?? baselineMb, samples: rss.length, bySecond: rss.map(Math.round), heapExternalBuffers: heap },
   }),
 );
 
@@ -135,4 +151,26 @@ async function backendsCpu(): Promise<number | null> {
     }
   }
   return ms;
+}
+
+/** CPU milliseconds of this process's threads, summed by thread name (Linux /proc; empty elsewhere). */
+function threadsCpu(): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/[0-9]+$/, '').trim();
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) * 10);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
 }

@@ -134,7 +134,7 @@ export class VerifyPool implements CommitVerifier {
   }
 
   #spawn(): Thread {
-    const worker = new Worker(new URL('./verify-worker.ts', import.meta.url));
+    const worker = new Worker(new URL('./verify-worker.ts', import.meta.url), { name: 'verify' });
     const t: Thread = { worker, inFlight: new Map(), jobs: 0 };
     worker.on('message', (reply: VerifyReply) => {
       const chunk = t.inFlight.get(reply.id);
