@@ -369,9 +369,17 @@ function equalCid(a: Uint8Array, b: Uint8Array): boolean {
 
 // Key bytes for the layer hash: keys are ASCII (checked first), one byte per char.
 const keyBuf = new Uint8Array(MAX_PATH_LENGTH);
+// A key's layer never changes, and a repo's commits read the same keys again and again (every
+// key of every node read is hashed): remembered, up to a bound.
+const layers = new Map<string, number>();
 function layerOf(key: string): number {
+  let layer = layers.get(key);
+  if (layer !== undefined) return layer;
   for (let i = 0; i < key.length; i++) keyBuf[i] = key.charCodeAt(i);
-  return keyLayer(keyBuf, key.length);
+  layer = keyLayer(keyBuf, key.length);
+  if (layers.size >= 200_000) layers.clear();
+  layers.set(key, layer);
+  return layer;
 }
 
 /** The reference's MST key rule: `[a-zA-Z0-9_~.:-]+/[a-zA-Z0-9_~.:-]+`, at most 1024 bytes. */
