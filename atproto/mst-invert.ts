@@ -152,7 +152,8 @@ class Inversion {
       if (count === 0 && subs[0] === null) throw bad('an empty node below the root');
       if (layer === 0 && subs.some((s) => s !== null)) throw bad('a node of layer 0 with a subtree');
     }
-    return { keys, values, subs, cid: cid.slice() };
+    // The CID bytes are a view of bytes never written to (the frame, or the caller's).
+    return { keys, values, subs, cid };
   }
 
   /** The subtree `ref` (on `layer`) as a node, read if it was not; an empty node for none. */
@@ -352,7 +353,7 @@ function link(cid: Uint8Array | null): void {
   out[pos++] = 0x58;
   out[pos++] = CID_LENGTH + 1;
   out[pos++] = 0;
-  out.set(cid.subarray(0, CID_LENGTH), pos);
+  for (let i = 0; i < CID_LENGTH; i++) out[pos + i] = cid[i]!;
   pos += CID_LENGTH;
 }
 
