@@ -119,13 +119,11 @@ if (import.meta.main) {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   process.send!({ port: (server.address() as { port: number }).port });
+  // The bench gone (finished, or failed before asking for the report): so is its upstream.
+  process.on('disconnect', () => process.exit(0));
   process.on('message', (m: { report?: boolean }) => {
     if (!m.report) return;
     const cpu = process.cpuUsage(cpu0);
-    process.send!({ sentAt: Array.from(sentAt), cpuMs: (cpu.user + cpu.system) / 1000 }, () => {
-      wss.close();
-      server.close();
-      process.disconnect();
-    });
+    process.send!({ sentAt: Array.from(sentAt), cpuMs: (cpu.user + cpu.system) / 1000 }, () => process.disconnect());
   });
 }
