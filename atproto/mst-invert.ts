@@ -371,14 +371,14 @@ function equalCid(a: Uint8Array, b: Uint8Array): boolean {
 // Key bytes for the layer hash: keys are ASCII (checked first), one byte per char.
 const keyBuf = new Uint8Array(MAX_PATH_LENGTH);
 // A key's layer never changes, and a repo's commits read the same keys again and again (every
-// key of every node read is hashed): remembered, up to a bound.
+// key of every node read is hashed): remembered, up to 50,000 keys (a few MB).
 const layers = new Map<string, number>();
 function layerOf(key: string): number {
   let layer = layers.get(key);
   if (layer !== undefined) return layer;
   for (let i = 0; i < key.length; i++) keyBuf[i] = key.charCodeAt(i);
   layer = keyLayer(keyBuf, key.length);
-  if (layers.size >= 200_000) layers.clear();
+  if (layers.size >= 50_000) layers.clear();
   layers.set(key, layer);
   return layer;
 }
