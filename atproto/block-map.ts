@@ -17,13 +17,27 @@ import { CID_LENGTH, cidFromString, cidToString } from './cid.ts';
 export class BlockMap {
   readonly #buffers: Uint8Array[] = [];
   // Per block: which buffer, where its CID starts (data follows the CID), where its data ends.
-  #buffer = new Uint32Array(1024);
-  #start = new Uint32Array(1024);
-  #end = new Uint32Array(1024);
+  #buffer: Uint32Array;
+  #start: Uint32Array;
+  #end: Uint32Array;
   #size = 0;
   // Open addressing, linear probing, kept at most half full. Each slot is two ints: block
   // index + 1 (0 = empty) and a fingerprint of the CID.
-  #table = new Int32Array(2 * 4096);
+  #table: Int32Array;
+
+  /**
+   * @param capacity blocks to make room for before growing: a firehose frame's few blocks need
+   *   not pay for the 44 KB a repo's map starts with
+   */
+  constructor(capacity = 1024) {
+    const n = Math.max(8, Math.ceil(capacity));
+    this.#buffer = new Uint32Array(n);
+    this.#start = new Uint32Array(n);
+    this.#end = new Uint32Array(n);
+    let slots = 16;
+    while (slots < 4 * n) slots *= 2;
+    this.#table = new Int32Array(2 * slots);
+  }
 
   /** Number of blocks. */
   get size(): number {
@@ -182,7 +196,7 @@ export class BlockMap {
    * (about 40 bytes per block), against a parse and an insert per block to build it again.
    */
   clone(): BlockMap {
-    const copy = new BlockMap();
+    const copy = new BlockMap(0);
     copy.#buffers.push(...this.#buffers);
     copy.#buffer = this.#buffer.slice();
     copy.#start = this.#start.slice();

@@ -46,7 +46,8 @@ export interface CarContents {
  * @throws CarTooLargeError, TooManyBlocksError a cap is passed
  */
 export function readCar(bytes: Uint8Array, caps: Partial<CarCaps> = {}): CarContents {
-  const parser = new CarParser(caps);
+  // A block takes at least a CID and a length byte: a small CAR gets a small index.
+  const parser = new CarParser(caps, Math.min(1024, bytes.length / (CID_LENGTH + 1)));
   parser.push(bytes);
   return parser.end();
 }
@@ -75,7 +76,7 @@ export async function readCarStream(chunks: AsyncIterable<Uint8Array>, caps: Par
  */
 export class CarParser {
   readonly #caps: CarCaps;
-  readonly #blocks = new BlockMap();
+  readonly #blocks: BlockMap;
   #root: string | undefined;
   #bytes = 0;
   // The length varint of an entry, while the chunks so far hold only part of it (at most 8 bytes).
@@ -88,8 +89,10 @@ export class CarParser {
   // Offset in the CAR of the next entry, for messages.
   #offset = 0;
 
-  constructor(caps: Partial<CarCaps> = {}) {
+  /** @param expectedBlocks room the block index starts with (it grows past it) */
+  constructor(caps: Partial<CarCaps> = {}, expectedBlocks = 1024) {
     this.#caps = { ...DEFAULT_CAR_CAPS, ...caps };
+    this.#blocks = new BlockMap(expectedBlocks);
   }
 
   /** Bytes copied so far to assemble entries that straddled chunks (each at most about twice). */

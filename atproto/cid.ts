@@ -61,6 +61,17 @@ export function cidToString(bytes: Uint8Array, offset: number): string {
 
 /** The 36 bytes of a CID string, or undefined if it is not a CID of the kind repos use. */
 export function cidFromString(cid: string): Uint8Array | undefined {
+  // A repo CID is 'b' and 58 base32 characters: decoded straight, without a CID object (whose
+  // views were most of what checking a firehose commit allocated). Anything else, or a string
+  // the decoder refuses, takes the general parser, which decides as before.
+  if (cid.length === 59 && cid.charCodeAt(0) === 0x62) {
+    try {
+      const raw = fromBase32(cid.slice(1));
+      if (raw.length === CID_LENGTH) return isRepoCid(raw, 0) ? raw : undefined;
+    } catch {
+      // the general parser names nothing either: undefined below
+    }
+  }
   let bytes: Uint8Array;
   try {
     bytes = CID.fromString(cid).bytes;

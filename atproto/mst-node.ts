@@ -61,14 +61,14 @@ export function decodeMstNode(bytes: Uint8Array, into?: Int32Array): MstNode {
   if (count * 50 > bytes.length) throw new MstNodeFormatError(`entry count ${count} is more than the node's bytes can hold`);
   const entries = into !== undefined && into.length >= count * ENTRY_FIELDS ? into : new Int32Array(Math.max(64, count) * ENTRY_FIELDS);
   for (let i = 0; i < count; i++) {
-    expectByte(r, MAP4, `entry ${i} as a map of four fields`);
+    expectByte(r, MAP4, 'as a map of four fields', i);
     expectKey(r, 0x6b /* k */);
-    const keyLength = readHead(r, 2, `entry ${i} key bytes`);
+    const keyLength = readHead(r, 2, 'key bytes', i);
     const keyStart = r.pos;
     r.pos += keyLength;
     if (r.pos > bytes.length) throw new MstNodeFormatError('truncated');
     expectKey(r, 0x70 /* p */);
-    const prefix = readHead(r, 0, `entry ${i} prefix length`);
+    const prefix = readHead(r, 0, 'prefix length', i);
     expectKey(r, 0x74 /* t */);
     const right = readLink(r, true);
     expectKey(r, 0x76 /* v */);
@@ -91,8 +91,12 @@ interface Reader {
   pos: number;
 }
 
-function expectByte(r: Reader, byte: number, what: string): void {
-  if (r.bytes[r.pos] !== byte) throw new MstNodeFormatError(`expected ${what} at byte ${r.pos}`);
+// `what` names the thing read; with `entry`, it is that entry's: the message is made only when
+// thrown (a template string per entry read was a fair part of decoding a node).
+const named = (what: string, entry: number) => (entry < 0 ? what : `entry ${entry} ${what}`);
+
+function expectByte(r: Reader, byte: number, what: string, entry = -1): void {
+  if (r.bytes[r.pos] !== byte) throw new MstNodeFormatError(`expected ${named(what, entry)} at byte ${r.pos}`);
   r.pos++;
 }
 
@@ -104,10 +108,10 @@ function expectKey(r: Reader, letter: number): void {
 }
 
 /** A CBOR head of `major` type with its argument in minimal form (up to 32 bits). */
-function readHead(r: Reader, major: number, what: string): number {
+function readHead(r: Reader, major: number, what: string, entry = -1): number {
   const bytes = r.bytes;
   const first = bytes[r.pos];
-  if (first === undefined || first >> 5 !== major) throw new MstNodeFormatError(`expected ${what} at byte ${r.pos}`);
+  if (first === undefined || first >> 5 !== major) throw new MstNodeFormatError(`expected ${named(what, entry)} at byte ${r.pos}`);
   const info = first & 0x1f;
   r.pos++;
   if (info < 24) return info;
@@ -126,10 +130,10 @@ function readHead(r: Reader, major: number, what: string): number {
     r.pos += 4;
     min = 0x10000;
   } else {
-    throw new MstNodeFormatError(`${what} at byte ${r.pos - 1} is too large or indefinite`);
+    throw new MstNodeFormatError(`${named(what, entry)} at byte ${r.pos - 1} is too large or indefinite`);
   }
   if (r.pos > bytes.length) throw new MstNodeFormatError('truncated');
-  if (value < min) throw new MstNodeFormatError(`${what} at byte ${r.pos - 1} is not minimally encoded`);
+  if (value < min) throw new MstNodeFormatError(`${named(what, entry)} at byte ${r.pos - 1} is not minimally encoded`);
   return value;
 }
 

@@ -90,3 +90,40 @@ function lengthPrefix(n: number): Buffer {
   b.writeUInt32BE(n);
   return b;
 }
+
+/**
+ * Run as a child process of bench/sync.ts (`fork`): the loopback upstream, in a process of its
+ * own so that the consumer's CPU figures are the consumer's. Serves the cached firehose to every
+ * connection as fast as the reader takes it (WebSocket backpressure), answers the parent with its
+ * port, and on request with the send time of each frame (by seq, epoch ms) and its own CPU.
+ */
+if (import.meta.main) {
+  const { createServer } = await import('node:http');
+  const { WebSocketServer } = await import('ws');
+  const repos = Number(process.argv[2]);
+  const commits = Number(process.argv[3]);
+  const hose = await generatedFirehose(repos, commits, (l) => console.error(l));
+  const sentAt = new Float64Array(hose.frames.length + 2);
+  const server = createServer();
+  const wss = new WebSocketServer({ server });
+  const cpu0 = process.cpuUsage();
+  wss.on('connection', (ws) => {
+    void (async () => {
+      for (let i = 0; i < hose.frames.length; i++) {
+        // Backpressure: wait while the consumer has not taken what was sent.
+        while (ws.bufferedAmount > 4 * 1024 * 1024) await new Promise((r) => setTimeout(r, 1));
+        sentAt[i + 1] = performance.timeOrigin + performance.now();
+        ws.send(hose.frames[i]!);
+      }
+    })();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  process.send!({ port: (server.address() as { port: number }).port });
+  // The bench gone (finished, or failed before asking for the report): so is its upstream.
+  process.on('disconnect', () => process.exit(0));
+  process.on('message', (m: { report?: boolean }) => {
+    if (!m.report) return;
+    const cpu = process.cpuUsage(cpu0);
+    process.send!({ sentAt: Array.from(sentAt), cpuMs: (cpu.user + cpu.system) / 1000 }, () => process.disconnect());
+  });
+}

@@ -1,21 +1,27 @@
 /**
- * Live sync throughput: a loopback upstream replays a generated firehose (bench/sync-firehose.ts:
- * signed commits with sync v1.1 proofs) as fast as the consumer reads it (WebSocket backpressure),
- * and the consumer (sync/consumer.ts, no Temporal) verifies and stores every frame through the
- * batched store into PostgreSQL and a directory blobstore. Reports applied events/s, the p99 lag
- * (a frame's apply time minus its send time, sampled per batch), and RSS over the run.
+ * Live sync throughput: a loopback upstream (bench/sync-firehose.ts, in a child process) replays a
+ * generated firehose (signed commits with sync v1.1 proofs) as fast as the consumer reads it
+ * (WebSocket backpressure), and the consumer (sync/consumer.ts, no Temporal) verifies and stores
+ * every frame through the batched store into PostgreSQL and a directory blobstore. Reports applied
+ * events/s, the p99 lag (a frame's apply time minus its send time, sampled per batch), and RSS
+ * over the run.
  *
  *   node bench/sync.ts --database-url URL [--repos 200] [--commits 50] [--max-batch 500] [--verify-threads 1]
  *
- * `cpuMsPerEvent` is the CPU time of this process (every thread) per frame; PostgreSQL's is not in it.
+ * CPU per event: `cpuMsPerEvent` is this process's (the consumer: its thread and its verify
+ * threads), `cpuMsPerEventMainThread` the consumer's own thread's part of it,
+ * `cpuMsPerEventPostgres` the run database's backends' (PostgreSQL on this machine), and
+ * `cpuMsPerEventUpstream` the upstream process's.
  */
 import { parseArgs } from 'node:util';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:http';
+import { fork } from 'node:child_process';
+import { loadavg } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { WebSocketServer } from 'ws';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
@@ -44,30 +50,32 @@ const pool = await connectPool(u.toString(), { max: 4 });
 await migrate(pool);
 const blobs = new LocalBlobStore(mkdtempSync(join(tmpdir(), 'repowalk-bench-sync-')));
 
-const sentAt = new Float64Array(hose.frames.length + 2);
-const server = createServer();
-const wss = new WebSocketServer({ server });
-wss.on('connection', (ws) => {
-  void (async () => {
-    for (let i = 0; i < hose.frames.length; i++) {
-      // Backpressure: wait while the consumer has not taken what was sent.
-      while (ws.bufferedAmount > 4 * 1024 * 1024) await new Promise((r) => setTimeout(r, 1));
-      sentAt[i + 1] = performance.now();
-      ws.send(hose.frames[i]!);
-    }
-  })();
+// The upstream runs in a process of its own (bench/sync-firehose.ts run as a child).
+const upstream = fork(fileURLToPath(new URL('./sync-firehose.ts', import.meta.url)), [values.repos!, values.commits!], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+const port = await new Promise<number>((resolve, reject) => {
+  upstream.once('message', (m: { port: number }) => resolve(m.port));
+  upstream.once('exit', (code) => reject(new Error(`the upstream exited with code ${code}`)));
 });
-await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-const host = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+const host = `http://127.0.0.1:${port}`;
+const applyAt = new Float64Array(hose.frames.length + 2);
 
 const rss: number[] = [];
 const baselineMb = process.memoryUsage().rss / 1048576;
-const sampler = setInterval(() => rss.push(process.memoryUsage().rss / 1048576), 1000);
+const heap: string[] = [];
+const sampler = setInterval(() => {
+  const m = process.memoryUsage();
+  rss.push(m.rss / 1048576);
+  heap.push(`${Math.round(m.heapUsed / 1048576)}/${Math.round(m.external / 1048576)}/${Math.round(m.arrayBuffers / 1048576)}`);
+}, 1000);
 const lags: number[] = [];
 const stop = new AbortController();
 const last = hose.frames.length;
 const t0 = performance.now();
 const cpu0 = process.cpuUsage();
+const main0 = process.threadCpuUsage();
+const pg0 = await backendsCpu();
+const threads0 = threadsCpu();
+let threadsAtEnd: Map<string, number> | undefined;
 const progress = await runSubscription({
   host,
   stores: { pool, blobs },
@@ -79,16 +87,28 @@ const progress = await runSubscription({
   resolve: async (did) => ({ did, pds: host, handle: undefined, signingKey: hose.signingKey }) as unknown as AtprotoIdentity,
   requestResync: async () => {},
   onProgress: (p) => {
-    if (p.cursor !== undefined && sentAt[p.cursor]) lags.push(performance.now() - sentAt[p.cursor]!);
-    if (p.cursor === last) stop.abort();
+    if (p.cursor !== undefined && p.cursor < applyAt.length) applyAt[p.cursor] = performance.timeOrigin + performance.now();
+    if (p.cursor === last) {
+      threadsAtEnd = threadsCpu(); // before the verify threads end with the run
+      stop.abort();
+    }
   },
 });
 const seconds = (performance.now() - t0) / 1000;
-// Every thread of this process (the consumer, its verify threads, and the loopback upstream).
+// The consumer: every thread of this process (its own and its verify threads).
 const cpu = process.cpuUsage(cpu0);
+const mainCpu = process.threadCpuUsage(main0);
+const threads1 = threadsAtEnd ?? threadsCpu();
+const byThread: Record<string, number> = {};
+for (const [name, ms] of threads1) byThread[name] = Math.round(((ms - (threads0.get(name) ?? 0)) / hose.frames.length) * 1000) / 1000;
+const pg1 = await backendsCpu();
+const pgCpu = pg0 === null || pg1 === null ? null : pg1 - pg0;
 clearInterval(sampler);
-wss.close();
-server.close();
+const report = await new Promise<{ sentAt: number[]; cpuMs: number }>((resolve) => {
+  upstream.once('message', resolve);
+  upstream.send({ report: true });
+});
+for (let seq = 1; seq < applyAt.length; seq++) if (applyAt[seq] && report.sentAt[seq]) lags.push(applyAt[seq]! - report.sentAt[seq]!);
 const records = Number((await pool.query('SELECT count(*) AS n FROM records')).rows[0].n);
 await pool.end();
 lags.sort((a, b) => a - b);
@@ -102,11 +122,55 @@ console.log(
     verifyThreads: Number(values['verify-threads']),
     secp256k1Backend,
     cpuMsPerEvent: (cpu.user + cpu.system) / 1000 / hose.frames.length,
+    cpuMsPerEventMainThread: (mainCpu.user + mainCpu.system) / 1000 / hose.frames.length,
+    cpuMsPerEventPostgres: pgCpu === null ? null : pgCpu / hose.frames.length,
+    cpuMsPerEventUpstream: report.cpuMs / hose.frames.length,
+    // This process's CPU per event by OS thread name: the consumer's thread ('node'), its verify
+    // threads (each a Worker named 'verify'), V8's helpers (GC, compiler), libuv's pool.
+    cpuMsPerEventByThread: byThread,
+    loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
     appliedCommits: applied,
     outcomes: progress.outcomes,
     errors: progress.errors,
     records,
     p99LagMs: lags.length ? lags[Math.min(lags.length - 1, Math.floor(lags.length * 0.99))] : null,
-    rssMb: { baseline: baselineMb, peak: Math.max(baselineMb, ...rss), end: rss[rss.length - 1] ?? baselineMb, samples: rss.length },
+    rssMb: { baseline: baselineMb, peak: Math.max(baselineMb, ...rss), end: rss[rss.length - 1] ?? baselineMb, samples: rss.length, bySecond: rss.map(Math.round), heapExternalBuffers: heap },
   }),
 );
+
+/** CPU milliseconds the run database's backends have used (from /proc: PostgreSQL on this machine), or null. */
+async function backendsCpu(): Promise<number | null> {
+  const { rows } = await pool.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
+  let ms = 0;
+  for (const { pid } of rows) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ms += (Number(f[11]) + Number(f[12])) * 10;
+    } catch {
+      return null; // not this machine's
+    }
+  }
+  return ms;
+}
+
+/** CPU milliseconds of this process's threads, summed by thread name (Linux /proc; empty elsewhere). */
+function threadsCpu(): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/[0-9]+$/, '').trim();
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) * 10);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}

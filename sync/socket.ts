@@ -9,6 +9,8 @@ import { MAX_FRAME_BYTES } from './frames.ts';
 export interface FrameQueue {
   /** Up to `max` frames; waits up to `waitMs` for the first one. Empty when the socket closed or timed out. */
   take(max: number, waitMs: number): Promise<Uint8Array[]>;
+  /** Frames read and not yet taken. */
+  readonly pending: number;
   /** Why the connection ended, once it has (after the queue drained, nothing more comes). */
   readonly closed: Error | 'closed' | undefined;
   close(): void;
@@ -68,6 +70,9 @@ export async function openFrames(url: string, opts: { highWater?: number; signal
       const out = frames.splice(0, max);
       if (frames.length < high / 2 && ws.isPaused) ws.resume();
       return out;
+    },
+    get pending() {
+      return frames.length;
     },
     get closed() {
       return frames.length === 0 ? closed : undefined;

@@ -1,15 +1,17 @@
 /**
  * Verifies a firehose `#commit` against the DID's key and, where it carries `prevData` (sync
  * v1.1), against its own proof: inverting its ops on the new tree (built from the frame's
- * blocks) must give the previous data root. The store then checks that root against the stored
- * one, so that applying the ops to the stored tree is known to give the new tree without
- * loading it.
+ * blocks) must give the previous data root (`atproto/mst-invert.ts`). The store then checks that
+ * root against the stored one, so that applying the ops to the stored tree is known to give the
+ * new tree without loading it.
  */
-import { MemoryBlockStore, MSTNode, NodeStore, NodeWrangler } from '@atcute/mst';
-import { readCar } from '../atproto/car.ts';
+import { readCar, type BlockMap } from '../atproto/car.ts';
+import { CID_LENGTH, cidFromString, cidToString } from '../atproto/cid.ts';
 import { readCommit } from '../atproto/commit.ts';
 import { verifyCommitSignature } from '../atproto/signature.ts';
 import { InvalidRepoError, SignatureError } from '../atproto/errors.ts';
+import { invertOps, MstProofError, type ProofOp } from '../atproto/mst-invert.ts';
+import { decodeMstNode, MstNodeFormatError, ENTRY_FIELDS, RIGHT } from '../atproto/mst-node.ts';
 import type { CommitChange, CommitOp } from '../ingest/changes.ts';
 import { CommitVerifyError } from './errors.ts';
 import type { Frame } from './frames.ts';
@@ -19,6 +21,17 @@ export type CommitFrame = Extract<Frame, { t: '#commit' }>;
 /** Highest MST layer walked in a frame's blocks; as in verifyRepo, far above any honest tree. */
 const MAX_MST_HEIGHT = 32;
 
+/** A checked commit, its blocks still as the CAR reader holds them. */
+export interface CheckedCommit {
+  dataCid: string;
+  ops: CommitOp[];
+  car: BlockMap;
+  /** Indexes into `car` of the blocks the store needs: the commit, the new tree's nodes in the frame, the ops' records. */
+  keep: number[];
+  /** CID strings of the new tree's nodes the frame carries. */
+  mstNodes: string[];
+}
+
 /**
  * The commit as a change for the store, or a named refusal.
  *
@@ -27,6 +40,25 @@ const MAX_MST_HEIGHT = 32;
  * @throws CommitVerifyError `commit-malformed` or `bad-proof`
  */
 export async function verifyCommitFrame(frame: CommitFrame, signingKey: string): Promise<CommitChange> {
+  const checked = await checkCommitFrame(frame, signingKey);
+  const blocks = new Map<string, Uint8Array>();
+  for (const i of checked.keep) blocks.set(checked.car.cidStringAt(i), checked.car.dataAt(i));
+  return {
+    kind: 'commit',
+    did: frame.repo,
+    rev: frame.rev,
+    since: frame.since,
+    commitCid: frame.commit,
+    dataCid: checked.dataCid,
+    prevData: frame.prevData,
+    ops: checked.ops,
+    blocks,
+    mstNodes: checked.mstNodes,
+  };
+}
+
+/** `verifyCommitFrame`'s checks; the blocks are left in the CAR reader's map. */
+export async function checkCommitFrame(frame: CommitFrame, signingKey: string): Promise<CheckedCommit> {
   let car;
   let commit;
   try {
@@ -39,72 +71,93 @@ export async function verifyCommitFrame(frame: CommitFrame, signingKey: string):
   if (commit.rev !== frame.rev) throw new CommitVerifyError('commit-malformed', `the commit's rev ${commit.rev} is not the frame's ${frame.rev}`);
   await verifyCommitSignature(commit, frame.commit, signingKey); // SignatureError for the caller
 
-  const blocks = new Map<string, Uint8Array<ArrayBuffer>>();
-  for (const [cid, bytes] of car.blocks) blocks.set(cid, bytes as Uint8Array<ArrayBuffer>);
-  const ops: CommitOp[] = frame.ops.map((op) => {
+  const blocks = car.blocks;
+  const keep: number[] = [blocks.indexOf(cidFromString(frame.commit)!)];
+  const proofOps: ProofOp[] = [];
+  const ops = commitOps(frame);
+  frame.ops.forEach((op) => {
+    const cid = op.cid === null ? undefined : cidFromString(op.cid);
+    const record = cid === undefined ? -1 : blocks.indexOf(cid);
+    if (op.action === 'delete' ? op.cid !== null : record < 0) {
+      throw new CommitVerifyError('bad-proof', `${op.action} ${op.path}: its record block is ${op.cid === null ? 'not named' : 'not in the frame'}`);
+    }
+    if (record >= 0) keep.push(record);
+    const prev = op.prev === null ? undefined : cidFromString(op.prev);
+    if (op.prev !== null && prev === undefined) throw new CommitVerifyError('commit-malformed', `${op.action} ${op.path}: prev ${op.prev} is not a repo CID`);
+    proofOps.push({ action: op.action, path: op.path, cid: cid ?? null, prev: prev ?? null });
+  });
+
+  const dataCid = cidFromString(commit.data);
+  if (dataCid === undefined) throw new CommitVerifyError('commit-malformed', `the commit's data ${commit.data} is not a repo CID`);
+  if (frame.prevData !== undefined) {
+    const prevData = cidFromString(frame.prevData);
+    let root: Uint8Array;
+    try {
+      root = invertOps(blocks, dataCid, proofOps);
+    } catch (err) {
+      if (!(err instanceof MstProofError)) throw err;
+      const why = err.problem === 'missing-block' ? `inverting the ops needs a block the frame lacks: ${err.message}` : `inverting the ops: ${err.message}`;
+      throw new CommitVerifyError('bad-proof', why, { cause: err });
+    }
+    if (prevData === undefined || !equalBytes(root, prevData)) {
+      throw new CommitVerifyError('bad-proof', `inverting the ops gives data root ${cidString(root)}, not prevData ${frame.prevData}`);
+    }
+  }
+  const mstNodes: string[] = [];
+  newTreeNodes(blocks, blocks.indexOf(dataCid), 0, keep, mstNodes);
+  return { dataCid: commit.data, ops, car: blocks, keep, mstNodes };
+}
+
+/**
+ * The frame's ops as the store takes them.
+ *
+ * @throws CommitVerifyError `commit-malformed`: a path that is not `collection/rkey`
+ */
+export function commitOps(frame: CommitFrame): CommitOp[] {
+  return frame.ops.map((op) => {
     const slash = op.path.indexOf('/');
     if (slash <= 0 || slash !== op.path.lastIndexOf('/') || slash === op.path.length - 1) {
       throw new CommitVerifyError('commit-malformed', `op path ${JSON.stringify(op.path)} is not collection/rkey`);
     }
-    if (op.action === 'delete' ? op.cid !== null : op.cid === null || !blocks.has(op.cid)) {
-      throw new CommitVerifyError('bad-proof', `${op.action} ${op.path}: its record block is ${op.cid === null ? 'not named' : 'not in the frame'}`);
-    }
     return { action: op.action, collection: op.path.slice(0, slash), rkey: op.path.slice(slash + 1), cid: op.cid, prev: op.prev };
   });
-
-  if (frame.prevData !== undefined) {
-    const wrangler = new NodeWrangler(new NodeStore(new MemoryBlockStore(new Map(blocks))));
-    let root: string | null = commit.data;
-    try {
-      for (const op of [...frame.ops].reverse()) {
-        if (op.action === 'create') root = await wrangler.deleteRecord(root, op.path);
-        else {
-          if (op.prev === null) throw new CommitVerifyError('bad-proof', `${op.action} ${op.path} carries no prev`);
-          root = await wrangler.putRecord(root, op.path, { $link: op.prev });
-        }
-      }
-    } catch (err) {
-      if (err instanceof CommitVerifyError) throw err;
-      throw new CommitVerifyError('bad-proof', `inverting the ops needs a block the frame lacks: ${(err as Error).message}`, { cause: err });
-    }
-    if (root !== frame.prevData) {
-      throw new CommitVerifyError('bad-proof', `inverting the ops gives data root ${root}, not prevData ${frame.prevData}`);
-    }
-  }
-  return {
-    kind: 'commit',
-    did: frame.repo,
-    rev: frame.rev,
-    since: frame.since,
-    commitCid: frame.commit,
-    dataCid: commit.data,
-    prevData: frame.prevData,
-    ops,
-    blocks,
-    mstNodes: await newTreeNodes(commit.data, blocks),
-  };
 }
 
 /**
  * The MST nodes of the new tree that the frame carries: reached from the root through nodes in
  * the frame. Subtrees the frame leaves out are unchanged, and stored already.
  */
-async function newTreeNodes(root: string, blocks: Map<string, Uint8Array>): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (cid: string, depth: number): Promise<void> => {
-    const bytes = blocks.get(cid);
-    if (!bytes || depth > MAX_MST_HEIGHT) return;
-    let node: MSTNode;
-    try {
-      node = await MSTNode.deserialize(bytes);
-    } catch (cause) {
-      throw new CommitVerifyError('commit-malformed', `MST node ${cid} does not decode`, { cause });
-    }
-    out.push(cid);
-    for (const s of node.subtrees) if (s) await walk(s.$link, depth + 1);
-  };
-  await walk(root, 0);
-  return out;
+function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: number[], out: string[]): void {
+  if (index < 0 || depth > MAX_MST_HEIGHT) return;
+  const bytes = blocks.dataAt(index);
+  let node;
+  try {
+    // A node's entries are read while its subtrees are walked: one array per depth.
+    node = decodeMstNode(bytes, layerScratch[depth]);
+    layerScratch[depth] = node.entries;
+  } catch (cause) {
+    if (!(cause instanceof MstNodeFormatError)) throw cause;
+    throw new CommitVerifyError('commit-malformed', `MST node ${blocks.cidStringAt(index)} does not decode: ${cause.message}`, { cause });
+  }
+  keep.push(index);
+  out.push(blocks.cidStringAt(index));
+  if (node.left >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, node.left), depth + 1, keep, out);
+  for (let i = 0; i < node.count; i++) {
+    const right = node.entries[i * ENTRY_FIELDS + RIGHT]!;
+    if (right >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, right), depth + 1, keep, out);
+  }
+}
+
+const layerScratch: Int32Array[] = [];
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length < CID_LENGTH || b.length < CID_LENGTH) return false;
+  for (let i = 0; i < CID_LENGTH; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function cidString(cid: Uint8Array): string {
+  return cidToString(cid, 0);
 }
 
 export { SignatureError };

@@ -8,9 +8,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { SignatureError, type SignatureErrorCode } from '../atproto/errors.ts';
-import type { CommitChange, CommitOp } from '../ingest/changes.ts';
+import type { CommitChange } from '../ingest/changes.ts';
 import { CommitVerifyError, type CommitProblem } from './errors.ts';
-import { verifyCommitFrame, type CommitFrame } from './verify-commit.ts';
+import { commitOps, verifyCommitFrame, type CommitFrame } from './verify-commit.ts';
 
 /** Checks one commit frame against a signing key; `verifyCommitFrame`'s contract. */
 export interface CommitVerifier {
@@ -21,16 +21,35 @@ export interface CommitVerifier {
 /** On the caller's thread. */
 export const inlineVerifier: CommitVerifier = { verify: verifyCommitFrame, close: async () => {} };
 
-export interface VerifyJob {
-  frame: CommitFrame;
-  key: string;
+/**
+ * A chunk of frames for a thread, flat so that it crosses threads cheaply (a structured clone of
+ * an object per frame and per op, and a transfer per frame, cost more than the check's hashing):
+ * the frames' blocks side by side in one transferred buffer, and per frame `FRAME_FIELDS` strings
+ * then `OP_FIELDS` per op in `meta`.
+ */
+export interface VerifyJobs {
+  id: number;
+  blocks: Uint8Array;
+  /** Per frame: start and length of its blocks in `blocks`. */
+  spans: number[];
+  meta: (string | null)[];
 }
-export type VerifyResult =
-  | { ok: true; dataCid: string; ops: CommitOp[]; mstNodes: string[]; spans: [cid: string, offset: number, length: number][]; copies: [string, Uint8Array][] }
-  | { ok: false; error: { type: 'signature' | 'verify' | 'other'; code: string; message: string } };
+/** repo, rev, commit, prevData, key, op count (as a string). */
+export const FRAME_FIELDS = 6;
+/** action, path, cid, prev. */
+export const OP_FIELDS = 4;
+
+/**
+ * A thread's answer, flat likewise: per frame an error or null (checked); for each checked frame
+ * in order, its data root, the CIDs of the blocks the store needs (`checkCommitFrame`'s `keep`,
+ * the new tree's nodes last) in `cids`, and in `nums` their count, the nodes' count, then each
+ * block's offset and length in the frame's blocks.
+ */
 export interface VerifyReply {
   id: number;
-  results: VerifyResult[];
+  errors: ({ type: 'signature' | 'verify' | 'other'; code: string; message: string } | null)[];
+  cids: string[];
+  nums: number[];
 }
 
 interface Pending {
@@ -94,28 +113,59 @@ export class VerifyPool implements CommitVerifier {
       const id = this.#nextId++;
       t.inFlight.set(id, chunk);
       t.jobs += chunk.length;
-      // The frame's blocks travel as a copy of their own; the answer names offsets into them,
-      // which are offsets into the caller's original too.
-      const jobs: VerifyJob[] = [];
-      const transfer: ArrayBuffer[] = [];
+      // The frames' blocks travel as one copy; the answer names offsets into each frame's
+      // blocks, which are offsets into the caller's original too.
+      let bytes = 0;
+      for (const p of chunk) bytes += p.frame.blocks.length;
+      const blocks = new Uint8Array(bytes);
+      const spans: number[] = [];
+      const meta: (string | null)[] = [];
+      let at = 0;
       for (const p of chunk) {
-        const blocks = new Uint8Array(p.frame.blocks); // a copy (a Buffer's slice is a view)
-        jobs.push({ frame: { ...p.frame, blocks }, key: p.key });
-        transfer.push(blocks.buffer);
+        const f = p.frame;
+        blocks.set(f.blocks, at);
+        spans.push(at, f.blocks.length);
+        at += f.blocks.length;
+        meta.push(f.repo, f.rev, f.commit, f.prevData ?? null, p.key, String(f.ops.length));
+        for (const op of f.ops) meta.push(op.action, op.path, op.cid, op.prev);
       }
-      t.worker.postMessage({ id, jobs }, transfer);
+      t.worker.postMessage({ id, blocks, spans, meta } satisfies VerifyJobs, [blocks.buffer]);
     }
   }
 
   #spawn(): Thread {
-    const worker = new Worker(new URL('./verify-worker.ts', import.meta.url));
+    const worker = new Worker(new URL('./verify-worker.ts', import.meta.url), { name: 'verify' });
     const t: Thread = { worker, inFlight: new Map(), jobs: 0 };
     worker.on('message', (reply: VerifyReply) => {
       const chunk = t.inFlight.get(reply.id);
       if (!chunk) return;
       t.inFlight.delete(reply.id);
       t.jobs -= chunk.length;
-      chunk.forEach((p, i) => settle(p, reply.results[i]!));
+      let c = 0;
+      let n = 0;
+      chunk.forEach((p, i) => {
+        const error = reply.errors[i];
+        if (error) return settleError(p, error);
+        const dataCid = reply.cids[c++]!;
+        const count = reply.nums[n++]!;
+        const nodes = reply.nums[n++]!;
+        const src = p.frame.blocks;
+        const blocks = new Map<string, Uint8Array>();
+        const mstNodes: string[] = [];
+        for (let k = 0; k < count; k++) {
+          const cid = reply.cids[c++]!;
+          blocks.set(cid, new Uint8Array(src.buffer, src.byteOffset + reply.nums[n++]!, reply.nums[n++]!));
+          if (k >= count - nodes) mstNodes.push(cid);
+        }
+        const f = p.frame;
+        let ops;
+        try {
+          ops = commitOps(f);
+        } catch (err) {
+          return p.reject(err);
+        }
+        p.resolve({ kind: 'commit', did: f.repo, rev: f.rev, since: f.since, commitCid: f.commit, dataCid, prevData: f.prevData, ops, blocks, mstNodes });
+      });
     });
     const lost = (err: Error) => {
       const at = this.#threads.indexOf(t);
@@ -135,17 +185,9 @@ export class VerifyPool implements CommitVerifier {
   }
 }
 
-function settle(p: Pending, r: VerifyResult): void {
-  if (!r.ok) {
-    const { type, code, message } = r.error;
-    if (type === 'signature') return p.reject(new SignatureError(code as SignatureErrorCode, message));
-    if (type === 'verify') return p.reject(new CommitVerifyError(code as CommitProblem, message));
-    return p.reject(new Error(`verifying commit ${p.frame.rev} of ${p.frame.repo} failed: ${code}: ${message}`));
-  }
-  const src = p.frame.blocks;
-  const blocks = new Map<string, Uint8Array<ArrayBuffer>>();
-  for (const [cid, offset, length] of r.spans) blocks.set(cid, new Uint8Array(src.buffer as ArrayBuffer, src.byteOffset + offset, length));
-  for (const [cid, bytes] of r.copies) blocks.set(cid, bytes as Uint8Array<ArrayBuffer>);
-  const f = p.frame;
-  p.resolve({ kind: 'commit', did: f.repo, rev: f.rev, since: f.since, commitCid: f.commit, dataCid: r.dataCid, prevData: f.prevData, ops: r.ops, blocks, mstNodes: r.mstNodes });
+function settleError(p: Pending, error: { type: 'signature' | 'verify' | 'other'; code: string; message: string }): void {
+  const { type, code, message } = error;
+  if (type === 'signature') return p.reject(new SignatureError(code as SignatureErrorCode, message));
+  if (type === 'verify') return p.reject(new CommitVerifyError(code as CommitProblem, message));
+  return p.reject(new Error(`verifying commit ${p.frame.rev} of ${p.frame.repo} failed: ${code}: ${message}`));
 }
