@@ -24,6 +24,8 @@ interface Pending {
 export class StoreBatcher {
   readonly #queue: Pending[] = [];
   #flushing = false;
+  /** Callers of `room()` waiting for the queue to fall below a batch. */
+  #waiting: (() => void)[] = [];
   readonly deps: StoreDeps;
   readonly options: Omit<BatchOptions, 'cursor'>;
   readonly limits: BatcherLimits;
@@ -42,6 +44,19 @@ export class StoreBatcher {
     });
   }
 
+  /**
+   * Resolves once fewer than a batch of changes wait behind the batch in flight: a producer that
+   * does not await `submit` (many submissions in flight) awaits this to bound what it holds.
+   */
+  room(): Promise<void> {
+    if (this.#queue.length < this.limits.maxChanges) return Promise.resolve();
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  #wake(): void {
+    while (this.#waiting.length > 0 && this.#queue.length < this.limits.maxChanges) this.#waiting.shift()!();
+  }
+
   async #drain(): Promise<void> {
     this.#flushing = true;
     // One macrotask of grace, so that lanes finishing together land in one batch.
@@ -56,6 +71,7 @@ export class StoreBatcher {
           batch.push(this.#queue.shift()!);
           blocks += next.blocks;
         }
+        this.#wake();
         try {
           const result = await storeBatch(this.deps, batch.map((p) => p.change), this.options);
           batch.forEach((p, i) => p.resolve({ outcome: result.outcomes[i]!, packKey: result.packKey, newBlocks: result.perChange[i]!.newBlocks, packBytes: result.perChange[i]!.blockBytes }));

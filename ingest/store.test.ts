@@ -210,4 +210,26 @@ describe('StoreBatcher', () => {
     for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
     expect(await refcountProblems(pool)).toEqual([]);
   });
+
+  it('room() holds a producer back while a full batch waits behind the one in flight', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 5; i++) repos.push(await verified(didN(25 + i), generateRecords(3).map((r) => ({ ...r, value: { ...r.value, room: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 2, maxBlocks: 50_000 });
+    await batcher.room(); // empty: at once
+    const answers = repos.slice(0, 4).map((r) => batcher.submit(snapshot(r)));
+    let roomy = false;
+    const room = batcher.room().then(() => (roomy = true));
+    // Four queued, batches of two: the first batch is taken once the grace macrotask has passed,
+    // and two still wait behind it, a full batch; the producer waits until that one is taken too.
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(roomy).toBe(false);
+    await room;
+    answers.push(batcher.submit(snapshot(repos[4]!)));
+    const done = await Promise.all(answers);
+    expect(done.map((a) => a.outcome.kind)).toEqual(['imported', 'imported', 'imported', 'imported', 'imported']);
+    // At most two repos per batch: at least three packs for five repos.
+    expect(new Set(done.map((a) => a.packKey)).size).toBeGreaterThanOrEqual(3);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+  });
 });
