@@ -2,16 +2,20 @@
  * End-to-end backfill throughput: N small signed repos through Temporal (bulk `backfill`
  * workflow, `backfillMany` activities, a real worker, PostgreSQL, a directory blobstore).
  *
- * The repos are served by a static loopback server that answers `listRepos`, `getRepo` and the
+ * The repos are served by a static loopback server (in a process of its own, so that its CPU is
+ * counted apart) that answers `listRepos`, `getRepo` and the
  * PLC's `/<did>` from pre-generated CARs: the reference PDS would spend minutes creating 2,000
  * accounts, and this measures repowalk, not the PDS. Run by bench/run.ts, which passes the stack.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Client, Connection } from '@temporalio/client';
-import { serveRepos, smallRepos } from '../atproto/testing/static-pds.ts';
+import { smallRepos } from '../atproto/testing/static-pds.ts';
 import { loadConfig } from '../config/load.ts';
 import { runWorker } from '../workers/worker.ts';
 import { JOBS } from '../workers/jobs.ts';
@@ -30,17 +34,20 @@ export interface E2eBench {
   totals: BackfillProgress['totals'];
   /**
    * CPU milliseconds per repo, which hold when the machine is loaded: this process (the worker
-   * when `workers` is 1, plus the static PDS and the client), the PostgreSQL backends of the
-   * bench's database, and the Temporal server (null when not found on this machine).
+   * when `workers` is 1, and the client), the PostgreSQL backends of the bench's database, the
+   * Temporal server (null when not found on this machine), and the static PDS (a process of its
+   * own, not part of what repowalk costs: it stands for the network's PDSes and the PLC).
+   * `total` is the first three: what the mirror spends per repo.
    */
-  cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null };
+  cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null; total: number | null; staticPds: number };
 }
 
 export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
   const log = opts.log ?? ((l: string) => console.error(l));
   const repos = await smallRepos(opts.repos, opts.records, log);
-  const { url, server } = await serveRepos(repos);
+  const pds = await startStaticPds(opts.repos, opts.records);
+  const url = pds.url;
   const dbName = `bench_e2e_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: opts.databaseUrl });
   await admin.connect();
@@ -89,15 +96,18 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const cpu0 = process.cpuUsage();
     const temporal = temporalPids(opts.temporalAddress);
     const temporal0 = cpuOf(temporal);
+    const pds0 = cpuOf([pds.child.pid!]);
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
-      args: [{ source: { kind: 'pds', url }, pageSize: 200, concurrency: 16, pagesInFlight: workers }],
+      args: [{ source: { kind: 'pds', url }, pageSize: Number(process.env.E2E_PAGE ?? 200), concurrency: Number(process.env.E2E_LANES ?? 16), pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
+    const pdsMs = cpuOf([pds.child.pid!]) - pds0;
     const postgresMs = await backendsCpu(opts.databaseUrl, dbName);
+    const processMs = (cpu.user + cpu.system) / 1000;
     const per = (ms: number | null) => (ms === null ? null : Math.round((ms / repos.length) * 100) / 100);
     return {
       workers,
@@ -108,14 +118,38 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
       imported: progress.totals.imported,
       totals: progress.totals,
       failed: progress.totals.failed,
-      cpuMsPerRepo: { process: per((cpu.user + cpu.system) / 1000)!, postgres: per(postgresMs), temporal: per(temporalMs) },
+      cpuMsPerRepo: {
+        process: per(processMs)!,
+        postgres: per(postgresMs),
+        temporal: per(temporalMs),
+        total: postgresMs === null || temporalMs === null ? null : per(processMs + postgresMs + temporalMs),
+        staticPds: per(pdsMs)!,
+      },
     };
   } finally {
     await client.connection.close();
     stop.abort();
     await worker.catch(() => {});
     await fleet?.stop();
-    server.close();
+    pds.child.kill();
+  }
+}
+
+/** bench/static-pds-main.ts in a process of its own; resolves with its URL once it listens. */
+async function startStaticPds(repos: number, records: number): Promise<{ url: string; child: ChildProcess }> {
+  const script = fileURLToPath(new URL('./static-pds-main.ts', import.meta.url));
+  const child = spawn(process.execPath, [script, '--repos', String(repos), '--records', String(records)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`the static PDS exited (${code}) before it listened`))));
+  const line = (async () => {
+    for await (const l of createInterface({ input: child.stdout! })) return l;
+    throw new Error('the static PDS printed nothing');
+  })();
+  try {
+    const { url } = JSON.parse(await Promise.race([line, exited])) as { url: string };
+    return { url, child };
+  } catch (err) {
+    child.kill();
+    throw err;
   }
 }
 
