@@ -232,4 +232,31 @@ describe('StoreBatcher', () => {
     expect(new Set(done.map((a) => a.packKey)).size).toBeGreaterThanOrEqual(3);
     for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
   });
+
+  it('with gatherMs, a batch that is not full waits for more changes; endOfInput() stores it at once', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 3; i++) repos.push(await verified(didN(5 + i), generateRecords(3).map((r) => ({ ...r, value: { ...r.value, gather: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 10, maxBlocks: 50_000, gatherMs: 60_000 });
+    const started = performance.now();
+    const first = batcher.submit(snapshot(repos[0]!));
+    // Without the gathering wait, the first would be stored alone long before the others come.
+    await new Promise((r) => setTimeout(r, 200));
+    const rest = repos.slice(1).map((r) => batcher.submit(snapshot(r)));
+    batcher.endOfInput();
+    const done = await Promise.all([first, ...rest]);
+    expect(performance.now() - started).toBeLessThan(30_000);
+    expect(done.map((a) => a.outcome.kind)).toEqual(['imported', 'imported', 'imported']);
+    expect(new Set(done.map((a) => a.packKey)).size).toBe(1);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+  });
+
+  it('with gatherMs, a full batch is stored without waiting', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 2; i++) repos.push(await verified(didN(8 + i), generateRecords(3).map((r) => ({ ...r, value: { ...r.value, full: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 2, maxBlocks: 50_000, gatherMs: 60_000 });
+    const started = performance.now();
+    const done = await Promise.all(repos.map((r) => batcher.submit(snapshot(r))));
+    expect(performance.now() - started).toBeLessThan(30_000);
+    expect(new Set(done.map((a) => a.packKey)).size).toBe(1);
+  });
 });
