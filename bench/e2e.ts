@@ -25,6 +25,11 @@ import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 
 export interface E2eBench {
   workers: number;
+  /** The bulk workflow's input: DIDs per activity, and lanes (repos fetched at once) per activity. */
+  pageSize: number;
+  lanes: number;
+  /** Store batches (one pack and one transaction each) the repos were written in. */
+  batches: number;
   repos: number;
   recordsPerRepo: number;
   seconds: number;
@@ -42,8 +47,12 @@ export interface E2eBench {
   cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null; total: number | null; staticPds: number };
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
+  // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
+  // activity and workflow task, which at 200 a page was 0.4 ms per repo.
+  const pageSize = opts.pageSize ?? 1000;
+  const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
   const repos = await smallRepos(opts.repos, opts.records, log);
   const pds = await startStaticPds(opts.repos, opts.records);
@@ -100,17 +109,21 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
-      args: [{ source: { kind: 'pds', url }, pageSize: Number(process.env.E2E_PAGE ?? 200), concurrency: Number(process.env.E2E_LANES ?? 16), pagesInFlight: workers }],
+      args: [{ source: { kind: 'pds', url }, pageSize, concurrency: lanes, pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
     const pdsMs = cpuOf([pds.child.pid!]) - pds0;
     const postgresMs = await backendsCpu(opts.databaseUrl, dbName);
+    const batches = await countPacks(dbUrl.toString());
     const processMs = (cpu.user + cpu.system) / 1000;
     const per = (ms: number | null) => (ms === null ? null : Math.round((ms / repos.length) * 100) / 100);
     return {
       workers,
+      pageSize,
+      lanes,
+      batches,
       repos: repos.length,
       recordsPerRepo: opts.records,
       seconds,
@@ -182,6 +195,17 @@ function temporalPids(address: string): number[] {
     }
   }
   return out;
+}
+
+/** Packs in the bench's database: one per store batch that added blocks. */
+async function countPacks(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM packs')).rows[0]!.n;
+  } finally {
+    await c.end();
+  }
 }
 
 /** CPU the backends connected to `db` have used since they started (the database is the run's own). */
