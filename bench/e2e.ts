@@ -39,8 +39,8 @@ export interface E2eBench {
   totals: BackfillProgress['totals'];
   /**
    * CPU milliseconds per repo, which hold when the machine is loaded: this process (the worker
-   * when `workers` is 1, and the client), the PostgreSQL backends of the bench's database, the
-   * Temporal server (null when not found on this machine), and the static PDS (a process of its
+   * when `workers` is 1, and the client), the PostgreSQL backends of the bench's database (from
+   * the start of the run: the worker's migrations before it are not counted), the Temporal server (null when not found on this machine), and the static PDS (a process of its
    * own, not part of what repowalk costs: it stands for the network's PDSes and the PLC).
    * `total` is the first three: what the mirror spends per repo.
    */
@@ -106,6 +106,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const temporal = temporalPids(opts.temporalAddress);
     const temporal0 = cpuOf(temporal);
     const pds0 = cpuOf([pds.child.pid!]);
+    const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
@@ -115,7 +116,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const cpu = process.cpuUsage(cpu0);
     const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
     const pdsMs = cpuOf([pds.child.pid!]) - pds0;
-    const postgresMs = await backendsCpu(opts.databaseUrl, dbName);
+    const postgresMs = backendsCpuSince(postgres0, await backendsCpu(opts.databaseUrl, dbName));
     const batches = await countPacks(dbUrl.toString());
     const processMs = (cpu.user + cpu.system) / 1000;
     const per = (ms: number | null) => (ms === null ? null : Math.round((ms / repos.length) * 100) / 100);
@@ -208,15 +209,27 @@ async function countPacks(url: string): Promise<number> {
   }
 }
 
-/** CPU the backends connected to `db` have used since they started (the database is the run's own). */
-async function backendsCpu(adminUrl: string, db: string): Promise<number | null> {
+/**
+ * CPU milliseconds (by pid) of the backends connected to `db`, or null when PostgreSQL is not on
+ * this machine. Read before and after the run: the worker's migrations and first connections,
+ * made before, are not the repos' cost; backends that start during the run count whole.
+ */
+async function backendsCpu(adminUrl: string, db: string): Promise<Map<number, number> | null> {
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
     const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [db]);
     if (rows.length === 0 || !existsSync(`/proc/${rows[0]!.pid}`)) return null;
-    return cpuOf(rows.map((r) => r.pid));
+    return new Map(rows.map((r) => [r.pid, cpuOf([r.pid])]));
   } finally {
     await admin.end();
   }
+}
+
+/** CPU used between two readings of `backendsCpu`. */
+function backendsCpuSince(before: Map<number, number> | null, after: Map<number, number> | null): number | null {
+  if (after === null) return null;
+  let ms = 0;
+  for (const [pid, cpu] of after) ms += cpu - (before?.get(pid) ?? 0);
+  return ms;
 }
