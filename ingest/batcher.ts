@@ -62,11 +62,12 @@ export class StoreBatcher {
   }
 
   /**
-   * Resolves once fewer than a batch of changes wait behind the batch in flight: a producer that
-   * does not await `submit` (many submissions in flight) awaits this to bound what it holds.
+   * Resolves once less than a batch (in changes and in blocks) waits behind the batch in flight:
+   * a producer that does not await `submit` (many submissions in flight) awaits this to bound
+   * what it holds.
    */
   room(): Promise<void> {
-    if (this.#queue.length < this.limits.maxChanges) return Promise.resolve();
+    if (!this.#full()) return Promise.resolve();
     return new Promise((resolve) => this.#waiting.push(resolve));
   }
 
@@ -81,7 +82,7 @@ export class StoreBatcher {
   }
 
   #wake(): void {
-    while (this.#waiting.length > 0 && this.#queue.length < this.limits.maxChanges) this.#waiting.shift()!();
+    while (this.#waiting.length > 0 && !this.#full()) this.#waiting.shift()!();
   }
 
   /** Waits, when gathering, until the batch is full, its oldest change is `gatherMs` old, or input ends. */

@@ -259,4 +259,21 @@ describe('StoreBatcher', () => {
     expect(performance.now() - started).toBeLessThan(30_000);
     expect(new Set(done.map((a) => a.packKey)).size).toBe(1);
   });
+
+  it('room() also holds a producer back while a batch worth of blocks waits', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 3; i++) repos.push(await verified(didN(15 + i), generateRecords(4).map((r) => ({ ...r, value: { ...r.value, blocks: i } })), 1));
+    // Each repo carries more than 4 blocks (its commit, MST nodes and records): one is a batch.
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 100, maxBlocks: 4 });
+    const answers = repos.map((r) => batcher.submit(snapshot(r)));
+    let roomy = false;
+    const room = batcher.room().then(() => (roomy = true));
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(roomy).toBe(false);
+    await room;
+    const done = await Promise.all(answers);
+    expect(new Set(done.map((a) => a.packKey)).size).toBe(3);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+  });
 });
