@@ -2,16 +2,20 @@
  * End-to-end backfill throughput: N small signed repos through Temporal (bulk `backfill`
  * workflow, `backfillMany` activities, a real worker, PostgreSQL, a directory blobstore).
  *
- * The repos are served by a static loopback server that answers `listRepos`, `getRepo` and the
+ * The repos are served by a static loopback server (in a process of its own, so that its CPU is
+ * counted apart) that answers `listRepos`, `getRepo` and the
  * PLC's `/<did>` from pre-generated CARs: the reference PDS would spend minutes creating 2,000
  * accounts, and this measures repowalk, not the PDS. Run by bench/run.ts, which passes the stack.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Client, Connection } from '@temporalio/client';
-import { serveRepos, smallRepos } from '../atproto/testing/static-pds.ts';
+import { smallRepos } from '../atproto/testing/static-pds.ts';
 import { loadConfig } from '../config/load.ts';
 import { runWorker } from '../workers/worker.ts';
 import { JOBS } from '../workers/jobs.ts';
@@ -21,6 +25,11 @@ import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 
 export interface E2eBench {
   workers: number;
+  /** The bulk workflow's input: DIDs per activity, and lanes (repos fetched at once) per activity. */
+  pageSize: number;
+  lanes: number;
+  /** Store batches (one pack and one transaction each) the repos were written in. */
+  batches: number;
   repos: number;
   recordsPerRepo: number;
   seconds: number;
@@ -30,17 +39,24 @@ export interface E2eBench {
   totals: BackfillProgress['totals'];
   /**
    * CPU milliseconds per repo, which hold when the machine is loaded: this process (the worker
-   * when `workers` is 1, plus the static PDS and the client), the PostgreSQL backends of the
-   * bench's database, and the Temporal server (null when not found on this machine).
+   * when `workers` is 1, and the client), the PostgreSQL backends of the bench's database (from
+   * the start of the run: the worker's migrations before it are not counted), the Temporal server (null when not found on this machine), and the static PDS (a process of its
+   * own, not part of what repowalk costs: it stands for the network's PDSes and the PLC).
+   * `total` is the first three: what the mirror spends per repo.
    */
-  cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null };
+  cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null; total: number | null; staticPds: number };
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
+  // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
+  // activity and workflow task, which at 200 a page was 0.4 ms per repo.
+  const pageSize = opts.pageSize ?? 1000;
+  const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
   const repos = await smallRepos(opts.repos, opts.records, log);
-  const { url, server } = await serveRepos(repos);
+  const pds = await startStaticPds(opts.repos, opts.records);
+  const url = pds.url;
   const dbName = `bench_e2e_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: opts.databaseUrl });
   await admin.connect();
@@ -89,18 +105,26 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const cpu0 = process.cpuUsage();
     const temporal = temporalPids(opts.temporalAddress);
     const temporal0 = cpuOf(temporal);
+    const pds0 = cpuOf([pds.child.pid!]);
+    const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
-      args: [{ source: { kind: 'pds', url }, pageSize: 200, concurrency: 16, pagesInFlight: workers }],
+      args: [{ source: { kind: 'pds', url }, pageSize, concurrency: lanes, pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
-    const postgresMs = await backendsCpu(opts.databaseUrl, dbName);
+    const pdsMs = cpuOf([pds.child.pid!]) - pds0;
+    const postgresMs = backendsCpuSince(postgres0, await backendsCpu(opts.databaseUrl, dbName));
+    const batches = await countPacks(dbUrl.toString());
+    const processMs = (cpu.user + cpu.system) / 1000;
     const per = (ms: number | null) => (ms === null ? null : Math.round((ms / repos.length) * 100) / 100);
     return {
       workers,
+      pageSize,
+      lanes,
+      batches,
       repos: repos.length,
       recordsPerRepo: opts.records,
       seconds,
@@ -108,14 +132,38 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
       imported: progress.totals.imported,
       totals: progress.totals,
       failed: progress.totals.failed,
-      cpuMsPerRepo: { process: per((cpu.user + cpu.system) / 1000)!, postgres: per(postgresMs), temporal: per(temporalMs) },
+      cpuMsPerRepo: {
+        process: per(processMs)!,
+        postgres: per(postgresMs),
+        temporal: per(temporalMs),
+        total: postgresMs === null || temporalMs === null ? null : per(processMs + postgresMs + temporalMs),
+        staticPds: per(pdsMs)!,
+      },
     };
   } finally {
     await client.connection.close();
     stop.abort();
     await worker.catch(() => {});
     await fleet?.stop();
-    server.close();
+    pds.child.kill();
+  }
+}
+
+/** bench/static-pds-main.ts in a process of its own; resolves with its URL once it listens. */
+async function startStaticPds(repos: number, records: number): Promise<{ url: string; child: ChildProcess }> {
+  const script = fileURLToPath(new URL('./static-pds-main.ts', import.meta.url));
+  const child = spawn(process.execPath, [script, '--repos', String(repos), '--records', String(records)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`the static PDS exited (${code}) before it listened`))));
+  const line = (async () => {
+    for await (const l of createInterface({ input: child.stdout! })) return l;
+    throw new Error('the static PDS printed nothing');
+  })();
+  try {
+    const { url } = JSON.parse(await Promise.race([line, exited])) as { url: string };
+    return { url, child };
+  } catch (err) {
+    child.kill();
+    throw err;
   }
 }
 
@@ -150,15 +198,38 @@ function temporalPids(address: string): number[] {
   return out;
 }
 
-/** CPU the backends connected to `db` have used since they started (the database is the run's own). */
-async function backendsCpu(adminUrl: string, db: string): Promise<number | null> {
+/** Packs in the bench's database: one per store batch that added blocks. */
+async function countPacks(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM packs')).rows[0]!.n;
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * CPU milliseconds (by pid) of the backends connected to `db`, or null when PostgreSQL is not on
+ * this machine. Read before and after the run: the worker's migrations and first connections,
+ * made before, are not the repos' cost; backends that start during the run count whole.
+ */
+async function backendsCpu(adminUrl: string, db: string): Promise<Map<number, number> | null> {
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
     const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [db]);
     if (rows.length === 0 || !existsSync(`/proc/${rows[0]!.pid}`)) return null;
-    return cpuOf(rows.map((r) => r.pid));
+    return new Map(rows.map((r) => [r.pid, cpuOf([r.pid])]));
   } finally {
     await admin.end();
   }
+}
+
+/** CPU used between two readings of `backendsCpu`. */
+function backendsCpuSince(before: Map<number, number> | null, after: Map<number, number> | null): number | null {
+  if (after === null) return null;
+  let ms = 0;
+  for (const [pid, cpu] of after) ms += cpu - (before?.get(pid) ?? 0);
+  return ms;
 }

@@ -4,9 +4,11 @@
  * newer rev that changes 1 % of the records). Needs a database: DATABASE_URL, or a stack that
  * `bench/run.ts` starts. Prints one JSON object last.
  *
- *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR] [--first-only]
+ *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR] [--first-only] [--without-index a,b]
  *
  * `--first-only` skips the re-import (the growth bench measures first imports at several sizes).
+ * `--without-index` drops those indexes from the bench's fresh database before importing: what
+ * each index costs the import (events_cid, events_did_id, records_cid, blocks_pack_id, …).
  */
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
@@ -27,6 +29,8 @@ import { FilterOptions } from '../backfill/filters.ts';
 
 export interface ImportBench {
   records: number;
+  /** Indexes dropped before the import (`--without-index`), when any. */
+  withoutIndexes?: string[];
   carBytes: number;
   verify: { seconds: number; recordsPerSecond: number; mbPerSecond: number };
   firstImport: {
@@ -59,7 +63,7 @@ async function freshDb(baseUrl: string): Promise<string> {
   return u.toString();
 }
 
-export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; log?: (l: string) => void }): Promise<ImportBench> {
+export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; withoutIndexes?: string[]; log?: (l: string) => void }): Promise<ImportBench> {
   const log = opts.log ?? ((l: string) => console.error(l));
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
   const made = await benchRepo(opts.records);
@@ -67,6 +71,14 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   // One connection, so that the backend whose CPU is read is the one that runs the import.
   const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 1 });
   await migrate(pool);
+  for (const index of opts.withoutIndexes ?? []) {
+    if (!/^[a-z_][a-z0-9_]*$/.test(index)) throw new Error(`--without-index: ${JSON.stringify(index)} is not an index name`);
+    const { rowCount } = await pool.query('SELECT 1 FROM pg_indexes WHERE indexname = $1', [index]);
+    if (rowCount === 0) throw new Error(`--without-index: no index ${index}`);
+    // A primary key's index goes with its constraint.
+    const pk = await pool.query<{ table: string }>(`SELECT conrelid::regclass::text AS table FROM pg_constraint WHERE conname = $1`, [index]);
+    await pool.query(pk.rows[0] ? `ALTER TABLE ${pk.rows[0].table} DROP CONSTRAINT ${index}` : `DROP INDEX ${index}`);
+  }
   const pgCpu = await backendCpu(pool);
   const blobs = new LocalBlobStore(opts.blobDir ?? mkdtempSync(join(tmpdir(), 'repowalk-bench-')));
   const filter = FilterOptions.parse({});
@@ -108,6 +120,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   await pool.end();
   return {
     records: opts.records,
+    ...(opts.withoutIndexes?.length ? { withoutIndexes: opts.withoutIndexes } : {}),
     carBytes: made.car.length,
     verify: { seconds: verifyS, recordsPerSecond: opts.records / verifyS, mbPerSecond: mb / verifyS },
     firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps, cpuMsByStep: cpuSteps, cpuSeconds: firstCpu },
@@ -179,10 +192,16 @@ async function backendCpu(pool: pg.Pool): Promise<() => number | null> {
 
 if (import.meta.main) {
   const { values } = parseArgs({
-    options: { records: { type: 'string', default: '100000' }, 'database-url': { type: 'string' }, 'blob-dir': { type: 'string' }, 'first-only': { type: 'boolean' } },
+    options: {
+      records: { type: 'string', default: '100000' },
+      'database-url': { type: 'string' },
+      'blob-dir': { type: 'string' },
+      'first-only': { type: 'boolean' },
+      'without-index': { type: 'string' },
+    },
   });
   const url = values['database-url'] ?? process.env.DATABASE_URL;
   if (!url) throw new Error('bench/import.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
-  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'], firstOnly: values['first-only'] });
+  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'], firstOnly: values['first-only'], withoutIndexes: values['without-index']?.split(',').filter(Boolean) });
   console.log(JSON.stringify(result));
 }

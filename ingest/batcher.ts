@@ -3,6 +3,12 @@
  * the batcher stores whatever has gathered as one batch (one pack, one transaction), while the
  * next batch gathers behind it. Many concurrent fetch-and-verify lanes thus share transactions
  * without waiting for one another beyond the batch in flight.
+ *
+ * A batch costs a fixed part (a transaction, a pack, a dozen statements) besides its rows; with
+ * `gatherMs`, a batch that is not full waits for its oldest change to be that old before it is
+ * stored, so that producers who need not wait for their outcomes (the bulk backfill's lanes)
+ * fill batches well even when they are quicker than the database. `endOfInput()` stores what is
+ * left at once.
  */
 import type { BatchOptions, ChangeOutcome, RepoChange } from './changes.ts';
 import { storeBatch, type StoreDeps } from './store.ts';
@@ -12,18 +18,29 @@ export interface BatcherLimits {
   maxChanges: number;
   /** Blocks (roughly: the new blocks the changes carry) per batch at most. */
   maxBlocks: number;
+  /** How long a batch that is not full may wait for more changes, from its oldest (default 0). */
+  gatherMs?: number;
 }
 
 interface Pending {
   change: RepoChange;
   blocks: number;
+  /** When it was submitted (performance.now()). */
+  at: number;
   resolve: (o: { outcome: ChangeOutcome; packKey: string | undefined; newBlocks: number; packBytes: number }) => void;
   reject: (err: unknown) => void;
 }
 
 export class StoreBatcher {
   readonly #queue: Pending[] = [];
+  /** Blocks of the changes in the queue. */
+  #queuedBlocks = 0;
   #flushing = false;
+  /** Callers of `room()` waiting for the queue to fall below a batch. */
+  #waiting: (() => void)[] = [];
+  /** Ends the current gathering wait early (a full batch, or the end of input). */
+  #stopGathering: (() => void) | undefined;
+  #ended = false;
   readonly deps: StoreDeps;
   readonly options: Omit<BatchOptions, 'cursor'>;
   readonly limits: BatcherLimits;
@@ -37,9 +54,52 @@ export class StoreBatcher {
   submit(change: RepoChange): Promise<{ outcome: ChangeOutcome; packKey: string | undefined; newBlocks: number; packBytes: number }> {
     const blocks = change.kind === 'snapshot' ? change.repo.blocks.size : change.kind === 'commit' ? change.blocks.size : 0;
     return new Promise((resolve, reject) => {
-      this.#queue.push({ change, blocks, resolve, reject });
+      this.#queue.push({ change, blocks, at: performance.now(), resolve, reject });
+      this.#queuedBlocks += blocks;
+      if (this.#full()) this.#stopGathering?.();
       if (!this.#flushing) void this.#drain();
     });
+  }
+
+  /**
+   * Resolves once less than a batch (in changes and in blocks) waits behind the batch in flight:
+   * a producer that does not await `submit` (many submissions in flight) awaits this to bound
+   * what it holds.
+   */
+  room(): Promise<void> {
+    if (!this.#full()) return Promise.resolve();
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** No more changes are coming for now: what waits is stored without gathering. */
+  endOfInput(): void {
+    this.#ended = true;
+    this.#stopGathering?.();
+  }
+
+  #full(): boolean {
+    return this.#queue.length >= this.limits.maxChanges || this.#queuedBlocks >= this.limits.maxBlocks;
+  }
+
+  #wake(): void {
+    while (this.#waiting.length > 0 && !this.#full()) this.#waiting.shift()!();
+  }
+
+  /** Waits, when gathering, until the batch is full, its oldest change is `gatherMs` old, or input ends. */
+  async #gather(): Promise<void> {
+    const gatherMs = this.limits.gatherMs ?? 0;
+    if (gatherMs <= 0 || this.#ended || this.#full()) return;
+    const left = this.#queue[0]!.at + gatherMs - performance.now();
+    if (left <= 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, left);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#stopGathering = done;
+    });
+    this.#stopGathering = undefined;
   }
 
   async #drain(): Promise<void> {
@@ -48,6 +108,7 @@ export class StoreBatcher {
     await new Promise((r) => setImmediate(r));
     try {
       while (this.#queue.length > 0) {
+        await this.#gather();
         const batch: Pending[] = [];
         let blocks = 0;
         while (this.#queue.length > 0 && batch.length < this.limits.maxChanges) {
@@ -56,6 +117,8 @@ export class StoreBatcher {
           batch.push(this.#queue.shift()!);
           blocks += next.blocks;
         }
+        this.#queuedBlocks -= blocks;
+        this.#wake();
         try {
           const result = await storeBatch(this.deps, batch.map((p) => p.change), this.options);
           batch.forEach((p, i) => p.resolve({ outcome: result.outcomes[i]!, packKey: result.packKey, newBlocks: result.perChange[i]!.newBlocks, packBytes: result.perChange[i]!.blockBytes }));

@@ -210,4 +210,70 @@ describe('StoreBatcher', () => {
     for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
     expect(await refcountProblems(pool)).toEqual([]);
   });
+
+  it('room() holds a producer back while a full batch waits behind the one in flight', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 5; i++) repos.push(await verified(didN(25 + i), generateRecords(3).map((r) => ({ ...r, value: { ...r.value, room: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 2, maxBlocks: 50_000 });
+    await batcher.room(); // empty: at once
+    const answers = repos.slice(0, 4).map((r) => batcher.submit(snapshot(r)));
+    let roomy = false;
+    const room = batcher.room().then(() => (roomy = true));
+    // Four queued, batches of two: the first batch is taken once the grace macrotask has passed,
+    // and two still wait behind it, a full batch; the producer waits until that one is taken too.
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(roomy).toBe(false);
+    await room;
+    answers.push(batcher.submit(snapshot(repos[4]!)));
+    const done = await Promise.all(answers);
+    expect(done.map((a) => a.outcome.kind)).toEqual(['imported', 'imported', 'imported', 'imported', 'imported']);
+    // At most two repos per batch: at least three packs for five repos.
+    expect(new Set(done.map((a) => a.packKey)).size).toBeGreaterThanOrEqual(3);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+  });
+
+  it('with gatherMs, a batch that is not full waits for more changes; endOfInput() stores it at once', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 3; i++) repos.push(await verified(didN(5 + i), generateRecords(3).map((r) => ({ ...r, value: { ...r.value, gather: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 10, maxBlocks: 50_000, gatherMs: 60_000 });
+    const started = performance.now();
+    const first = batcher.submit(snapshot(repos[0]!));
+    // Without the gathering wait, the first would be stored alone long before the others come.
+    await new Promise((r) => setTimeout(r, 200));
+    const rest = repos.slice(1).map((r) => batcher.submit(snapshot(r)));
+    batcher.endOfInput();
+    const done = await Promise.all([first, ...rest]);
+    expect(performance.now() - started).toBeLessThan(30_000);
+    expect(done.map((a) => a.outcome.kind)).toEqual(['imported', 'imported', 'imported']);
+    expect(new Set(done.map((a) => a.packKey)).size).toBe(1);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+  });
+
+  it('with gatherMs, a full batch is stored without waiting', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 2; i++) repos.push(await verified(didN(8 + i), generateRecords(3).map((r) => ({ ...r, value: { ...r.value, full: i } })), 1));
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 2, maxBlocks: 50_000, gatherMs: 60_000 });
+    const started = performance.now();
+    const done = await Promise.all(repos.map((r) => batcher.submit(snapshot(r))));
+    expect(performance.now() - started).toBeLessThan(30_000);
+    expect(new Set(done.map((a) => a.packKey)).size).toBe(1);
+  });
+
+  it('room() also holds a producer back while a batch worth of blocks waits', async () => {
+    const repos: VerifiedRepo[] = [];
+    for (let i = 0; i < 3; i++) repos.push(await verified(didN(15 + i), generateRecords(4).map((r) => ({ ...r, value: { ...r.value, blocks: i } })), 1));
+    // Each repo carries more than 4 blocks (its commit, MST nodes and records): one is a batch.
+    const batcher = new StoreBatcher({ pool, blobs }, { filter: FULL, origin: 'backfill' }, { maxChanges: 100, maxBlocks: 4 });
+    const answers = repos.map((r) => batcher.submit(snapshot(r)));
+    let roomy = false;
+    const room = batcher.room().then(() => (roomy = true));
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(roomy).toBe(false);
+    await room;
+    const done = await Promise.all(answers);
+    expect(new Set(done.map((a) => a.packKey)).size).toBe(3);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+  });
 });
