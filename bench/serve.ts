@@ -1,8 +1,12 @@
 /**
  * Serving benchmark (issue 10): a signed 100,000-record repo imported by the real importer, then
  * - getRepo: the whole CAR over HTTP, MB/s, and its ratio to reading the same packs raw from the
- *   blobstore (goal: at least half); cold (a server that has not sent this head: the tree is
- *   walked) and warm (the same head again: sent from its remembered plan); and, as the ceiling,
+ *   blobstore (goal: at least half); cold (a fresh server, which has not sent this head: it
+ *   reads the head's CAR plan, stored in PostgreSQL by the first server that walked the head,
+ *   and sends the pack ranges it names, each checked against its CRC), first serve (a fresh
+ *   server and no stored plan, as after an import: the tree is walked and the plan stored), and
+ *   warm (the same head again on one server: sent from its plan in memory and the ranges in the
+ *   pack cache); and, as the ceiling,
  *   the same pack bytes read and sent as one HTTP body to the same client: no CAR server can
  *   send faster than that;
  * - listRecords: 100-record pages paged through one collection, pages/s;
@@ -141,7 +145,26 @@ try {
   floorServer.close();
   log(`the pack sent raw over HTTP: to a client in another process ${median(floorRemote).toFixed(1)} MB/s (${median(floorRemoteCpu).toFixed(1)} MB/server-cpu-s), ${(median(floorRemote) / median(raw)).toFixed(2)} of the raw read; to fetch in this process ${median(floor).toFixed(1)} MB/s (${median(floorCpu).toFixed(1)} MB/cpu-s), ${(median(floor) / median(raw)).toFixed(2)}`);
 
-  // Headline: getRepo to the client in its own process; cold (fresh servers) then warm.
+  // Headline: getRepo to the client in its own process. First serves: fresh servers, no plan
+  // stored (dropped before each, as after an import): the tree is walked and the plan stored.
+  const firstR: number[] = [];
+  const firstRCpu: number[] = [];
+  const firstRCpuMs: number[] = [];
+  for (let i = 0; i < repeat; i++) {
+    await pool.query('DELETE FROM repo_car_plans');
+    const fresh = await startServeServer({ pool, store, log });
+    try {
+      const r = await remote(getRepoUrl(fresh.url));
+      firstR.push(r.mbps);
+      firstRCpu.push(r.mbpcs);
+      firstRCpuMs.push(r.cpuMs);
+    } finally {
+      await fresh.close();
+    }
+  }
+  const { rows: stored } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM repo_car_plans');
+  if (Number(stored[0]!.n) !== 1) throw new Error(`after a first serve ${stored[0]!.n} CAR plans are stored, not 1`);
+  // Cold: fresh servers, which have not sent this head, with its plan stored.
   const coldR: number[] = [];
   const coldRCpu: number[] = [];
   const coldRCpuMs: number[] = [];
@@ -163,7 +186,7 @@ try {
   const cachedRCpu: number[] = [];
   const cachedRCpuMs: number[] = [];
   {
-    const noPlans = await startServeServer({ pool, store, log, limits: { repoCarPlans: 0 } });
+    const noPlans = await startServeServer({ pool, store, log, limits: { repoCarPlans: 0, storedCarPlans: false } });
     try {
       await remote(getRepoUrl(noPlans.url));
       for (let i = 0; i < repeat; i++) {
@@ -189,9 +212,9 @@ try {
   }
   counter.disconnect();
   client = undefined;
-  log(`getRepo to a client in another process: cold ${median(coldR).toFixed(1)} MB/s (${median(coldRCpu).toFixed(1)} MB/server-cpu-s, ${median(coldRCpuMs).toFixed(0)} ms CPU), walked with the pack cached ${median(cachedR).toFixed(1)} MB/s (${median(cachedRCpu).toFixed(1)} MB/server-cpu-s, ${median(cachedRCpuMs).toFixed(0)} ms CPU), warm ${median(warmR).toFixed(1)} MB/s (${median(warmRCpu).toFixed(1)} MB/server-cpu-s, ${median(warmRCpuMs).toFixed(0)} ms CPU); ratio to the raw read ${(median(coldR) / median(raw)).toFixed(2)} cold, ${(median(warmR) / median(raw)).toFixed(2)} warm (per CPU-second ${(median(coldRCpu) / median(rawCpu)).toFixed(2)}, ${(median(warmRCpu) / median(rawCpu)).toFixed(2)})`);
+  log(`getRepo to a client in another process: cold (plan stored) ${median(coldR).toFixed(1)} MB/s (${median(coldRCpu).toFixed(1)} MB/server-cpu-s, ${median(coldRCpuMs).toFixed(0)} ms CPU), first serve (walked) ${median(firstR).toFixed(1)} MB/s (${median(firstRCpu).toFixed(1)} MB/server-cpu-s, ${median(firstRCpuMs).toFixed(0)} ms CPU), walked with the pack cached ${median(cachedR).toFixed(1)} MB/s (${median(cachedRCpu).toFixed(1)} MB/server-cpu-s, ${median(cachedRCpuMs).toFixed(0)} ms CPU), warm ${median(warmR).toFixed(1)} MB/s (${median(warmRCpu).toFixed(1)} MB/server-cpu-s, ${median(warmRCpuMs).toFixed(0)} ms CPU); ratio to the raw read ${(median(coldR) / median(raw)).toFixed(2)} cold, ${(median(firstR) / median(raw)).toFixed(2)} first serve, ${(median(warmR) / median(raw)).toFixed(2)} warm (per CPU-second ${(median(coldRCpu) / median(rawCpu)).toFixed(2)}, ${(median(firstRCpu) / median(rawCpu)).toFixed(2)}, ${(median(warmRCpu) / median(rawCpu)).toFixed(2)})`);
 
-  // Cold: each on a server that has not sent this head (the tree is walked).
+  // Cold: each on a server that has not sent this head (its plan stored).
   const cold: number[] = [];
   const coldCpu: number[] = [];
   for (let i = 0; i < repeat; i++) {
@@ -278,6 +301,11 @@ try {
       getRepoColdCpuMs: median(coldRCpuMs),
       getRepoColdOverRaw: median(coldR) / median(raw),
       getRepoColdOverRawCpu: median(coldRCpu) / median(rawCpu),
+      getRepoFirstServeMBps: median(firstR),
+      getRepoFirstServeMBperCpuSecond: median(firstRCpu),
+      getRepoFirstServeCpuMs: median(firstRCpuMs),
+      getRepoFirstServeOverRaw: median(firstR) / median(raw),
+      getRepoFirstServeOverRawCpu: median(firstRCpu) / median(rawCpu),
       getRepoPackCachedMBps: median(cachedR),
       getRepoPackCachedMBperCpuSecond: median(cachedRCpu),
       getRepoPackCachedCpuMs: median(cachedRCpuMs),
@@ -304,7 +332,7 @@ try {
       streamEventsPerCpuSecond10: ten.eventsPerCpuSecond,
       streamEventsPerSecond10Total: ten.eventsPerSecond,
       streamEventsPerSecond10PerClient: ten.perClient,
-      goals: { getRepoHalfOfRaw: median(warmR) / median(raw) >= 0.5, getRepoColdHalfOfRaw: median(coldR) / median(raw) >= 0.5, stream50kToOne: oneRate >= 50_000 },
+      goals: { getRepoHalfOfRaw: median(warmR) / median(raw) >= 0.5, getRepoColdHalfOfRaw: median(coldR) / median(raw) >= 0.5, getRepoColdHalfOfRawCpu: median(coldRCpu) / median(rawCpu) >= 0.5, stream50kToOne: oneRate >= 50_000 },
       load: (await import('node:os')).loadavg(),
     }),
   );
