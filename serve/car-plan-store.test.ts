@@ -23,7 +23,8 @@ import { importRepo } from '../backfill/import.ts';
 import { readCar } from '../atproto/car.ts';
 import { MissingBlockError, PackBlockReader, PackCache } from './blocks.ts';
 import { RepoCarPlans, repoCar, type StoredCarPlans } from './repo-car.ts';
-import { CarPlanStore, decodePlan, encodePlan, type StoredPiece } from './car-plan-store.ts';
+import { CarPlanStore } from './car-plan-store.ts';
+import { decodePlan, encodePlan, type StoredPiece } from '../storage/car-plans.ts';
 import { startServeServer } from './server.ts';
 
 let pool: pg.Pool;
@@ -74,19 +75,26 @@ describe('stored CAR plans', () => {
     expect(decodePlan(Buffer.from([9, 0, 0, 0, 0]))).toBeNull();
   });
 
-  it('a head walked once is sent from its stored plan by a fresh reader: no walk, the walked blocks, verifies', async () => {
+  it('a first import stores its plan: a fresh reader sends the walked CAR from it, with no walk, and it verifies', async () => {
+    // The first repo of this database: its import's pack holds exactly its blocks.
     const [repo] = await buildMirror({ pool, blobs: store }, [{ did: testDids('carplan', 1)[0]!, records: 900 }]);
     const { head } = await headOf(repo!.did);
-    expect(await plans.load(repo!.did, head)).toBeNull();
-    const walked = await car(new PackBlockReader(pool, store), repo!.did);
     const stored = await plans.load(repo!.did, head);
     expect(stored).not.toBeNull();
     expect(stored!.packKeys).toHaveLength(1);
+    const walker = new PackBlockReader(pool, store);
+    const walked = await car(walker, repo!.did, { stored: false });
+    expect(walker.indexQueries).toBeGreaterThan(0);
 
     // A reader of another server: nothing in memory.
     const fresh = new PackBlockReader(pool, store);
     const planned = await car(fresh, repo!.did);
     expect([fresh.blocks.size, fresh.indexQueries, fresh.packsIndexed]).toEqual([0, 0, 0]);
+    // Header and commit, then the pack's frames before and after the commit's.
+    const kinds = stored!.pieces.map((p) => ('bytes' in p ? 'bytes' : 'range'));
+    expect(kinds[0]).toBe('bytes');
+    expect(kinds.slice(1).every((k) => k === 'range')).toBe(true);
+    expect(kinds.length).toBeLessThanOrEqual(3);
     expect(fresh.gets).toBe(rangesOf(stored!.pieces).length);
     expect(planned.equals(walked)).toBe(true);
     expect(blockSet(planned)).toEqual(blockSet(repo!.car));
@@ -102,11 +110,13 @@ describe('stored CAR plans', () => {
     expect([warm.gets, warm.indexQueries]).toEqual([0, 0]);
   });
 
-  it('after an update the CAR is the new head, walked once and then planned; the old plan is not used', async () => {
+  it('a repo sharing blocks with others is walked once, then planned; after an update the CAR is the new head, walked once and then planned', async () => {
     const did = testDids('carplanupd', 1)[0]!;
     const [first] = await buildMirror({ pool, blobs: store }, [{ did, records: 300 }]);
-    const before = await car(new PackBlockReader(pool, store), did);
     const { head: oldHead } = await headOf(did);
+    // Its records were stored by the first repo's import: no plan from the import.
+    expect(await plans.load(did, oldHead)).toBeNull();
+    const before = await car(new PackBlockReader(pool, store), did);
     expect(await plans.load(did, oldHead)).not.toBeNull();
 
     const next = await makeRepo({ did, records: 340, keypair: first!.keypair, rev: TID.create(1_700_000_100_000_000, 0) });

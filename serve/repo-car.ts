@@ -8,33 +8,18 @@
  * checked by the reader (a pack against its key, a range against its CID) before it is written.
  */
 import { crc32 } from 'node:zlib';
-import * as CBOR from '@atcute/cbor';
-import { CidLinkWrapper } from '@atcute/cid';
 import { latin1 } from '../atproto/cid.ts';
 import { ENTRY_FIELDS, KEY_END, KEY_START, PREFIX, RIGHT, VALUE, decodeMstNode } from '../atproto/mst-node.ts';
 import { MAX_PATH_LENGTH } from '../atproto/mst.ts';
 import { cidMapKey } from '../graph/blocks.ts';
 import { MissingBlockError, type PackBlockReader } from './blocks.ts';
-import type { CarPlanStore, StoredPiece, StoredPlan } from './car-plan-store.ts';
+import type { CarPlanStore } from './car-plan-store.ts';
+import { RANGE_MAX, carHeader, type PackRange, type StoredPiece, type StoredPlan } from '../storage/car-plans.ts';
 import { varintLength, writeVarint } from '../storage/packs.ts';
 
 const CHUNK = 1024 * 1024;
 
-/** The CARv1 header naming `root`. */
-export function carHeader(root: Uint8Array): Uint8Array {
-  const header = CBOR.encode({ version: 1, roots: [new CidLinkWrapper(root)] });
-  return frame(header.length, [header]);
-}
-
-function frame(length: number, parts: Uint8Array[]): Uint8Array {
-  const out = Buffer.allocUnsafe(varintLength(length) + length);
-  let pos = writeVarint(out, 0, length);
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
-}
+export { carHeader };
 
 /** Gathers CAR entries into chunks of about `CHUNK` bytes. */
 class ChunkBuilder {
@@ -101,7 +86,7 @@ const WALKED = 2;
  * The most pack bytes one view handed to the socket covers; also one ranged read (and one CRC)
  * of a stored plan, so a cold request reads the next range while the socket sends this one.
  */
-const RUN_MAX = 4 * 1024 * 1024;
+const RUN_MAX = RANGE_MAX;
 /** Limits of a plan remembered or stored when the server keeps none in memory. */
 const MAX_PIECES = 4096;
 const MAX_OWN_BYTES = 1024 * 1024;
@@ -313,7 +298,7 @@ async function* fromStored(reader: PackBlockReader, plan: StoredPlan, head: Uint
   for (const [i, p] of pieces.entries()) if ('pack' in p) ranges.push(i);
   const reads = new Map<number, Promise<Uint8Array | null>>();
   let asked = 0;
-  const read = async (p: Extract<StoredPiece, { pack: number }>): Promise<Uint8Array | null> => {
+  const read = async (p: PackRange): Promise<Uint8Array | null> => {
     const key = packKeys[p.pack]!;
     const got = await reader.readRange(key, p.start, p.end);
     if (!got) return null;
@@ -325,7 +310,7 @@ async function* fromStored(reader: PackBlockReader, plan: StoredPlan, head: Uint
   const ahead = () => {
     while (asked < ranges.length && reads.size < 2) {
       const i = ranges[asked++]!;
-      reads.set(i, read(pieces[i] as Extract<StoredPiece, { pack: number }>));
+      reads.set(i, read(pieces[i] as PackRange));
     }
   };
   ahead();
