@@ -32,8 +32,13 @@ export interface StoredPlan {
   pieces: StoredPiece[];
 }
 
-/** The most bytes one range covers: one ranged read and one CRC, so a reader can overlap the next read with sending this one. */
-export const RANGE_MAX = 4 * 1024 * 1024;
+/**
+ * The most bytes one range covers: one ranged read and one CRC. Large, because each read costs
+ * an open, a stat and a close besides its bytes (4 MiB ranges: ~13 ms more CPU per 31 MB CAR
+ * than 16 MiB ones, on 2 loaded cores); not the whole pack, so a reader sends one range while
+ * it reads the next.
+ */
+export const RANGE_MAX = 16 * 1024 * 1024;
 
 /** The CARv1 header naming `root`, framed. */
 export function carHeader(root: Uint8Array): Uint8Array {
