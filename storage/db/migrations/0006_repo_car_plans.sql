@@ -1,8 +1,9 @@
 -- What a repo head's getRepo CAR is made of (issue 10), so that a server that has not sent the
 -- head before answers from one row and a few pack reads instead of a tree walk: the CAR header
 -- and commit block as bytes, then ranges of pack bytes (blocks framed as a CAR frames them),
--- each with the CRC-32 of its bytes, checked when read. Written by the serve path the first time
--- it walks a head (serve/car-plan-store.ts); one row per repo, replaced when its head moves.
+-- each with the CRC-32 of its bytes, checked when read (storage/car-plans.ts). Written by a
+-- first import that stores a repo alone in a pack of its own, in its transaction, and by serve
+-- the first time it walks any other head; one row per repo, replaced by the next one written.
 --
 -- A plan is used only for the head it names (`head_cid` = the repo's current head), and only
 -- while every pack it reads still has its `packs` row: `repo_car_plan_packs` names them, and a
