@@ -24,7 +24,7 @@ import { readCar } from '../atproto/car.ts';
 import { MissingBlockError, PackBlockReader, PackCache } from './blocks.ts';
 import { RepoCarPlans, repoCar, type StoredCarPlans } from './repo-car.ts';
 import { CarPlanStore } from './car-plan-store.ts';
-import { decodePlan, encodePlan, type StoredPiece } from '../storage/car-plans.ts';
+import { PLAN_MIN_BYTES, decodePlan, encodePlan, packCarPlan, type StoredPiece } from '../storage/car-plans.ts';
 import { startServeServer } from './server.ts';
 
 let pool: pg.Pool;
@@ -57,7 +57,8 @@ beforeAll(async () => {
   await migrate(pool);
   dir = await mkdtemp(join(tmpdir(), 'repowalk-serve-plans-'));
   store = new LocalBlobStore(dir);
-  plans = new CarPlanStore(pool);
+  // Small repos: planned here whatever their size (a server plans CARs from 256 KiB).
+  plans = new CarPlanStore(pool, () => {}, { minBytes: 0 });
 });
 
 afterAll(async () => {
@@ -76,12 +77,15 @@ describe('stored CAR plans', () => {
   });
 
   it('a first import stores its plan: a fresh reader sends the walked CAR from it, with no walk, and it verifies', async () => {
-    // The first repo of this database: its import's pack holds exactly its blocks.
-    const [repo] = await buildMirror({ pool, blobs: store }, [{ did: testDids('carplan', 1)[0]!, records: 900 }]);
+    // The first repo of this database: its import's pack holds exactly its blocks (and is more
+    // than the 256 KiB from which an import plans).
+    const [repo] = await buildMirror({ pool, blobs: store }, [{ did: testDids('carplan', 1)[0]!, records: 1500 }]);
     const { head } = await headOf(repo!.did);
     const stored = await plans.load(repo!.did, head);
     expect(stored).not.toBeNull();
     expect(stored!.packKeys).toHaveLength(1);
+    const { rows: packRows } = await pool.query<{ size_bytes: string }>('SELECT size_bytes FROM packs WHERE key = $1', [stored!.packKeys[0]]);
+    expect(Number(packRows[0]!.size_bytes)).toBeGreaterThan(PLAN_MIN_BYTES);
     const walker = new PackBlockReader(pool, store);
     const walked = await car(walker, repo!.did, { stored: false });
     expect(walker.indexQueries).toBeGreaterThan(0);
@@ -223,6 +227,18 @@ describe('stored CAR plans', () => {
     } finally {
       await writeFile(path, bytes);
     }
+  });
+
+  it('small CARs get no plan, from an import or from a walk', async () => {
+    const [repo] = await buildMirror({ pool, blobs: store }, [{ did: testDids('carplansmall', 1)[0]!, records: 20 }]);
+    const { head } = await headOf(repo!.did);
+    const big = new CarPlanStore(pool);
+    const chunks: Uint8Array[] = [];
+    const { data } = await headOf(repo!.did);
+    for await (const c of repoCar(new PackBlockReader(pool, store), { head, dataRoot: data }, undefined, { plans: big, did: repo!.did })) chunks.push(c);
+    expect(Buffer.concat(chunks).length).toBeLessThan(PLAN_MIN_BYTES);
+    expect(await plans.load(repo!.did, head)).toBeNull();
+    expect(packCarPlan(head, { bytes: new Uint8Array(1000), key: 'k', offsets: new Float64Array(0), lengths: new Int32Array(0) })).toBeNull();
   });
 
   it('deleting a pack row (as GC sweeps) takes the plans that read it out of use, in the same transaction', async () => {

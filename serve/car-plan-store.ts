@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { withTransaction } from '../storage/db/pool.ts';
-import { IncompleteCarPlanError, decodePlan, writeCarPlan, type StoredPlan } from '../storage/car-plans.ts';
+import { IncompleteCarPlanError, PLAN_MIN_BYTES, decodePlan, writeCarPlan, type StoredPlan } from '../storage/car-plans.ts';
 
 export type { StoredPiece, StoredPlan } from '../storage/car-plans.ts';
 
@@ -14,10 +14,13 @@ export type { StoredPiece, StoredPlan } from '../storage/car-plans.ts';
 export class CarPlanStore {
   readonly #pool: pg.Pool;
   readonly #log: (line: string) => void;
+  /** CARs smaller than this are not planned (see {@link PLAN_MIN_BYTES}). */
+  readonly minBytes: number;
 
-  constructor(pool: pg.Pool, log: (line: string) => void = () => {}) {
+  constructor(pool: pg.Pool, log: (line: string) => void = () => {}, opts: { minBytes?: number } = {}) {
     this.#pool = pool;
     this.#log = log;
+    this.minBytes = opts.minBytes ?? PLAN_MIN_BYTES;
   }
 
   /**
@@ -42,9 +45,12 @@ export class CarPlanStore {
   /**
    * Stores the plan of `did`'s CAR at `head`, replacing the repo's plan, unless the repo's head
    * has moved on or a pack it names lost its row (GC removed it meanwhile): then nothing is
-   * stored. True when stored.
+   * stored; nor when the CAR is smaller than {@link minBytes}. True when stored.
    */
   async save(did: string, head: Uint8Array, plan: StoredPlan): Promise<boolean> {
+    let size = 0;
+    for (const p of plan.pieces) size += 'bytes' in p ? p.bytes.length : p.end - p.start;
+    if (size < this.minBytes) return false;
     try {
       return await withTransaction(this.#pool, (tx) => writeCarPlan(tx, did, head, plan));
     } catch (err) {

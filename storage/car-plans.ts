@@ -40,6 +40,12 @@ export interface StoredPlan {
  */
 export const RANGE_MAX = 16 * 1024 * 1024;
 
+/**
+ * CARs smaller than this get no stored plan: walking them costs a few milliseconds, and a
+ * full-network mirror is mostly such repos (a row each would be ~40 million rows for little).
+ */
+export const PLAN_MIN_BYTES = 256 * 1024;
+
 /** The CARv1 header naming `root`, framed. */
 export function carHeader(root: Uint8Array): Uint8Array {
   const header = CBOR.encode({ version: 1, roots: [new CidLinkWrapper(root)] });
@@ -142,10 +148,12 @@ export class IncompleteCarPlanError extends Error {
 /**
  * The plan of a repo whose blocks are exactly the blocks of `pack` (a first import stored
  * alone): the header and the commit, then the pack's frames but the commit's, in pack order —
- * the CAR a walk of the head sends. Null when `head` is not in the pack.
+ * the CAR a walk of the head sends. Null when `head` is not in the pack, or the pack is smaller
+ * than `minBytes`.
  */
-export function packCarPlan(head: Uint8Array, pack: LaidOutPack): StoredPlan | null {
+export function packCarPlan(head: Uint8Array, pack: LaidOutPack, minBytes = PLAN_MIN_BYTES): StoredPlan | null {
   const { bytes, offsets, lengths } = pack;
+  if (bytes.length < minBytes) return null;
   let commit = -1;
   outer: for (let i = 0; i < offsets.length; i++) {
     const at = offsets[i]! - 36;
