@@ -34,6 +34,7 @@ import { decideSnapshotPlan, loadStoredRecords, type SnapshotPlan, type StoredRe
 import type { RecordList } from '../atproto/record-list.ts';
 import { viewOf, type RepoView, type StoredRow } from './view.ts';
 import { wipeRepoRows } from './wipe.ts';
+import { writePackCarPlan } from '../storage/car-plans.ts';
 
 export interface StoreDeps {
   pool: pg.Pool;
@@ -188,6 +189,9 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     await writeEvents(tx, ctx.writes.events, options.origin, expires);
     trace('events');
     await writeRepoState(tx, [...views.values()].filter((v) => v.dirty), options.goneRecheckSeconds);
+    // A repo stored whole in a pack of its own (a first import): its getRepo CAR is that pack.
+    const only = changes.length === 1 && changes[0]!.kind === 'snapshot' ? changes[0]!.repo : undefined;
+    if (pack && only && outcomes[0]!.kind === 'imported' && inPack.length === only.blocks.size) await writePackCarPlan(tx, only.did, cidBytes(only.commitCid), pack);
     if (options.cursor) {
       await tx.query(
         `INSERT INTO job_state (key, value) VALUES ($1, $2)

@@ -64,6 +64,21 @@ export class PackCache {
     return this.#touch(key)?.bytes;
   }
 
+  /**
+   * Bytes [start, end) of a pack when held: from the whole pack, or a range kept by
+   * {@link setRange}. Checked when they were kept.
+   */
+  range(key: string, start: number, end: number): Uint8Array | undefined {
+    const whole = this.#packs.has(key) ? this.get(key) : undefined;
+    if (whole) return end <= whole.length ? whole.subarray(start, end) : undefined;
+    return this.get(rangeKey(key, start, end));
+  }
+
+  /** Keeps a range of a pack (checked by the caller, e.g. against a plan's CRC), in the same budget. */
+  setRange(key: string, start: number, bytes: Uint8Array): void {
+    this.set(rangeKey(key, start, start + bytes.length), bytes);
+  }
+
   /** The index of the pack's blocks (views of the cached bytes), when a reader left one. */
   index(key: string): BlockMap | undefined {
     return this.#touch(key)?.index;
@@ -108,6 +123,9 @@ export class PackCache {
     }
   }
 }
+
+/** A pack key never holds `#`: ranges are kept beside whole packs under keys that cannot clash. */
+const rangeKey = (key: string, start: number, end: number) => `${key}#${start}-${end}`;
 
 /** A block the mirror should hold is not in the block index, or not where the index says. */
 export class MissingBlockError extends Error {
@@ -181,6 +199,35 @@ export class PackBlockReader {
   /** The blobstore key of a whole pack this reader read. */
   packKeyOf(buffer: Uint8Array): string | undefined {
     return this.#packBuffers.get(buffer);
+  }
+
+  /** Bytes [start, end) of a pack when the pack cache holds them (checked when kept). */
+  heldRange(key: string, start: number, end: number): Uint8Array | undefined {
+    return this.#cache?.range(key, start, end);
+  }
+
+  /**
+   * Bytes [start, end) of a pack: held ones (`checked`), or one ranged get, which the caller
+   * checks. Null when the pack or the range cannot be read (the caller takes the path that
+   * reports why).
+   */
+  async readRange(key: string, start: number, end: number): Promise<{ bytes: Uint8Array; checked: boolean } | null> {
+    const held = this.heldRange(key, start, end);
+    if (held) return { bytes: held, checked: true };
+    this.gets++;
+    try {
+      const bytes = await this.#store.getRange(key, start, end - start);
+      if (bytes === null) return null;
+      this.bytesRead += bytes.length;
+      return { bytes, checked: false };
+    } catch {
+      return null;
+    }
+  }
+
+  /** Keeps a range the caller checked for the next request (when the reader has a pack cache). */
+  keepRange(key: string, start: number, bytes: Uint8Array): void {
+    this.#cache?.setRange(key, start, bytes);
   }
 
   /**

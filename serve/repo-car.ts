@@ -7,32 +7,19 @@
  * (`verifyRepoCar`, `@atcute/repo`) take as they take a PDS's (in any order). Every block is
  * checked by the reader (a pack against its key, a range against its CID) before it is written.
  */
-import * as CBOR from '@atcute/cbor';
-import { CidLinkWrapper } from '@atcute/cid';
+import { crc32 } from 'node:zlib';
 import { latin1 } from '../atproto/cid.ts';
 import { ENTRY_FIELDS, KEY_END, KEY_START, PREFIX, RIGHT, VALUE, decodeMstNode } from '../atproto/mst-node.ts';
 import { MAX_PATH_LENGTH } from '../atproto/mst.ts';
 import { cidMapKey } from '../graph/blocks.ts';
-import type { PackBlockReader } from './blocks.ts';
+import { MissingBlockError, type PackBlockReader } from './blocks.ts';
+import type { CarPlanStore } from './car-plan-store.ts';
+import { RANGE_MAX, carHeader, type PackRange, type StoredPiece, type StoredPlan } from '../storage/car-plans.ts';
 import { varintLength, writeVarint } from '../storage/packs.ts';
 
 const CHUNK = 1024 * 1024;
 
-/** The CARv1 header naming `root`. */
-export function carHeader(root: Uint8Array): Uint8Array {
-  const header = CBOR.encode({ version: 1, roots: [new CidLinkWrapper(root)] });
-  return frame(header.length, [header]);
-}
-
-function frame(length: number, parts: Uint8Array[]): Uint8Array {
-  const out = Buffer.allocUnsafe(varintLength(length) + length);
-  let pos = writeVarint(out, 0, length);
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
-}
+export { carHeader };
 
 /** Gathers CAR entries into chunks of about `CHUNK` bytes. */
 class ChunkBuilder {
@@ -95,8 +82,21 @@ export interface RepoCarInput {
 // Per block of the reader's map: sent, and (for MST nodes) walked.
 const SEND = 1;
 const WALKED = 2;
-/** The most pack bytes one view handed to the socket covers. */
-const RUN_MAX = 8 * 1024 * 1024;
+/**
+ * The most pack bytes one view handed to the socket covers; also one ranged read (and one CRC)
+ * of a stored plan, so a cold request reads the next range while the socket sends this one.
+ */
+const RUN_MAX = RANGE_MAX;
+/** Limits of a plan remembered or stored when the server keeps none in memory. */
+const MAX_PIECES = 4096;
+const MAX_OWN_BYTES = 1024 * 1024;
+
+/** Where a server keeps the plans of the CARs it sent, for servers that never sent them. */
+export interface StoredCarPlans {
+  plans: CarPlanStore;
+  /** The repo whose CAR this is. */
+  did: string;
+}
 
 /**
  * The repo as a CAR. The tree is walked first, marking which of the blocks the reader holds
@@ -112,29 +112,35 @@ const RUN_MAX = 8 * 1024 * 1024;
  *
  * @throws {MissingBlockError} when a block the tree names cannot be read.
  */
-export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, plans?: RepoCarPlans): AsyncGenerator<Uint8Array> {
-  const planKey = plans && !input.records ? cidMapKey(input.head) : undefined;
-  if (planKey !== undefined) {
-    const planned = await fromPlan(reader, plans!, planKey);
+export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, plans?: RepoCarPlans, stored?: StoredCarPlans): AsyncGenerator<Uint8Array> {
+  const planKey = (plans || stored) && !input.records ? cidMapKey(input.head) : undefined;
+  if (planKey !== undefined && plans) {
+    const planned = await fromPlan(reader, plans, planKey);
     if (planned) {
       yield* planned;
       return;
     }
   }
+  if (planKey !== undefined && stored) {
+    const plan = await stored.plans.load(stored.did, input.head);
+    if (plan && (yield* fromStored(reader, plan, input.head, stored, plans, planKey))) return;
+  }
+  const maxOwnBytes = plans?.maxOwnBytes ?? MAX_OWN_BYTES;
+  const maxPieces = plans?.maxPieces ?? MAX_PIECES;
   // What this CAR is made of, for the next request of the same head; dropped when too big.
   let pieces: Piece[] | undefined = planKey !== undefined ? [] : undefined;
   let ownBytes = 0;
   const own = (c: Uint8Array) => {
     if (!pieces) return;
     ownBytes += c.length;
-    if (ownBytes > plans!.maxOwnBytes || pieces.length >= plans!.maxPieces) pieces = undefined;
+    if (ownBytes > maxOwnBytes || pieces.length >= maxPieces) pieces = undefined;
     else pieces.push({ bytes: c });
   };
   const run = (buffer: Uint8Array, start: number, end: number) => {
     const key = reader.packKeyOf(buffer);
     if (!pieces) return;
-    if (key === undefined || pieces.length >= plans!.maxPieces) pieces = undefined;
-    else pieces.push({ key, start, end });
+    if (key === undefined || pieces.length >= maxPieces) pieces = undefined;
+    else pieces.push(stored ? { key, start, end, crc: crc32(buffer.subarray(start, end)) } : { key, start, end });
   };
   // Taken again after each resolve: the reader may have swapped in a map of its own.
   let map = reader.blocks;
@@ -255,11 +261,89 @@ export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, pla
     run(runBuffer, runStart, runEnd);
     yield runBuffer.subarray(runStart, runEnd);
   }
-  if (pieces) plans!.set(planKey!, pieces);
+  if (pieces) {
+    plans?.set(planKey!, pieces);
+    if (stored) await stored.plans.save(stored.did, input.head, toStored(pieces));
+  }
 }
 
-/** A piece of a remembered CAR: a range of a pack's bytes, or bytes of its own. */
-type Piece = { key: string; start: number; end: number } | { bytes: Uint8Array };
+/** A walked CAR's pieces as a stored plan (every range has its CRC when a store is given). */
+function toStored(pieces: Piece[]): StoredPlan {
+  const packKeys: string[] = [];
+  const ordinal = new Map<string, number>();
+  const out: StoredPiece[] = pieces.map((p) => {
+    if ('bytes' in p) return { bytes: p.bytes };
+    let pack = ordinal.get(p.key);
+    if (pack === undefined) {
+      pack = packKeys.push(p.key) - 1;
+      ordinal.set(p.key, pack);
+    }
+    return { pack, start: p.start, end: p.end, crc: p.crc! };
+  });
+  return { packKeys, pieces: out };
+}
+
+/**
+ * The CAR from a stored plan: each range read by one ranged get (the next one already asked
+ * for while this one is sent) and checked against its CRC before any of it is sent. False,
+ * having sent nothing, when the first range cannot be read or does not check: the caller walks
+ * instead (and reports what is wrong). A later range that fails ends the response with an error
+ * (the client sees a truncated CAR, never a wrong byte). Either way the plan is dropped. Ranges
+ * read are kept in the reader's pack cache and the plan in `plans`, so the next request of this
+ * server reads nothing.
+ */
+async function* fromStored(reader: PackBlockReader, plan: StoredPlan, head: Uint8Array, stored: StoredCarPlans, plans: RepoCarPlans | undefined, planKey: string): AsyncGenerator<Uint8Array, boolean> {
+  const { pieces, packKeys } = plan;
+  const ranges: number[] = [];
+  for (const [i, p] of pieces.entries()) if ('pack' in p) ranges.push(i);
+  const reads = new Map<number, Promise<Uint8Array | null>>();
+  let asked = 0;
+  const read = async (p: PackRange): Promise<Uint8Array | null> => {
+    const key = packKeys[p.pack]!;
+    const got = await reader.readRange(key, p.start, p.end);
+    if (!got) return null;
+    if (got.checked) return got.bytes;
+    if (got.bytes.length !== p.end - p.start || crc32(got.bytes) !== p.crc) return null;
+    reader.keepRange(key, p.start, got.bytes);
+    return got.bytes;
+  };
+  const ahead = () => {
+    while (asked < ranges.length && reads.size < 2) {
+      const i = ranges[asked++]!;
+      reads.set(i, read(pieces[i] as PackRange));
+    }
+  };
+  ahead();
+  const remembered: Piece[] = [];
+  let waiting: Uint8Array[] = [];
+  let sent = false;
+  for (const [i, p] of pieces.entries()) {
+    if ('bytes' in p) {
+      waiting.push(p.bytes);
+      remembered.push({ bytes: p.bytes });
+      continue;
+    }
+    const bytes = await reads.get(i)!;
+    reads.delete(i);
+    if (!bytes) {
+      await stored.plans.drop(stored.did, head);
+      if (!sent) return false;
+      throw new MissingBlockError(`bytes ${p.start}-${p.end} of pack ${packKeys[p.pack]} (in the stored CAR plan of ${stored.did}) cannot be read or do not match their CRC`);
+    }
+    ahead();
+    for (const c of waiting) yield c;
+    waiting = [];
+    sent = true;
+    yield bytes;
+    remembered.push({ key: packKeys[p.pack]!, start: p.start, end: p.end, crc: p.crc });
+  }
+  for (const c of waiting) yield c;
+  plans?.set(planKey, remembered);
+  return true;
+}
+
+/** A piece of a remembered CAR: a range of a pack's bytes (with its CRC-32 when known), or bytes of its own. */
+type Piece = { key: string; start: number; end: number; crc?: number } | { bytes: Uint8Array };
 
 /**
  * What the CAR of a head is made of, remembered per head (LRU): the header and commit, and the
@@ -330,11 +414,16 @@ async function fromPlan(reader: PackBlockReader, plans: RepoCarPlans, head: stri
   const plan = plans.get(head);
   if (!plan) return null;
   const packs = new Map<string, Uint8Array | null>();
-  for (const p of plan) if ('key' in p && !packs.has(p.key)) packs.set(p.key, await reader.wholePack(p.key));
+  for (const p of plan) if ('key' in p && !packs.has(p.key) && !reader.heldRange(p.key, p.start, p.end)) packs.set(p.key, await reader.wholePack(p.key));
   const out: Uint8Array[] = [];
   for (const p of plan) {
     if ('bytes' in p) {
       out.push(p.bytes);
+      continue;
+    }
+    const held = reader.heldRange(p.key, p.start, p.end);
+    if (held) {
+      out.push(held);
       continue;
     }
     const pack = packs.get(p.key);

@@ -21,6 +21,7 @@ import { EventStream, StreamQuery, type StreamOptions } from './stream.ts';
 import { tapRead, tapReadRoute } from './tap-info.ts';
 import { METHODS, methodFor, type Reply, type XrpcDeps } from './xrpc.ts';
 import { RepoCarPlans } from './repo-car.ts';
+import { CarPlanStore } from './car-plan-store.ts';
 
 export interface ServeLimits {
   /** Largest admin request body. Default 1 MiB. */
@@ -35,6 +36,11 @@ export interface ServeLimits {
   wholePackMax: number;
   /** Heads whose getRepo CAR is remembered as ranges of packs (0: none). Default 256. */
   repoCarPlans: number;
+  /**
+   * Whether what a head's getRepo CAR is made of is stored in PostgreSQL the first time it is
+   * walked, so that every server (a fresh one too) sends that head with no walk. Default true.
+   */
+  storedCarPlans: boolean;
   /** Bytes of whole packs, read and checked, kept for the XRPC reads to share (0: none). Default 256 MiB. */
   packCacheBytes: number;
 }
@@ -46,6 +52,7 @@ export const DEFAULT_LIMITS: ServeLimits = {
   maxConcurrentRepos: 4,
   wholePackMax: 128 * 1024 * 1024,
   repoCarPlans: 256,
+  storedCarPlans: true,
   packCacheBytes: 256 * 1024 * 1024,
 };
 
@@ -107,6 +114,7 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
     wholePackMax: limits.wholePackMax,
     ...(limits.repoCarPlans > 0 ? { carPlans: new RepoCarPlans({ maxPlans: limits.repoCarPlans }) } : {}),
     ...(limits.packCacheBytes > 0 ? { packCache: new PackCache(limits.packCacheBytes) } : {}),
+    ...(limits.storedCarPlans ? { carPlanStore: new CarPlanStore(opts.pool, log) } : {}),
   };
   const stream = new EventStream(opts.pool, opts.store, opts.stream);
   const repoGate = new Gate(limits.maxConcurrentRepos);

@@ -14,6 +14,7 @@ import { atIdentifier, bool, cid, did, limit, nsid, recordKey, tid } from './par
 import { collectionsOf, didDocument, findBlob, listRepoPage, recordCid, recordPage, recordsSince, repoStatus, servableRepo, findRepo, type ServableRepo } from './repos.ts';
 import { RepoCarPlans, repoCar, recordProof } from './repo-car.ts';
 import { cidMapKey } from '../graph/blocks.ts';
+import type { CarPlanStore } from './car-plan-store.ts';
 
 export interface XrpcDeps {
   pool: pg.Pool;
@@ -22,6 +23,8 @@ export interface XrpcDeps {
   wholePackMax: number;
   /** What recent getRepo CARs were made of, per head. */
   carPlans?: RepoCarPlans;
+  /** What getRepo CARs are made of, per repo head, kept in PostgreSQL for every server. */
+  carPlanStore?: CarPlanStore;
   /** Whole packs read and checked, shared by requests. */
   packCache?: PackCache;
 }
@@ -61,7 +64,7 @@ export const METHODS: Record<string, XrpcMethod> = {
     const repo = await servableRepo(deps.pool, p.did);
     const records = p.since === undefined ? undefined : new Set((await recordsSince(deps.pool, repo.did, p.since)).map(cidMapKey));
     const reader = new PackBlockReader(deps.pool, deps.store, { wholePackMax: deps.wholePackMax, ...(deps.packCache ? { cache: deps.packCache } : {}) });
-    return { kind: 'stream', contentType: CAR, body: repoCar(reader, { head: repo.head, dataRoot: repo.data, ...(records ? { records } : {}) }, deps.carPlans) };
+    return { kind: 'stream', contentType: CAR, body: repoCar(reader, { head: repo.head, dataRoot: repo.data, ...(records ? { records } : {}) }, deps.carPlans, deps.carPlanStore ? { plans: deps.carPlanStore, did: repo.did } : undefined) };
   }),
 
   'com.atproto.sync.getLatestCommit': method(z.object({ did }), async (deps, p) => {
