@@ -137,7 +137,7 @@ export class BlockSource {
        WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes ORDER BY b.pack_id`,
       [packIds],
     );
-    return rows.flatMap((g) => [...readLocs(g.packed, { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) })]);
+    return rows.flatMap((g) => readLocs(g.packed, { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) }));
   }
 
   /**

@@ -221,7 +221,7 @@ export class RepoBatches {
       for (const g of res.rows) {
         let list = indexOf.get(g.did);
         if (!list) indexOf.set(g.did, (list = []));
-        for (const rec of readRecords(g.packed, g.collection)) list.push(rec);
+        readRecords(g.packed, g.collection, list);
       }
     }
     if (wants.events && present.length) {
@@ -229,7 +229,7 @@ export class RepoBatches {
         `SELECT e.did, string_agg(${EVENT_SQL}, ''::bytea ORDER BY e.id) AS packed FROM events e WHERE e.did = ANY($1::text[]) GROUP BY e.did`,
         [present],
       );
-      for (const g of res.rows) eventsOf.set(g.did, [...readEvents(g.packed)]);
+      for (const g of res.rows) eventsOf.set(g.did, readEvents(g.packed));
     }
     if (wants.counts && present.length) {
       const res = await db.query<{ did: string; collection: string; count: string }>('SELECT did, collection, count FROM collection_counts WHERE did = ANY($1::text[])', [present]);
