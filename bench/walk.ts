@@ -295,11 +295,12 @@ async function explainRefcounts(pool: pg.Pool, dids: string[], label: string): P
     const { rows } = await pool.query<{ 'QUERY PLAN': string }>(
       `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON)
        WITH blk AS MATERIALIZED (SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])),
-            r AS (SELECT x.cid, count(*) AS n FROM records x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-            e AS (SELECT x.cid, count(*) AS n FROM events x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-            h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x JOIN blk ON blk.cid = x.head_cid GROUP BY x.head_cid)
-       SELECT blk.cid FROM blk LEFT JOIN r ON r.cid = blk.cid LEFT JOIN e ON e.cid = blk.cid LEFT JOIN h ON h.cid = blk.cid
-       WHERE blk.refcount <> coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0)`,
+            refs AS (SELECT u.cid, count(*) AS n FROM (
+                SELECT x.cid FROM records x JOIN blk ON blk.cid = x.cid
+                UNION ALL SELECT x.cid FROM events x JOIN blk ON blk.cid = x.cid
+                UNION ALL SELECT x.head_cid FROM repos x JOIN blk ON blk.cid = x.head_cid) u GROUP BY u.cid)
+       SELECT blk.cid FROM blk LEFT JOIN refs ON refs.cid = blk.cid
+       WHERE blk.refcount <> coalesce(refs.n, 0)`,
       [packs],
     );
     log(`${label}: refcount comparison for the packs of ${n} repo(s) (${packs.length} packs):`);
