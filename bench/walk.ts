@@ -17,6 +17,7 @@
  * Goals: validate ≥ 200,000 nodes/s from the directory store on both mirrors, the two within
  * ±20 % of each other (issue 13); ≤ 24 bytes per visited node (issue 4).
  */
+import { readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector';
 import { tmpdir, cpus, loadavg } from 'node:os';
@@ -196,6 +197,20 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
 
   if (values.explain) await explainRefcounts(pool, dids, shape.name);
 
+  // PostgreSQL's CPU: its server processes (the postmaster's children), from /proc, so that a
+  // walk's cost per node shows whole: the Repo reads' joins run there.
+  const { rows: [me] } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  const postmaster = procStat(me!.pid)?.ppid;
+  const pgCpuUs = () => {
+    let ticks = 0;
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      const st = procStat(Number(d));
+      if (st && st.ppid === postmaster) ticks += st.ticks;
+    }
+    return ticks * (1_000_000 / 100);
+  };
+
   const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
   const specs: Record<string, WalkSpec> = { validate: { type: 'validate' }, scrub: { type: 'scrub', scrub: { graceSeconds: 0 } } };
   const results: Record<string, unknown> = {};
@@ -207,15 +222,17 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 100);
     const cpu0 = process.cpuUsage();
     const main0 = process.threadCpuUsage();
+    const pg0 = pgCpuUs();
     const r = await runWalk({ pool, store: stores[where]! }, spec, roots, { progress: { label: `${shape.name} ${name}`, emit: log } });
     const cpu = process.cpuUsage(cpu0);
     const main = process.threadCpuUsage(main0);
+    const pgUs = pgCpuUs() - pg0;
     clearInterval(sampler);
     if (values['sql-stats']) {
       for (const [k, v] of [...queries].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12)) log(`  ${v.n} queries ${v.ms.toFixed(0)} ms ${v.rows} rows: ${k}`);
       queries.clear();
     }
-    return { r, type, cpuUs: cpu.user + cpu.system, mainCpuUs: main.user + main.system, rssBefore, rssPeak };
+    return { r, type, cpuUs: cpu.user + cpu.system, mainCpuUs: main.user + main.system, pgUs, rssBefore, rssPeak };
   };
   // One unreported run first: V8 compiles the hot paths during the first walk.
   await measure('validate-local');
@@ -239,6 +256,8 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
       cpuMicrosecondsPerNode: Math.round((median.cpuUs / r.totals.nodes) * 100) / 100,
       // The walk's own thread alone (the rest is V8's GC helpers, libuv's pool and the signature worker).
       mainThreadCpuMicrosecondsPerNode: Math.round((median.mainCpuUs / r.totals.nodes) * 100) / 100,
+      // PostgreSQL's processes (10 ms ticks), per node: with this process's, the walk's whole CPU.
+      postgresCpuMicrosecondsPerNode: Math.round((median.pgUs / r.totals.nodes) * 100) / 100,
       blobstoreRequests: r.blockRequests,
       visitedBytesPerNode: Math.round((r.visited.bytes / r.visited.nodes) * 10) / 10,
       largestVisitedSet: r.visited.nodes,
@@ -276,14 +295,25 @@ async function explainRefcounts(pool: pg.Pool, dids: string[], label: string): P
     const { rows } = await pool.query<{ 'QUERY PLAN': string }>(
       `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON)
        WITH blk AS MATERIALIZED (SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])),
-            r AS (SELECT x.cid, count(*) AS n FROM records x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-            e AS (SELECT x.cid, count(*) AS n FROM events x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-            h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x JOIN blk ON blk.cid = x.head_cid GROUP BY x.head_cid)
-       SELECT blk.cid FROM blk LEFT JOIN r ON r.cid = blk.cid LEFT JOIN e ON e.cid = blk.cid LEFT JOIN h ON h.cid = blk.cid
-       WHERE blk.refcount <> coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0)`,
+            refs AS (SELECT u.cid, count(*) AS n FROM (
+                SELECT x.cid FROM records x JOIN blk ON blk.cid = x.cid
+                UNION ALL SELECT x.cid FROM events x JOIN blk ON blk.cid = x.cid
+                UNION ALL SELECT x.head_cid FROM repos x JOIN blk ON blk.cid = x.head_cid) u GROUP BY u.cid)
+       SELECT blk.cid FROM blk LEFT JOIN refs ON refs.cid = blk.cid
+       WHERE blk.refcount <> coalesce(refs.n, 0)`,
       [packs],
     );
     log(`${label}: refcount comparison for the packs of ${n} repo(s) (${packs.length} packs):`);
     for (const r of rows) log(`  ${r['QUERY PLAN']}`);
+  }
+}
+
+/** A process's parent and CPU ticks (user + system) from /proc, or undefined when it is gone. */
+function procStat(pid: number): { ppid: number; ticks: number } | undefined {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+  } catch {
+    return undefined;
   }
 }

@@ -74,8 +74,10 @@ export function cidMapKey(cid: Uint8Array): string {
 
 /** Whether `bytes` hash to the SHA-256 digest inside the 36-byte `cid`. */
 export function blockHashMatches(cid: Uint8Array, bytes: Uint8Array): boolean {
-  const digest = hash('sha256', bytes, 'buffer');
-  for (let i = 0; i < 32; i++) if (digest[i] !== cid[4 + i]) return false;
+  // The digest as a one-byte string ('binary' is latin1: a char per byte). A Buffer would cost
+  // an ArrayBuffer per block, which made the hash of a small block twice as dear (1.8 µs, 0.85).
+  const digest = hash('sha256', bytes, 'binary');
+  for (let i = 0; i < 32; i++) if (digest.charCodeAt(i) !== cid[4 + i]) return false;
   return true;
 }
 
@@ -135,7 +137,7 @@ export class BlockSource {
        WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes ORDER BY b.pack_id`,
       [packIds],
     );
-    return rows.flatMap((g) => [...readLocs(g.packed, { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) })]);
+    return rows.flatMap((g) => readLocs(g.packed, { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) }));
   }
 
   /**

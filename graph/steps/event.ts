@@ -2,21 +2,24 @@
 import { toLoc } from '../blocks.ts';
 import type { NodeOf, OutEdge } from '../nodes.ts';
 import type { StepContext, StepData, StepResult } from './context.ts';
-import { andThen, type MaybePromise } from '../maybe-promise.ts';
+import type { MaybePromise } from '../maybe-promise.ts';
 
-export function stepEvent(node: NodeOf<'Event'>, ctx: StepContext): MaybePromise<StepResult<'Event'>> {
+/** `path` is the event's own (`collection/rkey`) when the Repo step found it: not built again. */
+export function stepEvent(node: NodeOf<'Event'>, ctx: StepContext, path: string | undefined): MaybePromise<StepResult<'Event'>> {
   const h = node.row;
-  if (!h) return readRow(ctx, node.id).then((row) => result(row, ctx));
+  if (!h) return readRow(ctx, node.id).then((row) => result(row, ctx, path));
   const cid = h.cid;
-  if (!cid) return result({ did: h.did, kind: h.kind, collection: h.collection, rkey: h.rkey, cid, loc: null }, ctx);
-  return andThen(ctx.scope.locations.get(cid) ?? ctx.blocks.locate(cid), (loc) => result({ did: h.did, kind: h.kind, collection: h.collection, rkey: h.rkey, cid, loc }, ctx));
+  if (!cid) return result({ did: h.did, kind: h.kind, collection: h.collection, rkey: h.rkey, cid, loc: null }, ctx, path);
+  const loc = ctx.scope.locations.get(cid);
+  if (loc) return result({ did: h.did, kind: h.kind, collection: h.collection, rkey: h.rkey, cid, loc }, ctx, path);
+  return ctx.blocks.locate(cid).then((found) => result({ did: h.did, kind: h.kind, collection: h.collection, rkey: h.rkey, cid, loc: found }, ctx, path));
 }
 
-function result(row: StepData['Event']['row'], ctx: StepContext): StepResult<'Event'> {
+function result(row: StepData['Event']['row'], ctx: StepContext, path: string | undefined): StepResult<'Event'> {
   const edges: OutEdge[] = [];
   if (row?.cid && row.loc && ctx.wants('EventToRecord')) {
     const edge: OutEdge = { type: 'EventToRecord', node: { type: 'Record', cid: row.cid, loc: row.loc } };
-    if (row.collection !== null && row.rkey !== null) edge.path = `${row.collection}/${row.rkey}`;
+    if (row.collection !== null && row.rkey !== null) edge.path = path ?? `${row.collection}/${row.rkey}`;
     edges.push(edge);
   }
   return { data: { row }, edges, bytes: 0 };

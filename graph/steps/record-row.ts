@@ -2,19 +2,22 @@
 import { toLoc } from '../blocks.ts';
 import type { BlockLoc, NodeOf, OutEdge } from '../nodes.ts';
 import type { StepContext, StepResult } from './context.ts';
-import { andThen, type MaybePromise } from '../maybe-promise.ts';
+import type { MaybePromise } from '../maybe-promise.ts';
 
-export function stepRecordRow(node: NodeOf<'RecordRow'>, ctx: StepContext): MaybePromise<StepResult<'RecordRow'>> {
+/** `path` is the row's own (`collection/rkey`) when the Repo step found it: not built again. */
+export function stepRecordRow(node: NodeOf<'RecordRow'>, ctx: StepContext, path: string | undefined): MaybePromise<StepResult<'RecordRow'>> {
   const hint = node.row;
-  if (!hint) return readRow(ctx, node).then((row) => result(node, row, ctx));
+  if (!hint) return readRow(ctx, node).then((row) => result(node, row, ctx, path));
   const cid = hint.cid;
-  return andThen(ctx.scope.locations.get(cid) ?? ctx.blocks.locate(cid), (loc) => result(node, { cid, loc }, ctx));
+  const loc = ctx.scope.locations.get(cid);
+  if (loc) return result(node, { cid, loc }, ctx, path);
+  return ctx.blocks.locate(cid).then((found) => result(node, { cid, loc: found }, ctx, path));
 }
 
-function result(node: NodeOf<'RecordRow'>, row: { cid: Uint8Array; loc: BlockLoc | null } | null, ctx: StepContext): StepResult<'RecordRow'> {
+function result(node: NodeOf<'RecordRow'>, row: { cid: Uint8Array; loc: BlockLoc | null } | null, ctx: StepContext, path: string | undefined): StepResult<'RecordRow'> {
   const edges: OutEdge[] = [];
   if (row?.loc && ctx.wants('RecordRowToRecord')) {
-    edges.push({ type: 'RecordRowToRecord', node: { type: 'Record', cid: row.cid, loc: row.loc }, path: `${node.collection}/${node.rkey}` });
+    edges.push({ type: 'RecordRowToRecord', node: { type: 'Record', cid: row.cid, loc: row.loc }, path: path ?? `${node.collection}/${node.rkey}` });
   }
   return { data: { row }, edges, bytes: 0 };
 }

@@ -109,7 +109,11 @@ export function validateVisitor(pool: pg.Pool, opts: ValidateOptions = {}, graph
       const s = statesOf.get(scope);
       statesOf.delete(scope);
       if (!s) return;
-      for (const [i, c] of checks.entries()) await c.rootDone?.(s[i], ctx, env);
+      for (const [i, c] of checks.entries()) {
+        // Awaited only when it is a promise: a small repo's root is done in a few microseconds.
+        const pending = c.rootDone?.(s[i], ctx, env);
+        if (pending) await pending;
+      }
     },
   };
 }

@@ -1,4 +1,4 @@
-/** The worker side of `signatures.ts`: verifies commit signatures with import's own function. */
+/** The worker side of `signatures.ts`: verifies commit signatures with import's own function, a batch per message. */
 import { parentPort } from 'node:worker_threads';
 import { type Commit, verifyCommitSignature } from '../../../atproto/commit.ts';
 
@@ -9,9 +9,18 @@ export interface SignatureJob {
   key: string;
 }
 
-parentPort!.on('message', (job: SignatureJob) => {
-  verifyCommitSignature(job.commit, job.cid, job.key).then(
-    () => parentPort!.postMessage({ id: job.id, error: null }),
-    (err: unknown) => parentPort!.postMessage({ id: job.id, error: err instanceof Error ? err.message : String(err) }),
-  );
+export interface SignatureResult {
+  id: number;
+  error: string | null;
+}
+
+parentPort!.on('message', (jobs: SignatureJob[]) => {
+  void Promise.all(
+    jobs.map((job) =>
+      verifyCommitSignature(job.commit, job.cid, job.key).then(
+        (): SignatureResult => ({ id: job.id, error: null }),
+        (err: unknown): SignatureResult => ({ id: job.id, error: err instanceof Error ? err.message : String(err) }),
+      ),
+    ),
+  ).then((results) => parentPort!.postMessage(results));
 });
