@@ -21,9 +21,12 @@ import type { LookupAddress } from './address-guard.ts';
 const NULL_BODY = new Set([204, 205, 304]);
 const ignore = () => {};
 
-/** Connections are kept alive and reused per host (name and port), as fetch's pool does. */
-const httpAgent = new http.Agent({ keepAlive: true, scheduling: 'lifo' });
-const httpsAgent = new https.Agent({ keepAlive: true, scheduling: 'lifo' });
+/**
+ * Connections are kept alive and reused per host (name and port), as fetch's pool does; an idle
+ * one is closed after 5 s (what node's global agent does), before most servers close it.
+ */
+const httpAgent = new http.Agent({ keepAlive: true, scheduling: 'lifo', timeout: 5000 });
+const httpsAgent = new https.Agent({ keepAlive: true, scheduling: 'lifo', timeout: 5000 });
 
 export interface PinnedGetInit {
   headers: Record<string, string>;
