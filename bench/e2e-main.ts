@@ -1,5 +1,5 @@
 // `node bench/e2e-main.ts --repos N --temporal ADDR --database-url URL [--page-size 1000] [--lanes 16]`:
-// bench/e2e.ts in a process of its own.
+// bench/e2e.ts in a process of its own. `--page-size 0` leaves the page size to the workflow's default.
 import { parseArgs } from 'node:util';
 import { benchE2e } from './e2e.ts';
 

@@ -25,8 +25,8 @@ import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 
 export interface E2eBench {
   workers: number;
-  /** The bulk workflow's input: DIDs per activity, and lanes (repos fetched at once) per activity. */
-  pageSize: number;
+  /** The bulk workflow's input: DIDs per activity (null: the workflow's default), and lanes (repos fetched at once) per activity. */
+  pageSize: number | null;
   lanes: number;
   /** Store batches (one pack and one transaction each) the repos were written in. */
   batches: number;
@@ -50,8 +50,8 @@ export interface E2eBench {
 export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
   // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
-  // activity and workflow task, which at 200 a page was 0.4 ms per repo.
-  const pageSize = opts.pageSize ?? 1000;
+  // activity and workflow task, which at 200 a page was 0.4 ms per repo. 0: the workflow's default.
+  const pageSize = opts.pageSize === 0 ? null : (opts.pageSize ?? 1000);
   const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
   const repos = await smallRepos(opts.repos, opts.records, log);
@@ -110,7 +110,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId: `${prefix}/backfill`,
-      args: [{ source: { kind: 'pds', url }, pageSize, concurrency: lanes, pagesInFlight: workers }],
+      args: [{ source: { kind: 'pds', url }, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);

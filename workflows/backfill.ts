@@ -10,6 +10,7 @@ import {
   continueAsNew,
   defineQuery,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   startChild,
@@ -56,8 +57,12 @@ export type BackfillTotals = z.output<typeof BackfillTotals>;
 export const BackfillInput = z.object({
   source: BackfillSource,
   settings: BackfillSettings.default(BackfillSettings.parse({})),
-  /** DIDs per activity. */
-  pageSize: z.number().int().min(1).max(1000).default(100),
+  /**
+   * DIDs per activity. Default 1,000 (`DEFAULT_PAGE_SIZE`): the Temporal server spends tens of
+   * milliseconds of CPU on each activity, about 1 ms per repo at 100 a page. Left unset here so
+   * that a history begun when the default was 100 replays with 100 (see `pageSizeOf`).
+   */
+  pageSize: z.number().int().min(1).max(1000).optional(),
   /** Repos imported at once inside one activity. */
   concurrency: z.number().int().min(1).max(64).default(8),
   /**
@@ -91,6 +96,22 @@ const ACTIVITY_OPTIONS = {
 } as const;
 const acts = proxyActivities<BackfillActivities>(ACTIVITY_OPTIONS);
 
+/** DIDs per activity when the input names none. */
+export const DEFAULT_PAGE_SIZE = 1000;
+/** The default before it was 1,000, for histories begun then. */
+const OLD_DEFAULT_PAGE_SIZE = 100;
+/** Marks the histories begun with DEFAULT_PAGE_SIZE as the default. */
+export const PAGE_SIZE_PATCH = 'backfill-default-page-size-1000';
+
+/**
+ * The page size of a run: the input's, else the default — 1,000 in a history begun since the
+ * default changed, 100 in one begun before (replayed, it must list and import the same pages).
+ */
+function pageSizeOf(input: { pageSize?: number | undefined }): number {
+  if (input.pageSize !== undefined) return input.pageSize;
+  return patched(PAGE_SIZE_PATCH) ? DEFAULT_PAGE_SIZE : OLD_DEFAULT_PAGE_SIZE;
+}
+
 /** Pages before continue-as-new: each page costs a handful of history events. */
 const PAGES_PER_RUN = 200;
 
@@ -122,7 +143,9 @@ function addOutcome(t: BackfillTotals, o: RepoOutcome): void {
 }
 
 export async function backfill(rawInput: BackfillInput): Promise<BackfillProgress> {
-  const input = parseInput(BackfillInput, rawInput, 'backfill');
+  const parsed = parseInput(BackfillInput, rawInput, 'backfill');
+  // Resolved once, first thing, and carried through continue-as-new: a run keeps its page size.
+  const input = { ...parsed, pageSize: pageSizeOf(parsed) };
   const totals = { ...input.totals };
   let cursor = input.cursor;
   let paused = false;

@@ -1,8 +1,9 @@
 /**
  * A response body read under a byte cap and an idle timeout, as an async iterable of chunks.
- * It owns the request's abort controller and the politeness slot: both are let go when the body
+ * It owns the connection and the politeness slot: both are let go when the body
  * ends, fails, is cancelled, or when the consumer stops iterating early.
  */
+import type { Readable } from 'node:stream';
 import { DeadlineError, ResponseTooLargeError, TransportError } from './errors.ts';
 
 /** Marks the abort reasons this package sets itself, to tell them from the caller's. */
@@ -20,9 +21,10 @@ export class OwnAbort extends Error {
 const BODY_DROPPED = new OwnAbort('ECANCELED', 'body dropped');
 
 export interface BodyInit {
-  stream: ReadableStream<Uint8Array> | null;
-  /** Aborts the underlying request (closes the connection). */
-  controller: AbortController;
+  /** The decoded body: a node stream (the pinned request), a web stream (a `fetch` given in tests), or null. */
+  stream: Readable | ReadableStream<Uint8Array> | null;
+  /** Closes the connection; the stream then fails with `reason`. */
+  abort: (reason: Error) => void;
   /** The caller's signal: its abort reason is rethrown as is, so cancellation stays cancellation. */
   callerSignal: AbortSignal | undefined;
   /** Cap on decoded bytes. */
@@ -46,6 +48,30 @@ export interface BodyInit {
   onDone: () => void;
 }
 
+/** The next chunk of a node stream, or null at its end; waits only when nothing is buffered. */
+function nextOf(stream: Readable, wait: (p: Promise<void>) => Promise<void>): Uint8Array | null | Promise<Uint8Array | null> {
+  const chunk = stream.read() as Uint8Array | null;
+  if (chunk !== null) return chunk;
+  if (stream.errored) return Promise.reject(stream.errored);
+  if (stream.readableEnded) return null;
+  if (stream.destroyed) return Promise.reject(Object.assign(new Error('the body stream closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+  return wait(
+    new Promise<void>((resolve) => {
+      const done = () => {
+        stream.off('readable', done);
+        stream.off('end', done);
+        stream.off('error', done);
+        stream.off('close', done);
+        resolve();
+      };
+      stream.on('readable', done);
+      stream.on('end', done);
+      stream.on('error', done);
+      stream.on('close', done);
+    }),
+  ).then(() => nextOf(stream, wait));
+}
+
 export class ResponseBody implements AsyncIterable<Uint8Array> {
   /** The announced length of the decoded body, when there was one. */
   readonly contentLength: number | undefined;
@@ -57,6 +83,8 @@ export class ResponseBody implements AsyncIterable<Uint8Array> {
   #used = false;
   #done = false;
   #complete = false;
+  /** Why this body closed the connection itself (a stall, the deadline, the cap, dropped). */
+  #own: OwnAbort | undefined;
 
   constructor(init: BodyInit) {
     this.#init = init;
@@ -72,50 +100,81 @@ export class ResponseBody implements AsyncIterable<Uint8Array> {
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
     if (this.#used || this.#done) throw new Error(`response body of ${this.#init.url} was already read or cancelled`);
     this.#used = true;
-    const { stream, controller, maxBytes, idleTimeoutMs, url } = this.#init;
+    const { stream, maxBytes, idleTimeoutMs, url, deadline, callerSignal } = this.#init;
     if (!stream) return this.#finish();
-    const reader = stream.getReader();
-    // Only time spent waiting on the server counts: a consumer that is slow between chunks
-    // (verifying as it reads) is backpressure, not a stalled server.
-    let reading = false;
-    const idle = setTimeout(() => {
-      if (reading) controller.abort(new OwnAbort('ETIMEDOUT', `no body data for ${idleTimeoutMs} ms`));
-    }, idleTimeoutMs);
-    const { deadline } = this.#init;
-    let overall: ReturnType<typeof setTimeout> | undefined;
-    if (deadline !== undefined) {
-      const allowedUntil = () => deadline.startedAt + deadline.ms + (deadline.minBytesPerSecond > 0 ? (this.bytesRead * 1000) / deadline.minBytesPerSecond : 0);
-      const arm = () => {
-        overall = setTimeout(() => {
-          if (Date.now() < allowedUntil()) return arm();
-          const rate = deadline.minBytesPerSecond > 0 ? ` and ${deadline.minBytesPerSecond} bytes/s beyond it` : '';
-          controller.abort(new OwnAbort('EDEADLINE', `too slow: not complete within the deadline of ${deadline.ms} ms${rate}`));
-        }, Math.max(0, allowedUntil() - Date.now()));
-      };
-      arm();
-    }
+    // Only time spent waiting on the server counts for the idle timeout: a consumer that is slow
+    // between chunks (verifying as it reads) is backpressure, not a stalled server. One timer,
+    // armed the first time the body has to wait, watches both the idle time and the deadline.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let waitingSince = -1;
+    const allowedUntil = () => (deadline === undefined ? Infinity : deadline.startedAt + deadline.ms + (deadline.minBytesPerSecond > 0 ? (this.bytesRead * 1000) / deadline.minBytesPerSecond : 0));
+    const check = (): number => {
+      const now = Date.now();
+      if (waitingSince >= 0 && now - waitingSince >= idleTimeoutMs) {
+        this.#abort(new OwnAbort('ETIMEDOUT', `no body data for ${idleTimeoutMs} ms`));
+        return -1;
+      }
+      const until = allowedUntil();
+      if (now >= until) {
+        const rate = deadline!.minBytesPerSecond > 0 ? ` and ${deadline!.minBytesPerSecond} bytes/s beyond it` : '';
+        this.#abort(new OwnAbort('EDEADLINE', `too slow: not complete within the deadline of ${deadline!.ms} ms${rate}`));
+        return -1;
+      }
+      return Math.min(until, waitingSince >= 0 ? waitingSince + idleTimeoutMs : now + idleTimeoutMs) - now;
+    };
+    const arm = (ms: number) => {
+      timer = setTimeout(() => {
+        const next = check();
+        if (next >= 0) arm(next);
+      }, Math.max(1, Math.ceil(ms)));
+    };
+    const wait = async (p: Promise<void>): Promise<void> => {
+      waitingSince = Date.now();
+      if (timer === undefined) {
+        const next = check();
+        if (next >= 0) arm(next);
+      }
+      try {
+        await p;
+      } finally {
+        waitingSince = -1;
+      }
+    };
+    const onCallerAbort = () => this.#init.abort(callerSignal!.reason as Error);
+    callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+    const web = stream instanceof ReadableStream ? stream.getReader() : undefined;
     try {
+      callerSignal?.throwIfAborted();
       for (;;) {
-        idle.refresh();
-        reading = true;
-        const chunk = await reader.read().then(
-          (r) => r,
-          (err: unknown) => Promise.reject(this.#classify(err)),
-        );
-        reading = false;
-        if (chunk.done) {
+        let chunk: Uint8Array | null;
+        try {
+          if (web) {
+            const read = web.read();
+            await wait(read.then(() => {}, () => {}));
+            const r = await read;
+            chunk = r.done ? null : r.value;
+          } else {
+            const next = nextOf(stream as Readable, wait);
+            chunk = next instanceof Promise ? await next : next;
+          }
+        } catch (err) {
+          throw this.#classify(err);
+        }
+        if (this.#own) throw this.#classify(this.#own);
+        if (chunk === null) {
           this.#complete = true;
           return;
         }
-        this.bytesRead += chunk.value.byteLength;
+        this.bytesRead += chunk.byteLength;
         if (this.bytesRead > maxBytes) throw new ResponseTooLargeError(url, maxBytes, this.bytesRead);
-        this.#init.onBytes?.(chunk.value.byteLength);
-        yield chunk.value;
+        if (deadline !== undefined && check() < 0) throw this.#classify(this.#own);
+        this.#init.onBytes?.(chunk.byteLength);
+        yield chunk;
       }
     } finally {
-      clearTimeout(idle);
-      clearTimeout(overall);
-      reader.releaseLock();
+      clearTimeout(timer);
+      callerSignal?.removeEventListener('abort', onCallerAbort);
+      web?.releaseLock();
       this.#finish();
     }
   }
@@ -149,21 +208,25 @@ export class ResponseBody implements AsyncIterable<Uint8Array> {
     this.#finish();
   }
 
+  #abort(reason: OwnAbort): void {
+    this.#own ??= reason;
+    this.#init.abort(reason);
+  }
+
   #finish(): void {
     if (this.#done) return;
     this.#done = true;
-    // Aborting is how fetch closes the connection. After a complete body there is nothing to
-    // close, and the abort would still cost its listeners an error each (the request's among them).
-    if (!this.#complete) this.#init.controller.abort(BODY_DROPPED);
+    // After a complete body there is nothing to close: the connection goes back to the pool.
+    if (!this.#complete) this.#abort(BODY_DROPPED);
     this.#init.onDone();
   }
 
   #classify(err: unknown): unknown {
-    const { callerSignal, controller, url } = this.#init;
+    const { callerSignal, url } = this.#init;
     if (callerSignal?.aborted) return callerSignal.reason;
-    const own = controller.signal.reason;
-    if (own instanceof OwnAbort && own.code === 'EDEADLINE') return new DeadlineError(url, `${own.message} (${this.bytesRead} bytes read)`, { cause: err });
-    if (own instanceof OwnAbort) return new TransportError(own.code, url, `${own.message} after ${this.bytesRead} bytes`, { cause: err });
+    const own = this.#own;
+    if (own !== undefined && own.code === 'EDEADLINE') return new DeadlineError(url, `${own.message} (${this.bytesRead} bytes read)`, { cause: err });
+    if (own !== undefined) return new TransportError(own.code, url, `${own.message} after ${this.bytesRead} bytes`, { cause: err });
     const code = errorCode(err);
     const what = code.startsWith('Z_') ? 'compressed body is corrupt or cut short' : 'connection closed in the middle of the body';
     return new TransportError(code, url, `${what} after ${this.bytesRead} bytes`, { cause: err });

@@ -60,12 +60,18 @@ export function atprotoIdentityOf(did: string, json: unknown, source: string): A
   const fail = (problem: ConstructorParameters<typeof IdentityError>[1], what: string) =>
     new IdentityError(did, problem, `DID document from ${source}: ${what}`);
 
-  const parsed = didDocumentSchema.safeParse(json);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.length ? formatPath(i.path) : '(document)'}: ${i.message}`);
-    throw fail('bad-document', `not a valid DID document (${issues.join('; ')})`);
+  let doc: DidDocument;
+  if (isWellFormed(json)) {
+    doc = json;
+  } else {
+    // The schema says what is wrong, and where.
+    const parsed = didDocumentSchema.safeParse(json);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.length ? formatPath(i.path) : '(document)'}: ${i.message}`);
+      throw fail('bad-document', `not a valid DID document (${issues.join('; ')})`);
+    }
+    doc = parsed.data;
   }
-  const doc = parsed.data;
   if (doc.id !== did) throw fail('did-mismatch', `its id is ${JSON.stringify(doc.id)}, not the DID that was resolved`);
 
   const isFragment = (id: string, fragment: string) => id === fragment || id === `${did}${fragment}`;
@@ -102,9 +108,39 @@ export function atprotoIdentityOf(did: string, json: unknown, source: string): A
   }
   // Legacy key types (EcdsaSecp256k1VerificationKey2019, …) carry the raw key, often
   // uncompressed (the PLC directory's own older documents do); did:key wants it compressed.
-  const signingMultikey = `z${toBase58Btc(new Uint8Array([...MULTICODEC[key.type], ...compressed]))}`;
+  // A Multikey that holds the compressed key already is its own multikey: no need to encode it again.
+  const signingMultikey =
+    method.type === 'Multikey' && compressed === key.publicKeyBytes ? method.publicKeyMultibase : `z${toBase58Btc(new Uint8Array([...MULTICODEC[key.type], ...compressed]))}`;
 
   return { did, pds, handle: handleOf(doc), signingKey: `did:key:${signingMultikey}`, signingMultikey, signingKeyType: key.type };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isOptionalString = (v: unknown) => v === undefined || typeof v === 'string';
+
+/**
+ * Whether `json` is shaped as `didDocumentSchema` says, checked by hand: the schema costs more
+ * than the rest of reading a document, and every small repo's backfill reads one. Never more
+ * lenient than the schema (a document it refuses goes to the schema, which explains).
+ */
+function isWellFormed(json: unknown): json is DidDocument {
+  if (!isObject(json) || typeof json.id !== 'string') return false;
+  const { alsoKnownAs, verificationMethod, service } = json;
+  if (alsoKnownAs !== undefined && !(Array.isArray(alsoKnownAs) && alsoKnownAs.every((a) => typeof a === 'string'))) return false;
+  if (verificationMethod !== undefined) {
+    if (!Array.isArray(verificationMethod)) return false;
+    for (const m of verificationMethod as unknown[]) {
+      if (!isObject(m) || typeof m.id !== 'string' || typeof m.type !== 'string' || !isOptionalString(m.controller) || !isOptionalString(m.publicKeyMultibase)) return false;
+    }
+  }
+  if (service !== undefined) {
+    if (!Array.isArray(service)) return false;
+    for (const s of service as unknown[]) {
+      if (!isObject(s) || typeof s.id !== 'string' || !('serviceEndpoint' in s)) return false;
+      if (typeof s.type !== 'string' && !(Array.isArray(s.type) && s.type.every((t) => typeof t === 'string'))) return false;
+    }
+  }
+  return true;
 }
 
 /** The 33-byte SEC1 compressed form of an EC public key given compressed or uncompressed. */

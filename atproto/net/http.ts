@@ -4,8 +4,11 @@
  * cannot lead past the guard), and connection failures turned into TransportError. The body
  * comes back as a ResponseBody that holds the slot until it is read or dropped.
  */
+import type { IncomingHttpHeaders } from 'node:http';
+import { isIP } from 'node:net';
+import type { Readable } from 'node:stream';
 import { type LookupFn, guardedAddresses } from './address-guard.ts';
-import { pinnedGet } from './pinned-fetch.ts';
+import { startPinnedGet } from './pinned-fetch.ts';
 import { OwnAbort, ResponseBody, errorCode } from './body.ts';
 import { BadRedirectError, DeadlineError, NetError, RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
 import type { Politeness, Release } from './politeness.ts';
@@ -55,12 +58,18 @@ export interface GetOptions extends HttpOptions {
 
 export interface HttpResponse {
   status: number;
-  headers: Headers;
+  headers: ResponseHeaders;
   /** The final URL, redacted. */
   url: string;
   /** The first URL's host (name:port), the politeness key. */
   host: string;
   body: ResponseBody;
+}
+
+/** What is read of a response's headers: a `Headers`, or node's headers behind the same `get`. */
+export interface ResponseHeaders {
+  /** The header's value (repeated ones joined by `, `), or null. */
+  get(name: string): string | null;
 }
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -90,49 +99,65 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
   try {
     for (let hop = 0; ; hop++) {
       const shown = redactUrl(current);
-      const controller = new AbortController();
-      const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+      // Why this request gave up on its own (the timeout, the deadline); what it aborts then.
+      let own: OwnAbort | undefined;
+      let abortNow: ((reason: Error) => void) | undefined;
+      const giveUp = (reason: OwnAbort) => {
+        own = reason;
+        abortNow?.(reason);
+      };
       const left = deadline.startedAt + deadline.ms - Date.now();
+      // One timer per hop, until the headers; the body has its own (body.ts).
       const timer =
         left < timeoutMs
-          ? setTimeout(() => controller.abort(new OwnAbort('EDEADLINE', `not answered within the deadline of ${deadline.ms} ms`)), Math.max(0, left))
-          : setTimeout(() => controller.abort(new OwnAbort('ETIMEDOUT', `no response within ${timeoutMs} ms`)), timeoutMs);
-      let res: Response;
+          ? setTimeout(() => giveUp(new OwnAbort('EDEADLINE', `not answered within the deadline of ${deadline.ms} ms`)), Math.max(0, left))
+          : setTimeout(() => giveUp(new OwnAbort('ETIMEDOUT', `no response within ${timeoutMs} ms`)), timeoutMs);
+      let res: Exchange;
       try {
-        const { addresses } = await guardedAddresses(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal });
+        const { addresses } = await guardedAddresses(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal: lookupSignal(current, opts.signal, (abort) => (abortNow = abort)) });
+        if (own) throw own;
         const headers = { 'accept-encoding': 'gzip, deflate', ...opts.headers };
         // The connection goes to the checked addresses only (no second lookup: DNS rebinding).
-        res = opts.fetch ? await opts.fetch(current, { headers, redirect: 'manual', signal }) : await pinnedGet(current, { headers, signal, addresses });
+        if (opts.fetch) {
+          res = await viaFetch(opts.fetch, current, headers, opts.signal, (abort) => (abortNow = abort));
+        } else {
+          const request = startPinnedGet(current, { headers, addresses, signal: opts.signal });
+          abortNow = request.abort;
+          if (own) request.abort(own);
+          const r = await request.response;
+          res = { status: r.status, headers: nodeHeaders(r.headers), stream: r.body, abort: r.abort };
+        }
       } catch (err) {
-        throw requestFailure(err, opts.signal, controller, shown);
+        throw requestFailure(err, opts.signal, own, shown);
       } finally {
         clearTimeout(timer);
       }
 
       const location = res.headers.get('location');
       if (REDIRECTS.has(res.status) && location !== null) {
-        controller.abort(new OwnAbort('ECANCELED', 'redirect'));
+        res.abort(new OwnAbort('ECANCELED', 'redirect'));
         if (hop >= MAX_REDIRECTS) throw new TransportError('EREDIRECTS', shown, `more than ${MAX_REDIRECTS} redirects`);
         current = redirectTarget(location, current, shown);
         continue;
       }
 
+      const ok = res.status >= 200 && res.status < 300;
       const contentLength = announcedLength(res.headers);
-      if (res.ok && contentLength !== undefined && contentLength > opts.maxBytes) {
-        controller.abort(new OwnAbort('ECANCELED', 'too large'));
+      if (ok && contentLength !== undefined && contentLength > opts.maxBytes) {
+        res.abort(new OwnAbort('ECANCELED', 'too large'));
         throw new ResponseTooLargeError(shown, opts.maxBytes, contentLength);
       }
       const body = new ResponseBody({
-        stream: res.body,
-        controller,
+        stream: res.stream,
+        abort: res.abort,
         callerSignal: opts.signal,
-        maxBytes: res.ok ? opts.maxBytes : Number.MAX_SAFE_INTEGER,
+        maxBytes: ok ? opts.maxBytes : Number.MAX_SAFE_INTEGER,
         idleTimeoutMs: opts.idleTimeoutMs ?? timeoutMs,
         deadline,
         url: shown,
         contentLength,
         contentEncoding: res.headers.get('content-encoding') ?? undefined,
-        onBytes: res.ok ? opts.onBytes : undefined,
+        onBytes: ok ? opts.onBytes : undefined,
         onDone: release,
       });
       return { status: res.status, headers: res.headers, url: shown, host, body };
@@ -141,6 +166,46 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
     release();
     throw err;
   }
+}
+
+/** A response as httpGet reads it, whichever way it came. */
+interface Exchange {
+  status: number;
+  headers: ResponseHeaders;
+  stream: Readable | ReadableStream<Uint8Array> | null;
+  abort: (reason: Error) => void;
+}
+
+/**
+ * The signal for the address guard's name lookup: none for an IP literal (nothing to wait for),
+ * else one the hop's timeout aborts (and the caller's signal, when there is one).
+ */
+function lookupSignal(url: URL, callerSignal: AbortSignal | undefined, onAbort: (abort: (reason: Error) => void) => void): AbortSignal | undefined {
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  if (isIP(host) !== 0) return undefined;
+  const controller = new AbortController();
+  onAbort((reason) => controller.abort(reason));
+  return callerSignal ? AbortSignal.any([callerSignal, controller.signal]) : controller.signal;
+}
+
+/** The request through a `fetch` given in the options (tests): it takes a signal, so it gets one. */
+async function viaFetch(fetch: typeof globalThis.fetch, url: URL, headers: Record<string, string>, callerSignal: AbortSignal | undefined, onAbort: (abort: (reason: Error) => void) => void): Promise<Exchange> {
+  const controller = new AbortController();
+  const abort = (reason: Error) => controller.abort(reason);
+  onAbort(abort);
+  const signal = callerSignal ? AbortSignal.any([callerSignal, controller.signal]) : controller.signal;
+  const res = await fetch(url, { headers, redirect: 'manual', signal });
+  return { status: res.status, headers: res.headers, stream: res.body, abort };
+}
+
+/** Node's response headers, read as a `Headers` is (names lower-case; repeated ones joined). */
+function nodeHeaders(raw: IncomingHttpHeaders): ResponseHeaders {
+  return {
+    get(name: string): string | null {
+      const v = raw[name.toLowerCase()];
+      return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+    },
+  };
 }
 
 /**
@@ -159,7 +224,7 @@ export function rateLimited(res: HttpResponse, politeness: Politeness | undefine
  * `RateLimit-Reset`. The atproto PDS sends `RateLimit-Reset` as a Unix time in seconds; the IETF
  * draft uses delay seconds, so a small value is read as a delay. Past times give 0.
  */
-export function retryDelayMs(headers: Headers, nowMs: number): number | undefined {
+export function retryDelayMs(headers: ResponseHeaders, nowMs: number): number | undefined {
   const retryAfter = headers.get('retry-after')?.trim();
   if (retryAfter) {
     if (/^\d+$/.test(retryAfter)) return Number(retryAfter) * 1000;
@@ -182,7 +247,7 @@ function redirectTarget(location: string, from: URL, shown: string): URL {
 }
 
 /** The body's decoded length, when the server announced it and sent it unencoded. */
-function announcedLength(headers: Headers): number | undefined {
+function announcedLength(headers: ResponseHeaders): number | undefined {
   const encoding = headers.get('content-encoding');
   if (encoding !== null && encoding.trim().toLowerCase() !== 'identity') return undefined;
   const raw = headers.get('content-length');
@@ -190,10 +255,9 @@ function announcedLength(headers: Headers): number | undefined {
   return Number(raw.trim());
 }
 
-function requestFailure(err: unknown, callerSignal: AbortSignal | undefined, controller: AbortController, url: string): unknown {
+function requestFailure(err: unknown, callerSignal: AbortSignal | undefined, own: OwnAbort | undefined, url: string): unknown {
   if (callerSignal?.aborted) return callerSignal.reason;
-  const own = controller.signal.reason;
-  if (own instanceof OwnAbort) return own.code === 'EDEADLINE' ? new DeadlineError(url, own.message, { cause: err }) : new TransportError(own.code, url, own.message, { cause: err });
+  if (own !== undefined) return own.code === 'EDEADLINE' ? new DeadlineError(url, own.message, { cause: err }) : new TransportError(own.code, url, own.message, { cause: err });
   if (err instanceof NetError) return err; // ForbiddenAddressError, TransportError from the guard
   const code = errorCode(err);
   // fetch fails with a TypeError around the cause; the pinned request with the socket's error.

@@ -147,6 +147,19 @@ describe('atprotoIdentityOf', () => {
     expect(r.message).toMatch(/service\[0\]\.type/);
     r = problemOf(() => atprotoIdentityOf(DID, [], src));
     expect(r.message).toMatch(/\(document\)/);
+    // Shapes the schema refuses are refused, with the schema's word on where.
+    r = problemOf(() => atprotoIdentityOf(DID, doc(DID, { alsoKnownAs: ['at://a.example', 7] }), src));
+    expect(r.problem).toBe('bad-document');
+    expect(r.message).toMatch(/alsoKnownAs\[1\]/);
+    r = problemOf(() => atprotoIdentityOf(DID, doc(DID, { service: [{ id: '#atproto_pds', type: ['AtprotoPersonalDataServer', null], serviceEndpoint: 'https://p.example' }] }), src));
+    expect(r.problem).toBe('bad-document');
+    expect(r.message).toMatch(/service\[0\]\.type/);
+    r = problemOf(() => atprotoIdentityOf(DID, doc(DID, { alsoKnownAs: ['at://a.example', 7] }), src));
+    expect(r.problem).toBe('bad-document');
+    expect(r.message).toMatch(/alsoKnownAs\[1\]/);
+    r = problemOf(() => atprotoIdentityOf(DID, doc(DID, { service: [{ id: '#atproto_pds', type: ['AtprotoPersonalDataServer', null], serviceEndpoint: 'https://p.example' }] }), src));
+    expect(r.problem).toBe('bad-document');
+    expect(r.message).toMatch(/service\[0\]\.type/);
   });
 });
 

@@ -10,6 +10,9 @@ import { IdentityError } from './errors.ts';
 import { type HttpOptions, httpGet, rateLimited } from './http.ts';
 import type { IdentityCache } from './identity-cache.ts';
 
+/** One decoder for every body (one per call cost more than the small document it read). */
+const UTF8 = new TextDecoder();
+
 export interface ResolveDidOptions extends HttpOptions {
   /** PLC directory, e.g. `https://plc.directory`. */
   plcUrl: string;
@@ -59,7 +62,7 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
   const bytes = await res.body.bytes();
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder().decode(bytes));
+    json = JSON.parse(UTF8.decode(bytes));
   } catch {
     throw new IdentityError(did, 'bad-document', `DID document from ${where} is not JSON`);
   }

@@ -6,6 +6,9 @@ import { z } from 'zod';
 import { ForbiddenAddressError, type GoneStatus, RepoGoneError, RepoNotFoundError, XrpcError, redactUrl } from './errors.ts';
 import { type GetOptions, type HttpResponse, httpGet, rateLimited } from './http.ts';
 
+/** One decoder for every body (one per call cost more than the small document it read). */
+const UTF8 = new TextDecoder();
+
 /** Error bodies are read up to this size; the rest is dropped. */
 const MAX_ERROR_BODY = 16 * 1024;
 /** XRPC messages are kept to this length in errors (they end up in the repo's recorded state). */
@@ -52,7 +55,7 @@ export async function xrpcFailure(res: HttpResponse, opts: GetOptions, what: str
   let error: string | undefined;
   let detail: string | undefined;
   try {
-    const parsed = errorBody.safeParse(JSON.parse(new TextDecoder().decode(raw)));
+    const parsed = errorBody.safeParse(JSON.parse(UTF8.decode(raw)));
     if (parsed.success) ({ error, message: detail } = parsed.data);
   } catch {
     // Not JSON (a proxy's HTML error page, say): the status is all we know.
@@ -74,7 +77,7 @@ export async function readJson<T>(res: HttpResponse, schema: z.ZodType<T>, what:
   const bytes = await res.body.bytes();
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder().decode(bytes));
+    json = JSON.parse(UTF8.decode(bytes));
   } catch {
     throw new XrpcError(what, res.status, 'InvalidResponse', 'response body is not JSON');
   }

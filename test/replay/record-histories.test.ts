@@ -65,6 +65,9 @@ const script: Record<string, RepoOutcome[]> = {
   [cancelled]: [{ did: cancelled, kind: 'retry', resync: 'transport', error: 'stand-in: timeout' }],
   [due]: [{ did: due, kind: 'skipped', rev: '3l4bmq3xq2k2e' }],
 };
+/** The DIDs of the default page size's scenario: each already mirrored (skipped). */
+const pageDids = testDids('replaypage', 101);
+for (const did of pageDids) script[did] = [{ did, kind: 'skipped', rev: '3l4bmq3xq2k2f' }];
 const tries = new Map<string, number>();
 
 async function attempt(did: string): Promise<RepoOutcome> {
@@ -153,6 +156,19 @@ describe.skipIf(!RECORD)('record workflow histories for the replay tests', () =>
     expect((await child.result()).state).toBe('done');
     await save('backfill-bulk', 'three pages of DIDs with every outcome; one repo handed over to backfillRepo; paused and resumed', handle);
     await save('backfill-repo-handed-over', 'started by a bulk backfill with its failed first outcome; one backoff; done', child);
+  });
+
+  it('backfill (bulk): the default page size', async () => {
+    // 101 DIDs and no pageSize: one page under today's default (1,000), two under the old one (100).
+    const dids = pageDids;
+    const handle = await client.workflow.start(backfill, {
+      taskQueue: workers.queues.backfill,
+      workflowId: `${prefix}-bulk-default-page`,
+      args: [{ source: { kind: 'dids', dids }, concurrency: 8, settings: { backoff: FAST_BACKOFF } }],
+    });
+    const result = await handle.result();
+    expect(result).toMatchObject({ state: 'done', handedOver: 0, totals: { repos: 101, skipped: 101 } });
+    await save('backfill-bulk-default-page-size', '101 DIDs, no pageSize given: the default page size decides the pages', handle);
   });
 
   it('walk: a pass over two slices, a tail pass by continue-as-new, pause and resume while tailing, cancel', async () => {

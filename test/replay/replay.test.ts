@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { workflowBundleCode } from '../workflow-bundle.ts';
+import { PAGE_SIZE_PATCH } from '../../workflows/backfill.ts';
 import { historyOf, recordedHistories, type RecordedHistory } from './histories.ts';
 
 const histories = recordedHistories();
@@ -26,7 +27,7 @@ const eventTypes = (name: string) => histories.get(name)?.history.events.map((e)
 describe('replay of recorded histories', () => {
   it('has a history of each long-lived path', () => {
     expect([...histories.keys()].sort()).toEqual(
-      ['backfill-bulk', 'backfill-repo-backoff-pause-resume', 'backfill-repo-cancel', 'backfill-repo-handed-over', 'resync-sweep', 'rotating-walk', 'walk-first-pass', 'walk-slice', 'walk-tail-pass'].sort(),
+      ['backfill-bulk', 'backfill-bulk-default-page-size', 'backfill-bulk-page-size-100', 'backfill-repo-backoff-pause-resume', 'backfill-repo-cancel', 'backfill-repo-handed-over', 'resync-sweep', 'rotating-walk', 'walk-first-pass', 'walk-slice', 'walk-tail-pass'].sort(),
     );
     const count = (name: string, type: string) => eventTypes(name).filter((t) => t === type).length;
     // The histories hold what they claim to: timers, signals, children, continue-as-new.
@@ -37,6 +38,29 @@ describe('replay of recorded histories', () => {
     expect(eventTypes('walk-first-pass').at(-1)).toBe('WORKFLOW_EXECUTION_CONTINUED_AS_NEW');
     expect(count('walk-tail-pass', 'WORKFLOW_EXECUTION_SIGNALED')).toBe(3);
     expect(count('walk-slice', 'ACTIVITY_TASK_COMPLETED')).toBeGreaterThan(1);
+  });
+
+  it('holds a bulk backfill without a pageSize begun under each default: 100 DIDs a page before, 1,000 since', () => {
+    // The DIDs of each backfillMany the history scheduled (its first argument).
+    const pages = (name: string) =>
+      histories
+        .get(name)!
+        .history.events.filter((e) => e.eventType === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
+        .map((e) => {
+          const attrs = e.activityTaskScheduledEventAttributes as { activityType: { name: string }; input: { payloads: Array<{ data: string }> } };
+          expect(attrs.activityType.name).toBe('backfillMany');
+          return (JSON.parse(Buffer.from(attrs.input.payloads[0]!.data, 'base64').toString('utf8')) as string[]).length;
+        });
+    const started = (name: string) => (histories.get(name)!.history.events[0]!.workflowExecutionStartedEventAttributes as { input: { payloads: Array<{ data: string }> } }).input.payloads[0]!.data;
+    for (const name of ['backfill-bulk-page-size-100', 'backfill-bulk-default-page-size']) {
+      expect(JSON.parse(Buffer.from(started(name), 'base64').toString('utf8'))).not.toHaveProperty('pageSize');
+    }
+    expect(pages('backfill-bulk-page-size-100')).toEqual([100, 1]);
+    expect(pages('backfill-bulk-default-page-size')).toEqual([101]);
+    const markers = (name: string) => eventTypes(name).filter((t) => t === 'MARKER_RECORDED').length;
+    expect(markers('backfill-bulk-page-size-100')).toBe(0);
+    expect(markers('backfill-bulk-default-page-size')).toBe(1);
+    expect(JSON.stringify(histories.get('backfill-bulk-default-page-size')!.history)).toContain(Buffer.from(JSON.stringify(PAGE_SIZE_PATCH)).toString('base64'));
   });
 
   it("replays every one against today's workflow code", async () => {
