@@ -247,7 +247,11 @@ if (!isMainThread && (workerData as { firehoseSlice?: Slice } | null)?.firehoseS
  * connection as fast as the reader takes it (WebSocket backpressure), answers the parent with its
  * port, and on request with the send time of each frame (by seq, epoch ms) and its own CPU.
  */
-if (isMainThread && import.meta.main) {
+if (isMainThread && import.meta.main && process.argv[2] === '--generate') {
+  // `node bench/sync-firehose.ts --generate REPOS COMMITS`: only builds the cache (bench/sync.ts
+  // runs this in a process of its own, so that the consumer's RSS starts without the frames).
+  await generatedFirehose(Number(process.argv[3]), Number(process.argv[4]), (l) => console.error(l));
+} else if (isMainThread && import.meta.main) {
   const { createServer } = await import('node:http');
   const { WebSocketServer } = await import('ws');
   const frames = readFirehose(process.argv[2]!);

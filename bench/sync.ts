@@ -26,9 +26,9 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fork } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { connectPool } from '../storage/db/pool.ts';
@@ -38,7 +38,7 @@ import { FilterOptions } from '../backfill/filters.ts';
 import { runSubscription } from '../sync/consumer.ts';
 import { secp256k1Backend } from '../atproto/signature.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
-import { generatedFirehose } from './sync-firehose.ts';
+import { firehoseCacheFile, generatedFirehose } from './sync-firehose.ts';
 
 const { values } = parseArgs({
   options: { 'database-url': { type: 'string' }, repos: { type: 'string' }, commits: { type: 'string' }, quick: { type: 'boolean' }, 'max-batch': { type: 'string', default: '500' }, 'verify-threads': { type: 'string', default: '1' } },
@@ -48,6 +48,10 @@ if (!baseUrl) throw new Error('bench/sync.ts needs --database-url or DATABASE_UR
 const log = (l: string) => console.error(l);
 const repos = Number(values.repos ?? (values.quick ? 200 : 2000));
 const commits = Number(values.commits ?? (values.quick ? 50 : 100));
+// Generated (the first time) in a process of its own: the consumer's RSS starts without it.
+if (!existsSync(`${firehoseCacheFile(repos, commits)}.json`)) {
+  execFileSync(process.execPath, [...process.execArgv, fileURLToPath(new URL('./sync-firehose.ts', import.meta.url)), '--generate', String(repos), String(commits)], { stdio: 'inherit' });
+}
 const hose = await generatedFirehose(repos, commits, log);
 
 const name = `bench_sync_${Date.now().toString(36)}`;
