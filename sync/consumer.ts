@@ -74,7 +74,7 @@ const MAX_WAITING_PER_REPO = 1000;
 const BACKLOG_BATCHES = 4;
 /**
  * In flight at once: the connection's queue (QUEUE_HIGH_WATER_BYTES), the batch being checked and
- * the one being stored (this each): about 64 MiB of frames however large they are (a frame may be
+ * the one being stored (MAX_BATCH_BYTES each): about 64 MiB of frames however large they are (a frame may be
  * 5 MiB), and at most QUEUE_HIGH_WATER + 2 × BACKLOG_BATCHES × maxBatch frames.
  */
 const MAX_BATCH_BYTES = 16 * 1024 * 1024;
