@@ -4,7 +4,7 @@
  * JSON object with every figure (also written to bench-results.json).
  *
  *   npm run bench [-- --only verify,import,e2e,walk,serve,sync,scale] [--records 100000] [--repos 2000] [--workers N]
- *   npm run bench -- --only sync [--sync-repos 200 --sync-commits 50]   (bench/sync.ts: a replayed firehose)
+ *   npm run bench -- --only sync [--sync-quick | --sync-repos 2000 --sync-commits 100]   (bench/sync.ts: a replayed firehose)
  *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
  *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
  *
@@ -53,8 +53,9 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '1' },
     'growth-sizes': { type: 'string', default: '10000,100000' },
     'with-1m': { type: 'boolean' },
-    'sync-repos': { type: 'string', default: '200' },
-    'sync-commits': { type: 'string', default: '50' },
+    'sync-repos': { type: 'string' },
+    'sync-commits': { type: 'string' },
+    'sync-quick': { type: 'boolean' },
   },
 });
 const only = new Set((values.only ?? 'verify,import,e2e,walk,serve').split(','));
@@ -90,7 +91,12 @@ try {
     const s3Arg = JSON.stringify({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, buckets: s3.buckets });
     results.scale = await runJson('scale.ts', ['--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--s3', s3Arg, '--workers', values.workers]);
   }
-  if (only.has('sync')) results.sync = await runJson('sync.ts', ['--database-url', dbUrl, '--repos', values['sync-repos'], '--commits', values['sync-commits']]);
+  if (only.has('sync')) results.sync = await runJson('sync.ts', [
+      '--database-url', dbUrl,
+      ...(values['sync-quick'] ? ['--quick'] : []),
+      ...(values['sync-repos'] ? ['--repos', values['sync-repos']] : []),
+      ...(values['sync-commits'] ? ['--commits', values['sync-commits']] : []),
+    ]);
   // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
   if (only.has('walk')) results.walk = await runJson('walk.ts', []);
   if (only.has('serve')) results.serve = await runJson('serve.ts', ['--records', values.records, '--database-url', dbUrl]);

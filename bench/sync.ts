@@ -6,7 +6,16 @@
  * events/s, the p99 lag (a frame's apply time minus its send time, sampled per batch), and RSS
  * over the run.
  *
- *   node bench/sync.ts --database-url URL [--repos 200] [--commits 50] [--max-batch 500] [--verify-threads 1]
+ *   node bench/sync.ts --database-url URL [--repos 2000] [--commits 100] [--quick] [--max-batch 500] [--verify-threads 1]
+ *
+ * By default 2,000 repos × 100 commits (202,000 frames, issue 9's "at least 200,000 commits");
+ * `--quick` is 200 × 50 (10,200). The firehose is generated once per parameters and cached
+ * (bench/sync-firehose.ts); this process reads only its description, the upstream its frames.
+ *
+ * RSS (`rssMb`) is sampled every second with the events applied by then: after the warm-up
+ * (the first 10 % of the events) its min, median and max, and `slopeMbPer100kEvents`, the
+ * least-squares slope of RSS against events applied over the second half of the events, so
+ * that "flat" is a number (a few MB per 100k events is noise; a leak of a KB per event is 100).
  *
  * CPU per event: `cpuMsPerEvent` is this process's (the consumer: its thread and its verify
  * threads), `cpuMsPerEventMainThread` the consumer's own thread's part of it,
@@ -17,9 +26,9 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fork } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { connectPool } from '../storage/db/pool.ts';
@@ -29,15 +38,21 @@ import { FilterOptions } from '../backfill/filters.ts';
 import { runSubscription } from '../sync/consumer.ts';
 import { secp256k1Backend } from '../atproto/signature.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
-import { generatedFirehose } from './sync-firehose.ts';
+import { firehoseCacheFile, generatedFirehose } from './sync-firehose.ts';
 
 const { values } = parseArgs({
-  options: { 'database-url': { type: 'string' }, repos: { type: 'string', default: '200' }, commits: { type: 'string', default: '50' }, 'max-batch': { type: 'string', default: '500' }, 'verify-threads': { type: 'string', default: '1' } },
+  options: { 'database-url': { type: 'string' }, repos: { type: 'string' }, commits: { type: 'string' }, quick: { type: 'boolean' }, 'max-batch': { type: 'string', default: '500' }, 'verify-threads': { type: 'string', default: '1' } },
 });
 const baseUrl = values['database-url'] ?? process.env.DATABASE_URL;
 if (!baseUrl) throw new Error('bench/sync.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
 const log = (l: string) => console.error(l);
-const hose = await generatedFirehose(Number(values.repos), Number(values.commits), log);
+const repos = Number(values.repos ?? (values.quick ? 200 : 2000));
+const commits = Number(values.commits ?? (values.quick ? 50 : 100));
+// Generated (the first time) in a process of its own: the consumer's RSS starts without it.
+if (!existsSync(`${firehoseCacheFile(repos, commits)}.json`)) {
+  execFileSync(process.execPath, [...process.execArgv, fileURLToPath(new URL('./sync-firehose.ts', import.meta.url)), '--generate', String(repos), String(commits)], { stdio: 'inherit' });
+}
+const hose = await generatedFirehose(repos, commits, log);
 
 const name = `bench_sync_${Date.now().toString(36)}`;
 const admin = new pg.Client({ connectionString: baseUrl });
@@ -51,25 +66,29 @@ await migrate(pool);
 const blobs = new LocalBlobStore(mkdtempSync(join(tmpdir(), 'repowalk-bench-sync-')));
 
 // The upstream runs in a process of its own (bench/sync-firehose.ts run as a child).
-const upstream = fork(fileURLToPath(new URL('./sync-firehose.ts', import.meta.url)), [values.repos!, values.commits!], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+const upstream = fork(fileURLToPath(new URL('./sync-firehose.ts', import.meta.url)), [hose.file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 const port = await new Promise<number>((resolve, reject) => {
   upstream.once('message', (m: { port: number }) => resolve(m.port));
   upstream.once('exit', (code) => reject(new Error(`the upstream exited with code ${code}`)));
 });
 const host = `http://127.0.0.1:${port}`;
-const applyAt = new Float64Array(hose.frames.length + 2);
+const applyAt = new Float64Array(hose.frames + 2);
 
 const rss: number[] = [];
+/** Events applied (the cursor) when each RSS sample was taken. */
+const rssAt: number[] = [];
+let appliedSoFar = 0;
 const baselineMb = process.memoryUsage().rss / 1048576;
 const heap: string[] = [];
 const sampler = setInterval(() => {
   const m = process.memoryUsage();
   rss.push(m.rss / 1048576);
+  rssAt.push(appliedSoFar);
   heap.push(`${Math.round(m.heapUsed / 1048576)}/${Math.round(m.external / 1048576)}/${Math.round(m.arrayBuffers / 1048576)}`);
 }, 1000);
 const lags: number[] = [];
 const stop = new AbortController();
-const last = hose.frames.length;
+const last = hose.frames;
 const t0 = performance.now();
 const cpu0 = process.cpuUsage();
 const main0 = process.threadCpuUsage();
@@ -88,6 +107,7 @@ const progress = await runSubscription({
   requestResync: async () => {},
   onProgress: (p) => {
     if (p.cursor !== undefined && p.cursor < applyAt.length) applyAt[p.cursor] = performance.timeOrigin + performance.now();
+    if (p.cursor !== undefined) appliedSoFar = p.cursor;
     if (p.cursor === last) {
       threadsAtEnd = threadsCpu(); // before the verify threads end with the run
       stop.abort();
@@ -100,7 +120,7 @@ const cpu = process.cpuUsage(cpu0);
 const mainCpu = process.threadCpuUsage(main0);
 const threads1 = threadsAtEnd ?? threadsCpu();
 const byThread: Record<string, number> = {};
-for (const [name, ms] of threads1) byThread[name] = Math.round(((ms - (threads0.get(name) ?? 0)) / hose.frames.length) * 1000) / 1000;
+for (const [name, ms] of threads1) byThread[name] = Math.round(((ms - (threads0.get(name) ?? 0)) / hose.frames) * 1000) / 1000;
 const pg1 = await backendsCpu();
 const pgCpu = pg0 === null || pg1 === null ? null : pg1 - pg0;
 clearInterval(sampler);
@@ -115,16 +135,16 @@ lags.sort((a, b) => a - b);
 const applied = progress.outcomes.imported ?? 0;
 console.log(
   JSON.stringify({
-    frames: hose.frames.length,
+    frames: hose.frames,
     repos: hose.dids.length,
     seconds,
-    eventsPerSecond: hose.frames.length / seconds,
+    eventsPerSecond: hose.frames / seconds,
     verifyThreads: Number(values['verify-threads']),
     secp256k1Backend,
-    cpuMsPerEvent: (cpu.user + cpu.system) / 1000 / hose.frames.length,
-    cpuMsPerEventMainThread: (mainCpu.user + mainCpu.system) / 1000 / hose.frames.length,
-    cpuMsPerEventPostgres: pgCpu === null ? null : pgCpu / hose.frames.length,
-    cpuMsPerEventUpstream: report.cpuMs / hose.frames.length,
+    cpuMsPerEvent: (cpu.user + cpu.system) / 1000 / hose.frames,
+    cpuMsPerEventMainThread: (mainCpu.user + mainCpu.system) / 1000 / hose.frames,
+    cpuMsPerEventPostgres: pgCpu === null ? null : pgCpu / hose.frames,
+    cpuMsPerEventUpstream: report.cpuMs / hose.frames,
     // This process's CPU per event by OS thread name: the consumer's thread ('node'), its verify
     // threads (each a Worker named 'verify'), V8's helpers (GC, compiler), libuv's pool.
     cpuMsPerEventByThread: byThread,
@@ -134,9 +154,43 @@ console.log(
     errors: progress.errors,
     records,
     p99LagMs: lags.length ? lags[Math.min(lags.length - 1, Math.floor(lags.length * 0.99))] : null,
-    rssMb: { baseline: baselineMb, peak: Math.max(baselineMb, ...rss), end: rss[rss.length - 1] ?? baselineMb, samples: rss.length, bySecond: rss.map(Math.round), heapExternalBuffers: heap },
+    rssMb: { baseline: baselineMb, peak: Math.max(baselineMb, ...rss), end: rss[rss.length - 1] ?? baselineMb, samples: rss.length, ...rssSummary(), bySecond: rss.map(Math.round), heapExternalBuffers: heap },
   }),
 );
+
+/**
+ * RSS after the warm-up (samples once 10 % of the events were applied): min, median, max, and
+ * the least-squares slope of RSS against events applied over the second half of the events, in
+ * MB per 100,000 events.
+ */
+function rssSummary(): { afterWarmup: { min: number; median: number; max: number; samples: number } | null; slopeMbPer100kEvents: number | null } {
+  const warm = rss.filter((_, i) => rssAt[i]! >= 0.1 * hose.frames).sort((a, b) => a - b);
+  const afterWarmup = warm.length ? { min: round1(warm[0]!), median: round1(warm[Math.floor(warm.length / 2)]!), max: round1(warm[warm.length - 1]!), samples: warm.length } : null;
+  const xs: number[] = [];
+  const ys: number[] = [];
+  rss.forEach((mb, i) => {
+    if (rssAt[i]! >= 0.5 * hose.frames) (xs.push(rssAt[i]!), ys.push(mb));
+  });
+  return { afterWarmup, slopeMbPer100kEvents: xs.length >= 3 ? round1(slope(xs, ys) * 100_000) : null };
+}
+
+/** The least-squares slope of ys against xs. */
+function slope(xs: number[], ys: number[]): number {
+  const n = xs.length;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < n; i++) {
+    num += (xs[i]! - mx) * (ys[i]! - my);
+    den += (xs[i]! - mx) ** 2;
+  }
+  return den === 0 ? 0 : num / den;
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}
 
 /** CPU milliseconds the run database's backends have used (from /proc: PostgreSQL on this machine), or null. */
 async function backendsCpu(): Promise<number | null> {

@@ -18,7 +18,7 @@ import { FilterOptions } from '../backfill/filters.ts';
 import { recordFilter } from '../backfill/import.ts';
 import { storeBatch } from '../ingest/store.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
-import { generatedFirehose, type Firehose } from '../bench/sync-firehose.ts';
+import { generatedFirehose, readFirehose } from '../bench/sync-firehose.ts';
 import * as CBOR from '@atcute/cbor';
 import { Secp256k1Keypair } from '@atproto/crypto';
 import { readCarBlocks, resignCommit } from '../atproto/testing/car-edit.ts';
@@ -30,7 +30,7 @@ import { readCursor, runSubscription } from './consumer.ts';
 let pool: pg.Pool;
 let dir: string;
 let blobs: LocalBlobStore;
-let hose: Firehose;
+let hose: { frames: Uint8Array[]; signingKey: string; dids: string[] };
 let server: FirehoseServer | undefined;
 
 beforeAll(async () => {
@@ -38,7 +38,8 @@ beforeAll(async () => {
   await migrate(pool);
   dir = await mkdtemp(join(tmpdir(), 'repowalk-consumer-'));
   blobs = new LocalBlobStore(dir);
-  hose = await generatedFirehose(20, 5, () => {});
+  const meta = await generatedFirehose(20, 5, () => {});
+  hose = { ...meta, frames: readFirehose(meta.file) };
 }, 120_000);
 
 afterAll(async () => {

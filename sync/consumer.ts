@@ -38,6 +38,10 @@ export interface SubscriptionOptions {
   /** Sends a repo to backfill's resync (idempotent: a resync already running is left alone). */
   requestResync: (did: string, reason: string) => Promise<void>;
   maxBatch?: number;
+  /** A batch's frames' bytes (past its first frame); with the connection's queue this bounds what is in flight. */
+  maxBatchBytes?: number;
+  /** The connection's queue of frames read and not yet taken, in bytes (sync/socket.ts). */
+  queueBytes?: number;
   batchWaitMs?: number;
   /** Threads that check commits (sync/verify-pool.ts); 0 checks them on this thread. */
   verifyThreads?: number;
@@ -68,6 +72,12 @@ interface Waiting {
 const MAX_WAITING_PER_REPO = 1000;
 /** A batch under a backlog takes up to this many times `maxBatch` frames. */
 const BACKLOG_BATCHES = 4;
+/**
+ * In flight at once: the connection's queue (QUEUE_HIGH_WATER_BYTES), the batch being checked and
+ * the one being stored (MAX_BATCH_BYTES each): about 64 MiB of frames however large they are (a frame may be
+ * 5 MiB), and at most QUEUE_HIGH_WATER + 2 × BACKLOG_BATCHES × maxBatch frames.
+ */
+const MAX_BATCH_BYTES = 16 * 1024 * 1024;
 const WAIT_GIVE_UP_MS = 15 * 60_000;
 
 export async function runSubscription(opts: SubscriptionOptions): Promise<SyncProgress> {
@@ -134,7 +144,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     while (!opts.signal.aborted && Date.now() < until) {
       let queue;
       try {
-        queue = await openFrames(subscribeUrl(opts.host, progress.cursor), { signal: opts.signal });
+        queue = await openFrames(subscribeUrl(opts.host, progress.cursor), { signal: opts.signal, highWaterBytes: opts.queueBytes });
       } catch (err) {
         progress.lastError = `connect: ${(err as Error).message}`;
         progress.reconnects++;
@@ -151,7 +161,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
           // Under a backlog, bigger batches: a transaction's fixed cost (a dozen statements, a
           // pack) spread over more frames, which PostgreSQL answers for less CPU per frame.
           const maxBatch = opts.maxBatch ?? 500;
-          const raw = await queue.take(queue.pending >= 2 * maxBatch ? BACKLOG_BATCHES * maxBatch : maxBatch, opts.batchWaitMs ?? 200);
+          const raw = await queue.take(queue.pending >= 2 * maxBatch ? BACKLOG_BATCHES * maxBatch : maxBatch, opts.batchWaitMs ?? 200, opts.maxBatchBytes ?? MAX_BATCH_BYTES);
           if (raw.length === 0) {
             await storing;
             storing = undefined;

@@ -1,16 +1,27 @@
 /**
  * One connection to `com.atproto.sync.subscribeRepos`, read as an async queue of raw frames with
  * backpressure: when the consumer falls behind, the socket is paused (TCP pushes back on the
- * upstream) rather than frames piling up in memory.
+ * upstream) rather than frames piling up in memory. The queue is bounded in frames and in bytes
+ * (a frame may be up to MAX_FRAME_BYTES): it stops reading at either high-water mark and reads
+ * again once it is under half of both. What ws had already read from the socket when it paused
+ * still arrives, so the queue can pass a mark by that much (the test measures it: well under a
+ * MiB).
  */
 import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from './frames.ts';
 
 export interface FrameQueue {
-  /** Up to `max` frames; waits up to `waitMs` for the first one. Empty when the socket closed or timed out. */
-  take(max: number, waitMs: number): Promise<Uint8Array[]>;
+  /**
+   * Up to `max` frames and, past the first, up to `maxBytes` bytes of them; waits up to `waitMs`
+   * for the first one. Empty when the socket closed or timed out.
+   */
+  take(max: number, waitMs: number, maxBytes?: number): Promise<Uint8Array[]>;
   /** Frames read and not yet taken. */
   readonly pending: number;
+  /** Their bytes. */
+  readonly pendingBytes: number;
+  /** Whether reading is paused (a high-water mark reached). */
+  readonly paused: boolean;
   /** Why the connection ended, once it has (after the queue drained, nothing more comes). */
   readonly closed: Error | 'closed' | undefined;
   close(): void;
@@ -25,11 +36,17 @@ export function subscribeUrl(host: string, cursor: number | undefined): string {
   return u.toString();
 }
 
-export async function openFrames(url: string, opts: { highWater?: number; signal: AbortSignal; connectTimeoutMs?: number }): Promise<FrameQueue> {
-  const high = opts.highWater ?? 2000;
+/** Default high-water marks of a connection's queue of frames read and not taken. */
+export const QUEUE_HIGH_WATER = 2000;
+export const QUEUE_HIGH_WATER_BYTES = 32 * 1024 * 1024;
+
+export async function openFrames(url: string, opts: { highWater?: number; highWaterBytes?: number; signal: AbortSignal; connectTimeoutMs?: number }): Promise<FrameQueue> {
+  const high = opts.highWater ?? QUEUE_HIGH_WATER;
+  const highBytes = opts.highWaterBytes ?? QUEUE_HIGH_WATER_BYTES;
   // maxPayload bounds a frame before it is buffered whole; a larger one closes the socket (1009).
   const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, handshakeTimeout: opts.connectTimeoutMs ?? 15_000 });
   const frames: Uint8Array[] = [];
+  let bytes = 0;
   let closed: Error | 'closed' | undefined;
   let wake: (() => void) | undefined;
   const notify = () => {
@@ -37,8 +54,10 @@ export async function openFrames(url: string, opts: { highWater?: number; signal
     wake = undefined;
   };
   ws.on('message', (data: Buffer, isBinary: boolean) => {
-    frames.push(isBinary ? data : Buffer.from(data));
-    if (frames.length >= high) ws.pause();
+    const frame = isBinary ? data : Buffer.from(data);
+    frames.push(frame);
+    bytes += frame.length;
+    if (frames.length >= high || bytes >= highBytes) ws.pause();
     notify();
   });
   ws.on('error', (err) => {
@@ -57,7 +76,7 @@ export async function openFrames(url: string, opts: { highWater?: number; signal
     ws.once('close', () => reject(closed instanceof Error ? closed : new Error('closed before open')));
   });
   return {
-    async take(max, waitMs) {
+    async take(max, waitMs, maxBytes = Infinity) {
       if (frames.length === 0 && closed === undefined) {
         await new Promise<void>((r) => {
           const t = setTimeout(r, waitMs);
@@ -67,12 +86,22 @@ export async function openFrames(url: string, opts: { highWater?: number; signal
           };
         });
       }
-      const out = frames.splice(0, max);
-      if (frames.length < high / 2 && ws.isPaused) ws.resume();
+      let n = 0;
+      let taken = 0;
+      while (n < frames.length && n < max && (n === 0 || taken + frames[n]!.length <= maxBytes)) taken += frames[n++]!.length;
+      const out = frames.splice(0, n);
+      bytes -= taken;
+      if (frames.length < high / 2 && bytes < highBytes / 2 && ws.isPaused) ws.resume();
       return out;
     },
     get pending() {
       return frames.length;
+    },
+    get pendingBytes() {
+      return bytes;
+    },
+    get paused() {
+      return ws.isPaused;
     },
     get closed() {
       return frames.length === 0 ? closed : undefined;

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secp256k1Keypair } from '@atproto/crypto';
-import { generatedFirehose } from '../bench/sync-firehose.ts';
+import { generatedFirehose, readFirehose } from '../bench/sync-firehose.ts';
 import { SignatureError } from '../atproto/errors.ts';
 import { CommitVerifyError } from './errors.ts';
 import { decodeFrame } from './frames.ts';
@@ -17,7 +17,7 @@ let key: string;
 const pool = new VerifyPool(2);
 beforeAll(async () => {
   const hose = await generatedFirehose(20, 5, () => {});
-  frames = hose.frames.map((b) => decodeFrame(b) as CommitFrame);
+  frames = readFirehose(hose.file).map((b) => decodeFrame(b) as CommitFrame);
   key = hose.signingKey;
 }, 120_000);
 afterAll(() => pool.close());
