@@ -4,6 +4,7 @@
  * checks sizes, turns thrown `XrpcError`s into `{ error, message }` and anything else into a
  * 500 whose cause is logged, streams CARs with backpressure, and counts what it served.
  */
+import { takeRelease } from './lent.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -270,7 +271,9 @@ async function send(res: ServerResponse, route: string, reply: Reply, limits: Se
       try {
         while (!next.done) {
           bytes += next.value.length;
-          if (!res.write(next.value)) await drained(res);
+          // A lent chunk's buffer is reused once the socket has written it (the write's callback).
+          const release = takeRelease(next.value);
+          if (!res.write(next.value, release && (() => release()))) await drained(res);
           next = await it.next();
         }
       } finally {
