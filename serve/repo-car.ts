@@ -95,7 +95,7 @@ const RUN_MAX = RANGE_MAX;
  * no allocation, and a 31 MB CAR costs no 31 MB of fresh buffers (whose collection cost more
  * than the read).
  */
-const readBuffers = new BufferPool(RANGE_MAX, 8);
+const readBuffers = new BufferPool(RANGE_MAX, 6);
 
 /** Limits of a plan remembered or stored when the server keeps none in memory. */
 const MAX_PIECES = 4096;
