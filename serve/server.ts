@@ -272,8 +272,10 @@ async function send(res: ServerResponse, route: string, reply: Reply, limits: Se
         while (!next.done) {
           bytes += next.value.length;
           // A lent chunk's buffer is reused once the socket has written it (the write's callback).
+          // The next chunk is asked for while up to WRITE_AHEAD bytes wait to be written, so the
+          // socket always has the next bytes queued (no wait for a drain per chunk).
           const release = takeRelease(next.value);
-          if (!res.write(next.value, release && (() => release()))) await drained(res);
+          if (!res.write(next.value, release && (() => release())) && res.writableLength > WRITE_AHEAD) await drained(res);
           next = await it.next();
         }
       } finally {
@@ -285,6 +287,9 @@ async function send(res: ServerResponse, route: string, reply: Reply, limits: Se
     }
   }
 }
+
+/** Bytes of a streamed body queued to the socket before the next chunk waits for a drain. */
+const WRITE_AHEAD = 6 * 1024 * 1024;
 
 function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve, reject) => {
