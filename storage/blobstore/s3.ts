@@ -221,8 +221,8 @@ export class S3BlobStore implements BlobStore {
         const res = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range }));
         // A server that ignored Range sends the whole object: its bytes before `offset` are skipped.
         const skip = res.ContentRange === undefined ? offset : 0;
-        const got = await bodyInto(res.Body, target, skip);
-        return { got, contentRange: res.ContentRange };
+        const { got, seen } = await bodyInto(res.Body, target, skip);
+        return { got, seen, contentRange: res.ContentRange };
       } catch (err) {
         if (isAbsent(err)) return null;
         if (isRangeError(err)) return 'past-end' as const;
@@ -237,7 +237,8 @@ export class S3BlobStore implements BlobStore {
     }
     if (result.got !== length) {
       const total = /\/(\d+)$/.exec(result.contentRange ?? '')?.[1];
-      const size = total !== undefined ? Number(total) : offset + result.got;
+      // Short: the whole body was read, so without a Content-Range its length is the object's.
+      const size = total !== undefined ? Number(total) : result.contentRange === undefined ? result.seen : offset + result.got;
       if (result.got < length && offset + length > size) throw new RangeNotSatisfiableError(key, offset, length, size);
       throw new StorageError(`${this.name} readInto ${key}: asked for ${length} bytes, got ${result.got}`);
     }
@@ -343,38 +344,28 @@ async function bodyBytes(body: unknown): Promise<Uint8Array> {
 }
 
 /**
- * Copies a response body into `target`, after skipping its first `skip` bytes; the bytes
- * copied (more than `target` holds is reported as `target.length + 1`, and the rest of the body
- * is not read).
+ * Copies a response body into `target`, after skipping its first `skip` bytes. `got`: the bytes
+ * copied (`target.length + 1` when the body holds more than the range: the rest is not read);
+ * `seen`: the body's bytes, all of them when `got` is short.
  */
-async function bodyInto(body: unknown, target: Uint8Array, skip: number): Promise<number> {
-  if (!body) return 0;
+async function bodyInto(body: unknown, target: Uint8Array, skip: number): Promise<{ got: number; seen: number }> {
+  if (!body) return { got: 0, seen: 0 };
   let at = 0;
-  let toSkip = skip;
+  let seen = 0;
   const stream = body as AsyncIterable<Uint8Array> & { destroy?: () => void };
   for await (const chunk of stream) {
-    let c = chunk;
-    if (toSkip > 0) {
-      if (c.length <= toSkip) {
-        toSkip -= c.length;
-        continue;
-      }
-      c = c.subarray(toSkip);
-      toSkip = 0;
-    }
+    const from = Math.max(0, Math.min(chunk.length, skip - seen));
+    seen += chunk.length;
+    const c = chunk.subarray(from);
     const room = target.length - at;
     if (c.length > room) {
       target.set(c.subarray(0, room), at);
-      // The range is full: what follows (a whole object sent for a range) is not wanted.
-      if (skip > 0) {
-        stream.destroy?.();
-        return target.length;
-      }
       stream.destroy?.();
-      return target.length + 1;
+      // A whole object sent for a range has bytes after it; a range response does not.
+      return { got: skip > 0 ? target.length : target.length + 1, seen };
     }
     target.set(c, at);
     at += c.length;
   }
-  return at;
+  return { got: at, seen };
 }
