@@ -225,6 +225,21 @@ export class PackBlockReader {
     }
   }
 
+  /**
+   * Bytes [start, start + target.length) of a pack read into `target` (the caller's buffer,
+   * which the caller checks). False when the pack or the range cannot be read.
+   */
+  async readRangeInto(key: string, start: number, target: Uint8Array): Promise<boolean> {
+    this.gets++;
+    try {
+      if (!(await this.#store.readInto(key, start, target))) return false;
+      this.bytesRead += target.length;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Keeps a range the caller checked for the next request (when the reader has a pack cache). */
   keepRange(key: string, start: number, bytes: Uint8Array): void {
     this.#cache?.setRange(key, start, bytes);

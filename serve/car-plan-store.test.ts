@@ -4,6 +4,7 @@
  * the walked CAR's blocks; a new head is walked again; a damaged range is never sent; a pack
  * row deleted (GC's sweep) takes the plan out of use.
  */
+import { takeRelease } from './lent.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -105,13 +106,88 @@ describe('stored CAR plans', () => {
     expect(readCar(planned).blocks.size).toBe(readCar(repo!.car).blocks.size);
     expect(createsOf(await verifyRepoCar(planned, repo!.did, repo!.signingKey))).toEqual(recordsOf(repo!));
 
-    // Its ranges are kept in the pack cache and its plan in memory: the next request reads nothing.
+    // Its plan is kept in memory; its ranges, read into reused buffers, are not kept the first
+    // time. Asked again, the head's ranges are read and kept in the pack cache: the next request
+    // reads nothing.
     const cache = new PackCache(64 * 1024 * 1024);
     const memory = new RepoCarPlans();
     await car(new PackBlockReader(pool, store, { cache }), repo!.did, { memory });
+    expect(memory.size).toBe(1);
+    const again = new PackBlockReader(pool, store, { cache });
+    expect((await car(again, repo!.did, { memory })).equals(walked)).toBe(true);
+    expect([again.gets, again.indexQueries]).toEqual([rangesOf(stored!.pieces).length, 0]);
     const warm = new PackBlockReader(pool, store, { cache });
     expect((await car(warm, repo!.did, { memory })).equals(walked)).toBe(true);
     expect([warm.gets, warm.indexQueries]).toEqual([0, 0]);
+  });
+
+  it('cold requests reuse read buffers only once the consumer released them: chunks a consumer kept stay as they were', async () => {
+    const [repo] = await buildMirror({ pool, blobs: store }, [{ did: testDids('carplanlend', 1)[0]!, records: 1500 }]);
+    const walked = await car(new PackBlockReader(pool, store), repo!.did, { stored: false });
+    const { head, data } = await headOf(repo!.did);
+    const stored = { plans, did: repo!.did };
+    // A consumer that keeps the chunks it was given and releases nothing (as a test or an
+    // in-process caller does).
+    const kept: Uint8Array[] = [];
+    for await (const c of repoCar(new PackBlockReader(pool, store), { head, dataRoot: data }, undefined, stored)) kept.push(c);
+    // Consumers that copy each chunk and then release it (as the server does once the socket
+    // wrote it), two at once and then one more.
+    const buffersSeen: ArrayBufferLike[][] = [];
+    const released = async () => {
+      const copies: Buffer[] = [];
+      const seen: ArrayBufferLike[] = [];
+      for await (const c of repoCar(new PackBlockReader(pool, store), { head, dataRoot: data }, undefined, stored)) {
+        copies.push(Buffer.from(c));
+        const release = takeRelease(c);
+        if (release) {
+          seen.push(c.buffer);
+          release();
+        }
+      }
+      buffersSeen.push(seen);
+      return Buffer.concat(copies);
+    };
+    const [a, b] = await Promise.all([released(), released()]);
+    const c = await released();
+    for (const x of [a, b, c]) expect(x.equals(walked)).toBe(true);
+    // The ranges were lent, and a buffer released by one request was read into by a later one.
+    expect(buffersSeen.every((s) => s.length > 0)).toBe(true);
+    expect(buffersSeen[2]!.some((buf) => buffersSeen[0]!.includes(buf) || buffersSeen[1]!.includes(buf))).toBe(true);
+    // None of them wrote into what the first consumer kept.
+    expect(Buffer.concat(kept).equals(walked)).toBe(true);
+    expect(kept.some((k) => buffersSeen.flat().includes(k.buffer))).toBe(false);
+  });
+
+  it('over HTTP, fresh servers send a plan of many ranges right, one request at a time and several at once (read buffers reused once written)', async () => {
+    const [repo] = await buildMirror({ pool, blobs: store }, [{ did: testDids('carplanhttp', 1)[0]!, records: 1500 }]);
+    const good = await car(new PackBlockReader(pool, store), repo!.did);
+    const { head } = await headOf(repo!.did);
+    const plan = (await plans.load(repo!.did, head))!;
+    // Its range in twelve pieces, so that a request has reads ahead while buffers are written.
+    const at = plan.pieces.findIndex((p) => 'pack' in p);
+    const whole = plan.pieces[at] as Range;
+    const bytes = await readFile(join(dir, plan.packKeys[whole.pack]!));
+    const step = Math.ceil((whole.end - whole.start) / 12);
+    const split: StoredPiece[] = [];
+    for (let from = whole.start; from < whole.end; from += step) {
+      const end = Math.min(whole.end, from + step);
+      split.push({ pack: whole.pack, start: from, end, crc: crc32(bytes.subarray(from, end)) });
+    }
+    const pieces = [...plan.pieces.slice(0, at), ...split, ...plan.pieces.slice(at + 1)];
+    expect(await plans.save(repo!.did, head, { packKeys: plan.packKeys, pieces })).toBe(true);
+    const get = async () => {
+      const server = await startServeServer({ pool, store, log: () => {} });
+      try {
+        const res = await fetch(`${server.url}/xrpc/com.atproto.sync.getRepo?did=${repo!.did}`);
+        expect(res.status).toBe(200);
+        return Buffer.from(await res.arrayBuffer());
+      } finally {
+        await server.close();
+      }
+    };
+    for (let i = 0; i < 3; i++) expect((await get()).equals(good)).toBe(true);
+    const together = await Promise.all([get(), get(), get(), get()]);
+    for (const body of together) expect(body.equals(good)).toBe(true);
   });
 
   it('a repo sharing blocks with others is walked once, then planned; after an update the CAR is the new head, walked once and then planned', async () => {

@@ -16,6 +16,7 @@ import { MissingBlockError, type PackBlockReader } from './blocks.ts';
 import type { CarPlanStore } from './car-plan-store.ts';
 import { RANGE_MAX, carHeader, type PackRange, type StoredPiece, type StoredPlan } from '../storage/car-plans.ts';
 import { varintLength, writeVarint } from '../storage/packs.ts';
+import { BufferPool, lend } from './lent.ts';
 
 const CHUNK = 1024 * 1024;
 
@@ -87,6 +88,15 @@ const WALKED = 2;
  * of a stored plan, so a cold request reads the next range while the socket sends this one.
  */
 const RUN_MAX = RANGE_MAX;
+/**
+ * Read buffers of cold requests, shared by the server's requests: a range is read into one,
+ * checked, lent to the socket, and the buffer taken again once the socket has written it. A
+ * request holds at most three (two reads ahead, one being sent), so a few requests at once need
+ * no allocation, and a 31 MB CAR costs no 31 MB of fresh buffers (whose collection cost more
+ * than the read).
+ */
+const readBuffers = new BufferPool(RANGE_MAX, 6);
+
 /** Limits of a plan remembered or stored when the server keeps none in memory. */
 const MAX_PIECES = 4096;
 const MAX_OWN_BYTES = 1024 * 1024;
@@ -115,15 +125,22 @@ export interface StoredCarPlans {
 export async function* repoCar(reader: PackBlockReader, input: RepoCarInput, plans?: RepoCarPlans, stored?: StoredCarPlans): AsyncGenerator<Uint8Array> {
   const planKey = (plans || stored) && !input.records ? cidMapKey(input.head) : undefined;
   if (planKey !== undefined && plans) {
-    const planned = await fromPlan(reader, plans, planKey);
-    if (planned) {
-      yield* planned;
-      return;
+    const remembered = plans.get(planKey);
+    if (remembered && remembered.every((p) => 'bytes' in p || p.crc !== undefined) && !remembered.every((p) => 'bytes' in p || reader.heldRange(p.key, p.start, p.end))) {
+      // Asked again on this server, its ranges not held: read, checked, and kept this time.
+      if (yield* fromStored(reader, toStored(remembered), input.head, stored, plans, planKey, true)) return;
+      plans.delete(planKey);
+    } else if (remembered) {
+      const planned = await fromPlan(reader, plans, planKey);
+      if (planned) {
+        yield* planned;
+        return;
+      }
     }
   }
   if (planKey !== undefined && stored) {
     const plan = await stored.plans.load(stored.did, input.head);
-    if (plan && (yield* fromStored(reader, plan, input.head, stored, plans, planKey))) return;
+    if (plan && (yield* fromStored(reader, plan, input.head, stored, plans, planKey, false))) return;
   }
   const maxOwnBytes = plans?.maxOwnBytes ?? MAX_OWN_BYTES;
   const maxPieces = plans?.maxPieces ?? MAX_PIECES;
@@ -285,14 +302,17 @@ function toStored(pieces: Piece[]): StoredPlan {
 
 /**
  * The CAR from a stored plan: each range read by one ranged get (the next one already asked
- * for while this one is sent) and checked against its CRC before any of it is sent. False,
+ * for while this one is sent) and checked against its CRC before any of it is sent. Without
+ * `keep` (a head this server has not sent) each range is read into a pooled buffer and lent to
+ * the socket (see {@link readBuffers}); with it, into a buffer of its own kept in the pack
+ * cache, so the head's next requests read nothing. False,
  * having sent nothing, when the first range cannot be read or does not check: the caller walks
  * instead (and reports what is wrong). A later range that fails ends the response with an error
  * (the client sees a truncated CAR, never a wrong byte). Either way the plan is dropped. Ranges
  * read are kept in the reader's pack cache and the plan in `plans`, so the next request of this
  * server reads nothing.
  */
-async function* fromStored(reader: PackBlockReader, plan: StoredPlan, head: Uint8Array, stored: StoredCarPlans, plans: RepoCarPlans | undefined, planKey: string): AsyncGenerator<Uint8Array, boolean> {
+async function* fromStored(reader: PackBlockReader, plan: StoredPlan, head: Uint8Array, stored: StoredCarPlans | undefined, plans: RepoCarPlans | undefined, planKey: string, keep: boolean): AsyncGenerator<Uint8Array, boolean> {
   const { pieces, packKeys } = plan;
   const ranges: number[] = [];
   for (const [i, p] of pieces.entries()) if ('pack' in p) ranges.push(i);
@@ -300,6 +320,17 @@ async function* fromStored(reader: PackBlockReader, plan: StoredPlan, head: Uint
   let asked = 0;
   const read = async (p: PackRange): Promise<Uint8Array | null> => {
     const key = packKeys[p.pack]!;
+    if (!keep) {
+      const held = reader.heldRange(key, p.start, p.end);
+      if (held) return held;
+      const buffer = readBuffers.take(p.end - p.start);
+      const view = buffer.subarray(0, p.end - p.start);
+      if (!(await reader.readRangeInto(key, p.start, view)) || crc32(view) !== p.crc) {
+        readBuffers.give(buffer);
+        return null;
+      }
+      return lend(view, () => readBuffers.give(buffer));
+    }
     const got = await reader.readRange(key, p.start, p.end);
     if (!got) return null;
     if (got.checked) return got.bytes;
@@ -326,9 +357,10 @@ async function* fromStored(reader: PackBlockReader, plan: StoredPlan, head: Uint
     const bytes = await reads.get(i)!;
     reads.delete(i);
     if (!bytes) {
-      await stored.plans.drop(stored.did, head);
+      if (stored) await stored.plans.drop(stored.did, head);
+      plans?.delete(planKey);
       if (!sent) return false;
-      throw new MissingBlockError(`bytes ${p.start}-${p.end} of pack ${packKeys[p.pack]} (in the stored CAR plan of ${stored.did}) cannot be read or do not match their CRC`);
+      throw new MissingBlockError(`bytes ${p.start}-${p.end} of pack ${packKeys[p.pack]} (in the CAR plan of ${stored?.did ?? 'this head'}) cannot be read or do not match their CRC`);
     }
     ahead();
     for (const c of waiting) yield c;

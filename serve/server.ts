@@ -4,6 +4,7 @@
  * checks sizes, turns thrown `XrpcError`s into `{ error, message }` and anything else into a
  * 500 whose cause is logged, streams CARs with backpressure, and counts what it served.
  */
+import { takeRelease } from './lent.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -270,7 +271,11 @@ async function send(res: ServerResponse, route: string, reply: Reply, limits: Se
       try {
         while (!next.done) {
           bytes += next.value.length;
-          if (!res.write(next.value)) await drained(res);
+          // A lent chunk's buffer is reused once the socket has written it (the write's callback).
+          // The next chunk is asked for while up to WRITE_AHEAD bytes wait to be written, so the
+          // socket always has the next bytes queued (no wait for a drain per chunk).
+          const release = takeRelease(next.value);
+          if (!res.write(next.value, release && (() => release())) && res.writableLength > WRITE_AHEAD) await drained(res);
           next = await it.next();
         }
       } finally {
@@ -282,6 +287,9 @@ async function send(res: ServerResponse, route: string, reply: Reply, limits: Se
     }
   }
 }
+
+/** Bytes of a streamed body queued to the socket before the next chunk waits for a drain. */
+const WRITE_AHEAD = 6 * 1024 * 1024;
 
 function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -33,12 +33,15 @@ export interface StoredPlan {
 }
 
 /**
- * The most bytes one range covers: one ranged read and one CRC. Large, because each read costs
- * an open, a stat and a close besides its bytes (4 MiB ranges: ~13 ms more CPU per 31 MB CAR
- * than 16 MiB ones, on 2 loaded cores); not the whole pack, so a reader sends one range while
- * it reads the next.
+ * The most bytes one range covers: one ranged read, one CRC, and one buffer of the server's
+ * shared read buffers (serve/repo-car.ts; a cold request holds three). Cold getRepo of a 31.2 MB
+ * CAR on 2 loaded cores (`node bench/run.ts --only serve`, medians of five requests, server
+ * CPU): 1 MiB ranges 36 ms, 2 MiB 33 ms, 4 MiB 22 ms, 8 MiB 28 ms — each range costs a
+ * read's open and close, a CRC call, a chunked write and its drain besides its bytes; 4 MiB
+ * keeps that small and the buffers few. Not the whole pack, so a reader sends one range while
+ * it reads the next. Plans stored with other sizes (16 MiB before) are read as they are.
  */
-export const RANGE_MAX = 16 * 1024 * 1024;
+export const RANGE_MAX = 4 * 1024 * 1024;
 
 /**
  * CARs smaller than this get no stored plan: walking them costs a few milliseconds, and a

@@ -76,6 +76,30 @@ export function blobStoreContract(name: string, makeStore: () => Promise<StoreUn
       await expect(store.getRange('contract/ranged', -1, 1)).rejects.toBeInstanceOf(RangeError);
     });
 
+    it('reads ranges into a caller buffer it reuses, filling exactly the range', async () => {
+      const data = bytes(300_000);
+      await store.put('contract/into', data);
+      const buf = new Uint8Array(70_000);
+      // One buffer across reads: each read leaves exactly its range, whatever was there before.
+      for (const offset of [0, 70_000, 229_999, 230_000, 123]) {
+        buf.fill(0xee);
+        expect(await store.readInto('contract/into', offset, buf)).toBe(true);
+        expect(Buffer.from(buf).equals(Buffer.from(data.subarray(offset, offset + buf.length))), `at ${offset}`).toBe(true);
+      }
+      const view = new Uint8Array(1000).subarray(100, 110);
+      expect(await store.readInto('contract/into', 299_990, view)).toBe(true);
+      expect(view).toEqual(data.subarray(299_990));
+      expect(await store.readInto('contract/into', 300_000, new Uint8Array(0))).toBe(true);
+      for (const [offset, length] of [[299_995, 6], [300_000, 1], [300_001, 0], [400_000, 10]] as const) {
+        const err = await store.readInto('contract/into', offset, new Uint8Array(length)).catch((e: unknown) => e);
+        expect(err, `${offset}+${length}`).toBeInstanceOf(RangeNotSatisfiableError);
+        expect((err as RangeNotSatisfiableError).size).toBe(300_000);
+      }
+      await expect(store.readInto('contract/into', -1, new Uint8Array(1))).rejects.toBeInstanceOf(RangeError);
+      expect(await store.readInto('contract/missing', 0, new Uint8Array(1))).toBe(false);
+      expect(await store.readInto('contract-nowhere/deep/missing', 0, new Uint8Array(0))).toBe(false);
+    });
+
     it('answers null / false for a missing key', async () => {
       expect(await store.get('contract/missing')).toBeNull();
       expect(await store.getRange('contract/missing', 0, 1)).toBeNull();

@@ -51,7 +51,7 @@ function brokenStore(name: string): BlobStore {
   const fail = async (): Promise<never> => {
     throw new StorageError(`${name} is down`);
   };
-  return { name, get: fail, getRange: fail, put: fail, has: fail, stat: fail, delete: fail, list: fail };
+  return { name, get: fail, getRange: fail, readInto: fail, put: fail, has: fail, stat: fail, delete: fail, list: fail };
 }
 
 blobStoreContract('multiplex over two local directories', async () => {
@@ -141,6 +141,10 @@ describe('MultiplexBlobStore over local directories', () => {
     heal.entries = [];
     expect(await mux.get(key)).toEqual(data);
     expect(await mux.getRange(key, 0, 5)).toEqual(data.subarray(0, 5));
+    const into = new Uint8Array(5);
+    expect(await mux.readInto(key, 3, into)).toBe(true);
+    expect(into).toEqual(data.subarray(3, 8));
+    await expect(mux.readInto(pack().key, 0, into)).rejects.toBeInstanceOf(NoVerifiedCopyError);
     expect(await mux.has(key)).toBe(true);
     expect(await mux.has(pack().key)).toBe(false);
     expect(heal.entries).toEqual([]);

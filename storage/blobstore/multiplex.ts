@@ -148,6 +148,26 @@ export class MultiplexBlobStore implements BlobStore {
     throw new NoVerifiedCopyError(key, report);
   }
 
+  /** {@link getRange} into the caller's buffer: the first component that holds the key fills it. */
+  async readInto(key: string, offset: number, target: Uint8Array): Promise<boolean> {
+    validateKey(key);
+    checkRangeArgs(offset, target.length);
+    const report: { component: string; state: string }[] = [];
+    let pastEnd: RangeNotSatisfiableError | undefined;
+    for (const c of this.components) {
+      try {
+        if (await c.readInto(key, offset, target)) return true;
+        report.push({ component: c.name, state: 'missing' });
+      } catch (err) {
+        if (err instanceof RangeNotSatisfiableError) pastEnd ??= err;
+        report.push({ component: c.name, state: `error: ${message(err)}` });
+      }
+    }
+    if (pastEnd) throw pastEnd;
+    if (report.every((r) => r.state === 'missing')) return false;
+    throw new NoVerifiedCopyError(key, report);
+  }
+
   /** Whether any component holds the key; components that fail are skipped while another answers. */
   async has(key: string): Promise<boolean> {
     return (await this.stat(key)) !== null;

@@ -120,6 +120,11 @@ describe('S3BlobStore', () => {
       expect(await viaProxy.get('retry/k')).toEqual(data);
       proxy.faults.push('slowdown');
       expect(await viaProxy.getRange('retry/k', 0, 7)).toEqual(data.subarray(0, 7));
+      // A ranged read into a buffer, retried: the buffer holds the range, whatever a failed try left.
+      proxy.faults.push('500', 'reset');
+      const into = new Uint8Array(6).fill(0xee);
+      expect(await viaProxy.readInto('retry/k', 4, into)).toBe(true);
+      expect(into).toEqual(data.subarray(4, 10));
       proxy.faults.push('429');
       expect((await viaProxy.list('retry/')).keys).toEqual(['retry/k']);
     });

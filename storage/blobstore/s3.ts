@@ -202,6 +202,49 @@ export class S3BlobStore implements BlobStore {
     return bytes;
   }
 
+  /**
+   * {@link getRange} into the caller's buffer: the ranged GET's body is copied into `target`
+   * as it arrives (no whole-range buffer, no concat). A retry refills it from the start.
+   */
+  async readInto(key: string, offset: number, target: Uint8Array): Promise<boolean> {
+    const Key = this.objectKey(key);
+    const length = target.length;
+    checkRangeArgs(offset, length);
+    if (length === 0) {
+      const st = await this.stat(key);
+      if (st) checkRange(key, offset, length, st.size);
+      return st !== null;
+    }
+    const result = await this.retrying('readInto', key, async () => {
+      try {
+        const Range = `bytes=${offset}-${offset + length - 1}`;
+        const res = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range }));
+        // A server that ignored Range sends the whole object: its bytes before `offset` are skipped.
+        const skip = res.ContentRange === undefined ? offset : 0;
+        const { got, seen } = await bodyInto(res.Body, target, skip);
+        return { got, seen, contentRange: res.ContentRange };
+      } catch (err) {
+        if (isAbsent(err)) return null;
+        if (isRangeError(err)) return 'past-end' as const;
+        throw err;
+      }
+    });
+    if (result === null) return false;
+    if (result === 'past-end') {
+      const st = await this.stat(key);
+      if (!st) return false;
+      throw new RangeNotSatisfiableError(key, offset, length, st.size);
+    }
+    if (result.got !== length) {
+      const total = /\/(\d+)$/.exec(result.contentRange ?? '')?.[1];
+      // Short: the whole body was read, so without a Content-Range its length is the object's.
+      const size = total !== undefined ? Number(total) : result.contentRange === undefined ? result.seen : offset + result.got;
+      if (result.got < length && offset + length > size) throw new RangeNotSatisfiableError(key, offset, length, size);
+      throw new StorageError(`${this.name} readInto ${key}: asked for ${length} bytes, got ${result.got}`);
+    }
+    return true;
+  }
+
   async put(key: string, bytes: Uint8Array): Promise<void> {
     const Key = this.objectKey(key);
     await this.retrying('put', key, () =>
@@ -298,4 +341,31 @@ async function bodyBytes(body: unknown): Promise<Uint8Array> {
   if (!body) return new Uint8Array(0);
   const bytes = await (body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Copies a response body into `target`, after skipping its first `skip` bytes. `got`: the bytes
+ * copied (`target.length + 1` when the body holds more than the range: the rest is not read);
+ * `seen`: the body's bytes, all of them when `got` is short.
+ */
+async function bodyInto(body: unknown, target: Uint8Array, skip: number): Promise<{ got: number; seen: number }> {
+  if (!body) return { got: 0, seen: 0 };
+  let at = 0;
+  let seen = 0;
+  const stream = body as AsyncIterable<Uint8Array> & { destroy?: () => void };
+  for await (const chunk of stream) {
+    const from = Math.max(0, Math.min(chunk.length, skip - seen));
+    seen += chunk.length;
+    const c = chunk.subarray(from);
+    const room = target.length - at;
+    if (c.length > room) {
+      target.set(c.subarray(0, room), at);
+      stream.destroy?.();
+      // A whole object sent for a range has bytes after it; a range response does not.
+      return { got: skip > 0 ? target.length : target.length + 1, seen };
+    }
+    target.set(c, at);
+    at += c.length;
+  }
+  return { got: at, seen };
 }

@@ -19,6 +19,15 @@ export interface BlobStore {
    */
   getRange(key: string, offset: number, length: number): Promise<Uint8Array | null>;
 
+  /**
+   * Reads `target.length` bytes starting at `offset` into `target` (a caller's buffer, reused
+   * across reads, so a large object can be read a range at a time with no allocation per
+   * range). True when filled; false when the key does not exist (`target` then holds nothing
+   * meaningful, nor after an error). A range that runs past the end is an error
+   * ({@link RangeNotSatisfiableError}), never a short read.
+   */
+  readInto(key: string, offset: number, target: Uint8Array): Promise<boolean>;
+
   /** Writes the object. Writing identical bytes to an existing key succeeds and changes nothing. */
   put(key: string, bytes: Uint8Array): Promise<void>;
 
