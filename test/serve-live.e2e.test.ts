@@ -55,6 +55,11 @@ beforeAll(async () => {
   client = new Client({ connection: await Connection.connect({ address: stack.temporal.address }), namespace: stack.temporal.namespace });
   const input: SubscribeInput = { host: pds.pdsUrl, backfillTaskQueue: taskQueueFor(config, 'backfill'), runForSeconds: 30 };
   sub = await client.workflow.start(subscribe, { workflowId: `subscribe/${new URL(pds.pdsUrl).host}-${prefix}`, taskQueue: taskQueueFor(config, 'sync'), args: [input] });
+  // The subscription is live once an account created now reaches the mirror: one created before
+  // it connects would come in by a resync (a backfill), not as live events.
+  const probe = await createAccount(pds, 'probe');
+  await createRecord(probe, 'app.bsky.feed.post', { text: 'probe', createdAt: new Date().toISOString() });
+  await converged(probe.did);
 }, 300_000);
 
 afterAll(async () => {
