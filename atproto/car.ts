@@ -32,6 +32,8 @@ export const DEFAULT_CAR_CAPS: CarCaps = {
 export interface CarContents {
   /** First root named in the header (for a repo, the commit). */
   root: string;
+  /** The same root's 36 CID bytes (set by this module's readers), to look it up without decoding `root`. */
+  rootBytes?: Uint8Array;
   /** Every block, each verified against its CID. */
   blocks: BlockMap;
   /** Bytes of CAR read. */
@@ -80,6 +82,7 @@ export class CarParser {
   // for 1,024 blocks (44 KB, zeroed) was a tenth of verifying a ten-record repo.
   #blocks: BlockMap | undefined;
   #root: string | undefined;
+  #rootBytes: Uint8Array | undefined;
   #bytes = 0;
   // The length varint of an entry, while the chunks so far hold only part of it (at most 8 bytes).
   #head: number[] = [];
@@ -179,7 +182,7 @@ export class CarParser {
     const pending = this.#head.length + (this.#entry === undefined ? 0 : this.#filled);
     if (pending > 0) throw new CarFormatError(`CAR is truncated: ${pending} bytes of an incomplete entry at the end`);
     if (this.#root === undefined) throw new CarFormatError('CAR is empty: no header');
-    return { root: this.#root, blocks: this.#blocks!, bytes: this.#bytes };
+    return { root: this.#root, rootBytes: this.#rootBytes, blocks: this.#blocks!, bytes: this.#bytes };
   }
 
   /** Parses the complete entries at the start of `buf`; returns how many bytes they took. */
@@ -230,6 +233,7 @@ export class CarParser {
       throw new CarFormatError('CAR header names no root CID');
     }
     this.#root = roots[0].$link;
+    this.#rootBytes = roots[0].bytes;
   }
 
   #block(buf: Uint8Array, start: number, length: number): void {
