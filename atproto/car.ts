@@ -32,6 +32,8 @@ export const DEFAULT_CAR_CAPS: CarCaps = {
 export interface CarContents {
   /** First root named in the header (for a repo, the commit). */
   root: string;
+  /** The same root's 36 CID bytes (set by this module's readers), to look it up without decoding `root`. */
+  rootBytes?: Uint8Array;
   /** Every block, each verified against its CID. */
   blocks: BlockMap;
   /** Bytes of CAR read. */
@@ -46,8 +48,7 @@ export interface CarContents {
  * @throws CarTooLargeError, TooManyBlocksError a cap is passed
  */
 export function readCar(bytes: Uint8Array, caps: Partial<CarCaps> = {}): CarContents {
-  // A block takes at least a CID and a length byte: a small CAR gets a small index.
-  const parser = new CarParser(caps, Math.min(1024, bytes.length / (CID_LENGTH + 1)));
+  const parser = new CarParser(caps);
   parser.push(bytes);
   return parser.end();
 }
@@ -76,8 +77,12 @@ export async function readCarStream(chunks: AsyncIterable<Uint8Array>, caps: Par
  */
 export class CarParser {
   readonly #caps: CarCaps;
-  readonly #blocks: BlockMap;
+  readonly #expectedBlocks: number;
+  // Made at the first chunk, sized to it: a small CAR's body is one or two chunks, and an index
+  // for 1,024 blocks (44 KB, zeroed) was a tenth of verifying a ten-record repo.
+  #blocks: BlockMap | undefined;
   #root: string | undefined;
+  #rootBytes: Uint8Array | undefined;
   #bytes = 0;
   // The length varint of an entry, while the chunks so far hold only part of it (at most 8 bytes).
   #head: number[] = [];
@@ -89,10 +94,13 @@ export class CarParser {
   // Offset in the CAR of the next entry, for messages.
   #offset = 0;
 
-  /** @param expectedBlocks room the block index starts with (it grows past it) */
+  /**
+   * @param expectedBlocks most room the block index starts with (it grows past it); less when
+   *   the first chunk cannot hold that many blocks
+   */
   constructor(caps: Partial<CarCaps> = {}, expectedBlocks = 1024) {
     this.#caps = { ...DEFAULT_CAR_CAPS, ...caps };
-    this.#blocks = new BlockMap(expectedBlocks);
+    this.#expectedBlocks = expectedBlocks;
   }
 
   /** Bytes copied so far to assemble entries that straddled chunks (each at most about twice). */
@@ -105,6 +113,8 @@ export class CarParser {
     if (Buffer.isBuffer(chunk)) chunk = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
     this.#bytes += chunk.length;
     if (this.#bytes > this.#caps.maxBytes) throw new CarTooLargeError(this.#caps.maxBytes, this.#bytes);
+    // A block takes at least a CID and a length byte: a CAR that arrives whole gets an index its size.
+    this.#blocks ??= new BlockMap(Math.min(this.#expectedBlocks, chunk.length / (CID_LENGTH + 1)));
     let rest = chunk;
     if (this.#head.length > 0) {
       rest = this.#completeHead(rest);
@@ -172,7 +182,7 @@ export class CarParser {
     const pending = this.#head.length + (this.#entry === undefined ? 0 : this.#filled);
     if (pending > 0) throw new CarFormatError(`CAR is truncated: ${pending} bytes of an incomplete entry at the end`);
     if (this.#root === undefined) throw new CarFormatError('CAR is empty: no header');
-    return { root: this.#root, blocks: this.#blocks, bytes: this.#bytes };
+    return { root: this.#root, rootBytes: this.#rootBytes, blocks: this.#blocks!, bytes: this.#bytes };
   }
 
   /** Parses the complete entries at the start of `buf`; returns how many bytes they took. */
@@ -223,6 +233,7 @@ export class CarParser {
       throw new CarFormatError('CAR header names no root CID');
     }
     this.#root = roots[0].$link;
+    this.#rootBytes = roots[0].bytes;
   }
 
   #block(buf: Uint8Array, start: number, length: number): void {
@@ -242,7 +253,7 @@ export class CarParser {
     for (let i = 0; i < 32; i++) {
       if (digest.charCodeAt(i) !== buf[start + 4 + i]) throw new BlockHashMismatchError(cidToString(buf, start));
     }
-    const blocks = this.#blocks;
+    const blocks = this.#blocks!;
     if (blocks.add(buf, start, end) && blocks.size > this.#caps.maxBlocks) throw new TooManyBlocksError(this.#caps.maxBlocks);
   }
 }

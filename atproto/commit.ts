@@ -22,6 +22,8 @@ export interface Commit {
   version: 3;
   /** CID of the MST root. */
   data: string;
+  /** Its 36 bytes (set by `readCommit`). */
+  dataBytes?: Uint8Array;
   /** Revision, a TID; increases with every commit. */
   rev: string;
   prev: string | null;
@@ -38,15 +40,16 @@ export interface Commit {
  * @throws CommitError wrong version (`commit-version`), another DID (`commit-did`), bytes that are
  *   not canonical DAG-CBOR (`commit-non-canonical`), anything else (`commit-malformed`: not
  *   DAG-CBOR, nested past MAX_COMMIT_DEPTH, a CID of another codec, a field of the wrong type)
+ * @param cidBytes `cid` as `cidFromString` gives it, when the caller has it already
  */
-export function readCommit(blocks: BlockMap, cid: string, did: string): Commit {
-  const cidBytes = cidFromString(cid);
+export function readCommit(blocks: BlockMap, cid: string, did: string, cidBytes: Uint8Array | undefined = cidFromString(cid)): Commit {
   if (cidBytes !== undefined && cidBytes[1] !== CODEC_DCBOR) {
     // The same bytes under a raw CID would be a second name for one signed commit.
     throw new CommitError('commit-malformed', cid, 'the commit CID is not of codec dag-cbor');
   }
-  const bytes = blocks.get(cid);
-  if (bytes === undefined) throw new MissingBlockError(cid, 'commit');
+  const index = cidBytes === undefined ? -1 : blocks.indexOf(cidBytes);
+  if (index < 0) throw new MissingBlockError(cid, 'commit');
+  const bytes = blocks.dataAt(index);
   let value: unknown;
   try {
     // Canonical, so that the signature covers the block's own bytes and one signed commit has
@@ -75,6 +78,7 @@ export function readCommit(blocks: BlockMap, cid: string, did: string): Commit {
     did,
     version: 3,
     data: fields.data.$link,
+    dataBytes: fields.data.bytes,
     rev: fields.rev,
     prev: prev instanceof CidLinkWrapper ? prev.$link : null,
     sig: sig.buf,

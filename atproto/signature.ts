@@ -11,7 +11,7 @@
  * taken: the package's own fallback is a JavaScript implementation slower than OpenSSL. P-256 is
  * OpenSSL's (its optimised curve code, about 150 µs).
  */
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, hash, verify, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { type FoundPublicKey, parseDidKey, parsePublicMultikey, verifySig } from '@atcute/crypto';
 import type { Commit } from './commit.ts';
@@ -92,7 +92,7 @@ export async function verifyCommitSignature(commit: Commit, commitCid: string, s
   if (valid) {
     try {
       if (k.type === 'secp256k1' && backend === 'libsecp256k1' && libsecp256k1) {
-        valid = libsecp256k1.ecdsaVerify(sig, createHash('sha256').update(commit.unsigned).digest(), k.point);
+        valid = libsecp256k1.ecdsaVerify(sig, hash('sha256', commit.unsigned, 'buffer'), k.point);
       } else {
         valid = verify('sha256', commit.unsigned, { key: k.key, dsaEncoding: 'ieee-p1363' }, sig);
       }

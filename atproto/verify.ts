@@ -3,7 +3,7 @@
  */
 import type { BlockMap } from './block-map.ts';
 import { type CarCaps, type CarContents, DEFAULT_CAR_CAPS, readCar, readCarStream } from './car.ts';
-import { cidFromString } from './cid.ts';
+import { cidFromString, isRepoCid } from './cid.ts';
 import { readCommit, verifyCommitSignature } from './commit.ts';
 import { MissingBlockError } from './errors.ts';
 import { readMst } from './mst.ts';
@@ -66,12 +66,14 @@ export interface VerifiedRepo {
  */
 export async function verifyRepo(car: Uint8Array | CarContents, options: VerifyOptions): Promise<VerifiedRepo> {
   const caps = { ...DEFAULT_REPO_CAPS, ...options.caps };
-  const { root, blocks, bytes } = car instanceof Uint8Array ? readCar(car, caps) : car;
-  const commit = readCommit(blocks, root, options.did);
+  const { root, rootBytes, blocks, bytes } = car instanceof Uint8Array ? readCar(car, caps) : car;
+  // The root as bytes, as `cidFromString` gives them (only a repo's kind of CID), without its string.
+  const rootCid = rootBytes !== undefined && isRepoCid(rootBytes, 0) ? rootBytes : cidFromString(root);
+  const commit = readCommit(blocks, root, options.did, rootCid);
   await verifyCommitSignature(commit, root, options.signingKey);
   const reached = new Uint8Array(blocks.size);
-  reached[indexOf(blocks, root)] = 1;
-  const dataIndex = indexOf(blocks, commit.data);
+  reached[indexOf(blocks, root, rootCid)] = 1;
+  const dataIndex = indexOf(blocks, commit.data, commit.dataBytes);
   if (dataIndex < 0) throw new MissingBlockError(commit.data, 'mst-node');
   // An honest repo's keys are a fraction of its CAR (each record has a block of its own); twice
   // the CAR bounds what verify holds for them whatever the CAR spells.
@@ -120,7 +122,6 @@ export async function verifyRepoStream(chunks: AsyncIterable<Uint8Array>, option
   return verifyRepo(await readCarStream(chunks, caps), { ...options, caps });
 }
 
-function indexOf(blocks: BlockMap, cid: string): number {
-  const bytes = cidFromString(cid);
+function indexOf(blocks: BlockMap, cid: string, bytes = cidFromString(cid)): number {
   return bytes === undefined ? -1 : blocks.indexOf(bytes);
 }
