@@ -4,7 +4,7 @@
  */
 import * as CBOR from '@atcute/cbor';
 import { type Commit, readCommit } from '../../atproto/commit.ts';
-import type { BlockMap } from '../../atproto/block-map.ts';
+import { BlockMap } from '../../atproto/block-map.ts';
 import { cidFromString, cidToString } from '../../atproto/cid.ts';
 import type { NodeOf, OutEdge } from '../nodes.ts';
 import type { StepContext, StepResult } from './context.ts';
@@ -36,11 +36,18 @@ export async function stepCommit(node: NodeOf<'Commit'>, ctx: StepContext): Prom
  * @throws CommitError when it is not an acceptable v3 commit.
  */
 export function decodeCommit(cid: string, bytes: Uint8Array, did: string | undefined): Commit {
-  // readCommit reads from a block map; this one holds the single block.
-  const one = { get: (c: string) => (c === cid ? bytes : undefined) } as unknown as BlockMap;
+  // readCommit reads from a block map; this one holds the single block (its CID, then its bytes).
+  const one = new BlockMap(1);
+  const cidBytes = cidFromString(cid);
+  if (cidBytes !== undefined) {
+    const framed = new Uint8Array(cidBytes.length + bytes.length);
+    framed.set(cidBytes, 0);
+    framed.set(bytes, cidBytes.length);
+    one.add(framed, 0, framed.length);
+  }
   if (did === undefined) {
     const value = CBOR.decode(bytes) as { did?: unknown } | null;
     did = typeof value?.did === 'string' ? value.did : '';
   }
-  return readCommit(one, cid, did);
+  return readCommit(one, cid, did, cidBytes);
 }
