@@ -110,6 +110,13 @@ export async function manySmallRepos(n: number, records: number, log: (l: string
   return { dids, cars, signingKey: keypair.did() };
 }
 
+/** The DIDs of `manySmallRepos(n, records)` without reading its CARs (made first if need be). */
+export async function manySmallRepoDids(n: number, records: number, log: (l: string) => void = () => {}): Promise<string[]> {
+  const meta = join(process.env.REPOWALK_CACHE_DIR ?? join(homedir(), '.cache', 'repowalk'), 'test-repos', `growth-v${SMALL_SET_VERSION}-${n}x${records}.bin.json`);
+  if (!existsSync(meta)) return (await manySmallRepos(n, records, log)).dids;
+  return (JSON.parse(readFileSync(meta, 'utf8')) as { dids: string[] }).dids;
+}
+
 function toLink(cid: string): CBOR.CidLink {
   return CID.toCidLink(CID.fromString(cid));
 }
