@@ -6,6 +6,7 @@
  *   npm run bench [-- --only verify,import,e2e,walk,serve,sync,scale] [--records 100000] [--repos 2000] [--workers N]
  *   npm run bench -- --only sync [--sync-quick | --sync-repos 2000 --sync-commits 100]   (bench/sync.ts: a replayed firehose)
  *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
+ *     [--growth-mirror-records 10000,100000] [--growth-mirror-repos 10,1000,10000] [--with-100k-repos]
  *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
  *
  * `sync`, `scale`, `growth` and `worker-rss` are not in the default set; `scale` prints the
@@ -56,6 +57,9 @@ const { values } = parseArgs({
     'sync-repos': { type: 'string' },
     'sync-commits': { type: 'string' },
     'sync-quick': { type: 'boolean' },
+    'growth-mirror-records': { type: 'string', default: '10000,100000' },
+    'growth-mirror-repos': { type: 'string', default: '10,1000,10000' },
+    'with-100k-repos': { type: 'boolean' },
   },
 });
 const only = new Set((values.only ?? 'verify,import,e2e,walk,serve').split(','));
@@ -80,7 +84,10 @@ try {
     results.workerRss = await runJson('worker-rss.ts', ['--temporal', stack.info.temporal.address, '--database-url', stack.info.postgres.url]);
   }
   if (only.has('growth')) {
-    results.growth = await runJson('growth.ts', ['--database-url', dbUrl, '--sizes', values['growth-sizes'], ...(values['with-1m'] ? ['--with-1m'] : [])]);
+    results.growth = await runJson('growth.ts', [
+      '--database-url', dbUrl, '--sizes', values['growth-sizes'], ...(values['with-1m'] ? ['--with-1m'] : []),
+      '--mirror-records', values['growth-mirror-records'], '--mirror-repos', values['growth-mirror-repos'], ...(values['with-100k-repos'] ? ['--with-100k-repos'] : []),
+    ]);
   }
   if (only.has('e2e')) {
     results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--workers', values.workers]);

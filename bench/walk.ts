@@ -17,7 +17,6 @@
  * Goals: validate ≥ 200,000 nodes/s from the directory store on both mirrors, the two within
  * ±20 % of each other (issue 13); ≤ 24 bytes per visited node (issue 4).
  */
-import { readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector';
 import { tmpdir, cpus, loadavg } from 'node:os';
@@ -36,10 +35,10 @@ import { cidOf, makeRepoCached } from '../atproto/testing/make-repo.ts';
 import { blobKey } from '../storage/keys.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { importRepo } from '../backfill/import.ts';
-import { runWalk, type WalkSpec } from '../graph/run.ts';
-import { formatFindings } from '../graph/progress.ts';
+import type { WalkSpec } from '../graph/run.ts';
 import type { Node } from '../graph/nodes.ts';
 import { testDids } from '../test/mirror.ts';
+import { type MeasuredWalk, measureWalk, postgresCpuMeter, walkFigures } from './walk-measure.ts';
 
 const { values } = parseArgs({
   options: {
@@ -197,76 +196,27 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
 
   if (values.explain) await explainRefcounts(pool, dids, shape.name);
 
-  // PostgreSQL's CPU: its server processes (the postmaster's children), from /proc, so that a
-  // walk's cost per node shows whole: the Repo reads' joins run there.
-  const { rows: [me] } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  const postmaster = procStat(me!.pid)?.ppid;
-  const pgCpuUs = () => {
-    let ticks = 0;
-    for (const d of readdirSync('/proc')) {
-      if (!/^\d+$/.test(d)) continue;
-      const st = procStat(Number(d));
-      if (st && st.ppid === postmaster) ticks += st.ticks;
-    }
-    return ticks * (1_000_000 / 100);
-  };
-
+  const pgCpuUs = await postgresCpuMeter(pool);
   const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
   const specs: Record<string, WalkSpec> = { validate: { type: 'validate' }, scrub: { type: 'scrub', scrub: { graceSeconds: 0 } } };
   const results: Record<string, unknown> = {};
   const measure = async (name: string) => {
     const [type, where] = name.split('-') as [string, string];
     const spec = { ...specs[type]!, scheduledMax: Number(values['scheduled-max']), rootConcurrency: Number(values['root-concurrency']) };
-    const rssBefore = process.memoryUsage.rss();
-    let rssPeak = rssBefore;
-    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 100);
-    const cpu0 = process.cpuUsage();
-    const main0 = process.threadCpuUsage();
-    const pg0 = pgCpuUs();
-    const r = await runWalk({ pool, store: stores[where]! }, spec, roots, { progress: { label: `${shape.name} ${name}`, emit: log } });
-    const cpu = process.cpuUsage(cpu0);
-    const main = process.threadCpuUsage(main0);
-    const pgUs = pgCpuUs() - pg0;
-    clearInterval(sampler);
+    const m = await measureWalk({ pool, store: stores[where]! }, spec, roots, { label: `${shape.name} ${name}`, emit: log, pgCpuUs });
     if (values['sql-stats']) {
       for (const [k, v] of [...queries].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12)) log(`  ${v.n} queries ${v.ms.toFixed(0)} ms ${v.rows} rows: ${k}`);
       queries.clear();
     }
-    return { r, type, cpuUs: cpu.user + cpu.system, mainCpuUs: main.user + main.system, pgUs, rssBefore, rssPeak };
+    return m;
   };
   // One unreported run first: V8 compiles the hot paths during the first walk.
   await measure('validate-local');
   if (session) await post(session, 'Profiler.start');
   for (const name of shape.runs) {
-    const tries: Awaited<ReturnType<typeof measure>>[] = [];
+    const tries: MeasuredWalk[] = [];
     for (let i = 0; i < Number(values.repeat); i++) tries.push(await measure(name));
-    const rate = (t: (typeof tries)[number]) => t.r.totals.nodes / (t.r.elapsedMs / 1000);
-    const sorted = [...tries].sort((a, b) => rate(a) - rate(b));
-    const median = sorted[Math.floor(sorted.length / 2)]!;
-    const { r, type } = median;
-    results[name] = {
-      nodes: r.totals.nodes,
-      seconds: Math.round(r.elapsedMs) / 1000,
-      nodesPerSecond: Math.round(rate(median)),
-      nodesPerSecondEachTry: tries.map((t) => Math.round(rate(t))),
-      reposPerSecond: Math.round(r.totals.roots / (r.elapsedMs / 1000)),
-      blockBytesPerSecond: Math.round(r.totals.bytes / (r.elapsedMs / 1000)),
-      // This process's CPU (user + system) per node: the walk's own cost, whatever else the
-      // machine runs (PostgreSQL, the S3 server and other work share its cores).
-      cpuMicrosecondsPerNode: Math.round((median.cpuUs / r.totals.nodes) * 100) / 100,
-      // The walk's own thread alone (the rest is V8's GC helpers, libuv's pool and the signature worker).
-      mainThreadCpuMicrosecondsPerNode: Math.round((median.mainCpuUs / r.totals.nodes) * 100) / 100,
-      // PostgreSQL's processes (10 ms ticks), per node: with this process's, the walk's whole CPU.
-      postgresCpuMicrosecondsPerNode: Math.round((median.pgUs / r.totals.nodes) * 100) / 100,
-      blobstoreRequests: r.blockRequests,
-      visitedBytesPerNode: Math.round((r.visited.bytes / r.visited.nodes) * 10) / 10,
-      largestVisitedSet: r.visited.nodes,
-      rssBeforeBytes: median.rssBefore,
-      rssPeakBytes: median.rssPeak,
-      byType: Object.fromEntries(Object.entries(r.totals.types).map(([t, x]) => [t, x.walked])),
-      findings: formatFindings(r.totals),
-      ...(type === 'scrub' ? { keysChecked: r.totals.counters['scrub.keys'] ?? 0 } : {}),
-    };
+    results[name] = walkFigures(tries);
   }
   if (session) {
     const { profile } = (await post(session, 'Profiler.stop')) as { profile: unknown };
@@ -305,15 +255,5 @@ async function explainRefcounts(pool: pg.Pool, dids: string[], label: string): P
     );
     log(`${label}: refcount comparison for the packs of ${n} repo(s) (${packs.length} packs):`);
     for (const r of rows) log(`  ${r['QUERY PLAN']}`);
-  }
-}
-
-/** A process's parent and CPU ticks (user + system) from /proc, or undefined when it is gone. */
-function procStat(pid: number): { ppid: number; ticks: number } | undefined {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
-  } catch {
-    return undefined;
   }
 }
