@@ -85,12 +85,12 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     // check until COMMIT means no block this batch finds indexed (and so does not store again) is
     // deleted before the batch's references to it are visible. Rows first, then GC's lock, as
     // every writer takes them. The insert writes nothing for a row that exists (an ON CONFLICT
-    // DO UPDATE would write a new version of every row of every batch, none of them HOT, and
-    // bloat `repos`); it waits for a concurrent batch that inserted one of the rows to finish,
-    // and the select, a statement of its own, sees the rows that batch committed. A row is
-    // locked here only once it is committed (or ours), in DID order, so two batches cannot wait
-    // on each other in this step. (The batch's fixed statements are named: each connection
-    // parses and plans them once.)
+    // DO UPDATE would write a new version of every row of every batch, on top of the state
+    // update, and bloat `repos`); it waits for a transaction in flight that inserted or updated
+    // one of the rows, and the select, a statement of its own, sees what that one committed. A
+    // row is locked here only once it is committed (or ours), in DID order, so two batches
+    // cannot wait on each other in this step. (The batch's fixed statements are named: each
+    // connection parses and plans them once.)
     await tx.query({
       name: 'ingest-make-repos',
       text: `INSERT INTO repos (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING`,
