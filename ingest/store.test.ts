@@ -277,3 +277,88 @@ describe('StoreBatcher', () => {
     for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
   });
 });
+
+describe('storeBatch, concurrent batches', () => {
+  // DIDs no other test of this file stores.
+  const conc = (i: number) => `did:plc:concurrent${'x'.repeat(13)}${'abcdefgh'[i]}`;
+
+  it('a batch that shares repos with one in flight waits for it and applies on top of what it stored, new repos too', async () => {
+    // Two repos stored before, two new: the first batch makes and locks all four rows.
+    const dids = [0, 1, 2, 3].map(conc);
+    const gen = (did: string, n: number, r: number) => verified(did, generateRecords(n).map((x) => ({ ...x, value: { ...x.value, did } })), r);
+    const v = await Promise.all(dids.map(async (d) => [await gen(d, 3, 1), await gen(d, 5, 2), await gen(d, 7, 3)]));
+    const first = await storeBatch({ pool, blobs }, [snapshot(v[0]![0]!), snapshot(v[1]![0]!)], { ...opts, origin: 'backfill' });
+    expect(first.outcomes.map((o) => o.kind)).toEqual(['imported', 'imported']);
+
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    // A: commits on the stored repos, snapshots of the new ones; held open before COMMIT.
+    const a = storeBatch({ pool, blobs }, [commitBetween(v[0]![0]!, v[0]![1]!), commitBetween(v[1]![0]!, v[1]![1]!), snapshot(v[2]![1]!), snapshot(v[3]![1]!)], {
+      ...opts,
+      alsoInTransaction: async () => {
+        entered();
+        await gate;
+      },
+    });
+    await inside;
+    // Then the next commit of each, the stored repos in one batch and the new ones in another,
+    // each listed in the other order. Stored before A committed, each would be a gap (its since
+    // is A's rev), and a new repo's row would not be there to lock.
+    const next = (is: number[]) => storeBatch({ pool, blobs }, is.map((i) => commitBetween(v[i]![1]!, v[i]![2]!)), opts);
+    const b = next([1, 0]);
+    const c = next([3, 2]);
+    const waiting = async () => (await pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0].n;
+    for (let t = 0; (await waiting()) < 2; t++) {
+      if (t > 200) throw new Error('the later batches never waited for the first');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    release();
+    const [ra, rb, rc] = await Promise.all([a, b, c]);
+    expect(ra.outcomes.map((o) => o.kind)).toEqual(['imported', 'imported', 'imported', 'imported']);
+    expect(rb.outcomes.map((o) => o.kind)).toEqual(['imported', 'imported']);
+    expect(rc.outcomes.map((o) => o.kind)).toEqual(['imported', 'imported']);
+    for (const r of v) expect(await stored(r[2]!.did)).toEqual(expected(r[2]!));
+    const revs = (await pool.query('SELECT did, rev FROM repos WHERE did = ANY($1) ORDER BY did', [dids])).rows;
+    expect(revs).toEqual(v.map((r) => ({ did: r[2]!.did, rev: r[2]!.rev })).sort((x, y) => (x.did < y.did ? -1 : 1)));
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it('reads a repo row only once it holds its lock: what a writer holding it stores is kept', async () => {
+    const did = conc(7);
+    const v1 = await verified(did, generateRecords(3), 1);
+    const v2 = await verified(did, generateRecords(5), 2);
+    await storeBatch({ pool, blobs }, [snapshot(v1)], { ...opts, origin: 'backfill' });
+    const other = await pool.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query('SELECT 1 FROM repos WHERE did = $1 FOR UPDATE', [did]);
+      const b = storeBatch({ pool, blobs }, [commitBetween(v1, v2)], opts);
+      for (let t = 0; (await pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0].n === 0; t++) {
+        if (t > 200) throw new Error('the batch never waited for the row lock');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      await other.query(`UPDATE repos SET handle = 'held.test' WHERE did = $1`, [did]);
+      await other.query('COMMIT');
+      expect((await b).outcomes.map((o) => o.kind)).toEqual(['imported']);
+    } finally {
+      other.release();
+    }
+    expect((await pool.query('SELECT handle, rev FROM repos WHERE did = $1', [did])).rows[0]).toEqual({ handle: 'held.test', rev: v2.rev });
+  });
+
+  it('concurrent batches over the same repos in any order all land', async () => {
+    const dids = [4, 5, 6].map(conc);
+    const shuffled = (xs: string[], k: number) => xs.map((_, i) => xs[(i + k) % xs.length]!);
+    // Account changes of repos some batches make and others find: each batch locks all of them.
+    const batches = Array.from({ length: 8 }, (_, k) =>
+      storeBatch({ pool, blobs }, shuffled(dids, k).map((did) => ({ kind: 'identity' as const, did, handle: `h${k}.test`, pds: undefined, signingKey: undefined })), opts),
+    );
+    const results = await Promise.all(batches);
+    for (const r of results) expect(r.outcomes.map((o) => o.kind)).toEqual(['identity', 'identity', 'identity']);
+    const handles = (await pool.query('SELECT DISTINCT handle FROM repos WHERE did = ANY($1)', [dids])).rows;
+    // The last batch to commit wrote all three rows: one handle.
+    expect(handles).toHaveLength(1);
+  });
+});

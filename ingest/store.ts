@@ -79,21 +79,30 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
   const solo = (c: RepoChange) => c.kind === 'snapshot' && perDid.get(c.repo.did) === 1;
   let uploaded: Promise<void> = Promise.resolve();
   return withTransaction(deps.pool, async (tx) => {
-    // One round trip: every repo row of the batch is made if new and locked, in DID order (ON
-    // CONFLICT DO UPDATE locks the row it finds), and then, once all of them are (the count
-    // reads the whole insert first), GC's lock is taken shared. GC sweeps under that lock held
-    // exclusively: holding it shared from before the index check until COMMIT means no block
-    // this batch finds indexed (and so does not store again) is deleted before the batch's
-    // references to it are visible. Rows first, then GC's lock, as every writer takes them.
-    // (The batch's fixed statements are named: each connection parses and plans them once.)
+    // Every repo row of the batch is made if new, then all of them are locked, in DID order, and
+    // then (once all of them are: the count reads the whole select first) GC's lock is taken
+    // shared. GC sweeps under that lock held exclusively: holding it shared from before the index
+    // check until COMMIT means no block this batch finds indexed (and so does not store again) is
+    // deleted before the batch's references to it are visible. Rows first, then GC's lock, as
+    // every writer takes them. The insert writes nothing for a row that exists (an ON CONFLICT
+    // DO UPDATE would write a new version of every row of every batch, on top of the state
+    // update, and bloat `repos`); it waits for a transaction in flight that inserted or updated
+    // one of the rows, and the select, a statement of its own, sees what that one committed. A
+    // row is locked here only once it is committed (or ours), in DID order, so two batches
+    // cannot wait on each other in this step. (The batch's fixed statements are named: each
+    // connection parses and plans them once.)
+    await tx.query({
+      name: 'ingest-make-repos',
+      text: `INSERT INTO repos (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d ON CONFLICT (did) DO NOTHING`,
+      values: [dids],
+    });
     const locked = await tx.query<StoredRow>({
       name: 'ingest-lock-repos',
-      text: `WITH ins AS (
-         INSERT INTO repos AS r (did) SELECT d FROM unnest($1::text[]) AS d ORDER BY d
-         ON CONFLICT (did) DO UPDATE SET did = r.did
-         RETURNING r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.pds, r.handle, r.signing_key, r.records_count, r.blocks_count, r.last_error
-       ), done AS (SELECT count(*) AS n FROM ins)
-       SELECT ins.*, (SELECT pg_advisory_xact_lock_shared($2) IS NULL FROM done) AS gc_locked FROM ins`,
+      text: `WITH l AS (
+         SELECT r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.pds, r.handle, r.signing_key, r.records_count, r.blocks_count, r.last_error
+         FROM repos r WHERE r.did = ANY($1::text[]) ORDER BY r.did FOR UPDATE
+       ), done AS (SELECT count(*) AS n FROM l)
+       SELECT l.*, (SELECT pg_advisory_xact_lock_shared($2) IS NULL FROM done) AS gc_locked FROM l`,
       values: [dids, GC_LOCK_KEY],
     });
     if (locked.rows.length !== dids.length) throw new Error(`locked ${locked.rows.length} of ${dids.length} repo rows`);
