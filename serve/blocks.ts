@@ -391,8 +391,9 @@ export class PackBlockReader {
 
   async #readRanges(wanted: { i: number; loc: Loc }[], cids: Uint8Array[], out: Int32Array, lenient: boolean): Promise<void> {
     wanted.sort((a, b) => (a.loc.key < b.loc.key ? -1 : a.loc.key > b.loc.key ? 1 : a.loc.offset - b.loc.offset));
-    let s = 0;
-    while (s < wanted.length) {
+    // Runs of blocks close enough in one pack to read as one range.
+    const runs: { s: number; e: number; end: number }[] = [];
+    for (let s = 0; s < wanted.length; ) {
       const first = wanted[s]!.loc;
       let end = first.offset + first.length;
       let e = s + 1;
@@ -400,41 +401,57 @@ export class PackBlockReader {
         end = Math.max(end, wanted[e]!.loc.offset + wanted[e]!.loc.length);
         e++;
       }
-      this.gets++;
-      let bytes: Uint8Array | null;
-      try {
-        bytes = await this.#store.getRange(first.key, first.offset, end - first.offset);
-      } catch (err) {
-        if (err instanceof PackNotFoundError) bytes = null;
-        else throw err;
-      }
-      if (bytes === null) {
-        if (lenient) {
-          s = e;
-          continue;
-        }
-        throw new MissingBlockError(`pack ${first.key} is not in the blobstore`);
-      }
-      this.bytesRead += bytes.length;
-      for (let k = s; k < e; k++) {
-        const { i, loc } = wanted[k]!;
-        const data = bytes.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
-        if (!blockHashMatches(cids[i]!, data)) {
-          if (lenient) continue;
-          throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
-        }
-        // Kept as CID + data, the layout the block map indexes.
-        const entry = new Uint8Array(36 + data.length);
-        this.#rangedBytes += entry.length;
-        entry.set(cids[i]!.subarray(0, 36));
-        entry.set(data, 36);
-        this.#writable().add(entry, 0, entry.length);
-        out[i] = this.#known.indexOf(entry);
-      }
+      runs.push({ s, e, end });
       s = e;
+    }
+    // The ranges are read RANGE_READS at a time (a page of records scattered through a pack is
+    // dozens of small reads: one after the other, each waits its turn in the blobstore), and
+    // checked and indexed in order.
+    const read = async ({ s, end }: { s: number; end: number }): Promise<Uint8Array | null> => {
+      const first = wanted[s]!.loc;
+      this.gets++;
+      try {
+        return await this.#store.getRange(first.key, first.offset, end - first.offset);
+      } catch (err) {
+        if (err instanceof PackNotFoundError) return null;
+        throw err;
+      }
+    };
+    for (let r0 = 0; r0 < runs.length; r0 += RANGE_READS) {
+      const batch = runs.slice(r0, r0 + RANGE_READS);
+      const settled = await Promise.allSettled(batch.map(read));
+      for (const [b, result] of settled.entries()) {
+        if (result.status === 'rejected') throw result.reason;
+        const { s, e } = batch[b]!;
+        const first = wanted[s]!.loc;
+        const bytes = result.value;
+        if (bytes === null) {
+          if (lenient) continue;
+          throw new MissingBlockError(`pack ${first.key} is not in the blobstore`);
+        }
+        this.bytesRead += bytes.length;
+        for (let k = s; k < e; k++) {
+          const { i, loc } = wanted[k]!;
+          const data = bytes.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
+          if (!blockHashMatches(cids[i]!, data)) {
+            if (lenient) continue;
+            throw new MissingBlockError(`block ${cidToString(cids[i]!, 0)} read from pack ${loc.key} does not hash to its CID`);
+          }
+          // Kept as CID + data, the layout the block map indexes.
+          const entry = new Uint8Array(36 + data.length);
+          this.#rangedBytes += entry.length;
+          entry.set(cids[i]!.subarray(0, 36));
+          entry.set(data, 36);
+          this.#writable().add(entry, 0, entry.length);
+          out[i] = this.#known.indexOf(entry);
+        }
+      }
     }
   }
 }
+
+/** Ranged reads one resolve keeps in flight. */
+const RANGE_READS = 8;
 
 function sameCid(bytes: Uint8Array, at: number, cid: Uint8Array): boolean {
   for (let k = 0; k < 36; k++) if (bytes[at + k] !== cid[k]) return false;
