@@ -11,6 +11,14 @@ import * as CID from '@atcute/cid';
 import { fromBase32 } from '@atcute/multibase';
 
 export const CID_LENGTH = 36;
+
+/** Whether two binary repo CIDs are the same (their first CID_LENGTH bytes; false when either is shorter). */
+export function equalCid(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length < CID_LENGTH || b.length < CID_LENGTH) return false;
+  // From the digest's last byte: another CID differs at once.
+  for (let i = CID_LENGTH - 1; i >= 0; i--) if (a[i] !== b[i]) return false;
+  return true;
+}
 export const CODEC_DCBOR = 0x71;
 export const CODEC_RAW = 0x55;
 

@@ -15,7 +15,7 @@
  * in it.
  */
 import { hash } from 'node:crypto';
-import { CID_LENGTH, cidToString, latin1 } from './cid.ts';
+import { CID_LENGTH, cidToString, equalCid, latin1 } from './cid.ts';
 import { keyLayer } from './key-layer.ts';
 import { ENTRY_FIELDS, KEY_END, KEY_START, MstNodeFormatError, PREFIX, RIGHT, VALUE, decodeMstNode } from './mst-node.ts';
 import { MAX_PATH_LENGTH } from './mst-check.ts';
@@ -361,11 +361,6 @@ function lowerBound(keys: string[], key: string): number {
   let i = 0;
   while (i < keys.length && keys[i]! < key) i++;
   return i;
-}
-
-function equalCid(a: Uint8Array, b: Uint8Array): boolean {
-  for (let i = CID_LENGTH - 1; i >= 0; i--) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 // Key bytes for the layer hash: keys are ASCII (checked first), one byte per char.

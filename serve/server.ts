@@ -4,7 +4,6 @@
  * checks sizes, turns thrown `XrpcError`s into `{ error, message }` and anything else into a
  * 500 whose cause is logged, streams CARs with backpressure, and counts what it served.
  */
-import { takeRelease } from './lent.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -23,6 +22,7 @@ import { tapRead, tapReadRoute } from './tap-info.ts';
 import { METHODS, methodFor, type Reply, type XrpcDeps } from './xrpc.ts';
 import { RepoCarPlans } from './repo-car.ts';
 import { CarPlanStore } from './car-plan-store.ts';
+import { takeRelease } from './lent.ts';
 
 export interface ServeLimits {
   /** Largest admin request body. Default 1 MiB. */

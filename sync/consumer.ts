@@ -80,6 +80,16 @@ const BACKLOG_BATCHES = 4;
 const MAX_BATCH_BYTES = 16 * 1024 * 1024;
 const WAIT_GIVE_UP_MS = 15 * 60_000;
 
+/** `start()` for `key`, or the call of it still in flight: callers at once share one. */
+function once<T>(inFlight: Map<string, Promise<T>>, key: string, start: () => Promise<T>): Promise<T> {
+  let pending = inFlight.get(key);
+  if (!pending) {
+    pending = start().finally(() => inFlight.delete(key));
+    inFlight.set(key, pending);
+  }
+  return pending;
+}
+
 export async function runSubscription(opts: SubscriptionOptions): Promise<SyncProgress> {
   const { pool } = opts.stores;
   const progress = newProgress(opts.host, await readCursor(pool, opts.host));
@@ -100,12 +110,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     const known = keys.get(did);
     if (known !== undefined) return Promise.resolve({ key: known });
     // One lookup per DID however many of its commits a batch holds.
-    let pending = lookups.get(did);
-    if (!pending) {
-      pending = lookUpKey(did).finally(() => lookups.delete(did));
-      lookups.set(did, pending);
-    }
-    return pending;
+    return once(lookups, did, () => lookUpKey(did));
   };
   const lookups = new Map<string, Promise<{ key: string; id?: AtprotoIdentity }>>();
   const freshLookups = new Map<string, Promise<AtprotoIdentity | undefined>>();
@@ -383,13 +388,7 @@ export async function runSubscription(opts: SubscriptionOptions): Promise<SyncPr
     } catch (err) {
       if (!(err instanceof SignatureError)) throw err;
       // Once per DID for the commits of a batch that failed together.
-      let again = freshLookups.get(frame.repo);
-      if (!again) {
-        again = opts.resolve(frame.repo, true).catch(() => undefined);
-        freshLookups.set(frame.repo, again);
-        void again.then(() => freshLookups.delete(frame.repo));
-      }
-      const id = await again;
+      const id = await once(freshLookups, frame.repo, () => opts.resolve(frame.repo, true).catch(() => undefined));
       if (!id) throw err;
       keys.set(frame.repo, id.signingKey);
       const change = await verifier.verify(frame, id.signingKey);

@@ -6,7 +6,7 @@
  * new tree without loading it.
  */
 import { readCar, type BlockMap } from '../atproto/car.ts';
-import { CID_LENGTH, cidFromString, cidToString } from '../atproto/cid.ts';
+import { cidFromString, cidToString, equalCid } from '../atproto/cid.ts';
 import { readCommit } from '../atproto/commit.ts';
 import { verifyCommitSignature } from '../atproto/signature.ts';
 import { InvalidRepoError, SignatureError } from '../atproto/errors.ts';
@@ -99,7 +99,7 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
       const why = err.problem === 'missing-block' ? `inverting the ops needs a block the frame lacks: ${err.message}` : `inverting the ops: ${err.message}`;
       throw new CommitVerifyError('bad-proof', why, { cause: err });
     }
-    if (prevData === undefined || !equalBytes(root, prevData)) {
+    if (prevData === undefined || !equalCid(root, prevData)) {
       throw new CommitVerifyError('bad-proof', `inverting the ops gives data root ${cidString(root)}, not prevData ${frame.prevData}`);
     }
   }
@@ -149,12 +149,6 @@ function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: numb
 }
 
 const layerScratch: Int32Array[] = [];
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length < CID_LENGTH || b.length < CID_LENGTH) return false;
-  for (let i = 0; i < CID_LENGTH; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 function cidString(cid: Uint8Array): string {
   return cidToString(cid, 0);
