@@ -202,6 +202,16 @@ export async function startServeServer(opts: ServeOptions): Promise<ServeServer>
   });
   server.headersTimeout = 20_000;
   server.requestTimeout = 60_000;
+  // A request node's parser refuses (headers past its 16 KiB limit, a malformed request line)
+  // gets an XRPC error body too, not node's bare status line, then the connection is closed.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();
+    const overflow = err.code === 'HPE_HEADER_OVERFLOW';
+    const status = overflow ? 431 : 400;
+    const body = JSON.stringify(invalidRequest(overflow ? 'Error: the request line and headers are longer than 16 KiB' : `Error: malformed HTTP request (${err.code ?? 'parse error'})`).toJSON());
+    socket.end(`HTTP/1.1 ${status} ${overflow ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    metrics.requests.inc({ route: 'other', status: String(status) });
+  });
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://serve.invalid');

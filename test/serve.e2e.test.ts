@@ -258,6 +258,7 @@ describe('bad input gets the right XRPC error, never a 500', () => {
     ['unknown method', () => '/xrpc/com.example.nothing.here', 501, 'MethodNotImplemented'],
     ['not a method name', () => '/xrpc/..%2F..%2Fetc', 400, 'InvalidRequest'],
     ['overlong URL', () => `/xrpc/com.atproto.sync.getRepo?did=${'x'.repeat(10_000)}`, 414, 'InvalidRequest'],
+    ['URL past the HTTP parser\'s 16 KiB header limit', () => `/xrpc/com.atproto.sync.getRepo?did=${'x'.repeat(20_000)}`, 431, 'InvalidRequest', /16 KiB/],
   ];
   for (const [name, path, status, error, message] of cases) {
     it(name, async () => {
