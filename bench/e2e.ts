@@ -8,7 +8,7 @@
  * accounts, and this measures repowalk, not the PDS. Run by bench/run.ts, which passes the stack.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -28,10 +28,20 @@ export interface E2eBench {
   /** The bulk workflow's input: DIDs per activity (null: the workflow's default), and lanes (repos fetched at once) per activity. */
   pageSize: number | null;
   lanes: number;
-  /** Store batches (one pack and one transaction each) the repos were written in. */
-  batches: number;
   repos: number;
   recordsPerRepo: number;
+  /**
+   * The passes before the measured one (`warmup`), each over the same repos into a mirror emptied
+   * after it: the first is the worker's cold start (V8 compiling the hot path as it goes, a
+   * cost per process, not per repo); the measured pass runs on a warm worker.
+   */
+  warmups: E2ePass[];
+}
+
+/** One backfill of the static PDS's repos, and its cost. */
+export interface E2ePass {
+  /** Store batches (one pack and one transaction each) the repos were written in. */
+  batches: number;
   seconds: number;
   reposPerSecond: number;
   imported: number;
@@ -47,8 +57,9 @@ export interface E2eBench {
   cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null; total: number | null; staticPds: number };
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
+  const warmup = opts.warmup ?? 0;
   // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
   // activity and workflow task, which at 200 a page was 0.4 ms per repo. 0: the workflow's default.
   const pageSize = opts.pageSize === 0 ? null : (opts.pageSize ?? 1000);
@@ -99,17 +110,17 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     fleet = await startWorkerFleet({ count: workers, jobs: ['backfill'], env: { ...env, REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-bench-e2e-state-')) } });
   }
   const client = new Client({ connection: await Connection.connect({ address: opts.temporalAddress }) });
-  try {
-    log(`e2e: backfilling ${repos.length} repos through Temporal`);
+  const temporal = temporalPids(opts.temporalAddress);
+  /** One backfill of every repo the static PDS lists, through the worker, and what it cost. */
+  const pass = async (workflowId: string): Promise<E2ePass> => {
     const t = performance.now();
     const cpu0 = process.cpuUsage();
-    const temporal = temporalPids(opts.temporalAddress);
     const temporal0 = cpuOf(temporal);
     const pds0 = cpuOf([pds.child.pid!]);
     const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
-      workflowId: `${prefix}/backfill`,
+      workflowId,
       args: [{ source: { kind: 'pds', url }, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
@@ -121,12 +132,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const processMs = (cpu.user + cpu.system) / 1000;
     const per = (ms: number | null) => (ms === null ? null : Math.round((ms / repos.length) * 100) / 100);
     return {
-      workers,
-      pageSize,
-      lanes,
       batches,
-      repos: repos.length,
-      recordsPerRepo: opts.records,
       seconds,
       reposPerSecond: repos.length / seconds,
       imported: progress.totals.imported,
@@ -140,6 +146,19 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
         staticPds: per(pdsMs)!,
       },
     };
+  };
+  try {
+    const warmups: E2ePass[] = [];
+    for (let w = 0; w < warmup; w++) {
+      log(`e2e: warm-up pass ${w + 1} of ${warmup}: backfilling ${repos.length} repos through Temporal`);
+      warmups.push(await pass(`${prefix}/backfill-warmup-${w}`));
+      if (warmups.at(-1)!.imported !== repos.length) throw new Error(`the warm-up pass imported ${warmups.at(-1)!.imported} of ${repos.length} repos`);
+      // The same repos again, into an empty mirror: the measured pass does all the work the cold one did.
+      await emptyMirror(dbUrl.toString(), env.REPOWALK_BLOB_DIR);
+    }
+    log(`e2e: backfilling ${repos.length} repos through Temporal`);
+    const measured = await pass(`${prefix}/backfill`);
+    return { workers, pageSize, lanes, repos: repos.length, recordsPerRepo: opts.records, ...measured, warmups };
   } finally {
     await client.connection.close();
     stop.abort();
@@ -196,6 +215,22 @@ function temporalPids(address: string): number[] {
     }
   }
   return out;
+}
+
+/**
+ * Empties the mirror between passes: every table but the migrations' (so the repos are new
+ * again), and the directory blobstore (so no pack is found already written).
+ */
+async function emptyMirror(url: string, blobDir: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ t: string }>(`SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '%migration%'`);
+    await c.query(`TRUNCATE ${rows.map((r) => r.t).join(', ')} RESTART IDENTITY`);
+  } finally {
+    await c.end();
+  }
+  for (const entry of readdirSync(blobDir)) rmSync(join(blobDir, entry), { recursive: true, force: true });
 }
 
 /** Packs in the bench's database: one per store batch that added blocks. */
