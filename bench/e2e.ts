@@ -25,6 +25,8 @@ import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 
 export interface E2eBench {
   workers: number;
+  /** Each repo signed with a key of its own (as on the network), not all with one. */
+  keyPerRepo: boolean;
   /** The bulk workflow's input: DIDs per activity (null: the workflow's default), and lanes (repos fetched at once) per activity. */
   pageSize: number | null;
   lanes: number;
@@ -57,7 +59,7 @@ export interface E2ePass {
   cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null; total: number | null; staticPds: number };
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
   const warmup = opts.warmup ?? 0;
   // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
@@ -65,8 +67,9 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   const pageSize = opts.pageSize === 0 ? null : (opts.pageSize ?? 1000);
   const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
-  const repos = await smallRepos(opts.repos, opts.records, log);
-  const pds = await startStaticPds(opts.repos, opts.records);
+  const keyPerRepo = opts.keyPerRepo ?? false;
+  const repos = await smallRepos(opts.repos, opts.records, log, { keyPerRepo });
+  const pds = await startStaticPds(opts.repos, opts.records, keyPerRepo);
   const url = pds.url;
   const dbName = `bench_e2e_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: opts.databaseUrl });
@@ -158,7 +161,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     }
     log(`e2e: backfilling ${repos.length} repos through Temporal`);
     const measured = await pass(`${prefix}/backfill`);
-    return { workers, pageSize, lanes, repos: repos.length, recordsPerRepo: opts.records, ...measured, warmups };
+    return { workers, keyPerRepo, pageSize, lanes, repos: repos.length, recordsPerRepo: opts.records, ...measured, warmups };
   } finally {
     await client.connection.close();
     stop.abort();
@@ -169,9 +172,9 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
 }
 
 /** bench/static-pds-main.ts in a process of its own; resolves with its URL once it listens. */
-async function startStaticPds(repos: number, records: number): Promise<{ url: string; child: ChildProcess }> {
+async function startStaticPds(repos: number, records: number, keyPerRepo: boolean): Promise<{ url: string; child: ChildProcess }> {
   const script = fileURLToPath(new URL('./static-pds-main.ts', import.meta.url));
-  const child = spawn(process.execPath, [script, '--repos', String(repos), '--records', String(records)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [script, '--repos', String(repos), '--records', String(records), ...(keyPerRepo ? ['--key-per-repo'] : [])], { stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`the static PDS exited (${code}) before it listened`))));
   const line = (async () => {
     for await (const l of createInterface({ input: child.stdout! })) return l;
