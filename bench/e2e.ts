@@ -33,8 +33,8 @@ export interface E2eBench {
   repos: number;
   recordsPerRepo: number;
   /**
-   * The passes before the measured one (`warmup`), each over the same repos into a mirror emptied
-   * after it: the first is the worker's cold start (V8 compiling the hot path as it goes, a
+   * The passes before the measured one (`warmup`), each over the same repos (with `keyPerRepo`,
+   * as many others, signed with other keys) into a mirror emptied after it: the first is the worker's cold start (V8 compiling the hot path as it goes, a
    * cost per process, not per repo); the measured pass runs on a warm worker.
    */
   warmups: E2ePass[];
@@ -68,9 +68,16 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
   const keyPerRepo = opts.keyPerRepo ?? false;
-  const repos = await smallRepos(opts.repos, opts.records, log, { keyPerRepo });
-  const pds = await startStaticPds(opts.repos, opts.records, keyPerRepo);
+  // With a key per repo, the warm-up passes backfill other repos (other keys): on the same ones,
+  // the measured pass would find every key already parsed, which no backfill of the network does.
+  // The static PDS then serves both sets, and each pass names its DIDs (a `dids` source).
+  const otherRepos = keyPerRepo && warmup > 0;
+  const served = otherRepos ? 2 * opts.repos : opts.repos;
+  const all = await smallRepos(served, opts.records, log, { keyPerRepo });
+  const repos = all.slice(0, opts.repos);
+  const pds = await startStaticPds(served, opts.records, keyPerRepo);
   const url = pds.url;
+  const sourceOf = (set: typeof repos) => (otherRepos ? { kind: 'dids' as const, dids: set.map((r) => r.did) } : { kind: 'pds' as const, url });
   const dbName = `bench_e2e_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: opts.databaseUrl });
   await admin.connect();
@@ -115,21 +122,22 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   const client = new Client({ connection: await Connection.connect({ address: opts.temporalAddress }) });
   const temporal = temporalPids(opts.temporalAddress);
   /** One backfill of every repo the static PDS lists, through the worker, and what it cost. */
-  const pass = async (workflowId: string): Promise<E2ePass> => {
+  const pass = async (workflowId: string, source: ReturnType<typeof sourceOf>): Promise<E2ePass> => {
+    const { child } = pds;
     const t = performance.now();
     const cpu0 = process.cpuUsage();
     const temporal0 = cpuOf(temporal);
-    const pds0 = cpuOf([pds.child.pid!]);
+    const pds0 = cpuOf([child.pid!]);
     const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId,
-      args: [{ source: { kind: 'pds', url }, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
+      args: [{ source, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
-    const pdsMs = cpuOf([pds.child.pid!]) - pds0;
+    const pdsMs = cpuOf([child.pid!]) - pds0;
     const postgresMs = backendsCpuSince(postgres0, await backendsCpu(opts.databaseUrl, dbName));
     const batches = await countPacks(dbUrl.toString());
     const processMs = (cpu.user + cpu.system) / 1000;
@@ -154,13 +162,13 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const warmups: E2ePass[] = [];
     for (let w = 0; w < warmup; w++) {
       log(`e2e: warm-up pass ${w + 1} of ${warmup}: backfilling ${repos.length} repos through Temporal`);
-      warmups.push(await pass(`${prefix}/backfill-warmup-${w}`));
+      warmups.push(await pass(`${prefix}/backfill-warmup-${w}`, sourceOf(otherRepos ? all.slice(opts.repos) : repos)));
       if (warmups.at(-1)!.imported !== repos.length) throw new Error(`the warm-up pass imported ${warmups.at(-1)!.imported} of ${repos.length} repos`);
-      // The same repos again, into an empty mirror: the measured pass does all the work the cold one did.
+      // Into an empty mirror again: the measured pass does all the work the cold one did.
       await emptyMirror(dbUrl.toString(), env.REPOWALK_BLOB_DIR);
     }
     log(`e2e: backfilling ${repos.length} repos through Temporal`);
-    const measured = await pass(`${prefix}/backfill`);
+    const measured = await pass(`${prefix}/backfill`, sourceOf(repos));
     return { workers, keyPerRepo, pageSize, lanes, repos: repos.length, recordsPerRepo: opts.records, ...measured, warmups };
   } finally {
     await client.connection.close();
