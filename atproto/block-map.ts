@@ -31,12 +31,17 @@ export class BlockMap {
    */
   constructor(capacity = 1024) {
     const n = Math.max(8, Math.ceil(capacity));
-    this.#buffer = new Uint32Array(n);
-    this.#start = new Uint32Array(n);
-    this.#end = new Uint32Array(n);
+    // Room for n blocks with the table at most half full (it is rehashed past that).
     let slots = 16;
-    while (slots < 4 * n) slots *= 2;
-    this.#table = new Int32Array(2 * slots);
+    while (slots < 2 * n) slots *= 2;
+    // One allocation for the four arrays: each typed array past a few dozen bytes has a backing
+    // store of its own outside the heap, which cost more than verifying a small repo's blocks,
+    // and every repo's map makes them. Growing replaces them one by one, as before.
+    const memory = new ArrayBuffer(4 * (3 * n + 2 * slots));
+    this.#table = new Int32Array(memory, 0, 2 * slots);
+    this.#buffer = new Uint32Array(memory, 8 * slots, n);
+    this.#start = new Uint32Array(memory, 8 * slots + 4 * n, n);
+    this.#end = new Uint32Array(memory, 8 * slots + 8 * n, n);
   }
 
   /** Number of blocks. */

@@ -22,22 +22,35 @@ export interface RepoRecord {
   path: string;
 }
 
+/** Records, and bytes of keys, a list has room for before it first grows. */
+const FIRST_RECORDS = 32;
+const FIRST_KEY_BYTES = 1024;
+
 export class RecordList implements Iterable<RepoRecord> {
   readonly blocks: BlockMap;
   // Small at first (most repos are), doubled as they fill.
-  #keys = new Uint8Array(1024);
+  #keys: Uint8Array;
   #keysLength = 0;
   // Per record: end of its key in #keys (it starts where the previous one ends), the rkey's
   // offset within the key, its collection (index into #collections), its block index.
-  #keyEnd = new Uint32Array(32);
-  #rkeyAt = new Uint16Array(32);
-  #collection = new Uint32Array(32);
-  #block = new Int32Array(32);
+  #keyEnd: Uint32Array;
+  #rkeyAt: Uint16Array;
+  #collection: Uint32Array;
+  #block: Int32Array;
   readonly #collections: string[] = [];
   #length = 0;
 
   constructor(blocks: BlockMap) {
     this.blocks = blocks;
+    // The first arrays share one allocation (each its own would be a backing store apiece,
+    // for every repo verified); growing replaces them one by one.
+    const n = FIRST_RECORDS;
+    const memory = new ArrayBuffer(14 * n + FIRST_KEY_BYTES);
+    this.#keyEnd = new Uint32Array(memory, 0, n);
+    this.#collection = new Uint32Array(memory, 4 * n, n);
+    this.#block = new Int32Array(memory, 8 * n, n);
+    this.#rkeyAt = new Uint16Array(memory, 12 * n, n);
+    this.#keys = new Uint8Array(memory, 14 * n, FIRST_KEY_BYTES);
   }
 
   get length(): number {

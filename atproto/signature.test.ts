@@ -4,7 +4,9 @@
  * high-S twin of a good signature (valid ECDSA, refused by atproto) fail as SignatureError.
  */
 import { describe, expect, it } from 'vitest';
+import { createPublicKey } from 'node:crypto';
 import { P256Keypair, Secp256k1Keypair } from '@atproto/crypto';
+import { toBase58Btc } from '@atcute/multibase';
 import type { Commit } from './commit.ts';
 import { SignatureError } from './errors.ts';
 import { secp256k1Backend, verifyCommitSignature, type SignatureBackend } from './signature.ts';
@@ -51,4 +53,28 @@ describe.each(backends)('verifyCommitSignature (%s for secp256k1)', (backend) =>
       await expect(check(unsigned, sig.subarray(0, 63))).rejects.toBeInstanceOf(SignatureError);
     });
   }
+
+  it('secp256k1: refuses a key whose point is not on the curve, and checks a key first seen by the other backend', async () => {
+    const keypair = await Secp256k1Keypair.create();
+    const unsigned = new TextEncoder().encode('a commit');
+    const sig = await keypair.sign(unsigned);
+    // An x with no y on the curve: OpenSSL refuses the point, libsecp256k1 cannot parse it.
+    const SPKI = Buffer.from('3036301006072a8648ce3d020106052b8104000a032200', 'hex');
+    let point: Uint8Array | undefined;
+    for (let x = 1; point === undefined; x++) {
+      const p = new Uint8Array(33);
+      p[0] = 2;
+      p[32] = x;
+      try {
+        createPublicKey({ key: Buffer.concat([SPKI, p]), format: 'der', type: 'spki' });
+      } catch {
+        point = p;
+      }
+    }
+    const offCurve = `did:key:z${toBase58Btc(new Uint8Array([0xe7, 0x01, ...point]))}`;
+    for (let i = 0; i < 2; i++) await expect(verifyCommitSignature(commitOf(unsigned, sig), 'bafycid', offCurve, backend)).rejects.toBeInstanceOf(SignatureError);
+    // The key parsed (and kept) by one backend, then checked by every one.
+    for (const other of backends) await expect(verifyCommitSignature(commitOf(unsigned, sig), 'bafycid', keypair.did(), other)).resolves.toBeUndefined();
+    await expect(verifyCommitSignature(commitOf(unsigned, sig), 'bafycid', keypair.did(), 'openssl')).resolves.toBeUndefined();
+  });
 });

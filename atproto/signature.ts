@@ -49,7 +49,12 @@ interface ParsedKey {
   type: 'secp256k1' | 'p256';
   /** The compressed point. */
   point: Uint8Array;
-  key: KeyObject;
+  /**
+   * OpenSSL's key, made when first needed: libsecp256k1 takes the point as it is, and making a
+   * KeyObject (decompressing the point) cost about 110 µs, more than the verify, for every repo
+   * whose key was not seen before — on the network, nearly every one.
+   */
+  key: KeyObject | undefined;
   halfN: bigint;
 }
 const keys = new Map<string, ParsedKey>();
@@ -64,13 +69,8 @@ function keyFor(signingKey: string): ParsedKey | undefined {
     return undefined; // the general path names the problem
   }
   if (found.publicKeyBytes.length !== 33) return undefined;
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: Buffer.concat([SPKI[found.type], found.publicKeyBytes]), format: 'der', type: 'spki' });
-  } catch {
-    return undefined; // not a point on the curve: the general path names it
-  }
-  k = { type: found.type, point: found.publicKeyBytes, key, halfN: HALF_N[found.type] };
+  k = { type: found.type, point: found.publicKeyBytes, key: undefined, halfN: HALF_N[found.type] };
+  if (!(k.type === 'secp256k1' && libsecp256k1) && keyObjectOf(k) === undefined) return undefined; // not a point on the curve: the general path names it
   if (keys.size > 100_000) keys.clear();
   keys.set(signingKey, k);
   return k;
@@ -94,13 +94,30 @@ export async function verifyCommitSignature(commit: Commit, commitCid: string, s
       if (k.type === 'secp256k1' && backend === 'libsecp256k1' && libsecp256k1) {
         valid = libsecp256k1.ecdsaVerify(sig, hash('sha256', commit.unsigned, 'buffer'), k.point);
       } else {
-        valid = verify('sha256', commit.unsigned, { key: k.key, dsaEncoding: 'ieee-p1363' }, sig);
+        const key = keyObjectOf(k);
+        if (key === undefined) return verifyGeneral(commit, commitCid, signingKey);
+        valid = verify('sha256', commit.unsigned, { key, dsaEncoding: 'ieee-p1363' }, sig);
       }
     } catch {
+      // A point libsecp256k1 cannot parse is not on the curve: the general path names it, as
+      // when OpenSSL refused it up front.
+      if (keyObjectOf(k) === undefined) return verifyGeneral(commit, commitCid, signingKey);
       valid = false;
     }
   }
   if (!valid) throw new SignatureError('signature-invalid', `commit ${commitCid}: signature does not verify with ${k.type} key ${signingKey}`);
+}
+
+/** `k`'s OpenSSL key, made once; undefined when the point is not on the curve. */
+function keyObjectOf(k: ParsedKey): KeyObject | undefined {
+  if (k.key === undefined) {
+    try {
+      k.key = createPublicKey({ key: Buffer.concat([SPKI[k.type], k.point]), format: 'der', type: 'spki' });
+    } catch {
+      return undefined;
+    }
+  }
+  return k.key;
 }
 
 /** A key the fast path cannot take (a malformed one, an uncompressed point): names the problem. */

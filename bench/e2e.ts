@@ -8,7 +8,7 @@
  * accounts, and this measures repowalk, not the PDS. Run by bench/run.ts, which passes the stack.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -25,13 +25,25 @@ import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 
 export interface E2eBench {
   workers: number;
+  /** Each repo signed with a key of its own (as on the network), not all with one. */
+  keyPerRepo: boolean;
   /** The bulk workflow's input: DIDs per activity (null: the workflow's default), and lanes (repos fetched at once) per activity. */
   pageSize: number | null;
   lanes: number;
-  /** Store batches (one pack and one transaction each) the repos were written in. */
-  batches: number;
   repos: number;
   recordsPerRepo: number;
+  /**
+   * The passes before the measured one (`warmup`), each over the same repos (with `keyPerRepo`,
+   * as many others, signed with other keys) into a mirror emptied after it: the first is the worker's cold start (V8 compiling the hot path as it goes, a
+   * cost per process, not per repo); the measured pass runs on a warm worker.
+   */
+  warmups: E2ePass[];
+}
+
+/** One backfill of the static PDS's repos, and its cost. */
+export interface E2ePass {
+  /** Store batches (one pack and one transaction each) the repos were written in. */
+  batches: number;
   seconds: number;
   reposPerSecond: number;
   imported: number;
@@ -47,16 +59,25 @@ export interface E2eBench {
   cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null; total: number | null; staticPds: number };
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
+  const warmup = opts.warmup ?? 0;
   // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
   // activity and workflow task, which at 200 a page was 0.4 ms per repo. 0: the workflow's default.
   const pageSize = opts.pageSize === 0 ? null : (opts.pageSize ?? 1000);
   const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
-  const repos = await smallRepos(opts.repos, opts.records, log);
-  const pds = await startStaticPds(opts.repos, opts.records);
+  const keyPerRepo = opts.keyPerRepo ?? false;
+  // With a key per repo, the warm-up passes backfill other repos (other keys): on the same ones,
+  // the measured pass would find every key already parsed, which no backfill of the network does.
+  // The static PDS then serves both sets, and each pass names its DIDs (a `dids` source).
+  const otherRepos = keyPerRepo && warmup > 0;
+  const served = otherRepos ? 2 * opts.repos : opts.repos;
+  const all = await smallRepos(served, opts.records, log, { keyPerRepo });
+  const repos = all.slice(0, opts.repos);
+  const pds = await startStaticPds(served, opts.records, keyPerRepo);
   const url = pds.url;
+  const sourceOf = (set: typeof repos) => (otherRepos ? { kind: 'dids' as const, dids: set.map((r) => r.did) } : { kind: 'pds' as const, url });
   const dbName = `bench_e2e_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: opts.databaseUrl });
   await admin.connect();
@@ -99,34 +120,30 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     fleet = await startWorkerFleet({ count: workers, jobs: ['backfill'], env: { ...env, REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-bench-e2e-state-')) } });
   }
   const client = new Client({ connection: await Connection.connect({ address: opts.temporalAddress }) });
-  try {
-    log(`e2e: backfilling ${repos.length} repos through Temporal`);
+  const temporal = temporalPids(opts.temporalAddress);
+  /** One backfill of every repo the static PDS lists, through the worker, and what it cost. */
+  const pass = async (workflowId: string, source: ReturnType<typeof sourceOf>): Promise<E2ePass> => {
+    const { child } = pds;
     const t = performance.now();
     const cpu0 = process.cpuUsage();
-    const temporal = temporalPids(opts.temporalAddress);
     const temporal0 = cpuOf(temporal);
-    const pds0 = cpuOf([pds.child.pid!]);
+    const pds0 = cpuOf([child.pid!]);
     const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
-      workflowId: `${prefix}/backfill`,
-      args: [{ source: { kind: 'pds', url }, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
+      workflowId,
+      args: [{ source, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
     });
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
-    const pdsMs = cpuOf([pds.child.pid!]) - pds0;
+    const pdsMs = cpuOf([child.pid!]) - pds0;
     const postgresMs = backendsCpuSince(postgres0, await backendsCpu(opts.databaseUrl, dbName));
     const batches = await countPacks(dbUrl.toString());
     const processMs = (cpu.user + cpu.system) / 1000;
     const per = (ms: number | null) => (ms === null ? null : Math.round((ms / repos.length) * 100) / 100);
     return {
-      workers,
-      pageSize,
-      lanes,
       batches,
-      repos: repos.length,
-      recordsPerRepo: opts.records,
       seconds,
       reposPerSecond: repos.length / seconds,
       imported: progress.totals.imported,
@@ -140,6 +157,19 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
         staticPds: per(pdsMs)!,
       },
     };
+  };
+  try {
+    const warmups: E2ePass[] = [];
+    for (let w = 0; w < warmup; w++) {
+      log(`e2e: warm-up pass ${w + 1} of ${warmup}: backfilling ${repos.length} repos through Temporal`);
+      warmups.push(await pass(`${prefix}/backfill-warmup-${w}`, sourceOf(otherRepos ? all.slice(opts.repos) : repos)));
+      if (warmups.at(-1)!.imported !== repos.length) throw new Error(`the warm-up pass imported ${warmups.at(-1)!.imported} of ${repos.length} repos`);
+      // Into an empty mirror again: the measured pass does all the work the cold one did.
+      await emptyMirror(dbUrl.toString(), env.REPOWALK_BLOB_DIR);
+    }
+    log(`e2e: backfilling ${repos.length} repos through Temporal`);
+    const measured = await pass(`${prefix}/backfill`, sourceOf(repos));
+    return { workers, keyPerRepo, pageSize, lanes, repos: repos.length, recordsPerRepo: opts.records, ...measured, warmups };
   } finally {
     await client.connection.close();
     stop.abort();
@@ -150,9 +180,9 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
 }
 
 /** bench/static-pds-main.ts in a process of its own; resolves with its URL once it listens. */
-async function startStaticPds(repos: number, records: number): Promise<{ url: string; child: ChildProcess }> {
+async function startStaticPds(repos: number, records: number, keyPerRepo: boolean): Promise<{ url: string; child: ChildProcess }> {
   const script = fileURLToPath(new URL('./static-pds-main.ts', import.meta.url));
-  const child = spawn(process.execPath, [script, '--repos', String(repos), '--records', String(records)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [script, '--repos', String(repos), '--records', String(records), ...(keyPerRepo ? ['--key-per-repo'] : [])], { stdio: ['pipe', 'pipe', 'inherit'] });
   const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`the static PDS exited (${code}) before it listened`))));
   const line = (async () => {
     for await (const l of createInterface({ input: child.stdout! })) return l;
@@ -196,6 +226,22 @@ function temporalPids(address: string): number[] {
     }
   }
   return out;
+}
+
+/**
+ * Empties the mirror between passes: every table but the migrations' (so the repos are new
+ * again), and the directory blobstore (so no pack is found already written).
+ */
+async function emptyMirror(url: string, blobDir: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ t: string }>(`SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '%migration%'`);
+    await c.query(`TRUNCATE ${rows.map((r) => r.t).join(', ')} RESTART IDENTITY`);
+  } finally {
+    await c.end();
+  }
+  for (const entry of readdirSync(blobDir)) rmSync(join(blobDir, entry), { recursive: true, force: true });
 }
 
 /** Packs in the bench's database: one per store batch that added blocks. */

@@ -146,7 +146,8 @@ export async function checkHostAllowed(url: string | URL, policy: AddressPolicy)
  */
 export async function guardedAddresses(url: string | URL, policy: AddressPolicy): Promise<{ url: URL; addresses: LookupAddress[] }> {
   const u = parseHttpUrl(url);
-  const shown = redactUrl(u);
+  // For messages only: made when one is.
+  const shown = () => redactUrl(u);
   // URL keeps IPv6 literals in brackets.
   const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
   let addresses: LookupAddress[];
@@ -157,22 +158,23 @@ export async function guardedAddresses(url: string | URL, policy: AddressPolicy)
     const found = await withSignal((policy.lookup ?? defaultLookup)(host), policy.signal).catch((err: unknown) => {
       if (policy.signal?.aborted) throw policy.signal.reason;
       const code = (err as { code?: unknown }).code;
-      throw new TransportError(typeof code === 'string' ? code : 'ENOTFOUND', shown, `cannot resolve ${host}`, { cause: err });
+      throw new TransportError(typeof code === 'string' ? code : 'ENOTFOUND', shown(), `cannot resolve ${host}`, { cause: err });
     });
     addresses = found.map((a) => ({ address: a.address, family: a.family === 6 || isIP(a.address) === 6 ? 6 : 4 }));
-    if (addresses.length === 0) throw new TransportError('ENOTFOUND', shown, `${host} has no addresses`);
+    if (addresses.length === 0) throw new TransportError('ENOTFOUND', shown(), `${host} has no addresses`);
   }
   if (!policy.allowPrivate) {
     for (const { address } of addresses) {
       const range = forbiddenRangeOf(address);
-      if (range !== undefined) throw new ForbiddenAddressError(shown, range, address);
+      if (range !== undefined) throw new ForbiddenAddressError(shown(), range, address);
     }
   }
   return { url: u, addresses };
 }
 
 function parseHttpUrl(url: string | URL): URL {
-  const u = URL.parse(String(url));
+  // A URL is already parsed: serializing it to parse it again cost every request two parses.
+  const u = url instanceof URL ? url : URL.parse(url);
   if (u === null) throw new ForbiddenAddressError(redactUrl(String(url)), 'not a valid URL');
   if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new ForbiddenAddressError(redactUrl(u), `scheme ${u.protocol} is not http or https`);
   return u;

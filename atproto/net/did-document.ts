@@ -154,8 +154,27 @@ function compressPublicKey(bytes: Uint8Array): Uint8Array | undefined {
   return out;
 }
 
+/**
+ * Origins of the endpoints seen lately: a PDS hosts many repos, so most documents name one seen
+ * before, and a URL parse per document was a visible part of reading one. Bounded (at most
+ * MAX_ORIGINS endpoints of MAX_CACHED_ENDPOINT characters): emptied when full.
+ */
+const origins = new Map<string, string | undefined>();
+const MAX_ORIGINS = 4096;
+/** Longer endpoints (no honest one is) are parsed every time, so the map stays small. */
+const MAX_CACHED_ENDPOINT = 256;
+
 function pdsOrigin(endpoint: unknown): string | undefined {
   if (typeof endpoint !== 'string') return undefined;
+  if (origins.has(endpoint)) return origins.get(endpoint);
+  const origin = parseOrigin(endpoint);
+  if (endpoint.length > MAX_CACHED_ENDPOINT) return origin;
+  if (origins.size >= MAX_ORIGINS) origins.clear();
+  origins.set(endpoint, origin);
+  return origin;
+}
+
+function parseOrigin(endpoint: string): string | undefined {
   let url: URL;
   try {
     url = new URL(endpoint);

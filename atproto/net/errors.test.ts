@@ -68,5 +68,10 @@ describe('redactUrl', () => {
   it('drops user name and password and keeps the rest', () => {
     expect(redactUrl('https://u:secret@pds.example/xrpc/x?did=did:plc:a')).toBe('https://pds.example/xrpc/x?did=did:plc:a');
     expect(redactUrl('not a url with secret')).toBe('<invalid URL>');
+    // A URL object: redacted the same, and left as it was.
+    const u = new URL('https://u:secret@pds.example/xrpc/x?did=did:plc:a');
+    expect(redactUrl(u)).toBe('https://pds.example/xrpc/x?did=did:plc:a');
+    expect(u.password).toBe('secret');
+    expect(redactUrl(new URL('http://127.0.0.1:2583/plc/did:plc:a'))).toBe('http://127.0.0.1:2583/plc/did:plc:a');
   });
 });

@@ -121,6 +121,19 @@ describe('atprotoIdentityOf', () => {
     }
   });
 
+  it('reads each endpoint the same the second time (origins are remembered), refusals included', () => {
+    const pdsOf = (serviceEndpoint: unknown) => atprotoIdentityOf(DID, doc(DID, { service: [{ id: '#atproto_pds', type: 'AtprotoPersonalDataServer', serviceEndpoint }] }), src).pds;
+    for (let round = 0; round < 2; round++) {
+      expect(pdsOf('https://u:pw@pds.example.com:443/')).toBe('https://pds.example.com');
+      expect(pdsOf('HTTPS://PDS.Example.com')).toBe('https://pds.example.com');
+      expect(pdsOf('http://pds.example.com:8080')).toBe('http://pds.example.com:8080');
+      expect(problemOf(() => pdsOf('https://pds.example.com/pds')).problem).toBe('no-pds');
+      // Past the remembered length, read every time, the same way.
+      expect(pdsOf(`https://${'a'.repeat(250)}.example.com`)).toBe(`https://${'a'.repeat(250)}.example.com`);
+      expect(problemOf(() => pdsOf(`https://${'a'.repeat(250)}.example.com/x`)).problem).toBe('no-pds');
+    }
+  });
+
   it('names a missing or unusable signing key', () => {
     let r = problemOf(() =>
       atprotoIdentityOf(DID, doc(DID, { verificationMethod: [{ id: '#atproto_label', type: 'Multikey', controller: DID, publicKeyMultibase: multikey }] }), src),
@@ -171,6 +184,14 @@ describe('didDocumentUrl', () => {
     expect(didDocumentUrl('did:web:example.com', opts).href).toBe('https://example.com/.well-known/did.json');
     expect(didDocumentUrl('did:web:localhost%3A1234', opts).href).toBe('https://localhost:1234/.well-known/did.json');
     expect(didDocumentUrl('did:web:localhost%3A1234', { ...opts, allowPrivate: true }).href).toBe('http://localhost:1234/.well-known/did.json');
+  });
+  it('resolves ./<did> against the directory URL, whichever directory URL comes in turn', () => {
+    // The directory's path, a missing trailing slash, a query or fragment: as relative resolution has it.
+    for (const plcUrl of ['https://plc.example/mirror', 'https://plc.example/mirror/', 'https://plc.example/a/b?x=1#f', 'https://plc.directory', 'http://[::1]:2582']) {
+      expect(didDocumentUrl(DID, { ...opts, plcUrl }).href, plcUrl).toBe(new URL(`./${DID}`, plcUrl.endsWith('/') ? plcUrl : `${plcUrl}/`).href);
+    }
+    expect(didDocumentUrl(DID, { ...opts, plcUrl: 'https://plc.example/mirror' }).href).toBe(`https://plc.example/mirror/${DID}`);
+    expect(() => didDocumentUrl(DID, { ...opts, plcUrl: 'not a url' })).toThrow(TypeError);
   });
   it('refuses identifiers it cannot resolve', () => {
     for (const did of ['did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme', 'did:plc:short', 'did:web:example.com:users:alice', 'did:web:example.com%3A8443', 'alice.test']) {

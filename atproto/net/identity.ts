@@ -84,6 +84,9 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
   return identity;
 }
 
+/** The last PLC directory URL `didDocumentUrl` resolved, with a trailing slash. */
+let plcBase: { plcUrl: string; href: string } | undefined;
+
 /**
  * Where `did`'s document lives. did:web documents are fetched over https; plain http is
  * allowed only for `localhost` (with a port, `did:web:localhost%3A1234`) when `allowPrivate`,
@@ -95,9 +98,10 @@ export function didDocumentUrl(did: string, opts: { plcUrl: string; allowPrivate
   const problem = didProblem(did);
   if (problem !== undefined) throw new IdentityError(did.slice(0, 100), 'invalid-did', problem);
   if (did.startsWith('did:plc:')) {
-    const base = opts.plcUrl.endsWith('/') ? opts.plcUrl : `${opts.plcUrl}/`;
-    // './' keeps `did:` from reading as a URL scheme; the DID's characters need no escaping.
-    return new URL(`./${did}`, base);
+    // `./<did>` against the directory's URL, the directory resolved once: the DID's characters
+    // need no escaping, so appending it is that resolution (one parse per DID, not two).
+    if (plcBase?.plcUrl !== opts.plcUrl) plcBase = { plcUrl: opts.plcUrl, href: new URL('./', opts.plcUrl.endsWith('/') ? opts.plcUrl : `${opts.plcUrl}/`).href };
+    return new URL(`${plcBase.href}${did}`);
   }
   const host = decodeURIComponent(did.slice('did:web:'.length));
   const local = host === 'localhost' || host.startsWith('localhost:');

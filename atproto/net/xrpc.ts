@@ -24,13 +24,16 @@ const errorBody = z.object({ error: z.string().optional(), message: z.string().o
 
 /** `<pds>/xrpc/<nsid>?<params>`, dropping undefined params. */
 export function xrpcUrl(pds: string, nsid: string, params: Record<string, string | number | undefined>): URL {
-  let url: URL;
-  try {
-    url = new URL(`/xrpc/${nsid}`, pds);
-  } catch {
-    throw new ForbiddenAddressError(redactUrl(pds), 'the PDS is not a valid URL');
+  // The query is encoded as `url.searchParams.set` would, but the URL is parsed once: setting
+  // each parameter on a parsed URL re-serializes it every time.
+  const query = new URLSearchParams();
+  for (const k in params) {
+    const v = params[k];
+    if (v !== undefined) query.set(k, String(v));
   }
-  for (const [k, v] of Object.entries(params)) if (v !== undefined) url.searchParams.set(k, String(v));
+  const search = query.size > 0 ? `?${query}` : '';
+  const url = URL.parse(`/xrpc/${nsid}${search}`, pds);
+  if (url === null) throw new ForbiddenAddressError(redactUrl(pds), 'the PDS is not a valid URL');
   return url;
 }
 

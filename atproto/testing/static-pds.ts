@@ -18,13 +18,17 @@ export interface SmallRepo {
 
 const CACHE_VERSION = 3;
 
-/** N repos of `records` records each, signed, cached on disk (they take a while to make). */
-export async function smallRepos(n: number, records: number, log: (l: string) => void): Promise<SmallRepo[]> {
+/**
+ * N repos of `records` records each, signed, cached on disk (they take a while to make). All
+ * signed with one key, unless `keyPerRepo`: as on the network, where a backfill meets each
+ * signing key once, so what a key costs to parse is paid per repo.
+ */
+export async function smallRepos(n: number, records: number, log: (l: string) => void, opts: { keyPerRepo?: boolean } = {}): Promise<SmallRepo[]> {
   const dir = join(process.env.REPOWALK_CACHE_DIR ?? join(process.env.HOME ?? tmpdir(), '.cache', 'repowalk'), 'test-repos');
-  const file = join(dir, `small-v${CACHE_VERSION}-${n}x${records}.json`);
+  const file = join(dir, `small-v${CACHE_VERSION}-${n}x${records}${opts.keyPerRepo ? '-keys' : ''}.json`);
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8'));
-  log(`e2e: making ${n} signed repos of ${records} records (once; cached in ${file})`);
-  const keypair = await newKeypair();
+  log(`e2e: making ${n} signed repos of ${records} records${opts.keyPerRepo ? ', a key each' : ''} (once; cached in ${file})`);
+  const shared = opts.keyPerRepo ? undefined : await newKeypair();
   const out: SmallRepo[] = [];
   for (let i = 0; i < n; i++) {
     // did:plc identifiers are 24 characters of base32 (a-z, 2-7): the index, spelled in it.
@@ -35,7 +39,7 @@ export async function smallRepos(n: number, records: number, log: (l: string) =>
     // Distinct record content per repo, as on the network: repos that shared every block would
     // measure lock contention on shared refcounts, not backfill.
     const recs = generateRecords(records).map((r) => ({ ...r, value: { ...r.value, bench: `${i}` } }));
-    const made = await makeRepo({ did, records: recs, keypair });
+    const made = await makeRepo({ did, records: recs, keypair: shared ?? (await newKeypair()) });
     out.push({ did, car: Buffer.from(made.car).toString('base64'), signingKey: made.signingKey });
   }
   mkdirSync(dir, { recursive: true });
