@@ -46,7 +46,7 @@ import { type Node, type OutEdge, nodeKey } from './nodes.ts';
 import { formatProgress, type ProgressSnapshot } from './progress.ts';
 import { type Route, formatRoute, rootRoute, routeHops } from './route.ts';
 import { EDGE_TYPES, type NodeType, type WalkGraph } from './schema.ts';
-import { NO_NEEDS, type RootScope, type StepContext, type StepNeeds, type StepResult, type Visit } from './steps/context.ts';
+import { NO_NEEDS, type EdgeChunks, type RootScope, type StepContext, type StepNeeds, type StepResult, type Visit } from './steps/context.ts';
 import { isPromise, type MaybePromise } from './maybe-promise.ts';
 import { step } from './steps/index.ts';
 import { rowLoaders } from './steps/rows.ts';
@@ -143,13 +143,33 @@ export interface WalkResult {
   blockBytesFetched: number;
 }
 
+/**
+ * Edges a step hands over in chunks (`StepResult.more`), on the stack where they would have lain
+ * had the step returned them all at once: each pull puts the next chunk on top of it, so the
+ * stack holds a chunk and what lies below it, not a repo's million record rows.
+ */
+class Pull {
+  readonly source: EdgeChunks;
+  /** The route to the node whose edges these are. */
+  readonly parent: Route;
+  /** That node's type totals (its `children`). */
+  readonly totals: TypeTotals;
+  constructor(source: EdgeChunks, parent: Route, totals: TypeTotals) {
+    this.source = source;
+    this.parent = parent;
+    this.totals = totals;
+  }
+}
+
 interface RootRun {
   index: number;
   root: Node;
-  /** Nodes to step, as the routes that reached them (a route ends at its node). */
-  stack: Route[];
-  /** In `ready` (its stack is not empty). */
+  /** Nodes to step, as the routes that reached them (a route ends at its node), and chunks of edges to pull. */
+  stack: (Route | Pull)[];
+  /** In `ready` (its stack is not empty and no pull is waiting). */
   ready: boolean;
+  /** A pull is waiting for its chunk: the root's next node is not known yet. */
+  pulling: boolean;
   /** Left `active` (finishing or done). */
   closed: boolean;
   /** What every step under this root shares (the path is a step argument). */
@@ -194,7 +214,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
    */
   const ready: RootRun[] = [];
   const markReady = (run: RootRun) => {
-    if (run.ready || run.stack.length === 0) return;
+    if (run.ready || run.pulling || run.stack.length === 0) return;
     run.ready = true;
     let lo = 0;
     let hi = ready.length;
@@ -291,6 +311,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       root,
       stack: [],
       ready: false,
+      pulling: false,
       closed: false,
       ctx: { pool: stores.pool, store: stores.store, blocks, rows, repos, needs, scope, wants },
       inflight: 0,
@@ -324,13 +345,48 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
     run.totals.bytes += result.bytes;
     if (isSampled) t.checked++;
     const visiting = opts.visitor.visit({ node, data: result.data } as Visit, new Visiting(run, route, isSampled));
-    if (visiting) return visiting.then(() => follow(run, route, result.edges, t));
+    if (visiting) return visiting.then(() => followAll(run, route, result, t));
+    followAll(run, route, result, t);
+  };
+
+  const followAll = (run: RootRun, route: Route, result: StepResult<NodeType>, t: TypeTotals) => {
+    const more = result.more;
+    // A step with many edges (a repo's records and events) sizes the set once, not by halves.
+    const n = result.edges.length + (more ? more.remaining : 0);
+    if (n > 1024) run.visited.reserve(run.visited.size + n * 1.5);
     follow(run, route, result.edges, t);
+    // Above the step's own edges, as the end of one list of them would be: stepped first.
+    if (more) {
+      run.stack.push(new Pull(more, route, t));
+      markReady(run);
+    }
+  };
+
+  /** Takes the next chunk of `p`'s edges: on the stack above what remains of them. */
+  const pull = (run: RootRun, p: Pull): MaybePromise<void> => {
+    const chunk = p.source.next();
+    if (!isPromise(chunk)) return pulled(run, p, chunk);
+    // Until the chunk comes, nothing of this root is stepped: what lies below it comes after it.
+    run.pulling = true;
+    return chunk.then(
+      (c) => {
+        run.pulling = false;
+        pulled(run, p, c);
+      },
+      (err: unknown) => {
+        run.pulling = false;
+        throw err;
+      },
+    );
+  };
+
+  const pulled = (run: RootRun, p: Pull, chunk: readonly OutEdge[] | null) => {
+    if (chunk === null) return markReady(run);
+    run.stack.push(p);
+    follow(run, p.parent, chunk, p.totals);
   };
 
   const follow = (run: RootRun, parent: Route, found: readonly OutEdge[], t: TypeTotals) => {
-    // A step with many edges (a repo's records and events) sizes the set once, not by halves.
-    if (found.length > 1024) run.visited.reserve(run.visited.size + found.length * 1.5);
     for (const e of found) {
       if (!edges.has(e.type) || !walkedTypes.has(e.node.type)) continue;
       t.children++;
@@ -396,17 +452,24 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       if (inflight >= scheduledMax) return;
       const run = ready[0];
       if (!run) break;
-      const route = run.stack.pop()!;
+      const item = run.stack.pop()!;
       if (run.stack.length === 0) {
         ready.shift();
         run.ready = false;
       }
+      const isPull = item instanceof Pull;
+      const route = isPull ? item.parent : item;
       let pending: MaybePromise<void>;
       try {
-        pending = runItem(run, route);
+        pending = isPull ? pull(run, item) : runItem(run, route);
       } catch (err) {
         failed(run, route, err);
         pending = undefined;
+      }
+      if (run.pulling && run.ready) {
+        // `run` is `ready[0]`: it waits for its chunk.
+        ready.shift();
+        run.ready = false;
       }
       if (isPromise(pending)) {
         run.inflight++;
@@ -416,6 +479,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
           .finally(() => {
             run.inflight--;
             inflight--;
+            if (isPull && !run.closed) markReady(run);
             if (run.inflight === 0 && run.stack.length === 0 && !run.closed) void finishRoot(run);
             pump();
           });
