@@ -19,7 +19,10 @@
  *   first; past `LARGE_ROOTS` of them, a root opens only while the open ones hold fewer than
  *   `OPEN_NODES` nodes between them. Small repos leave the walk waiting on each root's few round
  *   trips unless many are open (and their batched lookups then share queries); large ones would
- *   hold their visited sets and block locations at once.
+ *   hold their visited sets and block locations at once. A node with many children (a repo's
+ *   record rows and events) hands them over in chunks (`StepResult.more`), pulled as the stack
+ *   drains to them, in the order one list would have given: a repo of a million records puts
+ *   a chunk of its rows on the stack at a time, not two million routes.
  * - **Errors.** A step or check that throws stops the walk with a `WalkStepError` naming the
  *   node and its route, unless `errorAsData`: then it is a finding (check = the error's code,
  *   or `step-failed`), counted in the type's `errors`, and the walk goes on; the root is then
@@ -166,10 +169,8 @@ interface RootRun {
   root: Node;
   /** Nodes to step, as the routes that reached them (a route ends at its node), and chunks of edges to pull. */
   stack: (Route | Pull)[];
-  /** In `ready` (its stack is not empty and no pull is waiting). */
+  /** In `ready` (its stack is not empty). */
   ready: boolean;
-  /** A pull is waiting for its chunk: the root's next node is not known yet. */
-  pulling: boolean;
   /** Left `active` (finishing or done). */
   closed: boolean;
   /** What every step under this root shares (the path is a step argument). */
@@ -214,7 +215,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
    */
   const ready: RootRun[] = [];
   const markReady = (run: RootRun) => {
-    if (run.ready || run.pulling || run.stack.length === 0) return;
+    if (run.ready || run.stack.length === 0) return;
     run.ready = true;
     let lo = 0;
     let hi = ready.length;
@@ -311,7 +312,6 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       root,
       stack: [],
       ready: false,
-      pulling: false,
       closed: false,
       ctx: { pool: stores.pool, store: stores.store, blocks, rows, repos, needs, scope, wants },
       inflight: 0,
@@ -363,25 +363,9 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   };
 
   /** Takes the next chunk of `p`'s edges: on the stack above what remains of them. */
-  const pull = (run: RootRun, p: Pull): MaybePromise<void> => {
+  const pull = (run: RootRun, p: Pull): void => {
     const chunk = p.source.next();
-    if (!isPromise(chunk)) return pulled(run, p, chunk);
-    // Until the chunk comes, nothing of this root is stepped: what lies below it comes after it.
-    run.pulling = true;
-    return chunk.then(
-      (c) => {
-        run.pulling = false;
-        pulled(run, p, c);
-      },
-      (err: unknown) => {
-        run.pulling = false;
-        throw err;
-      },
-    );
-  };
-
-  const pulled = (run: RootRun, p: Pull, chunk: readonly OutEdge[] | null) => {
-    if (chunk === null) return markReady(run);
+    if (chunk === null) return;
     run.stack.push(p);
     follow(run, p.parent, chunk, p.totals);
   };
@@ -466,11 +450,6 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
         failed(run, route, err);
         pending = undefined;
       }
-      if (run.pulling && run.ready) {
-        // `run` is `ready[0]`: it waits for its chunk.
-        ready.shift();
-        run.ready = false;
-      }
       if (isPromise(pending)) {
         run.inflight++;
         inflight++;
@@ -479,7 +458,6 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
           .finally(() => {
             run.inflight--;
             inflight--;
-            if (isPull && !run.closed) markReady(run);
             if (run.inflight === 0 && run.stack.length === 0 && !run.closed) void finishRoot(run);
             pump();
           });

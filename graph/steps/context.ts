@@ -12,7 +12,6 @@ import type { LocationTable } from '../locations.ts';
 import type { RepoBatches } from '../repo-batch.ts';
 import type { BlockLoc, Node, OutEdge } from '../nodes.ts';
 import type { EdgeType, NodeType } from '../schema.ts';
-import type { MaybePromise } from '../maybe-promise.ts';
 import type { PackedEvents, PackedRecords } from '../packed.ts';
 
 /** Loads a walk type needs beyond what the walked edges need. */
@@ -176,7 +175,7 @@ export interface StepResult<T extends NodeType> {
 export interface EdgeChunks {
   /** Edges not yet handed over (the walk sizes its visited set once). */
   readonly remaining: number;
-  next(): MaybePromise<readonly OutEdge[] | null>;
+  next(): readonly OutEdge[] | null;
 }
 
 /** A stepped node with its payload, typed together: switch on `node.type`. */
