@@ -316,4 +316,19 @@ describe('walk engine on a repo larger than a chunk of children', () => {
       expect(r.blockRequests).toBeLessThan(packWindow > 10_000 ? blocks / 10 : blocks);
     }
   });
+
+  it('holds a pack read by windows whole past the cache budget, up to the large-pack budget', async () => {
+    const size = Number((await bigPool.query<{ size: string }>('SELECT max(size_bytes) AS size FROM packs')).rows[0]!.size);
+    const packWindow = 16 * 1024;
+    const windows = Math.ceil(size / packWindow);
+    const walk = (largePackCacheBytes: number) =>
+      runWalk({ pool: bigPool, store: bigStore }, { type: 'validate' }, [{ type: 'Repo', did }], { blockSource: { wholePackMax: 1024, packWindow, packCacheBytes: 0, largePackCacheBytes } });
+    // Each window once, and each block that crosses a window's end by itself (at most one a window).
+    const held = await walk(size);
+    expect(held.blockRequests).toBeLessThanOrEqual(2 * windows);
+    // With no room, a window goes as the next comes, and the walk, which jumps about the pack, reads windows again.
+    const thrashed = await walk(0);
+    expect(thrashed.blockRequests).toBeGreaterThan(2 * windows);
+    expect(thrashed.totals.nodes).toBe(held.totals.nodes);
+  });
 });
