@@ -104,14 +104,6 @@ export interface IndexRow {
   cid: Uint8Array;
 }
 
-export interface EventRow {
-  id: string;
-  kind: string;
-  collection: string | null;
-  rkey: string | null;
-  cid: Uint8Array | null;
-}
-
 /** A block as a step read it. `bytes` is null when nothing needed them. */
 export interface BlockData {
   loc: BlockLoc;
