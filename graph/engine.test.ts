@@ -259,3 +259,76 @@ describe('walk engine', () => {
     expect(nodes.at(-1)).toBeGreaterThan(nodes[0]!);
   });
 });
+
+describe('walk engine on a repo larger than a chunk of children', () => {
+  let bigPool: pg.Pool;
+  let bigDir: string;
+  let bigStore: LocalBlobStore;
+  const [did] = testDids('engine-big', 1) as [string];
+  const RECORDS = 2_600; // two chunks of 1,024 record rows and a part, and as many events
+
+  beforeAll(async () => {
+    bigPool = openPool(await freshDatabase('graph_engine_big'));
+    await migrate(bigPool);
+    bigDir = await mkdtemp(join(tmpdir(), 'repowalk-graph-big-'));
+    bigStore = new LocalBlobStore(bigDir);
+    await buildMirror({ pool: bigPool, blobs: bigStore }, [{ did, records: RECORDS }]);
+  }, 120_000);
+
+  afterAll(async () => {
+    await bigPool?.end();
+    if (bigDir) await rm(bigDir, { recursive: true, force: true });
+  });
+
+  it("steps a repo's events and record rows in the order one list of its edges would give, each once", async () => {
+    const order: string[] = [];
+    const visitor: Visitor = {
+      visit(v) {
+        if (v.node.type === 'Event' || v.node.type === 'RecordRow') order.push(`${v.node.type}:${nodeKey(v.node)}`);
+      },
+    };
+    const { totals } = await walkGraph({ pool: bigPool, store: bigStore }, { roots: [{ type: 'Repo', did }], graph: graphOf(['deep']), visitor, findings: new MemoryFindings() });
+    const events = (await bigPool.query<{ id: string }>('SELECT id FROM events WHERE did = $1 ORDER BY id', [did])).rows.map((r) => `Event:${r.id}`);
+    const rows = (await bigPool.query<{ collection: string; rkey: string }>('SELECT collection, rkey FROM records WHERE did = $1 ORDER BY collection, rkey', [did])).rows.map(
+      (r) => `RecordRow:${did}/${r.collection}/${r.rkey}`,
+    );
+    expect(rows).toHaveLength(RECORDS);
+    // The stack takes the last edge first: the events from the newest, then the rows from the last.
+    expect(order).toEqual([...events.reverse(), ...rows.reverse()]);
+    expect(totals.types.Repo?.children).toBe(1 + RECORDS + events.length);
+    expect(totals.types.Record?.walked).toBe(RECORDS);
+  });
+
+  it('reads a pack larger than the whole-pack limit a window at a time, blocks across a window end by themselves', async () => {
+    const whole = await runWalk({ pool: bigPool, store: bigStore }, { type: 'validate' }, [{ type: 'Repo', did }]);
+    expect(whole.blockRequests).toBe(1);
+    const { rows } = await bigPool.query<{ blocks: string; size: string }>('SELECT (SELECT count(*) FROM blocks) AS blocks, (SELECT max(size_bytes) FROM packs) AS size');
+    const blocks = Number(rows[0]!.blocks);
+    const size = Number(rows[0]!.size);
+    for (const packWindow of [64 * 1024, 1_000]) {
+      const findings = new MemoryFindings();
+      const r = await runWalk({ pool: bigPool, store: bigStore }, { type: 'validate' }, [{ type: 'Repo', did }], { findings, blockSource: { wholePackMax: 1024, packWindow } });
+      expect(findings.findings).toEqual([]);
+      expect(r.totals.nodes).toBe(whole.totals.nodes);
+      expect(r.totals.bytes).toBe(whole.totals.bytes);
+      // A request per window, and one per block that crosses a window's end.
+      expect(r.blockRequests).toBeGreaterThanOrEqual(Math.ceil(size / packWindow));
+      expect(r.blockRequests).toBeLessThan(packWindow > 10_000 ? blocks / 10 : blocks);
+    }
+  });
+
+  it('holds a pack read by windows whole past the cache budget, up to the large-pack budget', async () => {
+    const size = Number((await bigPool.query<{ size: string }>('SELECT max(size_bytes) AS size FROM packs')).rows[0]!.size);
+    const packWindow = 16 * 1024;
+    const windows = Math.ceil(size / packWindow);
+    const walk = (largePackCacheBytes: number) =>
+      runWalk({ pool: bigPool, store: bigStore }, { type: 'validate' }, [{ type: 'Repo', did }], { blockSource: { wholePackMax: 1024, packWindow, packCacheBytes: 0, largePackCacheBytes } });
+    // Each window once, and each block that crosses a window's end by itself (at most one a window).
+    const held = await walk(size);
+    expect(held.blockRequests).toBeLessThanOrEqual(2 * windows);
+    // With no room, a window goes as the next comes, and the walk, which jumps about the pack, reads windows again.
+    const thrashed = await walk(0);
+    expect(thrashed.blockRequests).toBeGreaterThan(2 * windows);
+    expect(thrashed.totals.nodes).toBe(held.totals.nodes);
+  });
+});

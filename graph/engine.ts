@@ -19,7 +19,10 @@
  *   first; past `LARGE_ROOTS` of them, a root opens only while the open ones hold fewer than
  *   `OPEN_NODES` nodes between them. Small repos leave the walk waiting on each root's few round
  *   trips unless many are open (and their batched lookups then share queries); large ones would
- *   hold their visited sets and block locations at once.
+ *   hold their visited sets and block locations at once. A node with many children (a repo's
+ *   record rows and events) hands them over in chunks (`StepResult.more`), pulled as the stack
+ *   drains to them, in the order one list would have given: a repo of a million records puts
+ *   a chunk of its rows on the stack at a time, not two million routes.
  * - **Errors.** A step or check that throws stops the walk with a `WalkStepError` naming the
  *   node and its route, unless `errorAsData`: then it is a finding (check = the error's code,
  *   or `step-failed`), counted in the type's `errors`, and the walk goes on; the root is then
@@ -46,7 +49,7 @@ import { type Node, type OutEdge, nodeKey } from './nodes.ts';
 import { formatProgress, type ProgressSnapshot } from './progress.ts';
 import { type Route, formatRoute, rootRoute, routeHops } from './route.ts';
 import { EDGE_TYPES, type NodeType, type WalkGraph } from './schema.ts';
-import { NO_NEEDS, type RootScope, type StepContext, type StepNeeds, type StepResult, type Visit } from './steps/context.ts';
+import { NO_NEEDS, type EdgeChunks, type RootScope, type StepContext, type StepNeeds, type StepResult, type Visit } from './steps/context.ts';
 import { isPromise, type MaybePromise } from './maybe-promise.ts';
 import { step } from './steps/index.ts';
 import { rowLoaders } from './steps/rows.ts';
@@ -143,11 +146,29 @@ export interface WalkResult {
   blockBytesFetched: number;
 }
 
+/**
+ * Edges a step hands over in chunks (`StepResult.more`), on the stack where they would have lain
+ * had the step returned them all at once: each pull puts the next chunk on top of it, so the
+ * stack holds a chunk and what lies below it, not a repo's million record rows.
+ */
+class Pull {
+  readonly source: EdgeChunks;
+  /** The route to the node whose edges these are. */
+  readonly parent: Route;
+  /** That node's type totals (its `children`). */
+  readonly totals: TypeTotals;
+  constructor(source: EdgeChunks, parent: Route, totals: TypeTotals) {
+    this.source = source;
+    this.parent = parent;
+    this.totals = totals;
+  }
+}
+
 interface RootRun {
   index: number;
   root: Node;
-  /** Nodes to step, as the routes that reached them (a route ends at its node). */
-  stack: Route[];
+  /** Nodes to step, as the routes that reached them (a route ends at its node), and chunks of edges to pull. */
+  stack: (Route | Pull)[];
   /** In `ready` (its stack is not empty). */
   ready: boolean;
   /** Left `active` (finishing or done). */
@@ -324,13 +345,32 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
     run.totals.bytes += result.bytes;
     if (isSampled) t.checked++;
     const visiting = opts.visitor.visit({ node, data: result.data } as Visit, new Visiting(run, route, isSampled));
-    if (visiting) return visiting.then(() => follow(run, route, result.edges, t));
+    if (visiting) return visiting.then(() => followAll(run, route, result, t));
+    followAll(run, route, result, t);
+  };
+
+  const followAll = (run: RootRun, route: Route, result: StepResult<NodeType>, t: TypeTotals) => {
+    const more = result.more;
+    // A step with many edges (a repo's records and events) sizes the set once, not by halves.
+    const n = result.edges.length + (more ? more.remaining : 0);
+    if (n > 1024) run.visited.reserve(run.visited.size + n * 1.5);
     follow(run, route, result.edges, t);
+    // Above the step's own edges, as the end of one list of them would be: stepped first.
+    if (more) {
+      run.stack.push(new Pull(more, route, t));
+      markReady(run);
+    }
+  };
+
+  /** Takes the next chunk of `p`'s edges: on the stack above what remains of them. */
+  const pull = (run: RootRun, p: Pull): void => {
+    const chunk = p.source.next();
+    if (chunk === null) return;
+    run.stack.push(p);
+    follow(run, p.parent, chunk, p.totals);
   };
 
   const follow = (run: RootRun, parent: Route, found: readonly OutEdge[], t: TypeTotals) => {
-    // A step with many edges (a repo's records and events) sizes the set once, not by halves.
-    if (found.length > 1024) run.visited.reserve(run.visited.size + found.length * 1.5);
     for (const e of found) {
       if (!edges.has(e.type) || !walkedTypes.has(e.node.type)) continue;
       t.children++;
@@ -396,14 +436,16 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       if (inflight >= scheduledMax) return;
       const run = ready[0];
       if (!run) break;
-      const route = run.stack.pop()!;
+      const item = run.stack.pop()!;
       if (run.stack.length === 0) {
         ready.shift();
         run.ready = false;
       }
+      const isPull = item instanceof Pull;
+      const route = isPull ? item.parent : item;
       let pending: MaybePromise<void>;
       try {
-        pending = runItem(run, route);
+        pending = isPull ? pull(run, item) : runItem(run, route);
       } catch (err) {
         failed(run, route, err);
         pending = undefined;

@@ -100,26 +100,94 @@ export function readLocsInto(packed: Buffer, table: LocationTable, pack: { id: n
   }
 }
 
-/** The rows of a packed `RECORD_SQL` aggregate of one collection, appended to `into`. */
-export function readRecords(packed: Buffer, collection: string, into: { collection: string; rkey: string; cid: Uint8Array }[]): void {
-  const r = new Reader(packed);
-  while (!r.done) {
-    const rkey = r.text()!;
-    const cid = r.bytes()!;
-    into.push({ collection, rkey, cid });
+/**
+ * A repo's record index as the packed `RECORD_SQL` aggregates of its collections, read a range
+ * of rows at a time: besides the bytes, one offset per row (4 bytes) is all it holds, where
+ * `IndexRow` objects cost some 150 bytes each and the collector's time to trace them.
+ */
+export class PackedRecords {
+  readonly length: number;
+  readonly #groups: readonly { collection: string; packed: Buffer }[];
+  /** The first row of each group, and past the last, the length. */
+  readonly #firstRow: number[];
+  /** Each row's offset in its group's buffer. */
+  readonly #at: Int32Array;
+
+  constructor(groups: readonly { collection: string; packed: Buffer }[]) {
+    this.#groups = groups;
+    const at: number[] = [];
+    this.#firstRow = [];
+    for (const g of groups) {
+      this.#firstRow.push(at.length);
+      const view = new DataView(g.packed.buffer, g.packed.byteOffset, g.packed.byteLength);
+      for (let pos = 0; pos < g.packed.length; ) {
+        at.push(pos);
+        pos += 4 + view.getInt32(pos);
+        pos += 4 + view.getInt32(pos);
+      }
+    }
+    this.length = at.length;
+    this.#firstRow.push(at.length);
+    this.#at = Int32Array.from(at);
+  }
+
+  /** Rows `from` to `end` (exclusive), in order. */
+  read(from: number, end: number): { collection: string; rkey: string; cid: Uint8Array }[] {
+    const out: { collection: string; rkey: string; cid: Uint8Array }[] = [];
+    let g = -1;
+    let collection = '';
+    let r: Reader | undefined;
+    for (let i = from; i < end; i++) {
+      if (g < 0 || this.#firstRow[g + 1]! <= i) {
+        do g++;
+        while (this.#firstRow[g + 1]! <= i);
+        collection = this.#groups[g]!.collection;
+        r = new Reader(this.#groups[g]!.packed);
+      }
+      r!.pos = this.#at[i]!;
+      const rkey = r!.text()!;
+      const cid = r!.bytes()!;
+      out.push({ collection, rkey, cid });
+    }
+    return out;
   }
 }
 
-export function readEvents(packed: Buffer): { id: string; kind: string; collection: string | null; rkey: string | null; cid: Uint8Array | null }[] {
-  const r = new Reader(packed);
-  const out: { id: string; kind: string; collection: string | null; rkey: string | null; cid: Uint8Array | null }[] = [];
-  while (!r.done) {
-    const id = String(r.int8());
-    const kind = r.text()!;
-    const collection = r.text();
-    const rkey = r.text();
-    const cid = r.bytes();
-    out.push({ id, kind, collection, rkey, cid });
+/** A repo's events as a packed `EVENT_SQL` aggregate, read a range at a time (see `PackedRecords`). */
+export class PackedEvents {
+  readonly length: number;
+  readonly #packed: Buffer;
+  readonly #at: Int32Array;
+
+  constructor(packed: Buffer) {
+    this.#packed = packed;
+    const at: number[] = [];
+    const r = new Reader(packed);
+    while (!r.done) {
+      at.push(r.pos);
+      r.pos += 8;
+      for (let k = 0; k < 4; k++) {
+        const n = r.int4();
+        if (n > 0) r.pos += n;
+      }
+    }
+    this.length = at.length;
+    this.#at = Int32Array.from(at);
   }
-  return out;
+
+  /** Events `from` to `end` (exclusive), in order. */
+  read(from: number, end: number): { id: string; kind: string; collection: string | null; rkey: string | null; cid: Uint8Array | null }[] {
+    const r = new Reader(this.#packed);
+    const out: { id: string; kind: string; collection: string | null; rkey: string | null; cid: Uint8Array | null }[] = [];
+    for (let i = from; i < end; i++) {
+      r.pos = this.#at[i]!;
+      const id = String(r.int8());
+      const kind = r.text()!;
+      const collection = r.text();
+      const rkey = r.text();
+      const cid = r.bytes();
+      out.push({ id, kind, collection, rkey, cid });
+    }
+    return out;
+  }
 }

@@ -25,12 +25,14 @@ import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
 import { cidMapKey } from './blocks.ts';
 import type { LocationTable } from './locations.ts';
 import type { BlockLoc, Node } from './nodes.ts';
-import { EVENT_SQL, LOC_SQL, RECORD_SQL, readEvents, readLocs, readLocsInto, readRecords } from './packed.ts';
-import type { EventRow, IndexRow, PackRow, RefcountScan, RepoRow, StepData } from './steps/context.ts';
+import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, readLocs, readLocsInto } from './packed.ts';
+import type { PackRow, RefcountScan, RepoRow, StepData } from './steps/context.ts';
 
 /** What the walk reads for each repo. */
 export interface RepoWants {
   records: boolean;
+  /** The record index as rows (`StepData['Repo'].records`) too, not only packed. Default true. */
+  indexRows?: boolean;
   events: boolean;
   counts: boolean;
   locations: boolean;
@@ -209,8 +211,8 @@ export class RepoBatches {
     }
     const next = positions[dids.length - 1]! + 1;
     const present = dids.filter((d) => rows.has(d));
-    const indexOf = new Map<string, IndexRow[]>();
-    const eventsOf = new Map<string, EventRow[]>();
+    const indexOf = new Map<string, { collection: string; packed: Buffer }[]>();
+    const eventsOf = new Map<string, PackedEvents>();
     const countsOf = new Map<string, Map<string, number>>();
     if (wants.records && present.length) {
       const res = await db.query<{ did: string; collection: string; packed: Buffer }>(
@@ -221,7 +223,7 @@ export class RepoBatches {
       for (const g of res.rows) {
         let list = indexOf.get(g.did);
         if (!list) indexOf.set(g.did, (list = []));
-        readRecords(g.packed, g.collection, list);
+        list.push({ collection: g.collection, packed: g.packed });
       }
     }
     if (wants.events && present.length) {
@@ -229,7 +231,7 @@ export class RepoBatches {
         `SELECT e.did, string_agg(${EVENT_SQL}, ''::bytea ORDER BY e.id) AS packed FROM events e WHERE e.did = ANY($1::text[]) GROUP BY e.did`,
         [present],
       );
-      for (const g of res.rows) eventsOf.set(g.did, readEvents(g.packed));
+      for (const g of res.rows) eventsOf.set(g.did, new PackedEvents(g.packed));
     }
     if (wants.counts && present.length) {
       const res = await db.query<{ did: string; collection: string; count: string }>('SELECT did, collection, count FROM collection_counts WHERE did = ANY($1::text[])', [present]);
@@ -323,16 +325,18 @@ export class RepoBatches {
     for (const did of dids) {
       const r = rows.get(did);
       if (!r) {
-        repos.set(did, { data: { row: null, records: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [], strays: [] });
+        repos.set(did, { data: { row: null, records: null, recordRows: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [], strays: [] });
         continue;
       }
       const repoPacks = packsOf.get(did) ?? [];
       const strayKeys = strayKeysOf.get(did) ?? new Set<string>();
+      const recordRows = wants.records ? new PackedRecords(indexOf.get(did) ?? []) : null;
       repos.set(did, {
         data: {
           row: r.row,
-          records: wants.records ? (indexOf.get(did) ?? []) : null,
-          events: wants.events ? (eventsOf.get(did) ?? []) : null,
+          records: recordRows && (wants.indexRows ?? true) ? recordRows.read(0, recordRows.length) : null,
+          recordRows,
+          events: wants.events ? (eventsOf.get(did) ?? new PackedEvents(Buffer.alloc(0))) : null,
           collectionCounts: wants.counts ? (countsOf.get(did) ?? new Map()) : null,
           headLoc: r.headLoc,
           refcounts: mismatches && (repoPacks.length > 0 || strayKeys.size > 0) ? { packs: new Set(repoPacks), blocks: strayKeys, mismatches } : null,

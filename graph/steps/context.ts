@@ -12,6 +12,7 @@ import type { LocationTable } from '../locations.ts';
 import type { RepoBatches } from '../repo-batch.ts';
 import type { BlockLoc, Node, OutEdge } from '../nodes.ts';
 import type { EdgeType, NodeType } from '../schema.ts';
+import type { PackedEvents, PackedRecords } from '../packed.ts';
 
 /** Loads a walk type needs beyond what the walked edges need. */
 export interface StepNeeds {
@@ -103,14 +104,6 @@ export interface IndexRow {
   cid: Uint8Array;
 }
 
-export interface EventRow {
-  id: string;
-  kind: string;
-  collection: string | null;
-  rkey: string | null;
-  cid: Uint8Array | null;
-}
-
 /** A block as a step read it. `bytes` is null when nothing needed them. */
 export interface BlockData {
   loc: BlockLoc;
@@ -123,9 +116,12 @@ export interface StepData {
   Repo: {
     /** Null when the repos row does not exist. */
     row: RepoRow | null;
-    /** The record index of the repo, when loaded. */
+    /** The record index of the repo, as rows, when a check needs it whole (`needs.recordIndex`). */
     records: IndexRow[] | null;
-    events: EventRow[] | null;
+    /** The record index of the repo, packed, when loaded (the Repo step's record rows come from it a chunk at a time). */
+    recordRows: PackedRecords | null;
+    /** The repo's events, packed, when loaded. */
+    events: PackedEvents | null;
     collectionCounts: Map<string, number> | null;
     /** Where the head commit is; null when there is no head or it is not indexed. */
     headLoc: BlockLoc | null;
@@ -155,6 +151,23 @@ export interface StepResult<T extends NodeType> {
   edges: OutEdge[];
   /** Payload bytes loaded. */
   bytes: number;
+  /**
+   * More edges, pulled a chunk at a time as the walk is ready for them (a repo's record rows and
+   * events): they come after `edges` and are stepped before them, as if all were in `edges`.
+   */
+  more?: EdgeChunks;
+}
+
+/**
+ * Edges a step hands over in chunks, so that a node with a million children does not put a
+ * million edges, nodes and routes in memory at once. `next` gives the chunk that `edges` would
+ * have ended with, then the one before it, and so on (the walk's stack takes the last edge
+ * first), and null when none are left.
+ */
+export interface EdgeChunks {
+  /** Edges not yet handed over (the walk sizes its visited set once). */
+  readonly remaining: number;
+  next(): readonly OutEdge[] | null;
 }
 
 /** A stepped node with its payload, typed together: switch on `node.type`. */
