@@ -1,7 +1,6 @@
 /**
  * The repository commit: decoding, field checks and the signature.
  */
-import * as CBOR from '@atcute/cbor';
 import { BytesWrapper } from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
 import { isTid } from '@atcute/lexicons/syntax';
@@ -83,9 +82,82 @@ export function readCommit(blocks: BlockMap, cid: string, did: string, cidBytes:
     prev: prev instanceof CidLinkWrapper ? prev.$link : null,
     sig: sig.buf,
     // The block is canonical, so the commit without `sig`, encoded, is the canonical form that
-    // was signed; it re-encoded once already, so this cannot throw.
-    unsigned: CBOR.encode({ ...unsigned, version }),
+    // was signed: the block's own bytes less the `sig` entry (keys keep their order).
+    unsigned: withoutSig(bytes, Object.keys(unsigned).length + 1),
   };
+}
+
+/**
+ * The canonical map `bytes` (checked: top-level keys distinct, minimal heads, no indefinite
+ * lengths), with `count` entries besides `sig`, re-encoded without its `sig` entry: a new map
+ * head and the other entries' bytes as they are.
+ */
+function withoutSig(bytes: Uint8Array, count: number): Uint8Array {
+  let pos = skipHead(bytes, 0);
+  let sigStart = -1;
+  let sigEnd = -1;
+  for (let i = 0; i <= count; i++) {
+    const start = pos;
+    const isSig = bytes[pos] === 0x63 && bytes[pos + 1] === 0x73 && bytes[pos + 2] === 0x69 && bytes[pos + 3] === 0x67;
+    pos = skipItem(bytes, skipItem(bytes, pos));
+    if (isSig) (sigStart = start), (sigEnd = pos);
+  }
+  if (sigStart < 0 || pos !== bytes.length) throw new Error('a checked commit has no sig entry where expected');
+  const head = mapHead(count);
+  const out = new Uint8Array(head.length + bytes.length - skipHead(bytes, 0) - (sigEnd - sigStart));
+  out.set(head, 0);
+  let o = head.length;
+  out.set(bytes.subarray(skipHead(bytes, 0), sigStart), o);
+  o += sigStart - skipHead(bytes, 0);
+  out.set(bytes.subarray(sigEnd), o);
+  return out;
+}
+
+/** A canonical map head for `n` entries. */
+function mapHead(n: number): Uint8Array {
+  if (n < 24) return Uint8Array.of(0xa0 | n);
+  if (n < 0x100) return Uint8Array.of(0xb8, n);
+  return Uint8Array.of(0xb9, n >> 8, n & 0xff); // a commit has far fewer than 65,536 fields
+}
+
+/** The item's head's argument and the position after the head. */
+function readHead(bytes: Uint8Array, pos: number): [number, number] {
+  const info = bytes[pos]! & 0x1f;
+  if (info < 24) return [info, pos + 1];
+  if (info === 24) return [bytes[pos + 1]!, pos + 2];
+  if (info === 25) return [(bytes[pos + 1]! << 8) | bytes[pos + 2]!, pos + 3];
+  if (info === 26) return [((bytes[pos + 1]! << 24) >>> 0) + ((bytes[pos + 2]! << 16) | (bytes[pos + 3]! << 8) | bytes[pos + 4]!), pos + 5];
+  if (info === 27) return [Number(new DataView(bytes.buffer, bytes.byteOffset + pos + 1, 8).getBigUint64(0)), pos + 9];
+  throw new Error(`a checked commit holds a CBOR head of additional info ${info}`);
+}
+
+function skipHead(bytes: Uint8Array, pos: number): number {
+  return readHead(bytes, pos)[1];
+}
+
+/** The position after the (definite-length, checked) CBOR item at `pos`. */
+function skipItem(bytes: Uint8Array, pos: number): number {
+  const major = bytes[pos]! >> 5;
+  const [arg, next] = readHead(bytes, pos);
+  switch (major) {
+    case 2:
+    case 3:
+      return next + arg;
+    case 4: {
+      let p = next;
+      for (let i = 0; i < arg; i++) p = skipItem(bytes, p);
+      return p;
+    }
+    case 5: {
+      let p = next;
+      for (let i = 0; i < 2 * arg; i++) p = skipItem(bytes, p);
+      return p;
+    }
+    case 6:
+      return skipItem(bytes, next);
+    default:
+      return next; // integers, simple values, floats: the head is the item
+  }
 }
 
 // The signature check lives beside its key cache and fast backend; callers take it from here too.
