@@ -26,10 +26,10 @@ export interface CheckedCommit {
   dataCid: string;
   ops: CommitOp[];
   car: BlockMap;
-  /** Indexes into `car` of the blocks the store needs: the commit, the new tree's nodes in the frame, the ops' records. */
+  /** Indexes into `car` of the blocks the store needs: the commit, the ops' records, then the new tree's nodes in the frame. */
   keep: number[];
-  /** CID strings of the new tree's nodes the frame carries. */
-  mstNodes: string[];
+  /** How many of `keep`, at its end, are the new tree's nodes. */
+  mstNodeCount: number;
 }
 
 /**
@@ -42,7 +42,12 @@ export interface CheckedCommit {
 export async function verifyCommitFrame(frame: CommitFrame, signingKey: string): Promise<CommitChange> {
   const checked = await checkCommitFrame(frame, signingKey);
   const blocks = new Map<string, Uint8Array>();
-  for (const i of checked.keep) blocks.set(checked.car.cidStringAt(i), checked.car.dataAt(i));
+  const mstNodes: string[] = [];
+  checked.keep.forEach((i, k) => {
+    const cid = checked.car.cidStringAt(i);
+    blocks.set(cid, checked.car.dataAt(i));
+    if (k >= checked.keep.length - checked.mstNodeCount) mstNodes.push(cid);
+  });
   return {
     kind: 'commit',
     did: frame.repo,
@@ -53,7 +58,7 @@ export async function verifyCommitFrame(frame: CommitFrame, signingKey: string):
     prevData: frame.prevData,
     ops: checked.ops,
     blocks,
-    mstNodes: checked.mstNodes,
+    mstNodes,
   };
 }
 
@@ -103,9 +108,9 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
       throw new CommitVerifyError('bad-proof', `inverting the ops gives data root ${cidString(root)}, not prevData ${frame.prevData}`);
     }
   }
-  const mstNodes: string[] = [];
-  newTreeNodes(blocks, blocks.indexOf(dataCid), 0, keep, mstNodes);
-  return { dataCid: commit.data, ops, car: blocks, keep, mstNodes };
+  const before = keep.length;
+  newTreeNodes(blocks, blocks.indexOf(dataCid), 0, keep);
+  return { dataCid: commit.data, ops, car: blocks, keep, mstNodeCount: keep.length - before };
 }
 
 /**
@@ -127,7 +132,7 @@ export function commitOps(frame: CommitFrame): CommitOp[] {
  * The MST nodes of the new tree that the frame carries: reached from the root through nodes in
  * the frame. Subtrees the frame leaves out are unchanged, and stored already.
  */
-function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: number[], out: string[]): void {
+function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: number[]): void {
   if (index < 0 || depth > MAX_MST_HEIGHT) return;
   const bytes = blocks.dataAt(index);
   let node;
@@ -140,11 +145,10 @@ function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: numb
     throw new CommitVerifyError('commit-malformed', `MST node ${blocks.cidStringAt(index)} does not decode: ${cause.message}`, { cause });
   }
   keep.push(index);
-  out.push(blocks.cidStringAt(index));
-  if (node.left >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, node.left), depth + 1, keep, out);
+  if (node.left >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, node.left), depth + 1, keep);
   for (let i = 0; i < node.count; i++) {
     const right = node.entries[i * ENTRY_FIELDS + RIGHT]!;
-    if (right >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, right), depth + 1, keep, out);
+    if (right >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, right), depth + 1, keep);
   }
 }
 
