@@ -6,7 +6,7 @@
  * new tree without loading it.
  */
 import { readCar, type BlockMap } from '../atproto/car.ts';
-import { cidFromString, cidToString, equalCid } from '../atproto/cid.ts';
+import { CID_LENGTH, cidFromString, cidToString, equalCid, isRepoCid } from '../atproto/cid.ts';
 import { readCommit } from '../atproto/commit.ts';
 import { verifyCommitSignature } from '../atproto/signature.ts';
 import { InvalidRepoError, SignatureError } from '../atproto/errors.ts';
@@ -66,9 +66,10 @@ export async function verifyCommitFrame(frame: CommitFrame, signingKey: string):
 export async function checkCommitFrame(frame: CommitFrame, signingKey: string): Promise<CheckedCommit> {
   let car;
   let commit;
+  const commitCid = cidFromString(frame.commit);
   try {
     car = readCar(frame.blocks, { maxBytes: frame.blocks.length, maxBlocks: 10_000 });
-    commit = readCommit(car.blocks, frame.commit, frame.repo);
+    commit = readCommit(car.blocks, frame.commit, frame.repo, commitCid);
   } catch (err) {
     if (err instanceof InvalidRepoError) throw new CommitVerifyError('commit-malformed', `commit ${frame.rev} of ${frame.repo}: ${err.message}`, { cause: err });
     throw err;
@@ -77,7 +78,7 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
   await verifyCommitSignature(commit, frame.commit, signingKey); // SignatureError for the caller
 
   const blocks = car.blocks;
-  const keep: number[] = [blocks.indexOf(cidFromString(frame.commit)!)];
+  const keep: number[] = [blocks.indexOf(commitCid!)];
   const proofOps: ProofOp[] = [];
   const ops = commitOps(frame);
   frame.ops.forEach((op) => {
@@ -92,7 +93,8 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
     proofOps.push({ action: op.action, path: op.path, cid: cid ?? null, prev: prev ?? null });
   });
 
-  const dataCid = cidFromString(commit.data);
+  // The link's own bytes when they are a repo CID (as cidFromString would give them), without decoding its string.
+  const dataCid = commit.dataBytes?.length === CID_LENGTH && isRepoCid(commit.dataBytes, 0) ? commit.dataBytes : cidFromString(commit.data);
   if (dataCid === undefined) throw new CommitVerifyError('commit-malformed', `the commit's data ${commit.data} is not a repo CID`);
   if (frame.prevData !== undefined) {
     const prevData = cidFromString(frame.prevData);
