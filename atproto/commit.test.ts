@@ -8,7 +8,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as CBOR from '@atcute/cbor';
 import * as CID from '@atcute/cid';
 import { CommitError, InvalidRepoError, MstError } from './errors.ts';
-import { MAX_COMMIT_DEPTH } from './commit.ts';
+import { MAX_COMMIT_DEPTH, readCommit } from './commit.ts';
+import { readCar } from './car.ts';
 import { verifyRepo } from './verify.ts';
 import { cidFor, readCarBlocks, writeCar } from './testing/car-edit.ts';
 import { type MadeRepo, makeRepo } from './testing/make-repo.ts';
@@ -169,4 +170,29 @@ describe('item 5: one signed commit has one encoding and one CID', () => {
     const repo = await verifyRepo(good.car, { did: good.did, signingKey: good.signingKey });
     expect(repo.commitCid).toBe(good.commitCid);
   });
+});
+
+describe('the bytes a commit signs', () => {
+  // readCommit takes them from the block (less its sig entry); they must be what encoding the
+  // commit without sig gives, whatever other fields it has and wherever they sort.
+  const extras: Record<string, unknown>[] = [
+    {},
+    { a: 1, zz: 'after data', longerThanVersion: [1, [2, { x: null }]] },
+    { sif: true, sih: false, s: -1, big: 2 ** 40, neg: -(2 ** 33), half: 1.5, text: 'x'.repeat(300) },
+    { bytes: CBOR.toBytes(new Uint8Array(70)), link: undefined },
+    Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`f${i}`, i * 1000])),
+  ];
+  for (const [i, extra] of extras.entries()) {
+    it(`matches the encoder for commit ${i}`, () => {
+      const { root, blocks } = readCarBlocks(good.car);
+      const { sig, ...unsigned } = CBOR.decode(blocks.get(root)!) as Record<string, unknown>;
+      const fields = { ...unsigned, ...Object.fromEntries(Object.entries(extra).filter(([, v]) => v !== undefined)) };
+      if ('link' in extra) fields.link = unsigned.data;
+      const commit = CBOR.encode({ ...fields, sig });
+      const cid = cidFor(commit);
+      const read = readCommit(readCar(writeCar(cid, [[cid, commit]])).blocks, cid, good.did);
+      expect(Buffer.from(read.unsigned).equals(Buffer.from(CBOR.encode(fields)))).toBe(true);
+      expect(Buffer.from(read.unsigned).includes(Buffer.from('sig'))).toBe(Object.keys(fields).some((k) => k.startsWith('sig')));
+    });
+  }
 });

@@ -1,7 +1,6 @@
 /**
  * The repository commit: decoding, field checks and the signature.
  */
-import * as CBOR from '@atcute/cbor';
 import { BytesWrapper } from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
 import { isTid } from '@atcute/lexicons/syntax';
@@ -63,7 +62,7 @@ export function readCommit(blocks: BlockMap, cid: string, did: string, cidBytes:
     throw new CommitError('commit-malformed', cid, 'not a map');
   }
   const fields = value as Record<string, unknown>;
-  const { version, sig, ...unsigned } = fields;
+  const { version, sig } = fields;
   if (version !== 3) throw new CommitError('commit-version', cid, `version is ${shown(version)}, expected 3`);
   if (typeof fields.did !== 'string') throw new CommitError('commit-malformed', cid, 'did is missing');
   if (fields.did !== did) throw new CommitError('commit-did', cid, `names ${boundText(fields.did, 200)}, expected ${did}`);
@@ -74,6 +73,13 @@ export function readCommit(blocks: BlockMap, cid: string, did: string, cidBytes:
     throw new CommitError('commit-malformed', cid, 'prev is neither null nor a CID link');
   }
   if (!(sig instanceof BytesWrapper)) throw new CommitError('commit-malformed', cid, 'sig is missing or not bytes');
+  let signed: Uint8Array | undefined;
+  try {
+    signed = withoutSig(bytes);
+  } catch {
+    // a head the decoder refuses: unreachable for the canonical bytes decoded above
+  }
+  if (signed === undefined) throw new CommitError('commit-malformed', cid, 'no sig entry in the commit map');
   return {
     did,
     version: 3,
@@ -83,9 +89,79 @@ export function readCommit(blocks: BlockMap, cid: string, did: string, cidBytes:
     prev: prev instanceof CidLinkWrapper ? prev.$link : null,
     sig: sig.buf,
     // The block is canonical, so the commit without `sig`, encoded, is the canonical form that
-    // was signed; it re-encoded once already, so this cannot throw.
-    unsigned: CBOR.encode({ ...unsigned, version }),
+    // was signed: the block's own bytes less the `sig` entry (keys keep their order).
+    unsigned: signed,
   };
+}
+
+/**
+ * The canonical map `bytes` (checked: keys distinct and sorted, minimal heads, definite lengths)
+ * re-encoded without its `sig` entry: a map head for one entry fewer, then the other entries'
+ * bytes as they are. Undefined if the bytes are not such a map with a `sig` key.
+ */
+function withoutSig(bytes: Uint8Array): Uint8Array | undefined {
+  if (bytes[0]! >> 5 !== 5) return undefined;
+  const [count, first] = readHead(bytes, 0);
+  let pos = first;
+  let sigStart = -1;
+  let sigEnd = -1;
+  for (let i = 0; i < count; i++) {
+    const start = pos;
+    const isSig = bytes[pos] === 0x63 && bytes[pos + 1] === 0x73 && bytes[pos + 2] === 0x69 && bytes[pos + 3] === 0x67;
+    pos = skipItem(bytes, skipItem(bytes, pos));
+    if (isSig) (sigStart = start), (sigEnd = pos);
+  }
+  if (sigStart < 0 || pos !== bytes.length) return undefined;
+  const head = mapHead(count - 1);
+  const out = new Uint8Array(head.length + (sigStart - first) + (bytes.length - sigEnd));
+  out.set(head, 0);
+  out.set(bytes.subarray(first, sigStart), head.length);
+  out.set(bytes.subarray(sigEnd), head.length + sigStart - first);
+  return out;
+}
+
+/** A canonical map head for `n` entries. */
+function mapHead(n: number): Uint8Array {
+  if (n < 24) return Uint8Array.of(0xa0 | n);
+  if (n < 0x100) return Uint8Array.of(0xb8, n);
+  if (n < 0x10000) return Uint8Array.of(0xb9, n >> 8, n & 0xff);
+  return Uint8Array.of(0xba, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+}
+
+/** The item's head's argument and the position after the head. */
+function readHead(bytes: Uint8Array, pos: number): [number, number] {
+  const info = bytes[pos]! & 0x1f;
+  if (info < 24) return [info, pos + 1];
+  if (info === 24) return [bytes[pos + 1]!, pos + 2];
+  if (info === 25) return [(bytes[pos + 1]! << 8) | bytes[pos + 2]!, pos + 3];
+  if (info === 26) return [((bytes[pos + 1]! << 24) >>> 0) + ((bytes[pos + 2]! << 16) | (bytes[pos + 3]! << 8) | bytes[pos + 4]!), pos + 5];
+  if (info === 27) return [Number(new DataView(bytes.buffer, bytes.byteOffset + pos + 1, 8).getBigUint64(0)), pos + 9];
+  throw new Error(`a checked commit holds a CBOR head of additional info ${info}`);
+}
+
+/** The position after the (definite-length, checked) CBOR item at `pos`. */
+function skipItem(bytes: Uint8Array, pos: number): number {
+  const major = bytes[pos]! >> 5;
+  const [arg, next] = readHead(bytes, pos);
+  switch (major) {
+    case 2:
+    case 3:
+      return next + arg;
+    case 4: {
+      let p = next;
+      for (let i = 0; i < arg; i++) p = skipItem(bytes, p);
+      return p;
+    }
+    case 5: {
+      let p = next;
+      for (let i = 0; i < 2 * arg; i++) p = skipItem(bytes, p);
+      return p;
+    }
+    case 6:
+      return skipItem(bytes, next);
+    default:
+      return next; // integers, simple values, floats: the head is the item
+  }
 }
 
 // The signature check lives beside its key cache and fast backend; callers take it from here too.

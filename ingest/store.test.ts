@@ -195,6 +195,31 @@ describe('storeBatch, snapshots', () => {
   });
 });
 
+describe('storeBatch, collection counts under commits', () => {
+  it('moves each collection\'s count: one grows, one shrinks, one empties and goes, one is new', async () => {
+    const did = didN(22);
+    const recs = (collection: string, n: number, from = 0) =>
+      Array.from({ length: n }, (_, i) => ({ collection, rkey: `3kcount${String(from + i).padStart(6, '2')}`, value: { $type: collection, text: `${collection} ${from + i}`, createdAt: '2026-01-01T00:00:00.000Z' } }));
+    const a = await verified(did, [...recs('app.bsky.feed.post', 3), ...recs('app.bsky.feed.like', 4), ...recs('app.bsky.graph.block', 2)], 1);
+    await storeBatch({ pool, blobs }, [snapshot(a)], { ...opts, origin: 'backfill' });
+    const b = await verified(did, [...recs('app.bsky.feed.post', 5), ...recs('app.bsky.feed.like', 1), ...recs('app.bsky.graph.follow', 2)], 2);
+    const c = await verified(did, [...recs('app.bsky.feed.post', 6), ...recs('app.bsky.graph.follow', 2)], 3);
+    // Two commits of the repo in one batch, then a third batch of one.
+    const r = await storeBatch({ pool, blobs }, [commitBetween(a, b), commitBetween(b, c)], opts);
+    expect(r.outcomes.map((o) => o.kind)).toEqual(['imported', 'imported']);
+    const counts = async () => (await pool.query('SELECT collection, count::int AS n FROM collection_counts WHERE did = $1 ORDER BY collection', [did])).rows;
+    const recounted = async () =>
+      (await pool.query('SELECT collection, count(*)::int AS n FROM records WHERE did = $1 GROUP BY collection ORDER BY collection', [did])).rows;
+    expect(await counts()).toEqual([{ collection: 'app.bsky.feed.post', n: 6 }, { collection: 'app.bsky.graph.follow', n: 2 }]);
+    expect(await counts()).toEqual(await recounted());
+    const d = await verified(did, [...recs('app.bsky.feed.post', 5), ...recs('app.bsky.graph.follow', 3), ...recs('app.bsky.feed.like', 1, 50)], 4);
+    await storeBatch({ pool, blobs }, [commitBetween(c, d)], opts);
+    expect(await counts()).toEqual([{ collection: 'app.bsky.feed.like', n: 1 }, { collection: 'app.bsky.feed.post', n: 5 }, { collection: 'app.bsky.graph.follow', n: 3 }]);
+    expect(await counts()).toEqual(await recounted());
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+});
+
 describe('StoreBatcher', () => {
   it('stores what concurrent callers submit together in one batch, each answered with its own outcome', async () => {
     const repos: VerifiedRepo[] = [];

@@ -6,7 +6,7 @@
  * new tree without loading it.
  */
 import { readCar, type BlockMap } from '../atproto/car.ts';
-import { cidFromString, cidToString, equalCid } from '../atproto/cid.ts';
+import { CID_LENGTH, cidFromString, cidToString, equalCid, isRepoCid } from '../atproto/cid.ts';
 import { readCommit } from '../atproto/commit.ts';
 import { verifyCommitSignature } from '../atproto/signature.ts';
 import { InvalidRepoError, SignatureError } from '../atproto/errors.ts';
@@ -26,10 +26,10 @@ export interface CheckedCommit {
   dataCid: string;
   ops: CommitOp[];
   car: BlockMap;
-  /** Indexes into `car` of the blocks the store needs: the commit, the new tree's nodes in the frame, the ops' records. */
+  /** Indexes into `car` of the blocks the store needs: the commit, the ops' records, then the new tree's nodes in the frame. */
   keep: number[];
-  /** CID strings of the new tree's nodes the frame carries. */
-  mstNodes: string[];
+  /** How many of `keep`, at its end, are the new tree's nodes. */
+  mstNodeCount: number;
 }
 
 /**
@@ -42,7 +42,12 @@ export interface CheckedCommit {
 export async function verifyCommitFrame(frame: CommitFrame, signingKey: string): Promise<CommitChange> {
   const checked = await checkCommitFrame(frame, signingKey);
   const blocks = new Map<string, Uint8Array>();
-  for (const i of checked.keep) blocks.set(checked.car.cidStringAt(i), checked.car.dataAt(i));
+  const mstNodes: string[] = [];
+  checked.keep.forEach((i, k) => {
+    const cid = checked.car.cidStringAt(i);
+    blocks.set(cid, checked.car.dataAt(i));
+    if (k >= checked.keep.length - checked.mstNodeCount) mstNodes.push(cid);
+  });
   return {
     kind: 'commit',
     did: frame.repo,
@@ -53,7 +58,7 @@ export async function verifyCommitFrame(frame: CommitFrame, signingKey: string):
     prevData: frame.prevData,
     ops: checked.ops,
     blocks,
-    mstNodes: checked.mstNodes,
+    mstNodes,
   };
 }
 
@@ -61,9 +66,10 @@ export async function verifyCommitFrame(frame: CommitFrame, signingKey: string):
 export async function checkCommitFrame(frame: CommitFrame, signingKey: string): Promise<CheckedCommit> {
   let car;
   let commit;
+  const commitCid = cidFromString(frame.commit);
   try {
     car = readCar(frame.blocks, { maxBytes: frame.blocks.length, maxBlocks: 10_000 });
-    commit = readCommit(car.blocks, frame.commit, frame.repo);
+    commit = readCommit(car.blocks, frame.commit, frame.repo, commitCid);
   } catch (err) {
     if (err instanceof InvalidRepoError) throw new CommitVerifyError('commit-malformed', `commit ${frame.rev} of ${frame.repo}: ${err.message}`, { cause: err });
     throw err;
@@ -72,7 +78,7 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
   await verifyCommitSignature(commit, frame.commit, signingKey); // SignatureError for the caller
 
   const blocks = car.blocks;
-  const keep: number[] = [blocks.indexOf(cidFromString(frame.commit)!)];
+  const keep: number[] = [blocks.indexOf(commitCid!)];
   const proofOps: ProofOp[] = [];
   const ops = commitOps(frame);
   frame.ops.forEach((op) => {
@@ -87,7 +93,8 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
     proofOps.push({ action: op.action, path: op.path, cid: cid ?? null, prev: prev ?? null });
   });
 
-  const dataCid = cidFromString(commit.data);
+  // The link's own bytes when they are a repo CID (as cidFromString would give them), without decoding its string.
+  const dataCid = commit.dataBytes?.length === CID_LENGTH && isRepoCid(commit.dataBytes, 0) ? commit.dataBytes : cidFromString(commit.data);
   if (dataCid === undefined) throw new CommitVerifyError('commit-malformed', `the commit's data ${commit.data} is not a repo CID`);
   if (frame.prevData !== undefined) {
     const prevData = cidFromString(frame.prevData);
@@ -103,9 +110,9 @@ export async function checkCommitFrame(frame: CommitFrame, signingKey: string): 
       throw new CommitVerifyError('bad-proof', `inverting the ops gives data root ${cidString(root)}, not prevData ${frame.prevData}`);
     }
   }
-  const mstNodes: string[] = [];
-  newTreeNodes(blocks, blocks.indexOf(dataCid), 0, keep, mstNodes);
-  return { dataCid: commit.data, ops, car: blocks, keep, mstNodes };
+  const before = keep.length;
+  newTreeNodes(blocks, blocks.indexOf(dataCid), 0, keep);
+  return { dataCid: commit.data, ops, car: blocks, keep, mstNodeCount: keep.length - before };
 }
 
 /**
@@ -127,7 +134,7 @@ export function commitOps(frame: CommitFrame): CommitOp[] {
  * The MST nodes of the new tree that the frame carries: reached from the root through nodes in
  * the frame. Subtrees the frame leaves out are unchanged, and stored already.
  */
-function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: number[], out: string[]): void {
+function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: number[]): void {
   if (index < 0 || depth > MAX_MST_HEIGHT) return;
   const bytes = blocks.dataAt(index);
   let node;
@@ -140,11 +147,10 @@ function newTreeNodes(blocks: BlockMap, index: number, depth: number, keep: numb
     throw new CommitVerifyError('commit-malformed', `MST node ${blocks.cidStringAt(index)} does not decode: ${cause.message}`, { cause });
   }
   keep.push(index);
-  out.push(blocks.cidStringAt(index));
-  if (node.left >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, node.left), depth + 1, keep, out);
+  if (node.left >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, node.left), depth + 1, keep);
   for (let i = 0; i < node.count; i++) {
     const right = node.entries[i * ENTRY_FIELDS + RIGHT]!;
-    if (right >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, right), depth + 1, keep, out);
+    if (right >= 0) newTreeNodes(blocks, blocks.indexOf(bytes, right), depth + 1, keep);
   }
 }
 

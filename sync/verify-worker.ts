@@ -23,9 +23,9 @@ parentPort!.on('message', async ({ id, blocks, spans, meta }: VerifyJobs) => {
     }
     const frame = { t: '#commit', seq: 0, repo, rev, since: null, commit, blocks: frameBlocks, ops, prevData: prevData ?? undefined, tooBig: false, time: '' } satisfies CommitFrame;
     try {
-      const { car, keep, dataCid, mstNodes } = await checkCommitFrame(frame, key);
+      const { car, keep, dataCid, mstNodeCount } = await checkCommitFrame(frame, key);
       const cids = [dataCid];
-      const nums = [keep.length, mstNodes.length];
+      const nums = [keep.length, mstNodeCount];
       for (const b of keep) {
         const bytes = car.dataAt(b);
         // Every block is a view into the frame's bytes (the CAR reader copies none of one buffer).
