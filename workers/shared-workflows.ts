@@ -7,10 +7,10 @@
  * different run ids, and each Worker keeps its own cache and sticky queue.
  *
  * The SDK's extension points are `Worker.getOrCreateBundle` and `Worker.createWorkflowCreator`
- * (protected static): the subclass below reads the bundle once (the SDK reads it, parses its
- * source map and runs it in a throwaway context of the main isolate per Worker), hands every
- * Worker of a `SharedWorkflows` the same creator and destroys it when the last Worker that took
- * it is done. The thread knows the activity names of every job (they
+ * (protected static): the subclass below reads the bundle once for the Workers created together
+ * (the SDK reads it, parses its source map and runs it in a throwaway context of the main isolate
+ * per Worker), hands every Worker of a `SharedWorkflows` the same creator and destroys it when
+ * the last Worker that took it is done. The thread knows the activity names of every job (they
  * matter only to local activities, which the workflows do not use).
  */
 import { Worker, type CompiledWorkerOptions, type Logger, type WorkerOptions } from '@temporalio/worker';
@@ -24,8 +24,13 @@ export class SharedWorkflows {
   #users = 0;
   readonly #activityNames = new Set<string>();
   readonly #WorkerClass: typeof Worker;
-  /** The bundle each Worker would read, by its code path (or code), read once. */
+  /**
+   * The bundle each Worker would read, by its code path (or code), read once — and kept only
+   * while Workers are being created: the workflow thread has its own copy, and this one (the
+   * bundle's text and its parsed source map, ~2 MB) would otherwise stay for the process's life.
+   */
   readonly #bundles = new Map<unknown, Promise<unknown>>();
+  #creating = 0;
 
   /** `activityNames`: every activity any Worker of this process registers. */
   constructor(activityNames: Iterable<string>) {
@@ -48,8 +53,13 @@ export class SharedWorkflows {
   }
 
   /** `Worker.create`, with the workflow thread shared. */
-  create(options: WorkerOptions): Promise<Worker> {
-    return this.#WorkerClass.create(options);
+  async create(options: WorkerOptions): Promise<Worker> {
+    this.#creating++;
+    try {
+      return await this.#WorkerClass.create(options);
+    } finally {
+      if (--this.#creating === 0) this.#bundles.clear();
+    }
   }
 
   async #take(args: CreatorArgs, make: (args: CreatorArgs) => Promise<WorkflowCreator>): Promise<WorkflowCreator> {
