@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { access, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bundleKey, workflowBundle } from './bundle.ts';
+import { bundleKey, oneByteText, workflowBundle } from './bundle.ts';
 
 let dir: string;
 
@@ -65,6 +65,29 @@ describe('workflow bundle cache', () => {
     expect(await readFile(changed.codePath, 'utf8')).toContain("'bonjour'");
     await expect(access(old)).rejects.toThrow(/ENOENT/);
     await expect(access(first.codePath)).resolves.toBeUndefined();
+  }, 120_000);
+
+  it('writes the bundle in one-byte characters, meaning the same', async () => {
+    const source = [
+      `// a comment — with an arrow → and an ellipsis …`,
+      `const dash = '—', tpl = \`→ \${dash} …\`, emoji = '😀';`,
+      `const found = /[→—]+/u.exec('a→—b')[0] + /😀/.test('x😀') + /\\u2014/.test('—');`,
+      `/* block — */ const café = 'ok';`,
+      `[dash, tpl, emoji, found, café, emoji.length]`,
+    ].join('\n');
+    const written = oneByteText(source);
+    expect(written).not.toBe(source);
+    expect(/[^\u0000-\u00ff]/.test(written)).toBe(false);
+    expect((0, eval)(written)).toEqual((0, eval)(source));
+    // Where an escape could change the meaning, the text is left as it is.
+    for (const risky of [`'\\—'`, `// a\u2028'b'`]) expect(oneByteText(risky)).toBe(risky);
+
+    const entry = join(dir, 'arrows.ts');
+    await writeFile(entry, `export async function arrow(): Promise<string> { return 'a → b — c'; }\n`);
+    const { codePath } = await workflowBundle({ workflowsPath: entry, cacheDir: join(dir, 'cache') });
+    const code = await readFile(codePath, 'utf8');
+    expect(/[^\u0000-\u00ff]/.test(code)).toBe(false);
+    expect(code).toContain(`'a \\u2192 b \\u2014 c'`);
   }, 120_000);
 
   it('says which entry failed to bundle', async () => {

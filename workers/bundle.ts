@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const WORKFLOWS_ENTRY = join(ROOT, 'workflows', 'index.ts');
-const BUNDLE_VERSION = 2;
+const BUNDLE_VERSION = 3;
 
 export interface BundleOptions {
   /** The module whose exports are the workflows (default workflows/index.ts). */
@@ -114,7 +114,7 @@ async function build(entry: string, codePath: string): Promise<void> {
   await mkdir(dirname(codePath), { recursive: true });
   const tmp = `${codePath}.${process.pid}.tmp`;
   try {
-    await writeFile(tmp, withoutSourcesContent(code));
+    await writeFile(tmp, oneByteText(withoutSourcesContent(code)));
     await rename(tmp, codePath);
   } finally {
     await rm(tmp, { force: true });
@@ -139,6 +139,26 @@ export function withoutSourcesContent(code: string): string {
   const map = JSON.parse(Buffer.from(code.slice(data + 7).trim(), 'base64').toString('utf8')) as Record<string, unknown>;
   delete map.sourcesContent;
   return `${code.slice(0, data + 7)}${Buffer.from(JSON.stringify(map)).toString('base64')}\n`;
+}
+
+/**
+ * The bundle with every character past U+00FF written as a `\uXXXX` escape, which means the same
+ * in a string, a template, a regular expression, an identifier and a comment.
+ *
+ * V8 keeps a script's text for as long as the script lives, one byte a character when every
+ * character fits in one (Latin-1), two otherwise. A few dashes and arrows in comments and messages
+ * (65 of 1.6 million characters) made the workflow thread hold the whole bundle at two bytes a
+ * character. Columns after an escape on its line move (the source map is not rewritten); lines
+ * do not. Left as it is when an escape could mean something else: a backslash before such a
+ * character, or a line or paragraph separator (U+2028/9), which ends a line comment.
+ */
+export function oneByteText(code: string): string {
+  if (/\\[^\u0000-\u00ff]|[\u2028\u2029]/u.test(code)) return code;
+  return code.replace(/[^\u0000-\u00ff]/gu, (ch) => {
+    let out = '';
+    for (let i = 0; i < ch.length; i++) out += `\\u${ch.charCodeAt(i).toString(16).padStart(4, '0')}`;
+    return out;
+  });
 }
 
 /** Every code change leaves a bundle behind: drop those not rebuilt for a month (a running worker has read its own already). */

@@ -20,8 +20,7 @@ import { freePort } from '../config/free-port.ts';
 import { openStores } from './stores.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import type { JobDefinition } from './jobs.ts';
-import { startHealthServer, type HealthServer, type WorkerStatus } from './health.ts';
-import { workerMetrics } from './metrics.ts';
+import type { HealthServer, WorkerStatus } from './health.ts';
 import { workflowBundle } from './bundle.ts';
 import { SharedWorkflows } from './shared-workflows.ts';
 
@@ -110,6 +109,8 @@ export async function runWorker(opts: RunWorkerOptions): Promise<void> {
     let health: HealthServer | undefined;
     try {
       if (metricsOn) {
+        // Imported only when on: an ES import of node:http loads Node's fetch (undici) with it.
+        const [{ startHealthServer }, { workerMetrics }] = await Promise.all([import('./health.ts'), import('./metrics.ts')]);
         health = await startHealthServer({
           port: config.worker.metricsPort,
           host: opts.metricsHost ?? '127.0.0.1',

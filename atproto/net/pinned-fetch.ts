@@ -11,12 +11,17 @@
  * (decoded from gzip/deflate, as fetch does). `abort` closes the connection. Failures reject
  * with the socket's error (its `code` intact).
  */
-import http from 'node:http';
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import type { Readable } from 'node:stream';
 import { createGunzip, createInflate } from 'node:zlib';
 import type { LookupAddress } from './address-guard.ts';
+
+// Not `import http from 'node:http'`: importing it as an ES module reads every export, and three of
+// them (WebSocket, CloseEvent, MessageEvent) load Node's fetch implementation (undici), ~9 MB a
+// process that never calls fetch would hold for its life.
+const http = process.getBuiltinModule('node:http');
 
 const NULL_BODY = new Set([204, 205, 304]);
 const ignore = () => {};
@@ -40,7 +45,7 @@ export interface PinnedGetInit {
 export interface PinnedResponse {
   status: number;
   /** Node's headers: names lower-cased; repeated headers joined (`set-cookie` an array). */
-  headers: http.IncomingHttpHeaders;
+  headers: IncomingHttpHeaders;
   /** The decoded body; null for 204, 205 and 304. */
   body: Readable | null;
   /** Closes the connection (the body then fails with `reason`). Safe to call at any time, more than once. */
@@ -112,8 +117,8 @@ function once(url: URL, init: PinnedGetInit): PinnedRequest {
     else callback(null, first.address, first.family);
   };
   const tls = url.protocol === 'https:';
-  let req: http.ClientRequest;
-  let res: http.IncomingMessage | undefined;
+  let req: ClientRequest;
+  let res: IncomingMessage | undefined;
   let body: Readable | undefined;
   let aborted: Error | undefined;
   const abort = (reason: Error) => {
