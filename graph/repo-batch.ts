@@ -314,7 +314,7 @@ export class RepoBatches {
           if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
         }
         if (wants.refcounts) {
-          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids)).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
+          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids, present)).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
         }
       }
     }
