@@ -41,7 +41,8 @@ export async function storedSigningKey(db: Queryable, did: string): Promise<stri
  * read those tables whole (see `refcountMismatchesInPacks`). Heads are counted mirror-wide, as
  * nothing here says which repos could name these blocks: `repos.head_cid` has no index, so that
  * is one pass over `repos` a call (the walk asks this only of blocks outside the packs its Repo
- * reads compared, a few a root at most).
+ * reads compared: none on the growth bench's mirrors of small repos, which store each repo's
+ * blocks in the pack of its head).
  */
 export async function refcountMismatches(db: Queryable, cids: readonly Uint8Array[]): Promise<({ index: number } & RefcountMismatch)[]> {
   const out: ({ index: number } & RefcountMismatch)[] = [];
@@ -84,13 +85,15 @@ const REFCOUNT_BATCH = 50_000;
  * blocks it planned hash joins that read `records` and `events` whole (at 100,000 repos of 10
  * records, 1.3 s a batch, so the walk cost the mirror squared over the batch). `repos.head_cid`
  * has no index, and one would stop live sync's HOT updates of `repos` (migration 0008), so heads
- * are not counted mirror-wide: only the repos `headsOf` (the repos read with these packs, in the
- * same snapshot) count, by their primary key. That is every head that names one of these blocks
- * for every block the walk of those repos reaches, as long as a head names its own repo's commit
- * (a commit is signed over its `did`, and nothing but a repo head steps to a commit); a block here
- * that another repo names as its head (its commit, in a pack shared with the batch's repos) is
- * reported as a disagreement, which the walk does not consult for blocks it does not reach from
- * `headsOf`.
+ * are not counted mirror-wide: only the heads of the repos `headsOf` (the repos read with these
+ * packs, in the same snapshot) count, found by their primary key. For the blocks the walk of those
+ * repos reaches, that is every head there is, as long as each head names its own repo's commit
+ * (a commit is signed over its repo's DID, and only a repo's head steps to a commit). Another
+ * repo's head among these blocks (its commit, in a pack the batch's repos share with it) comes
+ * back as a disagreement, refcount 1 and no references: the walk does not reach that block from
+ * `headsOf`, so nothing reports it; that repo's own read counts it. What is given up: a block that
+ * is both another repo's head and reached from `headsOf` (a record or MST node of theirs) has
+ * that head left out of its count.
  */
 export async function refcountMismatchesInPacks(
   db: Queryable,
