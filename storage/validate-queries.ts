@@ -36,8 +36,13 @@ export async function storedSigningKey(db: Queryable, did: string): Promise<stri
  * snapshot: an import committing meanwhile cannot make them disagree. Blocks not indexed are
  * not reported here (whoever references them is).
  *
- * Each block is looked up in the hash indexes on `records.cid` and `events.cid` (migration
- * 0005), so a call costs what its blocks do, not what the mirror holds.
+ * Each block's `records` and `events` rows are counted by a lookup in the hash indexes on their
+ * `cid` (migration 0005), written as correlated counts so that PostgreSQL cannot plan joins that
+ * read those tables whole (see `refcountMismatchesInPacks`). Heads are counted mirror-wide, as
+ * nothing here says which repos could name these blocks: `repos.head_cid` has no index, so that
+ * is one pass over `repos` a call (the walk asks this only of blocks outside the packs its Repo
+ * reads compared: none on the growth bench's mirrors of small repos, which store each repo's
+ * blocks in the pack of its head).
  */
 export async function refcountMismatches(db: Queryable, cids: readonly Uint8Array[]): Promise<({ index: number } & RefcountMismatch)[]> {
   const out: ({ index: number } & RefcountMismatch)[] = [];
@@ -49,13 +54,13 @@ export async function refcountMismatches(db: Queryable, cids: readonly Uint8Arra
     // per element to build and to parse.
     const { rows } = await db.query<{ i: string; refcount: string; refs: string }>(
       `WITH c AS MATERIALIZED (SELECT substring($1::bytea FROM (i - 1) * 36 + 1 FOR 36) AS cid, i FROM generate_series(1, $2::int) AS i),
-            r AS (SELECT c.cid, count(*) AS n FROM c JOIN records x ON x.cid = c.cid GROUP BY c.cid),
-            h AS (SELECT c.cid, count(*) AS n FROM c JOIN repos x ON x.head_cid = c.cid GROUP BY c.cid),
-            e AS (SELECT c.cid, count(*) AS n FROM c JOIN events x ON x.cid = c.cid GROUP BY c.cid)
-       SELECT c.i, b.refcount, coalesce(r.n, 0) + coalesce(h.n, 0) + coalesce(e.n, 0) AS refs
-       FROM c JOIN blocks b ON b.cid = c.cid
-       LEFT JOIN r ON r.cid = c.cid LEFT JOIN h ON h.cid = c.cid LEFT JOIN e ON e.cid = c.cid
-       WHERE b.refcount <> coalesce(r.n, 0) + coalesce(h.n, 0) + coalesce(e.n, 0)`,
+            counted AS MATERIALIZED (
+              SELECT c.i, c.cid, b.refcount, (SELECT count(*) FROM records x WHERE x.cid = c.cid) + (SELECT count(*) FROM events x WHERE x.cid = c.cid) AS n
+              FROM c JOIN blocks b ON b.cid = c.cid),
+            h AS (SELECT x.head_cid AS cid, count(*) AS n FROM repos x WHERE x.head_cid IN (SELECT cid FROM c) GROUP BY x.head_cid)
+       SELECT k.i, k.refcount, k.n + coalesce(h.n, 0) AS refs
+       FROM counted k LEFT JOIN h ON h.cid = k.cid
+       WHERE k.refcount <> k.n + coalesce(h.n, 0)`,
       [Buffer.concat(batch.map((i) => cids[i]!)), batch.length],
     );
     for (const r of rows) {
@@ -70,14 +75,32 @@ const REFCOUNT_BATCH = 50_000;
 
 /**
  * Blocks of the given packs, and the blocks `cids`, whose stored refcount differs from the
- * references that exist to them: `records` rows, repo heads, events (the importer's definition). Computed in Postgres,
- * so nothing but the disagreements crosses the wire; usually none.
+ * references that exist to them: `records` rows, repo heads, events (the importer's definition),
+ * with the heads counted among the repos `headsOf` (see below). Computed in Postgres, so nothing
+ * but the disagreements crosses the wire; usually none.
  *
- * The references of the three tables are gathered into one list and counted in one
- * aggregation, then joined once with the blocks: three aggregations and three joins cost a
- * third more (13 repos of 5,000 records: 260–310 ms of PostgreSQL CPU against 420–450).
+ * Its cost is its blocks', not the mirror's (issue 13). Each block's `records` and `events` rows
+ * are counted by a lookup in the hash indexes on their `cid` (migration 0005), written as
+ * correlated counts, which PostgreSQL cannot turn into joins: as joins, for a batch of ~15,000
+ * blocks it planned hash joins that read `records` and `events` whole (at 100,000 repos of 10
+ * records, 1.3 s a batch, so the walk cost the mirror squared over the batch). `repos.head_cid`
+ * has no index, and one would stop live sync's HOT updates of `repos` (migration 0008), so heads
+ * are not counted mirror-wide: only the heads of the repos `headsOf` (the repos read with these
+ * packs, in the same snapshot) count, found by their primary key. For the blocks the walk of those
+ * repos reaches, that is every head there is, as long as each head names its own repo's commit
+ * (a commit is signed over its repo's DID, and only a repo's head steps to a commit). Another
+ * repo's head among these blocks (its commit, in a pack the batch's repos share with it) comes
+ * back as a disagreement, refcount 1 and no references: the walk does not reach that block from
+ * `headsOf`, so nothing reports it; that repo's own read counts it. What is given up: a block that
+ * is both another repo's head and reached from `headsOf` (a record or MST node of theirs) has
+ * that head left out of its count.
  */
-export async function refcountMismatchesInPacks(db: Queryable, packs: readonly number[], cids: readonly Uint8Array[] = []): Promise<({ cid: Buffer } & RefcountMismatch)[]> {
+export async function refcountMismatchesInPacks(
+  db: Queryable,
+  packs: readonly number[],
+  cids: readonly Uint8Array[],
+  headsOf: readonly string[],
+): Promise<({ cid: Buffer } & RefcountMismatch)[]> {
   // `cids` as one bytea of concatenated 36-byte CIDs, split in SQL (see `refcountMismatches`).
   const blocks = cids.filter((c) => c.length === 36);
   const { rows } = await db.query<{ cid: Buffer; refcount: string; refs: string }>(
@@ -85,14 +108,13 @@ export async function refcountMismatchesInPacks(db: Queryable, packs: readonly n
             SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])
             UNION
             SELECT b.cid, b.refcount FROM generate_series(1, $3::int) AS i JOIN blocks b ON b.cid = substring($2::bytea FROM (i - 1) * 36 + 1 FOR 36)),
-          refs AS (SELECT u.cid, count(*) AS n FROM (
-              SELECT x.cid FROM records x JOIN blk ON blk.cid = x.cid
-              UNION ALL SELECT x.cid FROM events x JOIN blk ON blk.cid = x.cid
-              UNION ALL SELECT x.head_cid FROM repos x JOIN blk ON blk.cid = x.head_cid) u GROUP BY u.cid)
-     SELECT blk.cid, blk.refcount, coalesce(refs.n, 0) AS refs
-     FROM blk LEFT JOIN refs ON refs.cid = blk.cid
-     WHERE blk.refcount <> coalesce(refs.n, 0)`,
-    [packs, Buffer.concat(blocks), blocks.length],
+          counted AS MATERIALIZED (
+            SELECT blk.cid, blk.refcount, (SELECT count(*) FROM records x WHERE x.cid = blk.cid) + (SELECT count(*) FROM events x WHERE x.cid = blk.cid) AS n FROM blk),
+          heads AS (SELECT head_cid AS cid, count(*) AS n FROM repos WHERE did = ANY($4::text[]) AND head_cid IS NOT NULL GROUP BY head_cid)
+     SELECT c.cid, c.refcount, c.n + coalesce(h.n, 0) AS refs
+     FROM counted c LEFT JOIN heads h ON h.cid = c.cid
+     WHERE c.refcount <> c.n + coalesce(h.n, 0)`,
+    [packs, Buffer.concat(blocks), blocks.length, headsOf],
   );
   return rows.map((x) => ({ cid: x.cid, refcount: Number(x.refcount), refs: Number(x.refs) }));
 }

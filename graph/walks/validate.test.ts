@@ -341,7 +341,7 @@ describe('validate', () => {
     let perBlock = 0;
     (pool as unknown as { query: typeof query }).query = (...a: unknown[]) => {
       // The per-block comparison takes the CIDs as one concatenated bytea.
-      if (typeof a[0] === 'string' && a[0].includes('JOIN records x ON x.cid = c.cid') && ((a[1] as unknown[])[0] as Buffer).includes(shared)) perBlock++;
+      if (typeof a[0] === 'string' && a[0].includes('FROM records x WHERE x.cid = c.cid') && ((a[1] as unknown[])[0] as Buffer).includes(shared)) perBlock++;
       return query(...a);
     };
     await pool.query('UPDATE blocks SET refcount = refcount + 1 WHERE cid = $1', [shared]);
@@ -367,7 +367,7 @@ describe('validate', () => {
     const query = pool.query.bind(pool) as (...a: unknown[]) => Promise<unknown>;
     let perBlock = 0;
     (pool as unknown as { query: typeof query }).query = (...a: unknown[]) => {
-      if (typeof a[0] === 'string' && a[0].includes('JOIN records x ON x.cid = c.cid')) perBlock++;
+      if (typeof a[0] === 'string' && a[0].includes('FROM records x WHERE x.cid = c.cid')) perBlock++;
       return query(...a);
     };
     await pool.query('UPDATE blocks SET refcount = refcount + 1 WHERE cid = ANY($1::bytea[])', [mst]);

@@ -5,7 +5,8 @@
  *
  * Blocks in the packs the Repo step read in bulk, and the repo's record blocks in other packs,
  * were compared there, in Postgres and in the same snapshot as the repo's rows, and only the
- * disagreements came back; blocks looked up one by one (outside those packs) had their
+ * disagreements came back (heads counted among the repos read in that batch, which is every
+ * head that names a block this repo reaches: see `refcountMismatchesInPacks`); blocks looked up one by one (outside those packs) had their
  * references counted with the lookup; other blocks
  * are gathered with their routes and compared when the root is done, in one statement with the
  * other roots finishing meanwhile; they look each block up in the indexes on `records.cid` and
