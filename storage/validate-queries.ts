@@ -91,9 +91,10 @@ const REFCOUNT_BATCH = 50_000;
  * (a commit is signed over its repo's DID, and only a repo's head steps to a commit). Another
  * repo's head among these blocks (its commit, in a pack the batch's repos share with it) comes
  * back as a disagreement, refcount 1 and no references: the walk does not reach that block from
- * `headsOf`, so nothing reports it; that repo's own read counts it. What is given up: a block that
- * is both another repo's head and reached from `headsOf` (a record or MST node of theirs) has
- * that head left out of its count.
+ * `headsOf`, so nothing reports it; that repo's own read counts it. A block that is both another
+ * repo's head and reached from `headsOf` (a record, an MST node or an event's block of theirs)
+ * comes back with that head left out, so with fewer references than its refcount: the refcount
+ * check counts such a block again mirror-wide before it reports it.
  */
 export async function refcountMismatchesInPacks(
   db: Queryable,
