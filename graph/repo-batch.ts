@@ -186,11 +186,6 @@ export class RepoBatches {
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      // A batch's questions name ~1,000 repos, ~15,000 blocks: each is answered from an index.
-      // Left to its costs, PostgreSQL reads `records`, `events` and `collection_counts` whole for
-      // them while a batch is a tenth of the mirror or more (at 10,000 repos of 10 records), so
-      // a node's cost grew with the mirror until it switched (issue 13).
-      await client.query('SET LOCAL enable_seqscan = off');
       const batch = await this.#read(client, candidates, positions, maxRecords);
       await client.query('COMMIT');
       return batch;
@@ -214,6 +209,15 @@ export class RepoBatches {
       dids.push(did);
       records += n;
     }
+    // A batch that is a large share of the mirror (an eighth of its records or more) is read
+    // best by passes over whole tables (hash joins); a small one, by index lookups per repo and
+    // per block, whose cost is the batch's, not the mirror's: left to its estimates, PostgreSQL
+    // read `records`, `events`, `collection_counts` and `blocks` whole while a batch was a tenth
+    // of the mirror (10,000 repos of 10 records), so a node's cost grew with the mirror (issue
+    // 13); and lookups for a batch that is the whole mirror (13 repos of 5,000 records) cost
+    // PostgreSQL 4.7-6.2 µs a node against 3.2-4.2.
+    const large = await largeShare(db, records);
+    if (!large) await db.query('SET LOCAL enable_seqscan = off');
     const next = positions[dids.length - 1]! + 1;
     const present = dids.filter((d) => rows.has(d));
     const indexOf = new Map<string, { collection: string; packed: Buffer }[]>();
@@ -254,10 +258,15 @@ export class RepoBatches {
     let mismatches: RefcountScan['mismatches'] | null = null;
     if (wants.locations && present.length) {
       // The packs each repo's records sit in, with the repo's share of each; and the head's pack.
-      // Each record's block is looked up by its key: as a join, for a batch's ~10,000 records
-      // PostgreSQL read `blocks` whole (issue 13); a LIMIT (the key is unique) keeps it a lookup.
+      // In a small batch each record's block is looked up by its key: as a join, for a batch's
+      // ~10,000 records PostgreSQL read `blocks` whole (issue 13); a LIMIT (the key is unique)
+      // keeps it a lookup.
       const share = await db.query<{ did: string; pack_id: string; bytes: string; size: string | null }>(
-        `SELECT g.did, g.pack_id, g.bytes, p.size_bytes AS size
+        large
+          ? `SELECT r.did, b.pack_id, sum(b.byte_length) AS bytes, max(p.size_bytes) AS size
+         FROM records r JOIN blocks b ON b.cid = r.cid LEFT JOIN packs p ON p.id = b.pack_id
+         WHERE r.did = ANY($1::text[]) GROUP BY r.did, b.pack_id`
+          : `SELECT g.did, g.pack_id, g.bytes, p.size_bytes AS size
          FROM (SELECT r.did, b.pack_id, sum(b.byte_length) AS bytes
                FROM records r CROSS JOIN LATERAL (SELECT x.pack_id, x.byte_length FROM blocks x WHERE x.cid = r.cid LIMIT 1) b
                WHERE r.did = ANY($1::text[]) GROUP BY r.did, b.pack_id) g
@@ -325,7 +334,7 @@ export class RepoBatches {
           if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
         }
         if (wants.refcounts) {
-          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids, present)).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
+          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids, present, { scanTables: large })).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
         }
       }
     }
@@ -404,4 +413,13 @@ async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<stri
       },
     ]),
   );
+}
+
+/**
+ * Whether `records` records are an eighth or more of the mirror's: `records`' planner estimate,
+ * or for a table not analyzed yet its size at 128 bytes a row (which overstates its rows).
+ */
+async function largeShare(db: pg.ClientBase, records: number): Promise<boolean> {
+  const { rows } = await db.query<{ n: string }>(`SELECT CASE WHEN reltuples < 0 THEN pg_relation_size(oid) / 128 ELSE reltuples END AS n FROM pg_class WHERE oid = 'records'::regclass`);
+  return records * 8 >= Number(rows[0]?.n ?? 0);
 }

@@ -95,20 +95,40 @@ const REFCOUNT_BATCH = 50_000;
  * repo's head and reached from `headsOf` (a record, an MST node or an event's block of theirs)
  * comes back with that head left out, so with fewer references than its refcount: the refcount
  * check counts such a block again mirror-wide before it reports it.
+ *
+ * `scanTables`: the blocks are a large share of the mirror (the caller's batch is an eighth of
+ * its records or more), so `records` and `events` are read whole, once each, in hash joins, which
+ * then costs less than a lookup a block; same answer.
  */
 export async function refcountMismatchesInPacks(
   db: Queryable,
   packs: readonly number[],
   cids: readonly Uint8Array[],
   headsOf: readonly string[],
+  opts: { scanTables?: boolean } = {},
 ): Promise<({ cid: Buffer } & RefcountMismatch)[]> {
   // `cids` as one bytea of concatenated 36-byte CIDs, split in SQL (see `refcountMismatches`).
   const blocks = cids.filter((c) => c.length === 36);
-  const { rows } = await db.query<{ cid: Buffer; refcount: string; refs: string }>(
-    `WITH blk AS MATERIALIZED (
+  const blk = `blk AS MATERIALIZED (
             SELECT cid, refcount FROM blocks WHERE pack_id = ANY($1::bigint[])
             UNION
-            SELECT b.cid, b.refcount FROM generate_series(1, $3::int) AS i JOIN blocks b ON b.cid = substring($2::bytea FROM (i - 1) * 36 + 1 FOR 36)),
+            SELECT b.cid, b.refcount FROM generate_series(1, $3::int) AS i JOIN blocks b ON b.cid = substring($2::bytea FROM (i - 1) * 36 + 1 FOR 36))`;
+  if (opts.scanTables) {
+    const { rows } = await db.query<{ cid: Buffer; refcount: string; refs: string }>(
+      `WITH ${blk},
+            refs AS (SELECT u.cid, count(*) AS n FROM (
+                SELECT x.cid FROM records x JOIN blk ON blk.cid = x.cid
+                UNION ALL SELECT x.cid FROM events x JOIN blk ON blk.cid = x.cid
+                UNION ALL SELECT head_cid FROM repos WHERE did = ANY($4::text[]) AND head_cid IS NOT NULL) u GROUP BY u.cid)
+       SELECT blk.cid, blk.refcount, coalesce(refs.n, 0) AS refs
+       FROM blk LEFT JOIN refs ON refs.cid = blk.cid
+       WHERE blk.refcount <> coalesce(refs.n, 0)`,
+      [packs, Buffer.concat(blocks), blocks.length, headsOf],
+    );
+    return rows.map((x) => ({ cid: x.cid, refcount: Number(x.refcount), refs: Number(x.refs) }));
+  }
+  const { rows } = await db.query<{ cid: Buffer; refcount: string; refs: string }>(
+    `WITH ${blk},
           counted AS MATERIALIZED (
             SELECT blk.cid, blk.refcount, (SELECT count(*) FROM records x WHERE x.cid = blk.cid) + (SELECT count(*) FROM events x WHERE x.cid = blk.cid) AS n FROM blk),
           heads AS (SELECT head_cid AS cid, count(*) AS n FROM repos WHERE did = ANY($4::text[]) AND head_cid IS NOT NULL GROUP BY head_cid)
