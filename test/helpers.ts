@@ -1,4 +1,5 @@
-/** Helpers the integration tests share: waiting for a condition, and checking the mirror's books (refcounts, a validate walk). */
+/** Helpers the integration tests share: waiting for a condition, starting a worker process, and checking the mirror's books (refcounts, a validate walk). */
+import { spawn, type ChildProcess } from 'node:child_process';
 import type pg from 'pg';
 import { toBase32 } from '@atcute/multibase';
 import type { BlobStore } from '../storage/blobstore/types.ts';
@@ -61,4 +62,30 @@ export async function validateFindings(stores: { pool: pg.Pool; store: BlobStore
   // Not a vacuous pass: every held repo's records were reached.
   if (!(totals.types.Record?.walked ?? 0)) throw new Error('validateFindings: the walk reached no record');
   return findings.findings.map((f) => `${f.severity} ${f.check} ${f.nodeType} ${f.key}: ${f.detail}`);
+}
+
+/**
+ * Spawns a `repowalk worker` process (`command` with `args`, stdout and stderr collected) and
+ * resolves once it says it is running its jobs; rejects with what it printed if it exits first
+ * or is not ready within 90 s.
+ */
+export async function spawnReadyWorker(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; output: () => string }> {
+  let output = '';
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker not ready:\n${output}`)), 90_000);
+    const check = () => {
+      if (output.includes('worker running jobs')) {
+        clearTimeout(timer);
+        resolve();
+      } else if (child.exitCode !== null) {
+        clearTimeout(timer);
+        reject(new Error(`worker exited ${child.exitCode}:\n${output}`));
+      } else setTimeout(check, 100);
+    };
+    check();
+  });
+  return { child, output: () => output };
 }

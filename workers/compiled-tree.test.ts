@@ -5,12 +5,13 @@
  * type stripping turned off, so that loading any `.ts` module would fail — answers a workflow.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { freshDatabase, testStack } from '../test/stack.ts';
+import { spawnReadyWorker } from '../test/helpers.ts';
 import { ping } from '../workflows/ping.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -86,36 +87,18 @@ describe('the JavaScript tree', () => {
   it('runs `repowalk worker` without loading a .ts module, and the worker answers', async () => {
     const stack = testStack();
     const prefix = `tree-test-${process.pid}`;
-    let output = '';
-    worker = spawn(join(copy, 'repowalk'), ['worker', '--job', 'maintenance'], {
-      env: {
-        ...process.env,
-        // A .ts module imported anywhere in the worker would fail with ERR_UNKNOWN_FILE_EXTENSION.
-        NODE_OPTIONS: '--no-experimental-strip-types',
-        TEMPORAL_ADDRESS: stack.temporal.address,
-        DATABASE_URL: await freshDatabase('compiled_tree'),
-        REPOWALK_TASK_QUEUE: prefix,
-        REPOWALK_BLOB_DIR: mkdtempSync(join(tmpdir(), 'repowalk-blobs-')),
-        REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-state-')),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const spawned = await spawnReadyWorker(join(copy, 'repowalk'), ['worker', '--job', 'maintenance'], {
+      ...process.env,
+      // A .ts module imported anywhere in the worker would fail with ERR_UNKNOWN_FILE_EXTENSION.
+      NODE_OPTIONS: '--no-experimental-strip-types',
+      TEMPORAL_ADDRESS: stack.temporal.address,
+      DATABASE_URL: await freshDatabase('compiled_tree'),
+      REPOWALK_TASK_QUEUE: prefix,
+      REPOWALK_BLOB_DIR: mkdtempSync(join(tmpdir(), 'repowalk-blobs-')),
+      REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-state-')),
     });
-    worker.stdout!.on('data', (d) => (output += d));
-    worker.stderr!.on('data', (d) => (output += d));
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`worker not ready:\n${output}`)), 90_000);
-      const check = () => {
-        if (output.includes('worker running jobs')) {
-          clearTimeout(timer);
-          resolve();
-        } else if (worker!.exitCode !== null) {
-          clearTimeout(timer);
-          reject(new Error(`worker exited ${worker!.exitCode}:\n${output}`));
-        } else setTimeout(check, 100);
-      };
-      check();
-    });
-    expect(output).toContain('built from the changed source');
+    worker = spawned.child;
+    expect(spawned.output()).toContain('built from the changed source');
     client = new Client({ connection: await Connection.connect({ address: stack.temporal.address }) });
     const result = await client.workflow.execute(ping, { taskQueue: `${prefix}-maintenance`, workflowId: `tree-ping-${Date.now()}`, args: [{ message: 'from the tree' }] });
     expect(result.message).toBe('from the tree');

@@ -3,18 +3,18 @@
  * command line, as an operator runs it) against the dev server, PostgreSQL and a blob directory.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { freshDatabase, testStack } from '../test/stack.ts';
+import { spawnReadyWorker } from '../test/helpers.ts';
 import { ping, type PingInput } from '../workflows/ping.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 let worker: ChildProcess;
-let output = '';
 let client: Client;
 let databaseUrl: string;
 const prefix = `worker-test-${process.pid}`;
@@ -23,30 +23,15 @@ const taskQueue = `${prefix}-maintenance`;
 beforeAll(async () => {
   const stack = testStack();
   databaseUrl = await freshDatabase('worker');
-  worker = spawn(join(ROOT, 'repowalk'), ['worker'], {
-    env: {
-      ...process.env,
-      TEMPORAL_ADDRESS: stack.temporal.address,
-      DATABASE_URL: databaseUrl,
-      REPOWALK_TASK_QUEUE: prefix,
-      REPOWALK_BLOB_DIR: mkdtempSync(join(tmpdir(), 'repowalk-blobs-')),
-      REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-state-')),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const spawned = await spawnReadyWorker(join(ROOT, 'repowalk'), ['worker'], {
+    ...process.env,
+    TEMPORAL_ADDRESS: stack.temporal.address,
+    DATABASE_URL: databaseUrl,
+    REPOWALK_TASK_QUEUE: prefix,
+    REPOWALK_BLOB_DIR: mkdtempSync(join(tmpdir(), 'repowalk-blobs-')),
+    REPOWALK_STATE_DIR: mkdtempSync(join(tmpdir(), 'repowalk-state-')),
   });
-  worker.stdout!.on('data', (d) => (output += d));
-  worker.stderr!.on('data', (d) => (output += d));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker not ready:\n${output}`)), 90_000);
-    const check = () => {
-      if (output.includes('worker running jobs')) {
-        clearTimeout(timer);
-        resolve();
-      } else if (worker.exitCode !== null) reject(new Error(`worker exited ${worker.exitCode}:\n${output}`));
-      else setTimeout(check, 100);
-    };
-    check();
-  });
+  worker = spawned.child;
   client = new Client({ connection: await Connection.connect({ address: stack.temporal.address }) });
 }, 120_000);
 
