@@ -21,7 +21,7 @@ import { toBase32 } from '@atcute/multibase';
 import { backfillRepo, type BackfillRepoInput, type BackfillRepoState } from '../workflows/backfill-repo.ts';
 import { freshDatabase, testStack } from './stack.ts';
 import { listAllRecords, seedSampleAccounts, startPds, type PdsServer, type SampleAccounts } from './pds.ts';
-import { refcountProblems, waitFor } from './helpers.ts';
+import { refcountProblems, spawnReadyWorker, waitFor } from './helpers.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const prefix = `bf-crash-${process.pid}`;
@@ -63,25 +63,7 @@ let worker: RunningWorker | undefined;
 
 /** `./repowalk worker --job backfill`, resolved once it says it polls. */
 async function startWorkerProcess(): Promise<RunningWorker> {
-  const child = spawn(join(ROOT, 'repowalk'), ['worker', '--job', 'backfill'], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const exited = new Promise<{ code: number | null; signal: string | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker not ready:\n${output}`)), 120_000);
-    const check = () => {
-      if (output.includes('worker running jobs backfill')) {
-        clearTimeout(timer);
-        resolve();
-      } else if (child.exitCode !== null) {
-        clearTimeout(timer);
-        reject(new Error(`worker exited ${child.exitCode}:\n${output}`));
-      } else setTimeout(check, 100);
-    };
-    check();
-  });
-  return { child, output: () => output, exited };
+  return spawnReadyWorker(join(ROOT, 'repowalk'), ['worker', '--job', 'backfill'], env(), { ready: 'worker running jobs backfill', timeoutMs: 120_000 });
 }
 
 /** Runs `./repowalk …` to its end. */

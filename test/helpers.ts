@@ -66,18 +66,25 @@ export async function validateFindings(stores: { pool: pg.Pool; store: BlobStore
 
 /**
  * Spawns a `repowalk worker` process (`command` with `args`, stdout and stderr collected) and
- * resolves once it says it is running its jobs; rejects with what it printed if it exits first
- * or is not ready within 90 s.
+ * resolves once it prints `ready` (by default that it is running its jobs); rejects with what it
+ * printed if it exits first or is not ready within `timeoutMs`. `exited` settles when it ends.
  */
-export async function spawnReadyWorker(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; output: () => string }> {
+export async function spawnReadyWorker(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  opts: { ready?: string; timeoutMs?: number } = {},
+): Promise<{ child: ChildProcess; output: () => string; exited: Promise<{ code: number | null; signal: string | null }> }> {
+  const ready = opts.ready ?? 'worker running jobs';
   let output = '';
   const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<{ code: number | null; signal: string | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker not ready:\n${output}`)), 90_000);
+    const timer = setTimeout(() => reject(new Error(`worker not ready:\n${output}`)), opts.timeoutMs ?? 90_000);
     const check = () => {
-      if (output.includes('worker running jobs')) {
+      if (output.includes(ready)) {
         clearTimeout(timer);
         resolve();
       } else if (child.exitCode !== null) {
@@ -87,5 +94,5 @@ export async function spawnReadyWorker(command: string, args: string[], env: Nod
     };
     check();
   });
-  return { child, output: () => output };
+  return { child, output: () => output, exited };
 }

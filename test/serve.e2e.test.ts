@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { tmpdir } from 'node:os';
@@ -269,6 +270,31 @@ describe('bad input gets the right XRPC error, never a 500', () => {
       if (message) expect(res.body.message).toMatch(message);
     });
   }
+
+  it('requests the HTTP parser refuses get an XRPC error body too: headers past 16 KiB, a malformed request line', async () => {
+    const { port, hostname } = new URL(serve.url);
+    const raw = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        let got = '';
+        const socket = connect(Number(port), hostname, () => socket.write(request));
+        socket.on('data', (d) => (got += d));
+        socket.on('end', () => resolve(got));
+        socket.on('error', (err) => (got ? resolve(got) : reject(err)));
+      });
+    const cases: Array<[string, number, RegExp]> = [
+      [`GET /xrpc/com.atproto.sync.listRepos HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, /16 KiB/],
+      [`GET /xrpc/com.atproto.sync.listRepos HTTP/1.1\r\nhost: x\r\n${Array.from({ length: 600 }, (_, i) => `x-h${i}: ${'b'.repeat(30)}`).join('\r\n')}\r\n\r\n`, 431, /16 KiB/],
+      ['NOT A REQUEST\r\n\r\n', 400, /malformed HTTP request/],
+      ['GET /xrpc/com.atproto.sync.listRepos HTTP/9.9\r\nhost: x\r\n\r\n', 400, /malformed HTTP request/],
+    ];
+    for (const [request, status, message] of cases) {
+      const answer = await raw(request);
+      expect(answer.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+      expect(body.error).toBe('InvalidRequest');
+      expect(body.message).toMatch(message);
+    }
+  });
 
   it('admin: missing or wrong token, malformed and oversized bodies; the right token works', async () => {
     const body = JSON.stringify({ dids: [sample.carol.did] });
