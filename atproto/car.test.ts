@@ -95,6 +95,109 @@ describe('readCar', () => {
   });
 });
 
+/** What reading `car` ends in: its error, or how many blocks it read (checking deferred hashes, now or in slices). */
+function eagerly(car: Uint8Array, caps = {}): Error | number {
+  try {
+    return readCar(car, caps).blocks.size;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+async function deferred(car: Uint8Array, caps = {}, how: 'now' | 'background' = 'now'): Promise<Error | number> {
+  try {
+    const contents = readCar(car, caps, { deferHashes: true });
+    expect(contents.unchecked).toBeDefined();
+    if (how === 'now') contents.unchecked!.checkNow();
+    else await contents.unchecked!.inBackground();
+    expect(contents.unchecked!.unchecked).toBe(0);
+    return contents.blocks.size;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+describe('readCar with deferred hashes', () => {
+  const sameOutcome = (a: Error | number, b: Error | number) => {
+    if (typeof a === 'number') return expect(b).toBe(a);
+    expect(b).toBeInstanceOf(a.constructor);
+    expect((b as Error).message).toBe(a.message);
+  };
+
+  it('reads what an eager read reads, and checks every block later, now or in slices', async () => {
+    expect(await deferred(repo.car)).toBe(reference.blocks.size);
+    expect(await deferred(repo.car, {}, 'background')).toBe(reference.blocks.size);
+  });
+
+  it('leaves a bad block to the check, which names the first one in CAR order', async () => {
+    const [first, second] = [...reference.blocks.keys()].slice(5, 7);
+    const bad = flipByte(flipByte(repo.car, second!), first!);
+    const contents = readCar(bad, {}, { deferHashes: true });
+    expect(contents.blocks.size).toBe(reference.blocks.size);
+    for (const how of ['now', 'background'] as const) {
+      const error = await deferred(bad, {}, how);
+      expect(error).toBeInstanceOf(BlockHashMismatchError);
+      expect((error as BlockHashMismatchError).cid).toBe(first);
+      sameOutcome(eagerly(bad), error);
+    }
+    // Asked again, the check answers the same.
+    expect(() => contents.unchecked!.checkNow()).toThrow(BlockHashMismatchError);
+    await expect(contents.unchecked!.inBackground()).rejects.toThrow(`block ${first}`);
+  });
+
+  it('refuses a bad block ahead of a later fault (truncation, the block cap, a bad CID), as an eager read does', async () => {
+    const cids = [...reference.blocks.keys()];
+    const bad = flipByte(repo.car, cids[2]!);
+    const badCid = readCarBlocks(bad);
+    const cases: [string, Uint8Array, object][] = [
+      ['truncated', bad.subarray(0, bad.length - 3), {}],
+      ['past the block cap', bad, { maxBlocks: 4 }],
+    ];
+    // A block with an unsupported CID after the bad one.
+    const bytes = CBOR.encode({ a: 1 });
+    const cid = CID.fromString(cidFor(bytes)).bytes.slice();
+    cid[1] = 0x70;
+    cases.push(['a bad CID', Buffer.concat([bad, Uint8Array.of(cid.length + bytes.length), cid, bytes]), {}]);
+    for (const [name, car, caps] of cases) {
+      const eager = eagerly(car, caps);
+      expect(eager, name).toBeInstanceOf(BlockHashMismatchError);
+      sameOutcome(eager, await deferred(car, caps));
+    }
+    expect(badCid.root).toBe(reference.root);
+    // And the later fault alone is still refused as it is eagerly.
+    for (const caps of [{ maxBytes: repo.car.length - 1 }, { maxBlocks: 4 }]) sameOutcome(eagerly(repo.car, caps), await deferred(repo.car, caps));
+    sameOutcome(eagerly(repo.car.subarray(0, repo.car.length - 3)), await deferred(repo.car.subarray(0, repo.car.length - 3)));
+  });
+
+  it('checks a block that appears twice in both of its copies', async () => {
+    const [cid, bytes] = [...reference.blocks][1]!;
+    const changed = Uint8Array.from(bytes);
+    changed[3]! ^= 1;
+    const car = writeCar(reference.root, [...reference.blocks, [cid, changed]]);
+    expect(eagerly(car)).toBeInstanceOf(BlockHashMismatchError);
+    sameOutcome(eagerly(car), await deferred(car));
+  });
+
+  it('gives a stream the same outcomes, whatever the chunk boundaries', async () => {
+    const bad = flipByte(repo.car, [...reference.blocks.keys()][3]!);
+    for (const car of [repo.car, bad, bad.subarray(0, bad.length - 3)]) {
+      const eager = eagerly(car);
+      for (const sizes of [[1000], [7, 300]]) {
+        const outcome = await readCarStream(source(car, sizes).chunks, {}, { deferHashes: true })
+          .then((c) => (c.unchecked!.checkNow(), c.blocks.size))
+          .catch((e: Error) => e);
+        sameOutcome(eager, outcome);
+      }
+    }
+    // The byte cap passed in a later chunk than the bad block: the bad block is what is refused.
+    const capped = async (deferHashes: boolean) =>
+      readCarStream(source(bad, [500]).chunks, { maxBytes: bad.length - 1 }, { deferHashes }).then((c) => c.blocks.size, (e: Error) => e);
+    const eager = await capped(false);
+    expect(eager).toBeInstanceOf(BlockHashMismatchError);
+    sameOutcome(eager, await capped(true));
+  });
+});
+
 describe('readCarStream', () => {
   it('gives what readCar gives, whatever the chunk boundaries', async () => {
     const whole = readCar(repo.car);

@@ -8,12 +8,12 @@
  * beyond the CAR bytes themselves.
  */
 import { Buffer } from 'node:buffer';
-import { hash } from 'node:crypto';
 import * as CBOR from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
 import { BlockMap } from './block-map.ts';
-import { CID_LENGTH, cidToString, isRepoCid } from './cid.ts';
-import { BlockHashMismatchError, CarFormatError, CarTooLargeError, TooManyBlocksError } from './errors.ts';
+import { checkBlockHash, DeferredBlockHashes } from './block-hashes.ts';
+import { CID_LENGTH, isRepoCid } from './cid.ts';
+import { CarFormatError, CarTooLargeError, TooManyBlocksError } from './errors.ts';
 
 export { BlockMap };
 
@@ -34,10 +34,25 @@ export interface CarContents {
   root: string;
   /** The same root's 36 CID bytes (set by this module's readers), to look it up without decoding `root`. */
   rootBytes?: Uint8Array;
-  /** Every block, each verified against its CID. */
+  /** Every block, each verified against its CID (unless `unchecked` says otherwise). */
   blocks: BlockMap;
   /** Bytes of CAR read. */
   bytes: number;
+  /**
+   * Read with `deferHashes`: the blocks whose hashes are still to be checked (every block, in
+   * CAR order, duplicates included). Until it has checked them, no block is verified.
+   */
+  unchecked?: DeferredBlockHashes;
+}
+
+export interface ReadOptions {
+  /**
+   * Leave the hash checks to the caller (`CarContents.unchecked`). Everything else is checked as
+   * it is read; and when anything else is refused, the blocks before it are checked first, so
+   * that the error is the one an eager read throws. A stream read this way is not stopped at its
+   * first bad block, only at the caps.
+   */
+  deferHashes?: boolean;
 }
 
 /**
@@ -47,8 +62,8 @@ export interface CarContents {
  * @throws BlockHashMismatchError a block's bytes do not hash to its CID
  * @throws CarTooLargeError, TooManyBlocksError a cap is passed
  */
-export function readCar(bytes: Uint8Array, caps: Partial<CarCaps> = {}): CarContents {
-  const parser = new CarParser(caps);
+export function readCar(bytes: Uint8Array, caps: Partial<CarCaps> = {}, options: ReadOptions = {}): CarContents {
+  const parser = new CarParser(caps, undefined, options);
   parser.push(bytes);
   return parser.end();
 }
@@ -60,8 +75,8 @@ export function readCar(bytes: Uint8Array, caps: Partial<CarCaps> = {}): CarCont
  *
  * @throws as `readCar`
  */
-export async function readCarStream(chunks: AsyncIterable<Uint8Array>, caps: Partial<CarCaps> = {}): Promise<CarContents> {
-  const parser = new CarParser(caps);
+export async function readCarStream(chunks: AsyncIterable<Uint8Array>, caps: Partial<CarCaps> = {}, options: ReadOptions = {}): Promise<CarContents> {
+  const parser = new CarParser(caps, undefined, options);
   for await (const chunk of chunks) parser.push(chunk);
   return parser.end();
 }
@@ -93,14 +108,16 @@ export class CarParser {
   #copied = 0;
   // Offset in the CAR of the next entry, for messages.
   #offset = 0;
+  readonly #unchecked: DeferredBlockHashes | undefined;
 
   /**
    * @param expectedBlocks most room the block index starts with (it grows past it); less when
    *   the first chunk cannot hold that many blocks
    */
-  constructor(caps: Partial<CarCaps> = {}, expectedBlocks = 1024) {
+  constructor(caps: Partial<CarCaps> = {}, expectedBlocks = 1024, options: ReadOptions = {}) {
     this.#caps = { ...DEFAULT_CAR_CAPS, ...caps };
     this.#expectedBlocks = expectedBlocks;
+    if (options.deferHashes) this.#unchecked = new DeferredBlockHashes();
   }
 
   /** Bytes copied so far to assemble entries that straddled chunks (each at most about twice). */
@@ -109,6 +126,17 @@ export class CarParser {
   }
 
   push(chunk: Uint8Array): void {
+    if (this.#unchecked === undefined) return this.#push(chunk);
+    try {
+      this.#push(chunk);
+    } catch (err) {
+      // A bad block before what was refused is what an eager read would have refused first.
+      this.#unchecked.checkNow();
+      throw err;
+    }
+  }
+
+  #push(chunk: Uint8Array): void {
     // A plain view: subarrays of a Node Buffer are Buffers, several times slower to make.
     if (Buffer.isBuffer(chunk)) chunk = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
     this.#bytes += chunk.length;
@@ -180,9 +208,14 @@ export class CarParser {
 
   end(): CarContents {
     const pending = this.#head.length + (this.#entry === undefined ? 0 : this.#filled);
-    if (pending > 0) throw new CarFormatError(`CAR is truncated: ${pending} bytes of an incomplete entry at the end`);
+    if (pending > 0) {
+      this.#unchecked?.checkNow();
+      throw new CarFormatError(`CAR is truncated: ${pending} bytes of an incomplete entry at the end`);
+    }
     if (this.#root === undefined) throw new CarFormatError('CAR is empty: no header');
-    return { root: this.#root, rootBytes: this.#rootBytes, blocks: this.#blocks!, bytes: this.#bytes };
+    const contents: CarContents = { root: this.#root, rootBytes: this.#rootBytes, blocks: this.#blocks!, bytes: this.#bytes };
+    if (this.#unchecked) contents.unchecked = this.#unchecked;
+    return contents;
   }
 
   /** Parses the complete entries at the start of `buf`; returns how many bytes they took. */
@@ -247,12 +280,8 @@ export class CarParser {
       );
     }
     const end = start + length;
-    // The digest as a one-byte string ('binary' is latin1): about twice as fast as a Buffer for
-    // small blocks, which are most of them, and a Buffer per block was most of verify's garbage.
-    const digest = hash('sha256', buf.subarray(start + CID_LENGTH, end), 'binary');
-    for (let i = 0; i < 32; i++) {
-      if (digest.charCodeAt(i) !== buf[start + 4 + i]) throw new BlockHashMismatchError(cidToString(buf, start));
-    }
+    if (this.#unchecked) this.#unchecked.add(buf, start, end);
+    else checkBlockHash(buf, start, end);
     const blocks = this.#blocks!;
     if (blocks.add(buf, start, end) && blocks.size > this.#caps.maxBlocks) throw new TooManyBlocksError(this.#caps.maxBlocks);
   }

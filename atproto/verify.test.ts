@@ -446,6 +446,85 @@ describe('verifyRepo refuses', () => {
   }
 });
 
+/** What verifying ends in: the error (thrown by verify, or by `blocksChecked` when deferred), or the records. */
+async function outcomeOf(car: Uint8Array, options: VerifyOptions): Promise<Error | string[]> {
+  try {
+    const repo = await verifyRepo(car, options);
+    expect(repo.blocksChecked !== undefined).toBe(options.deferBlockHashes === true);
+    await repo.blocksChecked;
+    return repo.records.map((r) => `${r.path}=${r.cid}`);
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+function expectSameOutcome(deferred: Error | string[], eager: Error | string[]): void {
+  if (Array.isArray(eager)) return expect(deferred).toEqual(eager);
+  expect(deferred).toBeInstanceOf(eager.constructor);
+  expect((deferred as Error).message).toBe(eager.message);
+}
+
+describe('verifyRepo with deferBlockHashes', () => {
+  it('verifies a good repo as eagerly, and its blocks check out later', async () => {
+    const options = optionsFor(good, { deferBlockHashes: true });
+    const repo = await verifyRepo(good.car, options);
+    await expect(repo.blocksChecked).resolves.toBeUndefined();
+    expectRecords(repo, good);
+    expectSameOutcome(await outcomeOf(good.car, options), await outcomeOf(good.car, optionsFor(good)));
+  });
+
+  it('refuses, through blocksChecked, a bad record block that nothing else reads', async () => {
+    const cid = good.records[7]!.cid;
+    const car = flipByte(good.car, cid);
+    const repo = await verifyRepo(car, optionsFor(good, { deferBlockHashes: true }));
+    await expect(repo.blocksChecked).rejects.toThrow(BlockHashMismatchError);
+    await expect(repo.blocksChecked).rejects.toThrow(`block ${cid}`);
+    await expect(verifyRepo(car, optionsFor(good))).rejects.toThrow(`block ${cid}`);
+  });
+
+  for (const fault of faults) {
+    it(`refuses ${fault.name} as an eager verify does`, async () => {
+      const car = await fault.car();
+      const options = optionsFor(good, fault.options?.());
+      const eager = await outcomeOf(car, options);
+      expect(eager).toBeInstanceOf(fault.error);
+      expectSameOutcome(await outcomeOf(car, { ...options, deferBlockHashes: true }), eager);
+    });
+  }
+
+  it('refuses a bad block ahead of a fault found after it, from verify itself', async () => {
+    const record = good.records[3]!.cid;
+    const bad = flipByte(good.car, record);
+    const combined: [string, () => Promise<Uint8Array>][] = [
+      ['a commit signed by another key', () => resignCommit(bad, other)],
+      ['a commit of another DID', () => resignCommit(bad, good.keypair, (c) => void (c.did = 'did:plc:someoneelse00000000000'))],
+      ['a missing MST node', async () => dropBlock(bad, good.dataCid)],
+      ['a truncated CAR', async () => bad.subarray(0, bad.length - 2)],
+    ];
+    for (const [name, make] of combined) {
+      const car = await make();
+      const eager = await outcomeOf(car, optionsFor(good));
+      expect(eager, name).toBeInstanceOf(BlockHashMismatchError);
+      expect((eager as BlockHashMismatchError).cid, name).toBe(record);
+      // Thrown by verify itself, not left to blocksChecked: the structure it read was not to be trusted.
+      const thrown = await verifyRepo(car, optionsFor(good, { deferBlockHashes: true })).then(() => undefined, (e: Error) => e);
+      expect(thrown, name).toBeDefined();
+      expectSameOutcome(thrown!, eager);
+    }
+  });
+
+  it('gives a stream the same outcome', async () => {
+    const bad = flipByte(good.car, good.records[3]!.cid);
+    for (const car of [good.car, bad, await resignCommit(bad, other)]) {
+      const eager = await outcomeOf(car, optionsFor(good));
+      const streamed = await verifyRepoStream(asyncChunks(car, 997), optionsFor(good, { deferBlockHashes: true }))
+        .then(async (repo) => (await repo.blocksChecked, repo.records.map((r) => `${r.path}=${r.cid}`)))
+        .catch((e: Error) => e);
+      expectSameOutcome(streamed, eager);
+    }
+  });
+});
+
 describe('@atproto/repo verifyRepoCar agrees', () => {
   it('on a good repo: the same records', async () => {
     const reference = await verifyRepoCar(good.car, good.did, good.signingKey);

@@ -25,6 +25,13 @@ export interface VerifyOptions {
   /** The atproto signing key from the DID document: `did:key:…` or a bare multikey. */
   signingKey: string;
   caps?: Partial<RepoCaps>;
+  /**
+   * Check the blocks' hashes after returning, between the caller's other work: the repo comes
+   * back with `blocksChecked`, and nothing of it is verified until that resolves. For an
+   * importer that awaits it before it commits (`backfill/import.ts`); everything else is checked
+   * before returning, and an error found there still gives way to a bad block, as eagerly.
+   */
+  deferBlockHashes?: boolean;
 }
 
 export interface VerifiedRepo {
@@ -52,6 +59,12 @@ export interface VerifiedRepo {
   carBytes: number;
   /** Blocks in the CAR that the commit does not reach (dropped from `blocks`). */
   unreachableBlocks: number;
+  /**
+   * Only with `deferBlockHashes`: settles once every block of the CAR has been checked against
+   * its CID, or rejects with the BlockHashMismatchError an eager verify would have thrown. Until
+   * it resolves the repo is not verified: nothing of it may be committed.
+   */
+  blocksChecked?: Promise<void>;
 }
 
 /**
@@ -62,11 +75,35 @@ export interface VerifiedRepo {
  *
  * @throws InvalidRepoError (a subclass: CarFormatError, CarTooLargeError, TooManyBlocksError,
  *   BlockHashMismatchError, MissingBlockError, CommitError, SignatureError, MstError) naming the
- *   cause; anything else thrown is a bug, not a bad repo
+ *   cause; anything else thrown is a bug, not a bad repo. With `deferBlockHashes`, a
+ *   BlockHashMismatchError comes from `blocksChecked` when nothing else is wrong.
  */
 export async function verifyRepo(car: Uint8Array | CarContents, options: VerifyOptions): Promise<VerifiedRepo> {
   const caps = { ...DEFAULT_REPO_CAPS, ...options.caps };
-  const { root, rootBytes, blocks, bytes } = car instanceof Uint8Array ? readCar(car, caps) : car;
+  const contents = car instanceof Uint8Array ? readCar(car, caps, { deferHashes: options.deferBlockHashes }) : car;
+  const { unchecked } = contents;
+  let repo: VerifiedRepo;
+  try {
+    repo = await verifyContents(contents, options, caps);
+  } catch (err) {
+    // The structure was read from blocks not yet checked: a bad block is what is refused first.
+    unchecked?.checkNow();
+    throw err;
+  }
+  if (unchecked) {
+    if (options.deferBlockHashes) {
+      repo.blocksChecked = unchecked.inBackground();
+      // Observed by the caller; this only keeps a failure nobody awaited from going unhandled.
+      repo.blocksChecked.catch(() => {});
+    } else {
+      unchecked.checkNow();
+    }
+  }
+  return repo;
+}
+
+async function verifyContents(contents: CarContents, options: VerifyOptions, caps: RepoCaps): Promise<VerifiedRepo> {
+  const { root, rootBytes, blocks, bytes } = contents;
   // The root as bytes, as `cidFromString` gives them (only a repo's kind of CID), without its string.
   const rootCid = rootBytes !== undefined && isRepoCid(rootBytes, 0) ? rootBytes : cidFromString(root);
   const commit = readCommit(blocks, root, options.did, rootCid);
@@ -119,7 +156,7 @@ export async function verifyRepo(car: Uint8Array | CarContents, options: VerifyO
  */
 export async function verifyRepoStream(chunks: AsyncIterable<Uint8Array>, options: VerifyOptions): Promise<VerifiedRepo> {
   const caps = { ...DEFAULT_REPO_CAPS, ...options.caps };
-  return verifyRepo(await readCarStream(chunks, caps), { ...options, caps });
+  return verifyRepo(await readCarStream(chunks, caps, { deferHashes: options.deferBlockHashes }), { ...options, caps });
 }
 
 function indexOf(blocks: BlockMap, cid: string, bytes = cidFromString(cid)): number {

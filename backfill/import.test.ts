@@ -17,6 +17,8 @@ import { locateBlock, readBlock } from '../storage/packs.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypair } from '../atproto/testing/make-repo.ts';
 import { importRepo, dropRepo, type ImportResult } from './import.ts';
+import { BlockHashMismatchError } from '../atproto/errors.ts';
+import { flipByte } from '../atproto/testing/car-edit.ts';
 import { cidBytes } from '../atproto/cid.ts';
 import { FilterOptions } from './filters.ts';
 import { markGone } from './repo-state.ts';
@@ -176,6 +178,34 @@ describe('importRepo', () => {
     expect(rows.map((r) => r.detail)).toEqual([{ status: 'deactivated' }, { status: 'active', was: 'gone' }]);
     const repoRow = await pool.query('SELECT status, gone_status FROM repos WHERE did = $1', [gdid]);
     expect(repoRow.rows[0]).toEqual({ status: 'active', gone_status: null });
+  });
+
+  it('with hashes checked during the store, imports a good repo as eagerly and refuses a bad block before COMMIT, storing nothing of it', async () => {
+    const ddid = 'did:plc:importdeferred0000000000000';
+    const first = await makeRepo({ did: ddid, records: generateRecords(40), keypair, rev: rev(1) });
+    const deferred = await verifyRepo(first.car, { did: ddid, signingKey: first.signingKey, deferBlockHashes: true });
+    expect(deferred.blocksChecked).toBeDefined();
+    expect(await importRepo({ pool, blobs }, { repo: deferred, pds: 'https://pds.example', handle: undefined, signingKey: first.signingKey, filter: FULL })).toMatchObject({ kind: 'imported', created: 40 });
+    expect(await storedRecords(ddid)).toEqual(first.records.map((r) => `${r.path}=${cidBytes(r.cid).toString('hex')}`).sort());
+
+    // A newer rev whose one new record's block is corrupt: nothing but the hash check notices.
+    const records = [...generateRecords(40), { collection: 'app.bsky.feed.post', rkey: TID.create(1_800_000_000_000_000, 1), value: { $type: 'app.bsky.feed.post', text: 'new', createdAt: new Date(0).toISOString() } }];
+    const next = await makeRepo({ did: ddid, records, keypair, rev: rev(2) });
+    const added = next.records.find((r) => !first.records.some((f) => f.path === r.path))!;
+    const bad = flipByte(next.car, added.cid);
+    await expect(verifyRepo(bad, { did: ddid, signingKey: next.signingKey })).rejects.toThrow(BlockHashMismatchError);
+    const before = { events: await maxEventId(), records: await storedRecords(ddid), blocks: (await pool.query('SELECT count(*) AS n FROM blocks')).rows[0].n };
+    const repo = await verifyRepo(bad, { did: ddid, signingKey: next.signingKey, deferBlockHashes: true });
+    const failed = await importRepo({ pool, blobs }, { repo, pds: 'https://pds.example', handle: undefined, signingKey: next.signingKey, filter: FULL }).then(() => undefined, (e: unknown) => e);
+    expect(failed).toBeInstanceOf(BlockHashMismatchError);
+    expect((failed as BlockHashMismatchError).cid).toBe(added.cid);
+    expect(await maxEventId()).toBe(before.events);
+    expect(await storedRecords(ddid)).toEqual(before.records);
+    expect((await pool.query('SELECT count(*) AS n FROM blocks')).rows[0].n).toBe(before.blocks);
+    expect(await locateBlock(pool, cidBytes(added.cid))).toBeNull();
+    const { rows } = await pool.query('SELECT rev FROM repos WHERE did = $1', [ddid]);
+    expect(rows[0]).toEqual({ rev: rev(1) });
+    expect(await refcountProblems(pool)).toEqual([]);
   });
 
   it('removes a deleted repo\'s records, events and references', async () => {

@@ -51,15 +51,29 @@ export function recordFilter(opts: FilterOptions): RecordFilter {
   return { ...collectionFilter(opts), dropsRepos: opts.mode === 'filter' && opts.signal.length > 0 };
 }
 
+/**
+ * Stores one verified repo. A repo verified with `deferBlockHashes` has its blocks' hashes
+ * checked while the store path works (its database steps leave this thread idle) and awaited
+ * before COMMIT: a block that does not hash to its CID rolls the transaction back and is thrown,
+ * ahead of any other failure, as verify would have thrown it. (The pack may have reached the
+ * blobstore by then: an unreferenced pack, garbage for GC.)
+ */
 export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<ImportResult> {
   const { repo } = input;
-  const batch = await storeBatch(deps, [{ kind: 'snapshot', repo, pds: input.pds, handle: input.handle, signingKey: input.signingKey }], {
-    filter: recordFilter(input.filter),
-    ephemeralRetentionSeconds: input.ephemeralRetentionSeconds,
-    origin: 'backfill',
-    trace: input.trace,
-  });
-  return asImportResult(batch.outcomes[0]!, { packKey: batch.packKey, newBlocks: batch.newBlocks, packBytes: batch.packBytes }, input);
+  const checked = repo.blocksChecked;
+  try {
+    const batch = await storeBatch(deps, [{ kind: 'snapshot', repo, pds: input.pds, handle: input.handle, signingKey: input.signingKey }], {
+      filter: recordFilter(input.filter),
+      ephemeralRetentionSeconds: input.ephemeralRetentionSeconds,
+      origin: 'backfill',
+      trace: input.trace,
+      ...(checked ? { alsoInTransaction: () => checked } : {}),
+    });
+    return asImportResult(batch.outcomes[0]!, { packKey: batch.packKey, newBlocks: batch.newBlocks, packBytes: batch.packBytes }, input);
+  } catch (err) {
+    if (checked) await checked;
+    throw err;
+  }
 }
 
 /**
@@ -68,6 +82,8 @@ export async function importRepo(deps: ImportDeps, input: ImportInput): Promise<
  * mode) apply; `newBlocks` and `packBytes` count the blocks the batch's pack holds for this repo.
  */
 export async function importThrough(batcher: StoreBatcher, input: Omit<ImportInput, 'ephemeralRetentionSeconds' | 'trace'>): Promise<ImportResult> {
+  // A batch commits many repos: this one's blocks are checked before it joins one.
+  if (input.repo.blocksChecked) await input.repo.blocksChecked;
   const { outcome, packKey, newBlocks, packBytes } = await batcher.submit({ kind: 'snapshot', repo: input.repo, pds: input.pds, handle: input.handle, signingKey: input.signingKey });
   return asImportResult(outcome, { packKey, newBlocks, packBytes }, { repo: input.repo, filter: input.filter });
 }

@@ -4,11 +4,14 @@
  * newer rev that changes 1 % of the records). Needs a database: DATABASE_URL, or a stack that
  * `bench/run.ts` starts. Prints one JSON object last.
  *
- *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR] [--first-only] [--without-index a,b]
+ *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR] [--first-only] [--without-index a,b] [--eager-hashes]
  *
  * `--first-only` skips the re-import (the growth bench measures first imports at several sizes).
  * `--without-index` drops those indexes from the bench's fresh database before importing: what
  * each index costs the import (events_cid, events_did_id, records_cid, blocks_pack_id, …).
+ * The imports verify with `deferBlockHashes`, as a backfill of one large repo does: the blocks'
+ * hashes are checked while the store path waits for the database (their wait shows in the
+ * `await pack upload` step); `--eager-hashes` checks them inside verify instead, as before.
  */
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
@@ -63,7 +66,7 @@ async function freshDb(baseUrl: string): Promise<string> {
   return u.toString();
 }
 
-export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; withoutIndexes?: string[]; log?: (l: string) => void }): Promise<ImportBench> {
+export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; withoutIndexes?: string[]; eagerHashes?: boolean; log?: (l: string) => void }): Promise<ImportBench> {
   const log = opts.log ?? ((l: string) => console.error(l));
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
   const made = await benchRepo(opts.records);
@@ -106,7 +109,8 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     last = now;
     lastCpu = cpu;
   };
-  const repo = await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey });
+  const deferBlockHashes = !opts.eagerHashes;
+  const repo = await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey, deferBlockHashes });
   trace('verify');
   const first = await importRepo({ pool, blobs }, { repo, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter, trace });
   const firstS = (performance.now() - t) / 1000;
@@ -116,7 +120,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   log(`import: verify+diff+store ${firstS.toFixed(2)} s; ms by step: ${JSON.stringify(steps)}`);
   log(`import: CPU ${JSON.stringify(firstCpu)} s; by step: ${JSON.stringify(cpuSteps)}`);
 
-  const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu);
+  const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu, deferBlockHashes);
   await pool.end();
   return {
     records: opts.records,
@@ -133,7 +137,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
 }
 
 /** A newer rev with 1 % of records changed: what a periodic re-backfill costs. */
-async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRepo, records: number, pgCpu: () => number | null): Promise<NonNullable<ImportBench['reimport1pct']>> {
+async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRepo, records: number, pgCpu: () => number | null, deferBlockHashes: boolean): Promise<NonNullable<ImportBench['reimport1pct']>> {
   const filter = FilterOptions.parse({});
   const base = generateRecords(records);
   const n = Math.max(3, Math.floor(records / 100));
@@ -147,7 +151,7 @@ async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRep
   collectGarbage();
   const t = performance.now();
   const cpu0 = { worker: workerCpuMs(), postgres: pgCpu() };
-  const repo2 = await verifyRepo(next.car, { did: next.did, signingKey: next.signingKey });
+  const repo2 = await verifyRepo(next.car, { did: next.did, signingKey: next.signingKey, deferBlockHashes });
   const second = await importRepo({ pool, blobs }, { repo: repo2, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter });
   const secondS = (performance.now() - t) / 1000;
   const cpuSeconds = cpuSince(cpu0, pgCpu);
@@ -198,10 +202,11 @@ if (import.meta.main) {
       'blob-dir': { type: 'string' },
       'first-only': { type: 'boolean' },
       'without-index': { type: 'string' },
+      'eager-hashes': { type: 'boolean' },
     },
   });
   const url = values['database-url'] ?? process.env.DATABASE_URL;
   if (!url) throw new Error('bench/import.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
-  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'], firstOnly: values['first-only'], withoutIndexes: values['without-index']?.split(',').filter(Boolean) });
+  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'], firstOnly: values['first-only'], withoutIndexes: values['without-index']?.split(',').filter(Boolean), eagerHashes: values['eager-hashes'] });
   console.log(JSON.stringify(result));
 }
