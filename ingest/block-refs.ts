@@ -33,11 +33,10 @@ export interface BlockGroups {
 
 export class BlockRefs {
   #cids = new Uint8Array(CID_LENGTH * 1024);
-  #delta = new Int32Array(1024);
-  // Per entry: which source holds its bytes (-1: none), its index there, the change that needs it.
-  #source = new Int32Array(1024);
-  #index = new Int32Array(1024);
-  #owner = new Int32Array(1024);
+  // Per entry, side by side (grouping reads the entries in CID order, at random: one cache line
+  // an entry rather than four): its refcount delta, which source holds its bytes (-1: none), its
+  // index there, the change that needs it.
+  #meta = new Int32Array(4 * 1024);
   #n = 0;
   readonly #sources: BlockSource[] = [];
   readonly #loose: Uint8Array[] = [];
@@ -80,27 +79,24 @@ export class BlockRefs {
 
   #push(cid: Uint8Array, offset: number, delta: number, source: number, index: number, owner: number): void {
     const i = this.#n;
-    if (i === this.#delta.length) this.#grow();
+    if (4 * i === this.#meta.length) this.#grow();
     this.#cids.set(cid.length === CID_LENGTH && offset === 0 ? cid : cid.subarray(offset, offset + CID_LENGTH), i * CID_LENGTH);
-    this.#delta[i] = delta;
-    this.#source[i] = source;
-    this.#index[i] = index;
-    this.#owner[i] = owner;
+    const meta = this.#meta;
+    meta[4 * i] = delta;
+    meta[4 * i + 1] = source;
+    meta[4 * i + 2] = index;
+    meta[4 * i + 3] = owner;
     this.#n = i + 1;
   }
 
   #grow(): void {
-    const n = Math.max(1024, this.#delta.length * 2);
-    const grow = <T extends Int32Array | Uint8Array>(old: T, make: (n: number) => T, width = 1): T => {
-      const next = make(n * width);
-      next.set(old);
-      return next;
-    };
-    this.#cids = grow(this.#cids, (k) => new Uint8Array(k), CID_LENGTH);
-    this.#delta = grow(this.#delta, (k) => new Int32Array(k));
-    this.#source = grow(this.#source, (k) => new Int32Array(k));
-    this.#index = grow(this.#index, (k) => new Int32Array(k));
-    this.#owner = grow(this.#owner, (k) => new Int32Array(k));
+    const n = Math.max(1024, (this.#meta.length / 4) * 2);
+    const cids = new Uint8Array(n * CID_LENGTH);
+    cids.set(this.#cids);
+    this.#cids = cids;
+    const meta = new Int32Array(4 * n);
+    meta.set(this.#meta);
+    this.#meta = meta;
   }
 
   /** The entries grouped by CID, in CID byte order. Consumes them: the entries' memory is let go. */
@@ -116,27 +112,32 @@ export class BlockRefs {
       source: new Int32Array(n),
       index: new Int32Array(n),
     };
+    const meta = this.#meta;
+    const outCids = out.cids;
     let g = -1;
     for (let k = 0; k < n; k++) {
       const e = order[k]!;
-      if (g < 0 || !sameCid(cids, e * CID_LENGTH, out.cids, g * CID_LENGTH)) {
+      if (g < 0 || !sameCid(cids, e * CID_LENGTH, outCids, g * CID_LENGTH)) {
         g++;
-        for (let b = 0; b < CID_LENGTH; b++) out.cids[g * CID_LENGTH + b] = cids[e * CID_LENGTH + b]!;
+        const to = g * CID_LENGTH;
+        const from = e * CID_LENGTH;
+        for (let b = 0; b < CID_LENGTH; b++) outCids[to + b] = cids[from + b]!;
         out.owner[g] = -1;
       }
-      out.delta[g]! += this.#delta[e]!;
-      const source = this.#source[e]!;
+      out.delta[g]! += meta[4 * e]!;
+      const source = meta[4 * e + 1]!;
+      const owner = meta[4 * e + 3]!;
       // The lowest change index among the entries that carry it: the change that first needed it.
-      if (source >= 0 && (out.carried[g] === 0 || this.#owner[e]! < out.owner[g]!)) {
+      if (source >= 0 && (out.carried[g] === 0 || owner < out.owner[g]!)) {
         out.carried[g] = 1;
-        out.owner[g] = this.#owner[e]!;
+        out.owner[g] = owner;
         out.source[g] = source;
-        out.index[g] = this.#index[e]!;
+        out.index[g] = meta[4 * e + 2]!;
       }
     }
     const sources = this.#sources;
     this.#cids = new Uint8Array(0);
-    this.#delta = this.#source = this.#index = this.#owner = new Int32Array(0);
+    this.#meta = new Int32Array(0);
     this.#n = 0;
     return {
       count: g + 1,
@@ -149,23 +150,27 @@ export class BlockRefs {
   }
 }
 
+/** From the digest's last byte: CIDs that differ, as sorted neighbours nearly all do, differ there. */
 function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean {
-  for (let i = 0; i < CID_LENGTH; i++) if (a[at + i] !== b[bt + i]) return false;
+  for (let i = CID_LENGTH - 1; i >= 0; i--) if (a[at + i] !== b[bt + i]) return false;
   return true;
 }
 
 /**
  * Entry indexes in CID byte order. The version and hash bytes are the same for every CID repos
  * use, so the order is the codec's, then the digest's. A key of the codec (one bit: raw or
- * dag-cbor), the digest's leading bits and the entry's index fits a double exactly (53 bits:
- * the index takes what it needs, at least 20, the digest the rest, at most 32), and a typed
+ * dag-cbor), the digest's leading bits and the entry's index fits a double exactly (52 bits:
+ * the index takes what it needs, at least 20, the digest the rest, at most 31), and a typed
  * array of doubles sorts natively, several times faster than a comparator; entries whose
  * leading bits agree (equal CIDs, and the odd true tie) are then put in order by their bytes.
+ * Each key is stored plus 2^52, so that the double's low 52 bits are the key itself: the index
+ * and the prefix are read back as integers from the words of the sorted array, without a
+ * floating-point division per entry.
  */
 function sortedByCid(cids: Uint8Array, n: number): Int32Array {
   const order = new Int32Array(n);
   const indexBits = Math.max(20, Math.ceil(Math.log2(n + 1)));
-  const digestBits = 52 - indexBits;
+  const digestBits = 51 - indexBits;
   let packable = digestBits >= 16;
   for (let i = 0; i < n && packable; i++) {
     const codec = cids[i * CID_LENGTH + 1];
@@ -184,15 +189,21 @@ function sortedByCid(cids: Uint8Array, n: number): Int32Array {
   for (let i = 0; i < n; i++) {
     const o = i * CID_LENGTH;
     const prefix = (cids[o + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(cids, o) / shift);
-    packed[i] = prefix * scale + i;
+    packed[i] = 2 ** 52 + prefix * scale + i;
   }
   packed.sort();
-  for (let k = 0; k < n; k++) order[k] = packed[k]! % scale;
-  // Runs of equal prefixes, in byte order.
+  // The key's low 32 bits and the 20 above them (under the sign and exponent bits, the same in every entry).
+  const words = new Uint32Array(packed.buffer);
+  const lo = LITTLE_ENDIAN ? 0 : 1;
+  const hi = 1 - lo;
+  const mask = scale - 1;
+  for (let k = 0; k < n; k++) order[k] = words[2 * k + lo]! & mask;
+  // Runs of equal prefixes (the key without its index bits), in byte order.
   for (let k = 0; k < n; ) {
-    const prefix = Math.floor(packed[k]! / scale);
+    const high = words[2 * k + hi]!;
+    const low = words[2 * k + lo]! >>> indexBits;
     let end = k + 1;
-    while (end < n && Math.floor(packed[end]! / scale) === prefix) end++;
+    while (end < n && words[2 * end + hi] === high && words[2 * end + lo]! >>> indexBits === low) end++;
     if (end - k > 1) {
       const run = Array.from(order.subarray(k, end)).sort((a, b) => compareAt(cids, a * CID_LENGTH, b * CID_LENGTH) || a - b);
       order.set(run, k);
@@ -201,6 +212,8 @@ function sortedByCid(cids: Uint8Array, n: number): Int32Array {
   }
   return order;
 }
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** The digest's first 32 bits, unsigned. */
 function digest32(cids: Uint8Array, o: number): number {
