@@ -7,7 +7,7 @@ function cid(codec: number, digest: Uint8Array): Uint8Array {
 }
 
 /** Entries with duplicates and shared 32-bit digest prefixes, grouped by BlockRefs and by hand. */
-function check(codecs: number[]) {
+function check(codecs: number[], entries = 1000) {
   const refs = new BlockRefs();
   const data = new Map<string, Uint8Array>();
   const expected = new Map<string, { delta: number; owner: number }>();
@@ -17,7 +17,7 @@ function check(codecs: number[]) {
     if (i % 7 === 0 && distinct.length > 0) digest.set(distinct[distinct.length - 1]!.subarray(4, 8)); // same prefix, other bytes
     distinct.push(cid(codecs[i % codecs.length]!, digest));
   }
-  for (let k = 0; k < 1000; k++) {
+  for (let k = 0; k < entries; k++) {
     const c = distinct[(k * 7919) % distinct.length]!;
     const key = Buffer.from(c).toString('hex');
     const e = expected.get(key) ?? { delta: 0, owner: -1 };
@@ -31,7 +31,10 @@ function check(codecs: number[]) {
         data.set(key, bytes);
       }
     } else {
-      refs.ref(c, 0, -1);
+      // A CID inside a larger array, as the stored records' CIDs are passed.
+      const within = new Uint8Array(36 * 3);
+      within.set(c, 36 * (k % 3));
+      refs.ref(within, 36 * (k % 3), -1);
       e.delta -= 1;
     }
     expected.set(key, e);
@@ -51,4 +54,5 @@ function check(codecs: number[]) {
 describe('BlockRefs.group', () => {
   it('sorts by CID bytes and sums each CID, keeping the bytes of the lowest owner (dag-cbor and raw)', () => check([0x71, 0x55]));
   it('does the same for CIDs of other codecs (the comparator path)', () => check([0x71, 0x70, 0x55]));
+  it('does the same past the room it starts with', () => check([0x71, 0x55], 5000));
 });
