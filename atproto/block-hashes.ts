@@ -98,8 +98,9 @@ export class DeferredBlockHashes {
     if (this.#failure) throw this.#failure;
     const buffers = this.#buffers;
     while (this.#next < this.#n) {
-      const stop = Math.min(this.#n, this.#next + 64);
-      for (let i = this.#next; i < stop; i++) {
+      // The clock is read every 64 blocks or 256 KB, whichever comes first (blocks may be large).
+      let i = this.#next;
+      for (let bytes = 0, k = 0; i < this.#n && k < 64 && bytes < 256 * 1024; i++, k++) {
         try {
           checkBlockHash(buffers[this.#buffer[i]!]!, this.#start[i]!, this.#end[i]!);
         } catch (err) {
@@ -107,8 +108,9 @@ export class DeferredBlockHashes {
           this.#next = i;
           throw err;
         }
+        bytes += this.#end[i]! - this.#start[i]!;
       }
-      this.#next = stop;
+      this.#next = i;
       if (deadline !== Infinity && performance.now() >= deadline) return this.#next === this.#n;
     }
     // Everything checked: the positions are not needed any more (the buffers are the blocks').
