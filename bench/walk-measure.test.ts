@@ -1,0 +1,16 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { postgresTicks, procStat } from './walk-measure.ts';
+
+describe('postgresTicks', () => {
+  it('keeps the CPU of a child that exited (reaped), not only of live children', () => {
+    // This process stands in for the postmaster: a child burns ~0.4 s of CPU and exits.
+    const before = postgresTicks(process.pid);
+    const res = spawnSync(process.execPath, ['-e', 'const end = performance.now() + 400; while (performance.now() < end);']);
+    expect(res.status).toBe(0);
+    const after = postgresTicks(process.pid);
+    // 10 ms ticks; the child is gone, so only the reaped ticks can hold its CPU.
+    expect(after - before).toBeGreaterThanOrEqual(25);
+    expect(procStat(res.pid!)).toBeUndefined();
+  });
+});
