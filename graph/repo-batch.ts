@@ -31,8 +31,6 @@ import type { PackRow, RefcountScan, RepoRow, StepData } from './steps/context.t
 /** What the walk reads for each repo. */
 export interface RepoWants {
   records: boolean;
-  /** The record index as rows (`StepData['Repo'].records`) too, not only packed. Default true. */
-  indexRows?: boolean;
   events: boolean;
   counts: boolean;
   locations: boolean;
@@ -343,7 +341,7 @@ export class RepoBatches {
     for (const did of dids) {
       const r = rows.get(did);
       if (!r) {
-        repos.set(did, { data: { row: null, records: null, recordRows: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [], strays: [] });
+        repos.set(did, { data: { row: null, recordRows: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [], strays: [] });
         continue;
       }
       const repoPacks = packsOf.get(did) ?? [];
@@ -352,7 +350,6 @@ export class RepoBatches {
       repos.set(did, {
         data: {
           row: r.row,
-          records: recordRows && (wants.indexRows ?? true) ? recordRows.read(0, recordRows.length) : null,
           recordRows,
           events: wants.events ? (eventsOf.get(did) ?? new PackedEvents(Buffer.alloc(0))) : null,
           collectionCounts: wants.counts ? (countsOf.get(did) ?? new Map()) : null,
