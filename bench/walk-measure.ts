@@ -6,7 +6,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import type pg from 'pg';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { runWalk, type WalkSpec } from '../graph/run.ts';
+import { type RunOptions, runWalk, type WalkSpec } from '../graph/run.ts';
 import { formatFindings } from '../graph/progress.ts';
 import type { Node } from '../graph/nodes.ts';
 
@@ -66,7 +66,7 @@ export async function measureWalk(
   deps: { pool: pg.Pool; store: BlobStore },
   spec: WalkSpec,
   roots: Node[],
-  opts: { label: string; emit: (line: string) => void; pgCpuUs: () => number },
+  opts: { label: string; emit: (line: string) => void; pgCpuUs: () => number; run?: Omit<RunOptions, 'progress'> },
 ): Promise<MeasuredWalk> {
   const rssBefore = process.memoryUsage.rss();
   let rssPeak = rssBefore;
@@ -74,7 +74,7 @@ export async function measureWalk(
   const cpu0 = process.cpuUsage();
   const main0 = process.threadCpuUsage();
   const pg0 = opts.pgCpuUs();
-  const r = await runWalk(deps, spec, roots, { progress: { label: opts.label, emit: opts.emit } });
+  const r = await runWalk(deps, spec, roots, { ...opts.run, progress: { label: opts.label, emit: opts.emit } });
   const cpu = process.cpuUsage(cpu0);
   const main = process.threadCpuUsage(main0);
   const pgUs = opts.pgCpuUs() - pg0;

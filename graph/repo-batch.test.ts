@@ -121,6 +121,25 @@ describe('RepoBatches', () => {
     expect(batches[1]).toEqual([dids[1], dids[2], dids[3], dids[4]]);
   });
 
+  it('reads a batch the same by passes over whole tables as by lookups', async () => {
+    const roots: Node[] = [...dids, missing].map((did) => ({ type: 'Repo', did }));
+    const plain = async (plan: 'scan' | 'lookup', did: string) => {
+      const { data, locations } = await readOf(new RepoBatches(pool, roots, undefined, all, new Map(), { plan, readAhead: false }), did);
+      return {
+        ...data,
+        recordRows: data.recordRows?.read(0, data.recordRows.length),
+        recordCounts: data.recordRows?.collectionCounts(),
+        events: data.events?.read(0, data.events.length),
+        locations,
+      };
+    };
+    for (const did of [...dids, missing]) {
+      const scan = await plain('scan', did);
+      expect(await plain('lookup', did), did).toEqual(scan);
+      if (did !== missing) expect(scan.recordRows!.length).toBe(scan.row!.recordsCount);
+    }
+  });
+
   it('skips the roots an earlier attempt finished', async () => {
     const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
     let asked: string[][] = [];
