@@ -222,6 +222,11 @@ export class RepoBatches {
     // of the mirror (10,000 repos of 10 records), so a node's cost grew with the mirror (issue
     // 13); and lookups for a batch that is the whole mirror (13 repos of 5,000 records) cost
     // PostgreSQL 4.7-6.2 µs a node against 3.2-4.2.
+    // This switch is the growth bench's step in PostgreSQL CPU between 1,000 and 10,000 repos of
+    // 10 records (6.29 → 8.66 µs a node, then 8.86 at 100,000): at 1,000 a batch is half the
+    // mirror and is scanned; from 10,000 it is looked up, at a cost per node that no longer grows.
+    // Forced either way (`plan`, `growth-mirror --repo-read`), on a loaded machine: 1,000 repos,
+    // scans 5.7-7.1 µs a node, lookups 6.6-10.6; 10,000 repos, lookups 10.1, scans 10.8.
     const large = this.#plan === 'auto' ? await largeShare(db, records) : this.#plan === 'scan';
     if (!large) await db.query('SET LOCAL enable_seqscan = off');
     const next = positions[dids.length - 1]! + 1;
