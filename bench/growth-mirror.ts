@@ -13,6 +13,7 @@
  *
  *   node bench/growth-mirror.ts --step build --admin-url URL --database NAME --blobs DIR --repos N --records M [--batch 250]
  *   node bench/growth-mirror.ts --step walk|gc --admin-url URL --database NAME --blobs DIR --repos N --records M
+ *     [--repo-read auto|scan|lookup]   (walk: how a batch of repos is read, `RepoBatchOptions.plan`)
  *
  * Prints one JSON object last: the step's figures, CPU of this process and of PostgreSQL's
  * processes, and this process's peak RSS.
@@ -42,6 +43,8 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '250' },
     repeat: { type: 'string', default: '1' },
     'no-warmup': { type: 'boolean', default: false },
+    /** How the walk reads a batch of repos (`RepoBatchOptions.plan`): auto, scan or lookup. */
+    'repo-read': { type: 'string', default: 'auto' },
   },
 });
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -58,6 +61,8 @@ const repos = Number(need('repos'));
 const records = Number(need('records'));
 if (!(Number.isInteger(repos) && repos >= 1 && Number.isInteger(records) && records >= 1)) throw new Error('--repos and --records must be whole numbers ≥ 1');
 const adminUrl = need('admin-url');
+const repoRead = values['repo-read'];
+if (repoRead !== 'auto' && repoRead !== 'scan' && repoRead !== 'lookup') throw new Error(`unknown --repo-read ${JSON.stringify(repoRead)}; known: auto, scan, lookup`);
 const blobs = new LocalBlobStore(need('blobs'));
 const url = new URL(adminUrl);
 url.pathname = `/${database}`;
@@ -136,7 +141,7 @@ if (step === 'build') {
   const roots: Node[] = (await dids()).map((did) => ({ type: 'Repo', did }));
   if (step === 'walk') {
     const specs: Record<string, WalkSpec> = { validate: { type: 'validate' }, scrub: { type: 'scrub', scrub: { graceSeconds: 0 } } };
-    const walk = (name: string) => measureWalk({ pool, store: blobs }, specs[name]!, roots, { label: `growth ${label} ${name}`, emit: log, pgCpuUs });
+    const walk = (name: string) => measureWalk({ pool, store: blobs }, specs[name]!, roots, { label: `growth ${label} ${name}`, emit: log, pgCpuUs, run: { repoBatch: { plan: repoRead } } });
     // One unreported run first: V8 compiles the hot paths during the first walk.
     if (!values['no-warmup']) await walk('validate');
     result = {};

@@ -6,36 +6,50 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import type pg from 'pg';
 import type { BlobStore } from '../storage/blobstore/types.ts';
-import { runWalk, type WalkSpec } from '../graph/run.ts';
+import { type RunOptions, runWalk, type WalkSpec } from '../graph/run.ts';
 import { formatFindings } from '../graph/progress.ts';
 import type { Node } from '../graph/nodes.ts';
 
-/** A process's parent and CPU ticks (user + system) from /proc, or undefined when it is gone. */
-export function procStat(pid: number): { ppid: number; ticks: number } | undefined {
+/**
+ * A process's parent, its CPU ticks (user + system), and the ticks of its children it has reaped
+ * (`cutime + cstime`), from /proc; undefined when it is gone.
+ */
+export function procStat(pid: number): { ppid: number; ticks: number; reapedTicks: number } | undefined {
   try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+    // The fields after the command name, which may itself hold spaces and parentheses.
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = text.slice(text.lastIndexOf(') ') + 2).split(' ');
+    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]), reapedTicks: Number(f[13]) + Number(f[14]) };
   } catch {
     return undefined;
   }
 }
 
 /**
- * A meter of PostgreSQL's CPU in µs: its server processes (the postmaster's children), from
- * /proc (10 ms ticks). The Repo reads' joins run there, so a walk's cost per node shows whole.
+ * PostgreSQL's CPU in ticks: its live server processes (the postmaster's children) and those that
+ * exited, whose CPU the kernel adds to the postmaster's reaped ticks when it waits for them. A
+ * connection closed during a walk (a pool's idle client, a parallel worker) keeps its CPU in the
+ * figure this way; counting live children alone lost it.
+ */
+export function postgresTicks(postmaster: number): number {
+  let ticks = procStat(postmaster)?.reapedTicks ?? 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const st = procStat(Number(d));
+    if (st && st.ppid === postmaster) ticks += st.ticks;
+  }
+  return ticks;
+}
+
+/**
+ * A meter of PostgreSQL's CPU in µs (10 ms ticks): see `postgresTicks`. The Repo reads' joins run
+ * there, so a walk's cost per node shows whole.
  */
 export async function postgresCpuMeter(pool: pg.Pool): Promise<() => number> {
   const { rows: [me] } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
   const postmaster = procStat(me!.pid)?.ppid;
-  return () => {
-    let ticks = 0;
-    for (const d of readdirSync('/proc')) {
-      if (!/^\d+$/.test(d)) continue;
-      const st = procStat(Number(d));
-      if (st && st.ppid === postmaster) ticks += st.ticks;
-    }
-    return ticks * (1_000_000 / 100);
-  };
+  if (postmaster === undefined) throw new Error(`PostgreSQL backend ${me!.pid} is not a local process: its CPU cannot be read from /proc`);
+  return () => postgresTicks(postmaster) * (1_000_000 / 100);
 }
 
 export interface MeasuredWalk {
@@ -52,7 +66,7 @@ export async function measureWalk(
   deps: { pool: pg.Pool; store: BlobStore },
   spec: WalkSpec,
   roots: Node[],
-  opts: { label: string; emit: (line: string) => void; pgCpuUs: () => number },
+  opts: { label: string; emit: (line: string) => void; pgCpuUs: () => number; run?: Omit<RunOptions, 'progress'> },
 ): Promise<MeasuredWalk> {
   const rssBefore = process.memoryUsage.rss();
   let rssPeak = rssBefore;
@@ -60,7 +74,7 @@ export async function measureWalk(
   const cpu0 = process.cpuUsage();
   const main0 = process.threadCpuUsage();
   const pg0 = opts.pgCpuUs();
-  const r = await runWalk(deps, spec, roots, { progress: { label: opts.label, emit: opts.emit } });
+  const r = await runWalk(deps, spec, roots, { ...opts.run, progress: { label: opts.label, emit: opts.emit } });
   const cpu = process.cpuUsage(cpu0);
   const main = process.threadCpuUsage(main0);
   const pgUs = opts.pgCpuUs() - pg0;

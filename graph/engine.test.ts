@@ -86,6 +86,22 @@ describe('walk engine', () => {
     expect(totals.nodes).toBe(Object.values(types).reduce((n, t) => n + t.walked, 0));
   });
 
+  it('steps from a pack to every block its index holds', async () => {
+    const graph = graphOf(['Repo', 'Commit', 'Pack', 'Block']);
+    expect(graph.edges.has('PackToBlock')).toBe(true);
+    const r = recorder();
+    const { totals } = await walkGraph({ pool, store }, { roots: repoRoots(), graph, visitor: r.visitor, findings: new MemoryFindings() });
+    // Each root reaches its head's pack, and through it that pack's blocks.
+    const { rows } = await pool.query<{ repo: number; blocks: string }>(
+      `SELECT array_position($1::text[], r.did) AS repo, count(*) AS blocks FROM repos r JOIN blocks h ON h.cid = r.head_cid JOIN blocks b ON b.pack_id = h.pack_id
+       WHERE r.did = ANY($1::text[]) GROUP BY r.did`,
+      [dids],
+    );
+    expect(rows).toHaveLength(dids.length);
+    expect(totals.types.Pack?.walked).toBe(dids.length);
+    expect(totals.types.Block?.walked).toBe(rows.reduce((n, x) => n + Number(x.blocks), 0));
+  });
+
   it('samples every node exactly once over offsets 0..R-1', async () => {
     const full = recorder();
     const graph = graphOf(['deep']);

@@ -110,20 +110,19 @@ export function identityHash(node: Node): void {
   lanes[2] = fmix(C);
 }
 
-/**
- * A seeded 64-bit hash of a record path and CID, as two 32-bit lanes written to `pair`: summed
- * over a repo's record index and over its MST leaves, equal sums say the two hold the same
- * (path, CID) pairs, without a Map of either (the index-vs-MST check).
- */
+/** The two 32-bit lanes `pathHash` writes (reused: no allocation per path). */
 export const pair = new Int32Array(2);
 
-export function pairHash(path: string, cid: Uint8Array): void {
-  A = S0 ^ 0x7f4a7c15;
-  B = S1 ^ 0x2545f491;
-  C = S2;
+/**
+ * A seeded 64-bit hash of a record path alone, as two 32-bit lanes written to `pair`: the
+ * index-vs-MST check finds a leaf's index row by it (equal hashes are taken as equal paths, as
+ * equal sums of `pairHash` are taken as equal sets).
+ */
+export function pathHash(path: string): void {
+  A = S0 ^ 0x3c6ef372;
+  B = S1 ^ 0x510e527f;
+  C = S2 ^ 0x1f83d9ab;
   text(path);
-  for (let i = 0; i + 3 < cid.length; i += 4) word(cid[i]! | (cid[i + 1]! << 8) | (cid[i + 2]! << 16) | (cid[i + 3]! << 24));
-  word(cid.length | 0x80000000);
   pair[0] = fmix(A);
   pair[1] = fmix(B ^ C);
 }

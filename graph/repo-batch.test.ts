@@ -57,7 +57,7 @@ describe('RepoBatches', () => {
     const alone = new Map<string, Awaited<ReturnType<typeof readOf>>>();
     for (const did of [...dids, missing]) alone.set(did, await readOf(new RepoBatches(pool, [{ type: 'Repo', did }], undefined, all, new Map()), did));
     expect(alone.get(missing)!.data.row).toBeNull();
-    expect(alone.get(dids[4]!)!.data.records).toHaveLength(80);
+    expect(alone.get(dids[4]!)!.data.recordRows!.length).toBe(80);
     expect(alone.get(dids[4]!)!.locations).toBeGreaterThan(80);
 
     let queries = 0;
@@ -119,6 +119,25 @@ describe('RepoBatches', () => {
     // One batch per cut of the budget: [d0], [d1, d2], [d3], [d4] — each started once.
     expect(batches.map((b) => b[0])).toEqual([dids[0], dids[1], dids[3], dids[4]]);
     expect(batches[1]).toEqual([dids[1], dids[2], dids[3], dids[4]]);
+  });
+
+  it('reads a batch the same by passes over whole tables as by lookups', async () => {
+    const roots: Node[] = [...dids, missing].map((did) => ({ type: 'Repo', did }));
+    const plain = async (plan: 'scan' | 'lookup', did: string) => {
+      const { data, locations } = await readOf(new RepoBatches(pool, roots, undefined, all, new Map(), { plan, readAhead: false }), did);
+      return {
+        ...data,
+        recordRows: data.recordRows?.read(0, data.recordRows.length),
+        recordCounts: data.recordRows?.collectionCounts(),
+        events: data.events?.read(0, data.events.length),
+        locations,
+      };
+    };
+    for (const did of [...dids, missing]) {
+      const scan = await plain('scan', did);
+      expect(await plain('lookup', did), did).toEqual(scan);
+      if (did !== missing) expect(scan.recordRows!.length).toBe(scan.row!.recordsCount);
+    }
   });
 
   it('skips the roots an earlier attempt finished', async () => {

@@ -31,8 +31,6 @@ import type { PackRow, RefcountScan, RepoRow, StepData } from './steps/context.t
 /** What the walk reads for each repo. */
 export interface RepoWants {
   records: boolean;
-  /** The record index as rows (`StepData['Repo'].records`) too, not only packed. Default true. */
-  indexRows?: boolean;
   events: boolean;
   counts: boolean;
   locations: boolean;
@@ -52,6 +50,12 @@ export interface RepoBatchOptions {
    * Default 1/8.
    */
   prefetchShare?: number;
+  /**
+   * How a batch is read: `scan` by passes over whole tables (hash joins), `lookup` by index
+   * lookups per repo and per block, `auto` (the default) by scans when the batch holds an eighth
+   * of the mirror's records or more. For measuring the two side by side; both give the same data.
+   */
+  plan?: 'auto' | 'scan' | 'lookup';
 }
 
 interface PackLocs {
@@ -86,6 +90,7 @@ export class RepoBatches {
   readonly #pending = new Map<string, Promise<Batch>>();
   readonly #knownPacks: Map<string, PackRow>;
   readonly #readAhead: boolean;
+  readonly #plan: 'auto' | 'scan' | 'lookup';
   /** Batches being read, or read with repos not yet taken: at most two are read ahead. */
   #open = 0;
   /** Where in `#dids` the next batch read ahead starts. */
@@ -101,6 +106,7 @@ export class RepoBatches {
     this.#maxRecords = opts.maxRecords ?? 50_000;
     this.#readAhead = opts.readAhead ?? true;
     this.#prefetchShare = opts.prefetchShare ?? 1 / 8;
+    this.#plan = opts.plan ?? 'auto';
     this.#dids = roots.flatMap((r, i) => (r.type === 'Repo' && !skip?.has(i) ? [r.did] : []));
     for (const [i, did] of this.#dids.entries()) if (!this.#at.has(did)) this.#at.set(did, i);
   }
@@ -216,7 +222,12 @@ export class RepoBatches {
     // of the mirror (10,000 repos of 10 records), so a node's cost grew with the mirror (issue
     // 13); and lookups for a batch that is the whole mirror (13 repos of 5,000 records) cost
     // PostgreSQL 4.7-6.2 µs a node against 3.2-4.2.
-    const large = await largeShare(db, records);
+    // This switch is the growth bench's step in PostgreSQL CPU between 1,000 and 10,000 repos of
+    // 10 records (6.29 → 8.66 µs a node, then 8.86 at 100,000): at 1,000 a batch is half the
+    // mirror and is scanned; from 10,000 it is looked up, at a cost per node that no longer grows.
+    // Forced either way (`plan`, `growth-mirror --repo-read`), on a loaded machine: 1,000 repos,
+    // scans 5.7-7.1 µs a node, lookups 6.6-10.6; 10,000 repos, lookups 10.1, scans 10.8.
+    const large = this.#plan === 'auto' ? await largeShare(db, records) : this.#plan === 'scan';
     if (!large) await db.query('SET LOCAL enable_seqscan = off');
     const next = positions[dids.length - 1]! + 1;
     const present = dids.filter((d) => rows.has(d));
@@ -343,7 +354,7 @@ export class RepoBatches {
     for (const did of dids) {
       const r = rows.get(did);
       if (!r) {
-        repos.set(did, { data: { row: null, records: null, recordRows: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [], strays: [] });
+        repos.set(did, { data: { row: null, recordRows: null, events: null, collectionCounts: null, headLoc: null, refcounts: null }, packs: [], strays: [] });
         continue;
       }
       const repoPacks = packsOf.get(did) ?? [];
@@ -352,7 +363,6 @@ export class RepoBatches {
       repos.set(did, {
         data: {
           row: r.row,
-          records: recordRows && (wants.indexRows ?? true) ? recordRows.read(0, recordRows.length) : null,
           recordRows,
           events: wants.events ? (eventsOf.get(did) ?? new PackedEvents(Buffer.alloc(0))) : null,
           collectionCounts: wants.counts ? (countsOf.get(did) ?? new Map()) : null,

@@ -98,12 +98,6 @@ export interface RepoRow {
   recordsCount: number;
 }
 
-export interface IndexRow {
-  collection: string;
-  rkey: string;
-  cid: Uint8Array;
-}
-
 /** A block as a step read it. `bytes` is null when nothing needed them. */
 export interface BlockData {
   loc: BlockLoc;
@@ -116,9 +110,7 @@ export interface StepData {
   Repo: {
     /** Null when the repos row does not exist. */
     row: RepoRow | null;
-    /** The record index of the repo, as rows, when a check needs it whole (`needs.recordIndex`). */
-    records: IndexRow[] | null;
-    /** The record index of the repo, packed, when loaded (the Repo step's record rows come from it a chunk at a time). */
+    /** The record index of the repo, packed, when loaded (the Repo step's record rows come from it a chunk at a time; checks with `needs.recordIndex` read it whole). */
     recordRows: PackedRecords | null;
     /** The repo's events, packed, when loaded. */
     events: PackedEvents | null;

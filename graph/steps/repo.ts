@@ -18,7 +18,6 @@ import type { EdgeChunks, StepContext, StepResult } from './context.ts';
 export function repoWants(wants: StepContext['wants'], needs: StepContext['needs']): RepoWants {
   return {
     records: wants('RepoToRecordRow') || needs.recordIndex,
-    indexRows: needs.recordIndex,
     events: wants('RepoToEvent'),
     counts: needs.collectionCounts,
     // The packs' block index pays off when the walk goes below the head or to the records.

@@ -39,7 +39,7 @@ export function repoStateProblems(data: StepData['Repo']): string[] {
   const row = data.row;
   if (!row) return ['no repos row'];
   const problems: string[] = [];
-  const records = data.records;
+  const records = data.recordRows;
   if (row.status === 'active') {
     if (!row.headCid) problems.push('active without a head');
     else if (!data.headLoc) problems.push(`head commit ${cidToString(row.headCid, 0)} is not in the block index`);
@@ -53,8 +53,7 @@ export function repoStateProblems(data: StepData['Repo']): string[] {
   if (records) {
     if (records.length !== row.recordsCount) problems.push(`records_count is ${row.recordsCount}, the record index holds ${records.length}`);
     if (data.collectionCounts) {
-      const actual = new Map<string, number>();
-      for (const r of records) actual.set(r.collection, (actual.get(r.collection) ?? 0) + 1);
+      const actual = records.collectionCounts();
       const all = new Set([...actual.keys(), ...data.collectionCounts.keys()]);
       for (const c of [...all].sort()) {
         const want = actual.get(c) ?? 0;
