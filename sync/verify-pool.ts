@@ -184,7 +184,8 @@ export class VerifyPool implements CommitVerifier {
           const start = ints[n++]!;
           const end = ints[n++]!;
           const cid = cidToString(src, start);
-          blocks.set(cid, src.subarray(start + CID_LENGTH, end));
+          // A plain view even when the frame is a Buffer (a Buffer's subarray is a Buffer, slower to make).
+          blocks.set(cid, new Uint8Array(src.buffer, src.byteOffset + start + CID_LENGTH, end - start - CID_LENGTH));
           if (k >= count - nodes) mstNodes.push(cid);
         }
         let ops;
