@@ -87,6 +87,39 @@ describe('readCar', () => {
     expect(() => readCar(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01))).toThrow('varint is too long');
   });
 
+  it('reads the standard header from its bytes as the decoder reads it, and leaves every variant of it to the decoder', () => {
+    const root = CID.fromString(repo.commitCid);
+    const withHeader = (header: Uint8Array) => Buffer.concat([Uint8Array.of(header.length), header]);
+    const standard = CBOR.encode({ version: 1, roots: [CID.toCidLink(root)] });
+    expect(standard.length).toBe(58);
+    const read = readCar(withHeader(standard));
+    expect(read.root).toBe(repo.commitCid);
+    expect(Buffer.from(read.rootBytes!).equals(Buffer.from(root.bytes))).toBe(true);
+    // Each byte of the standard header changed: what the decoder makes of it, the reader makes too.
+    for (let i = 0; i < standard.length; i++) {
+      for (const value of [standard[i]! ^ 0x01, standard[i]! ^ 0x20, 0x00]) {
+        if (value === standard[i]) continue;
+        const bad = standard.slice();
+        bad[i] = value;
+        let decoded: { version?: unknown; roots?: unknown } | undefined;
+        try {
+          decoded = CBOR.decode(bad) as typeof decoded;
+        } catch {
+          decoded = undefined;
+        }
+        const roots = decoded?.roots;
+        const accepted = decoded?.version === 1 && Array.isArray(roots) && roots[0] instanceof CID.CidLinkWrapper;
+        if (accepted) expect(readCar(withHeader(bad)).root).toBe((roots[0] as CID.CidLinkWrapper).$link);
+        else expect(() => readCar(withHeader(bad)), `byte ${i} = ${value}`).toThrow(CarFormatError);
+      }
+    }
+    // Two roots, an extra field: not the standard header, read by the decoder.
+    const two = CBOR.encode({ version: 1, roots: [CID.toCidLink(root), CID.toCidLink(root)] });
+    expect(readCar(withHeader(two)).root).toBe(repo.commitCid);
+    const extra = CBOR.encode({ version: 1, roots: [CID.toCidLink(root)], x: 1 });
+    expect(readCar(withHeader(extra)).root).toBe(repo.commitCid);
+  });
+
   it('stops at the byte and block caps', () => {
     expect(() => readCar(repo.car, { maxBytes: repo.car.length - 1 })).toThrow(CarTooLargeError);
     expect(readCar(repo.car, { maxBytes: repo.car.length }).blocks.size).toBe(reference.blocks.size);

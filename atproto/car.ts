@@ -251,6 +251,14 @@ export class CarParser {
   }
 
   #header(bytes: Uint8Array): void {
+    // The header nearly every CAR has, `{ roots: [root], version: 1 }` in canonical DAG-CBOR, read
+    // from its bytes (it decodes to just that, so the decoder would accept it alike); any other
+    // header by the decoder.
+    if (bytes.length === STANDARD_HEADER.length && isRepoCid(bytes, HEADER_ROOT_AT) && matchesStandardHeader(bytes)) {
+      this.#root = cidToString(bytes, HEADER_ROOT_AT);
+      this.#rootBytes = bytes.subarray(HEADER_ROOT_AT, HEADER_ROOT_AT + CID_LENGTH);
+      return;
+    }
     let header: unknown;
     try {
       header = CBOR.decode(bytes);
@@ -285,4 +293,15 @@ export class CarParser {
     const blocks = this.#blocks!;
     if (blocks.add(buf, start, end) && blocks.size > this.#caps.maxBlocks) throw new TooManyBlocksError(this.#caps.maxBlocks);
   }
+}
+
+// `{ roots: [link], version: 1 }`: map of 2, "roots", array of 1, tag 42, bytes(37), 0x00, the
+// root's 36 bytes (zero here), "version", 1.
+const HEADER_ROOT_AT = 13;
+const STANDARD_HEADER = Uint8Array.of(0xa2, 0x65, 0x72, 0x6f, 0x6f, 0x74, 0x73, 0x81, 0xd8, 0x2a, 0x58, 0x25, 0x00, ...new Uint8Array(CID_LENGTH), 0x67, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x01);
+
+function matchesStandardHeader(bytes: Uint8Array): boolean {
+  for (let i = 0; i < HEADER_ROOT_AT; i++) if (bytes[i] !== STANDARD_HEADER[i]) return false;
+  for (let i = HEADER_ROOT_AT + CID_LENGTH; i < STANDARD_HEADER.length; i++) if (bytes[i] !== STANDARD_HEADER[i]) return false;
+  return true;
 }

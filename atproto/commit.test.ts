@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as CBOR from '@atcute/cbor';
 import * as CID from '@atcute/cid';
 import { CommitError, InvalidRepoError, MstError } from './errors.ts';
-import { MAX_COMMIT_DEPTH, readCommit } from './commit.ts';
+import { MAX_COMMIT_DEPTH, readAnyCommit, readCommit, readStandardCommit } from './commit.ts';
 import { readCar } from './car.ts';
 import { verifyRepo } from './verify.ts';
 import { cidFor, readCarBlocks, writeCar } from './testing/car-edit.ts';
@@ -195,4 +195,74 @@ describe('the bytes a commit signs', () => {
       expect(Buffer.from(read.unsigned).includes(Buffer.from('sig'))).toBe(Object.keys(fields).some((k) => k.startsWith('sig')));
     });
   }
+});
+
+describe('the standard commit read straight from its bytes', () => {
+  // readStandardCommit may only say yes where the general decoder says yes, with the same
+  // commit; anything else it leaves to the general decoder (undefined).
+  const did = () => good.did;
+  const standard = (): Uint8Array[] => {
+    const { root, blocks } = readCarBlocks(good.car);
+    const bytes = blocks.get(root)!;
+    const fields = CBOR.decode(bytes) as Record<string, unknown>;
+    const { prev: _, ...noPrev } = fields;
+    return [bytes, CBOR.encode({ ...fields, prev: fields.data }), CBOR.encode(noPrev), CBOR.encode({ ...fields, sig: CBOR.toBytes(new Uint8Array(10)) })];
+  };
+  const agree = (bytes: Uint8Array, who = did()): 'fast' | 'general' | 'refused' => {
+    const fast = readStandardCommit(bytes, who);
+    let general: unknown;
+    try {
+      general = readAnyCommit(bytes, 'bafy-test', who);
+    } catch (err) {
+      expect(fast, `the fast path took bytes the general decoder refuses (${(err as Error).message}): ${Buffer.from(bytes).toString('hex').slice(0, 400)}…`).toBeUndefined();
+      return 'refused';
+    }
+    if (fast === undefined) return 'general';
+    const plain = (c: unknown) => JSON.parse(JSON.stringify(c, (_, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v)));
+    expect(plain(fast)).toEqual(plain(general));
+    return 'fast';
+  };
+
+  it('takes the commits a PDS writes (prev null, a link or absent; any sig length) as the general decoder reads them', () => {
+    for (const bytes of standard()) expect(agree(bytes)).toBe('fast');
+  });
+
+  it('leaves another DID, extra fields and other encodings to the general decoder', () => {
+    const [bytes] = standard();
+    expect(agree(bytes!, 'did:plc:someoneelse')).toBe('refused');
+    const fields = CBOR.decode(bytes!) as Record<string, unknown>;
+    expect(agree(CBOR.encode({ ...fields, extra: 1 }))).toBe('general');
+    expect(agree(CBOR.encode({ ...fields, rev: 'not a tid' }))).toBe('refused');
+    expect(agree(CBOR.encode({ ...fields, version: 2 }))).toBe('refused');
+  });
+
+  it('never takes a mutation of a standard commit that the general decoder refuses or reads otherwise', () => {
+    // Seeded, so that a failure can be replayed.
+    let seed = 0x2545f491;
+    const rand = (n: number) => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const seen = { fast: 0, general: 0, refused: 0 };
+    const bases = standard();
+    for (let i = 0; i < 20_000; i++) {
+      const base = bases[rand(bases.length)]!;
+      let bytes = Buffer.from(base);
+      const edits = 1 + rand(3);
+      for (let e = 0; e < edits; e++) {
+        const at = rand(bytes.length);
+        const kind = rand(4);
+        if (kind === 0) bytes[at] = rand(256);
+        else if (kind === 1) bytes[at] = bytes[at]! ^ (1 << rand(8));
+        else if (kind === 2) bytes = Buffer.concat([bytes.subarray(0, at), Uint8Array.of(rand(256)), bytes.subarray(at)]);
+        else bytes = Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + 1 + rand(3))]);
+      }
+      seen[agree(bytes)]++;
+    }
+    // Mutations that keep the commit readable (a changed signature or digest byte) are taken.
+    expect(seen.fast).toBeGreaterThan(1000);
+    expect(seen.refused).toBeGreaterThan(1000);
+  });
 });

@@ -5,7 +5,7 @@ import { BytesWrapper } from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
 import { isTid } from '@atcute/lexicons/syntax';
 import type { BlockMap } from './car.ts';
-import { CODEC_DCBOR, cidFromString } from './cid.ts';
+import { CID_LENGTH, CODEC_DCBOR, cidFromString, cidToString, isRepoCid, latin1 } from './cid.ts';
 import { DagCborError, decodeCanonical } from './dag-cbor.ts';
 import { CommitError, MissingBlockError, SignatureError, boundText } from './errors.ts';
 
@@ -49,6 +49,14 @@ export function readCommit(blocks: BlockMap, cid: string, did: string, cidBytes:
   const index = cidBytes === undefined ? -1 : blocks.indexOf(cidBytes);
   if (index < 0) throw new MissingBlockError(cid, 'commit');
   const bytes = blocks.dataAt(index);
+  return readStandardCommit(bytes, did) ?? readAnyCommit(bytes, cid, did);
+}
+
+/**
+ * `readCommit` by the general decoder: any commit, and the error that names what is wrong with
+ * it (exported for the test that holds `readStandardCommit` to it).
+ */
+export function readAnyCommit(bytes: Uint8Array, cid: string, did: string): Commit {
   let value: unknown;
   try {
     // Canonical, so that the signature covers the block's own bytes and one signed commit has
@@ -92,6 +100,100 @@ export function readCommit(blocks: BlockMap, cid: string, did: string, cidBytes:
     // was signed: the block's own bytes less the `sig` entry (keys keep their order).
     unsigned: signed,
   };
+}
+
+/**
+ * The commit every PDS writes — exactly `{ did, rev, sig, data, prev?, version: 3 }`, ASCII text,
+ * each head in its one minimal form — read straight from its bytes; undefined for anything else,
+ * which `readAnyCommit` then decides (a commit with other fields, or with any field in another
+ * form, or one that fails a check, such as another DID). So it accepts only bytes that the
+ * general path accepts too, with the same result: one map of canonical DAG-CBOR (keys in
+ * canonical order, minimal heads, links of the CIDs repos use) is what both decode and what
+ * re-encoding gives back. The general path decodes, re-encodes to compare and walks the value
+ * for its depth: most of reading a commit, and a firehose frame reads one.
+ */
+export function readStandardCommit(bytes: Uint8Array, did: string): Commit | undefined {
+  const head = bytes[0];
+  if (head !== 0xa6 && head !== 0xa5) return undefined;
+  let pos = 1;
+  // "did": its text must be the DID expected, byte for byte (ASCII).
+  if (!key3(bytes, pos, 0x64, 0x69, 0x64)) return undefined;
+  pos += 4;
+  const didLength = textLength(bytes, pos);
+  if (didLength !== did.length) return undefined;
+  pos += didLength < 24 ? 1 : 2;
+  for (let i = 0; i < didLength; i++) if (bytes[pos + i] !== did.charCodeAt(i) || bytes[pos + i]! >= 0x80) return undefined;
+  pos += didLength;
+  // "rev": ASCII text, a TID.
+  if (!key3(bytes, pos, 0x72, 0x65, 0x76)) return undefined;
+  pos += 4;
+  const revLength = textLength(bytes, pos);
+  if (revLength < 0) return undefined;
+  pos += revLength < 24 ? 1 : 2;
+  if (pos + revLength > bytes.length) return undefined;
+  for (let i = 0; i < revLength; i++) if (bytes[pos + i]! >= 0x80) return undefined;
+  const rev = latin1(bytes, pos, pos + revLength);
+  if (!isTid(rev)) return undefined;
+  pos += revLength;
+  // "sig": bytes.
+  if (!key3(bytes, pos, 0x73, 0x69, 0x67)) return undefined;
+  const sigStart = pos;
+  pos += 4;
+  const b = bytes[pos]!;
+  let sigLength: number;
+  if (b >= 0x40 && b < 0x58) (sigLength = b - 0x40), (pos += 1);
+  else if (b === 0x58 && bytes[pos + 1]! >= 24) (sigLength = bytes[pos + 1]!), (pos += 2);
+  else return undefined;
+  const sig = bytes.subarray(pos, pos + sigLength);
+  pos += sigLength;
+  const sigEnd = pos;
+  // "data": a link.
+  if (bytes[pos] !== 0x64 || bytes[pos + 1] !== 0x64 || bytes[pos + 2] !== 0x61 || bytes[pos + 3] !== 0x74 || bytes[pos + 4] !== 0x61) return undefined;
+  pos += 5;
+  const data = linkAt(bytes, pos);
+  if (data < 0) return undefined;
+  pos = data + CID_LENGTH;
+  // "prev": null or a link, present in a map of six.
+  let prev: string | null = null;
+  if (head === 0xa6) {
+    if (bytes[pos] !== 0x64 || bytes[pos + 1] !== 0x70 || bytes[pos + 2] !== 0x72 || bytes[pos + 3] !== 0x65 || bytes[pos + 4] !== 0x76) return undefined;
+    pos += 5;
+    if (bytes[pos] === 0xf6) pos += 1;
+    else {
+      const at = linkAt(bytes, pos);
+      if (at < 0) return undefined;
+      prev = cidToString(bytes, at);
+      pos = at + CID_LENGTH;
+    }
+  }
+  // "version": 3, and nothing after it.
+  if (pos + 9 !== bytes.length || bytes[pos] !== 0x67 || latin1(bytes, pos + 1, pos + 8) !== 'version' || bytes[pos + 8] !== 0x03) return undefined;
+  // The signed bytes: the map less its sig entry, under a head for one field fewer.
+  const unsigned = new Uint8Array(bytes.length - (sigEnd - sigStart));
+  unsigned[0] = head - 1;
+  unsigned.set(bytes.subarray(1, sigStart), 1);
+  unsigned.set(bytes.subarray(sigEnd), sigStart);
+  return { did, version: 3, data: cidToString(bytes, data), dataBytes: bytes.subarray(data, data + CID_LENGTH), rev, prev, sig, unsigned };
+}
+
+/** Whether a three-letter text key (head 0x63) is at `pos`. */
+function key3(bytes: Uint8Array, pos: number, a: number, b: number, c: number): boolean {
+  return bytes[pos] === 0x63 && bytes[pos + 1] === a && bytes[pos + 2] === b && bytes[pos + 3] === c;
+}
+
+/** The length of the text string whose minimal head (one or two bytes) is at `pos`, or -1. */
+function textLength(bytes: Uint8Array, pos: number): number {
+  const b = bytes[pos];
+  if (b === undefined) return -1;
+  if (b >= 0x60 && b < 0x78) return b - 0x60;
+  if (b === 0x78 && bytes[pos + 1]! >= 24) return bytes[pos + 1]!;
+  return -1;
+}
+
+/** Where the CID of the link (tag 42, bytes 0x00 + a repo CID) at `pos` starts, or -1. */
+function linkAt(bytes: Uint8Array, pos: number): number {
+  if (bytes[pos] !== 0xd8 || bytes[pos + 1] !== 0x2a || bytes[pos + 2] !== 0x58 || bytes[pos + 3] !== CID_LENGTH + 1 || bytes[pos + 4] !== 0) return -1;
+  return isRepoCid(bytes, pos + 5) ? pos + 5 : -1;
 }
 
 /**

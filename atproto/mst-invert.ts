@@ -274,7 +274,9 @@ class Inversion {
     cid[1] = 0x71;
     cid[2] = 0x12;
     cid[3] = 0x20;
-    cid.set(hash('sha256', encodeNode(node.keys, node.values, subs), 'buffer'), 4);
+    // The digest as a one-byte string: a Buffer per digest costs twice the hash of a node.
+    const digest = hash('sha256', encodeNode(node.keys, node.values, subs), 'binary');
+    for (let i = 0; i < 32; i++) cid[4 + i] = digest.charCodeAt(i);
     node.cid = cid;
     return cid;
   }

@@ -47,6 +47,29 @@ describe('VerifyPool', () => {
     expect((err as CommitVerifyError).problem).toBe('bad-proof');
   });
 
+  it('decides a frame changed by hand (its CIDs\' bytes now stale) by its strings, alike inline and on a thread', async () => {
+    const frame = frames[frames.length - 1]!;
+    const other = frames[0]!.commit;
+    expect(frame.ops.length).toBeGreaterThan(0);
+    const variants: [string, CommitFrame, string][] = [
+      ['prevData another root', { ...frame, prevData: other }, 'bad-proof'],
+      ['prevData not a CID', { ...frame, prevData: 'bafy-not-a-cid' }, 'bad-proof'],
+      ['the commit another CID', { ...frame, commit: other }, 'commit-malformed'],
+      ['the commit not a CID', { ...frame, commit: 'nope' }, 'commit-malformed'],
+      ['an op\'s cid another CID', { ...frame, ops: frame.ops.map((op) => ({ ...op, cid: other })) }, 'bad-proof'],
+      ['an op\'s prev not a CID', { ...frame, ops: frame.ops.map((op) => ({ ...op, prev: 'bafy-not-a-cid' })) }, 'commit-malformed'],
+    ];
+    for (const [what, changed, problem] of variants) {
+      const [threaded, inline] = await Promise.all([pool.verify(changed, key).catch((e: unknown) => e), verifyCommitFrame(changed, key).catch((e: unknown) => e)]);
+      expect(inline, what).toBeInstanceOf(CommitVerifyError);
+      expect((inline as CommitVerifyError).problem, what).toBe(problem);
+      expect(threaded, what).toBeInstanceOf(CommitVerifyError);
+      expect((threaded as CommitVerifyError).problem, what).toBe(problem);
+    }
+    // The same frame unchanged still verifies, from its decoded bytes.
+    expect((await pool.verify(frame, key)).commitCid).toBe(frame.commit);
+  });
+
   it('refuses work once closed', async () => {
     const p = new VerifyPool(1);
     await p.verify(frames[0]!, key);

@@ -10,7 +10,8 @@ import { Worker } from 'node:worker_threads';
 import { SignatureError, type SignatureErrorCode } from '../atproto/errors.ts';
 import type { CommitChange } from '../ingest/changes.ts';
 import { CommitVerifyError, type CommitProblem } from './errors.ts';
-import { commitOps, verifyCommitFrame, type CommitFrame } from './verify-commit.ts';
+import { CID_LENGTH, cidToString } from '../atproto/cid.ts';
+import { commitOps, frameCids, verifyCommitFrame, type CommitFrame, type FrameCids } from './verify-commit.ts';
 
 /** Checks one commit frame against a signing key; `verifyCommitFrame`'s contract. */
 export interface CommitVerifier {
@@ -24,32 +25,34 @@ export const inlineVerifier: CommitVerifier = { verify: verifyCommitFrame, close
 /**
  * A chunk of frames for a thread, flat so that it crosses threads cheaply (a structured clone of
  * an object per frame and per op, and a transfer per frame, cost more than the check's hashing):
- * the frames' blocks side by side in one transferred buffer, and per frame `FRAME_FIELDS` strings
- * then `OP_FIELDS` per op in `meta`.
+ * per frame, its blocks then its CIDs' 36 bytes (the commit, prevData if any, each op's cid and
+ * prev where it has them) side by side in one transferred buffer, `FRAME_INTS` numbers then one
+ * per op in `ints` (transferred too), and its repo, rev, key and op paths in `strings`.
  */
 export interface VerifyJobs {
   id: number;
-  blocks: Uint8Array;
-  /** Per frame: start and length of its blocks in `blocks`. */
-  spans: number[];
-  meta: (string | null)[];
+  bytes: Uint8Array;
+  ints: Int32Array;
+  strings: string[];
 }
-/** repo, rev, commit, prevData, key, op count (as a string). */
-export const FRAME_FIELDS = 6;
-/** action, path, cid, prev. */
-export const OP_FIELDS = 4;
+/** Start of the frame's blocks in `bytes`, their length, whether it carries prevData, its op count. */
+export const FRAME_INTS = 4;
+/** Per op: its action's index in ACTIONS, plus HAS_CID and HAS_PREV. */
+export const ACTIONS = ['create', 'update', 'delete'] as const;
+export const HAS_CID = 4;
+export const HAS_PREV = 8;
 
 /**
- * A thread's answer, flat likewise: per frame an error or null (checked); for each checked frame
- * in order, its data root, the CIDs of the blocks the store needs (`checkCommitFrame`'s `keep`,
- * the new tree's nodes last) in `cids`, and in `nums` their count, the nodes' count, then each
- * block's offset and length in the frame's blocks.
+ * A thread's answer, flat likewise: per frame an error or null (checked) in `errors`; for each
+ * checked frame in order, in `ints`, where its data root's CID starts in its blocks, how many
+ * blocks the store needs (`checkCommitFrame`'s `keep`, the new tree's nodes last) and how many of
+ * them are nodes, then each block's start (its CID; its data follows) and end in the frame's
+ * blocks. The caller holds the same bytes and makes the CID strings and views from them.
  */
 export interface VerifyReply {
   id: number;
   errors: ({ type: 'signature' | 'verify' | 'other'; code: string; message: string } | null)[];
-  cids: string[];
-  nums: number[];
+  ints: Int32Array;
 }
 
 interface Pending {
@@ -116,20 +119,44 @@ export class VerifyPool implements CommitVerifier {
       // The frames' blocks travel as one copy; the answer names offsets into each frame's
       // blocks, which are offsets into the caller's original too.
       let bytes = 0;
-      for (const p of chunk) bytes += p.frame.blocks.length;
-      const blocks = new Uint8Array(bytes);
-      const spans: number[] = [];
-      const meta: (string | null)[] = [];
-      let at = 0;
-      for (const p of chunk) {
-        const f = p.frame;
-        blocks.set(f.blocks, at);
-        spans.push(at, f.blocks.length);
-        at += f.blocks.length;
-        meta.push(f.repo, f.rev, f.commit, f.prevData ?? null, p.key, String(f.ops.length));
-        for (const op of f.ops) meta.push(op.action, op.path, op.cid, op.prev);
+      let ints = 0;
+      const links: (FrameCids | undefined)[] = new Array(chunk.length);
+      for (let k = 0; k < chunk.length; k++) {
+        const f = chunk[k]!.frame;
+        const cids = (links[k] = frameCids(f));
+        bytes += f.blocks.length + CID_LENGTH * (1 + (cids.prevData === null ? 0 : 1));
+        for (const c of cids.ops) if (c !== null) bytes += CID_LENGTH;
+        ints += FRAME_INTS + f.ops.length;
       }
-      t.worker.postMessage({ id, blocks, spans, meta } satisfies VerifyJobs, [blocks.buffer]);
+      const buffer = new Uint8Array(bytes);
+      const numbers = new Int32Array(ints);
+      const strings: string[] = [];
+      let at = 0;
+      let n = 0;
+      for (let k = 0; k < chunk.length; k++) {
+        const p = chunk[k]!;
+        const f = p.frame;
+        const cids = links[k]!;
+        buffer.set(f.blocks, at);
+        numbers[n++] = at;
+        numbers[n++] = f.blocks.length;
+        numbers[n++] = cids.prevData === null ? 0 : 1;
+        numbers[n++] = f.ops.length;
+        at += f.blocks.length;
+        at = putCid(buffer, at, cids.commit);
+        if (cids.prevData !== null) at = putCid(buffer, at, cids.prevData);
+        strings.push(f.repo, f.rev, p.key);
+        for (let i = 0; i < f.ops.length; i++) {
+          const op = f.ops[i]!;
+          const cid = cids.ops[2 * i]!;
+          const prev = cids.ops[2 * i + 1]!;
+          numbers[n++] = ACTIONS.indexOf(op.action) + (cid === null ? 0 : HAS_CID) + (prev === null ? 0 : HAS_PREV);
+          if (cid !== null) at = putCid(buffer, at, cid);
+          if (prev !== null) at = putCid(buffer, at, prev);
+          strings.push(op.path);
+        }
+      }
+      t.worker.postMessage({ id, bytes: buffer, ints: numbers, strings } satisfies VerifyJobs, [buffer.buffer, numbers.buffer]);
     }
   }
 
@@ -141,23 +168,26 @@ export class VerifyPool implements CommitVerifier {
       if (!chunk) return;
       t.inFlight.delete(reply.id);
       t.jobs -= chunk.length;
-      let c = 0;
+      const ints = reply.ints;
       let n = 0;
       chunk.forEach((p, i) => {
         const error = reply.errors[i];
         if (error) return settleError(p, error);
-        const dataCid = reply.cids[c++]!;
-        const count = reply.nums[n++]!;
-        const nodes = reply.nums[n++]!;
-        const src = p.frame.blocks;
+        const f = p.frame;
+        const src = f.blocks;
+        const dataCid = cidToString(src, ints[n++]!);
+        const count = ints[n++]!;
+        const nodes = ints[n++]!;
         const blocks = new Map<string, Uint8Array>();
         const mstNodes: string[] = [];
         for (let k = 0; k < count; k++) {
-          const cid = reply.cids[c++]!;
-          blocks.set(cid, new Uint8Array(src.buffer, src.byteOffset + reply.nums[n++]!, reply.nums[n++]!));
+          const start = ints[n++]!;
+          const end = ints[n++]!;
+          const cid = cidToString(src, start);
+          // A plain view even when the frame is a Buffer (a Buffer's subarray is a Buffer, slower to make).
+          blocks.set(cid, new Uint8Array(src.buffer, src.byteOffset + start + CID_LENGTH, end - start - CID_LENGTH));
           if (k >= count - nodes) mstNodes.push(cid);
         }
-        const f = p.frame;
         let ops;
         try {
           ops = commitOps(f);
@@ -190,4 +220,11 @@ function settleError(p: Pending, error: { type: 'signature' | 'verify' | 'other'
   if (type === 'signature') return p.reject(new SignatureError(code as SignatureErrorCode, message));
   if (type === 'verify') return p.reject(new CommitVerifyError(code as CommitProblem, message));
   return p.reject(new Error(`verifying commit ${p.frame.rev} of ${p.frame.repo} failed: ${code}: ${message}`));
+}
+
+function putCid(buffer: Uint8Array, at: number, cid: Uint8Array): number {
+  // NOT_A_REPO_CID (a frame made by hand) goes as 36 zero bytes, which no repo CID is: the
+  // thread takes them back as NOT_A_REPO_CID.
+  if (cid.length === CID_LENGTH) buffer.set(cid, at);
+  return at + CID_LENGTH;
 }
