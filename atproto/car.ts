@@ -12,7 +12,7 @@ import * as CBOR from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
 import { BlockMap } from './block-map.ts';
 import { checkBlockHash, DeferredBlockHashes } from './block-hashes.ts';
-import { CID_LENGTH, isRepoCid } from './cid.ts';
+import { CID_LENGTH, cidToString, isRepoCid } from './cid.ts';
 import { CarFormatError, CarTooLargeError, TooManyBlocksError } from './errors.ts';
 
 export { BlockMap };
