@@ -220,6 +220,30 @@ describe('storeBatch, collection counts under commits', () => {
   });
 });
 
+describe('storeBatch, collection counts under snapshots', () => {
+  it('re-imports of several repos in one batch each keep exactly their own collections', async () => {
+    const [x, y] = [didN(23), didN(24)];
+    const recs = (did: string, collection: string, n: number) =>
+      Array.from({ length: n }, (_, i) => ({ collection, rkey: `3ksnap${String(i).padStart(7, '2')}`, value: { $type: collection, text: `${did} ${i}`, createdAt: '2026-01-01T00:00:00.000Z' } }));
+    const xa = await verified(x, [...recs(x, 'app.bsky.feed.post', 2), ...recs(x, 'app.bsky.feed.like', 3)], 1);
+    const ya = await verified(y, recs(y, 'app.bsky.feed.post', 4), 1);
+    await storeBatch({ pool, blobs }, [snapshot(xa), snapshot(ya)], { ...opts, origin: 'backfill' });
+    // x loses its likes while y gains some: a collection one repo of the batch still has must go
+    // from the other.
+    const xb = await verified(x, recs(x, 'app.bsky.feed.post', 3), 2);
+    const yb = await verified(y, [...recs(y, 'app.bsky.feed.post', 4), ...recs(y, 'app.bsky.feed.like', 1)], 2);
+    const r = await storeBatch({ pool, blobs }, [snapshot(xb), snapshot(yb)], { ...opts, origin: 'backfill' });
+    expect(r.outcomes.map((o) => o.kind)).toEqual(['imported', 'imported']);
+    const counts = async () => (await pool.query('SELECT did, collection, count::int AS n FROM collection_counts WHERE did = ANY($1) ORDER BY did, collection', [[x, y]])).rows;
+    expect(await counts()).toEqual([
+      { did: x, collection: 'app.bsky.feed.post', n: 3 },
+      { did: y, collection: 'app.bsky.feed.like', n: 1 },
+      { did: y, collection: 'app.bsky.feed.post', n: 4 },
+    ]);
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+});
+
 describe('StoreBatcher', () => {
   it('stores what concurrent callers submit together in one batch, each answered with its own outcome', async () => {
     const repos: VerifiedRepo[] = [];

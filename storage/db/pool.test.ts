@@ -80,4 +80,16 @@ describe('openPool and withTransaction', () => {
     // The connections went back to the pool in a usable state.
     expect((await pool.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
   });
+
+  it('applies settings for the transaction only, and refuses anything but a plain name and value', async () => {
+    const read = (c: Pick<pg.ClientBase, 'query'>) => c.query(`SELECT current_setting('enable_hashjoin') AS hj, current_setting('enable_seqscan') AS ss`).then((r) => r.rows[0]);
+    const inside = await withTransaction(pool, read, { settings: { enable_hashjoin: 'off', enable_seqscan: 'off' } });
+    expect(inside).toEqual({ hj: 'off', ss: 'off' });
+    // Every connection of the pool is back to the server's defaults afterwards.
+    const after = await Promise.all([1, 2, 3].map(() => read(pool)));
+    for (const a of after) expect(a).toEqual({ hj: 'on', ss: 'on' });
+    await expect(withTransaction(pool, read, { settings: { 'enable_seqscan = off; DROP TABLE t; --': 'x' } })).rejects.toThrow(/not a plain setting/);
+    await expect(withTransaction(pool, read, { settings: { enable_seqscan: "off'; DROP TABLE t" } })).rejects.toThrow(/not a plain setting/);
+    expect((await pool.query('SELECT count(*)::int AS n FROM t')).rows).toEqual([{ n: 1 }]);
+  });
 });

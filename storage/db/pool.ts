@@ -63,16 +63,25 @@ export async function connectPool(url: string, opts: PoolOptions = {}): Promise<
 /** Something that runs queries: a pool, a pooled client, or a client in a transaction. */
 export type Queryable = Pick<pg.ClientBase, 'query'>;
 
+export interface TransactionOptions {
+  /**
+   * Settings that hold for this transaction only (`SET LOCAL name = value`), sent with the BEGIN
+   * in one round trip. Names and values are the caller's constants, never input.
+   */
+  settings?: Readonly<Record<string, string>>;
+}
+
 /**
  * Runs `fn` in a transaction on one pooled connection: COMMIT when it resolves, ROLLBACK when it
  * throws (and the error is rethrown). A connection whose ROLLBACK fails is discarded rather than
  * returned to the pool in an unknown state.
  */
-export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+  const begin = beginStatement(options.settings);
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
-    await client.query('BEGIN');
+    await client.query(begin);
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
@@ -86,6 +95,18 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   } finally {
     client.release(broken);
   }
+}
+
+const SETTING_NAME = /^[a-z_][a-z0-9_.]*$/;
+const SETTING_VALUE = /^[A-Za-z0-9_.-]+$/;
+
+function beginStatement(settings: Readonly<Record<string, string>> | undefined): string {
+  let sql = 'BEGIN';
+  for (const [name, value] of Object.entries(settings ?? {})) {
+    if (!SETTING_NAME.test(name) || !SETTING_VALUE.test(value)) throw new Error(`not a plain setting: ${JSON.stringify(name)} = ${JSON.stringify(value)}`);
+    sql += `; SET LOCAL ${name} = ${value}`;
+  }
+  return sql;
 }
 
 /**
