@@ -2,36 +2,37 @@
  * A GET that connects only to addresses the caller already checked. The built-in fetch
  * resolves the host name again when it connects, so a name with a short TTL could answer the
  * address guard with a public address and the connection with a private one (DNS rebinding);
- * node:http(s) takes a `lookup` hook, through which the connection gets exactly the checked
- * addresses. TLS still verifies the certificate against the host name (SNI included).
+ * here the socket is opened to a checked address itself, and a kept-alive socket is reused only
+ * when its peer is one of the addresses checked for the new request. TLS verifies the
+ * certificate against the host name (SNI included).
  *
- * Lean on purpose: a small repo's backfill is two of these, and a web `Response` (its Headers,
- * a web stream over the socket, an AbortSignal per request) cost more CPU than the request
- * itself. The answer is the node response as it is: its headers, and its body as a node stream
- * (decoded from gzip/deflate, as fetch does). `abort` closes the connection. Failures reject
- * with the socket's error (its `code` intact).
+ * An HTTP/1.1 client of its own, on node:net and node:tls: a small repo's backfill is two GETs,
+ * and node:http's client (its agent, ClientRequest, header objects and parser, per request) cost
+ * about five times the CPU of the exchange itself (bench/e2e.ts). What this one does: GET only,
+ * keep-alive connections pooled per host (`scheme://host:port`), reused most recently used first
+ * and closed after 5 s idle; the response's status line and headers parsed under a 16 KiB cap
+ * (node's default); the body delimited by Content-Length, chunked transfer coding, or the
+ * connection's end; gzip and deflate decoded (as fetch does). The answer is the status, node-style
+ * headers (names lower-cased; repeated ones joined, `set-cookie` an array) and the body as a node
+ * stream. `abort` closes the connection. Failures reject with the socket's error (its `code`
+ * intact) or a parse error (`code` HPE_…).
  */
-import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import https from 'node:https';
-import type { LookupFunction } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { IncomingHttpHeaders } from 'node:http';
+import net from 'node:net';
+import { Readable } from 'node:stream';
+import tls from 'node:tls';
 import { createGunzip, createInflate } from 'node:zlib';
 import type { LookupAddress } from './address-guard.ts';
-
-// Not `import http from 'node:http'`: importing it as an ES module reads every export, and three of
-// them (WebSocket, CloseEvent, MessageEvent) load Node's fetch implementation (undici), ~9 MB a
-// process that never calls fetch would hold for its life.
-const http = process.getBuiltinModule('node:http');
 
 const NULL_BODY = new Set([204, 205, 304]);
 const ignore = () => {};
 
-/**
- * Connections are kept alive and reused per host (name and port), as fetch's pool does; an idle
- * one is closed after 5 s (what node's global agent does), before most servers close it.
- */
-const httpAgent = new http.Agent({ keepAlive: true, scheduling: 'lifo', timeout: 5000 });
-const httpsAgent = new https.Agent({ keepAlive: true, scheduling: 'lifo', timeout: 5000 });
+/** Idle connections are closed after this long (node's global agent's figure), before most servers close them. */
+const IDLE_MS = 5000;
+/** Idle connections kept per host; more are closed. */
+const MAX_IDLE_PER_HOST = 64;
+/** Cap on a response's status line and headers (node's `maxHeaderSize`). */
+export const MAX_HEADER_BYTES = 16 * 1024;
 
 export interface PinnedGetInit {
   headers: Record<string, string>;
@@ -60,9 +61,9 @@ export interface PinnedRequest {
 
 /**
  * A kept-alive socket the server closed while it sat idle fails the next request on it with a
- * reset before any response; such a request never reached the server, so it is sent once more
- * on a fresh connection (Node's `req.reusedSocket` rule). A reset on a fresh socket, or after
- * the response began, is the caller's to see.
+ * reset (or a clean close) before any response; such a request never reached the server, so it
+ * is sent once more on a fresh connection (node's `req.reusedSocket` rule). A reset on a fresh
+ * socket, or after the response began, is the caller's to see.
  */
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
@@ -73,109 +74,447 @@ export function pinnedGet(url: URL, init: PinnedGetInit): Promise<PinnedResponse
 
 /** `pinnedGet`, with a handle to give up before the headers arrive. */
 export function startPinnedGet(url: URL, init: PinnedGetInit): PinnedRequest {
-  let current: PinnedRequest | undefined;
-  let abortedWith: Error | undefined;
   const { signal } = init;
-  const onAbort = () => current?.abort(signal!.reason as Error);
+  if (signal?.aborted) return { response: Promise.reject(signal.reason as Error), abort: () => {} };
+  let current = exchange(url, init, true);
+  let abortedWith: Error | undefined;
+  const onAbort = () => current.abort(signal!.reason as Error);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const response = current.response.then(
+    (r) => r,
+    (err: unknown) => {
+      if (!(err as { staleSocket?: boolean }).staleSocket || abortedWith || signal?.aborted) throw err;
+      current = exchange(url, init, false);
+      return current.response;
+    },
+  );
   if (signal) {
-    if (signal.aborted) return { response: Promise.reject(signal.reason as Error), abort: () => {} };
-    signal.addEventListener('abort', onAbort, { once: true });
+    const off = () => signal.removeEventListener('abort', onAbort);
+    response.then(off, off);
   }
-  const response = (async () => {
-    try {
-      current = once(url, init);
-      try {
-        return await current.response;
-      } catch (err) {
-        if (!(err as { staleSocket?: boolean }).staleSocket || abortedWith || signal?.aborted) throw err;
-        current = once(url, init);
-        return await current.response;
-      }
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-    }
-  })();
   return {
     response,
     abort: (reason) => {
       abortedWith ??= reason;
-      current?.abort(reason);
+      current.abort(reason);
     },
   };
 }
 
-function once(url: URL, init: PinnedGetInit): PinnedRequest {
-  const pinned: LookupFunction = (_hostname, options, callback) => {
-    const family = typeof options === 'object' && options !== null ? (options as { family?: number }).family : undefined;
-    const usable = init.addresses.filter((a) => !family || a.family === family);
-    if ((options as { all?: boolean } | undefined)?.all) {
-      (callback as unknown as (err: Error | null, addresses: LookupAddress[]) => void)(null, usable);
+type Socket = net.Socket | tls.TLSSocket;
+
+/** Idle kept-alive sockets per `scheme://host:port`, the most recently used last. */
+const idle = new Map<string, Socket[]>();
+/** TLS sessions per host, to resume rather than repeat the handshake on a new connection. */
+const tlsSessions = new Map<string, Buffer>();
+
+/** An idle socket to `key` whose peer is one of `addresses`, or undefined. */
+function takeIdle(key: string, addresses: LookupAddress[]): Socket | undefined {
+  const list = idle.get(key);
+  if (!list) return undefined;
+  for (let i = list.length - 1; i >= 0; i--) {
+    const s = list[i]!;
+    if (s.destroyed || !s.writable) continue;
+    const peer = s.remoteAddress;
+    if (!addresses.some((a) => a.address === peer)) continue;
+    list.splice(i, 1);
+    if (list.length === 0) idle.delete(key);
+    s.removeListener('close', onIdleGone);
+    s.removeListener('error', onIdleGone);
+    s.removeListener('data', onIdleData);
+    s.removeListener('end', onIdleData);
+    s.removeListener('timeout', onIdleTimeout);
+    s.setTimeout(0);
+    s.ref();
+    return s;
+  }
+  return undefined;
+}
+
+const poolKey = Symbol('poolKey');
+type Pooled = Socket & { [poolKey]?: string };
+
+function dropIdle(s: Pooled): void {
+  const key = s[poolKey];
+  const list = key === undefined ? undefined : idle.get(key);
+  if (list) {
+    const at = list.indexOf(s);
+    if (at >= 0) list.splice(at, 1);
+    if (list.length === 0) idle.delete(key!);
+  }
+  s.destroy();
+}
+function onIdleGone(this: Pooled): void {
+  dropIdle(this);
+}
+/** A server sends nothing unasked: bytes (or its end) on an idle socket make it unusable. */
+function onIdleData(this: Pooled): void {
+  dropIdle(this);
+}
+function onIdleTimeout(this: Pooled): void {
+  dropIdle(this);
+}
+
+function release(key: string, s: Pooled): void {
+  let list = idle.get(key);
+  if (!list) idle.set(key, (list = []));
+  if (list.length >= MAX_IDLE_PER_HOST) {
+    s.destroy();
+    return;
+  }
+  s[poolKey] = key;
+  s.on('close', onIdleGone);
+  s.on('error', onIdleGone);
+  s.on('data', onIdleData);
+  s.on('end', onIdleData);
+  s.on('timeout', onIdleTimeout);
+  s.setTimeout(IDLE_MS);
+  s.unref();
+  list.push(s);
+}
+
+/** Opens a connection to the first of `addresses` that accepts one. */
+function connect(url: URL, hostname: string, port: number, addresses: LookupAddress[], key: string, onSocket: (s: Socket) => void, onError: (err: Error) => void): () => void {
+  let i = 0;
+  let socket: Socket | undefined;
+  let cancelled = false;
+  const next = (): void => {
+    const a = addresses[i++];
+    if (a === undefined) {
+      onError(Object.assign(new Error(`no checked address for ${hostname}`), { code: 'ENOTFOUND' }));
       return;
     }
-    const first = usable[0];
-    if (first === undefined) callback(Object.assign(new Error(`no checked ${family === 6 ? 'IPv6' : 'IPv4'} address for ${url.hostname}`), { code: 'ENOTFOUND' }), '', 0);
-    else callback(null, first.address, first.family);
+    let s: Socket;
+    if (url.protocol === 'https:') {
+      const session = tlsSessions.get(key);
+      s = tls.connect({ host: a.address, port, servername: net.isIP(hostname) === 0 ? hostname : undefined, ALPNProtocols: ['http/1.1'], ...(session ? { session } : {}) });
+      s.on('session', (sess: Buffer) => tlsSessions.set(key, sess));
+    } else {
+      s = net.connect({ host: a.address, port, family: a.family });
+    }
+    socket = s;
+    s.setNoDelay(true);
+    const ready = url.protocol === 'https:' ? 'secureConnect' : 'connect';
+    const fail = (err: Error) => {
+      s.removeListener(ready, ok);
+      s.destroy();
+      if (cancelled) return;
+      const code = (err as NodeJS.ErrnoException).code;
+      // Refused or unreachable: the next checked address may answer (as node's autoSelectFamily does).
+      if (i < addresses.length && (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'EADDRNOTAVAIL')) next();
+      else onError(err);
+    };
+    const ok = () => {
+      s.removeListener('error', fail);
+      if (cancelled) s.destroy();
+      else onSocket(s);
+    };
+    s.once('error', fail);
+    s.once(ready, ok);
   };
-  const tls = url.protocol === 'https:';
-  let req: ClientRequest;
-  let res: IncomingMessage | undefined;
-  let body: Readable | undefined;
+  next();
+  return () => {
+    cancelled = true;
+    socket?.destroy();
+  };
+}
+
+function parseError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/** The request's bytes: the headers are the caller's own, but a CR or LF in one would split the request. */
+function requestHead(url: URL, headers: Record<string, string>): string {
+  let head = `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n`;
+  for (const name in headers) {
+    const value = headers[name]!;
+    if (/[\r\n\0]/.test(name) || /[\r\n\0]/.test(value)) throw parseError('ERR_INVALID_CHAR', `invalid character in header ${JSON.stringify(name)}`);
+    head += `${name}: ${value}\r\n`;
+  }
+  return `${head}Connection: keep-alive\r\n\r\n`;
+}
+
+/** One request on one connection (a pooled one when `mayReuse`). */
+function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedRequest {
+  const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
+  const key = `${url.protocol}//${url.host}`;
+  let head: string;
+  try {
+    head = requestHead(url, init.headers);
+  } catch (err) {
+    return { response: Promise.reject(err as Error), abort: ignore };
+  }
+
+  let socket: Socket | undefined;
+  let reused = false;
+  let cancelConnect: (() => void) | undefined;
   let aborted: Error | undefined;
+  let settled = false;
+  let resolveRes!: (r: PinnedResponse) => void;
+  let rejectRes!: (err: Error) => void;
+  const response = new Promise<PinnedResponse>((res, rej) => {
+    resolveRes = res;
+    rejectRes = rej;
+  });
+
+  // Parser state.
+  let buf: Buffer | undefined; // bytes not yet consumed (headers, or a chunked body's framing)
+  let status = 0;
+  /** Body framing: 'length' (remaining bytes), 'chunked', 'close' (until the end), or done. */
+  let mode: 'head' | 'length' | 'chunked' | 'close' | 'done' = 'head';
+  let remaining = 0;
+  let chunkState: 'size' | 'data' | 'data-crlf' | 'trailers' = 'size';
+  let keepAlive = true;
+  let raw: Readable | undefined; // the body as it comes off the wire (before decoding)
+  let body: Readable | undefined; // what the caller reads
+  let responded = false;
+
+  const fail = (err: Error) => {
+    if (mode === 'done' && !aborted) return;
+    mode = 'done';
+    detach();
+    socket?.destroy();
+    if (!settled) {
+      settled = true;
+      rejectRes(aborted ?? err);
+    } else if (raw && !raw.destroyed) {
+      raw.destroy(aborted ?? err);
+    }
+  };
   const abort = (reason: Error) => {
     if (aborted) return;
     aborted = reason;
-    // The body (and a decoder behind it) fails with the reason; the socket is not reused.
-    if (body && body !== res) body.destroy(reason);
-    res?.destroy(reason);
-    req.destroy(reason);
+    cancelConnect?.();
+    if (body && body !== raw) body.destroy(reason);
+    if (mode !== 'done') fail(reason);
+    else raw?.destroy(reason);
   };
-  const response = new Promise<PinnedResponse>((resolve, reject) => {
-    let responded = false;
-    const options: https.RequestOptions = {
-      protocol: url.protocol,
-      hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
-      port: url.port,
-      path: `${url.pathname}${url.search}`,
-      method: 'GET',
-      headers: init.headers,
-      lookup: pinned,
-      agent: tls ? httpsAgent : httpAgent,
-    };
-    req = (tls ? https : http).request(options, (incoming) => {
-      responded = true;
-      res = incoming;
-      const status = incoming.statusCode ?? 0;
-      if (status < 200 || status > 599) {
-        incoming.destroy();
-        reject(Object.assign(new Error(`unexpected HTTP status ${status}`), { code: 'EPROTO' }));
+
+  const onData = (chunk: Buffer) => {
+    try {
+      feed(chunk);
+    } catch (err) {
+      fail(err as Error);
+    }
+  };
+  const onEnd = () => {
+    if (mode === 'close') {
+      finishBody(false);
+      return;
+    }
+    if (mode === 'done') return;
+    const err = parseError('ECONNRESET', mode === 'head' ? 'socket hang up' : 'connection closed before the end of the body');
+    if (reused && !responded && mode === 'head') Object.assign(err, { staleSocket: true });
+    fail(err);
+  };
+  const onError = (err: NodeJS.ErrnoException) => {
+    if (reused && !responded && mode === 'head' && err.code !== undefined && STALE_SOCKET_CODES.has(err.code)) Object.assign(err, { staleSocket: true });
+    fail(err);
+  };
+  const onClose = () => {
+    if (mode !== 'done') onEnd();
+  };
+  const detach = () => {
+    const s = socket;
+    if (!s) return;
+    s.removeListener('data', onData);
+    s.removeListener('end', onEnd);
+    s.removeListener('error', onError);
+    s.removeListener('close', onClose);
+  };
+
+  const finishBody = (reusable: boolean) => {
+    mode = 'done';
+    detach();
+    const s = socket!;
+    if (reusable && keepAlive && !aborted && s.readable && s.writable) {
+      if (s.isPaused()) s.resume();
+      release(key, s);
+    } else {
+      s.destroy();
+    }
+    raw!.push(null);
+  };
+
+  const deliver = (data: Buffer) => {
+    if (data.length === 0) return;
+    if (!raw!.push(data)) socket!.pause();
+  };
+
+  /** Consumes body bytes per the framing; returns leftover bytes (only past a complete body). */
+  const bodyBytes = (data: Buffer): void => {
+    if (mode === 'close') {
+      deliver(data);
+      return;
+    }
+    if (mode === 'length') {
+      if (data.length < remaining) {
+        remaining -= data.length;
+        deliver(data);
         return;
       }
-      if (NULL_BODY.has(status)) {
-        incoming.resume();
-        resolve({ status, headers: incoming.headers, body: null, abort });
+      deliver(data.length === remaining ? data : data.subarray(0, remaining));
+      // Bytes past the body were not asked for: the connection is not reused.
+      finishBody(data.length === remaining);
+      return;
+    }
+    // chunked
+    let at = 0;
+    let rest = buf && buf.length > 0 ? Buffer.concat([buf, data]) : data;
+    buf = undefined;
+    while (at < rest.length) {
+      if (chunkState === 'data') {
+        const n = Math.min(remaining, rest.length - at);
+        deliver(rest.subarray(at, at + n));
+        at += n;
+        remaining -= n;
+        if (remaining === 0) chunkState = 'data-crlf';
+        continue;
+      }
+      const eol = rest.indexOf('\r\n', at, 'latin1');
+      if (eol < 0) {
+        if (rest.length - at > MAX_HEADER_BYTES) throw parseError('HPE_HEADER_OVERFLOW', 'chunk framing too long');
+        buf = rest.subarray(at);
         return;
       }
-      const encoding = (incoming.headers['content-encoding'] ?? '').trim().toLowerCase();
-      body = incoming;
-      if (encoding === 'gzip' || encoding === 'x-gzip' || encoding === 'deflate') {
-        const decoder = encoding === 'deflate' ? createInflate() : createGunzip();
-        // A reset in the middle must reach the reader as the socket's error, not as a
-        // truncated compressed stream only.
-        incoming.on('error', (err) => decoder.destroy(err));
-        body = incoming.pipe(decoder);
-        decoder.on('error', ignore);
+      const line = rest.toString('latin1', at, eol);
+      at = eol + 2;
+      if (chunkState === 'data-crlf') {
+        if (line !== '') throw parseError('HPE_STRICT', 'missing CRLF after a chunk');
+        chunkState = 'size';
+      } else if (chunkState === 'size') {
+        const semi = line.indexOf(';');
+        const hex = (semi < 0 ? line : line.slice(0, semi)).trim();
+        if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) throw parseError('HPE_INVALID_CHUNK_SIZE', 'invalid chunk size');
+        remaining = parseInt(hex, 16);
+        chunkState = remaining === 0 ? 'trailers' : 'data';
+      } else {
+        // trailers: ignored, up to the empty line that ends the message
+        if (line === '') {
+          finishBody(at === rest.length);
+          return;
+        }
       }
-      // The reader learns of errors from the stream itself (`errored`); aborting one that nobody
-      // is reading at that moment must not be an uncaught 'error' event.
-      incoming.on('error', ignore);
-      resolve({ status, headers: incoming.headers, body, abort });
+    }
+  };
+
+  const feed = (chunk: Buffer) => {
+    if (mode === 'done') return;
+    if (mode !== 'head') {
+      bodyBytes(chunk);
+      return;
+    }
+    responded = true;
+    const data = buf ? Buffer.concat([buf, chunk]) : chunk;
+    buf = undefined;
+    const end = data.indexOf('\r\n\r\n', 0, 'latin1');
+    if (end < 0) {
+      if (data.length > MAX_HEADER_BYTES) throw parseError('HPE_HEADER_OVERFLOW', `response headers larger than ${MAX_HEADER_BYTES} bytes`);
+      buf = data;
+      return;
+    }
+    if (end > MAX_HEADER_BYTES) throw parseError('HPE_HEADER_OVERFLOW', `response headers larger than ${MAX_HEADER_BYTES} bytes`);
+    const text = data.toString('latin1', 0, end);
+    const rest = data.subarray(end + 4);
+    const lines = text.split('\r\n');
+    const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0]!);
+    if (!m) throw parseError('HPE_INVALID_CONSTANT', 'malformed status line');
+    status = Number(m[2]);
+    if (m[1] === '0') keepAlive = false;
+    const h: IncomingHttpHeaders = {};
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const colon = line.indexOf(':');
+      if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(line.slice(0, colon))) throw parseError('HPE_INVALID_HEADER_TOKEN', 'malformed header line');
+      const name = line.slice(0, colon).toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      const had = h[name];
+      if (name === 'set-cookie') (h['set-cookie'] ??= []).push(value);
+      else if (had === undefined) h[name] = value;
+      else if (name === 'content-length') {
+        if (had !== value) throw parseError('HPE_UNEXPECTED_CONTENT_LENGTH', 'conflicting Content-Length headers');
+      } else h[name] = `${had as string}, ${value}`;
+    }
+    if (status >= 100 && status < 200 && status !== 101) {
+      // An interim response (100 Continue, 103 Early Hints): the real one follows.
+      responded = false;
+      if (rest.length > 0) feed(rest);
+      return;
+    }
+    if (status < 200 || status > 599) throw parseError('EPROTO', `unexpected HTTP status ${status}`);
+    const connection = (h.connection as string | undefined)?.toLowerCase();
+    if (connection !== undefined && /(^|,)\s*close\s*(,|$)/.test(connection)) keepAlive = false;
+    if (m[1] === '0' && !(connection !== undefined && /(^|,)\s*keep-alive\s*(,|$)/.test(connection))) keepAlive = false;
+
+    raw = new Readable({ read: () => socket?.isPaused() && mode !== 'done' && socket.resume() });
+    raw.on('error', ignore);
+    body = raw;
+    const te = (h['transfer-encoding'] as string | undefined)?.toLowerCase();
+    const cl = h['content-length'] as string | undefined;
+    if (NULL_BODY.has(status)) {
+      mode = 'length';
+      remaining = 0;
+    } else if (te !== undefined) {
+      if (!/(^|,)\s*chunked\s*$/.test(te)) {
+        mode = 'close';
+        keepAlive = false;
+      } else mode = 'chunked';
+      // A message with both is suspect (RFC 9112 §6.1): the coding wins, the connection is not reused.
+      if (cl !== undefined) keepAlive = false;
+    } else if (cl !== undefined) {
+      if (!/^\d{1,15}$/.test(cl)) throw parseError('HPE_INVALID_CONTENT_LENGTH', 'invalid Content-Length');
+      mode = 'length';
+      remaining = Number(cl);
+    } else {
+      mode = 'close';
+      keepAlive = false;
+    }
+
+    if (NULL_BODY.has(status)) {
+      finishBody(rest.length === 0);
+      settled = true;
+      resolveRes({ status, headers: h, body: null, abort });
+      return;
+    }
+    const encoding = ((h['content-encoding'] as string | undefined) ?? '').trim().toLowerCase();
+    if (encoding === 'gzip' || encoding === 'x-gzip' || encoding === 'deflate') {
+      const decoder = encoding === 'deflate' ? createInflate() : createGunzip();
+      // A reset in the middle must reach the reader as the socket's error, not as a truncated
+      // compressed stream only.
+      raw.on('error', (err) => decoder.destroy(err));
+      body = raw.pipe(decoder);
+      decoder.on('error', ignore);
+    }
+    settled = true;
+    resolveRes({ status, headers: h, body, abort });
+    if (mode === 'length' && remaining === 0) finishBody(rest.length === 0);
+    else if (rest.length > 0) bodyBytes(rest);
+  };
+
+  const start = (s: Socket) => {
+    cancelConnect = undefined;
+    socket = s;
+    if (aborted) {
+      s.destroy();
+      return;
+    }
+    s.on('data', onData);
+    s.on('end', onEnd);
+    s.on('error', onError);
+    s.on('close', onClose);
+    s.write(head, 'latin1');
+  };
+
+  const pooled = mayReuse ? takeIdle(key, init.addresses) : undefined;
+  if (pooled) {
+    reused = true;
+    start(pooled);
+  } else {
+    cancelConnect = connect(url, hostname, port, init.addresses, key, start, (err) => {
+      cancelConnect = undefined;
+      fail(err);
     });
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (aborted) return reject(aborted);
-      if (req.reusedSocket && !responded && err.code !== undefined && STALE_SOCKET_CODES.has(err.code)) Object.assign(err, { staleSocket: true });
-      reject(err);
-    });
-    req.end();
-  });
+  }
   return { response, abort };
 }
