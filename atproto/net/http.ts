@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import { type LookupFn, guardedAddresses } from './address-guard.ts';
 import { startPinnedGet } from './pinned-fetch.ts';
+import type { WireBody } from './wire-body.ts';
 import { OwnAbort, ResponseBody, errorCode } from './body.ts';
 import { BadRedirectError, DeadlineError, NetError, RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
 import type { Politeness, Release } from './politeness.ts';
@@ -172,7 +173,7 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
 interface Exchange {
   status: number;
   headers: ResponseHeaders;
-  stream: Readable | ReadableStream<Uint8Array> | null;
+  stream: WireBody | Readable | ReadableStream<Uint8Array> | null;
   abort: (reason: Error) => void;
 }
 

@@ -297,3 +297,31 @@ describe('pinnedGet: the HTTP/1.1 exchange', () => {
     }
   });
 });
+
+describe('pinnedGet: large bodies', () => {
+  it.each(['length', 'chunked'])('reads a 4 MiB body (%s) whole, read slowly, and keeps the connection', async (framing) => {
+    const big = Buffer.alloc(4 * 1024 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = i % 251;
+    const s = await rawServer((socket) => {
+      if (framing === 'length') socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${big.length}\r\n\r\n`);
+      else socket.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${big.length.toString(16)}\r\n`);
+      socket.write(big);
+      if (framing === 'chunked') socket.write('\r\n0\r\n\r\n');
+    });
+    try {
+      const get = at(s.port);
+      for (let round = 0; round < 2; round++) {
+        const res = await get();
+        const parts: Uint8Array[] = [];
+        for await (const c of res.body!) {
+          parts.push(c as Uint8Array);
+          if (parts.length % 16 === 0) await new Promise((r) => setTimeout(r, 1));
+        }
+        expect(Buffer.concat(parts).equals(big)).toBe(true);
+      }
+      expect(s.connections()).toBe(1);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -19,10 +19,11 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import net from 'node:net';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { createGunzip, createInflate } from 'node:zlib';
 import type { LookupAddress } from './address-guard.ts';
+import { WireBody } from './wire-body.ts';
 
 const NULL_BODY = new Set([204, 205, 304]);
 const ignore = () => {};
@@ -47,8 +48,11 @@ export interface PinnedResponse {
   status: number;
   /** Node's headers: names lower-cased; repeated headers joined (`set-cookie` an array). */
   headers: IncomingHttpHeaders;
-  /** The decoded body; null for 204, 205 and 304. */
-  body: Readable | null;
+  /**
+   * The decoded body; null for 204, 205 and 304. As it came off the wire (a WireBody), or
+   * through the gzip/deflate decoder (a node stream).
+   */
+  body: WireBody | Readable | null;
   /** Closes the connection (the body then fails with `reason`). Safe to call at any time, more than once. */
   abort(reason: Error): void;
 }
@@ -266,8 +270,8 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
   let remaining = 0;
   let chunkState: 'size' | 'data' | 'data-crlf' | 'trailers' = 'size';
   let keepAlive = true;
-  let raw: Readable | undefined; // the body as it comes off the wire (before decoding)
-  let body: Readable | undefined; // what the caller reads
+  /** Where the body's bytes go as they come off the wire: the WireBody the caller reads, or the decoder in front of it. */
+  let sink: { push(chunk: Buffer): void; end(): void; destroy(err: Error): void; readonly destroyed: boolean } | undefined;
   let responded = false;
 
   const fail = (err: Error) => {
@@ -278,17 +282,16 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     if (!settled) {
       settled = true;
       rejectRes(aborted ?? err);
-    } else if (raw && !raw.destroyed) {
-      raw.destroy(aborted ?? err);
+    } else if (sink && !sink.destroyed) {
+      sink.destroy(aborted ?? err);
     }
   };
   const abort = (reason: Error) => {
     if (aborted) return;
     aborted = reason;
     cancelConnect?.();
-    if (body && body !== raw) body.destroy(reason);
     if (mode !== 'done') fail(reason);
-    else raw?.destroy(reason);
+    else sink?.destroy(reason);
   };
 
   const onData = (chunk: Buffer) => {
@@ -334,12 +337,12 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     } else {
       s.destroy();
     }
-    raw!.push(null);
+    sink?.end();
   };
 
   const deliver = (data: Buffer) => {
     if (data.length === 0) return;
-    if (!raw!.push(data)) socket!.pause();
+    sink!.push(data);
   };
 
   /** Consumes body bytes per the framing; returns leftover bytes (only past a complete body). */
@@ -447,9 +450,6 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     if (connection !== undefined && /(^|,)\s*close\s*(,|$)/.test(connection)) keepAlive = false;
     if (m[1] === '0' && !(connection !== undefined && /(^|,)\s*keep-alive\s*(,|$)/.test(connection))) keepAlive = false;
 
-    raw = new Readable({ read: () => socket?.isPaused() && mode !== 'done' && socket.resume() });
-    raw.on('error', ignore);
-    body = raw;
     const te = (h['transfer-encoding'] as string | undefined)?.toLowerCase();
     const cl = h['content-length'] as string | undefined;
     if (NULL_BODY.has(status)) {
@@ -477,14 +477,29 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
       resolveRes({ status, headers: h, body: null, abort });
       return;
     }
+    // The socket is paused while the reader falls behind, and resumed as it catches up (not once
+    // the body is complete: the socket may then serve another request).
+    const pause = () => mode !== 'done' && socket!.pause();
+    const resume = () => mode !== 'done' && socket!.resume();
+    let body: WireBody | Readable;
     const encoding = ((h['content-encoding'] as string | undefined) ?? '').trim().toLowerCase();
     if (encoding === 'gzip' || encoding === 'x-gzip' || encoding === 'deflate') {
       const decoder = encoding === 'deflate' ? createInflate() : createGunzip();
-      // A reset in the middle must reach the reader as the socket's error, not as a truncated
-      // compressed stream only.
-      raw.on('error', (err) => decoder.destroy(err));
-      body = raw.pipe(decoder);
       decoder.on('error', ignore);
+      decoder.on('drain', resume);
+      body = decoder;
+      // A reset in the middle reaches the reader as the socket's error, not as a truncated
+      // compressed stream only.
+      sink = {
+        push: (chunk) => void (decoder.write(chunk) || pause()),
+        end: () => void decoder.end(),
+        destroy: (err) => void decoder.destroy(err),
+        get destroyed() {
+          return decoder.destroyed;
+        },
+      };
+    } else {
+      body = sink = new WireBody({ pause, resume });
     }
     settled = true;
     resolveRes({ status, headers: h, body, abort });
