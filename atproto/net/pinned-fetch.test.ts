@@ -325,3 +325,52 @@ describe('pinnedGet: large bodies', () => {
     }
   });
 });
+
+describe('pinnedGet over TLS', () => {
+  it('verifies the certificate against the URL host name (not the address it connects to), and keeps the connection alive', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const tls = await import('node:tls');
+    const dir = mkdtempSync(join(tmpdir(), 'pinned-tls-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
+    let connections = 0;
+    const open = new Set<net.Socket>();
+    const srv = tls.createServer({ key: readFileSync(join(dir, 'key.pem')), cert }, (socket) => {
+      socket.on('error', () => {});
+      let buf = '';
+      socket.on('data', (d) => {
+        buf += d.toString('latin1');
+        while (buf.includes('\r\n\r\n')) {
+          buf = buf.slice(buf.indexOf('\r\n\r\n') + 4);
+          socket.write('HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure');
+        }
+      });
+    });
+    srv.on('connection', (socket: net.Socket) => {
+      connections++;
+      open.add(socket);
+      socket.on('close', () => open.delete(socket));
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    const get = (host: string) => pinnedGet(new URL(`https://${host}:${port}/x`), { headers: {}, signal: AbortSignal.timeout(5_000), addresses: [{ address: '127.0.0.1', family: 4 }] });
+    const defaults = tls.getCACertificates('default');
+    try {
+      // Not trusted yet: a self-signed certificate is refused.
+      await expect(get('localhost')).rejects.toMatchObject({ code: 'DEPTH_ZERO_SELF_SIGNED_CERT' });
+      tls.setDefaultCACertificates([...defaults, cert]);
+      expect(await text(await get('localhost'))).toBe('secure');
+      expect(await text(await get('localhost'))).toBe('secure');
+      // The same address under another name: the certificate does not name it.
+      await expect(get('pds.other.test')).rejects.toMatchObject({ code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+      expect(connections).toBe(3);
+    } finally {
+      tls.setDefaultCACertificates(defaults);
+      for (const socket of open) socket.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+});
