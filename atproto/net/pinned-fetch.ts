@@ -32,6 +32,8 @@ const ignore = () => {};
 const IDLE_MS = 5000;
 /** Idle connections kept per host; more are closed. */
 const MAX_IDLE_PER_HOST = 64;
+/** Hosts whose TLS session is kept. */
+const MAX_TLS_SESSIONS = 10_000;
 /** Cap on a response's status line and headers (node's `maxHeaderSize`). */
 export const MAX_HEADER_BYTES = 16 * 1024;
 
@@ -109,7 +111,7 @@ type Socket = net.Socket | tls.TLSSocket;
 
 /** Idle kept-alive sockets per `scheme://host:port`, the most recently used last. */
 const idle = new Map<string, Socket[]>();
-/** TLS sessions per host, to resume rather than repeat the handshake on a new connection. */
+/** TLS sessions per host, to resume rather than repeat the handshake on a new connection; the oldest host's dropped past MAX_TLS_SESSIONS. */
 const tlsSessions = new Map<string, Buffer>();
 
 /** An idle socket to `key` whose peer is one of `addresses`, or undefined. */
@@ -192,7 +194,10 @@ function connect(url: URL, hostname: string, port: number, addresses: LookupAddr
     if (url.protocol === 'https:') {
       const session = tlsSessions.get(key);
       s = tls.connect({ host: a.address, port, servername: net.isIP(hostname) === 0 ? hostname : undefined, ALPNProtocols: ['http/1.1'], ...(session ? { session } : {}) });
-      s.on('session', (sess: Buffer) => tlsSessions.set(key, sess));
+      s.on('session', (sess: Buffer) => {
+        if (tlsSessions.size >= MAX_TLS_SESSIONS && !tlsSessions.has(key)) tlsSessions.delete(tlsSessions.keys().next().value!);
+        tlsSessions.set(key, sess);
+      });
     } else {
       s = net.connect({ host: a.address, port, family: a.family });
     }
