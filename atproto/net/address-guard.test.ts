@@ -222,3 +222,24 @@ describe('resolveWithTtl', () => {
     });
   });
 });
+
+describe('AddressCache.peek', () => {
+  it('answers only a fresh kept answer, and starts no lookup', async () => {
+    let now = 0;
+    let calls = 0;
+    const cache = new AddressCache(
+      async () => {
+        calls++;
+        return { addresses: [{ address: '192.0.2.1', family: 4 }], ttlSeconds: 10 };
+      },
+      { now: () => now },
+    );
+    expect(cache.peek('pds.example')).toBeUndefined();
+    expect(calls).toBe(0);
+    await cache.lookup('pds.example');
+    expect(cache.peek('pds.example')).toEqual([{ address: '192.0.2.1', family: 4 }]);
+    now += 10_000;
+    expect(cache.peek('pds.example')).toBeUndefined();
+    expect(calls).toBe(1);
+  });
+});

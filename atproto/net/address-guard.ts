@@ -166,12 +166,18 @@ export class AddressCache {
     this.#now = opts.now ?? Date.now;
   }
 
-  lookup(hostname: string): Promise<LookupAddress[]> {
+  /** The kept answer for `hostname` while it is fresh, else undefined (no lookup is started). */
+  peek(hostname: string): LookupAddress[] | undefined {
     const hit = this.#entries.get(hostname);
-    if (hit !== undefined) {
-      if (hit.until > this.#now()) return Promise.resolve(hit.addresses);
-      this.#entries.delete(hostname);
-    }
+    if (hit === undefined) return undefined;
+    if (hit.until > this.#now()) return hit.addresses;
+    this.#entries.delete(hostname);
+    return undefined;
+  }
+
+  lookup(hostname: string): Promise<LookupAddress[]> {
+    const hit = this.peek(hostname);
+    if (hit !== undefined) return Promise.resolve(hit);
     const pending = this.#inFlight.get(hostname);
     if (pending) return pending;
     const p = this.#resolve(hostname).then(
@@ -196,6 +202,15 @@ export class AddressCache {
 
 const defaultCache = new AddressCache((hostname) => resolveWithTtl(hostname));
 const defaultLookup: LookupFn = (hostname) => defaultCache.lookup(hostname);
+
+/**
+ * Whether the guard can answer for `url` without waiting: an IP literal, or a name whose answer
+ * the default resolver keeps (`lookup` not replaced). Then a request needs no signal to abandon the lookup.
+ */
+export function answersAtOnce(url: URL, lookup: LookupFn | undefined): boolean {
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  return isIP(host) !== 0 || (lookup === undefined && defaultCache.peek(host) !== undefined);
+}
 
 /**
  * Checks that `url` is http(s) and that its host (a literal IP, or every address its name
@@ -225,7 +240,8 @@ export async function guardedAddresses(url: string | URL, policy: AddressPolicy)
   if (literal !== 0) {
     addresses = [{ address: host, family: literal }];
   } else {
-    const found = await withSignal((policy.lookup ?? defaultLookup)(host), policy.signal).catch((err: unknown) => {
+    const kept = policy.lookup === undefined ? defaultCache.peek(host) : undefined;
+    const found = kept ?? await withSignal((policy.lookup ?? defaultLookup)(host), policy.signal).catch((err: unknown) => {
       if (policy.signal?.aborted) throw policy.signal.reason;
       const code = (err as { code?: unknown }).code;
       throw new TransportError(typeof code === 'string' ? code : 'ENOTFOUND', shown(), `cannot resolve ${host}`, { cause: err });
