@@ -109,78 +109,88 @@ export function startPinnedGet(url: URL, init: PinnedGetInit): PinnedRequest {
 
 type Socket = net.Socket | tls.TLSSocket;
 
-/** Idle kept-alive sockets per `scheme://host:port`, the most recently used last. */
-const idle = new Map<string, Socket[]>();
+/** What a connection's events go to while a request owns it. */
+interface Owner {
+  onData(chunk: Buffer): void;
+  /** The peer closed (or the socket did): `error` when it failed. */
+  onEnd(error?: NodeJS.ErrnoException): void;
+}
+
+/**
+ * A kept-alive connection. Its listeners are set once, when it opens, and pass its events to the
+ * request that owns it, or close it when idle (a server sends nothing unasked): not added and
+ * removed around every request.
+ */
+interface Conn {
+  readonly socket: Socket;
+  readonly key: string;
+  /** The checked address it was opened to. */
+  readonly peer: string;
+  owner: Owner | undefined;
+}
+
+/** Idle kept-alive connections per `scheme://host:port`, the most recently used last. */
+const idle = new Map<string, Conn[]>();
 /** TLS sessions per host, to resume rather than repeat the handshake on a new connection; the oldest host's dropped past MAX_TLS_SESSIONS. */
 const tlsSessions = new Map<string, Buffer>();
 
-/** An idle socket to `key` whose peer is one of `addresses`, or undefined. */
-function takeIdle(key: string, addresses: LookupAddress[]): Socket | undefined {
+/** An idle connection to `key` whose peer is one of `addresses`, or undefined. */
+function takeIdle(key: string, addresses: LookupAddress[], owner: Owner): Conn | undefined {
   const list = idle.get(key);
   if (!list) return undefined;
   for (let i = list.length - 1; i >= 0; i--) {
-    const s = list[i]!;
-    if (s.destroyed || !s.writable) continue;
-    const peer = s.remoteAddress;
-    if (!addresses.some((a) => a.address === peer)) continue;
-    list.splice(i, 1);
+    const c = list[i]!;
+    if (c.socket.destroyed || !c.socket.writable) continue;
+    let checked = false;
+    for (const a of addresses) if (a.address === c.peer) checked = true;
+    if (!checked) continue;
+    if (i === list.length - 1) list.pop();
+    else list.splice(i, 1);
     if (list.length === 0) idle.delete(key);
-    s.removeListener('close', onIdleGone);
-    s.removeListener('error', onIdleGone);
-    s.removeListener('data', onIdleData);
-    s.removeListener('end', onIdleData);
-    s.removeListener('timeout', onIdleTimeout);
-    s.setTimeout(0);
-    s.ref();
-    return s;
+    c.owner = owner;
+    c.socket.ref();
+    return c;
   }
   return undefined;
 }
 
-const poolKey = Symbol('poolKey');
-type Pooled = Socket & { [poolKey]?: string };
-
-function dropIdle(s: Pooled): void {
-  const key = s[poolKey];
-  const list = key === undefined ? undefined : idle.get(key);
+function dropIdle(c: Conn): void {
+  const list = idle.get(c.key);
   if (list) {
-    const at = list.indexOf(s);
+    const at = list.indexOf(c);
     if (at >= 0) list.splice(at, 1);
-    if (list.length === 0) idle.delete(key!);
+    if (list.length === 0) idle.delete(c.key);
   }
-  s.destroy();
-}
-function onIdleGone(this: Pooled): void {
-  dropIdle(this);
-}
-/** A server sends nothing unasked: bytes (or its end) on an idle socket make it unusable. */
-function onIdleData(this: Pooled): void {
-  dropIdle(this);
-}
-function onIdleTimeout(this: Pooled): void {
-  dropIdle(this);
+  c.socket.destroy();
 }
 
-function release(key: string, s: Pooled): void {
-  let list = idle.get(key);
-  if (!list) idle.set(key, (list = []));
+function release(c: Conn): void {
+  c.owner = undefined;
+  let list = idle.get(c.key);
+  if (!list) idle.set(c.key, (list = []));
   if (list.length >= MAX_IDLE_PER_HOST) {
-    s.destroy();
+    c.socket.destroy();
     return;
   }
-  s[poolKey] = key;
-  s.on('close', onIdleGone);
-  s.on('error', onIdleGone);
-  s.on('data', onIdleData);
-  s.on('end', onIdleData);
-  s.on('timeout', onIdleTimeout);
-  s.setTimeout(IDLE_MS);
-  s.unref();
-  list.push(s);
+  c.socket.unref();
+  list.push(c);
+}
+
+/** A connection around an open socket, its listeners set for good. */
+function connOf(socket: Socket, key: string, peer: string, owner: Owner): Conn {
+  const c: Conn = { socket, key, peer, owner };
+  socket.on('data', (chunk: Buffer) => (c.owner ? c.owner.onData(chunk) : dropIdle(c)));
+  socket.on('end', () => (c.owner ? c.owner.onEnd() : dropIdle(c)));
+  socket.on('error', (err: Error) => (c.owner ? c.owner.onEnd(err) : dropIdle(c)));
+  socket.on('close', () => (c.owner ? c.owner.onEnd() : dropIdle(c)));
+  // Idle this long, it is closed; a request that owns it has its own timeouts (http.ts).
+  socket.on('timeout', () => c.owner === undefined && dropIdle(c));
+  socket.setTimeout(IDLE_MS);
+  return c;
 }
 
 /** Opens a connection to the first of `addresses` that accepts one. */
-function connect(url: URL, hostname: string, port: number, addresses: LookupAddress[], key: string, onSocket: (s: Socket) => void, onError: (err: Error) => void): () => void {
+function connect(url: URL, hostname: string, port: number, addresses: LookupAddress[], key: string, owner: Owner, onConn: (c: Conn) => void, onError: (err: Error) => void): () => void {
   let i = 0;
   let socket: Socket | undefined;
   let cancelled = false;
@@ -216,7 +226,7 @@ function connect(url: URL, hostname: string, port: number, addresses: LookupAddr
     const ok = () => {
       s.removeListener('error', fail);
       if (cancelled) s.destroy();
-      else onSocket(s);
+      else onConn(connOf(s, key, a.address, owner));
     };
     s.once('error', fail);
     s.once(ready, ok);
@@ -255,7 +265,7 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     return { response: Promise.reject(err as Error), abort: ignore };
   }
 
-  let socket: Socket | undefined;
+  let conn: Conn | undefined;
   let reused = false;
   let cancelConnect: (() => void) | undefined;
   let aborted: Error | undefined;
@@ -283,7 +293,7 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     if (mode === 'done' && !aborted) return;
     mode = 'done';
     detach();
-    socket?.destroy();
+    conn?.socket.destroy();
     if (!settled) {
       settled = true;
       rejectRes(aborted ?? err);
@@ -306,7 +316,12 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
       fail(err as Error);
     }
   };
-  const onEnd = () => {
+  const onEnd = (error?: NodeJS.ErrnoException) => {
+    if (error) {
+      if (reused && !responded && mode === 'head' && error.code !== undefined && STALE_SOCKET_CODES.has(error.code)) Object.assign(error, { staleSocket: true });
+      fail(error);
+      return;
+    }
     if (mode === 'close') {
       finishBody(false);
       return;
@@ -316,29 +331,19 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     if (reused && !responded && mode === 'head') Object.assign(err, { staleSocket: true });
     fail(err);
   };
-  const onError = (err: NodeJS.ErrnoException) => {
-    if (reused && !responded && mode === 'head' && err.code !== undefined && STALE_SOCKET_CODES.has(err.code)) Object.assign(err, { staleSocket: true });
-    fail(err);
-  };
-  const onClose = () => {
-    if (mode !== 'done') onEnd();
-  };
+  const owner: Owner = { onData, onEnd };
+  /** The connection's events stop coming here. */
   const detach = () => {
-    const s = socket;
-    if (!s) return;
-    s.removeListener('data', onData);
-    s.removeListener('end', onEnd);
-    s.removeListener('error', onError);
-    s.removeListener('close', onClose);
+    if (conn?.owner === owner) conn.owner = undefined;
   };
 
   const finishBody = (reusable: boolean) => {
     mode = 'done';
     detach();
-    const s = socket!;
+    const s = conn!.socket;
     if (reusable && keepAlive && !aborted && s.readable && s.writable) {
       if (s.isPaused()) s.resume();
-      release(key, s);
+      release(conn!);
     } else {
       s.destroy();
     }
@@ -484,8 +489,8 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     }
     // The socket is paused while the reader falls behind, and resumed as it catches up (not once
     // the body is complete: the socket may then serve another request).
-    const pause = () => mode !== 'done' && socket!.pause();
-    const resume = () => mode !== 'done' && socket!.resume();
+    const pause = () => mode !== 'done' && conn!.socket.pause();
+    const resume = () => mode !== 'done' && conn!.socket.resume();
     let body: WireBody | Readable;
     const encoding = ((h['content-encoding'] as string | undefined) ?? '').trim().toLowerCase();
     if (encoding === 'gzip' || encoding === 'x-gzip' || encoding === 'deflate') {
@@ -512,26 +517,23 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     else if (rest.length > 0) bodyBytes(rest);
   };
 
-  const start = (s: Socket) => {
+  const start = (c: Conn) => {
     cancelConnect = undefined;
-    socket = s;
+    conn = c;
     if (aborted) {
-      s.destroy();
+      detach();
+      c.socket.destroy();
       return;
     }
-    s.on('data', onData);
-    s.on('end', onEnd);
-    s.on('error', onError);
-    s.on('close', onClose);
-    s.write(head, 'latin1');
+    c.socket.write(head, 'latin1');
   };
 
-  const pooled = mayReuse ? takeIdle(key, init.addresses) : undefined;
+  const pooled = mayReuse ? takeIdle(key, init.addresses, owner) : undefined;
   if (pooled) {
     reused = true;
     start(pooled);
   } else {
-    cancelConnect = connect(url, hostname, port, init.addresses, key, start, (err) => {
+    cancelConnect = connect(url, hostname, port, init.addresses, key, owner, start, (err) => {
       cancelConnect = undefined;
       fail(err);
     });
