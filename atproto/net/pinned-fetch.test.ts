@@ -374,3 +374,16 @@ describe('pinnedGet over TLS', () => {
     }
   });
 });
+
+describe('pinnedGet: header names', () => {
+  it('takes headers named like Object properties as headers (no prototype to collide with), and a header with an empty value', async () => {
+    const s = await rawServer((socket) => socket.write('HTTP/1.1 200\r\nConstructor: a\r\nToString: b\r\n__proto__: c\r\nX-Empty:\r\nContent-Length: 0\r\n\r\n'));
+    try {
+      const res = await at(s.port)();
+      expect(res.status).toBe(200);
+      expect(Object.entries(res.headers)).toEqual([['constructor', 'a'], ['tostring', 'b'], ['__proto__', 'c'], ['x-empty', ''], ['content-length', '0']]);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -32,6 +32,9 @@ const ignore = () => {};
 const IDLE_MS = 5000;
 /** Idle connections kept per host; more are closed. */
 const MAX_IDLE_PER_HOST = 64;
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/;
+/** A header name (RFC 9110 token). */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Hosts whose TLS session is kept. */
 const MAX_TLS_SESSIONS = 10_000;
 /** Cap on a response's status line and headers (node's `maxHeaderSize`). */
@@ -430,18 +433,23 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     if (end > MAX_HEADER_BYTES) throw parseError('HPE_HEADER_OVERFLOW', `response headers larger than ${MAX_HEADER_BYTES} bytes`);
     const text = data.toString('latin1', 0, end);
     const rest = data.subarray(end + 4);
-    const lines = text.split('\r\n');
-    const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0]!);
+    const statusEnd = text.indexOf('\r\n');
+    const m = STATUS_LINE.exec(statusEnd < 0 ? text : text.slice(0, statusEnd));
     if (!m) throw parseError('HPE_INVALID_CONSTANT', 'malformed status line');
     status = Number(m[2]);
     if (m[1] === '0') keepAlive = false;
-    const h: IncomingHttpHeaders = {};
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const colon = line.indexOf(':');
-      if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(line.slice(0, colon))) throw parseError('HPE_INVALID_HEADER_TOKEN', 'malformed header line');
-      const name = line.slice(0, colon).toLowerCase();
-      const value = line.slice(colon + 1).trim();
+    // No prototype: a header named `constructor` or `__proto__` is a header like any other.
+    const h = Object.create(null) as IncomingHttpHeaders;
+    for (let at = statusEnd < 0 ? text.length : statusEnd + 2; at < text.length; ) {
+      let eol = text.indexOf('\r\n', at);
+      if (eol < 0) eol = text.length;
+      const colon = text.indexOf(':', at);
+      if (colon <= at || colon > eol) throw parseError('HPE_INVALID_HEADER_TOKEN', 'malformed header line');
+      const rawName = text.slice(at, colon);
+      if (!TOKEN.test(rawName)) throw parseError('HPE_INVALID_HEADER_TOKEN', 'malformed header line');
+      const name = rawName.toLowerCase();
+      const value = text.slice(colon + 1, eol).trim();
+      at = eol + 2;
       const had = h[name];
       if (name === 'set-cookie') (h['set-cookie'] ??= []).push(value);
       else if (had === undefined) h[name] = value;
