@@ -14,7 +14,7 @@ import { InvalidRepoError } from '../atproto/errors.ts';
 import {
   IdentityCache,
   resolveDid,
-  getRepo,
+  openRepo,
   listRepos,
   Politeness,
   outcomeOf,
@@ -130,7 +130,8 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
     identities.invalidate(did);
     const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
     const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, ...deadline, signal, ...(network.verifyHandles ? {} : { verifyHandle: false }) });
-    const body = getRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, ...deadline, politeness, allowPrivate, onBytes, signal });
+    // The body itself, not getRepo's lazy generator around it: one async generator less per chunk.
+    const body = await openRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, ...deadline, politeness, allowPrivate, onBytes, signal });
     const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes } });
     return { id, repo };
   }

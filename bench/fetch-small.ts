@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { IdentityCache, Politeness, getRepo, resolveDid } from '../atproto/net/index.ts';
+import { IdentityCache, Politeness, openRepo, resolveDid } from '../atproto/net/index.ts';
 import { verifyRepoStream } from '../atproto/verify.ts';
 import { smallRepos } from '../atproto/testing/static-pds.ts';
 
@@ -28,7 +28,7 @@ const deadline = { deadlineMs: 120_000, minBytesPerSecond: 32 * 1024 };
 async function one(did: string): Promise<number> {
   identities.invalidate(did);
   const id = await resolveDid(did, { plcUrl: `${url}/plc`, allowPrivate: true, cache: identities, timeoutMs: 30_000, ...deadline, verifyHandle: false });
-  const body = getRepo(id.pds, did, { maxBytes: 64 * 1024 * 1024, timeoutMs: 30_000, ...deadline, politeness, allowPrivate: true });
+  const body = await openRepo(id.pds, did, { maxBytes: 64 * 1024 * 1024, timeoutMs: 30_000, ...deadline, politeness, allowPrivate: true });
   if (values.verify) return (await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: 64 * 1024 * 1024 } })).records.length;
   let bytes = 0;
   for await (const c of body) bytes += c.byteLength;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type AddressResolver, checkHostAllowed, forbiddenRangeOf, resolveAddresses, type LookupFn } from './address-guard.ts';
+import { AddressCache, type AddressResolver, checkHostAllowed, forbiddenRangeOf, resolveAddresses, resolveWithTtl, type LookupFn } from './address-guard.ts';
 import { ForbiddenAddressError, TransportError } from './errors.ts';
 
 /** Resolves names from a table, like a DNS server an attacker controls. */
@@ -145,5 +145,101 @@ describe('resolveAddresses', () => {
     const found = await resolveAddresses('localhost', fakeResolver({}, asked));
     expect(found.map((a) => a.address)).toContain(found.some((a) => a.family === 4) ? '127.0.0.1' : '::1');
     expect(asked).toEqual([]);
+  });
+});
+
+describe('AddressCache', () => {
+  const answer = (address: string, ttlSeconds: number) => ({ addresses: [{ address, family: 4 }], ttlSeconds });
+
+  it('keeps an answer for its TTL (capped), then asks again', async () => {
+    let now = 1_000_000;
+    const asked: string[] = [];
+    const cache = new AddressCache(
+      async (h) => {
+        asked.push(h);
+        return answer(`192.0.2.${asked.length}`, h === 'long.example' ? 86_400 : 30);
+      },
+      { maxTtlMs: 60_000, now: () => now },
+    );
+    expect(await cache.lookup('pds.example')).toEqual([{ address: '192.0.2.1', family: 4 }]);
+    now += 29_000;
+    expect(await cache.lookup('pds.example')).toEqual([{ address: '192.0.2.1', family: 4 }]);
+    now += 1_000;
+    expect(await cache.lookup('pds.example')).toEqual([{ address: '192.0.2.2', family: 4 }]);
+    await cache.lookup('long.example');
+    now += 60_000; // a day's TTL is kept no longer than the cap
+    await cache.lookup('long.example');
+    expect(asked).toEqual(['pds.example', 'pds.example', 'long.example', 'long.example']);
+  });
+
+  it('shares one lookup among the requests that ask at once; keeps neither a failure nor a TTL of 0', async () => {
+    let calls = 0;
+    let fail = true;
+    const cache = new AddressCache(async (h) => {
+      calls++;
+      await new Promise((r) => setTimeout(r, 5));
+      if (h === 'flaky.example' && fail) throw Object.assign(new Error('timeout'), { code: 'ETIMEOUT' });
+      return answer('192.0.2.9', h === 'zero.example' ? 0 : 300);
+    });
+    const all = await Promise.all(Array.from({ length: 10 }, () => cache.lookup('pds.example')));
+    expect(all.every((a) => a[0]!.address === '192.0.2.9')).toBe(true);
+    expect(calls).toBe(1);
+    await expect(cache.lookup('flaky.example')).rejects.toMatchObject({ code: 'ETIMEOUT' });
+    fail = false;
+    await expect(cache.lookup('flaky.example')).resolves.toHaveLength(1);
+    await cache.lookup('zero.example');
+    await cache.lookup('zero.example');
+    expect(calls).toBe(5);
+  });
+
+  it('holds at most maxEntries names, dropping the oldest', async () => {
+    const asked: string[] = [];
+    const cache = new AddressCache(
+      async (h) => {
+        asked.push(h);
+        return answer('192.0.2.1', 300);
+      },
+      { maxEntries: 2 },
+    );
+    for (const h of ['a.example', 'b.example', 'c.example', 'b.example', 'a.example']) await cache.lookup(h);
+    expect(asked).toEqual(['a.example', 'b.example', 'c.example', 'a.example']);
+  });
+});
+
+describe('resolveWithTtl', () => {
+  it("returns every address and the least TTL of the records", async () => {
+    const via = {
+      resolve4: async () => [{ address: '192.0.2.1', ttl: 120 }, { address: '192.0.2.2', ttl: 60 }],
+      resolve6: async () => [{ address: '2001:db8::1', ttl: 90 }],
+    };
+    expect(await resolveWithTtl('pds.example.com', via)).toEqual({
+      addresses: [
+        { address: '192.0.2.1', family: 4 },
+        { address: '192.0.2.2', family: 4 },
+        { address: '2001:db8::1', family: 6 },
+      ],
+      ttlSeconds: 60,
+    });
+  });
+});
+
+describe('AddressCache.peek', () => {
+  it('answers only a fresh kept answer, and starts no lookup', async () => {
+    let now = 0;
+    let calls = 0;
+    const cache = new AddressCache(
+      async () => {
+        calls++;
+        return { addresses: [{ address: '192.0.2.1', family: 4 }], ttlSeconds: 10 };
+      },
+      { now: () => now },
+    );
+    expect(cache.peek('pds.example')).toBeUndefined();
+    expect(calls).toBe(0);
+    await cache.lookup('pds.example');
+    expect(cache.peek('pds.example')).toEqual([{ address: '192.0.2.1', family: 4 }]);
+    now += 10_000;
+    expect(cache.peek('pds.example')).toBeUndefined();
+    expect(calls).toBe(1);
   });
 });

@@ -108,13 +108,32 @@ const isLocalName = (host: string) => !host.includes('.') || host === 'localhost
  * @throws the DNS error (`ENOTFOUND`, `ETIMEOUT`, …) when neither family has an address
  */
 export async function resolveAddresses(hostname: string, via: AddressResolver = resolver): Promise<LookupAddress[]> {
-  if (isLocalName(hostname)) return systemLookup(hostname);
-  const [v4, v6] = await Promise.allSettled([via.resolve4(hostname), via.resolve6(hostname)]);
+  const withoutTtl: TtlResolver = {
+    resolve4: async (h) => (await via.resolve4(h)).map((address) => ({ address, ttl: 0 })),
+    resolve6: async (h) => (await via.resolve6(h)).map((address) => ({ address, ttl: 0 })),
+  };
+  return (await resolveWithTtl(hostname, withoutTtl)).addresses;
+}
+
+/** The part of `dns.promises.Resolver` that `resolveWithTtl` uses: records with their TTLs. */
+export interface TtlResolver {
+  resolve4(hostname: string, options: { ttl: true }): Promise<Array<{ address: string; ttl: number }>>;
+  resolve6(hostname: string, options: { ttl: true }): Promise<Array<{ address: string; ttl: number }>>;
+}
+
+/**
+ * `resolveAddresses`, with how long the answer may be kept: the least TTL of its records (0 for
+ * local names, which the hosts file answers).
+ */
+export async function resolveWithTtl(hostname: string, via: TtlResolver = resolver): Promise<{ addresses: LookupAddress[]; ttlSeconds: number }> {
+  if (isLocalName(hostname)) return { addresses: await systemLookup(hostname), ttlSeconds: 0 };
+  const [v4, v6] = await Promise.allSettled([via.resolve4(hostname, { ttl: true }), via.resolve6(hostname, { ttl: true })]);
+  const records = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
   const found = [
-    ...(v4.status === 'fulfilled' ? v4.value.map((address) => ({ address, family: 4 })) : []),
-    ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 })) : []),
+    ...(v4.status === 'fulfilled' ? v4.value.map((r) => ({ address: r.address, family: 4 })) : []),
+    ...(v6.status === 'fulfilled' ? v6.value.map((r) => ({ address: r.address, family: 6 })) : []),
   ];
-  if (found.length > 0) return found;
+  if (found.length > 0) return { addresses: found, ttlSeconds: Math.min(...records.map((r) => r.ttl)) };
   // Neither family: the A lookup's error says why (a name with only AAAA records answered above).
   if (v4.status === 'rejected') {
     const err = v4.reason as { code?: string };
@@ -125,7 +144,73 @@ export async function resolveAddresses(hostname: string, via: AddressResolver = 
   throw Object.assign(new Error(`${hostname} has no A or AAAA records`), { code: 'ENOTFOUND' });
 }
 
-const defaultLookup: LookupFn = (hostname) => resolveAddresses(hostname);
+/**
+ * Answers kept for their DNS TTL (at most `maxTtlMs`), and one lookup in flight per name shared
+ * by every request that needs it: a backfill asks for the same few PDS hosts and the PLC
+ * directory thousands of times a minute, and each lookup is two DNS queries. Failures are not
+ * kept. Safe for the guard: the addresses a request is checked against and connects to are
+ * still the same ones (pinned-fetch.ts), only asked for less often.
+ */
+export class AddressCache {
+  readonly #resolve: (hostname: string) => Promise<{ addresses: LookupAddress[]; ttlSeconds: number }>;
+  readonly #maxTtlMs: number;
+  readonly #maxEntries: number;
+  readonly #now: () => number;
+  readonly #entries = new Map<string, { addresses: LookupAddress[]; until: number }>();
+  readonly #inFlight = new Map<string, Promise<LookupAddress[]>>();
+
+  constructor(resolve: (hostname: string) => Promise<{ addresses: LookupAddress[]; ttlSeconds: number }>, opts: { maxTtlMs?: number; maxEntries?: number; now?: () => number } = {}) {
+    this.#resolve = resolve;
+    this.#maxTtlMs = opts.maxTtlMs ?? 300_000;
+    this.#maxEntries = opts.maxEntries ?? 10_000;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** The kept answer for `hostname` while it is fresh, else undefined (no lookup is started). */
+  peek(hostname: string): LookupAddress[] | undefined {
+    const hit = this.#entries.get(hostname);
+    if (hit === undefined) return undefined;
+    if (hit.until > this.#now()) return hit.addresses;
+    this.#entries.delete(hostname);
+    return undefined;
+  }
+
+  lookup(hostname: string): Promise<LookupAddress[]> {
+    const hit = this.peek(hostname);
+    if (hit !== undefined) return Promise.resolve(hit);
+    const pending = this.#inFlight.get(hostname);
+    if (pending) return pending;
+    const p = this.#resolve(hostname).then(
+      ({ addresses, ttlSeconds }) => {
+        this.#inFlight.delete(hostname);
+        const ms = Math.min(ttlSeconds * 1000, this.#maxTtlMs);
+        if (ms > 0) {
+          if (this.#entries.size >= this.#maxEntries) this.#entries.delete(this.#entries.keys().next().value!);
+          this.#entries.set(hostname, { addresses, until: this.#now() + ms });
+        }
+        return addresses;
+      },
+      (err: unknown) => {
+        this.#inFlight.delete(hostname);
+        throw err;
+      },
+    );
+    this.#inFlight.set(hostname, p);
+    return p;
+  }
+}
+
+const defaultCache = new AddressCache((hostname) => resolveWithTtl(hostname));
+const defaultLookup: LookupFn = (hostname) => defaultCache.lookup(hostname);
+
+/**
+ * Whether the guard can answer for `url` without waiting: an IP literal, or a name whose answer
+ * the default resolver keeps (`lookup` not replaced). Then a request needs no signal to abandon the lookup.
+ */
+export function answersAtOnce(url: URL, lookup: LookupFn | undefined): boolean {
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  return isIP(host) !== 0 || (lookup === undefined && defaultCache.peek(host) !== undefined);
+}
 
 /**
  * Checks that `url` is http(s) and that its host (a literal IP, or every address its name
@@ -155,7 +240,8 @@ export async function guardedAddresses(url: string | URL, policy: AddressPolicy)
   if (literal !== 0) {
     addresses = [{ address: host, family: literal }];
   } else {
-    const found = await withSignal((policy.lookup ?? defaultLookup)(host), policy.signal).catch((err: unknown) => {
+    const kept = policy.lookup === undefined ? defaultCache.peek(host) : undefined;
+    const found = kept ?? await withSignal((policy.lookup ?? defaultLookup)(host), policy.signal).catch((err: unknown) => {
       if (policy.signal?.aborted) throw policy.signal.reason;
       const code = (err as { code?: unknown }).code;
       throw new TransportError(typeof code === 'string' ? code : 'ENOTFOUND', shown(), `cannot resolve ${host}`, { cause: err });

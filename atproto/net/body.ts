@@ -5,6 +5,7 @@
  */
 import type { Readable } from 'node:stream';
 import { DeadlineError, ResponseTooLargeError, TransportError } from './errors.ts';
+import { WireBody } from './wire-body.ts';
 
 /** Marks the abort reasons this package sets itself, to tell them from the caller's. */
 export class OwnAbort extends Error {
@@ -21,8 +22,11 @@ export class OwnAbort extends Error {
 const BODY_DROPPED = new OwnAbort('ECANCELED', 'body dropped');
 
 export interface BodyInit {
-  /** The decoded body: a node stream (the pinned request), a web stream (a `fetch` given in tests), or null. */
-  stream: Readable | ReadableStream<Uint8Array> | null;
+  /**
+   * The decoded body: the pinned request's (its bytes as they came, or a node stream out of its
+   * decoder), a web stream (a `fetch` given in tests), or null.
+   */
+  stream: WireBody | Readable | ReadableStream<Uint8Array> | null;
   /** Closes the connection; the stream then fails with `reason`. */
   abort: (reason: Error) => void;
   /** The caller's signal: its abort reason is rethrown as is, so cancellation stays cancellation. */
@@ -142,13 +146,21 @@ export class ResponseBody implements AsyncIterable<Uint8Array> {
     };
     const onCallerAbort = () => this.#init.abort(callerSignal!.reason as Error);
     callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+    const wire = stream instanceof WireBody ? stream : undefined;
     const web = stream instanceof ReadableStream ? stream.getReader() : undefined;
     try {
       callerSignal?.throwIfAborted();
       for (;;) {
         let chunk: Uint8Array | null;
         try {
-          if (web) {
+          if (wire) {
+            let c = wire.read();
+            while (c === undefined) {
+              await wait(wire.wait());
+              c = wire.read();
+            }
+            chunk = c;
+          } else if (web) {
             const read = web.read();
             await wait(read.then(() => {}, () => {}));
             const r = await read;

@@ -5,10 +5,10 @@
  * comes back as a ResponseBody that holds the slot until it is read or dropped.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import { type LookupFn, guardedAddresses } from './address-guard.ts';
+import { type LookupFn, answersAtOnce, guardedAddresses } from './address-guard.ts';
 import { startPinnedGet } from './pinned-fetch.ts';
+import type { WireBody } from './wire-body.ts';
 import { OwnAbort, ResponseBody, errorCode } from './body.ts';
 import { BadRedirectError, DeadlineError, NetError, RateLimitedError, ResponseTooLargeError, TransportError, redactUrl } from './errors.ts';
 import type { Politeness, Release } from './politeness.ts';
@@ -114,7 +114,7 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
           : setTimeout(() => giveUp(new OwnAbort('ETIMEDOUT', `no response within ${timeoutMs} ms`)), timeoutMs);
       let res: Exchange;
       try {
-        const { addresses } = await guardedAddresses(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal: lookupSignal(current, opts.signal, (abort) => (abortNow = abort)) });
+        const { addresses } = await guardedAddresses(current, { allowPrivate: opts.allowPrivate, lookup: opts.lookup, signal: lookupSignal(current, opts.lookup, opts.signal, (abort) => (abortNow = abort)) });
         if (own) throw own;
         const headers = { 'accept-encoding': 'gzip, deflate', ...opts.headers };
         // The connection goes to the checked addresses only (no second lookup: DNS rebinding).
@@ -172,17 +172,17 @@ export async function httpGet(url: URL, opts: GetOptions): Promise<HttpResponse>
 interface Exchange {
   status: number;
   headers: ResponseHeaders;
-  stream: Readable | ReadableStream<Uint8Array> | null;
+  stream: WireBody | Readable | ReadableStream<Uint8Array> | null;
   abort: (reason: Error) => void;
 }
 
 /**
- * The signal for the address guard's name lookup: none for an IP literal (nothing to wait for),
- * else one the hop's timeout aborts (and the caller's signal, when there is one).
+ * The signal for the address guard's name lookup: none for an IP literal or a name whose DNS
+ * answer is kept (nothing to wait for), else one the hop's timeout aborts (and the caller's
+ * signal, when there is one).
  */
-function lookupSignal(url: URL, callerSignal: AbortSignal | undefined, onAbort: (abort: (reason: Error) => void) => void): AbortSignal | undefined {
-  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  if (isIP(host) !== 0) return undefined;
+function lookupSignal(url: URL, lookup: LookupFn | undefined, callerSignal: AbortSignal | undefined, onAbort: (abort: (reason: Error) => void) => void): AbortSignal | undefined {
+  if (answersAtOnce(url, lookup)) return undefined;
   const controller = new AbortController();
   onAbort((reason) => controller.abort(reason));
   return callerSignal ? AbortSignal.any([callerSignal, controller.signal]) : controller.signal;
