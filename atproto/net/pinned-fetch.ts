@@ -30,6 +30,10 @@ const ignore = () => {};
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/;
 /** A header name (RFC 9110 token). */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A control character other than HTAB (NUL, a lone CR or LF, DEL): never in a field value (RFC 9110 §5.5). */
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** Interim (1xx) responses taken before the final one; a server that sends more is refused. */
+const MAX_INTERIM = 16;
 /** Cap on a response's status line and headers (node's `maxHeaderSize`). */
 export const MAX_HEADER_BYTES = 16 * 1024;
 
@@ -153,6 +157,7 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
   /** Where the body's bytes go as they come off the wire: the WireBody the caller reads, or the decoder in front of it. */
   let sink: { push(chunk: Buffer): void; end(): void; destroy(err: Error): void; readonly destroyed: boolean } | undefined;
   let responded = false;
+  let interim = 0; // interim (1xx) responses taken so far
 
   const fail = (err: Error) => {
     if (mode === 'done' && !aborted) return;
@@ -311,6 +316,7 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
       if (!TOKEN.test(rawName)) throw parseError('HPE_INVALID_HEADER_TOKEN', 'malformed header line');
       const name = rawName.toLowerCase();
       const value = text.slice(colon + 1, eol).trim();
+      if (CONTROL.test(value)) throw parseError('HPE_INVALID_HEADER_TOKEN', `a control character in the value of header ${name}`);
       at = eol + 2;
       const had = h[name];
       if (name === 'set-cookie') (h['set-cookie'] ??= []).push(value);
@@ -321,6 +327,7 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
     }
     if (status >= 100 && status < 200 && status !== 101) {
       // An interim response (100 Continue, 103 Early Hints): the real one follows.
+      if (++interim > MAX_INTERIM) throw parseError('EPROTO', `more than ${MAX_INTERIM} interim (1xx) responses`);
       responded = false;
       if (rest.length > 0) feed(rest);
       return;
@@ -336,12 +343,12 @@ function exchange(url: URL, init: PinnedGetInit, mayReuse: boolean): PinnedReque
       mode = 'length';
       remaining = 0;
     } else if (te !== undefined) {
-      if (!/(^|,)\s*chunked\s*$/.test(te)) {
-        mode = 'close';
-        keepAlive = false;
-      } else mode = 'chunked';
-      // A message with both is suspect (RFC 9112 §6.1): the coding wins, the connection is not reused.
-      if (cl !== undefined) keepAlive = false;
+      // Only chunked is a transfer coding servers of this field send; another (gzip, a list) would
+      // reach the reader still coded. A message with both framings is what request smuggling and
+      // response splitting look like (RFC 9112 §6.1): refused, as node's parser refuses it.
+      if (cl !== undefined) throw parseError('HPE_UNEXPECTED_CONTENT_LENGTH', 'both Transfer-Encoding and Content-Length');
+      if (te.trim() !== 'chunked') throw parseError('HPE_INVALID_TRANSFER_ENCODING', `unsupported Transfer-Encoding ${JSON.stringify(te.slice(0, 100))}`);
+      mode = 'chunked';
     } else if (cl !== undefined) {
       if (!/^\d{1,15}$/.test(cl)) throw parseError('HPE_INVALID_CONTENT_LENGTH', 'invalid Content-Length');
       mode = 'length';
