@@ -13,6 +13,7 @@ import { readCar } from './car.ts';
 import { verifyRepo } from './verify.ts';
 import { cidFor, readCarBlocks, writeCar } from './testing/car-edit.ts';
 import { type MadeRepo, makeRepo } from './testing/make-repo.ts';
+import { mutateBytes, seededRandom } from '../test/mutate.ts';
 
 let good: MadeRepo;
 beforeAll(async () => {
@@ -238,27 +239,11 @@ describe('the standard commit read straight from its bytes', () => {
 
   it('never takes a mutation of a standard commit that the general decoder refuses or reads otherwise', () => {
     // Seeded, so that a failure can be replayed.
-    let seed = 0x2545f491;
-    const rand = (n: number) => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) % n;
-    };
+    const rand = seededRandom(0x2545f491);
     const seen = { fast: 0, general: 0, refused: 0 };
     const bases = standard();
     for (let i = 0; i < 20_000; i++) {
-      const base = bases[rand(bases.length)]!;
-      let bytes = Buffer.from(base);
-      const edits = 1 + rand(3);
-      for (let e = 0; e < edits; e++) {
-        const at = rand(bytes.length);
-        const kind = rand(4);
-        if (kind === 0) bytes[at] = rand(256);
-        else if (kind === 1) bytes[at] = bytes[at]! ^ (1 << rand(8));
-        else if (kind === 2) bytes = Buffer.concat([bytes.subarray(0, at), Uint8Array.of(rand(256)), bytes.subarray(at)]);
-        else bytes = Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + 1 + rand(3))]);
-      }
+      const bytes = mutateBytes(bases[rand(bases.length)]!, rand);
       seen[agree(bytes)]++;
     }
     // Mutations that keep the commit readable (a changed signature or digest byte) are taken.

@@ -15,13 +15,14 @@
  *   node bench/sync-verify.ts [--repos 200] [--commits 50] [--frames 3000] [--runs 12] [--against DIR]
  *   node bench/sync-verify.ts --pool 1 [--frames 10200] [--batch 500] [--runs 8] [--against DIR]
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { decodeFrame } from '../sync/frames.ts';
 import { checkCommitFrame, type CommitFrame } from '../sync/verify-commit.ts';
 import { generatedFirehose } from './sync-firehose.ts';
+import { threadsCpu } from './thread-cpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -115,21 +116,6 @@ async function poolPass(root: string): Promise<Pass> {
   };
 }
 
-/** CPU ms of this process's threads, summed by thread name (Linux /proc, 10 ms ticks). */
-function threadsCpu(): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/[0-9]+$/, '').trim();
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) * 10);
-    } catch {
-      // the thread ended
-    }
-  }
-  return out;
-}
 
 function round1(x: number): number {
   return Math.round(x * 10) / 10;

@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, fork } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { connectPool } from '../storage/db/pool.ts';
@@ -39,6 +39,7 @@ import { runSubscription } from '../sync/consumer.ts';
 import { secp256k1Backend } from '../atproto/signature.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
 import { firehoseCacheFile, generatedFirehose } from './sync-firehose.ts';
+import { threadsCpu } from './thread-cpu.ts';
 
 const { values } = parseArgs({
   options: { 'database-url': { type: 'string' }, repos: { type: 'string' }, commits: { type: 'string' }, quick: { type: 'boolean' }, 'max-batch': { type: 'string', default: '500' }, 'verify-threads': { type: 'string', default: '1' } },
@@ -207,24 +208,3 @@ async function backendsCpu(): Promise<number | null> {
   return ms;
 }
 
-/** CPU milliseconds of this process's threads, summed by thread name (Linux /proc; empty elsewhere). */
-function threadsCpu(): Map<string, number> {
-  const out = new Map<string, number>();
-  let tids: string[] = [];
-  try {
-    tids = readdirSync('/proc/self/task');
-  } catch {
-    return out;
-  }
-  for (const tid of tids) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/[0-9]+$/, '').trim();
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) * 10);
-    } catch {
-      // the thread ended
-    }
-  }
-  return out;
-}

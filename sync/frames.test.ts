@@ -3,6 +3,7 @@ import * as CBOR from '@atcute/cbor';
 import { generatedFirehose, readFirehose } from '../bench/sync-firehose.ts';
 import { decodeAnyFrame, decodeFrame, MAX_FRAME_BYTES, readCommitFrame } from './frames.ts';
 import { FrameError } from './errors.ts';
+import { mutateBytes, seededRandom } from '../test/mutate.ts';
 
 const frame = (header: unknown, body: unknown) => Buffer.concat([CBOR.encode(header), CBOR.encode(body)]);
 const CID = { $link: 'bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm' };
@@ -104,26 +105,12 @@ describe('a commit frame read straight from its bytes', () => {
   });
 
   it('never takes a mutation of a commit frame that the general decoder refuses or reads otherwise', () => {
-    let seed = 0x1f2e3d4c;
-    const rand = (n: number) => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) % n;
-    };
+    const rand = seededRandom(0x1f2e3d4c);
     const seen = { fast: 0, general: 0, refused: 0 };
     const bases = [...hose.slice(-20), ...made().slice(0, 2)];
     for (let i = 0; i < 12_000; i++) {
-      let bytes = Buffer.from(bases[rand(bases.length)]!);
-      for (let e = 1 + rand(3); e > 0; e--) {
-        // Most edits where the structure is (the frame's first bytes and its ops), some anywhere.
-        const at = rand(4) === 0 ? rand(bytes.length) : rand(Math.min(bytes.length, 400));
-        const kind = rand(4);
-        if (kind === 0) bytes[at] = rand(256);
-        else if (kind === 1) bytes[at] = bytes[at]! ^ (1 << rand(8));
-        else if (kind === 2) bytes = Buffer.concat([bytes.subarray(0, at), Uint8Array.of(rand(256)), bytes.subarray(at)]);
-        else bytes = Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + 1 + rand(3))]);
-      }
+      // Most edits where the structure is (the frame's first bytes and its ops), some anywhere.
+      const bytes = mutateBytes(bases[rand(bases.length)]!, rand, (length) => (rand(4) === 0 ? rand(length) : rand(Math.min(length, 400))));
       seen[agree(bytes)]++;
     }
     // Some of each: mutations the fast path takes, ones the general decoder refuses, and ones
