@@ -230,7 +230,9 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
         const did = dids[i]!;
         let fetched: Fetched;
         try {
-          fetched = await fetchVerified(did, settings, hooks);
+          // With the batcher named, the repo is verified whole here, blocks' hashes too: a lane
+          // does not go on to its next repo while this one's checks are still pending.
+          fetched = await fetchVerified(did, settings, { ...hooks, batcher });
         } catch (err) {
           settle(i, await outcomeOfFailure(did, err, settings, signal));
           continue;
