@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AddressCache, type AddressResolver, checkHostAllowed, forbiddenRangeOf, resolveAddresses, resolveWithTtl, type LookupFn } from './address-guard.ts';
+import { AddressCache, checkHostAllowed, forbiddenRangeOf, resolveWithTtl, type LookupFn, type TtlResolver } from './address-guard.ts';
 import { ForbiddenAddressError, TransportError } from './errors.ts';
 
 /** Resolves names from a table, like a DNS server an attacker controls. */
@@ -110,15 +110,16 @@ describe('checkHostAllowed', () => {
   });
 });
 
-describe('resolveAddresses', () => {
+describe('resolveWithTtl', () => {
   /** A DNS server's answers per record type; a name it lacks is NXDOMAIN, a type it lacks NODATA. */
-  const fakeResolver = (table: Record<string, { a?: string[]; aaaa?: string[] }>, asked: string[] = []): AddressResolver => {
+  const resolveAddresses = async (hostname: string, via: TtlResolver) => (await resolveWithTtl(hostname, via)).addresses;
+  const fakeResolver = (table: Record<string, { a?: string[]; aaaa?: string[] }>, asked: string[] = []): TtlResolver => {
     const answer = (host: string, type: 'a' | 'aaaa') => {
       asked.push(`${type} ${host}`);
       const entry = table[host];
       if (!entry) return Promise.reject(Object.assign(new Error(`queryA ENOTFOUND ${host}`), { code: 'ENOTFOUND' }));
       const list = entry[type];
-      return list ? Promise.resolve(list) : Promise.reject(Object.assign(new Error(`query ENODATA ${host}`), { code: 'ENODATA' }));
+      return list ? Promise.resolve(list.map((address) => ({ address, ttl: 300 }))) : Promise.reject(Object.assign(new Error(`query ENODATA ${host}`), { code: 'ENODATA' }));
     };
     return { resolve4: (h) => answer(h, 'a'), resolve6: (h) => answer(h, 'aaaa') };
   };
@@ -138,6 +139,21 @@ describe('resolveAddresses', () => {
     const dns = fakeResolver({ 'mx-only.example.com': {} });
     await expect(resolveAddresses('nowhere.example', dns)).rejects.toMatchObject({ code: 'ENOTFOUND' });
     await expect(resolveAddresses('mx-only.example.com', dns)).rejects.toMatchObject({ code: 'ENODATA' });
+  });
+
+  it("returns every address and the least TTL of the records", async () => {
+    const via = {
+      resolve4: async () => [{ address: '192.0.2.1', ttl: 120 }, { address: '192.0.2.2', ttl: 60 }],
+      resolve6: async () => [{ address: '2001:db8::1', ttl: 90 }],
+    };
+    expect(await resolveWithTtl('pds.example.com', via)).toEqual({
+      addresses: [
+        { address: '192.0.2.1', family: 4 },
+        { address: '192.0.2.2', family: 4 },
+        { address: '2001:db8::1', family: 6 },
+      ],
+      ttlSeconds: 60,
+    });
   });
 
   it('leaves local names to the hosts file, not DNS', async () => {
@@ -203,23 +219,6 @@ describe('AddressCache', () => {
     );
     for (const h of ['a.example', 'b.example', 'c.example', 'b.example', 'a.example']) await cache.lookup(h);
     expect(asked).toEqual(['a.example', 'b.example', 'c.example', 'a.example']);
-  });
-});
-
-describe('resolveWithTtl', () => {
-  it("returns every address and the least TTL of the records", async () => {
-    const via = {
-      resolve4: async () => [{ address: '192.0.2.1', ttl: 120 }, { address: '192.0.2.2', ttl: 60 }],
-      resolve6: async () => [{ address: '2001:db8::1', ttl: 90 }],
-    };
-    expect(await resolveWithTtl('pds.example.com', via)).toEqual({
-      addresses: [
-        { address: '192.0.2.1', family: 4 },
-        { address: '192.0.2.2', family: 4 },
-        { address: '2001:db8::1', family: 6 },
-      ],
-      ttlSeconds: 60,
-    });
   });
 });
 

@@ -21,7 +21,7 @@ export type LookupFn = (hostname: string) => Promise<LookupAddress[]>;
 export interface AddressPolicy {
   /** Allow loopback, private, link-local and other non-public addresses (tests, private deployments). */
   allowPrivate: boolean;
-  /** Name resolution; default `resolveAddresses` (DNS through c-ares). Tests inject names here. */
+  /** Name resolution; default `resolveWithTtl` (DNS through c-ares), its answers kept for their TTL. Tests inject names here. */
   lookup?: LookupFn;
   /** Abandons the lookup (the answer is ignored) when aborted; rejects with the signal's reason. */
   signal?: AbortSignal;
@@ -86,34 +86,11 @@ export function forbiddenRangeOf(ip: string): string | undefined {
   return undefined;
 }
 
-/** The part of `dns.promises.Resolver` that `resolveAddresses` uses. */
-export interface AddressResolver {
-  resolve4(hostname: string): Promise<string[]>;
-  resolve6(hostname: string): Promise<string[]>;
-}
-
 const resolver = new Resolver({ timeout: 3000, tries: 2 });
 const systemLookup: LookupFn = (hostname) => dnsLookup(hostname, { all: true, verbatim: true });
 
 /** Names the hosts file answers, not DNS: `localhost` and its subdomains, and single labels. */
 const isLocalName = (host: string) => !host.includes('.') || host === 'localhost' || host.endsWith('.localhost');
-
-/**
- * Every A and AAAA address of `hostname`, asked of DNS directly through c-ares
- * (`dns.promises.Resolver`), not the system's `getaddrinfo`: that runs on libuv's thread pool
- * (four threads, shared with file I/O), and under a backfill's concurrency a few names that
- * time out held every thread for ~5 s, stalling every other lookup and file read behind them.
- * Local names (`localhost`, single labels) go to the system resolver, which reads the hosts file.
- *
- * @throws the DNS error (`ENOTFOUND`, `ETIMEOUT`, …) when neither family has an address
- */
-export async function resolveAddresses(hostname: string, via: AddressResolver = resolver): Promise<LookupAddress[]> {
-  const withoutTtl: TtlResolver = {
-    resolve4: async (h) => (await via.resolve4(h)).map((address) => ({ address, ttl: 0 })),
-    resolve6: async (h) => (await via.resolve6(h)).map((address) => ({ address, ttl: 0 })),
-  };
-  return (await resolveWithTtl(hostname, withoutTtl)).addresses;
-}
 
 /** The part of `dns.promises.Resolver` that `resolveWithTtl` uses: records with their TTLs. */
 export interface TtlResolver {
@@ -122,8 +99,15 @@ export interface TtlResolver {
 }
 
 /**
- * `resolveAddresses`, with how long the answer may be kept: the least TTL of its records (0 for
- * local names, which the hosts file answers).
+ * Every A and AAAA address of `hostname`, asked of DNS directly through c-ares
+ * (`dns.promises.Resolver`), not the system's `getaddrinfo`: that runs on libuv's thread pool
+ * (four threads, shared with file I/O), and under a backfill's concurrency a few names that
+ * time out held every thread for ~5 s, stalling every other lookup and file read behind them.
+ * Local names (`localhost`, single labels) go to the system resolver, which reads the hosts file.
+ * With the addresses, how long the answer may be kept: the least TTL of its records (0 for local
+ * names).
+ *
+ * @throws the DNS error (`ENOTFOUND`, `ETIMEOUT`, …) when neither family has an address
  */
 export async function resolveWithTtl(hostname: string, via: TtlResolver = resolver): Promise<{ addresses: LookupAddress[]; ttlSeconds: number }> {
   if (isLocalName(hostname)) return { addresses: await systemLookup(hostname), ttlSeconds: 0 };
