@@ -239,6 +239,11 @@ describe('pinnedGet: the HTTP/1.1 exchange', () => {
     ['a lone CR in a header value', 'HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN'],
     ['both Transfer-Encoding and Content-Length', 'HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n', 'HPE_UNEXPECTED_CONTENT_LENGTH'],
     ['a transfer coding other than chunked', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n', 'HPE_INVALID_TRANSFER_ENCODING'],
+    ['chunked followed by another transfer coding', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\nok', 'HPE_INVALID_TRANSFER_ENCODING'],
+    ['an identity transfer coding', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nok', 'HPE_INVALID_TRANSFER_ENCODING'],
+    ['a DEL in a header value', 'HTTP/1.1 200 OK\r\nX-A: a\u007fb\r\nContent-Length: 0\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN'],
+    ['a control byte in a header value', 'HTTP/1.1 200 OK\r\nX-A: a\u0001b\r\nContent-Length: 0\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN'],
+    ['Content-Length after Transfer-Encoding', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n', 'HPE_UNEXPECTED_CONTENT_LENGTH'],
     ['endless interim responses', `${'HTTP/1.1 100 Continue\r\n\r\n'.repeat(17)}HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n`, 'EPROTO'],
   ])('refuses %s with a coded error', async (_what, answer, code) => {
     const s = await rawServer((socket) => socket.write(answer));
