@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { createPublicKey } from 'node:crypto';
 import { P256Keypair, Secp256k1Keypair } from '@atproto/crypto';
+import { parseDidKey } from '@atcute/crypto';
 import { toBase58Btc } from '@atcute/multibase';
 import type { Commit } from './commit.ts';
 import { SignatureError } from './errors.ts';
@@ -52,6 +53,25 @@ describe.each(backends)('verifyCommitSignature (%s for secp256k1)', (backend) =>
       await expect(check(unsigned, highS(sig, N[curve]))).rejects.toThrow(/does not verify/);
       await expect(check(unsigned, sig.subarray(0, 63))).rejects.toBeInstanceOf(SignatureError);
     });
+
+    it(`${curve}: a key decoded already (as the DID document's reader gives it) checks the same, decoding nothing`, async () => {
+      const keypair = await make();
+      const other = await make();
+      const unsigned = new TextEncoder().encode(`a commit of ${curve}, decoded key`);
+      const sig = await keypair.sign(unsigned);
+      const decoded = (didKey: string) => ({ didKey, type: curve, point: parseDidKey(didKey).publicKeyBytes });
+      const check = (u: Uint8Array, s: Uint8Array, key = decoded(keypair.did())) => verifyCommitSignature(commitOf(u, s), 'bafycid', key, backend);
+
+      await expect(check(unsigned, sig)).resolves.toBeUndefined();
+      await expect(check(new TextEncoder().encode('another commit'), sig)).rejects.toBeInstanceOf(SignatureError);
+      await expect(check(unsigned, sig, decoded(other.did()))).rejects.toThrow(other.did());
+      const flipped = new Uint8Array(sig);
+      flipped[40]! ^= 1;
+      await expect(check(unsigned, flipped)).rejects.toBeInstanceOf(SignatureError);
+      await expect(check(unsigned, highS(sig, N[curve]))).rejects.toThrow(/does not verify/);
+      // The point is what is checked, not the did:key beside it (the two must be one key).
+      await expect(check(unsigned, sig, { ...decoded(keypair.did()), point: parseDidKey(other.did()).publicKeyBytes })).rejects.toBeInstanceOf(SignatureError);
+    });
   }
 
   it('secp256k1: refuses a key whose point is not on the curve, and checks a key first seen by the other backend', async () => {
@@ -73,6 +93,8 @@ describe.each(backends)('verifyCommitSignature (%s for secp256k1)', (backend) =>
     }
     const offCurve = `did:key:z${toBase58Btc(new Uint8Array([0xe7, 0x01, ...point]))}`;
     for (let i = 0; i < 2; i++) await expect(verifyCommitSignature(commitOf(unsigned, sig), 'bafycid', offCurve, backend)).rejects.toBeInstanceOf(SignatureError);
+    // Decoded already, the same point is refused too, and the message names the key.
+    await expect(verifyCommitSignature(commitOf(unsigned, sig), 'bafycid', { didKey: offCurve, type: 'secp256k1', point }, backend)).rejects.toThrow(offCurve);
     // The key parsed (and kept) by one backend, then checked by every one.
     for (const other of backends) await expect(verifyCommitSignature(commitOf(unsigned, sig), 'bafycid', keypair.did(), other)).resolves.toBeUndefined();
     await expect(verifyCommitSignature(commitOf(unsigned, sig), 'bafycid', keypair.did(), 'openssl')).resolves.toBeUndefined();

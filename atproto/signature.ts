@@ -69,14 +69,28 @@ interface ParsedKey {
   key: KeyObject | undefined;
   /**
    * For libsecp256k1, the same point uncompressed: parsing a compressed key takes a square root,
-   * about 8 of a verify's 65 µs, on every verify.
+   * about 8 of a verify's 65 µs, on every verify. A key used once (`DecodedSigningKey`) keeps it compressed.
    */
   full: Uint8Array;
   halfN: Uint8Array;
 }
 const keys = new Map<string, ParsedKey>();
 
-function keyFor(signingKey: string): ParsedKey | undefined {
+/**
+ * A signing key already decoded, as the DID document's reader (atproto/net/did-document.ts)
+ * gives it: its `did:key:` form and its compressed point. Verifying with it decodes nothing
+ * again, and keeps nothing: a backfill meets each repo's key once.
+ */
+export interface DecodedSigningKey {
+  /** The key as `did:key:z…` (for messages, and to find it among the keys already parsed). */
+  didKey: string;
+  type: 'secp256k1' | 'p256';
+  /** The 33-byte compressed point `didKey` encodes. */
+  point: Uint8Array;
+}
+
+function keyFor(signingKey: string | DecodedSigningKey): ParsedKey | undefined {
+  if (typeof signingKey !== 'string') return decodedKey(signingKey);
   let k = keys.get(signingKey);
   if (k) return k;
   let found;
@@ -101,16 +115,40 @@ function keyFor(signingKey: string): ParsedKey | undefined {
   return k;
 }
 
+/** OpenSSL's keys made from decoded points, by did:key (a hit counts only when its point is the one given). */
+const decodedKeys = new Map<string, ParsedKey>();
+
 /**
- * Checks the commit's signature with the repo's atproto signing key.
+ * A decoded key's parsed form, decoding nothing: its point is what is checked. libsecp256k1
+ * takes the compressed point as it is, and such a key is used once and not kept: to uncompress
+ * it first (what a kept key saves on its later verifies) costs more than the verify's own parse
+ * of it. A point that is not on the curve fails the verify, and the general path then names it.
+ * OpenSSL's key (P-256, or no libsecp256k1) is made from the point and kept: it is costly to make.
+ */
+function decodedKey(d: DecodedSigningKey): ParsedKey | undefined {
+  if (d.point.length !== 33 || (d.point[0] !== 0x02 && d.point[0] !== 0x03)) return undefined;
+  if (d.type === 'secp256k1' && libsecp256k1) return { type: d.type, point: d.point, full: d.point, key: undefined, halfN: HALF_N.secp256k1 };
+  const hit = decodedKeys.get(d.didKey);
+  if (hit !== undefined && Buffer.compare(hit.point, d.point) === 0) return hit;
+  const k: ParsedKey = { type: d.type, point: d.point, full: d.point, key: undefined, halfN: HALF_N[d.type] };
+  if (keyObjectOf(k) === undefined) return undefined; // not a point on the curve: the general path names it
+  if (decodedKeys.size > 10_000) decodedKeys.clear();
+  decodedKeys.set(d.didKey, k);
+  return k;
+}
+
+/**
+ * Checks the commit's signature with the repo's atproto signing key: a `did:key:` or bare
+ * multikey (parsed once and kept), or a key the DID document's reader decoded already.
  *
  * @param backend for tests: which code checks a secp256k1 signature (libsecp256k1 only when
  *   installed)
  * @throws SignatureError the key cannot be parsed (`signing-key-invalid`) or the signature does
  *   not verify (`signature-invalid`)
  */
-export async function verifyCommitSignature(commit: Commit, commitCid: string, signingKey: string, backend: SignatureBackend = secp256k1Backend): Promise<void> {
-  const k = keyFor(signingKey);
+export async function verifyCommitSignature(commit: Commit, commitCid: string, key: string | DecodedSigningKey, backend: SignatureBackend = secp256k1Backend): Promise<void> {
+  const signingKey = typeof key === 'string' ? key : key.didKey;
+  const k = keyFor(key);
   if (!k) return verifyGeneral(commit, commitCid, signingKey);
   const sig = commit.sig;
   let valid = sig.length === 64 && lowS(sig, k.halfN);
@@ -119,9 +157,9 @@ export async function verifyCommitSignature(commit: Commit, commitCid: string, s
       if (k.type === 'secp256k1' && backend === 'libsecp256k1' && libsecp256k1) {
         valid = libsecp256k1.ecdsaVerify(sig, digestOf(commit.unsigned), k.full);
       } else {
-        const key = keyObjectOf(k);
-        if (key === undefined) return verifyGeneral(commit, commitCid, signingKey);
-        valid = verify('sha256', commit.unsigned, { key, dsaEncoding: 'ieee-p1363' }, sig);
+        const keyObject = keyObjectOf(k);
+        if (keyObject === undefined) return verifyGeneral(commit, commitCid, signingKey);
+        valid = verify('sha256', commit.unsigned, { key: keyObject, dsaEncoding: 'ieee-p1363' }, sig);
       }
     } catch {
       // A point libsecp256k1 cannot parse is not on the curve: the general path names it, as

@@ -542,7 +542,8 @@ describe('@atproto/repo verifyRepoCar agrees', () => {
     it(`on ${fault.name}: it ${fault.reference === 'rejects' ? 'refuses it too' : 'accepts it (we are stricter)'}`, async () => {
       const car = await fault.car();
       const options = optionsFor(good, fault.options?.());
-      const outcome = await verifyRepoCar(car, options.did, options.signingKey).then(
+      const signingKey = typeof options.signingKey === 'string' ? options.signingKey : options.signingKey.didKey;
+      const outcome = await verifyRepoCar(car, options.did, signingKey).then(
         () => 'accepts',
         () => 'rejects',
       );

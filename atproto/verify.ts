@@ -8,6 +8,7 @@ import { readCommit, verifyCommitSignature } from './commit.ts';
 import { MissingBlockError } from './errors.ts';
 import { readMst } from './mst.ts';
 import type { RecordList, RepoRecord } from './record-list.ts';
+import type { DecodedSigningKey } from './signature.ts';
 
 export interface RepoCaps extends CarCaps {
   /**
@@ -22,8 +23,11 @@ export const DEFAULT_REPO_CAPS: RepoCaps = { ...DEFAULT_CAR_CAPS, maxMstHeight: 
 export interface VerifyOptions {
   /** The DID the repo must belong to. */
   did: string;
-  /** The atproto signing key from the DID document: `did:key:…` or a bare multikey. */
-  signingKey: string;
+  /**
+   * The atproto signing key from the DID document: `did:key:…` or a bare multikey, or the key as
+   * the DID document's reader decoded it (nothing is then decoded again).
+   */
+  signingKey: string | DecodedSigningKey;
   caps?: Partial<RepoCaps>;
   /**
    * Check the blocks' hashes after returning, between the caller's other work: the repo comes

@@ -127,15 +127,18 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
 
   /** Resolves the DID and fetches and verifies its repo: the half of an attempt that needs no lock. */
   async function fetchVerified(did: string, settings: BackfillSettings, { signal, onBytes, batcher }: AttemptHooks): Promise<Fetched> {
-    identities.invalidate(did);
+    // Each backfill reads the DID document afresh (a key rotation or PDS move is seen at once) and
+    // keeps it nowhere; the cache keeps the handle checks.
     const resolveAllowsPrivate = did.startsWith('did:plc:') ? await plcAllowsPrivate() : allowPrivate;
-    const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, timeoutMs: 30_000, ...deadline, signal, ...(network.verifyHandles ? {} : { verifyHandle: false }) });
+    const id = await resolveDid(did, { plcUrl: network.plcUrl, allowPrivate: resolveAllowsPrivate, cache: identities, fresh: true, timeoutMs: 30_000, ...deadline, signal, ...(network.verifyHandles ? {} : { verifyHandle: false }) });
     // The body itself, not getRepo's lazy generator around it: one async generator less per chunk.
     const body = await openRepo(id.pds, did, { maxBytes: settings.maxCarBytes, timeoutMs, ...deadline, politeness, allowPrivate, onBytes, signal });
     // A repo stored alone (not batched) has its blocks' hashes checked while its transaction waits
     // for PostgreSQL, and before it commits (importRepo awaits them); a batched one is checked
     // whole before it joins a batch, so deferring would gain nothing there.
-    const repo = await verifyRepoStream(body, { did, signingKey: id.signingKey, caps: { maxBytes: settings.maxCarBytes }, deferBlockHashes: !batcher });
+    // The key as the DID document's reader decoded it: not decoded again to check the signature.
+    const signingKey = { didKey: id.signingKey, type: id.signingKeyType, point: id.signingKeyPoint };
+    const repo = await verifyRepoStream(body, { did, signingKey, caps: { maxBytes: settings.maxCarBytes }, deferBlockHashes: !batcher });
     return { id, repo };
   }
 

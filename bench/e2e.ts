@@ -22,6 +22,7 @@ import { JOBS } from '../workers/jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import { startWorkerFleet, type WorkerFleet } from '../stack/worker-fleet.ts';
 import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
+import { threadsCpu } from './thread-cpu.ts';
 
 export interface E2eBench {
   workers: number;
@@ -57,6 +58,12 @@ export interface E2ePass {
    * `total` is the first three: what the mirror spends per repo.
    */
   cpuMsPerRepo: { process: number; postgres: number | null; temporal: number | null; total: number | null; staticPds: number };
+  /**
+   * This process's CPU milliseconds per repo by thread name (Linux /proc, 10 ms ticks): the main
+   * thread (`node`, the worker's JavaScript), V8's helpers, libuv's pool, the Temporal SDK's core
+   * (tokio threads) and its workflow thread. Threads under 0.005 ms a repo are left out.
+   */
+  threadsMsPerRepo: Record<string, number>;
 }
 
 export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
@@ -126,6 +133,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const { child } = pds;
     const t = performance.now();
     const cpu0 = process.cpuUsage();
+    const threads0 = threadsCpu();
     const temporal0 = cpuOf(temporal);
     const pds0 = cpuOf([child.pid!]);
     const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
@@ -136,6 +144,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     });
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
+    const threads = threadsCpu();
     const temporalMs = temporal.length > 0 ? cpuOf(temporal) - temporal0 : null;
     const pdsMs = cpuOf([child.pid!]) - pds0;
     const postgresMs = backendsCpuSince(postgres0, await backendsCpu(opts.databaseUrl, dbName));
@@ -156,6 +165,12 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
         total: postgresMs === null || temporalMs === null ? null : per(processMs + postgresMs + temporalMs),
         staticPds: per(pdsMs)!,
       },
+      threadsMsPerRepo: Object.fromEntries(
+        [...threads]
+          .map(([name, ms]) => [name, per(ms - (threads0.get(name) ?? 0))!] as const)
+          .filter(([, ms]) => ms >= 0.005)
+          .sort((a, b) => b[1] - a[1]),
+      ),
     };
   };
   try {

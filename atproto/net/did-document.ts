@@ -45,6 +45,11 @@ export interface AtprotoIdentity {
   /** The same key as a bare multikey (`z…`, multicodec-prefixed compressed key, base58btc). */
   signingMultikey: string;
   signingKeyType: FoundPublicKey['type'];
+  /**
+   * The same key's compressed point (33 bytes), decoded here once: verifying the repo's commit
+   * takes it as it is (`DecodedSigningKey`) rather than decoding `signingKey` again.
+   */
+  signingKeyPoint: Uint8Array;
 }
 
 // Multicodec varints of the public key types atproto allows.
@@ -112,7 +117,7 @@ export function atprotoIdentityOf(did: string, json: unknown, source: string): A
   const signingMultikey =
     method.type === 'Multikey' && compressed === key.publicKeyBytes ? method.publicKeyMultibase : `z${toBase58Btc(new Uint8Array([...MULTICODEC[key.type], ...compressed]))}`;
 
-  return { did, pds, handle: handleOf(doc), signingKey: `did:key:${signingMultikey}`, signingMultikey, signingKeyType: key.type };
+  return { did, pds, handle: handleOf(doc), signingKey: `did:key:${signingMultikey}`, signingMultikey, signingKeyType: key.type, signingKeyPoint: compressed };
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

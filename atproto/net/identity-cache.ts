@@ -1,12 +1,13 @@
 /**
- * Resolved identities kept in memory for a while, so a bulk backfill does not ask the PLC
- * directory again for every retry of a page. Entries expire after `ttlMs`; past `maxEntries`
- * the least recently used go first. Failures are never cached. Backfill `invalidate`s a DID
- * before each backfill of it, so a key rotation or PDS move is seen at once.
+ * Resolved identities kept in memory for a while (live sync and maintenance look a DID's key up
+ * again and again). Entries expire after `ttlMs`; past `maxEntries` the least recently used go
+ * first. Failures are never cached. Backfill resolves with `fresh` (identity.ts): it reads each
+ * DID's document at the moment it fetches the repo, so a key rotation or PDS move is seen at
+ * once, and keeps no identity here.
  *
- * Handle checks (handle.ts) are kept apart, by handle and DID, and survive `invalidate`: the
- * document is read again, but a handle it still claims is not looked up again in DNS and over
- * HTTPS until its entry expires (`ttlMs`, or `failedHandleTtlMs` for a handle that did not
+ * Handle checks (handle.ts) are kept apart, by handle and DID, and survive `invalidate` and
+ * `fresh`: the document is read again, but a handle it still claims is not looked up again in
+ * DNS and over HTTPS until its entry expires (`ttlMs`, or `failedHandleTtlMs` for a handle that did not
  * verify, which may have been DNS being down). A document that claims another handle, or a
  * handle that now names another DID, is another key.
  */

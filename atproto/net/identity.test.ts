@@ -1,4 +1,4 @@
-import { P256PrivateKeyExportable, Secp256k1PrivateKeyExportable } from '@atcute/crypto';
+import { P256PrivateKeyExportable, Secp256k1PrivateKeyExportable, parseDidKey } from '@atcute/crypto';
 import { toBase58Btc } from '@atcute/multibase';
 import { ECDH } from 'node:crypto';
 import { once } from 'node:events';
@@ -55,6 +55,7 @@ describe('atprotoIdentityOf', () => {
       signingKey: didKey,
       signingMultikey: multikey,
       signingKeyType: 'secp256k1',
+      signingKeyPoint: parseDidKey(didKey).publicKeyBytes,
     });
   });
 
@@ -62,7 +63,8 @@ describe('atprotoIdentityOf', () => {
     const p256 = await P256PrivateKeyExportable.createKeypair();
     const p256Multikey = await p256.exportPublicKey('multikey');
     const vm = (type: string, publicKeyMultibase: string) => ({ verificationMethod: [{ id: '#atproto', type, controller: DID, publicKeyMultibase }] });
-    expect(atprotoIdentityOf(DID, doc(DID, vm('Multikey', p256Multikey)), src)).toMatchObject({ signingMultikey: p256Multikey, signingKeyType: 'p256' });
+    const p256Point = parseDidKey(await p256.exportPublicKey('did')).publicKeyBytes;
+    expect(atprotoIdentityOf(DID, doc(DID, vm('Multikey', p256Multikey)), src)).toMatchObject({ signingMultikey: p256Multikey, signingKeyType: 'p256', signingKeyPoint: p256Point });
 
     // Legacy types carry the raw key, which the PLC directory's older documents leave uncompressed.
     const raw = await key.exportPublicKey('raw');
@@ -70,11 +72,13 @@ describe('atprotoIdentityOf', () => {
     expect(uncompressed.length).toBe(65);
     for (const bytes of [raw, uncompressed]) {
       const legacy = atprotoIdentityOf(DID, doc(DID, vm('EcdsaSecp256k1VerificationKey2019', `z${toBase58Btc(bytes)}`)), src);
-      expect(legacy).toMatchObject({ signingMultikey: multikey, signingKey: didKey, signingKeyType: 'secp256k1' });
+      // The point the signature check takes is the compressed one whichever form the document held.
+      expect(legacy).toMatchObject({ signingMultikey: multikey, signingKey: didKey, signingKeyType: 'secp256k1', signingKeyPoint: parseDidKey(didKey).publicKeyBytes });
+      expect(legacy.signingKeyPoint).toHaveLength(33);
     }
     const p256Raw = ECDH.convertKey(await p256.exportPublicKey('raw'), 'prime256v1', undefined, undefined, 'uncompressed') as Buffer;
     const legacyP256 = atprotoIdentityOf(DID, doc(DID, vm('EcdsaSecp256r1VerificationKey2019', `z${toBase58Btc(p256Raw)}`)), src);
-    expect(legacyP256).toMatchObject({ signingMultikey: p256Multikey, signingKeyType: 'p256' });
+    expect(legacyP256).toMatchObject({ signingMultikey: p256Multikey, signingKeyType: 'p256', signingKeyPoint: p256Point });
 
     const r = problemOf(() => atprotoIdentityOf(DID, doc(DID, vm('EcdsaSecp256k1VerificationKey2019', `z${toBase58Btc(raw.subarray(0, 20))}`)), src));
     expect(r.problem).toBe('bad-signing-key');
@@ -292,6 +296,26 @@ describe('resolveDid over HTTP', () => {
     expect((big as ResponseTooLargeError).limit).toBe(64 * 1024);
   });
 
+  it('with fresh, reads the document every time and keeps no identity, but keeps its handle check', async () => {
+    const plc = await directory({ [`/${DID}`]: [200, doc(DID)] });
+    const cache = new IdentityCache();
+    const lookups: string[] = [];
+    const resolveTxt = async (name: string) => {
+      lookups.push(name);
+      return [[`did=${DID}`]];
+    };
+    const opts = { ...base, plcUrl: plc.url, cache, fresh: true, verifyHandle: { resolveTxt } };
+    for (let i = 0; i < 3; i++) expect(await resolveDid(DID, opts)).toMatchObject({ did: DID, handle: 'alice.test', handleVerified: true, signingKey: didKey });
+    expect(plc.paths).toHaveLength(3);
+    expect(cache.size).toBe(0);
+    expect(lookups).toEqual(['_atproto.alice.test']);
+    // Not fresh, the same cache serves the identity once it holds it.
+    await resolveDid(DID, { ...opts, fresh: false });
+    await resolveDid(DID, { ...opts, fresh: false });
+    expect(plc.paths).toHaveLength(4);
+    expect(cache.size).toBe(1);
+  });
+
   it('serves from the cache until invalidated, and never caches a failure', async () => {
     const plc = await directory({ [`/${DID}`]: [200, doc(DID)] });
     const cache = new IdentityCache();
@@ -310,7 +334,7 @@ describe('resolveDid over HTTP', () => {
 });
 
 describe('IdentityCache', () => {
-  const id = (did: string) => ({ did, pds: 'https://p.example', handle: undefined, signingKey: 'did:key:z', signingMultikey: 'z', signingKeyType: 'p256' as const });
+  const id = (did: string) => ({ did, pds: 'https://p.example', handle: undefined, signingKey: 'did:key:z', signingMultikey: 'z', signingKeyType: 'p256' as const, signingKeyPoint: new Uint8Array(33) });
 
   it('expires entries after the TTL', () => {
     let now = 1_000;

@@ -18,6 +18,13 @@ export interface ResolveDidOptions extends HttpOptions {
   plcUrl: string;
   /** Served from and filled (identities, and handle checks by handle and DID); without it every call goes to the network. */
   cache?: IdentityCache;
+  /**
+   * Read the document afresh and keep the identity nowhere: `cache` then serves and keeps only
+   * handle checks. For backfill, which reads each DID's document once, at the moment it fetches
+   * the repo: keeping every identity it resolved only filled memory (up to the cache's 100,000)
+   * with entries nothing read.
+   */
+  fresh?: boolean;
   /** Cap on the DID document. Default 64 KiB (real ones are about 1 KiB). */
   maxDocumentBytes?: number;
   /**
@@ -42,7 +49,7 @@ export const DEFAULT_MAX_DOCUMENT_BYTES = 64 * 1024;
  * @throws RateLimitedError, TransportError, ForbiddenAddressError, ResponseTooLargeError from the fetch
  */
 export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<AtprotoIdentity> {
-  const cached = opts.cache?.get(did);
+  const cached = opts.fresh ? undefined : opts.cache?.get(did);
   if (cached) return cached;
 
   const url = didDocumentUrl(did, opts);
@@ -68,7 +75,7 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
   }
   const identity = atprotoIdentityOf(did, json, where);
   if (identity.handle !== undefined && opts.verifyHandle !== false) {
-    const { plcUrl: _p, cache, maxDocumentBytes: _m, verifyHandle, ...http } = opts;
+    const { plcUrl: _p, cache, maxDocumentBytes: _m, verifyHandle, fresh: _f, ...http } = opts;
     let check = cache?.handleCheck(identity.handle, did);
     if (!check) {
       check = await checkHandle(identity.handle, did, { ...http, ...verifyHandle });
@@ -80,7 +87,7 @@ export async function resolveDid(did: string, opts: ResolveDidOptions): Promise<
       identity.handle = INVALID_HANDLE;
     }
   }
-  opts.cache?.set(did, identity);
+  if (!opts.fresh) opts.cache?.set(did, identity);
   return identity;
 }
 
