@@ -2,7 +2,12 @@
 // the network half of a small repo's backfill alone — resolve its DID at the static PDS's PLC,
 // GET its CAR (and, with --verify, verify it) — for N repos, `lanes` at a time, as the backfill
 // pipeline calls them. Prints CPU microseconds per repo of this process (the static PDS runs in a
-// process of its own), per round; the first round warms up. For `node --cpu-prof`.
+// process of its own), per round; the first round warms up.
+// To profile it, or bench/e2e-main.ts: `node --cpu-prof` samples wall time, and on a loaded machine a
+// thread taken off the CPU is charged to where it resumes (the socket write that woke the static
+// PDS showed as a fifth of the samples, its system time being a tenth of that). CPU time, kernel and
+// V8's own threads included: `perf record -e cpu-clock -g -- node --perf-basic-prof bench/fetch-small.ts …`
+// (then `perf report --tid <main thread> --time <round's span>`).
 // `--key-per-repo` signs each repo with a key of its own, as on the network (and as the e2e bench
 // does), and each round backfills repos of its own (`repos` × `rounds` are served: `--repos 1000
 // --rounds 4` and `--repos 2000 --rounds 2` use the e2e bench's 4,000), so that no round finds a
