@@ -14,9 +14,10 @@
 import { createHash } from 'node:crypto';
 import { encode as encodeCbor } from '@atcute/cbor';
 import { decode as decodeCid, toString as cidToString, type Cid } from '@atcute/cid';
-import type { BlobStore } from './blobstore/types.ts';
+import type { BlobStore, ByteSource } from './blobstore/types.ts';
+import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 import type { Queryable } from './db/pool.ts';
-import { packKey } from './keys.ts';
+import { packKeyOfDigest } from './keys.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
 
 /** Where one block's data sits inside a pack. */
@@ -26,26 +27,35 @@ export interface PackEntry {
   length: number;
 }
 
-export interface FinishedPack {
-  /** The whole pack, a valid CARv1. */
-  bytes: Uint8Array;
-  /** Its blobstore key, derived from `bytes`. */
+/** A pack laid out, with its blocks' entries: read from the blocks, never one buffer (see {@link PackLayout}). */
+export interface FinishedPack extends ByteSource {
+  /** Its blobstore key, the SHA-256 of its bytes. */
   key: string;
   /** One entry per distinct block, in the order they were added. */
   entries: PackEntry[];
 }
 
-// Encoded once: the header never changes.
+// Encoded once, with its varint: the header never changes.
 const HEADER = encodeCbor({ version: 1, roots: [] });
+const HEADER_FRAME = (() => {
+  const out = new Uint8Array(varintLength(HEADER.length) + HEADER.length);
+  out.set(HEADER, writeVarint(out, 0, HEADER.length));
+  return out;
+})();
+
+/** The shape every CID @atcute/cid accepts (binary CIDv1, DAG-CBOR or raw, SHA-256); checked inline on the hot path. */
+function isPackCid(cid: Uint8Array): boolean {
+  return cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32;
+}
 
 /**
- * Collects blocks for one pack. Blocks are kept by reference until {@link finish} copies them
- * once into the pack: the caller must not modify an added array before then.
+ * Collects blocks for one pack. Blocks are kept by reference, and the finished pack is read from
+ * them whenever it is written: the caller must not modify an added array while the pack is in use.
  */
 export class PackWriter {
   readonly #blocks: { cid: Uint8Array; data: Uint8Array }[] = [];
   readonly #seen = new Set<string>();
-  #size = varintLength(HEADER.length) + HEADER.length;
+  #size = HEADER_FRAME.length;
   #finished: FinishedPack | undefined;
 
   /**
@@ -58,10 +68,7 @@ export class PackWriter {
    */
   add(cid: Uint8Array, data: Uint8Array): boolean {
     if (this.#finished) throw new Error('PackWriter.add after finish');
-    // The shape every CID @atcute/cid accepts; checked inline because add is on the hot path.
-    if (!(cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32)) {
-      parseCid(cid); // throws, with the precise reason
-    }
+    if (!isPackCid(cid)) parseCid(cid); // throws, with the precise reason
     const id = cidId(cid);
     if (this.#seen.has(id)) return false;
     this.#seen.add(id);
@@ -84,64 +91,119 @@ export class PackWriter {
   /** Lays out the pack. Calling it again returns the same pack; the writer takes no more blocks. */
   finish(): FinishedPack {
     if (this.#finished) return this.#finished;
-    const bytes = new Uint8Array(this.#size);
-    let pos = writeVarint(bytes, 0, HEADER.length);
-    bytes.set(HEADER, pos);
-    pos += HEADER.length;
-    const entries: PackEntry[] = [];
-    for (const { cid, data } of this.#blocks) {
-      pos = writeVarint(bytes, pos, cid.length + data.length);
-      bytes.set(cid, pos);
-      pos += cid.length;
-      bytes.set(data, pos);
-      entries.push({ cid, offset: pos, length: data.length });
-      pos += data.length;
-    }
-    this.#finished = { bytes, key: packKey(bytes), entries };
+    const blocks = this.#blocks;
+    const layout = new PackLayout(blocks.length, (i) => blocks[i]!.cid, (i) => blocks[i]!.data);
+    const entries = blocks.map(({ cid }, i): PackEntry => ({ cid, offset: layout.offsets[i]!, length: layout.lengths[i]! }));
+    this.#finished = { key: layout.key, size: layout.size, entries, read: (offset, target) => layout.read(offset, target) };
     return this.#finished;
   }
 }
 
-/** A pack laid out by {@link layOutPack}: where each block's data went. */
-export interface LaidOutPack {
-  bytes: Uint8Array;
-  key: string;
-  /** Per block, in the order given: the offset of its data in `bytes`. */
-  offsets: Float64Array;
+/**
+ * A pack of `count` distinct, verified blocks laid out straight from where they are held
+ * (`cidAt(i)`, `dataAt(i)`: views, say, into the CAR the blocks arrived in), with no object per
+ * block and no buffer of the pack's own: its key is hashed from the blocks a MiB at a time, and
+ * a blobstore reads its bytes from them the same way ({@link ByteSource}), so that storing a
+ * repo never holds a second copy of its blocks. `cidAt` and `dataAt` must give the same bytes
+ * for as long as the layout is used.
+ */
+export class PackLayout implements ByteSource {
+  /** Its blobstore key, the SHA-256 of its bytes. */
+  readonly key: string;
+  readonly size: number;
+  /** Per block, in the order given: the offset of its data in the pack. */
+  readonly offsets: Float64Array;
   /** Per block: its data's length. */
-  lengths: Int32Array;
+  readonly lengths: Int32Array;
+  readonly #cidAt: (i: number) => Uint8Array;
+  readonly #dataAt: (i: number) => Uint8Array;
+  readonly #varint = new Uint8Array(10);
+
+  /** @throws {InvalidBlockCidError} when a CID is not a binary CIDv1 with SHA-256. */
+  constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array) {
+    this.#cidAt = cidAt;
+    this.#dataAt = dataAt;
+    this.offsets = new Float64Array(count);
+    this.lengths = new Int32Array(count);
+    let pos = HEADER_FRAME.length;
+    for (let i = 0; i < count; i++) {
+      const cid = cidAt(i);
+      if (!isPackCid(cid)) parseCid(cid);
+      const length = dataAt(i).length;
+      pos += varintLength(cid.length + length) + cid.length;
+      this.offsets[i] = pos;
+      this.lengths[i] = length;
+      pos += length;
+    }
+    this.size = pos;
+    const hash = createHash('sha256');
+    const scratch = new Uint8Array(Math.min(SOURCE_CHUNK_BYTES, pos));
+    for (let at = 0; at < pos; at += scratch.length) {
+      const part = pos - at < scratch.length ? scratch.subarray(0, pos - at) : scratch;
+      this.read(at, part);
+      hash.update(part);
+    }
+    this.key = packKeyOfDigest(hash.digest('hex'));
+  }
+
+  /** Block `i`'s CID (as `cidAt` gives it). */
+  cidAt(i: number): Uint8Array {
+    return this.#cidAt(i);
+  }
+
+  /**
+   * Copies the pack's bytes from `offset` into `target`, framed as a CARv1 frames them.
+   * @throws {RangeError} when the range runs past the pack's end.
+   * @throws {Error} when a block's data no longer has the length it was laid out with.
+   */
+  read(offset: number, target: Uint8Array): void {
+    const end = offset + target.length;
+    if (!Number.isSafeInteger(offset) || offset < 0 || end > this.size) {
+      throw new RangeError(`pack range ${offset}+${target.length} is outside its ${this.size} bytes`);
+    }
+    let at = 0;
+    let pos = offset;
+    const copy = (src: Uint8Array, from: number, to: number) => {
+      target.set(from === 0 && to === src.length ? src : src.subarray(from, to), at);
+      at += to - from;
+      pos += to - from;
+    };
+    if (pos < HEADER_FRAME.length) copy(HEADER_FRAME, pos, Math.min(HEADER_FRAME.length, end));
+    for (let i = pos < end ? this.#blockAt(pos) : 0; pos < end; i++) {
+      const cid = this.#cidAt(i);
+      const data = this.#dataAt(i);
+      if (data.length !== this.lengths[i]) throw new Error(`pack block ${i} is ${data.length} bytes, laid out as ${this.lengths[i]}`);
+      const dataStart = this.offsets[i]!;
+      const cidStart = dataStart - cid.length;
+      if (pos < cidStart) {
+        const n = writeVarint(this.#varint, 0, cid.length + data.length);
+        const frameStart = cidStart - n;
+        copy(this.#varint.subarray(0, n), pos - frameStart, Math.min(cidStart, end) - frameStart);
+      }
+      if (pos < end && pos < dataStart) copy(cid, pos - cidStart, Math.min(dataStart, end) - cidStart);
+      if (pos < end) copy(data, pos - dataStart, Math.min(dataStart + data.length, end) - dataStart);
+    }
+  }
+
+  /** The first block whose frame ends after `pos` (frames lie back to back after the header). */
+  #blockAt(pos: number): number {
+    let lo = 0;
+    let hi = this.offsets.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.offsets[mid]! + this.lengths[mid]! > pos) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
 }
 
-/**
- * Lays out a pack of `count` distinct, verified blocks straight from where they are held
- * (`cidAt(i)`, 36 bytes; `dataAt(i)`), with no object per block: what {@link PackWriter} does for
- * callers that already know their blocks are distinct and well formed.
- */
-export function layOutPack(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): LaidOutPack {
-  let size = varintLength(HEADER.length) + HEADER.length;
-  const lengths = new Int32Array(count);
-  for (let i = 0; i < count; i++) {
-    const length = dataAt(i).length;
-    lengths[i] = length;
-    size += varintLength(36 + length) + 36 + length;
-  }
-  const bytes = new Uint8Array(size);
-  let pos = writeVarint(bytes, 0, HEADER.length);
-  bytes.set(HEADER, pos);
-  pos += HEADER.length;
-  const offsets = new Float64Array(count);
-  for (let i = 0; i < count; i++) {
-    const cid = cidAt(i);
-    if (!(cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32)) parseCid(cid);
-    const data = dataAt(i);
-    pos = writeVarint(bytes, pos, 36 + data.length);
-    bytes.set(cid, pos);
-    pos += 36;
-    bytes.set(data, pos);
-    offsets[i] = pos;
-    pos += data.length;
-  }
-  return { bytes, key: packKey(bytes), offsets, lengths };
+/** What the store path lays out: a {@link PackLayout}. */
+export type LaidOutPack = PackLayout;
+
+/** A {@link PackLayout} of `count` distinct, verified blocks. */
+export function layOutPack(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): PackLayout {
+  return new PackLayout(count, cidAt, dataAt);
 }
 
 /**
@@ -184,9 +246,12 @@ export interface StoredPack {
   inserted: Uint8Array[];
 }
 
-/** Writes the pack to the blobstore. Idempotent: the key is derived from the bytes. */
-export async function putPack(store: BlobStore, pack: Pick<FinishedPack, 'key' | 'bytes'>): Promise<void> {
-  await store.put(pack.key, pack.bytes);
+/**
+ * Writes the pack to the blobstore, read from its blocks a piece at a time. Idempotent: the key
+ * is derived from the bytes.
+ */
+export async function putPack(store: BlobStore, pack: ByteSource & { key: string }): Promise<void> {
+  await store.put(pack.key, pack);
 }
 
 const INDEX_BATCH = 10_000;
@@ -206,7 +271,7 @@ export async function indexPack(db: Queryable, pack: FinishedPack, initialRefcou
     // DO UPDATE (a no-op) rather than DO NOTHING, so that RETURNING yields the existing id.
     `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
      ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
-    [pack.key, pack.bytes.length, pack.entries.length],
+    [pack.key, pack.size, pack.entries.length],
   );
   const packId = Number(rows[0]!.id);
   // In CID byte order, so that concurrent imports sharing blocks take index locks in one order
@@ -225,7 +290,7 @@ export async function indexPack(db: Queryable, pack: FinishedPack, initialRefcou
     );
     for (const r of res.rows) inserted.push(r.cid);
   }
-  return { packId, key: pack.key, sizeBytes: pack.bytes.length, entries: pack.entries, inserted };
+  return { packId, key: pack.key, sizeBytes: pack.size, entries: pack.entries, inserted };
 }
 
 /**
