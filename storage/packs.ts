@@ -43,6 +43,9 @@ const HEADER_FRAME = (() => {
   return out;
 })();
 
+/** Where layouts hash their bytes: one buffer for all, as a layout is made synchronously. */
+const hashScratch = new Uint8Array(SOURCE_CHUNK_BYTES);
+
 /** The shape every CID @atcute/cid accepts (binary CIDv1, DAG-CBOR or raw, SHA-256); checked inline on the hot path. */
 function isPackCid(cid: Uint8Array): boolean {
   return cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32;
@@ -125,24 +128,46 @@ export class PackLayout implements ByteSource {
     this.#dataAt = dataAt;
     this.offsets = new Float64Array(count);
     this.lengths = new Int32Array(count);
+    // One pass lays the blocks out and hashes the bytes they make, through a scratch buffer (a
+    // hash update per block would cost more than the copy): `cidAt` and `dataAt` are asked once.
+    const hash = createHash('sha256');
+    const scratch = hashScratch;
+    let fill = 0;
+    const append = (src: Uint8Array) => {
+      if (src.length <= scratch.length - fill) {
+        scratch.set(src, fill);
+        fill += src.length;
+        return;
+      }
+      for (let from = 0; from < src.length; ) {
+        const n = Math.min(src.length - from, scratch.length - fill);
+        scratch.set(src.subarray(from, from + n), fill);
+        fill += n;
+        from += n;
+        if (fill === scratch.length) {
+          hash.update(scratch);
+          fill = 0;
+        }
+      }
+    };
+    append(HEADER_FRAME);
     let pos = HEADER_FRAME.length;
     for (let i = 0; i < count; i++) {
       const cid = cidAt(i);
       if (!isPackCid(cid)) parseCid(cid);
-      const length = dataAt(i).length;
-      pos += varintLength(cid.length + length) + cid.length;
+      const data = dataAt(i);
+      const frame = cid.length + data.length;
+      if (scratch.length - fill >= 10) fill = writeVarint(scratch, fill, frame);
+      else append(this.#varint.subarray(0, writeVarint(this.#varint, 0, frame)));
+      append(cid);
+      append(data);
+      pos += varintLength(frame) + cid.length;
       this.offsets[i] = pos;
-      this.lengths[i] = length;
-      pos += length;
+      this.lengths[i] = data.length;
+      pos += data.length;
     }
+    hash.update(scratch.subarray(0, fill));
     this.size = pos;
-    const hash = createHash('sha256');
-    const scratch = new Uint8Array(Math.min(SOURCE_CHUNK_BYTES, pos));
-    for (let at = 0; at < pos; at += scratch.length) {
-      const part = pos - at < scratch.length ? scratch.subarray(0, pos - at) : scratch;
-      this.read(at, part);
-      hash.update(part);
-    }
     this.key = packKeyOfDigest(hash.digest('hex'));
   }
 
