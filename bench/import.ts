@@ -43,6 +43,12 @@ export interface ImportBench {
     msByStep: Record<string, number>;
     /** CPU per step: this process, and the PostgreSQL backend that ran the transaction (when it runs on this machine). */
     cpuMsByStep: Record<string, { worker: number; postgres: number | null }>;
+    /**
+     * Memory at the end of each step, MB: RSS, V8's heap in use, and the array buffers (the
+     * CAR, the pack) outside it. A step's transient peak can be higher; `peakRssMb` is the
+     * process's high-water mark.
+     */
+    memoryMbByStep: Record<string, MemoryMb>;
     /** CPU of the whole import (verify included), which holds when the machine is loaded. */
     cpuSeconds: { worker: number; postgres: number | null };
   };
@@ -98,6 +104,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   t = performance.now();
   const steps: Record<string, number> = {};
   const cpuSteps: Record<string, { worker: number; postgres: number | null }> = {};
+  const memSteps: ImportBench['firstImport']['memoryMbByStep'] = { before: memoryMb() };
   let last = t;
   const cpu0 = { worker: workerCpuMs(), postgres: pgCpu() };
   let lastCpu = cpu0;
@@ -106,6 +113,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     const cpu = { worker: workerCpuMs(), postgres: pgCpu() };
     steps[step] = Math.round(now - last);
     cpuSteps[step] = { worker: Math.round(cpu.worker - lastCpu.worker), postgres: cpu.postgres === null ? null : cpu.postgres - lastCpu.postgres! };
+    memSteps[step] = memoryMb();
     last = now;
     lastCpu = cpu;
   };
@@ -119,6 +127,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   const peakFirstMb = process.resourceUsage().maxRSS / 1024;
   log(`import: verify+diff+store ${firstS.toFixed(2)} s; ms by step: ${JSON.stringify(steps)}`);
   log(`import: CPU ${JSON.stringify(firstCpu)} s; by step: ${JSON.stringify(cpuSteps)}`);
+  log(`import: memory (MB) by step: ${JSON.stringify(memSteps)}`);
 
   const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu, deferBlockHashes);
   await pool.end();
@@ -127,7 +136,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     ...(opts.withoutIndexes?.length ? { withoutIndexes: opts.withoutIndexes } : {}),
     carBytes: made.car.length,
     verify: { seconds: verifyS, recordsPerSecond: opts.records / verifyS, mbPerSecond: mb / verifyS },
-    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps, cpuMsByStep: cpuSteps, cpuSeconds: firstCpu },
+    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps, cpuMsByStep: cpuSteps, memoryMbByStep: memSteps, cpuSeconds: firstCpu },
     ...(reimport1pct ? { reimport1pct } : {}),
     baselineRssMb: baselineMb,
     peakRssMb: peakFirstMb,
@@ -163,6 +172,20 @@ async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRep
 function collectGarbage(): void {
   v8.setFlagsFromString('--expose-gc');
   (runInNewContext('gc') as () => void)();
+}
+
+/** RSS; V8's heap, reserved and in use; array buffers (the CAR, packs) outside it. */
+interface MemoryMb {
+  rss: number;
+  heapTotal: number;
+  heapUsed: number;
+  arrayBuffers: number;
+}
+
+function memoryMb(): MemoryMb {
+  const m = process.memoryUsage();
+  const mb = (n: number) => Math.round(n / 2 ** 20);
+  return { rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), arrayBuffers: mb(m.arrayBuffers) };
 }
 
 function workerCpuMs(): number {
