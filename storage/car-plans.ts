@@ -14,7 +14,7 @@ import { crc32 } from 'node:zlib';
 import * as CBOR from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
 import type { Queryable } from './db/pool.ts';
-import { varintLength, writeVarint, type LaidOutPack } from './packs.ts';
+import { PACK_HEADER_BYTES, varintLength, writeVarint, type LaidOutPack } from './packs.ts';
 import type { ByteSource } from './blobstore/types.ts';
 import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 
@@ -168,16 +168,11 @@ export class IncompleteCarPlanError extends Error {
 export function packCarPlan(head: Uint8Array, pack: LaidOutPack, minBytes = PLAN_MIN_BYTES): StoredPlan | null {
   const { size, offsets, lengths } = pack;
   if (size < minBytes) return null;
-  let commit = -1;
-  outer: for (let i = 0; i < offsets.length; i++) {
-    const cid = pack.cidAt(i);
-    for (let k = 35; k >= 0; k--) if (cid[k] !== head[k]) continue outer;
-    commit = i;
-    break;
-  }
+  const commit = pack.indexOf(head);
   if (commit < 0) return null;
   const frameStart = (i: number) => offsets[i]! - 36 - varintLength(36 + lengths[i]!);
-  const first = frameStart(0);
+  // The frames follow the header in whatever order the layout chose; the plan sends them so.
+  const first = PACK_HEADER_BYTES;
   const commitStart = frameStart(commit);
   const commitEnd = offsets[commit]! + lengths[commit]!;
   const header = carHeader(head);

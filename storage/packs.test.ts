@@ -70,7 +70,7 @@ function writerOf(blocks: Block[]): PackWriter {
  * The pack as one buffer, laid out independently of `PackLayout` (as packs were written when the
  * blobstore took one buffer): the bytes and the key a pack of these blocks must have.
  */
-function onePiecePack(blocks: Block[]): { bytes: Uint8Array; key: string; frameEnds: number[] } {
+function onePiecePack(blocks: Block[]): { bytes: Uint8Array; key: string; frameEnds: number[]; dataOffsets: number[] } {
   const header = Uint8Array.of(0xa2, 0x65, ...new TextEncoder().encode('roots'), 0x80, 0x67, ...new TextEncoder().encode('version'), 0x01);
   let size = 1 + header.length;
   for (const b of blocks) size += varintLength(b.cid.length + b.data.length) + b.cid.length + b.data.length;
@@ -79,15 +79,42 @@ function onePiecePack(blocks: Block[]): { bytes: Uint8Array; key: string; frameE
   bytes.set(header, pos);
   pos += header.length;
   const frameEnds = [pos];
+  const dataOffsets: number[] = [];
   for (const b of blocks) {
     pos = writeVarint(bytes, pos, b.cid.length + b.data.length);
     bytes.set(b.cid, pos);
     bytes.set(b.data, pos + b.cid.length);
+    dataOffsets.push(pos + b.cid.length);
     pos += b.cid.length + b.data.length;
     frameEnds.push(pos);
   }
   const sha = createHash('sha256').update(bytes).digest('hex');
-  return { bytes, key: `packs/${sha.slice(0, 2)}/${sha}.car`, frameEnds };
+  return { bytes, key: `packs/${sha.slice(0, 2)}/${sha}.car`, frameEnds, dataOffsets };
+}
+
+/** The blocks in the order a layout put them (by the offsets it gave each). */
+function inPackOrder(blocks: Block[], offsets: Float64Array): Block[] {
+  return blocks.map((b, i) => ({ b, at: offsets[i]! })).sort((x, y) => x.at - y.at).map((x) => x.b);
+}
+
+/**
+ * `blocks` as a verifier holds them after reading their CAR in `chunkBytes` pieces: views into
+ * the chunks, a block that straddles two copied into a buffer of its own (CID then data).
+ */
+function asReadFromCar(car: Uint8Array, chunkBytes: number, frames: { dataOffset: number; cidLength: number; length: number }[]): Block[] {
+  const chunks: Uint8Array[] = [];
+  for (let at = 0; at < car.length; at += chunkBytes) chunks.push(Uint8Array.from(car.subarray(at, at + chunkBytes)));
+  return frames.map(({ dataOffset, cidLength, length }) => {
+    const start = dataOffset - cidLength;
+    const c = Math.floor(start / chunkBytes);
+    if (Math.floor((dataOffset + length - 1) / chunkBytes) === c && length > 0) {
+      const chunk = chunks[c]!;
+      const at = start - c * chunkBytes;
+      return { cid: chunk.subarray(at, at + cidLength), data: chunk.subarray(at + cidLength, at + cidLength + length) };
+    }
+    const own = Uint8Array.from(car.subarray(start, dataOffset + length));
+    return { cid: own.subarray(0, cidLength), data: own.subarray(cidLength) };
+  });
 }
 
 /** Raw blocks of `size` random bytes: a pack of a few of them spans several of the stores' chunks. */
@@ -135,14 +162,17 @@ describe('PackWriter', () => {
   it('lays out the bytes and key one buffer would have, and reads any range of them', async () => {
     const blocks = [...(await makeBlocks(40, 'layout')), ...(await bigBlocks([SOURCE_CHUNK_BYTES - 7, 300_000, SOURCE_CHUNK_BYTES + 5]))];
     const ref = onePiecePack(blocks);
+    // PackWriter keeps the order given; layOutPack chooses its own, which its offsets say.
     const pack = writerOf(blocks).finish();
     const laid = layOutPack(blocks.length, (i) => blocks[i]!.cid, (i) => blocks[i]!.data);
-    for (const p of [pack, laid]) {
-      expect(p.size).toBe(ref.bytes.length);
-      expect(p.key).toBe(ref.key);
-      expect(Buffer.from(bytesOf(p)).equals(Buffer.from(ref.bytes))).toBe(true);
+    const laidRef = onePiecePack(inPackOrder(blocks, laid.offsets));
+    for (const [p, r] of [[pack, ref], [laid, laidRef]] as const) {
+      expect(p.size).toBe(r.bytes.length);
+      expect(p.key).toBe(r.key);
+      expect(Buffer.from(bytesOf(p)).equals(Buffer.from(r.bytes))).toBe(true);
     }
-    expect(Array.from(laid.offsets)).toEqual(pack.entries.map((e) => e.offset));
+    expect(pack.entries.map((e) => e.offset)).toEqual(blocks.map((_, i) => ref.dataOffsets[i]));
+    expect(blocks.map((b) => hex(laidRef.bytes.subarray(laid.offsets[blocks.indexOf(b)]!, laid.offsets[blocks.indexOf(b)]! + b.data.length)))).toEqual(blocks.map((b) => hex(b.data)));
     // Ranges that start and end on and either side of every frame boundary, and random ones.
     const ranges: [number, number][] = [];
     const at = (p: number) => Math.min(ref.bytes.length, Math.max(0, p));
@@ -154,21 +184,57 @@ describe('PackWriter', () => {
     for (const [offset, n] of ranges) {
       const length = Math.min(n, ref.bytes.length - offset);
       const into = new Uint8Array(length);
-      laid.read(offset, into);
+      pack.read(offset, into);
       expect(Buffer.from(into).equals(Buffer.from(ref.bytes.subarray(offset, offset + length))), `${offset}+${length}`).toBe(true);
+      laid.read(offset, into);
+      expect(Buffer.from(into).equals(Buffer.from(laidRef.bytes.subarray(offset, offset + length))), `laid out ${offset}+${length}`).toBe(true);
     }
     expect(() => laid.read(ref.bytes.length - 2, new Uint8Array(3))).toThrow(RangeError);
     expect(() => laid.read(-1, new Uint8Array(1))).toThrow(RangeError);
   });
 
-  it('refuses to read a block whose data no longer has the length it was laid out with', async () => {
-    const blocks = await makeBlocks(3, 'shrunk');
-    const datas = blocks.map((b) => b.data);
-    const laid = layOutPack(blocks.length, (i) => blocks[i]!.cid, (i) => datas[i]!);
-    datas[1] = datas[1]!.subarray(1);
-    expect(() => bytesOf(laid)).toThrow(/laid out as/);
+  it('asks for each block once, and reads the pack from where the blocks lie, in one buffer or many', async () => {
+    const blocks = [...(await makeBlocks(30, 'asked')), ...(await bigBlocks([SOURCE_CHUNK_BYTES + 3]))];
+    // The data of each block in a buffer of its own, the CIDs side by side in one arena (the store path's shapes).
+    const arena = new Uint8Array(blocks.length * 36);
+    blocks.forEach((b, i) => arena.set(b.cid, i * 36));
+    const asked = { cid: 0, data: 0 };
+    const laid = layOutPack(
+      blocks.length,
+      (i) => (asked.cid++, arena.subarray(i * 36, (i + 1) * 36)),
+      (i) => (asked.data++, Uint8Array.from(blocks[i]!.data)),
+    );
+    const ref = onePiecePack(inPackOrder(blocks, laid.offsets));
+    expect(laid.key).toBe(ref.key);
+    for (let r = 0; r < 2; r++) expect(Buffer.from(bytesOf(laid)).equals(Buffer.from(ref.bytes))).toBe(true);
+    expect(asked).toEqual({ cid: blocks.length, data: blocks.length });
+    expect(laid.indexOf(blocks[17]!.cid)).toBe(17);
+    expect(laid.indexOf(Uint8Array.of(1, 0x55, 0x12, 32, ...randomBytes(32)))).toBe(-1);
+    expect(hex(laid.cidAt(5))).toBe(hex(blocks[5]!.cid));
   });
 
+  it('lays out blocks read from a CAR in the order they lie there, copying runs of frames whole', async () => {
+    const blocks = [...(await makeBlocks(60, 'framed')), ...(await bigBlocks([150_000, 40_000]))];
+    const car = onePiecePack(blocks);
+    const frames = blocks.map((b, i) => ({ dataOffset: car.dataOffsets[i]!, cidLength: b.cid.length, length: b.data.length }));
+    // Given in another order (the store path's is by CID), as views into the CAR: whole, or in chunks.
+    const shuffled = blocks.map((_, i) => (i * 37) % blocks.length);
+    for (const chunkBytes of [car.bytes.length, 64 * 1024, 1000]) {
+      const held = asReadFromCar(car.bytes, chunkBytes, frames);
+      const laid = layOutPack(blocks.length, (k) => held[shuffled[k]!]!.cid, (k) => held[shuffled[k]!]!.data);
+      const given = shuffled.map((i) => blocks[i]!);
+      const ref = onePiecePack(inPackOrder(given, laid.offsets));
+      expect(laid.key, `chunks of ${chunkBytes}`).toBe(ref.key);
+      expect(Buffer.from(bytesOf(laid)).equals(Buffer.from(ref.bytes)), `chunks of ${chunkBytes}`).toBe(true);
+      // Held in one piece, the pack is the CAR's frames as they were.
+      if (chunkBytes === car.bytes.length) expect(laid.key).toBe(car.key);
+      for (let at = 0; at < ref.bytes.length; at += 997) {
+        const into = new Uint8Array(Math.min(5000, ref.bytes.length - at));
+        laid.read(at, into);
+        expect(Buffer.from(into).equals(Buffer.from(ref.bytes.subarray(at, at + into.length))), `${chunkBytes}: ${at}`).toBe(true);
+      }
+    }
+  });
 
   it('writes a CARv1 that @ipld/car reads back block for block, with offsets at the block data', async () => {
     const blocks = await makeBlocks(50, 'car');

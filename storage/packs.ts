@@ -35,16 +35,20 @@ export interface FinishedPack extends ByteSource {
   entries: PackEntry[];
 }
 
+/** Bytes of a pack's header frame (varint and `{ version: 1, roots: [] }`): where its first block's frame starts. */
+export const PACK_HEADER_BYTES = 18;
+
 // Encoded once, with its varint: the header never changes.
 const HEADER = encodeCbor({ version: 1, roots: [] });
 const HEADER_FRAME = (() => {
   const out = new Uint8Array(varintLength(HEADER.length) + HEADER.length);
   out.set(HEADER, writeVarint(out, 0, HEADER.length));
+  if (out.length !== PACK_HEADER_BYTES) throw new Error(`a pack header is ${out.length} bytes, not ${PACK_HEADER_BYTES}`);
   return out;
 })();
 
-/** Where layouts hash their bytes: one buffer for all, as a layout is made synchronously. */
-const hashScratch = new Uint8Array(SOURCE_CHUNK_BYTES);
+/** Where layouts hash their bytes: one buffer for all (made on first use), as a layout is made synchronously. */
+let hashScratch: Uint8Array | undefined;
 
 /** The shape every CID @atcute/cid accepts (binary CIDv1, DAG-CBOR or raw, SHA-256); checked inline on the hot path. */
 function isPackCid(cid: Uint8Array): boolean {
@@ -102,13 +106,28 @@ export class PackWriter {
   }
 }
 
+/** How a layout orders its frames. */
+export interface LayoutOptions {
+  /**
+   * `given` (the default): in the order the blocks are given. `memory`: in the order their data
+   * lies in memory (by the buffer it is in, then its offset there), so that writing, hashing and
+   * checksumming the pack read memory front to back rather than at random (a store path's blocks
+   * come in CID order, which scatters them over the CAR); `offsets` stay in the order given.
+   */
+  order?: 'given' | 'memory';
+}
+
 /**
  * A pack of `count` distinct, verified blocks laid out straight from where they are held
- * (`cidAt(i)`, `dataAt(i)`: views, say, into the CAR the blocks arrived in), with no object per
- * block and no buffer of the pack's own: its key is hashed from the blocks a MiB at a time, and
- * a blobstore reads its bytes from them the same way ({@link ByteSource}), so that storing a
- * repo never holds a second copy of its blocks. `cidAt` and `dataAt` must give the same bytes
- * for as long as the layout is used.
+ * (`cidAt(i)`, `dataAt(i)`: views, say, into the CAR the blocks arrived in), with no buffer of
+ * the pack's own: its key is hashed from the blocks a MiB at a time, and a blobstore reads its
+ * bytes from them the same way ({@link ByteSource}), so that storing a repo never holds a
+ * second copy of its blocks.
+ *
+ * `cidAt` and `dataAt` are asked once per block, here; the layout keeps where each view lies
+ * (its memory, offset and length: about 30 bytes a block, no object) and reads from there, so
+ * reading the pack makes no object per block. The bytes there must not change while the layout
+ * is used.
  */
 export class PackLayout implements ByteSource {
   /** Its blobstore key, the SHA-256 of its bytes. */
@@ -118,68 +137,138 @@ export class PackLayout implements ByteSource {
   readonly offsets: Float64Array;
   /** Per block: its data's length. */
   readonly lengths: Int32Array;
-  readonly #cidAt: (i: number) => Uint8Array;
-  readonly #dataAt: (i: number) => Uint8Array;
-  readonly #varint = new Uint8Array(10);
+  /** The memory the blocks lie in, each once, as Buffers (so `copy` needs no view per block). */
+  readonly #memory: Buffer[] = [];
+  readonly #cidMemory: Int32Array;
+  readonly #cidStart: Float64Array;
+  readonly #cidLength: Uint8Array;
+  readonly #dataMemory: Int32Array;
+  readonly #dataStart: Float64Array;
+  /** 1 where the block's whole frame lies in its data's memory, just before the data. */
+  readonly #framed: Uint8Array;
+  /** Frame `k` holds block `#order[k]`; none when frames are in the order given. */
+  readonly #order: Int32Array | undefined;
+  readonly #varint = Buffer.alloc(10);
 
   /** @throws {InvalidBlockCidError} when a CID is not a binary CIDv1 with SHA-256. */
-  constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array) {
-    this.#cidAt = cidAt;
-    this.#dataAt = dataAt;
+  constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array, opts: LayoutOptions = {}) {
     this.offsets = new Float64Array(count);
     this.lengths = new Int32Array(count);
-    // One pass lays the blocks out and hashes the bytes they make, through a scratch buffer (a
-    // hash update per block would cost more than the copy): `cidAt` and `dataAt` are asked once.
-    const hash = createHash('sha256');
-    const scratch = hashScratch;
-    let fill = 0;
-    const append = (src: Uint8Array) => {
-      if (src.length <= scratch.length - fill) {
-        scratch.set(src, fill);
-        fill += src.length;
-        return;
+    this.#cidMemory = new Int32Array(count);
+    this.#cidStart = new Float64Array(count);
+    this.#cidLength = new Uint8Array(count);
+    this.#dataMemory = new Int32Array(count);
+    this.#dataStart = new Float64Array(count);
+    const ids = new Map<ArrayBufferLike, number>();
+    let lastBuffer: ArrayBufferLike | undefined;
+    let lastId = -1;
+    const memoryOf = (view: Uint8Array): number => {
+      if (view.buffer === lastBuffer) return lastId;
+      lastBuffer = view.buffer;
+      let id = ids.get(view.buffer);
+      if (id === undefined) {
+        id = this.#memory.length;
+        ids.set(view.buffer, id);
+        this.#memory.push(Buffer.from(view.buffer as ArrayBuffer));
       }
-      for (let from = 0; from < src.length; ) {
-        const n = Math.min(src.length - from, scratch.length - fill);
-        scratch.set(src.subarray(from, from + n), fill);
-        fill += n;
-        from += n;
-        if (fill === scratch.length) {
-          hash.update(scratch);
-          fill = 0;
-        }
-      }
+      lastId = id;
+      return id;
     };
-    append(HEADER_FRAME);
-    let pos = HEADER_FRAME.length;
     for (let i = 0; i < count; i++) {
       const cid = cidAt(i);
       if (!isPackCid(cid)) parseCid(cid);
       const data = dataAt(i);
-      const frame = cid.length + data.length;
-      if (scratch.length - fill >= 10) fill = writeVarint(scratch, fill, frame);
-      else append(this.#varint.subarray(0, writeVarint(this.#varint, 0, frame)));
-      append(cid);
-      append(data);
-      pos += varintLength(frame) + cid.length;
-      this.offsets[i] = pos;
+      this.#cidMemory[i] = memoryOf(cid);
+      this.#cidStart[i] = cid.byteOffset;
+      this.#cidLength[i] = cid.length;
+      this.#dataMemory[i] = memoryOf(data);
+      this.#dataStart[i] = data.byteOffset;
       this.lengths[i] = data.length;
-      pos += data.length;
     }
-    hash.update(scratch.subarray(0, fill));
+    // A block whose frame (varint, CID, data) lies in memory as the pack frames it, as blocks
+    // read from a CAR do: a run of such frames side by side is copied as one piece.
+    this.#framed = new Uint8Array(count);
+    for (let i = 0; i < count; i++) this.#framed[i] = this.#framedInMemory(i) ? 1 : 0;
+    const order = opts.order === 'memory' ? this.#memoryOrder() : undefined;
+    this.#order = order;
+    let pos = HEADER_FRAME.length;
+    for (let k = 0; k < count; k++) {
+      const i = order ? order[k]! : k;
+      const cidLength = this.#cidLength[i]!;
+      const length = this.lengths[i]!;
+      pos += varintLength(cidLength + length) + cidLength;
+      this.offsets[i] = pos;
+      pos += length;
+    }
     this.size = pos;
+    // Hashed a scratch buffer at a time: a hash update per block would cost more than the copy.
+    const hash = createHash('sha256');
+    const scratch = (hashScratch ??= new Uint8Array(SOURCE_CHUNK_BYTES));
+    for (let at = 0; at < pos; at += scratch.length) {
+      const part = pos - at < scratch.length ? scratch.subarray(0, pos - at) : scratch;
+      this.read(at, part);
+      hash.update(part);
+    }
     this.key = packKeyOfDigest(hash.digest('hex'));
   }
 
-  /** Block `i`'s CID (as `cidAt` gives it). */
+  /** Whether block `i`'s varint and CID lie in its data's memory just before its data. */
+  #framedInMemory(i: number): boolean {
+    const m = this.#memory[this.#dataMemory[i]!]!;
+    const c = this.#memory[this.#cidMemory[i]!]!;
+    const cidLength = this.#cidLength[i]!;
+    const at = this.#dataStart[i]! - cidLength;
+    const cidAt = this.#cidStart[i]!;
+    if (at - 1 < 0) return false;
+    for (let k = cidLength - 1; k >= 0; k--) if (m[at + k] !== c[cidAt + k]) return false;
+    const n = writeVarint(this.#varint, 0, cidLength + this.lengths[i]!);
+    if (at - n < 0) return false;
+    for (let k = 0; k < n; k++) if (m[at - n + k] !== this.#varint[k]) return false;
+    return true;
+  }
+
+  /** Block indexes by where their data lies: memory (in the order first seen), then offset. */
+  #memoryOrder(): Int32Array {
+    const n = this.lengths.length;
+    const order = new Int32Array(n);
+    let span = 1;
+    for (let i = 0; i < n; i++) span = Math.max(span, this.#dataStart[i]! + 1);
+    const indexSpan = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
+    if (this.#memory.length * span * indexSpan <= 2 ** 52) {
+      // Where a block lies and its index fit one double exactly: a native sort of numbers.
+      const packed = new Float64Array(n);
+      for (let i = 0; i < n; i++) packed[i] = (this.#dataMemory[i]! * span + this.#dataStart[i]!) * indexSpan + i;
+      packed.sort();
+      for (let k = 0; k < n; k++) order[k] = packed[k]! % indexSpan;
+      return order;
+    }
+    for (let i = 0; i < n; i++) order[i] = i;
+    return order.sort((a, b) => this.#dataMemory[a]! - this.#dataMemory[b]! || this.#dataStart[a]! - this.#dataStart[b]!);
+  }
+
+  /** Block `i`'s CID, a view of where it lies. */
   cidAt(i: number): Uint8Array {
-    return this.#cidAt(i);
+    const m = this.#memory[this.#cidMemory[i]!]!;
+    return new Uint8Array(m.buffer, this.#cidStart[i]!, this.#cidLength[i]!);
+  }
+
+  /** The first block (in the order given) whose CID is `cid`, or -1. */
+  indexOf(cid: Uint8Array): number {
+    const last = cid.length - 1;
+    outer: for (let i = 0; i < this.offsets.length; i++) {
+      if (this.#cidLength[i] !== cid.length) continue;
+      const m = this.#memory[this.#cidMemory[i]!]!;
+      const at = this.#cidStart[i]!;
+      // From the digest's end: different CIDs nearly always differ in their last byte.
+      for (let k = last; k >= 0; k--) if (m[at + k] !== cid[k]) continue outer;
+      return i;
+    }
+    return -1;
   }
 
   /**
    * Copies the pack's bytes from `offset` into `target`, framed as a CARv1 frames them.
    * @throws {RangeError} when the range runs past the pack's end.
-   * @throws {Error} when a block's data no longer has the length it was laid out with.
    */
   read(offset: number, target: Uint8Array): void {
     const end = offset + target.length;
@@ -188,35 +277,74 @@ export class PackLayout implements ByteSource {
     }
     let at = 0;
     let pos = offset;
-    const copy = (src: Uint8Array, from: number, to: number) => {
-      target.set(from === 0 && to === src.length ? src : src.subarray(from, to), at);
+    // `length` bytes of `src` from `start`, the part of them in [pos, end) that `begin` (the
+    // pack offset of their first byte) puts there.
+    const copy = (src: Uint8Array, start: number, begin: number, length: number) => {
+      const from = pos - begin;
+      const to = Math.min(length, end - begin);
+      if (src instanceof Buffer) src.copy(target, at, start + from, start + to);
+      else target.set(src.subarray(start + from, start + to), at);
       at += to - from;
       pos += to - from;
     };
-    if (pos < HEADER_FRAME.length) copy(HEADER_FRAME, pos, Math.min(HEADER_FRAME.length, end));
-    for (let i = pos < end ? this.#blockAt(pos) : 0; pos < end; i++) {
-      const cid = this.#cidAt(i);
-      const data = this.#dataAt(i);
-      if (data.length !== this.lengths[i]) throw new Error(`pack block ${i} is ${data.length} bytes, laid out as ${this.lengths[i]}`);
-      const dataStart = this.offsets[i]!;
-      const cidStart = dataStart - cid.length;
-      if (pos < cidStart) {
-        const n = writeVarint(this.#varint, 0, cid.length + data.length);
-        const frameStart = cidStart - n;
-        copy(this.#varint.subarray(0, n), pos - frameStart, Math.min(cidStart, end) - frameStart);
+    // The same through one view: for long runs, where a view costs less than Buffer#copy's checks.
+    const copyView = (src: Buffer, start: number, begin: number, length: number) => {
+      const from = pos - begin;
+      const to = Math.min(length, end - begin);
+      target.set(new Uint8Array(src.buffer, src.byteOffset + start + from, to - from), at);
+      at += to - from;
+      pos += to - from;
+    };
+    if (pos < HEADER_FRAME.length) copy(HEADER_FRAME, 0, 0, HEADER_FRAME.length);
+    const order = this.#order;
+    const n = this.offsets.length;
+    for (let k = pos < end ? this.#frameAt(pos) : 0; pos < end; k++) {
+      const i = order ? order[k]! : k;
+      if (this.#framed[i]) {
+        // This frame and the ones after it that follow it in the same memory: one copy.
+        const mem = this.#dataMemory[i]!;
+        const frameAt = this.#dataStart[i]! - (this.offsets[i]! - this.#frameStartOf(i));
+        let last = i;
+        let memEnd = this.#dataStart[i]! + this.lengths[i]!;
+        while (k + 1 < n && this.offsets[last]! + this.lengths[last]! < end) {
+          const j = order ? order[k + 1]! : k + 1;
+          if (!this.#framed[j] || this.#dataMemory[j] !== mem || this.#dataStart[j]! - (this.offsets[j]! - this.#frameStartOf(j)) !== memEnd) break;
+          memEnd = this.#dataStart[j]! + this.lengths[j]!;
+          last = j;
+          k++;
+        }
+        const runBegin = this.#frameStartOf(i);
+        copyView(this.#memory[mem]!, frameAt, runBegin, this.offsets[last]! + this.lengths[last]! - runBegin);
+        continue;
       }
-      if (pos < end && pos < dataStart) copy(cid, pos - cidStart, Math.min(dataStart, end) - cidStart);
-      if (pos < end) copy(data, pos - dataStart, Math.min(dataStart + data.length, end) - dataStart);
+      const cidLength = this.#cidLength[i]!;
+      const length = this.lengths[i]!;
+      const dataStart = this.offsets[i]!;
+      const cidStart = dataStart - cidLength;
+      if (pos < cidStart) {
+        const n = writeVarint(this.#varint, 0, cidLength + length);
+        copy(this.#varint, 0, cidStart - n, n);
+      }
+      if (pos < end && pos < dataStart) copy(this.#memory[this.#cidMemory[i]!]!, this.#cidStart[i]!, cidStart, cidLength);
+      if (pos < end) copy(this.#memory[this.#dataMemory[i]!]!, this.#dataStart[i]!, dataStart, length);
     }
   }
 
-  /** The first block whose frame ends after `pos` (frames lie back to back after the header). */
-  #blockAt(pos: number): number {
+  /** Where block `i`'s frame starts in the pack. */
+  #frameStartOf(i: number): number {
+    const cidLength = this.#cidLength[i]!;
+    return this.offsets[i]! - cidLength - varintLength(cidLength + this.lengths[i]!);
+  }
+
+  /** The first frame that ends after `pos` (frames lie back to back after the header). */
+  #frameAt(pos: number): number {
+    const order = this.#order;
     let lo = 0;
     let hi = this.offsets.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.offsets[mid]! + this.lengths[mid]! > pos) hi = mid;
+      const i = order ? order[mid]! : mid;
+      if (this.offsets[i]! + this.lengths[i]! > pos) hi = mid;
       else lo = mid + 1;
     }
     return lo;
@@ -226,9 +354,12 @@ export class PackLayout implements ByteSource {
 /** What the store path lays out: a {@link PackLayout}. */
 export type LaidOutPack = PackLayout;
 
-/** A {@link PackLayout} of `count` distinct, verified blocks. */
+/**
+ * A {@link PackLayout} of `count` distinct, verified blocks, its frames in the order their data
+ * lies in memory (see {@link LayoutOptions}): what the store path stores.
+ */
 export function layOutPack(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): PackLayout {
-  return new PackLayout(count, cidAt, dataAt);
+  return new PackLayout(count, cidAt, dataAt, { order: 'memory' });
 }
 
 /**
