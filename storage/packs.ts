@@ -106,6 +106,91 @@ export class PackWriter {
   }
 }
 
+/** Where a layout's blocks lie: per block, its CID's and its data's memory, offset and length. */
+interface BlockTables {
+  /** The memory the blocks lie in, each once, as Buffers over the whole of it. */
+  memory: Buffer[];
+  cidMemory: Int32Array;
+  cidStart: Float64Array;
+  cidLength: Uint8Array;
+  dataMemory: Int32Array;
+  dataStart: Float64Array;
+  lengths: Int32Array;
+  /** 1 where the block's whole frame (varint, CID, data) lies in its data's memory, as blocks read from a CAR do. */
+  framed: Uint8Array;
+}
+
+/** Asks for each block's CID and data once and notes where they lie. */
+function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): BlockTables {
+  const t: BlockTables = {
+    memory: [],
+    cidMemory: new Int32Array(count),
+    cidStart: new Float64Array(count),
+    cidLength: new Uint8Array(count),
+    dataMemory: new Int32Array(count),
+    dataStart: new Float64Array(count),
+    lengths: new Int32Array(count),
+    framed: new Uint8Array(count),
+  };
+  const ids = new Map<ArrayBufferLike, number>();
+  let lastBuffer: ArrayBufferLike | undefined;
+  let lastId = -1;
+  const memoryOf = (view: Uint8Array): number => {
+    if (view.buffer === lastBuffer) return lastId;
+    lastBuffer = view.buffer;
+    let id = ids.get(view.buffer);
+    if (id === undefined) {
+      id = t.memory.length;
+      ids.set(view.buffer, id);
+      t.memory.push(Buffer.from(view.buffer as ArrayBuffer));
+    }
+    lastId = id;
+    return id;
+  };
+  const varint = new Uint8Array(10);
+  for (let i = 0; i < count; i++) {
+    const cid = cidAt(i);
+    if (!isPackCid(cid)) parseCid(cid);
+    const data = dataAt(i);
+    const dataMemory = memoryOf(data);
+    t.cidMemory[i] = memoryOf(cid);
+    t.cidStart[i] = cid.byteOffset;
+    t.cidLength[i] = cid.length;
+    t.dataMemory[i] = dataMemory;
+    t.dataStart[i] = data.byteOffset;
+    t.lengths[i] = data.length;
+    // Framed in memory: the CID, and before it the frame's varint, just before the data.
+    const mem = t.memory[dataMemory]!;
+    const at = data.byteOffset - cid.length;
+    const n = writeVarint(varint, 0, cid.length + data.length);
+    if (at - n < 0) continue;
+    let same = true;
+    for (let k = cid.length - 1; k >= 0 && same; k--) same = mem[at + k] === cid[k];
+    for (let k = 0; k < n && same; k++) same = mem[at - n + k] === varint[k];
+    if (same) t.framed[i] = 1;
+  }
+  return t;
+}
+
+/** Block indexes by where their data lies: memory (in the order first seen), then offset. */
+function memoryOrder(t: BlockTables): Int32Array {
+  const n = t.lengths.length;
+  const order = new Int32Array(n);
+  let span = 1;
+  for (let i = 0; i < n; i++) span = Math.max(span, t.dataStart[i]! + 1);
+  const indexSpan = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
+  if (t.memory.length * span * indexSpan <= 2 ** 52) {
+    // Where a block lies and its index fit one double exactly: a native sort of numbers.
+    const packed = new Float64Array(n);
+    for (let i = 0; i < n; i++) packed[i] = (t.dataMemory[i]! * span + t.dataStart[i]!) * indexSpan + i;
+    packed.sort();
+    for (let k = 0; k < n; k++) order[k] = packed[k]! % indexSpan;
+    return order;
+  }
+  for (let i = 0; i < n; i++) order[i] = i;
+  return order.sort((a, b) => t.dataMemory[a]! - t.dataMemory[b]! || t.dataStart[a]! - t.dataStart[b]!);
+}
+
 /** How a layout orders its frames. */
 export interface LayoutOptions {
   /**
@@ -138,7 +223,7 @@ export class PackLayout implements ByteSource {
   /** Per block: its data's length. */
   readonly lengths: Int32Array;
   /** The memory the blocks lie in, each once, as Buffers (so `copy` needs no view per block). */
-  readonly #memory: Buffer[] = [];
+  readonly #memory: Buffer[];
   readonly #cidMemory: Int32Array;
   readonly #cidStart: Float64Array;
   readonly #cidLength: Uint8Array;
@@ -152,54 +237,28 @@ export class PackLayout implements ByteSource {
 
   /** @throws {InvalidBlockCidError} when a CID is not a binary CIDv1 with SHA-256. */
   constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array, opts: LayoutOptions = {}) {
-    this.offsets = new Float64Array(count);
-    this.lengths = new Int32Array(count);
-    this.#cidMemory = new Int32Array(count);
-    this.#cidStart = new Float64Array(count);
-    this.#cidLength = new Uint8Array(count);
-    this.#dataMemory = new Int32Array(count);
-    this.#dataStart = new Float64Array(count);
-    const ids = new Map<ArrayBufferLike, number>();
-    let lastBuffer: ArrayBufferLike | undefined;
-    let lastId = -1;
-    const memoryOf = (view: Uint8Array): number => {
-      if (view.buffer === lastBuffer) return lastId;
-      lastBuffer = view.buffer;
-      let id = ids.get(view.buffer);
-      if (id === undefined) {
-        id = this.#memory.length;
-        ids.set(view.buffer, id);
-        this.#memory.push(Buffer.from(view.buffer as ArrayBuffer));
-      }
-      lastId = id;
-      return id;
-    };
-    for (let i = 0; i < count; i++) {
-      const cid = cidAt(i);
-      if (!isPackCid(cid)) parseCid(cid);
-      const data = dataAt(i);
-      this.#cidMemory[i] = memoryOf(cid);
-      this.#cidStart[i] = cid.byteOffset;
-      this.#cidLength[i] = cid.length;
-      this.#dataMemory[i] = memoryOf(data);
-      this.#dataStart[i] = data.byteOffset;
-      this.lengths[i] = data.length;
-    }
-    // A block whose frame (varint, CID, data) lies in memory as the pack frames it, as blocks
-    // read from a CAR do: a run of such frames side by side is copied as one piece.
-    this.#framed = new Uint8Array(count);
-    for (let i = 0; i < count; i++) this.#framed[i] = this.#framedInMemory(i) ? 1 : 0;
-    const order = opts.order === 'memory' ? this.#memoryOrder() : undefined;
+    const t = locate(count, cidAt, dataAt);
+    this.#memory = t.memory;
+    this.#cidMemory = t.cidMemory;
+    this.#cidStart = t.cidStart;
+    this.#cidLength = t.cidLength;
+    this.#dataMemory = t.dataMemory;
+    this.#dataStart = t.dataStart;
+    this.#framed = t.framed;
+    this.lengths = t.lengths;
+    const order = opts.order === 'memory' ? memoryOrder(t) : undefined;
     this.#order = order;
+    const offsets = new Float64Array(count);
     let pos = HEADER_FRAME.length;
     for (let k = 0; k < count; k++) {
       const i = order ? order[k]! : k;
-      const cidLength = this.#cidLength[i]!;
-      const length = this.lengths[i]!;
+      const cidLength = t.cidLength[i]!;
+      const length = t.lengths[i]!;
       pos += varintLength(cidLength + length) + cidLength;
-      this.offsets[i] = pos;
+      offsets[i] = pos;
       pos += length;
     }
+    this.offsets = offsets;
     this.size = pos;
     // Hashed a scratch buffer at a time: a hash update per block would cost more than the copy.
     const hash = createHash('sha256');
@@ -210,40 +269,6 @@ export class PackLayout implements ByteSource {
       hash.update(part);
     }
     this.key = packKeyOfDigest(hash.digest('hex'));
-  }
-
-  /** Whether block `i`'s varint and CID lie in its data's memory just before its data. */
-  #framedInMemory(i: number): boolean {
-    const m = this.#memory[this.#dataMemory[i]!]!;
-    const c = this.#memory[this.#cidMemory[i]!]!;
-    const cidLength = this.#cidLength[i]!;
-    const at = this.#dataStart[i]! - cidLength;
-    const cidAt = this.#cidStart[i]!;
-    if (at - 1 < 0) return false;
-    for (let k = cidLength - 1; k >= 0; k--) if (m[at + k] !== c[cidAt + k]) return false;
-    const n = writeVarint(this.#varint, 0, cidLength + this.lengths[i]!);
-    if (at - n < 0) return false;
-    for (let k = 0; k < n; k++) if (m[at - n + k] !== this.#varint[k]) return false;
-    return true;
-  }
-
-  /** Block indexes by where their data lies: memory (in the order first seen), then offset. */
-  #memoryOrder(): Int32Array {
-    const n = this.lengths.length;
-    const order = new Int32Array(n);
-    let span = 1;
-    for (let i = 0; i < n; i++) span = Math.max(span, this.#dataStart[i]! + 1);
-    const indexSpan = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
-    if (this.#memory.length * span * indexSpan <= 2 ** 52) {
-      // Where a block lies and its index fit one double exactly: a native sort of numbers.
-      const packed = new Float64Array(n);
-      for (let i = 0; i < n; i++) packed[i] = (this.#dataMemory[i]! * span + this.#dataStart[i]!) * indexSpan + i;
-      packed.sort();
-      for (let k = 0; k < n; k++) order[k] = packed[k]! % indexSpan;
-      return order;
-    }
-    for (let i = 0; i < n; i++) order[i] = i;
-    return order.sort((a, b) => this.#dataMemory[a]! - this.#dataMemory[b]! || this.#dataStart[a]! - this.#dataStart[b]!);
   }
 
   /** Block `i`'s CID, a view of where it lies. */
