@@ -13,6 +13,7 @@ import { refcountProblems } from '../test/helpers.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
+import type { ByteSource } from '../storage/blobstore/types.ts';
 import { locateBlock, readBlock } from '../storage/packs.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypair } from '../atproto/testing/make-repo.ts';
@@ -61,6 +62,15 @@ async function eventsOf(did: string, since = 0): Promise<string[]> {
 async function maxEventId(): Promise<number> {
   const { rows } = await pool.query<{ m: string | null }>('SELECT max(id) AS m FROM events');
   return Number(rows[0]!.m ?? 0);
+}
+
+/** `n` records of about `bytes` bytes each (long post texts), so that a few make a large pack. */
+function bulkyRecords(n: number, bytes: number): RecordInput[] {
+  return Array.from({ length: n }, (_, i) => ({
+    collection: 'app.bsky.feed.post',
+    rkey: TID.create(1_750_000_000_000_000 + i, 3),
+    value: { $type: 'app.bsky.feed.post', text: `${i} `.padEnd(bytes, 'x'), createdAt: new Date(0).toISOString() },
+  }));
 }
 
 describe('importRepo', () => {
@@ -206,6 +216,51 @@ describe('importRepo', () => {
     const { rows } = await pool.query('SELECT rev FROM repos WHERE did = $1', [ddid]);
     expect(rows[0]).toEqual({ rev: rev(1) });
     expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it('stores nothing when the blobstore fails part way through the pack, and keeps what it stored before', async () => {
+    const fdid = 'did:plc:importfailedupload0000000000';
+    const first = await makeRepo({ did: fdid, records: generateRecords(30), keypair, rev: rev(1) });
+    expect(await importCar(first)).toMatchObject({ kind: 'imported', created: 30 });
+    // A newer rev whose pack is over a MiB: the store reads it in several pieces.
+    const next = await makeRepo({ did: fdid, records: generateRecords(30).concat(bulkyRecords(12, 120_000)), keypair, rev: rev(2) });
+    const before = { events: await maxEventId(), records: await storedRecords(fdid), blocks: (await pool.query('SELECT count(*) AS n FROM blocks')).rows[0].n, packs: await blobs.list('packs/') };
+    let read = 0;
+    let size = 0;
+    const failing = new Proxy(blobs, {
+      get(target, prop, receiver) {
+        if (prop !== 'put') return Reflect.get(target, prop, receiver);
+        return (key: string, body: Uint8Array | ByteSource) => {
+          if (body instanceof Uint8Array) throw new Error('the pack came whole');
+          size = body.size;
+          return target.put(key, {
+            size: body.size,
+            read(offset: number, into: Uint8Array) {
+              if (read >= 1024 * 1024) throw new Error('the blobstore failed part way');
+              read += into.length;
+              body.read(offset, into);
+            },
+          });
+        };
+      },
+    });
+    const repo = await verifyRepo(next.car, { did: fdid, signingKey: next.signingKey });
+    await expect(importRepo({ pool, blobs: failing }, { repo, pds: 'https://pds.example', handle: undefined, signingKey: next.signingKey, filter: FULL })).rejects.toThrow(/failed part way/);
+    expect(size).toBeGreaterThan(1024 * 1024);
+    expect(read).toBeGreaterThan(0);
+    expect(await blobs.list('packs/')).toEqual(before.packs);
+    expect(await maxEventId()).toBe(before.events);
+    expect(await storedRecords(fdid)).toEqual(before.records);
+    expect((await pool.query('SELECT count(*) AS n FROM blocks')).rows[0].n).toBe(before.blocks);
+    const { rows } = await pool.query('SELECT rev FROM repos WHERE did = $1', [fdid]);
+    expect(rows[0]).toEqual({ rev: rev(1) });
+    expect(await refcountProblems(pool)).toEqual([]);
+    for (const r of first.records) {
+      const loc = (await locateBlock(pool, cidBytes(r.cid)))!;
+      await readBlock(blobs, loc.packKey, loc.offset, loc.length, cidBytes(r.cid));
+    }
+    // The same import through a working blobstore then stores it whole.
+    expect(await importCar(next)).toMatchObject({ kind: 'imported', created: 12 });
   });
 
   it('removes a deleted repo\'s records, events and references', async () => {

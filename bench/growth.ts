@@ -12,10 +12,11 @@
  *
  * Single repos (`--sizes`, skipped with `--no-single`): for each size, a signed repo (generated once,
  * cached under the cache directory) is verified alone, streamed from its file, in a process of
- * its own (`bench/verify.ts --rss-only`), then verified and imported into an empty database in
- * another (`bench/import.ts --first-only`), so each peak RSS is that run's own. Prints one JSON
- * object last: per size, records/s and peak RSS (whole process, and above the process's baseline)
- * as multiples of the CAR.
+ * its own (`bench/verify.ts --rss-only`), then verified (streamed from its file too, so the CAR's
+ * own bytes count) and imported into an empty database in another (`bench/import.ts
+ * --first-only`, whose baseline is its RSS just before the import), so each peak RSS is that
+ * run's own. Prints one JSON object last: per size, records/s and peak RSS (whole process, and
+ * above the process's baseline) as multiples of the CAR.
  *
  *   node bench/growth.ts --database-url URL [--sizes 10000,100000] [--no-single] [--with-1m]
  *     [--mirror-records 10000,100000] [--mirror-repos 10,1000,10000] [--small-records 10]

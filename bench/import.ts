@@ -4,7 +4,14 @@
  * newer rev that changes 1 % of the records). Needs a database: DATABASE_URL, or a stack that
  * `bench/run.ts` starts. Prints one JSON object last.
  *
- *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR] [--first-only] [--without-index a,b] [--eager-hashes]
+ *   node bench/import.ts [--records 100000] [--database-url URL] [--blob-dir DIR] [--first-only] [--without-index a,b] [--eager-hashes] [--car-in-memory]
+ *
+ * Memory: the first import reads the CAR itself, streamed from the cached file in 64 KiB chunks
+ * as a backfill reads it from the network (`--car-in-memory`: verified from the whole CAR read
+ * before, as until now, which leaves the CAR's own bytes out of the figure). Its baseline is the
+ * process's RSS just before, after a full collection, with the RSS high-water mark reset there
+ * (`/proc/self/clear_refs`), so the peak is the import's own and not what loading the bench's
+ * inputs left behind; `peakRssOverCar` and `aboveBaselineOverCar` are against that baseline.
  *
  * `--first-only` skips the re-import (the growth bench measures first imports at several sizes).
  * `--without-index` drops those indexes from the bench's fresh database before importing: what
@@ -16,14 +23,14 @@
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as TID from '@atcute/tid';
 import pg from 'pg';
-import { type MadeRepo, makeRepo, generateRecords } from '../atproto/testing/make-repo.ts';
-import { benchRepo } from './inputs.ts';
-import { verifyRepo } from '../atproto/verify.ts';
+import { type MadeRepo, cachePaths, makeRepo, generateRecords } from '../atproto/testing/make-repo.ts';
+import { BENCH_DID, benchRepo } from './inputs.ts';
+import { verifyRepo, verifyRepoStream } from '../atproto/verify.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
@@ -43,16 +50,26 @@ export interface ImportBench {
     msByStep: Record<string, number>;
     /** CPU per step: this process, and the PostgreSQL backend that ran the transaction (when it runs on this machine). */
     cpuMsByStep: Record<string, { worker: number; postgres: number | null }>;
+    /**
+     * Memory at the end of each step, MB: RSS, V8's heap in use, and the array buffers (the
+     * CAR, the pack) outside it. A step's transient peak can be higher; `peakRssMb` is the
+     * process's high-water mark.
+     */
+    memoryMbByStep: Record<string, MemoryMb>;
     /** CPU of the whole import (verify included), which holds when the machine is loaded. */
     cpuSeconds: { worker: number; postgres: number | null };
   };
   reimport1pct?: { seconds: number; recordsPerSecond: number; created: number; updated: number; deleted: number; cpuSeconds: { worker: number; postgres: number | null } };
-  /** RSS before the CAR is read (Node, modules, the generator's library). */
+  /** RSS just before the first import (Node, modules, the bench's inputs; the CAR too with `--car-in-memory`). */
   baselineRssMb: number;
-  /** Peak RSS through verify and the first import. */
+  /** Peak RSS through the first import (verify + store). */
   peakRssMb: number;
   peakRssOverCar: number;
   aboveBaselineOverCar: number;
+  /** Whether the first import read the CAR itself (streamed from its file) rather than held it before the baseline. */
+  carStreamed: boolean;
+  /** Whether the high-water mark was reset at the baseline; when not, the peak is the process's since it started. */
+  peakResetAtBaseline: boolean;
 }
 
 async function freshDb(baseUrl: string): Promise<string> {
@@ -66,11 +83,17 @@ async function freshDb(baseUrl: string): Promise<string> {
   return u.toString();
 }
 
-export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; withoutIndexes?: string[]; eagerHashes?: boolean; log?: (l: string) => void }): Promise<ImportBench> {
+export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; withoutIndexes?: string[]; eagerHashes?: boolean; carInMemory?: boolean; log?: (l: string) => void }): Promise<ImportBench> {
   const log = opts.log ?? ((l: string) => console.error(l));
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
-  const made = await benchRepo(opts.records);
-  const mb = made.car.length / 1e6;
+  const carStreamed = !opts.carInMemory;
+  const { carPath, metaPath } = cachePaths({ did: BENCH_DID, records: opts.records });
+  // Streamed, the first import is the first thing in the process to hold the CAR: loading it
+  // before, even to let it go, would leave its pages to the allocator for the import to reuse.
+  let made: MadeRepo | undefined = carStreamed && existsSync(carPath) && existsSync(metaPath) ? undefined : await benchRepo(opts.records);
+  const { did, signingKey } = made ?? identityOf(metaPath);
+  const carBytes = statSync(carPath).size;
+  const mb = carBytes / 1e6;
   // One connection, so that the backend whose CPU is read is the one that runs the import.
   const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 1 });
   await migrate(pool);
@@ -85,19 +108,26 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   const pgCpu = await backendCpu(pool);
   const blobs = new LocalBlobStore(opts.blobDir ?? mkdtempSync(join(tmpdir(), 'repowalk-bench-')));
   const filter = FilterOptions.parse({});
-  // maxRSS is a high-water mark in KiB: read it before the CAR work and right after the first import.
-  const baselineMb = process.resourceUsage().maxRSS / 1024;
 
-  let t = performance.now();
-  await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey });
-  const verifyS = (performance.now() - t) / 1000;
-  log(`import: verify alone ${verifyS.toFixed(2)} s`);
+  let verifyS = 0;
+  const verifyAlone = async (car: Uint8Array) => {
+    const start = performance.now();
+    await verifyRepo(car, { did, signingKey });
+    verifyS = (performance.now() - start) / 1000;
+    log(`import: verify alone ${verifyS.toFixed(2)} s`);
+  };
+  if (!carStreamed) await verifyAlone(made!.car);
 
-  // What verify alone left is garbage: collected now, so the import's peak does not stack on it.
+  // What came before is garbage: collected now, so the import's peak does not stack on it.
   collectGarbage();
+  const peakResetAtBaseline = resetPeakRss();
+  // maxRSS is a high-water mark in KiB: without the reset it holds what loading the inputs took.
+  const baselineMb = peakResetAtBaseline ? process.memoryUsage().rss / 2 ** 20 : process.resourceUsage().maxRSS / 1024;
+  let t = performance.now();
   t = performance.now();
   const steps: Record<string, number> = {};
   const cpuSteps: Record<string, { worker: number; postgres: number | null }> = {};
+  const memSteps: ImportBench['firstImport']['memoryMbByStep'] = { before: memoryMb() };
   let last = t;
   const cpu0 = { worker: workerCpuMs(), postgres: pgCpu() };
   let lastCpu = cpu0;
@@ -106,33 +136,42 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     const cpu = { worker: workerCpuMs(), postgres: pgCpu() };
     steps[step] = Math.round(now - last);
     cpuSteps[step] = { worker: Math.round(cpu.worker - lastCpu.worker), postgres: cpu.postgres === null ? null : cpu.postgres - lastCpu.postgres! };
+    memSteps[step] = memoryMb();
     last = now;
     lastCpu = cpu;
   };
   const deferBlockHashes = !opts.eagerHashes;
-  const repo = await verifyRepo(made.car, { did: made.did, signingKey: made.signingKey, deferBlockHashes });
+  const verifyOptions = { did, signingKey, deferBlockHashes };
+  const repo = carStreamed
+    ? await verifyRepoStream(createReadStream(carPath, { highWaterMark: 64 * 1024 }), verifyOptions)
+    : await verifyRepo(made!.car, verifyOptions);
   trace('verify');
-  const first = await importRepo({ pool, blobs }, { repo, pds: 'https://bench.invalid', handle: undefined, signingKey: made.signingKey, filter, trace });
+  const first = await importRepo({ pool, blobs }, { repo, pds: 'https://bench.invalid', handle: undefined, signingKey, filter, trace });
   const firstS = (performance.now() - t) / 1000;
   const firstCpu = cpuSince(cpu0, pgCpu);
   if (first.kind !== 'imported') throw new Error(`first import: ${first.kind}`);
   const peakFirstMb = process.resourceUsage().maxRSS / 1024;
   log(`import: verify+diff+store ${firstS.toFixed(2)} s; ms by step: ${JSON.stringify(steps)}`);
   log(`import: CPU ${JSON.stringify(firstCpu)} s; by step: ${JSON.stringify(cpuSteps)}`);
+  log(`import: memory (MB) by step: ${JSON.stringify(memSteps)}`);
+  made ??= await benchRepo(opts.records);
+  if (carStreamed) await verifyAlone(made.car);
 
   const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu, deferBlockHashes);
   await pool.end();
   return {
     records: opts.records,
     ...(opts.withoutIndexes?.length ? { withoutIndexes: opts.withoutIndexes } : {}),
-    carBytes: made.car.length,
+    carBytes,
     verify: { seconds: verifyS, recordsPerSecond: opts.records / verifyS, mbPerSecond: mb / verifyS },
-    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps, cpuMsByStep: cpuSteps, cpuSeconds: firstCpu },
+    firstImport: { seconds: firstS, recordsPerSecond: opts.records / firstS, mbPerSecond: mb / firstS, msByStep: steps, cpuMsByStep: cpuSteps, memoryMbByStep: memSteps, cpuSeconds: firstCpu },
     ...(reimport1pct ? { reimport1pct } : {}),
     baselineRssMb: baselineMb,
     peakRssMb: peakFirstMb,
-    peakRssOverCar: (peakFirstMb * 1024 * 1024) / made.car.length,
-    aboveBaselineOverCar: ((peakFirstMb - baselineMb) * 1024 * 1024) / made.car.length,
+    peakRssOverCar: (peakFirstMb * 1024 * 1024) / carBytes,
+    aboveBaselineOverCar: ((peakFirstMb - baselineMb) * 1024 * 1024) / carBytes,
+    carStreamed,
+    peakResetAtBaseline,
   };
 }
 
@@ -159,10 +198,53 @@ async function benchReimport(pool: pg.Pool, blobs: LocalBlobStore, made: MadeRep
   return { seconds: secondS, recordsPerSecond: changed.length / secondS, created: second.created, updated: second.updated, deleted: second.deleted, cpuSeconds };
 }
 
+/**
+ * The DID and signing key from a cached repo's JSON (`makeRepoCached` writes them first), read
+ * from its head: the whole file (its record list, 171 MB at 1,000,000 records) would leave a
+ * heap that size behind before the baseline.
+ */
+function identityOf(metaPath: string): { did: string; signingKey: string } {
+  const fd = openSync(metaPath, 'r');
+  const head = Buffer.alloc(4096);
+  const n = readSync(fd, head, 0, head.length, 0);
+  closeSync(fd);
+  const text = head.toString('utf8', 0, n);
+  const did = /^\{"did":"([^"]+)","signingKey":"([^"]+)"/.exec(text);
+  if (did) return { did: did[1]!, signingKey: did[2]! };
+  return JSON.parse(readFileSync(metaPath, 'utf8')) as { did: string; signingKey: string };
+}
+
+/**
+ * Resets the process's RSS high-water mark (what `maxRSS` reports) to its RSS now (Linux 4.0+:
+ * `/proc/self/clear_refs`). False where that cannot be done; `maxRSS` then keeps its earlier peak.
+ */
+function resetPeakRss(): boolean {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A full collection now (V8's `gc`, reached without the command-line flag). */
 function collectGarbage(): void {
   v8.setFlagsFromString('--expose-gc');
   (runInNewContext('gc') as () => void)();
+}
+
+/** RSS; V8's heap, reserved and in use; array buffers (the CAR, packs) outside it. */
+interface MemoryMb {
+  rss: number;
+  heapTotal: number;
+  heapUsed: number;
+  arrayBuffers: number;
+}
+
+function memoryMb(): MemoryMb {
+  const m = process.memoryUsage();
+  const mb = (n: number) => Math.round(n / 2 ** 20);
+  return { rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), arrayBuffers: mb(m.arrayBuffers) };
 }
 
 function workerCpuMs(): number {
@@ -203,10 +285,11 @@ if (import.meta.main) {
       'first-only': { type: 'boolean' },
       'without-index': { type: 'string' },
       'eager-hashes': { type: 'boolean' },
+      'car-in-memory': { type: 'boolean' },
     },
   });
   const url = values['database-url'] ?? process.env.DATABASE_URL;
   if (!url) throw new Error('bench/import.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
-  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'], firstOnly: values['first-only'], withoutIndexes: values['without-index']?.split(',').filter(Boolean), eagerHashes: values['eager-hashes'] });
+  const result = await benchImport({ records: Number(values.records), databaseUrl: url, blobDir: values['blob-dir'], firstOnly: values['first-only'], withoutIndexes: values['without-index']?.split(',').filter(Boolean), eagerHashes: values['eager-hashes'], carInMemory: values['car-in-memory'] });
   console.log(JSON.stringify(result));
 }

@@ -224,7 +224,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     if (options.alsoInTransaction) await options.alsoInTransaction(tx);
     await uploaded;
     trace('await pack upload');
-    return { outcomes, perChange, packKey: pack?.key, newBlocks: inPack.length, packBytes: pack?.bytes.length ?? 0 };
+    return { outcomes, perChange, packKey: pack?.key, newBlocks: inPack.length, packBytes: pack?.size ?? 0 };
   }, { settings: KEYED_PLANS });
 }
 
@@ -284,7 +284,7 @@ async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: numb
     name: 'ingest-pack-row',
     text: `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
      ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
-    values: [pack.key, pack.bytes.length, inPack.length],
+    values: [pack.key, pack.size, inPack.length],
   });
   const packId = Number(rows[0]!.id);
   // In CID order (the groups' order), the lock order, which also keeps B-tree inserts in order.

@@ -62,7 +62,7 @@ export async function repackPacks(
     writer = new PackWriter();
     out.packs += sources.length;
     out.bytesBefore += sources.reduce((n, s) => n + s.size, 0);
-    out.bytesAfter += pack.bytes.length;
+    out.bytesAfter += pack.size;
     out.newPacks++;
     if (opts.dryRun) {
       out.blocksMoved += pack.entries.length;
@@ -78,7 +78,7 @@ export async function repackPacks(
       const { rows } = await client.query<{ id: string }>(
         `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
          ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
-        [pack.key, pack.bytes.length, pack.entries.length],
+        [pack.key, pack.size, pack.entries.length],
       );
       // The importers' lock order.
       await client.query(`SELECT count(*) FROM (SELECT 1 FROM blocks WHERE cid = ANY($1::bytea[]) ORDER BY cid FOR UPDATE) l`, [cids]);

@@ -112,7 +112,7 @@ beforeAll(async () => {
   await dropRepo(pool, c, 'deleted', { reason: 'RepoNotFound' });
 
   const dead = randomPack(3);
-  deadPack = { id: await storeLoosePack(pool, store, dead), key: dead.key, size: dead.bytes.length };
+  deadPack = { id: await storeLoosePack(pool, store, dead), key: dead.key, size: dead.size };
   const counted = randomPack(2);
   countedPack = { id: await storeLoosePack(pool, store, counted, 1), key: counted.key };
   const orphan = randomPack(2);

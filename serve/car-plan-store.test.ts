@@ -26,6 +26,7 @@ import { MissingBlockError, PackBlockReader, PackCache } from './blocks.ts';
 import { RepoCarPlans, repoCar, type StoredCarPlans } from './repo-car.ts';
 import { CarPlanStore } from './car-plan-store.ts';
 import { PLAN_MIN_BYTES, decodePlan, encodePlan, packCarPlan, type StoredPiece } from '../storage/car-plans.ts';
+import { layOutPack } from '../storage/packs.ts';
 import { startServeServer } from './server.ts';
 
 let pool: pg.Pool;
@@ -314,7 +315,7 @@ describe('stored CAR plans', () => {
     for await (const c of repoCar(new PackBlockReader(pool, store), { head, dataRoot: data }, undefined, { plans: big, did: repo!.did })) chunks.push(c);
     expect(Buffer.concat(chunks).length).toBeLessThan(PLAN_MIN_BYTES);
     expect(await plans.load(repo!.did, head)).toBeNull();
-    expect(packCarPlan(head, { bytes: new Uint8Array(1000), key: 'k', offsets: new Float64Array(0), lengths: new Int32Array(0) })).toBeNull();
+    expect(packCarPlan(head, layOutPack(0, () => head, () => new Uint8Array(0)))).toBeNull();
   });
 
   it('deleting a pack row (as GC sweeps) takes the plans that read it out of use, in the same transaction', async () => {

@@ -14,7 +14,9 @@ import { crc32 } from 'node:zlib';
 import * as CBOR from '@atcute/cbor';
 import { CidLinkWrapper } from '@atcute/cid';
 import type { Queryable } from './db/pool.ts';
-import { varintLength, writeVarint, type LaidOutPack } from './packs.ts';
+import { PACK_HEADER_BYTES, varintLength, writeVarint, type LaidOutPack } from './packs.ts';
+import type { ByteSource } from './blobstore/types.ts';
+import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 
 /** A piece of a stored plan: bytes of its own, or a range of a pack with its CRC-32. */
 export type StoredPiece = { bytes: Uint8Array } | PackRange;
@@ -111,12 +113,21 @@ export function decodePlan(bytes: Buffer): StoredPiece[] | null {
   return at === bytes.length ? pieces : null;
 }
 
-/** `[start, end)` of `pack` as ranges of at most {@link RANGE_MAX} bytes, each with its CRC. */
-export function rangesOf(bytes: Uint8Array, pack: number, start: number, end: number): PackRange[] {
+/**
+ * `[start, end)` of `pack` as ranges of at most {@link RANGE_MAX} bytes, each with its CRC, read
+ * from `bytes` a piece at a time into `scratch`.
+ */
+export function rangesOf(bytes: ByteSource, pack: number, start: number, end: number, scratch: Uint8Array): PackRange[] {
   const out: PackRange[] = [];
   for (let at = start; at < end; at += RANGE_MAX) {
     const to = Math.min(end, at + RANGE_MAX);
-    out.push({ pack, start: at, end: to, crc: crc32(bytes.subarray(at, to)) });
+    let crc = 0;
+    for (let p = at; p < to; p += scratch.length) {
+      const piece = to - p < scratch.length ? scratch.subarray(0, to - p) : scratch;
+      bytes.read(p, piece);
+      crc = crc32(piece, crc);
+    }
+    out.push({ pack, start: at, end: to, crc });
   }
   return out;
 }
@@ -155,25 +166,21 @@ export class IncompleteCarPlanError extends Error {
  * than `minBytes`.
  */
 export function packCarPlan(head: Uint8Array, pack: LaidOutPack, minBytes = PLAN_MIN_BYTES): StoredPlan | null {
-  const { bytes, offsets, lengths } = pack;
-  if (bytes.length < minBytes) return null;
-  let commit = -1;
-  outer: for (let i = 0; i < offsets.length; i++) {
-    const at = offsets[i]! - 36;
-    for (let k = 35; k >= 0; k--) if (bytes[at + k] !== head[k]) continue outer;
-    commit = i;
-    break;
-  }
+  const { size, offsets, lengths } = pack;
+  if (size < minBytes) return null;
+  const commit = pack.indexOf(head);
   if (commit < 0) return null;
   const frameStart = (i: number) => offsets[i]! - 36 - varintLength(36 + lengths[i]!);
-  const first = frameStart(0);
+  // The frames follow the header in whatever order the layout chose; the plan sends them so.
+  const first = PACK_HEADER_BYTES;
   const commitStart = frameStart(commit);
   const commitEnd = offsets[commit]! + lengths[commit]!;
   const header = carHeader(head);
   const own = Buffer.allocUnsafe(header.length + (commitEnd - commitStart));
   own.set(header, 0);
-  own.set(bytes.subarray(commitStart, commitEnd), header.length);
-  return { packKeys: [pack.key], pieces: [{ bytes: own }, ...rangesOf(bytes, 0, first, commitStart), ...rangesOf(bytes, 0, commitEnd, bytes.length)] };
+  pack.read(commitStart, own.subarray(header.length));
+  const scratch = new Uint8Array(Math.min(SOURCE_CHUNK_BYTES, size));
+  return { packKeys: [pack.key], pieces: [{ bytes: own }, ...rangesOf(pack, 0, first, commitStart, scratch), ...rangesOf(pack, 0, commitEnd, size, scratch)] };
 }
 
 /** Writes the plan of a repo whose blocks are exactly `pack`'s (see {@link packCarPlan}). */

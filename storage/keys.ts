@@ -25,7 +25,11 @@ function sha256Hex(bytes: Uint8Array): string {
 
 /** The key of a pack: the SHA-256 of its bytes. */
 export function packKey(bytes: Uint8Array): string {
-  const hex = sha256Hex(bytes);
+  return packKeyOfDigest(sha256Hex(bytes));
+}
+
+/** The key of a pack whose bytes' SHA-256 is `hex` (hashed a piece at a time by the caller). */
+export function packKeyOfDigest(hex: string): string {
   return `packs/${hex.slice(0, 2)}/${hex}.car`;
 }
 

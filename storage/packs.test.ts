@@ -10,11 +10,14 @@ import { create as createCid, decode as decodeCid, toString as cidToString } fro
 import { freshBucket, freshDatabase, testStack } from '../test/stack.ts';
 import type { BlobStore } from './blobstore/types.ts';
 import { LocalBlobStore } from './blobstore/local.ts';
+import { bytesOf } from './blobstore/checks.ts';
 import { S3BlobStore } from './blobstore/s3.ts';
 import { migrate } from './db/migrate.ts';
 import { openPool, withTransaction } from './db/pool.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
-import { PackWriter, indexPack, locateBlock, putPack, readBlock, sortByCid, storePack } from './packs.ts';
+import { PackWriter, indexPack, layOutPack, locateBlock, putPack, readBlock, sortByCid, storePack, varintLength, writeVarint } from './packs.ts';
+import type { ByteSource } from './blobstore/types.ts';
+import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 
 interface Block {
   cid: Uint8Array;
@@ -63,7 +66,176 @@ function writerOf(blocks: Block[]): PackWriter {
   return w;
 }
 
+/**
+ * The pack as one buffer, laid out independently of `PackLayout` (as packs were written when the
+ * blobstore took one buffer): the bytes and the key a pack of these blocks must have.
+ */
+function onePiecePack(blocks: Block[]): { bytes: Uint8Array; key: string; frameEnds: number[]; dataOffsets: number[] } {
+  const header = Uint8Array.of(0xa2, 0x65, ...new TextEncoder().encode('roots'), 0x80, 0x67, ...new TextEncoder().encode('version'), 0x01);
+  let size = 1 + header.length;
+  for (const b of blocks) size += varintLength(b.cid.length + b.data.length) + b.cid.length + b.data.length;
+  const bytes = new Uint8Array(size);
+  let pos = writeVarint(bytes, 0, header.length);
+  bytes.set(header, pos);
+  pos += header.length;
+  const frameEnds = [pos];
+  const dataOffsets: number[] = [];
+  for (const b of blocks) {
+    pos = writeVarint(bytes, pos, b.cid.length + b.data.length);
+    bytes.set(b.cid, pos);
+    bytes.set(b.data, pos + b.cid.length);
+    dataOffsets.push(pos + b.cid.length);
+    pos += b.cid.length + b.data.length;
+    frameEnds.push(pos);
+  }
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  return { bytes, key: `packs/${sha.slice(0, 2)}/${sha}.car`, frameEnds, dataOffsets };
+}
+
+/** The blocks in the order a layout put them (by the offsets it gave each). */
+function inPackOrder(blocks: Block[], offsets: Float64Array): Block[] {
+  return blocks.map((b, i) => ({ b, at: offsets[i]! })).sort((x, y) => x.at - y.at).map((x) => x.b);
+}
+
+/**
+ * `blocks` as a verifier holds them after reading their CAR in `chunkBytes` pieces: views into
+ * the chunks, a block that straddles two copied into a buffer of its own (CID then data).
+ */
+function asReadFromCar(car: Uint8Array, chunkBytes: number, frames: { dataOffset: number; cidLength: number; length: number }[]): Block[] {
+  const chunks: Uint8Array[] = [];
+  for (let at = 0; at < car.length; at += chunkBytes) chunks.push(Uint8Array.from(car.subarray(at, at + chunkBytes)));
+  return frames.map(({ dataOffset, cidLength, length }) => {
+    const start = dataOffset - cidLength;
+    const c = Math.floor(start / chunkBytes);
+    if (Math.floor((dataOffset + length - 1) / chunkBytes) === c && length > 0) {
+      const chunk = chunks[c]!;
+      const at = start - c * chunkBytes;
+      return { cid: chunk.subarray(at, at + cidLength), data: chunk.subarray(at + cidLength, at + cidLength + length) };
+    }
+    const own = Uint8Array.from(car.subarray(start, dataOffset + length));
+    return { cid: own.subarray(0, cidLength), data: own.subarray(cidLength) };
+  });
+}
+
+/** Raw blocks of `size` random bytes: a pack of a few of them spans several of the stores' chunks. */
+async function bigBlocks(sizes: number[]): Promise<Block[]> {
+  const out: Block[] = [];
+  for (const size of sizes) {
+    const data = new Uint8Array(randomBytes(size));
+    out.push({ cid: (await createCid(0x55, data)).bytes, data });
+  }
+  return out;
+}
+
+/**
+ * `store` with puts watched: the largest piece any put read of a source (0 when every body came
+ * whole), and a put that fails after reading `failAfter` bytes of a source (when set).
+ */
+function watched(store: BlobStore): { store: BlobStore; largestRead: number; wholeBodies: number; failAfter?: number } {
+  const w: { store: BlobStore; largestRead: number; wholeBodies: number; failAfter?: number } = { store, largestRead: 0, wholeBodies: 0 };
+  w.store = new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop !== 'put') return Reflect.get(target, prop, receiver);
+      return (key: string, body: Uint8Array | ByteSource) => {
+        if (body instanceof Uint8Array) {
+          w.wholeBodies++;
+          return target.put(key, body);
+        }
+        let read = 0;
+        const spy: ByteSource = {
+          size: body.size,
+          read(offset, into) {
+            w.largestRead = Math.max(w.largestRead, into.length);
+            if (w.failAfter !== undefined && read >= w.failAfter) throw new Error('the store failed part way through the upload');
+            read += into.length;
+            body.read(offset, into);
+          },
+        };
+        return target.put(key, spy);
+      };
+    },
+  });
+  return w;
+}
+
 describe('PackWriter', () => {
+  it('lays out the bytes and key one buffer would have, and reads any range of them', async () => {
+    const blocks = [...(await makeBlocks(40, 'layout')), ...(await bigBlocks([SOURCE_CHUNK_BYTES - 7, 300_000, SOURCE_CHUNK_BYTES + 5]))];
+    const ref = onePiecePack(blocks);
+    // PackWriter keeps the order given; layOutPack chooses its own, which its offsets say.
+    const pack = writerOf(blocks).finish();
+    const laid = layOutPack(blocks.length, (i) => blocks[i]!.cid, (i) => blocks[i]!.data);
+    const laidRef = onePiecePack(inPackOrder(blocks, laid.offsets));
+    for (const [p, r] of [[pack, ref], [laid, laidRef]] as const) {
+      expect(p.size).toBe(r.bytes.length);
+      expect(p.key).toBe(r.key);
+      expect(Buffer.from(bytesOf(p)).equals(Buffer.from(r.bytes))).toBe(true);
+    }
+    expect(pack.entries.map((e) => e.offset)).toEqual(blocks.map((_, i) => ref.dataOffsets[i]));
+    expect(blocks.map((b) => hex(laidRef.bytes.subarray(laid.offsets[blocks.indexOf(b)]!, laid.offsets[blocks.indexOf(b)]! + b.data.length)))).toEqual(blocks.map((b) => hex(b.data)));
+    // Ranges that start and end on and either side of every frame boundary, and random ones.
+    const ranges: [number, number][] = [];
+    const at = (p: number) => Math.min(ref.bytes.length, Math.max(0, p));
+    for (const end of ref.frameEnds) for (const d of [-37, -1, 0, 1, 2]) ranges.push([at(end + d), 0], [at(end + d), 3], [at(end + d), 40]);
+    for (let i = 0; i < 200; i++) {
+      const offset = Math.floor(Math.random() * ref.bytes.length);
+      ranges.push([offset, Math.floor(Math.random() * Math.min(3 * SOURCE_CHUNK_BYTES, ref.bytes.length - offset))]);
+    }
+    for (const [offset, n] of ranges) {
+      const length = Math.min(n, ref.bytes.length - offset);
+      const into = new Uint8Array(length);
+      pack.read(offset, into);
+      expect(Buffer.from(into).equals(Buffer.from(ref.bytes.subarray(offset, offset + length))), `${offset}+${length}`).toBe(true);
+      laid.read(offset, into);
+      expect(Buffer.from(into).equals(Buffer.from(laidRef.bytes.subarray(offset, offset + length))), `laid out ${offset}+${length}`).toBe(true);
+    }
+    expect(() => laid.read(ref.bytes.length - 2, new Uint8Array(3))).toThrow(RangeError);
+    expect(() => laid.read(-1, new Uint8Array(1))).toThrow(RangeError);
+  });
+
+  it('asks for each block once, and reads the pack from where the blocks lie, in one buffer or many', async () => {
+    const blocks = [...(await makeBlocks(30, 'asked')), ...(await bigBlocks([SOURCE_CHUNK_BYTES + 3]))];
+    // The data of each block in a buffer of its own, the CIDs side by side in one arena (the store path's shapes).
+    const arena = new Uint8Array(blocks.length * 36);
+    blocks.forEach((b, i) => arena.set(b.cid, i * 36));
+    const asked = { cid: 0, data: 0 };
+    const laid = layOutPack(
+      blocks.length,
+      (i) => (asked.cid++, arena.subarray(i * 36, (i + 1) * 36)),
+      (i) => (asked.data++, Uint8Array.from(blocks[i]!.data)),
+    );
+    const ref = onePiecePack(inPackOrder(blocks, laid.offsets));
+    expect(laid.key).toBe(ref.key);
+    for (let r = 0; r < 2; r++) expect(Buffer.from(bytesOf(laid)).equals(Buffer.from(ref.bytes))).toBe(true);
+    expect(asked).toEqual({ cid: blocks.length, data: blocks.length });
+    expect(laid.indexOf(blocks[17]!.cid)).toBe(17);
+    expect(laid.indexOf(Uint8Array.of(1, 0x55, 0x12, 32, ...randomBytes(32)))).toBe(-1);
+    expect(hex(laid.cidAt(5))).toBe(hex(blocks[5]!.cid));
+  });
+
+  it('lays out blocks read from a CAR in the order they lie there, copying runs of frames whole', async () => {
+    const blocks = [...(await makeBlocks(60, 'framed')), ...(await bigBlocks([150_000, 40_000]))];
+    const car = onePiecePack(blocks);
+    const frames = blocks.map((b, i) => ({ dataOffset: car.dataOffsets[i]!, cidLength: b.cid.length, length: b.data.length }));
+    // Given in another order (the store path's is by CID), as views into the CAR: whole, or in chunks.
+    const shuffled = blocks.map((_, i) => (i * 37) % blocks.length);
+    for (const chunkBytes of [car.bytes.length, 64 * 1024, 1000]) {
+      const held = asReadFromCar(car.bytes, chunkBytes, frames);
+      const laid = layOutPack(blocks.length, (k) => held[shuffled[k]!]!.cid, (k) => held[shuffled[k]!]!.data);
+      const given = shuffled.map((i) => blocks[i]!);
+      const ref = onePiecePack(inPackOrder(given, laid.offsets));
+      expect(laid.key, `chunks of ${chunkBytes}`).toBe(ref.key);
+      expect(Buffer.from(bytesOf(laid)).equals(Buffer.from(ref.bytes)), `chunks of ${chunkBytes}`).toBe(true);
+      // Held in one piece, the pack is the CAR's frames as they were.
+      if (chunkBytes === car.bytes.length) expect(laid.key).toBe(car.key);
+      for (let at = 0; at < ref.bytes.length; at += 997) {
+        const into = new Uint8Array(Math.min(5000, ref.bytes.length - at));
+        laid.read(at, into);
+        expect(Buffer.from(into).equals(Buffer.from(ref.bytes.subarray(at, at + into.length))), `${chunkBytes}: ${at}`).toBe(true);
+      }
+    }
+  });
+
   it('writes a CARv1 that @ipld/car reads back block for block, with offsets at the block data', async () => {
     const blocks = await makeBlocks(50, 'car');
     const writer = new PackWriter();
@@ -73,32 +245,34 @@ describe('PackWriter', () => {
     expect(writer.blockCount).toBe(blocks.length);
 
     const pack = writer.finish();
-    expect(pack.bytes.length).toBe(writer.byteLength);
+    const bytes = bytesOf(pack);
+    expect(pack.size).toBe(writer.byteLength);
+    expect(bytes.length).toBe(writer.byteLength);
     expect(writer.finish()).toBe(pack);
     expect(() => writer.add(blocks[0]!.cid, blocks[0]!.data)).toThrow(/after finish/);
 
-    const sha = createHash('sha256').update(pack.bytes).digest('hex');
+    const sha = createHash('sha256').update(bytes).digest('hex');
     expect(pack.key).toBe(`packs/${sha.slice(0, 2)}/${sha}.car`);
 
-    const reader = await CarReader.fromBytes(pack.bytes);
+    const reader = await CarReader.fromBytes(bytes);
     expect(await reader.getRoots()).toEqual([]);
     const read: { cid: string; data: string }[] = [];
     for await (const b of reader.blocks()) read.push({ cid: hex(b.cid.bytes), data: hex(b.bytes) });
     expect(read).toEqual(blocks.map((b) => ({ cid: hex(b.cid), data: hex(b.data) })));
 
-    const indexer = await CarIndexer.fromBytes(pack.bytes);
+    const indexer = await CarIndexer.fromBytes(bytes);
     const offsets: { cid: string; offset: number; length: number }[] = [];
     for await (const e of indexer) offsets.push({ cid: hex(e.cid.bytes), offset: e.blockOffset, length: e.blockLength });
     expect(pack.entries.map((e) => ({ cid: hex(e.cid), offset: e.offset, length: e.length }))).toEqual(offsets);
     for (const [i, e] of pack.entries.entries()) {
-      expect(hex(pack.bytes.subarray(e.offset, e.offset + e.length))).toBe(hex(blocks[i]!.data));
+      expect(hex(bytes.subarray(e.offset, e.offset + e.length))).toBe(hex(blocks[i]!.data));
     }
   });
 
   it('writes an empty pack as a valid CAR with no blocks', async () => {
     const pack = new PackWriter().finish();
     expect(pack.entries).toEqual([]);
-    const reader = await CarReader.fromBytes(pack.bytes);
+    const reader = await CarReader.fromBytes(bytesOf(pack));
     expect(await reader.getRoots()).toEqual([]);
     let n = 0;
     for await (const _ of reader.blocks()) n++;
@@ -246,6 +420,40 @@ describe.each(stores)('packs stored in $name, indexed in Postgres', ({ make }) =
 
   it('stores nothing for an empty writer', async () => {
     expect(await withTransaction(pool, (c) => storePack(store, c, new PackWriter()))).toBeNull();
+  });
+
+  it('puts a pack of several MiB a chunk at a time, byte for byte under the key one buffer would have', async () => {
+    const big = [...(await makeBlocks(20, 'big')), ...(await bigBlocks([900_000, 900_000, 900_000, 70_000]))];
+    const ref = onePiecePack(big);
+    const w = watched(store);
+    const stored = await withTransaction(pool, (c) => storePack(w.store, c, writerOf(big)));
+    expect(stored!.key).toBe(ref.key);
+    expect(stored!.sizeBytes).toBe(ref.bytes.length);
+    expect(Buffer.from((await store.get(ref.key))!).equals(Buffer.from(ref.bytes))).toBe(true);
+    // Read a chunk at a time, never whole.
+    expect(w.wholeBodies).toBe(0);
+    expect(w.largestRead).toBeGreaterThan(0);
+    expect(w.largestRead).toBeLessThanOrEqual(SOURCE_CHUNK_BYTES);
+    for (const b of big) {
+      const loc = (await locateBlock(pool, b.cid))!;
+      expect(Buffer.from(await readBlock(store, loc.packKey, loc.offset, loc.length, b.cid)).equals(Buffer.from(b.data))).toBe(true);
+    }
+  });
+
+  it('indexes nothing when the upload fails part way, and what was stored before still reads', async () => {
+    const extra = [...(await makeBlocks(5, 'failed-upload')), ...(await bigBlocks([1_500_000, 800_000]))];
+    const key = onePiecePack(extra).key;
+    const w = watched(store);
+    w.failAfter = SOURCE_CHUNK_BYTES;
+    const packsBefore = (await pool.query('SELECT count(*)::int AS n FROM packs')).rows;
+    await expect(withTransaction(pool, (c) => storePack(w.store, c, writerOf(extra)))).rejects.toThrow(/failed part way/);
+    expect(await store.has(key)).toBe(false);
+    for (const b of extra) expect(await locateBlock(pool, b.cid)).toBeNull();
+    expect((await pool.query('SELECT count(*)::int AS n FROM packs')).rows).toEqual(packsBefore);
+    for (const b of blocks.slice(0, 5)) {
+      const loc = (await locateBlock(pool, b.cid))!;
+      expect(hex(await readBlock(store, loc.packKey, loc.offset, loc.length, b.cid))).toBe(hex(b.data));
+    }
   });
 
   it('names a missing pack', async () => {

@@ -14,9 +14,10 @@
 import { createHash } from 'node:crypto';
 import { encode as encodeCbor } from '@atcute/cbor';
 import { decode as decodeCid, toString as cidToString, type Cid } from '@atcute/cid';
-import type { BlobStore } from './blobstore/types.ts';
+import type { BlobStore, ByteSource } from './blobstore/types.ts';
+import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 import type { Queryable } from './db/pool.ts';
-import { packKey } from './keys.ts';
+import { packKeyOfDigest } from './keys.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
 
 /** Where one block's data sits inside a pack. */
@@ -26,26 +27,42 @@ export interface PackEntry {
   length: number;
 }
 
-export interface FinishedPack {
-  /** The whole pack, a valid CARv1. */
-  bytes: Uint8Array;
-  /** Its blobstore key, derived from `bytes`. */
+/** A pack laid out, with its blocks' entries: read from the blocks, never one buffer (see {@link PackLayout}). */
+export interface FinishedPack extends ByteSource {
+  /** Its blobstore key, the SHA-256 of its bytes. */
   key: string;
   /** One entry per distinct block, in the order they were added. */
   entries: PackEntry[];
 }
 
-// Encoded once: the header never changes.
+/** Bytes of a pack's header frame (varint and `{ version: 1, roots: [] }`): where its first block's frame starts. */
+export const PACK_HEADER_BYTES = 18;
+
+// Encoded once, with its varint: the header never changes.
 const HEADER = encodeCbor({ version: 1, roots: [] });
+const HEADER_FRAME = (() => {
+  const out = new Uint8Array(varintLength(HEADER.length) + HEADER.length);
+  out.set(HEADER, writeVarint(out, 0, HEADER.length));
+  if (out.length !== PACK_HEADER_BYTES) throw new Error(`a pack header is ${out.length} bytes, not ${PACK_HEADER_BYTES}`);
+  return out;
+})();
+
+/** Where layouts hash their bytes: one buffer for all (made on first use), as a layout is made synchronously. */
+let hashScratch: Uint8Array | undefined;
+
+/** The shape every CID @atcute/cid accepts (binary CIDv1, DAG-CBOR or raw, SHA-256); checked inline on the hot path. */
+function isPackCid(cid: Uint8Array): boolean {
+  return cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32;
+}
 
 /**
- * Collects blocks for one pack. Blocks are kept by reference until {@link finish} copies them
- * once into the pack: the caller must not modify an added array before then.
+ * Collects blocks for one pack. Blocks are kept by reference, and the finished pack is read from
+ * them whenever it is written: the caller must not modify an added array while the pack is in use.
  */
 export class PackWriter {
   readonly #blocks: { cid: Uint8Array; data: Uint8Array }[] = [];
   readonly #seen = new Set<string>();
-  #size = varintLength(HEADER.length) + HEADER.length;
+  #size = HEADER_FRAME.length;
   #finished: FinishedPack | undefined;
 
   /**
@@ -58,10 +75,7 @@ export class PackWriter {
    */
   add(cid: Uint8Array, data: Uint8Array): boolean {
     if (this.#finished) throw new Error('PackWriter.add after finish');
-    // The shape every CID @atcute/cid accepts; checked inline because add is on the hot path.
-    if (!(cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32)) {
-      parseCid(cid); // throws, with the precise reason
-    }
+    if (!isPackCid(cid)) parseCid(cid); // throws, with the precise reason
     const id = cidId(cid);
     if (this.#seen.has(id)) return false;
     this.#seen.add(id);
@@ -84,64 +98,293 @@ export class PackWriter {
   /** Lays out the pack. Calling it again returns the same pack; the writer takes no more blocks. */
   finish(): FinishedPack {
     if (this.#finished) return this.#finished;
-    const bytes = new Uint8Array(this.#size);
-    let pos = writeVarint(bytes, 0, HEADER.length);
-    bytes.set(HEADER, pos);
-    pos += HEADER.length;
-    const entries: PackEntry[] = [];
-    for (const { cid, data } of this.#blocks) {
-      pos = writeVarint(bytes, pos, cid.length + data.length);
-      bytes.set(cid, pos);
-      pos += cid.length;
-      bytes.set(data, pos);
-      entries.push({ cid, offset: pos, length: data.length });
-      pos += data.length;
-    }
-    this.#finished = { bytes, key: packKey(bytes), entries };
+    const blocks = this.#blocks;
+    const layout = new PackLayout(blocks.length, (i) => blocks[i]!.cid, (i) => blocks[i]!.data);
+    const entries = blocks.map(({ cid }, i): PackEntry => ({ cid, offset: layout.offsets[i]!, length: layout.lengths[i]! }));
+    this.#finished = { key: layout.key, size: layout.size, entries, read: (offset, target) => layout.read(offset, target) };
     return this.#finished;
   }
 }
 
-/** A pack laid out by {@link layOutPack}: where each block's data went. */
-export interface LaidOutPack {
-  bytes: Uint8Array;
-  key: string;
-  /** Per block, in the order given: the offset of its data in `bytes`. */
-  offsets: Float64Array;
-  /** Per block: its data's length. */
+/** Where a layout's blocks lie: per block, its CID's and its data's memory, offset and length. */
+interface BlockTables {
+  /** The memory the blocks lie in, each once, as Buffers over the whole of it. */
+  memory: Buffer[];
+  cidMemory: Int32Array;
+  cidStart: Float64Array;
+  cidLength: Uint8Array;
+  dataMemory: Int32Array;
+  dataStart: Float64Array;
   lengths: Int32Array;
+  /** 1 where the block's whole frame (varint, CID, data) lies in its data's memory, as blocks read from a CAR do. */
+  framed: Uint8Array;
+}
+
+/** Asks for each block's CID and data once and notes where they lie. */
+function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): BlockTables {
+  const t: BlockTables = {
+    memory: [],
+    cidMemory: new Int32Array(count),
+    cidStart: new Float64Array(count),
+    cidLength: new Uint8Array(count),
+    dataMemory: new Int32Array(count),
+    dataStart: new Float64Array(count),
+    lengths: new Int32Array(count),
+    framed: new Uint8Array(count),
+  };
+  const ids = new Map<ArrayBufferLike, number>();
+  let lastBuffer: ArrayBufferLike | undefined;
+  let lastId = -1;
+  const memoryOf = (view: Uint8Array): number => {
+    if (view.buffer === lastBuffer) return lastId;
+    lastBuffer = view.buffer;
+    let id = ids.get(view.buffer);
+    if (id === undefined) {
+      id = t.memory.length;
+      ids.set(view.buffer, id);
+      t.memory.push(Buffer.from(view.buffer as ArrayBuffer));
+    }
+    lastId = id;
+    return id;
+  };
+  const varint = new Uint8Array(10);
+  for (let i = 0; i < count; i++) {
+    const cid = cidAt(i);
+    if (!isPackCid(cid)) parseCid(cid);
+    const data = dataAt(i);
+    const dataMemory = memoryOf(data);
+    t.cidMemory[i] = memoryOf(cid);
+    t.cidStart[i] = cid.byteOffset;
+    t.cidLength[i] = cid.length;
+    t.dataMemory[i] = dataMemory;
+    t.dataStart[i] = data.byteOffset;
+    t.lengths[i] = data.length;
+    // Framed in memory: the CID, and before it the frame's varint, just before the data.
+    const mem = t.memory[dataMemory]!;
+    const at = data.byteOffset - cid.length;
+    const n = writeVarint(varint, 0, cid.length + data.length);
+    if (at - n < 0) continue;
+    let same = true;
+    for (let k = cid.length - 1; k >= 0 && same; k--) same = mem[at + k] === cid[k];
+    for (let k = 0; k < n && same; k++) same = mem[at - n + k] === varint[k];
+    if (same) t.framed[i] = 1;
+  }
+  return t;
+}
+
+/** Block indexes by where their data lies: memory (in the order first seen), then offset. */
+function memoryOrder(t: BlockTables): Int32Array {
+  const n = t.lengths.length;
+  const order = new Int32Array(n);
+  let span = 1;
+  for (let i = 0; i < n; i++) span = Math.max(span, t.dataStart[i]! + 1);
+  const indexSpan = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
+  if (t.memory.length * span * indexSpan <= 2 ** 52) {
+    // Where a block lies and its index fit one double exactly: a native sort of numbers.
+    const packed = new Float64Array(n);
+    for (let i = 0; i < n; i++) packed[i] = (t.dataMemory[i]! * span + t.dataStart[i]!) * indexSpan + i;
+    packed.sort();
+    for (let k = 0; k < n; k++) order[k] = packed[k]! % indexSpan;
+    return order;
+  }
+  for (let i = 0; i < n; i++) order[i] = i;
+  return order.sort((a, b) => t.dataMemory[a]! - t.dataMemory[b]! || t.dataStart[a]! - t.dataStart[b]!);
+}
+
+/** How a layout orders its frames. */
+export interface LayoutOptions {
+  /**
+   * `given` (the default): in the order the blocks are given. `memory`: in the order their data
+   * lies in memory (by the buffer it is in, then its offset there), so that writing, hashing and
+   * checksumming the pack read memory front to back rather than at random (a store path's blocks
+   * come in CID order, which scatters them over the CAR); `offsets` stay in the order given.
+   */
+  order?: 'given' | 'memory';
 }
 
 /**
- * Lays out a pack of `count` distinct, verified blocks straight from where they are held
- * (`cidAt(i)`, 36 bytes; `dataAt(i)`), with no object per block: what {@link PackWriter} does for
- * callers that already know their blocks are distinct and well formed.
+ * A pack of `count` distinct, verified blocks laid out straight from where they are held
+ * (`cidAt(i)`, `dataAt(i)`: views, say, into the CAR the blocks arrived in), with no buffer of
+ * the pack's own: its key is hashed from the blocks a MiB at a time, and a blobstore reads its
+ * bytes from them the same way ({@link ByteSource}), so that storing a repo never holds a
+ * second copy of its blocks.
+ *
+ * `cidAt` and `dataAt` are asked once per block, here; the layout keeps where each view lies
+ * (its memory, offset and length: about 30 bytes a block, no object) and reads from there, so
+ * reading the pack makes no object per block. The bytes there must not change while the layout
+ * is used.
  */
-export function layOutPack(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): LaidOutPack {
-  let size = varintLength(HEADER.length) + HEADER.length;
-  const lengths = new Int32Array(count);
-  for (let i = 0; i < count; i++) {
-    const length = dataAt(i).length;
-    lengths[i] = length;
-    size += varintLength(36 + length) + 36 + length;
+export class PackLayout implements ByteSource {
+  /** Its blobstore key, the SHA-256 of its bytes. */
+  readonly key: string;
+  readonly size: number;
+  /** Per block, in the order given: the offset of its data in the pack. */
+  readonly offsets: Float64Array;
+  /** Per block: its data's length. */
+  readonly lengths: Int32Array;
+  /** The memory the blocks lie in, each once, as Buffers (so `copy` needs no view per block). */
+  readonly #memory: Buffer[];
+  readonly #cidMemory: Int32Array;
+  readonly #cidStart: Float64Array;
+  readonly #cidLength: Uint8Array;
+  readonly #dataMemory: Int32Array;
+  readonly #dataStart: Float64Array;
+  /** 1 where the block's whole frame lies in its data's memory, just before the data. */
+  readonly #framed: Uint8Array;
+  /** Frame `k` holds block `#order[k]`; none when frames are in the order given. */
+  readonly #order: Int32Array | undefined;
+  readonly #varint = Buffer.alloc(10);
+
+  /** @throws {InvalidBlockCidError} when a CID is not a binary CIDv1 with SHA-256. */
+  constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array, opts: LayoutOptions = {}) {
+    const t = locate(count, cidAt, dataAt);
+    this.#memory = t.memory;
+    this.#cidMemory = t.cidMemory;
+    this.#cidStart = t.cidStart;
+    this.#cidLength = t.cidLength;
+    this.#dataMemory = t.dataMemory;
+    this.#dataStart = t.dataStart;
+    this.#framed = t.framed;
+    this.lengths = t.lengths;
+    const order = opts.order === 'memory' ? memoryOrder(t) : undefined;
+    this.#order = order;
+    const offsets = new Float64Array(count);
+    let pos = HEADER_FRAME.length;
+    for (let k = 0; k < count; k++) {
+      const i = order ? order[k]! : k;
+      const cidLength = t.cidLength[i]!;
+      const length = t.lengths[i]!;
+      pos += varintLength(cidLength + length) + cidLength;
+      offsets[i] = pos;
+      pos += length;
+    }
+    this.offsets = offsets;
+    this.size = pos;
+    // Hashed a scratch buffer at a time: a hash update per block would cost more than the copy.
+    const hash = createHash('sha256');
+    const scratch = (hashScratch ??= new Uint8Array(SOURCE_CHUNK_BYTES));
+    for (let at = 0; at < pos; at += scratch.length) {
+      const part = pos - at < scratch.length ? scratch.subarray(0, pos - at) : scratch;
+      this.read(at, part);
+      hash.update(part);
+    }
+    this.key = packKeyOfDigest(hash.digest('hex'));
   }
-  const bytes = new Uint8Array(size);
-  let pos = writeVarint(bytes, 0, HEADER.length);
-  bytes.set(HEADER, pos);
-  pos += HEADER.length;
-  const offsets = new Float64Array(count);
-  for (let i = 0; i < count; i++) {
-    const cid = cidAt(i);
-    if (!(cid.length === 36 && cid[0] === 1 && (cid[1] === 0x71 || cid[1] === 0x55) && cid[2] === 0x12 && cid[3] === 32)) parseCid(cid);
-    const data = dataAt(i);
-    pos = writeVarint(bytes, pos, 36 + data.length);
-    bytes.set(cid, pos);
-    pos += 36;
-    bytes.set(data, pos);
-    offsets[i] = pos;
-    pos += data.length;
+
+  /** Block `i`'s CID, a view of where it lies. */
+  cidAt(i: number): Uint8Array {
+    const m = this.#memory[this.#cidMemory[i]!]!;
+    return new Uint8Array(m.buffer, this.#cidStart[i]!, this.#cidLength[i]!);
   }
-  return { bytes, key: packKey(bytes), offsets, lengths };
+
+  /** The first block (in the order given) whose CID is `cid`, or -1. */
+  indexOf(cid: Uint8Array): number {
+    const last = cid.length - 1;
+    outer: for (let i = 0; i < this.offsets.length; i++) {
+      if (this.#cidLength[i] !== cid.length) continue;
+      const m = this.#memory[this.#cidMemory[i]!]!;
+      const at = this.#cidStart[i]!;
+      // From the digest's end: different CIDs nearly always differ in their last byte.
+      for (let k = last; k >= 0; k--) if (m[at + k] !== cid[k]) continue outer;
+      return i;
+    }
+    return -1;
+  }
+
+  /**
+   * Copies the pack's bytes from `offset` into `target`, framed as a CARv1 frames them.
+   * @throws {RangeError} when the range runs past the pack's end.
+   */
+  read(offset: number, target: Uint8Array): void {
+    const end = offset + target.length;
+    if (!Number.isSafeInteger(offset) || offset < 0 || end > this.size) {
+      throw new RangeError(`pack range ${offset}+${target.length} is outside its ${this.size} bytes`);
+    }
+    let at = 0;
+    let pos = offset;
+    // `length` bytes of `src` from `start`, the part of them in [pos, end) that `begin` (the
+    // pack offset of their first byte) puts there.
+    const copy = (src: Uint8Array, start: number, begin: number, length: number) => {
+      const from = pos - begin;
+      const to = Math.min(length, end - begin);
+      if (src instanceof Buffer) src.copy(target, at, start + from, start + to);
+      else target.set(src.subarray(start + from, start + to), at);
+      at += to - from;
+      pos += to - from;
+    };
+    // The same through one view: for long runs, where a view costs less than Buffer#copy's checks.
+    const copyView = (src: Buffer, start: number, begin: number, length: number) => {
+      const from = pos - begin;
+      const to = Math.min(length, end - begin);
+      target.set(new Uint8Array(src.buffer, src.byteOffset + start + from, to - from), at);
+      at += to - from;
+      pos += to - from;
+    };
+    if (pos < HEADER_FRAME.length) copy(HEADER_FRAME, 0, 0, HEADER_FRAME.length);
+    const order = this.#order;
+    const n = this.offsets.length;
+    for (let k = pos < end ? this.#frameAt(pos) : 0; pos < end; k++) {
+      const i = order ? order[k]! : k;
+      if (this.#framed[i]) {
+        // This frame and the ones after it that follow it in the same memory: one copy.
+        const mem = this.#dataMemory[i]!;
+        const frameAt = this.#dataStart[i]! - (this.offsets[i]! - this.#frameStartOf(i));
+        let last = i;
+        let memEnd = this.#dataStart[i]! + this.lengths[i]!;
+        while (k + 1 < n && this.offsets[last]! + this.lengths[last]! < end) {
+          const j = order ? order[k + 1]! : k + 1;
+          if (!this.#framed[j] || this.#dataMemory[j] !== mem || this.#dataStart[j]! - (this.offsets[j]! - this.#frameStartOf(j)) !== memEnd) break;
+          memEnd = this.#dataStart[j]! + this.lengths[j]!;
+          last = j;
+          k++;
+        }
+        const runBegin = this.#frameStartOf(i);
+        copyView(this.#memory[mem]!, frameAt, runBegin, this.offsets[last]! + this.lengths[last]! - runBegin);
+        continue;
+      }
+      const cidLength = this.#cidLength[i]!;
+      const length = this.lengths[i]!;
+      const dataStart = this.offsets[i]!;
+      const cidStart = dataStart - cidLength;
+      if (pos < cidStart) {
+        const n = writeVarint(this.#varint, 0, cidLength + length);
+        copy(this.#varint, 0, cidStart - n, n);
+      }
+      if (pos < end && pos < dataStart) copy(this.#memory[this.#cidMemory[i]!]!, this.#cidStart[i]!, cidStart, cidLength);
+      if (pos < end) copy(this.#memory[this.#dataMemory[i]!]!, this.#dataStart[i]!, dataStart, length);
+    }
+  }
+
+  /** Where block `i`'s frame starts in the pack. */
+  #frameStartOf(i: number): number {
+    const cidLength = this.#cidLength[i]!;
+    return this.offsets[i]! - cidLength - varintLength(cidLength + this.lengths[i]!);
+  }
+
+  /** The first frame that ends after `pos` (frames lie back to back after the header). */
+  #frameAt(pos: number): number {
+    const order = this.#order;
+    let lo = 0;
+    let hi = this.offsets.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const i = order ? order[mid]! : mid;
+      if (this.offsets[i]! + this.lengths[i]! > pos) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+}
+
+/** What the store path lays out: a {@link PackLayout}. */
+export type LaidOutPack = PackLayout;
+
+/**
+ * A {@link PackLayout} of `count` distinct, verified blocks, its frames in the order their data
+ * lies in memory (see {@link LayoutOptions}): what the store path stores.
+ */
+export function layOutPack(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): PackLayout {
+  return new PackLayout(count, cidAt, dataAt, { order: 'memory' });
 }
 
 /**
@@ -184,9 +427,12 @@ export interface StoredPack {
   inserted: Uint8Array[];
 }
 
-/** Writes the pack to the blobstore. Idempotent: the key is derived from the bytes. */
-export async function putPack(store: BlobStore, pack: Pick<FinishedPack, 'key' | 'bytes'>): Promise<void> {
-  await store.put(pack.key, pack.bytes);
+/**
+ * Writes the pack to the blobstore, read from its blocks a piece at a time. Idempotent: the key
+ * is derived from the bytes.
+ */
+export async function putPack(store: BlobStore, pack: ByteSource & { key: string }): Promise<void> {
+  await store.put(pack.key, pack);
 }
 
 const INDEX_BATCH = 10_000;
@@ -206,7 +452,7 @@ export async function indexPack(db: Queryable, pack: FinishedPack, initialRefcou
     // DO UPDATE (a no-op) rather than DO NOTHING, so that RETURNING yields the existing id.
     `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
      ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key RETURNING id`,
-    [pack.key, pack.bytes.length, pack.entries.length],
+    [pack.key, pack.size, pack.entries.length],
   );
   const packId = Number(rows[0]!.id);
   // In CID byte order, so that concurrent imports sharing blocks take index locks in one order
@@ -225,7 +471,7 @@ export async function indexPack(db: Queryable, pack: FinishedPack, initialRefcou
     );
     for (const r of res.rows) inserted.push(r.cid);
   }
-  return { packId, key: pack.key, sizeBytes: pack.bytes.length, entries: pack.entries, inserted };
+  return { packId, key: pack.key, sizeBytes: pack.size, entries: pack.entries, inserted };
 }
 
 /**

@@ -4,7 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import type { BlobStore } from './types.ts';
+import type { BlobStore, ByteSource } from './types.ts';
+import { SOURCE_CHUNK_BYTES } from './checks.ts';
 import { InvalidKeyError, RangeNotSatisfiableError } from '../errors.ts';
 import { packKey } from '../keys.ts';
 
@@ -27,6 +28,25 @@ async function listAll(store: BlobStore, prefix: string, limit: number): Promise
     cursor = page.cursor;
   } while (cursor !== undefined && pages.length < 100);
   return pages;
+}
+
+/**
+ * A source over `bytes` that records the largest piece it was asked for, and throws for a read
+ * that reaches `failAt`.
+ */
+function sourceOf(bytes: Uint8Array, failAt?: number): ByteSource & { reads: number; largest: number } {
+  const src = {
+    size: bytes.length,
+    reads: 0,
+    largest: 0,
+    read(offset: number, target: Uint8Array): void {
+      src.reads++;
+      src.largest = Math.max(src.largest, target.length);
+      if (failAt !== undefined && offset + target.length > failAt) throw new Error('the source failed part way');
+      target.set(bytes.subarray(offset, offset + target.length));
+    },
+  };
+  return src;
 }
 
 export function blobStoreContract(name: string, makeStore: () => Promise<StoreUnderTest>): void {
@@ -106,6 +126,38 @@ export function blobStoreContract(name: string, makeStore: () => Promise<StoreUn
       expect(await store.has('contract/missing')).toBe(false);
       expect(await store.stat('contract/missing')).toBeNull();
       expect(await store.get('contract-nowhere/deep/missing')).toBeNull();
+    });
+
+    it('writes an object read from a source a piece at a time, byte for byte', async () => {
+      for (const size of [0, 1000, SOURCE_CHUNK_BYTES, 2 * SOURCE_CHUNK_BYTES + 12_345]) {
+        const data = bytes(size);
+        const key = packKey(data);
+        const src = sourceOf(data);
+        await store.put(key, src);
+        expect(Buffer.from((await store.get(key))!).equals(Buffer.from(data)), `${size} bytes`).toBe(true);
+        expect(await store.stat(key)).toEqual({ size });
+        // Never read whole: no copy of a large object is made.
+        expect(src.largest).toBeLessThanOrEqual(SOURCE_CHUNK_BYTES);
+        // The same object written whole is the same object.
+        await store.put(key, data);
+        expect(await store.stat(key)).toEqual({ size });
+      }
+    });
+
+    it('stores nothing from a source that fails part way, and leaves an existing object as it was', async () => {
+      const data = bytes(2 * SOURCE_CHUNK_BYTES + 100);
+      const key = 'contract/failing-source';
+      await expect(store.put(key, sourceOf(data, SOURCE_CHUNK_BYTES + 10))).rejects.toThrow(/failed part way/);
+      expect(await store.has(key)).toBe(false);
+      expect((await store.list('contract/failing')).keys).toEqual([]);
+      const before = bytes(5000);
+      await store.put(key, before);
+      await expect(store.put(key, sourceOf(data, 2 * SOURCE_CHUNK_BYTES))).rejects.toThrow(/failed part way/);
+      expect(await store.get(key)).toEqual(before);
+      // A source whose size is not a length is refused before anything is read.
+      const odd = { size: -1, read: () => {} };
+      await expect(store.put('contract/odd-source', odd)).rejects.toBeInstanceOf(RangeError);
+      expect(await store.has('contract/odd-source')).toBe(false);
     });
 
     it('accepts identical bytes written twice', async () => {

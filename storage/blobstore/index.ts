@@ -8,7 +8,7 @@ import { LocalBlobStore } from './local.ts';
 import type { RetryOptions } from './s3.ts';
 import { MultiplexBlobStore } from './multiplex.ts';
 
-export type { BlobStore, HealEntry, HealQueue, ListOptions, ListPage } from './types.ts';
+export type { BlobStore, ByteSource, HealEntry, HealQueue, ListOptions, ListPage } from './types.ts';
 export { LocalBlobStore } from './local.ts';
 export type { RetryOptions, S3BlobStoreOptions, S3Config } from './s3.ts';
 export { MultiplexBlobStore } from './multiplex.ts';

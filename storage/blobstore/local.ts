@@ -14,10 +14,10 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve, sep } from 'node:path';
-import type { BlobStore, ListOptions, ListPage } from './types.ts';
+import type { BlobStore, ByteSource, ListOptions, ListPage } from './types.ts';
 import { RangeNotSatisfiableError, StorageError } from '../errors.ts';
 import { validateKey, validatePrefix } from '../keys.ts';
-import { checkLimit, checkRange, checkRangeArgs, DEFAULT_LIST_LIMIT } from './checks.ts';
+import { bodySize, checkLimit, checkRange, checkRangeArgs, DEFAULT_LIST_LIMIT, sourceChunks } from './checks.ts';
 
 /** Errors that mean "no object at this key" rather than a failure. */
 const ABSENT = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
@@ -155,8 +155,10 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
-  async put(key: string, bytes: Uint8Array): Promise<void> {
+  /** A source is written a chunk at a time through one reused buffer: each write is awaited before the next read. */
+  async put(key: string, body: Uint8Array | ByteSource): Promise<void> {
     const path = this.pathOf(key);
+    bodySize(body);
     const dir = dirname(path);
     // A fixed-length name: a key segment near the file system's name limit must still fit.
     const tmp = join(dir, `.put~${randomBytes(8).toString('hex')}`);
@@ -164,7 +166,7 @@ export class LocalBlobStore implements BlobStore {
       const created = await mkdir(dir, { recursive: true });
       const fh = await open(tmp, 'wx', 0o644);
       try {
-        await fh.writeFile(bytes);
+        await fh.writeFile(body instanceof Uint8Array ? body : sourceChunks(body, { reuse: true }));
         await fh.sync();
       } finally {
         await fh.close();

@@ -263,6 +263,31 @@ describe('MultiplexBlobStore over two S3 servers', () => {
     expect(await mux.getRange(key, 100, 1)).toEqual(corrupt.subarray(100, 101));
   });
 
+  it('streams a source to each component; one down at quorum 1 misses it, is recorded, and nothing is lost', async () => {
+    const heal = new MemoryHealQueue();
+    const mux = new MultiplexBlobStore({ components: [b, a], writeQuorum: 1, healQueue: heal });
+    const before = pack();
+    await mux.put(before.key, before.data);
+    await serverB.stop();
+    const big = new Uint8Array(randomBytes(3 * 1024 * 1024 + 5));
+    const key = packKey(big);
+    let largest = 0;
+    await mux.put(key, {
+      size: big.length,
+      read: (offset, target) => {
+        largest = Math.max(largest, target.length);
+        target.set(big.subarray(offset, offset + target.length));
+      },
+    });
+    expect(largest).toBeLessThanOrEqual(1024 * 1024);
+    expect(heal.entries).toEqual([{ key, component: 's3:mux-b', reason: 'missed-write', detail: expect.stringMatching(/ECONNREFUSED/) }]);
+    expect(Buffer.from((await a.get(key))!).equals(Buffer.from(big))).toBe(true);
+    expect(Buffer.from((await mux.get(key))!).equals(Buffer.from(big))).toBe(true);
+    expect(await mux.get(before.key)).toEqual(before.data);
+    serverB = await startB(serverB.port);
+    expect(await b.get(before.key)).toEqual(before.data);
+  });
+
   it('throws QuorumError naming the component that is down at quorum 2', async () => {
     const heal = new MemoryHealQueue();
     const mux = new MultiplexBlobStore({ components: [a, b], writeQuorum: 2, healQueue: heal });

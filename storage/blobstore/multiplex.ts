@@ -12,11 +12,11 @@
  *   NoVerifiedCopyError when none does. It is not a heal entry: unreachable is not missing.
  * - Listing, deletion and the per-component views the scrub walker needs are below.
  */
-import type { BlobStore, HealEntry, HealQueue, ListOptions, ListPage } from './types.ts';
+import type { BlobStore, ByteSource, HealEntry, HealQueue, ListOptions, ListPage } from './types.ts';
 import { NoVerifiedCopyError, QuorumError, RangeNotSatisfiableError, StorageError } from '../errors.ts';
 import { validateKey, validatePrefix, verifyContent } from '../keys.ts';
 import type { ContentCheck } from '../keys.ts';
-import { checkLimit, checkRangeArgs, DEFAULT_LIST_LIMIT } from './checks.ts';
+import { bodySize, checkLimit, checkRangeArgs, DEFAULT_LIST_LIMIT } from './checks.ts';
 
 export interface MultiplexOptions {
   components: BlobStore[];
@@ -69,9 +69,11 @@ export class MultiplexBlobStore implements BlobStore {
    * @throws whatever the heal queue throws when recording a missed write: the put is then
    *   retried (puts are idempotent) rather than leaving a miss that nobody knows about.
    */
-  async put(key: string, bytes: Uint8Array): Promise<void> {
+  async put(key: string, body: Uint8Array | ByteSource): Promise<void> {
     validateKey(key);
-    const results = await Promise.allSettled(this.components.map((c) => c.put(key, bytes)));
+    bodySize(body);
+    // Each component reads a source itself, a chunk at a time: no component's copy is held whole.
+    const results = await Promise.allSettled(this.components.map((c) => c.put(key, body)));
     const failures = results.flatMap((r, i) =>
       r.status === 'rejected' ? [{ component: this.components[i]!.name, error: message(r.reason) }] : [],
     );

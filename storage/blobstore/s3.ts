@@ -19,10 +19,14 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import type { BlobStore, ListOptions, ListPage } from './types.ts';
+import { Readable } from 'node:stream';
+import type { BlobStore, ByteSource, ListOptions, ListPage } from './types.ts';
 import { RangeNotSatisfiableError, StorageError } from '../errors.ts';
 import { validateKey, validatePrefix } from '../keys.ts';
-import { checkLimit, checkRange, checkRangeArgs, DEFAULT_LIST_LIMIT } from './checks.ts';
+import { bodySize, bytesOf, checkLimit, checkRange, checkRangeArgs, DEFAULT_LIST_LIMIT, SOURCE_CHUNK_BYTES, sourceChunks } from './checks.ts';
+
+/** The largest object one PutObject stores (5 GiB). */
+export const PUT_MAX_BYTES = 5 * 1024 ** 3;
 
 export interface S3Config {
   endpoint?: string;
@@ -245,11 +249,38 @@ export class S3BlobStore implements BlobStore {
     return true;
   }
 
-  async put(key: string, bytes: Uint8Array): Promise<void> {
+  /**
+   * One PutObject. A source larger than {@link SOURCE_CHUNK_BYTES} is the request's body as a
+   * stream of chunks read from it as the socket takes them (its length declared, so a body that
+   * ends early is refused by the server rather than stored short); each attempt reads it again.
+   * A smaller one is read whole first.
+   * @throws {StorageError} for a body over {@link PUT_MAX_BYTES} (PutObject's limit).
+   */
+  async put(key: string, body: Uint8Array | ByteSource): Promise<void> {
     const Key = this.objectKey(key);
-    await this.retrying('put', key, () =>
-      this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, ContentLength: bytes.length })),
-    );
+    const size = bodySize(body);
+    if (size > PUT_MAX_BYTES) throw new StorageError(`${this.name} put ${key}: ${size} bytes is over the ${PUT_MAX_BYTES} bytes one PutObject takes`);
+    const whole = body instanceof Uint8Array ? body : size <= SOURCE_CHUNK_BYTES ? bytesOf(body) : undefined;
+    await this.retrying('put', key, async () => {
+      if (whole) return this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: whole, ContentLength: size }));
+      // The SDK pipes the body into the request (through a stream of its own that adds the
+      // checksum), and neither passes a failure on as one: a source that throws aborts the
+      // request here, and its stream neither ends (which would send a short body) nor errors.
+      const abort = new AbortController();
+      let failed: unknown;
+      const stream = sourceStream(body as ByteSource, (err) => {
+        failed = err;
+        abort.abort();
+      });
+      try {
+        return await this.#client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: stream, ContentLength: size }), { abortSignal: abort.signal });
+      } catch (err) {
+        if (failed !== undefined) throw new StorageError(this.redact(`${this.name} put ${key}: reading the body failed: ${(failed as Error).message ?? String(failed)}`));
+        throw err;
+      } finally {
+        stream.destroy();
+      }
+    });
   }
 
   async has(key: string): Promise<boolean> {
@@ -335,6 +366,26 @@ export class S3BlobStore implements BlobStore {
   private redact(text: string): string {
     return this.#secret ? text.split(this.#secret).join('[redacted]') : text;
   }
+}
+
+/**
+ * `source` as a byte stream, a chunk of {@link SOURCE_CHUNK_BYTES} read as the consumer asks for
+ * one. A read that throws calls `onError` and leaves the stream waiting: no 'error' event, no end.
+ */
+function sourceStream(source: ByteSource, onError: (err: unknown) => void): Readable {
+  const chunks = sourceChunks(source);
+  return new Readable({
+    read() {
+      let next: IteratorResult<Uint8Array>;
+      try {
+        next = chunks.next();
+      } catch (err) {
+        onError(err);
+        return;
+      }
+      this.push(next.done ? null : next.value);
+    },
+  });
 }
 
 async function bodyBytes(body: unknown): Promise<Uint8Array> {

@@ -28,8 +28,14 @@ export interface BlobStore {
    */
   readInto(key: string, offset: number, target: Uint8Array): Promise<boolean>;
 
-  /** Writes the object. Writing identical bytes to an existing key succeeds and changes nothing. */
-  put(key: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Writes the object, given whole or as a {@link ByteSource} (read a piece at a time, so that
+   * an object made of views into other memory, such as a pack of a CAR's blocks, is never
+   * copied whole). Writing identical bytes to an existing key succeeds and changes nothing.
+   * A source that fails, or does not give exactly `size` bytes, fails the put with nothing
+   * written under the key (an existing object stays as it was).
+   */
+  put(key: string, body: Uint8Array | ByteSource): Promise<void>;
 
   /** Whether the key exists. */
   has(key: string): Promise<boolean>;
@@ -48,6 +54,17 @@ export interface BlobStore {
    * store; the multiplexed store relies on this.
    */
   list(prefix: string, opts?: ListOptions): Promise<ListPage>;
+}
+
+/**
+ * An object's bytes, read on demand: `size` bytes, of which {@link read} copies any range. A store
+ * may read it more than once (a retried request, each component of a multiplex) and in any
+ * order; every read of a range gives the same bytes.
+ */
+export interface ByteSource {
+  readonly size: number;
+  /** Copies the `target.length` bytes that start at `offset` into `target`; throws when the range runs past `size`. */
+  read(offset: number, target: Uint8Array): void;
 }
 
 export interface ListOptions {
