@@ -576,22 +576,29 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
   for (const r of rows.inserts) bump(r, 1);
   for (const r of rows.deletes) bump(r, -1);
   const moved = [...delta.values()].filter((e) => e.d !== 0);
-  if (moved.length > 0) {
-    const args = [moved.map((e) => e.did), moved.map((e) => e.collection), moved.map((e) => e.d)];
-    // Adjust the rows that exist, add the ones that do not (a collection's first record), and
-    // drop the ones that reach zero, as a recount would.
+  // Counts that grow (every count of a batch of creates) are added in one upsert, which makes
+  // the rows of a collection's first records; an update then a NOT EXISTS insert probed each key
+  // twice. An upsert cannot take the others: the CHECK (count >= 0) is checked on the row it
+  // would insert before it finds the conflict. They are adjusted, and the rows that reach zero
+  // dropped, as a recount would.
+  const gains = moved.filter((e) => e.d > 0);
+  const losses = moved.filter((e) => e.d < 0);
+  if (gains.length > 0) {
+    await tx.query({
+      name: 'ingest-count-gains',
+      text: `INSERT INTO collection_counts (did, collection, count)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+       ON CONFLICT (did, collection) DO UPDATE SET count = collection_counts.count + EXCLUDED.count`,
+      values: [gains.map((e) => e.did), gains.map((e) => e.collection), gains.map((e) => e.d)],
+    });
+  }
+  if (losses.length > 0) {
     await tx.query(
       `UPDATE collection_counts c SET count = c.count + t.d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, col, d)
        WHERE c.did = t.did AND c.collection = t.col`,
-      args,
+      [losses.map((e) => e.did), losses.map((e) => e.collection), losses.map((e) => e.d)],
     );
-    await tx.query(
-      `INSERT INTO collection_counts (did, collection, count)
-       SELECT t.did, t.col, t.d FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(did, col, d)
-       WHERE t.d > 0 AND NOT EXISTS (SELECT 1 FROM collection_counts c WHERE c.did = t.did AND c.collection = t.col)`,
-      args,
-    );
-    await tx.query(`DELETE FROM collection_counts WHERE did = ANY($1::text[]) AND count = 0`, [args[0]]);
+    await tx.query(`DELETE FROM collection_counts WHERE did = ANY($1::text[]) AND count = 0`, [[...new Set(losses.map((e) => e.did))]]);
   }
 }
 
