@@ -252,9 +252,11 @@ function addPlanRefs(refs: BlockRefs, plan: SnapshotPlan): void {
 
 /**
  * Which carried groups the block index does not hold yet (1) — the pack's blocks. The CIDs go to
- * the server as one binary parameter of 36-byte slices and the answer comes back as one string
- * of 0s and 1s: a bytea[] would travel as hex text, and a row per block costs more than the
- * lookup.
+ * the server as one binary parameter of 36-byte slices, probed as one array (the index scan takes
+ * them in order, and keys on one leaf page share a descent), and the answer is the CIDs found,
+ * concatenated in CID order: few beside the new ones. A bytea[] would travel as hex text; an
+ * EXISTS subquery per CID cost an executor pass and an answer character each (~15 % more
+ * PostgreSQL CPU for the probe).
  */
 async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8Array> {
   const fresh = new Uint8Array(groups.count);
@@ -264,15 +266,21 @@ async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8
     const batch = carried.slice(at, at + 50_000);
     const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
     batch.forEach((g, k) => param.set(groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH), k * CID_LENGTH));
-    const { rows } = await tx.query<{ held: string | null }>({
-      name: 'ingest-fresh-blocks',
-      text: `SELECT string_agg(CASE WHEN EXISTS (SELECT 1 FROM blocks WHERE cid = substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH})) THEN '1' ELSE '0' END, '' ORDER BY i) AS held
-       FROM generate_series(0, $2::int - 1) AS i`,
+    const { rows } = await tx.query<{ held: Buffer | null }>({
+      name: 'ingest-held-blocks',
+      text: `SELECT string_agg(cid, ''::bytea ORDER BY cid) AS held FROM blocks
+       WHERE cid = ANY (ARRAY(SELECT substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH}) FROM generate_series(0, $2::int - 1) AS i))`,
       values: [param, batch.length],
     });
-    const held = rows[0]?.held ?? '';
-    if (held.length !== batch.length) throw new Error(`indexed-blocks check answered ${held.length} of ${batch.length}`);
-    batch.forEach((g, k) => (fresh[g] = held.charCodeAt(k) === 48 ? 1 : 0));
+    const held = rows[0]?.held ?? Buffer.alloc(0);
+    // Both in CID byte order: one merge.
+    let h = 0;
+    for (let k = 0; k < batch.length; k++) {
+      const matches = h < held.length && param.compare(held, h, h + CID_LENGTH, k * CID_LENGTH, (k + 1) * CID_LENGTH) === 0;
+      if (matches) h += CID_LENGTH;
+      else fresh[batch[k]!] = 1;
+    }
+    if (h !== held.length) throw new Error(`indexed-blocks check answered ${held.length / CID_LENGTH} CIDs that were not asked, or out of order`);
   }
   return fresh;
 }
