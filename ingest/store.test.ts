@@ -514,6 +514,20 @@ describe('storeBatch, blocks and repos a concurrent batch stores meanwhile', () 
     expect(await stored(did)).toEqual(expected(v.repo));
   });
 
+  it("a batch of repos that have no row yet holds GC's lock shared until it commits", async () => {
+    const v = await made(shared(6), generateRecords(2).map((r) => ({ ...r, value: { ...r.value, gc: true } })), 1);
+    let held: unknown;
+    await storeBatch({ pool, blobs }, [snapshot(v.repo)], {
+      ...opts,
+      alsoInTransaction: async (tx) => {
+        held = (
+          await tx.query(`SELECT mode, granted FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`)
+        ).rows;
+      },
+    });
+    expect(held).toEqual([{ mode: 'ShareLock', granted: true }]);
+  });
+
   it('a new repo gets its row with its state in one insert; a repo the batch only names gets a new row', async () => {
     const did = shared(3);
     const unknown = shared(4);
