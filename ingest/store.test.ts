@@ -17,6 +17,8 @@ import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { verifyRepo, type VerifiedRepo } from '../atproto/verify.ts';
 import { cidBytes } from '../atproto/cid.ts';
 import { generateRecords, makeRepo, newKeypair, type RecordInput, type TestKeypair } from '../atproto/testing/make-repo.ts';
+import { unreadableBlocks } from '../test/gc-fixtures.ts';
+import { collectGarbage } from '../maintenance/gc.ts';
 import { storeBatch } from './store.ts';
 import { StoreBatcher } from './batcher.ts';
 import type { CommitChange, CommitOp, RepoChange, SnapshotChange } from './changes.ts';
@@ -409,5 +411,133 @@ describe('storeBatch, concurrent batches', () => {
     const handles = (await pool.query('SELECT DISTINCT handle FROM repos WHERE did = ANY($1)', [dids])).rows;
     // The last batch to commit wrote all three rows: one handle.
     expect(handles).toHaveLength(1);
+  });
+});
+
+describe('storeBatch, blocks and repos a concurrent batch stores meanwhile', () => {
+  const shared = (i: number) => `did:plc:sharedblocks${'x'.repeat(11)}${'abcdefgh'[i]}`;
+  const lockWaiters = async () =>
+    (await pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0].n as number;
+  /** Runs `first` held open just before its COMMIT until `second` waits for a lock, then lets it commit. */
+  async function overlapped<T>(first: (hold: () => Promise<void>) => Promise<T>, second: () => Promise<T>): Promise<[T, T]> {
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const a = first(async () => {
+      entered();
+      await gate;
+    });
+    await inside;
+    const b = second();
+    for (let t = 0; (await lockWaiters()) === 0; t++) {
+      if (t > 200) throw new Error('the second batch never waited for the first');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    release();
+    return Promise.all([a, b]);
+  }
+  const made = async (did: string, records: RecordInput[], r: number) => {
+    const m = await makeRepo({ did, records, keypair, rev: rev(r) });
+    return { car: m.car, repo: await verifyRepo(m.car, { did, signingKey: m.signingKey }) };
+  };
+  const refcountOf = async (cid: string) => Number((await pool.query('SELECT refcount FROM blocks WHERE cid = $1', [cidBytes(cid)])).rows[0]?.refcount);
+
+  it('a batch whose blocks another batch indexed after its check is retried: exact refcounts, every block readable, GC keeps them', async () => {
+    // Two repos with the same records under the same paths: the same record blocks and MST nodes,
+    // only the commits differ. The second batch checks the index while the first has indexed
+    // them and not committed, so its COPY of them waits, then fails on the key.
+    // Marked: no other test stores these blocks.
+    const records = generateRecords(12).map((r) => ({ ...r, value: { ...r.value, pair: 'p and q' } }));
+    const p = await made(shared(0), records, 1);
+    const q = await made(shared(1), records, 1);
+    const [ra, rb] = await overlapped(
+      (hold) => storeBatch({ pool, blobs }, [snapshot(p.repo)], { ...opts, origin: 'backfill', alsoInTransaction: hold }),
+      () => storeBatch({ pool, blobs }, [snapshot(q.repo)], { ...opts, origin: 'backfill' }),
+    );
+    expect(ra.outcomes.map((o) => o.kind)).toEqual(['imported']);
+    expect(rb.outcomes).toMatchObject([{ kind: 'imported', created: 12 }]);
+    // The retry found the shared blocks indexed: its pack holds its commit alone.
+    expect(rb.newBlocks).toBe(1);
+    // Each record block: two rows and two events.
+    for (const r of q.repo.records) expect(await refcountOf(r.cid)).toBe(4);
+    expect(await refcountProblems(pool)).toEqual([]);
+    expect(await unreadableBlocks(pool, blobs, [p.car, q.car])).toEqual([]);
+
+    const report = await collectGarbage({ pool, blobs }, { graceSeconds: 0, repackBelow: 0 });
+    expect(report.mark.complete).toBe(true);
+    expect(await unreadableBlocks(pool, blobs, [p.car, q.car])).toEqual([]);
+    expect(await refcountProblems(pool)).toEqual([]);
+    for (const did of [p.repo.did, q.repo.did]) expect(await stored(did)).toEqual(expected(did === p.repo.did ? p.repo : q.repo));
+  });
+
+  it('a new repo another batch made after this one looked is retried on top of what that one stored', async () => {
+    const did = shared(2);
+    const base = generateRecords(10).map((r) => ({ ...r, value: { ...r.value, did } }));
+    const v1 = await made(did, base, 1);
+    const v2 = await made(did, [...base.slice(3), ...generateRecords(14).slice(10).map((r) => ({ ...r, value: { ...r.value, did } }))], 2);
+    // The second batch finds no row (the first has inserted it, uncommitted), decides the repo
+    // as new, and waits on the first's rows; once that commits, its insert fails and the retry
+    // decides against the stored state: 4 creates and 3 deletes, not 11 creates.
+    const [ra, rb] = await overlapped(
+      (hold) => storeBatch({ pool, blobs }, [snapshot(v1.repo)], { ...opts, origin: 'backfill', alsoInTransaction: hold }),
+      () => storeBatch({ pool, blobs }, [snapshot(v2.repo)], { ...opts, origin: 'backfill' }),
+    );
+    expect(ra.outcomes).toMatchObject([{ kind: 'imported', created: 10 }]);
+    expect(rb.outcomes).toMatchObject([{ kind: 'imported', created: 4, deleted: 3, updated: 0, unchanged: 7 }]);
+    expect(await stored(did)).toEqual(expected(v2.repo));
+    const row = (await pool.query('SELECT rev, status, records_count, last_imported_at IS NOT NULL AS imported FROM repos WHERE did = $1', [did])).rows[0];
+    expect(row).toEqual({ rev: v2.repo.rev, status: 'active', records_count: '11', imported: true });
+    const counts = (await pool.query('SELECT collection, count FROM collection_counts WHERE did = $1 ORDER BY collection', [did])).rows;
+    const want = new Map<string, number>();
+    for (const r of v2.repo.records) want.set(r.collection, (want.get(r.collection) ?? 0) + 1);
+    expect(counts).toEqual([...want].sort(([a], [b]) => (a < b ? -1 : 1)).map(([collection, n]) => ({ collection, count: String(n) })));
+    const events = (await pool.query(`SELECT kind, count(*)::int AS n FROM events WHERE did = $1 GROUP BY kind ORDER BY kind`, [did])).rows;
+    expect(events).toEqual([{ kind: 'create', n: 14 }, { kind: 'delete', n: 3 }]);
+    expect(await refcountProblems(pool)).toEqual([]);
+    expect(await unreadableBlocks(pool, blobs, [v2.car])).toEqual([]);
+  });
+
+  it('an identity change to a repo another batch is making lands on the row that batch made, which keeps its state', async () => {
+    const did = shared(5);
+    const v = await made(did, generateRecords(4).map((r) => ({ ...r, value: { ...r.value, did } })), 1);
+    // The identity batch finds no row and would make one; its insert waits for the snapshot's,
+    // fails once that commits, and the retry changes the handle of the row the snapshot made.
+    const [ra, rb] = await overlapped(
+      (hold) => storeBatch({ pool, blobs }, [snapshot(v.repo)], { ...opts, origin: 'backfill', alsoInTransaction: hold }),
+      () => storeBatch({ pool, blobs }, [{ kind: 'identity', did, handle: 'later.test', pds: undefined, signingKey: undefined }], opts),
+    );
+    expect(ra.outcomes.map((o) => o.kind)).toEqual(['imported']);
+    expect(rb.outcomes.map((o) => o.kind)).toEqual(['identity']);
+    const row = (await pool.query('SELECT status, rev, handle, records_count FROM repos WHERE did = $1', [did])).rows[0];
+    expect(row).toEqual({ status: 'active', rev: v.repo.rev, handle: 'later.test', records_count: '4' });
+    expect(await stored(did)).toEqual(expected(v.repo));
+  });
+
+  it("a batch of repos that have no row yet holds GC's lock shared until it commits", async () => {
+    const v = await made(shared(6), generateRecords(2).map((r) => ({ ...r, value: { ...r.value, gc: true } })), 1);
+    let held: unknown;
+    await storeBatch({ pool, blobs }, [snapshot(v.repo)], {
+      ...opts,
+      alsoInTransaction: async (tx) => {
+        held = (
+          await tx.query(`SELECT mode, granted FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`)
+        ).rows;
+      },
+    });
+    expect(held).toEqual([{ mode: 'ShareLock', granted: true }]);
+  });
+
+  it('a new repo gets its row with its state in one insert; a repo the batch only names gets a new row', async () => {
+    const did = shared(3);
+    const unknown = shared(4);
+    const v = await made(did, generateRecords(3).map((r) => ({ ...r, value: { ...r.value, did } })), 1);
+    const r = await storeBatch({ pool, blobs }, [snapshot(v.repo), { kind: 'identity', did: unknown, handle: undefined, pds: undefined, signingKey: undefined }], opts);
+    expect(r.outcomes.map((o) => o.kind)).toEqual(['imported', 'identity']);
+    const rows = (await pool.query('SELECT did, status, rev, head_cid IS NOT NULL AS head, records_count FROM repos WHERE did = ANY($1) ORDER BY did', [[did, unknown]])).rows;
+    expect(rows).toEqual([
+      { did, status: 'active', rev: v.repo.rev, head: true, records_count: '3' },
+      { did: unknown, status: 'pending', rev: null, head: false, records_count: '0' },
+    ]);
   });
 });
