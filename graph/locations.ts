@@ -62,7 +62,10 @@ export class LocationTable {
     if (this.#find(cid, at) >= 0) return;
     const i = this.#size;
     if (i === this.#pack.length) this.#grow();
-    this.#cids.set(cid.subarray(at, at + CID), i * CID);
+    // Byte by byte: a `subarray` to copy from was an object per block.
+    const cids = this.#cids;
+    const base = i * CID;
+    for (let k = 0; k < CID; k++) cids[base + k] = cid[at + k]!;
     this.#pack[i] = pack;
     this.#offset[i] = offset;
     this.#length[i] = length;

@@ -227,7 +227,8 @@ export class RepoBatches {
     // mirror and is scanned; from 10,000 it is looked up, at a cost per node that no longer grows.
     // Forced either way (`plan`, `growth-mirror --repo-read`), on a loaded machine: 1,000 repos,
     // scans 5.7-7.1 µs a node, lookups 6.6-10.6; 10,000 repos, lookups 10.1, scans 10.8.
-    const large = this.#plan === 'auto' ? await largeShare(db, records) : this.#plan === 'scan';
+    const ofMirror = this.#plan === 'auto' ? await mirrorShare(db, records) : this.#plan === 'scan' ? 1 / 8 : 0;
+    const large = ofMirror >= 1 / 8;
     if (!large) await db.query('SET LOCAL enable_seqscan = off');
     const next = positions[dids.length - 1]! + 1;
     const present = dids.filter((d) => rows.has(d));
@@ -345,7 +346,9 @@ export class RepoBatches {
           if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
         }
         if (wants.refcounts) {
-          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids, present, { scanTables: large })).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
+          // A quarter of the mirror or more: its references counted whole, then joined (see `RefcountPlan`).
+          const plan = ofMirror >= 1 / 4 ? 'aggregate' : large ? 'join' : 'lookup';
+          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids, present, { plan })).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
         }
       }
     }
@@ -426,10 +429,12 @@ async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<stri
 }
 
 /**
- * Whether `records` records are an eighth or more of the mirror's: `records`' planner estimate,
- * or for a table not analyzed yet its size at 128 bytes a row (which overstates its rows).
+ * The share of the mirror's records that `records` records are: against `records`' planner
+ * estimate, or for a table not analyzed yet its size at 128 bytes a row (which overstates its
+ * rows). 1 (all) for an empty mirror.
  */
-async function largeShare(db: pg.ClientBase, records: number): Promise<boolean> {
+async function mirrorShare(db: pg.ClientBase, records: number): Promise<number> {
   const { rows } = await db.query<{ n: string }>(`SELECT CASE WHEN reltuples < 0 THEN pg_relation_size(oid) / 128 ELSE reltuples END AS n FROM pg_class WHERE oid = 'records'::regclass`);
-  return records * 8 >= Number(rows[0]?.n ?? 0);
+  const n = Number(rows[0]?.n ?? 0);
+  return n <= 0 ? 1 : Math.min(1, records / n);
 }

@@ -38,22 +38,35 @@ function readNode(bytes: Uint8Array, pos: MstPosition | undefined, data: StepDat
   const subtrees = ctx.wants('MstNodeToMstNode') && n.layer !== 0;
   // The entries whose keys were read: all of them, unless a problem stopped the reading.
   const read = n.keys.length;
+  const withSubtrees = subtrees && n.complete;
+  // The node's CIDs copied into one buffer of their own, each a view of it: a view of the pack
+  // would keep the whole pack alive for as long as a record waits its turn, and a copy each was
+  // a buffer each.
+  let count = read;
+  if (withSubtrees) {
+    if (n.left >= 0) count++;
+    for (let i = 0; i < read; i++) if (n.entries[i * ENTRY_FIELDS + RIGHT]! >= 0) count++;
+  }
+  const own = new Uint8Array(count * CID_LENGTH);
+  let next = 0;
+  const copy = (at: number): Uint8Array => {
+    // A link the decoder passed is whole; anything shorter keeps what there is, as it always did.
+    if (at + CID_LENGTH > bytes.length) return bytes.slice(at, at + CID_LENGTH);
+    const start = next * CID_LENGTH;
+    for (let k = 0; k < CID_LENGTH; k++) own[start + k] = bytes[at + k]!;
+    next++;
+    return own.subarray(start, start + CID_LENGTH);
+  };
   for (let i = 0; i < read; i++) {
     const path = n.keys[i]!;
-    const value = n.entries[i * ENTRY_FIELDS + VALUE]!;
-    // Copied: a view would keep the whole pack alive for as long as the record waits its turn.
-    const cid = bytes.slice(value, value + CID_LENGTH);
+    const cid = copy(n.entries[i * ENTRY_FIELDS + VALUE]!);
     data.leaves.push({ path, cid });
     if (records) edges.push({ type: 'MstNodeToRecord', node: { type: 'Record', cid }, path });
   }
-  if (!subtrees || !n.complete) return;
-  if (n.left >= 0) subtree(bytes, n.left, subtreePosition(n, pos, -1), edges);
+  if (!withSubtrees) return;
+  if (n.left >= 0) edges.push({ type: 'MstNodeToMstNode', node: { type: 'MstNode', cid: copy(n.left), pos: subtreePosition(n, pos, -1) } });
   for (let i = 0; i < read; i++) {
     const right = n.entries[i * ENTRY_FIELDS + RIGHT]!;
-    if (right >= 0) subtree(bytes, right, subtreePosition(n, pos, i), edges);
+    if (right >= 0) edges.push({ type: 'MstNodeToMstNode', node: { type: 'MstNode', cid: copy(right), pos: subtreePosition(n, pos, i) } });
   }
-}
-
-function subtree(bytes: Uint8Array, at: number, pos: MstPosition, edges: OutEdge[]): void {
-  edges.push({ type: 'MstNodeToMstNode', node: { type: 'MstNode', cid: bytes.slice(at, at + CID_LENGTH), pos } });
 }

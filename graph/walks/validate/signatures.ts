@@ -63,6 +63,18 @@ export function verifyCommitSignatureOffThread(commit: Commit, commitCid: string
         if (worker && jobs.length > 0) worker.postMessage(jobs);
       });
     }
-    queued.push({ id, commit, cid: commitCid, key: signingKey });
+    queued.push({ id, commit: compact(commit), cid: commitCid, key: signingKey });
   });
+}
+
+/**
+ * The commit with its bytes in buffers of their own. A decoded commit's `sig` and `dataBytes`
+ * are views of the pack the block was read from, and a message carries a view's whole buffer:
+ * a commit of a 1 MB pack cost 2 MB to copy to the worker.
+ */
+export function compact(commit: Commit): Commit {
+  const own = (b: Uint8Array) => (b.byteLength === b.buffer.byteLength ? b : b.slice());
+  const out: Commit = { ...commit, sig: own(commit.sig), unsigned: own(commit.unsigned) };
+  if (commit.dataBytes) out.dataBytes = own(commit.dataBytes);
+  return out;
 }
