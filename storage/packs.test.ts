@@ -15,7 +15,7 @@ import { S3BlobStore } from './blobstore/s3.ts';
 import { migrate } from './db/migrate.ts';
 import { openPool, withTransaction } from './db/pool.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
-import { PackWriter, indexPack, layOutPack, locateBlock, putPack, readBlock, sortByCid, storePack, varintLength, writeVarint } from './packs.ts';
+import { PackLayout, PackWriter, indexPack, layOutPack, locateBlock, putPack, readBlock, sortByCid, storePack, varintLength, writeVarint } from './packs.ts';
 import type { ByteSource } from './blobstore/types.ts';
 import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 
@@ -213,6 +213,20 @@ describe('PackWriter', () => {
     expect(hex(laid.cidAt(5))).toBe(hex(blocks[5]!.cid));
   });
 
+  it('lays out the same blocks as the same pack however the CAR that held them arrived in chunks', async () => {
+    const blocks = [...(await makeBlocks(60, 'chunked')), ...(await bigBlocks([150_000, 40_000]))];
+    const car = onePiecePack(blocks);
+    const frames = blocks.map((b, i) => ({ dataOffset: car.dataOffsets[i]!, cidLength: b.cid.length, length: b.data.length }));
+    const byCid = sortByCid(blocks.map((b, i) => ({ cid: b.cid, i }))).map((e) => e.i);
+    const ref = onePiecePack(byCid.map((i) => blocks[i]!));
+    for (const chunkBytes of [car.bytes.length, 64 * 1024, 1000, 37]) {
+      const held = asReadFromCar(car.bytes, chunkBytes, frames);
+      const laid = layOutPack(blocks.length, (k) => held[byCid[k]!]!.cid, (k) => held[byCid[k]!]!.data);
+      expect(laid.key, `chunks of ${chunkBytes}`).toBe(ref.key);
+      expect(Buffer.from(bytesOf(laid)).equals(Buffer.from(ref.bytes)), `chunks of ${chunkBytes}`).toBe(true);
+    }
+  });
+
   it('lays out blocks read from a CAR in the order they lie there, copying runs of frames whole', async () => {
     const blocks = [...(await makeBlocks(60, 'framed')), ...(await bigBlocks([150_000, 40_000]))];
     const car = onePiecePack(blocks);
@@ -221,7 +235,7 @@ describe('PackWriter', () => {
     const shuffled = blocks.map((_, i) => (i * 37) % blocks.length);
     for (const chunkBytes of [car.bytes.length, 64 * 1024, 1000]) {
       const held = asReadFromCar(car.bytes, chunkBytes, frames);
-      const laid = layOutPack(blocks.length, (k) => held[shuffled[k]!]!.cid, (k) => held[shuffled[k]!]!.data);
+      const laid = new PackLayout(blocks.length, (k) => held[shuffled[k]!]!.cid, (k) => held[shuffled[k]!]!.data, { order: 'memory' });
       const given = shuffled.map((i) => blocks[i]!);
       const ref = onePiecePack(inPackOrder(given, laid.offsets));
       expect(laid.key, `chunks of ${chunkBytes}`).toBe(ref.key);

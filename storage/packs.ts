@@ -196,8 +196,9 @@ export interface LayoutOptions {
   /**
    * `given` (the default): in the order the blocks are given. `memory`: in the order their data
    * lies in memory (by the buffer it is in, then its offset there), so that writing, hashing and
-   * checksumming the pack read memory front to back rather than at random (a store path's blocks
-   * come in CID order, which scatters them over the CAR); `offsets` stay in the order given.
+   * checksumming the pack read memory front to back rather than at random; `offsets` stay in the
+   * order given. The bytes, and so the key, then depend on where the blocks lie, not only on
+   * which blocks they are: the store path does not use it (see {@link layOutPack}).
    */
   order?: 'given' | 'memory';
 }
@@ -380,11 +381,15 @@ export class PackLayout implements ByteSource {
 export type LaidOutPack = PackLayout;
 
 /**
- * A {@link PackLayout} of `count` distinct, verified blocks, its frames in the order their data
- * lies in memory (see {@link LayoutOptions}): what the store path stores.
+ * A {@link PackLayout} of `count` distinct, verified blocks, its frames in the order given (the
+ * store path gives them in CID order): what the store path stores. Not in memory order: where a
+ * CAR's blocks lie in memory depends on how its bytes arrived (the chunks of a response, a block
+ * split across two assembled in a buffer of its own), so the same blocks would make different
+ * packs under different keys, and a retried import would leave the first attempt's pack behind
+ * beside its own.
  */
 export function layOutPack(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): PackLayout {
-  return new PackLayout(count, cidAt, dataAt, { order: 'memory' });
+  return new PackLayout(count, cidAt, dataAt);
 }
 
 /**
