@@ -620,6 +620,23 @@ async function writeRecords(tx: pg.ClientBase, rows: ReturnType<typeof recordWri
   }
 }
 
+/** The batch's repo states as rows `t`, from the parameters {@link repoStateValues} gives. */
+const REPO_STATE_ROWS = `unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[], $8::text[], $9::text[],
+                 $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[], $15::timestamptz[])
+       AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err, recheck)`;
+
+/** The parameters of {@link REPO_STATE_ROWS}: one array per column, a repo per element. */
+function repoStateValues(views: RepoView[], goneRecheckSeconds: number | undefined): unknown[] {
+  const col = <T>(f: (v: RepoView) => T) => views.map(f);
+  const recheckAt = goneRecheckSeconds === undefined ? null : new Date(Date.now() + goneRecheckSeconds * 1000);
+  return [
+    col((v) => v.did), col((v) => v.status), col((v) => v.goneStatus), col((v) => v.rev), col((v) => v.head), col((v) => v.data),
+    col((v) => v.pds), col((v) => v.handle), col((v) => v.signingKey), col((v) => v.recordsCount), col((v) => v.blocksCount),
+    col((v) => v.clearResync), col((v) => v.imported), col((v) => v.lastError?.slice(0, 2000) ?? null),
+    col((v) => (v.status === 'gone' ? recheckAt : null)),
+  ];
+}
+
 /** The row `INSERT INTO repos (did)` makes: what a repo the mirror does not hold yet is decided against. */
 function newRepoRow(did: string): StoredRow {
   return { did, status: 'pending', gone_status: null, rev: null, head_cid: null, data_cid: null, pds: null, handle: null, signing_key: null, records_count: '0', blocks_count: '0', last_error: null };
@@ -632,31 +649,20 @@ function newRepoRow(did: string): StoredRow {
  */
 async function insertRepos(tx: pg.ClientBase, views: RepoView[], goneRecheckSeconds: number | undefined): Promise<void> {
   if (views.length === 0) return;
-  const col = <T>(f: (v: RepoView) => T) => views.map(f);
-  const recheckAt = goneRecheckSeconds === undefined ? null : new Date(Date.now() + goneRecheckSeconds * 1000);
   await tx.query({
     name: 'ingest-insert-repos',
     text: `INSERT INTO repos (did, status, gone_status, rev, head_cid, data_cid, pds, handle, signing_key, records_count, blocks_count,
        next_retry_at, last_error, last_imported_at)
      SELECT t.did, t.status, t.gone, t.rev, t.head, t.data, t.pds, t.handle, t.key, t.rc, t.bc,
        CASE WHEN t.clr THEN t.recheck END, CASE WHEN t.clr THEN t.err END, CASE WHEN t.imp THEN now() END
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[], $8::text[], $9::text[],
-                 $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[], $15::timestamptz[])
-       AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err, recheck)
+     FROM ${REPO_STATE_ROWS}
      ORDER BY t.did`,
-    values: [
-      col((v) => v.did), col((v) => v.status), col((v) => v.goneStatus), col((v) => v.rev), col((v) => v.head), col((v) => v.data),
-      col((v) => v.pds), col((v) => v.handle), col((v) => v.signingKey), col((v) => v.recordsCount), col((v) => v.blocksCount),
-      col((v) => v.clearResync), col((v) => v.imported), col((v) => v.lastError?.slice(0, 2000) ?? null),
-      col((v) => (v.status === 'gone' ? recheckAt : null)),
-    ],
+    values: repoStateValues(views, goneRecheckSeconds),
   });
 }
 
 async function writeRepoState(tx: pg.ClientBase, views: RepoView[], goneRecheckSeconds: number | undefined): Promise<void> {
   if (views.length === 0) return;
-  const col = <T>(f: (v: RepoView) => T) => views.map(f);
-  const recheckAt = goneRecheckSeconds === undefined ? null : new Date(Date.now() + goneRecheckSeconds * 1000);
   await tx.query({
     name: 'ingest-repo-state',
     text: `UPDATE repos r SET status = t.status, gone_status = t.gone, rev = t.rev, head_cid = t.head, data_cid = t.data,
@@ -667,15 +673,8 @@ async function writeRepoState(tx: pg.ClientBase, views: RepoView[], goneRecheckS
        last_error = CASE WHEN t.clr THEN t.err ELSE r.last_error END,
        last_imported_at = CASE WHEN t.imp THEN now() ELSE r.last_imported_at END,
        updated_at = now()
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[], $8::text[], $9::text[],
-                 $10::bigint[], $11::bigint[], $12::bool[], $13::bool[], $14::text[], $15::timestamptz[])
-       AS t(did, status, gone, rev, head, data, pds, handle, key, rc, bc, clr, imp, err, recheck)
+     FROM ${REPO_STATE_ROWS}
      WHERE r.did = t.did`,
-    values: [
-      col((v) => v.did), col((v) => v.status), col((v) => v.goneStatus), col((v) => v.rev), col((v) => v.head), col((v) => v.data),
-      col((v) => v.pds), col((v) => v.handle), col((v) => v.signingKey), col((v) => v.recordsCount), col((v) => v.blocksCount),
-      col((v) => v.clearResync), col((v) => v.imported), col((v) => v.lastError?.slice(0, 2000) ?? null),
-      col((v) => (v.status === 'gone' ? recheckAt : null)),
-    ],
+    values: repoStateValues(views, goneRecheckSeconds),
   });
 }

@@ -172,37 +172,6 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
   return t;
 }
 
-/** Block indexes by where their data lies: memory (in the order first seen), then offset. */
-function memoryOrder(t: BlockTables): Int32Array {
-  const n = t.lengths.length;
-  const order = new Int32Array(n);
-  let span = 1;
-  for (let i = 0; i < n; i++) span = Math.max(span, t.dataStart[i]! + 1);
-  const indexSpan = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
-  if (t.memory.length * span * indexSpan <= 2 ** 52) {
-    // Where a block lies and its index fit one double exactly: a native sort of numbers.
-    const packed = new Float64Array(n);
-    for (let i = 0; i < n; i++) packed[i] = (t.dataMemory[i]! * span + t.dataStart[i]!) * indexSpan + i;
-    packed.sort();
-    for (let k = 0; k < n; k++) order[k] = packed[k]! % indexSpan;
-    return order;
-  }
-  for (let i = 0; i < n; i++) order[i] = i;
-  return order.sort((a, b) => t.dataMemory[a]! - t.dataMemory[b]! || t.dataStart[a]! - t.dataStart[b]!);
-}
-
-/** How a layout orders its frames. */
-export interface LayoutOptions {
-  /**
-   * `given` (the default): in the order the blocks are given. `memory`: in the order their data
-   * lies in memory (by the buffer it is in, then its offset there), so that writing, hashing and
-   * checksumming the pack read memory front to back rather than at random; `offsets` stay in the
-   * order given. The bytes, and so the key, then depend on where the blocks lie, not only on
-   * which blocks they are: the store path does not use it (see {@link layOutPack}).
-   */
-  order?: 'given' | 'memory';
-}
-
 /**
  * A pack of `count` distinct, verified blocks laid out straight from where they are held
  * (`cidAt(i)`, `dataAt(i)`: views, say, into the CAR the blocks arrived in), with no buffer of
@@ -232,12 +201,10 @@ export class PackLayout implements ByteSource {
   readonly #dataStart: Float64Array;
   /** 1 where the block's whole frame lies in its data's memory, just before the data. */
   readonly #framed: Uint8Array;
-  /** Frame `k` holds block `#order[k]`; none when frames are in the order given. */
-  readonly #order: Int32Array | undefined;
   readonly #varint = Buffer.alloc(10);
 
   /** @throws {InvalidBlockCidError} when a CID is not a binary CIDv1 with SHA-256. */
-  constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array, opts: LayoutOptions = {}) {
+  constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array) {
     const t = locate(count, cidAt, dataAt);
     this.#memory = t.memory;
     this.#cidMemory = t.cidMemory;
@@ -247,12 +214,9 @@ export class PackLayout implements ByteSource {
     this.#dataStart = t.dataStart;
     this.#framed = t.framed;
     this.lengths = t.lengths;
-    const order = opts.order === 'memory' ? memoryOrder(t) : undefined;
-    this.#order = order;
     const offsets = new Float64Array(count);
     let pos = HEADER_FRAME.length;
-    for (let k = 0; k < count; k++) {
-      const i = order ? order[k]! : k;
+    for (let i = 0; i < count; i++) {
       const cidLength = t.cidLength[i]!;
       const length = t.lengths[i]!;
       pos += varintLength(cidLength + length) + cidLength;
@@ -322,25 +286,23 @@ export class PackLayout implements ByteSource {
       pos += to - from;
     };
     if (pos < HEADER_FRAME.length) copy(HEADER_FRAME, 0, 0, HEADER_FRAME.length);
-    const order = this.#order;
     const n = this.offsets.length;
-    for (let k = pos < end ? this.#frameAt(pos) : 0; pos < end; k++) {
-      const i = order ? order[k]! : k;
+    for (let i = pos < end ? this.#frameAt(pos) : 0; pos < end; i++) {
       if (this.#framed[i]) {
         // This frame and the ones after it that follow it in the same memory: one copy.
         const mem = this.#dataMemory[i]!;
         const frameAt = this.#dataStart[i]! - (this.offsets[i]! - this.#frameStartOf(i));
         let last = i;
         let memEnd = this.#dataStart[i]! + this.lengths[i]!;
-        while (k + 1 < n && this.offsets[last]! + this.lengths[last]! < end) {
-          const j = order ? order[k + 1]! : k + 1;
+        while (last + 1 < n && this.offsets[last]! + this.lengths[last]! < end) {
+          const j = last + 1;
           if (!this.#framed[j] || this.#dataMemory[j] !== mem || this.#dataStart[j]! - (this.offsets[j]! - this.#frameStartOf(j)) !== memEnd) break;
           memEnd = this.#dataStart[j]! + this.lengths[j]!;
           last = j;
-          k++;
         }
         const runBegin = this.#frameStartOf(i);
         copyView(this.#memory[mem]!, frameAt, runBegin, this.offsets[last]! + this.lengths[last]! - runBegin);
+        i = last;
         continue;
       }
       const cidLength = this.#cidLength[i]!;
@@ -364,13 +326,11 @@ export class PackLayout implements ByteSource {
 
   /** The first frame that ends after `pos` (frames lie back to back after the header). */
   #frameAt(pos: number): number {
-    const order = this.#order;
     let lo = 0;
     let hi = this.offsets.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const i = order ? order[mid]! : mid;
-      if (this.offsets[i]! + this.lengths[i]! > pos) hi = mid;
+      if (this.offsets[mid]! + this.lengths[mid]! > pos) hi = mid;
       else lo = mid + 1;
     }
     return lo;
@@ -382,11 +342,11 @@ export type LaidOutPack = PackLayout;
 
 /**
  * A {@link PackLayout} of `count` distinct, verified blocks, its frames in the order given (the
- * store path gives them in CID order): what the store path stores. Not in memory order: where a
- * CAR's blocks lie in memory depends on how its bytes arrived (the chunks of a response, a block
- * split across two assembled in a buffer of its own), so the same blocks would make different
- * packs under different keys, and a retried import would leave the first attempt's pack behind
- * beside its own.
+ * store path gives them in CID order): what the store path stores. Not in the order they lie in
+ * memory, which would read it front to back: where a CAR's blocks lie depends on how its bytes
+ * arrived (the chunks of a response, a block split across two assembled in a buffer of its own),
+ * so the same blocks would make different packs under different keys, and a retried import would
+ * leave the first attempt's pack behind beside its own.
  */
 export function layOutPack(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): PackLayout {
   return new PackLayout(count, cidAt, dataAt);
