@@ -8,8 +8,9 @@
  *   npm run bench -- --only growth [--growth-sizes 10000,100000] [--with-1m]   (bench/growth.ts)
  *     [--growth-mirror-records 10000,100000] [--growth-mirror-repos 10,1000,10000] [--with-100k-repos]
  *   npm run bench -- --only worker-rss   (bench/worker-rss.ts: `repowalk worker` at rest)
+ *   npm run bench -- --only e2e-large [--records 100000]   (one large repo through Temporal)
  *
- * `sync`, `scale`, `growth` and `worker-rss` are not in the default set; `scale` prints the
+ * `sync`, `scale`, `growth`, `worker-rss` and `e2e-large` are not in the default set; `scale` prints the
  * per-unit costs and the projection of docs/SCALE.md.
  */
 import { spawn } from 'node:child_process';
@@ -93,6 +94,13 @@ try {
     // Each repo signed with a key of its own, as on the network (a key met for the first time
     // costs more than one seen before).
     results.e2e = await runJson('e2e-main.ts', ['--repos', values.repos, '--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--workers', values.workers, '--key-per-repo']);
+  }
+  // One repo of `--records` records (100,000 by default) backfilled through Temporal, from the
+  // static PDS over loopback HTTP: the first import's bench (`import`) with the worker, the
+  // workflow, the PDS's HTTP and the CAR's transfer around it. One warm-up pass, so that the
+  // figure is a warm worker's, as in `e2e`.
+  if (only.has('e2e-large')) {
+    results.e2eLarge = await runJson('e2e-main.ts', ['--repos', '1', '--records', values.records, '--warmup', '1', '--temporal', stack.info.temporal.address, '--database-url', dbUrl, '--workers', values.workers]);
   }
   // Per-unit costs for docs/SCALE.md: several worker processes, packs to the stack's S3.
   if (only.has('scale')) {
