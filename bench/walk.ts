@@ -8,7 +8,7 @@
  *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
  *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
  *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 256]
- *     [--cpu-profile FILE] [--sql-stats] [--explain]
+ *     [--batch-repos N] [--batch-records N] [--cpu-profile FILE] [--sql-stats] [--explain]
  *
  * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
  * node: `few-large` (13 repos × 5,000 records) and `many-small` (2,000 repos × 10 records). Both
@@ -51,6 +51,9 @@ const { values } = parseArgs({
     'small-runs': { type: 'string', default: 'validate-local,scrub-local' },
     'scheduled-max': { type: 'string', default: '256' },
     'root-concurrency': { type: 'string', default: '256' },
+    /** Repo batches (`RepoBatchOptions`): most repos and most records read together; unset, the walk's defaults. */
+    'batch-repos': { type: 'string' },
+    'batch-records': { type: 'string' },
     /** Times each run is measured; the median is reported (and the best). */
     repeat: { type: 'string', default: '3' },
     /** Write a V8 CPU profile of the walks (not the setup) to this file. */
@@ -133,16 +136,19 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   url.pathname = `/${database}`;
   const pool = await connectPool(url.toString(), { max: 8 });
   await migrate(pool);
-  // --sql-stats: time and rows of the pool's queries by statement (the Repo step's transaction
-  // runs on a checked-out client and is not counted).
+  // --sql-stats: time and rows of the walk's queries by statement, the pool's and those on
+  // checked-out clients (the Repo batches' transactions) alike: every query goes through
+  // `Client.prototype.query`. Wall time, which on an idle server is close to its CPU time.
   const queries = new Map<string, { n: number; ms: number; rows: number }>();
   if (values['sql-stats']) {
-    const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<{ rowCount: number | null }>;
-    (pool as unknown as { query: typeof query }).query = (...args: unknown[]) => {
+    const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => Promise<{ rowCount: number | null }> };
+    const query = proto.query;
+    proto.query = function (this: unknown, ...args: unknown[]) {
+      const p = query.apply(this, args);
+      if (typeof (p as { then?: unknown } | undefined)?.then !== 'function') return p;
       const text = args[0] as string | { text: string };
-      const key = (typeof text === 'string' ? text : text.text).replace(/\s+/g, ' ').slice(0, 80);
+      const key = (typeof text === 'string' ? text : text.text).replace(/\s+/g, ' ').slice(0, 100);
       const started = performance.now();
-      const p = query(...args);
       void p.then((res) => {
         const st = queries.get(key) ?? { n: 0, ms: 0, rows: 0 };
         st.n++;
@@ -203,9 +209,13 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   const measure = async (name: string) => {
     const [type, where] = name.split('-') as [string, string];
     const spec = { ...specs[type]!, scheduledMax: Number(values['scheduled-max']), rootConcurrency: Number(values['root-concurrency']) };
-    const m = await measureWalk({ pool, store: stores[where]! }, spec, roots, { label: `${shape.name} ${name}`, emit: log, pgCpuUs });
+    const repoBatch = {
+      ...(values['batch-repos'] ? { maxRepos: Number(values['batch-repos']) } : {}),
+      ...(values['batch-records'] ? { maxRecords: Number(values['batch-records']) } : {}),
+    };
+    const m = await measureWalk({ pool, store: stores[where]! }, spec, roots, { label: `${shape.name} ${name}`, emit: log, pgCpuUs, run: { repoBatch } });
     if (values['sql-stats']) {
-      for (const [k, v] of [...queries].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12)) log(`  ${v.n} queries ${v.ms.toFixed(0)} ms ${v.rows} rows: ${k}`);
+      for (const [k, v] of [...queries].sort((a, b) => b[1].ms - a[1].ms).slice(0, 20)) log(`  ${v.n} queries ${v.ms.toFixed(0)} ms ${v.rows} rows: ${k}`);
       queries.clear();
     }
     return m;
