@@ -103,21 +103,21 @@ describe('RepoBatches', () => {
             }
           : Reflect.get(target, prop),
     });
-    // A budget of 120 records: the first batch a quarter of it (d0 alone), then d1 + d2 (85), d3, d4.
-    const ahead = new RepoBatches(spy, roots, undefined, all, new Map(), { maxRecords: 120 });
+    // A budget of 240 records, ramped up from an eighth: 30 (d0 alone), 60 (d1 alone), 120 (d2 + d3: 115), 240 (d4).
+    const ahead = new RepoBatches(spy, roots, undefined, all, new Map(), { maxRecords: 240 });
     expect(await readOf(ahead, dids[0]!)).toEqual(alone.get(dids[0]!));
     // Nobody asked for d1 yet: its batch was started when d0's was read, and the one after it
     // when d1's was read and d0's all taken (one batch ahead of the one the walk takes from).
     await vi.waitFor(() => expect(batches.length).toBe(3));
-    expect(batches.map((b) => b[0])).toEqual([dids[0], dids[1], dids[3]]);
+    expect(batches.map((b) => b[0])).toEqual([dids[0], dids[1], dids[2]]);
     expect(await readOf(ahead, dids[1]!)).toEqual(alone.get(dids[1]!));
-    await new Promise((r) => setTimeout(r, 50));
-    expect(batches.length).toBe(3);
-    expect(await readOf(ahead, dids[2]!)).toEqual(alone.get(dids[2]!));
     await vi.waitFor(() => expect(batches.length).toBe(4));
+    expect(await readOf(ahead, dids[2]!)).toEqual(alone.get(dids[2]!));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(batches.length).toBe(4);
     for (const did of dids.slice(3)) expect(await readOf(ahead, did), did).toEqual(alone.get(did));
-    // One batch per cut of the budget: [d0], [d1, d2], [d3], [d4] — each started once.
-    expect(batches.map((b) => b[0])).toEqual([dids[0], dids[1], dids[3], dids[4]]);
+    // One batch per cut of the budget: [d0], [d1], [d2, d3], [d4] — each started once.
+    expect(batches.map((b) => b[0])).toEqual([dids[0], dids[1], dids[2], dids[4]]);
     expect(batches[1]).toEqual([dids[1], dids[2], dids[3], dids[4]]);
   });
 

@@ -18,7 +18,10 @@
  * `blocks`, and a batch of many repos shares one pass over them (13 repos of 5,000 records:
  * 9.4 µs of PostgreSQL CPU per walked node a repo at a time, 3.3 in one batch). So that the walk
  * does not wait on them, the next batch is read while the walk takes the last one (one ahead),
- * and the first batch is a quarter of the size, so the walk starts early.
+ * and the first batches ramp up to the full size — an eighth of it, a quarter, a half — so that
+ * the walk starts early and each batch is read while the one before it, half its size, is
+ * walked. (With a quarter, then the full size, the walk of the first batch was over long before
+ * the second was read: 13 repos of 5,000 records walked 2, then waited on the read of 10.)
  */
 import type pg from 'pg';
 import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
@@ -38,9 +41,9 @@ export interface RepoWants {
 }
 
 export interface RepoBatchOptions {
-  /** Most repos read together. Default 1,024 (the first batch a quarter of it). */
+  /** Most repos read together. Default 1,024 (reading ahead, the first batches an eighth of it, a quarter, a half). */
   maxRepos?: number;
-  /** Most records (by `records_count`) among the repos read together, past the first. Default 50,000 (the first batch a quarter of it). */
+  /** Most records (by `records_count`) among the repos read together, past the first. Default 50,000 (ramped up as `maxRepos` is). */
   maxRecords?: number;
   /** Read the next batch while the walk takes the last one. Default true. */
   readAhead?: boolean;
@@ -138,10 +141,10 @@ export class RepoBatches {
   }
 
   #start(did: string): Promise<Batch> {
-    // Reading ahead, the first batch is smaller, so that the walk starts while the next is read.
-    const first = this.#batches++ === 0 && this.#readAhead;
-    const maxRepos = first ? Math.max(1, this.#maxRepos >> 2) : this.#maxRepos;
-    const maxRecords = first ? this.#maxRecords / 4 : this.#maxRecords;
+    // Reading ahead, the first batches are smaller (see the module comment): 1/8, 1/4, 1/2, 1.
+    const scale = this.#readAhead ? 2 ** Math.min(0, this.#batches++ - 3) : 1;
+    const maxRepos = Math.max(1, Math.floor(this.#maxRepos * scale));
+    const maxRecords = this.#maxRecords * scale;
     const candidates = [did];
     const from = this.#at.get(did);
     const positions = [from ?? -1];
