@@ -11,7 +11,7 @@ import { freshDatabase } from '../test/stack.ts';
 import { openPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
-import { cidMapKey } from './blocks.ts';
+import { cidMapKey, keyWord } from './blocks.ts';
 import { LocationTable } from './locations.ts';
 import type { Node } from './nodes.ts';
 import { RepoBatches, type RepoWants } from './repo-batch.ts';
@@ -47,7 +47,13 @@ async function readOf(batches: RepoBatches, did: string) {
   const data = await batches.read(did, locations);
   const { rows } = await pool.query<{ head_cid: Buffer }>('SELECT head_cid FROM repos WHERE did <> $1 AND head_cid IS NOT NULL', [did]);
   const others = new Set(rows.map((r) => cidMapKey(r.head_cid)));
-  const refcounts = data.refcounts && { ...data.refcounts, mismatches: new Map([...data.refcounts.mismatches].filter(([k]) => !others.has(k))) };
+  if (data.refcounts) {
+    // The words say "not among them" only of blocks that are not.
+    for (const k of data.refcounts.mismatches.keys()) expect(data.refcounts.mismatchWords.has(keyWord(k))).toBe(true);
+    for (const k of data.refcounts.blocks) expect(data.refcounts.blockWords.has(keyWord(k))).toBe(true);
+  }
+  const mismatches = data.refcounts && new Map([...data.refcounts.mismatches].filter(([k]) => !others.has(k)));
+  const refcounts = data.refcounts && { ...data.refcounts, mismatches, mismatchWords: new Set([...mismatches!.keys()].map(keyWord)) };
   return { data: { ...data, refcounts }, locations: locations.size };
 }
 

@@ -25,7 +25,7 @@
  */
 import type pg from 'pg';
 import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
-import { cidMapKey } from './blocks.ts';
+import { cidMapKey, keyWord } from './blocks.ts';
 import type { LocationTable } from './locations.ts';
 import type { BlockLoc, Node } from './nodes.ts';
 import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, readLocs, readLocsInto } from './packed.ts';
@@ -357,6 +357,7 @@ export class RepoBatches {
     }
 
     const repos: Batch['repos'] = new Map();
+    let mismatchWords: Set<number> | undefined;
     for (const did of dids) {
       const r = rows.get(did);
       if (!r) {
@@ -373,7 +374,10 @@ export class RepoBatches {
           events: wants.events ? (eventsOf.get(did) ?? new PackedEvents(Buffer.alloc(0))) : null,
           collectionCounts: wants.counts ? (countsOf.get(did) ?? new Map()) : null,
           headLoc: r.headLoc,
-          refcounts: mismatches && (repoPacks.length > 0 || strayKeys.size > 0) ? { packs: new Set(repoPacks), blocks: strayKeys, mismatches } : null,
+          refcounts:
+            mismatches && (repoPacks.length > 0 || strayKeys.size > 0)
+              ? { packs: new Set(repoPacks), blocks: strayKeys, mismatches, blockWords: wordsOf(strayKeys), mismatchWords: (mismatchWords ??= wordsOf(mismatches.keys())) }
+              : null,
         },
         packs: repoPacks,
         strays: straysOf.get(did) ?? [],
@@ -382,6 +386,12 @@ export class RepoBatches {
     return { repos, packs, next };
   }
 }
+
+const wordsOf = (keys: Iterable<string>): Set<number> => {
+  const out = new Set<number>();
+  for (const k of keys) out.add(keyWord(k));
+  return out;
+};
 
 /** The repos rows of `dids` that exist, with where each head commit is. */
 async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<string, { row: RepoRow; headLoc: BlockLoc | null }>> {
