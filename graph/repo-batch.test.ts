@@ -109,8 +109,8 @@ describe('RepoBatches', () => {
             }
           : Reflect.get(target, prop),
     });
-    // A budget of 240 records, ramped up from an eighth: 30 (d0 alone), 60 (d1 alone), 120 (d2 + d3: 115), 240 (d4).
-    const ahead = new RepoBatches(spy, roots, undefined, all, new Map(), { maxRecords: 240 });
+    // A budget of 120 records, ramped up from a quarter: 30 (d0 alone), 60 (d1 alone), 120 (d2 + d3: 115), 120 (d4).
+    const ahead = new RepoBatches(spy, roots, undefined, all, new Map(), { maxRecords: 120 });
     expect(await readOf(ahead, dids[0]!)).toEqual(alone.get(dids[0]!));
     // Nobody asked for d1 yet: its batch was started when d0's was read, and the one after it
     // when d1's was read and d0's all taken (one batch ahead of the one the walk takes from).

@@ -18,10 +18,12 @@
  * `blocks`, and a batch of many repos shares one pass over them (13 repos of 5,000 records:
  * 9.4 µs of PostgreSQL CPU per walked node a repo at a time, 3.3 in one batch). So that the walk
  * does not wait on them, the next batch is read while the walk takes the last one (one ahead),
- * and the first batches ramp up to the full size — an eighth of it, a quarter, a half — so that
- * the walk starts early and each batch is read while the one before it, half its size, is
- * walked. (With a quarter, then the full size, the walk of the first batch was over long before
- * the second was read: 13 repos of 5,000 records walked 2, then waited on the read of 10.)
+ * and the first batches ramp up to the full size — a quarter of it, a half — so that the walk
+ * starts early and each batch is read while the one before it, half its size, is walked. (With a
+ * quarter, then the full size, the walk of the first batch was over long before the second was
+ * read: 13 repos of 5,000 records walked 2, then waited on the read of 10. Starting from an
+ * eighth made more batches, each a pass over `records` and `events` once a batch is a quarter
+ * of the mirror: more PostgreSQL CPU for a shorter wait.)
  */
 import type pg from 'pg';
 import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
@@ -41,7 +43,7 @@ export interface RepoWants {
 }
 
 export interface RepoBatchOptions {
-  /** Most repos read together. Default 1,024 (reading ahead, the first batches an eighth of it, a quarter, a half). */
+  /** Most repos read together. Default 1,024 (reading ahead, the first batches a quarter of it, a half). */
   maxRepos?: number;
   /** Most records (by `records_count`) among the repos read together, past the first. Default 50,000 (ramped up as `maxRepos` is). */
   maxRecords?: number;
@@ -141,8 +143,8 @@ export class RepoBatches {
   }
 
   #start(did: string): Promise<Batch> {
-    // Reading ahead, the first batches are smaller (see the module comment): 1/8, 1/4, 1/2, 1.
-    const scale = this.#readAhead ? 2 ** Math.min(0, this.#batches++ - 3) : 1;
+    // Reading ahead, the first batches are smaller (see the module comment): 1/4, 1/2, 1.
+    const scale = this.#readAhead ? 2 ** Math.min(0, this.#batches++ - 2) : 1;
     const maxRepos = Math.max(1, Math.floor(this.#maxRepos * scale));
     const maxRecords = this.#maxRecords * scale;
     const candidates = [did];
