@@ -84,6 +84,36 @@ export function readLocs(packed: Buffer, pack: { id: number; key: string | null;
   return out;
 }
 
+/** Locations as a packed `LOC_SQL` aggregate (what `readLocsInto` reads): `cids[i]` at `locs[i]`. */
+export function packLocs(cids: readonly Uint8Array[], locs: readonly BlockLoc[]): Buffer {
+  const out = Buffer.allocUnsafe(cids.reduce((n, c) => n + 24 + c.length, 0));
+  let at = 0;
+  for (const [i, cid] of cids.entries()) {
+    const loc = locs[i]!;
+    at = out.writeInt32BE(cid.length, at);
+    out.set(cid, at);
+    at += cid.length;
+    at = out.writeUInt32BE(Math.floor(loc.offset / 0x1_0000_0000), at);
+    at = out.writeUInt32BE(loc.offset % 0x1_0000_0000, at);
+    at = out.writeInt32BE(loc.length, at);
+    at = out.writeUInt32BE(Math.floor(loc.refcount / 0x1_0000_0000), at);
+    at = out.writeUInt32BE(loc.refcount % 0x1_0000_0000, at);
+  }
+  return out;
+}
+
+/** Calls `f` with the offset in `packed` (a `RECORD_SQL` aggregate) of each row's 36-byte CID; rows with another length are skipped. */
+export function forEachRecordCid(packed: Buffer, f: (at: number) => void): void {
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  for (let pos = 0; pos < packed.length; ) {
+    pos += 4 + Math.max(0, view.getInt32(pos));
+    const n = view.getInt32(pos);
+    pos += 4;
+    if (n === 36) f(pos);
+    pos += Math.max(0, n);
+  }
+}
+
 /** Adds the blocks of a packed `LOC_SQL` aggregate of one pack to `table`. */
 export function readLocsInto(packed: Buffer, table: LocationTable, pack: { id: number; key: string | null; size: number }): void {
   const r = new Reader(packed);

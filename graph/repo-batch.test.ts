@@ -146,6 +146,48 @@ describe('RepoBatches', () => {
     }
   });
 
+  it("looks up only the records outside their repo's head pack, and never joins the record index with the block index", async () => {
+    const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
+    const asked: { sql: string; cids: number }[] = [];
+    const spy = new Proxy(pool, {
+      get: (target, prop) =>
+        prop === 'connect'
+          ? async () => {
+              const client = await target.connect();
+              const { query, release } = client;
+              client.query = ((...a: unknown[]) => {
+                if (typeof a[0] === 'string') asked.push({ sql: a[0], cids: a[0].includes('generate_series') && Array.isArray(a[1]) && typeof a[1][1] === 'number' ? a[1][1] : 0 });
+                return (query as (...a: unknown[]) => unknown).apply(client, a);
+              }) as typeof client.query;
+              client.release = (...a) => {
+                client.query = query;
+                client.release = release;
+                return release.apply(client, a);
+              };
+              return client;
+            }
+          : Reflect.get(target, prop),
+    });
+    // A repo a batch: the records another repo stored first are in a pack no head of the batch names.
+    const batched = new RepoBatches(spy, roots, undefined, all, new Map(), { readAhead: false, maxRepos: 1 });
+    const alone = new Map<string, Awaited<ReturnType<typeof readOf>>>();
+    for (const did of dids) alone.set(did, await readOf(new RepoBatches(pool, [{ type: 'Repo', did }], undefined, all, new Map()), did));
+    for (const did of dids) expect(await readOf(batched, did), did).toEqual(alone.get(did));
+    expect(asked.filter((q) => /FROM records r (CROSS )?JOIN/.test(q.sql))).toEqual([]);
+    // Repos built by the same generator share their first records: those sit in the pack of the
+    // repo that stored them first, and are looked up, each once for its repo; the rest are found
+    // in the head packs.
+    const looked = asked.reduce((n, q) => n + q.cids, 0);
+    const { rows } = await pool.query<{ n: string; all: string }>(
+      `SELECT count(DISTINCT (r.did, r.cid)) FILTER (WHERE b.pack_id <> h.pack_id) AS n, count(*) AS all
+       FROM records r JOIN repos o ON o.did = r.did JOIN blocks h ON h.cid = o.head_cid JOIN blocks b ON b.cid = r.cid WHERE r.did = ANY($1::text[])`,
+      [dids],
+    );
+    expect(looked).toBeGreaterThan(0);
+    expect(looked).toBe(Number(rows[0]!.n));
+    expect(looked).toBeLessThan(Number(rows[0]!.all));
+  });
+
   it('skips the roots an earlier attempt finished', async () => {
     const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
     let asked: string[][] = [];
