@@ -9,25 +9,27 @@ import { cidFromString, cidToString } from '../../atproto/cid.ts';
 import type { NodeOf, OutEdge } from '../nodes.ts';
 import type { StepContext, StepResult } from './context.ts';
 import { loadBlock } from './load-block.ts';
+import { andThen, type MaybePromise } from '../maybe-promise.ts';
 
-export async function stepCommit(node: NodeOf<'Commit'>, ctx: StepContext): Promise<StepResult<'Commit'>> {
+/** Synchronous when the head's block is in memory (located by the Repo read, its pack cached), as most are. */
+export function stepCommit(node: NodeOf<'Commit'>, ctx: StepContext): MaybePromise<StepResult<'Commit'>> {
   const needBytes = ctx.needs.blockBytes || ctx.wants('CommitToMstNode');
-  const { packEdges, ...block } = await loadBlock(ctx, node.cid, node.loc, needBytes, (key) =>
-    ctx.wants('CommitToPack') ? { type: 'CommitToPack', node: { type: 'Pack', key } } : null,
-  );
-  let commit: Commit | null = null;
-  let decodeError: string | null = null;
-  if (block.bytes && block.hashOk) {
-    try {
-      commit = decodeCommit(cidToString(node.cid, 0), block.bytes, node.repo?.did);
-    } catch (err) {
-      decodeError = (err as Error).message;
+  const loaded = loadBlock(ctx, node.cid, node.loc, needBytes, (key) => (ctx.wants('CommitToPack') ? { type: 'CommitToPack', node: { type: 'Pack', key } } : null));
+  return andThen(loaded, ({ packEdges, ...block }) => {
+    let commit: Commit | null = null;
+    let decodeError: string | null = null;
+    if (block.bytes && block.hashOk) {
+      try {
+        commit = decodeCommit(cidToString(node.cid, 0), block.bytes, node.repo?.did);
+      } catch (err) {
+        decodeError = (err as Error).message;
+      }
     }
-  }
-  const edges: OutEdge[] = packEdges;
-  const data = commit ? cidFromString(commit.data) : undefined;
-  if (data && ctx.wants('CommitToMstNode')) edges.push({ type: 'CommitToMstNode', node: { type: 'MstNode', cid: data, pos: { root: true } } });
-  return { data: { ...block, commit, decodeError }, edges, bytes: block.bytes?.length ?? 0 };
+    const edges: OutEdge[] = packEdges;
+    const data = commit ? cidFromString(commit.data) : undefined;
+    if (data && ctx.wants('CommitToMstNode')) edges.push({ type: 'CommitToMstNode', node: { type: 'MstNode', cid: data, pos: { root: true } } });
+    return { data: { ...block, commit, decodeError }, edges, bytes: block.bytes?.length ?? 0 };
+  });
 }
 
 /**
