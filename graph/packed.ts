@@ -102,18 +102,6 @@ export function packLocs(cids: readonly Uint8Array[], locs: readonly BlockLoc[])
   return out;
 }
 
-/** Calls `f` with the offset in `packed` (a `RECORD_SQL` aggregate) of each row's 36-byte CID; rows with another length are skipped. */
-export function forEachRecordCid(packed: Buffer, f: (at: number) => void): void {
-  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
-  for (let pos = 0; pos < packed.length; ) {
-    pos += 4 + Math.max(0, view.getInt32(pos));
-    const n = view.getInt32(pos);
-    pos += 4;
-    if (n === 36) f(pos);
-    pos += Math.max(0, n);
-  }
-}
-
 /** Adds the blocks of a packed `LOC_SQL` aggregate of one pack to `table`. */
 export function readLocsInto(packed: Buffer, table: LocationTable, pack: { id: number; key: string | null; size: number }): void {
   const r = new Reader(packed);

@@ -30,7 +30,7 @@ import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
 import { cidMapKey, keyWord } from './blocks.ts';
 import { LocationTable } from './locations.ts';
 import type { BlockLoc, Node } from './nodes.ts';
-import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, forEachRecordCid, packLocs, readLocsInto } from './packed.ts';
+import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, packLocs, readLocsInto } from './packed.ts';
 import type { PackRow, RefcountScan, RepoRow, StepData } from './steps/context.ts';
 
 /** What the walk reads for each repo. */
@@ -303,7 +303,8 @@ export class RepoBatches {
         }
         for (const id of ids) all.add(id);
       };
-      const headPack = (did: string) => rows.get(did)!.headLoc?.packId ?? -1;
+      const headOf = new Map(present.map((did) => [did, rows.get(did)!.headLoc?.packId ?? -1]));
+      const headPack = (did: string) => headOf.get(did)!;
       await readPacks([...new Set(present.map(headPack).filter((id) => id >= 0))]);
 
       // Each repo's records outside its head's pack: where the packs read say, or looked up.
@@ -314,18 +315,26 @@ export class RepoBatches {
         const head = headPack(did);
         let list: Buffer[] | undefined;
         for (const g of indexOf.get(did) ?? []) {
-          forEachRecordCid(g.packed, (at) => {
-            if (table.packOf(g.packed, at) === head && head >= 0) return;
-            const cid = g.packed.subarray(at, at + 36);
+          // The rows of `RECORD_SQL`: rkey, then the CID (see packed.ts), read in place.
+          const buf = g.packed;
+          for (let pos = 0; pos < buf.length; ) {
+            pos += 4 + Math.max(0, buf.readInt32BE(pos));
+            const n = buf.readInt32BE(pos);
+            const at = pos + 4;
+            pos = at + Math.max(0, n);
+            if (n !== 36) continue;
+            const pack = table.packOf(buf, at);
+            if (pack === head && head >= 0) continue;
+            const cid = buf.subarray(at, at + 36);
             (list ??= []).push(cid);
-            if (table.packOf(g.packed, at) < 0) {
+            if (pack < 0) {
               const key = cidMapKey(cid);
               if (!asked.has(key)) {
                 asked.add(key);
                 unknown.push(cid);
               }
             }
-          });
+          }
         }
         if (list) outside.set(did, list);
       }
