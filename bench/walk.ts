@@ -8,7 +8,7 @@
  *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
  *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
  *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 256]
- *     [--cpu-profile FILE] [--sql-stats] [--explain]
+ *     [--batch-repos N] [--batch-records N] [--cpu-profile FILE] [--sql-stats] [--explain] [--compare DIR,…]
  *
  * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
  * node: `few-large` (13 repos × 5,000 records) and `many-small` (2,000 repos × 10 records). Both
@@ -20,7 +20,8 @@
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector';
 import { tmpdir, cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { loadConfig } from '../config/load.ts';
@@ -35,7 +36,7 @@ import { cidOf, makeRepoCached } from '../atproto/testing/make-repo.ts';
 import { blobKey } from '../storage/keys.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { importRepo } from '../backfill/import.ts';
-import type { WalkSpec } from '../graph/run.ts';
+import type { WalkSpec, runWalk } from '../graph/run.ts';
 import type { Node } from '../graph/nodes.ts';
 import { testDids } from '../test/mirror.ts';
 import { type MeasuredWalk, measureWalk, postgresCpuMeter, walkFigures } from './walk-measure.ts';
@@ -51,6 +52,9 @@ const { values } = parseArgs({
     'small-runs': { type: 'string', default: 'validate-local,scrub-local' },
     'scheduled-max': { type: 'string', default: '256' },
     'root-concurrency': { type: 'string', default: '256' },
+    /** Repo batches (`RepoBatchOptions`): most repos and most records read together; unset, the walk's defaults. */
+    'batch-repos': { type: 'string' },
+    'batch-records': { type: 'string' },
     /** Times each run is measured; the median is reported (and the best). */
     repeat: { type: 'string', default: '3' },
     /** Write a V8 CPU profile of the walks (not the setup) to this file. */
@@ -59,6 +63,13 @@ const { values } = parseArgs({
     'sql-stats': { type: 'boolean', default: false },
     /** Print the plans and times of the refcount comparison the Repo reads make, for one repo and for a batch. */
     explain: { type: 'boolean', default: false },
+    /**
+     * Other checkouts of the project (their root directories, comma-separated): validate-local
+     * with each one's walker and with this one's, alternated walk by walk in this process on the
+     * same mirror, `--repeat` times each. On a machine others share, two runs of the bench
+     * minutes apart see different loads; walks alternated see the same.
+     */
+    compare: { type: 'string' },
   },
 });
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -133,16 +144,19 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   url.pathname = `/${database}`;
   const pool = await connectPool(url.toString(), { max: 8 });
   await migrate(pool);
-  // --sql-stats: time and rows of the pool's queries by statement (the Repo step's transaction
-  // runs on a checked-out client and is not counted).
+  // --sql-stats: time and rows of the walk's queries by statement, the pool's and those on
+  // checked-out clients (the Repo batches' transactions) alike: every query goes through
+  // `Client.prototype.query`. Wall time, which on an idle server is close to its CPU time.
   const queries = new Map<string, { n: number; ms: number; rows: number }>();
   if (values['sql-stats']) {
-    const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<{ rowCount: number | null }>;
-    (pool as unknown as { query: typeof query }).query = (...args: unknown[]) => {
+    const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => Promise<{ rowCount: number | null }> };
+    const query = proto.query;
+    proto.query = function (this: unknown, ...args: unknown[]) {
+      const p = query.apply(this, args);
+      if (typeof (p as { then?: unknown } | undefined)?.then !== 'function') return p;
       const text = args[0] as string | { text: string };
-      const key = (typeof text === 'string' ? text : text.text).replace(/\s+/g, ' ').slice(0, 80);
+      const key = (typeof text === 'string' ? text : text.text).replace(/\s+/g, ' ').slice(0, 100);
       const started = performance.now();
-      const p = query(...args);
       void p.then((res) => {
         const st = queries.get(key) ?? { n: 0, ms: 0, rows: 0 };
         st.n++;
@@ -203,13 +217,22 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   const measure = async (name: string) => {
     const [type, where] = name.split('-') as [string, string];
     const spec = { ...specs[type]!, scheduledMax: Number(values['scheduled-max']), rootConcurrency: Number(values['root-concurrency']) };
-    const m = await measureWalk({ pool, store: stores[where]! }, spec, roots, { label: `${shape.name} ${name}`, emit: log, pgCpuUs });
+    const repoBatch = {
+      ...(values['batch-repos'] ? { maxRepos: Number(values['batch-repos']) } : {}),
+      ...(values['batch-records'] ? { maxRecords: Number(values['batch-records']) } : {}),
+    };
+    const m = await measureWalk({ pool, store: stores[where]! }, spec, roots, { label: `${shape.name} ${name}`, emit: log, pgCpuUs, run: { repoBatch } });
     if (values['sql-stats']) {
-      for (const [k, v] of [...queries].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12)) log(`  ${v.n} queries ${v.ms.toFixed(0)} ms ${v.rows} rows: ${k}`);
+      for (const [k, v] of [...queries].sort((a, b) => b[1].ms - a[1].ms).slice(0, 20)) log(`  ${v.n} queries ${v.ms.toFixed(0)} ms ${v.rows} rows: ${k}`);
       queries.clear();
     }
     return m;
   };
+  if (values.compare) {
+    results.compare = await compareWalkers(values.compare.split(','), { pool, store: local }, roots, shape.name, pgCpuUs);
+    await pool.end();
+    return { mirror: { repos: shape.repos, records }, runs: results };
+  }
   // One unreported run first: V8 compiles the hot paths during the first walk.
   await measure('validate-local');
   if (session) await post(session, 'Profiler.start');
@@ -228,6 +251,58 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
     mirror: { repos: shape.repos, records, blocks: Number(stored.rows[0]!.blocks), blockBytes: Number(stored.rows[0]!.bytes), packs: packs.length, blobs, importSeconds: Math.round(importMs / 10) / 100 },
     runs: results,
   };
+}
+
+/**
+ * validate-local with the walker of each checkout in `dirs` and with this one's, alternated: per
+ * walker the median and least of each figure over `--repeat` walks (after one unreported walk
+ * each, for V8 to compile them).
+ */
+async function compareWalkers(dirs: string[], stores: { pool: pg.Pool; store: BlobStore }, roots: Node[], label: string, pgCpuUs: () => number) {
+  const sides = [...dirs.map((d) => resolve(d)), resolve(import.meta.dirname, '..')];
+  const walkers = await Promise.all(sides.map(async (d) => (await import(pathToFileURL(join(d, 'graph/run.ts')).href)).runWalk as typeof runWalk));
+  const spec: WalkSpec = { type: 'validate', scheduledMax: Number(values['scheduled-max']), rootConcurrency: Number(values['root-concurrency']) };
+  const one = async (k: number) => {
+    const cpu0 = process.cpuUsage();
+    const main0 = process.threadCpuUsage();
+    const pg0 = pgCpuUs();
+    const started = performance.now();
+    const r = await walkers[k]!(stores, spec, roots);
+    const ms = performance.now() - started;
+    const cpu = process.cpuUsage(cpu0);
+    const main = process.threadCpuUsage(main0);
+    const n = r.totals.nodes;
+    return { nodes: n, rate: n / (ms / 1000), cpu: (cpu.user + cpu.system) / n, main: (main.user + main.system) / n, pg: (pgCpuUs() - pg0) / n, findings: Object.keys(r.totals.findings).length };
+  };
+  for (let k = 0; k < walkers.length; k++) await one(k);
+  const got: Awaited<ReturnType<typeof one>>[][] = walkers.map(() => []);
+  for (let i = 0; i < Number(values.repeat); i++) {
+    for (let k = 0; k < walkers.length; k++) {
+      const x = await one(k);
+      got[k]!.push(x);
+      log(`${label} ${sides[k]}: ${Math.round(x.rate)} nodes/s, µs a node: process ${x.cpu.toFixed(2)} (walk thread ${x.main.toFixed(2)}), PostgreSQL ${x.pg.toFixed(2)}`);
+    }
+  }
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const figure = (xs: number[]) => ({ median: r2(median(xs)), least: r2(Math.min(...xs)) });
+  return Object.fromEntries(
+    sides.map((d, k) => {
+      const g = got[k]!;
+      return [
+        d,
+        {
+          nodes: g[0]!.nodes,
+          findings: g[0]!.findings,
+          nodesPerSecond: figure(g.map((x) => Math.round(x.rate))),
+          cpuMicrosecondsPerNode: figure(g.map((x) => x.cpu)),
+          mainThreadCpuMicrosecondsPerNode: figure(g.map((x) => x.main)),
+          postgresCpuMicrosecondsPerNode: figure(g.map((x) => x.pg)),
+          totalCpuMicrosecondsPerNode: figure(g.map((x) => x.cpu + x.pg)),
+        },
+      ];
+    }),
+  );
 }
 
 /**

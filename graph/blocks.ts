@@ -86,6 +86,19 @@ export function cidMapKey(cid: Uint8Array): string {
   return Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('latin1');
 }
 
+/**
+ * Four bytes of a CID's digest (bytes 4..7) as a number: a Set of these says at once, without a
+ * key string made, that a CID is not among a few (`RefcountScan`).
+ */
+export function cidWord(cid: Uint8Array): number {
+  return ((cid[4]! << 24) | (cid[5]! << 16) | (cid[6]! << 8) | cid[7]!) >>> 0;
+}
+
+/** `cidWord` of the CID whose `cidMapKey` is `key`. */
+export function keyWord(key: string): number {
+  return ((key.charCodeAt(4) << 24) | (key.charCodeAt(5) << 16) | (key.charCodeAt(6) << 8) | key.charCodeAt(7)) >>> 0;
+}
+
 /** Whether `bytes` hash to the SHA-256 digest inside the 36-byte `cid`. */
 export function blockHashMatches(cid: Uint8Array, bytes: Uint8Array): boolean {
   // The digest as a one-byte string ('binary' is latin1: a char per byte). A Buffer would cost

@@ -102,6 +102,20 @@ describe('walk engine', () => {
     expect(totals.types.Block?.walked).toBe(rows.reduce((n, x) => n + Number(x.blocks), 0));
   });
 
+  it("keeps a repo's record rows and events out of the visited set, and steps each once", async () => {
+    const r = recorder();
+    const res = await walkGraph({ pool, store }, { roots: [{ type: 'Repo', did: dids[2]! }], graph: graphOf(['deep']), visitor: r.visitor, findings: new MemoryFindings() });
+    const types = res.totals.types;
+    const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM records WHERE did = $1', [dids[2]]);
+    expect(types.RecordRow?.walked).toBe(Number(rows[0]!.n));
+    expect(types.Event?.walked).toBe(Number(rows[0]!.n));
+    // Stepped once each (the recorder keys them by row).
+    expect([...r.stepped].filter((k) => k.startsWith('RecordRow:')).length).toBe(types.RecordRow?.walked);
+    // The set holds every other node: a Repo's edges (its head, its rows) name distinct things, so they skip it.
+    expect(types.Commit?.walked).toBe(1);
+    expect(res.visited.nodes).toBe(res.totals.nodes - types.RecordRow!.walked - types.Event!.walked - 1);
+  });
+
   it('samples every node exactly once over offsets 0..R-1', async () => {
     const full = recorder();
     const graph = graphOf(['deep']);

@@ -179,6 +179,8 @@ interface RootRun {
   deferred: number;
   deferredDone: (() => void) | undefined;
   visited: VisitedSet;
+  /** Nodes scheduled under this root: those in `visited` and a Repo's edges, which skip it (see `follow`). */
+  scheduled: number;
   scope: RootScope;
   totals: WalkTotals;
   incomplete: boolean;
@@ -229,7 +231,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   let nextRoot = 0;
   let inflight = 0;
   let finishing = 0;
-  /** Nodes in the visited sets of the open roots (active and finishing). */
+  /** Nodes scheduled under the open roots (active and finishing): what their visited sets and stacks hold. */
   let openNodes = 0;
   let fatal: unknown;
   let settle!: { resolve: () => void; reject: (e: unknown) => void };
@@ -318,6 +320,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       deferred: 0,
       deferredDone: undefined,
       visited: new VisitedSet(),
+      scheduled: 1,
       scope,
       totals: emptyTotals(),
       incomplete: false,
@@ -351,9 +354,11 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
 
   const followAll = (run: RootRun, route: Route, result: StepResult<NodeType>, t: TypeTotals) => {
     const more = result.more;
-    // A step with many edges (a repo's records and events) sizes the set once, not by halves.
+    // A step with many edges sizes the set once, not by halves. A repo's records and events
+    // skip the set (see `follow`); the record blocks they lead to, about one for every two of
+    // them, and the tree above those blocks, do not.
     const n = result.edges.length + (more ? more.remaining : 0);
-    if (n > 1024) run.visited.reserve(run.visited.size + n * 1.5);
+    if (n > 1024) run.visited.reserve(run.visited.size + (route.node.type === 'Repo' ? n * 0.75 : n * 1.5));
     follow(run, route, result.edges, t);
     // Above the step's own edges, as the end of one list of them would be: stepped first.
     if (more) {
@@ -371,10 +376,16 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
   };
 
   const follow = (run: RootRun, parent: Route, found: readonly OutEdge[], t: TypeTotals) => {
+    // A Repo is stepped once per root (it is only ever a root: no edge leads to one), and its
+    // edges name distinct things: its head, and rows of the record index and the event log by
+    // their primary keys. So they are scheduled without the visited set, whose hash of each
+    // row's key (text: did, collection, rkey; an event's id) was most of a row's cost.
+    const once = parent.node.type === 'Repo';
     for (const e of found) {
-      if (!edges.has(e.type) || !walkedTypes.has(e.node.type)) continue;
+      if (!wanted[e.type] || !walkedTypes.has(e.node.type)) continue;
       t.children++;
-      if (!run.visited.add(e.node)) continue;
+      if (!once && !run.visited.add(e.node)) continue;
+      run.scheduled++;
       openNodes++;
       run.stack.push({ edge: e.type, node: e.node, path: e.path, parent });
     }
@@ -408,7 +419,7 @@ export async function walkGraph(stores: GraphStores, opts: WalkOptions): Promise
       fatal ??= err;
     } finally {
       finishing--;
-      openNodes -= run.visited.size;
+      openNodes -= run.scheduled;
       pump();
     }
   };

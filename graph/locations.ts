@@ -75,6 +75,12 @@ export class LocationTable {
     else this.#insert(i);
   }
 
+  /** The id of the pack that holds the block whose CID is `cid[at..at+36]`, or −1 when the table lacks it. */
+  packOf(cid: Uint8Array, at: number): number {
+    const i = this.#find(cid, at);
+    return i < 0 ? -1 : this.#packs[this.#pack[i]!]!.id;
+  }
+
   /** The location of `cid` (36 bytes), or undefined. */
   get(cid: Uint8Array): BlockLoc | undefined {
     if (cid.length !== CID) return undefined;

@@ -84,6 +84,24 @@ export function readLocs(packed: Buffer, pack: { id: number; key: string | null;
   return out;
 }
 
+/** Locations as a packed `LOC_SQL` aggregate (what `readLocsInto` reads): `cids[i]` at `locs[i]`. */
+export function packLocs(cids: readonly Uint8Array[], locs: readonly BlockLoc[]): Buffer {
+  const out = Buffer.allocUnsafe(cids.reduce((n, c) => n + 24 + c.length, 0));
+  let at = 0;
+  for (const [i, cid] of cids.entries()) {
+    const loc = locs[i]!;
+    at = out.writeInt32BE(cid.length, at);
+    out.set(cid, at);
+    at += cid.length;
+    at = out.writeUInt32BE(Math.floor(loc.offset / 0x1_0000_0000), at);
+    at = out.writeUInt32BE(loc.offset % 0x1_0000_0000, at);
+    at = out.writeInt32BE(loc.length, at);
+    at = out.writeUInt32BE(Math.floor(loc.refcount / 0x1_0000_0000), at);
+    at = out.writeUInt32BE(loc.refcount % 0x1_0000_0000, at);
+  }
+  return out;
+}
+
 /** Adds the blocks of a packed `LOC_SQL` aggregate of one pack to `table`. */
 export function readLocsInto(packed: Buffer, table: LocationTable, pack: { id: number; key: string | null; size: number }): void {
   const r = new Reader(packed);

@@ -14,18 +14,23 @@
  * Roots wait in memory only until their step takes them.
  *
  * Batches are large because PostgreSQL's cost per repo falls with them: the refcount
- * comparison and the pack shares join the batch's blocks with `records`, `events` and
- * `blocks`, and a batch of many repos shares one pass over them (13 repos of 5,000 records:
+ * comparison joins the batch's blocks with `records` and `events`, and a batch of many repos
+ * shares one pass over them (13 repos of 5,000 records:
  * 9.4 µs of PostgreSQL CPU per walked node a repo at a time, 3.3 in one batch). So that the walk
  * does not wait on them, the next batch is read while the walk takes the last one (one ahead),
- * and the first batch is a quarter of the size, so the walk starts early.
+ * and the first batches ramp up to the full size — a quarter of it, a half — so that the walk
+ * starts early and each batch is read while the one before it, half its size, is walked. (With a
+ * quarter, then the full size, the walk of the first batch was over long before the second was
+ * read: 13 repos of 5,000 records walked 2, then waited on the read of 10. Starting from an
+ * eighth made more batches, each a pass over `records` and `events` once a batch is a quarter
+ * of the mirror: more PostgreSQL CPU for a shorter wait.)
  */
 import type pg from 'pg';
 import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
-import { cidMapKey } from './blocks.ts';
-import type { LocationTable } from './locations.ts';
+import { cidMapKey, keyWord } from './blocks.ts';
+import { LocationTable } from './locations.ts';
 import type { BlockLoc, Node } from './nodes.ts';
-import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, readLocs, readLocsInto } from './packed.ts';
+import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, packLocs, readLocsInto } from './packed.ts';
 import type { PackRow, RefcountScan, RepoRow, StepData } from './steps/context.ts';
 
 /** What the walk reads for each repo. */
@@ -38,9 +43,9 @@ export interface RepoWants {
 }
 
 export interface RepoBatchOptions {
-  /** Most repos read together. Default 1,024 (the first batch a quarter of it). */
+  /** Most repos read together. Default 1,024 (reading ahead, the first batches a quarter of it, a half). */
   maxRepos?: number;
-  /** Most records (by `records_count`) among the repos read together, past the first. Default 50,000 (the first batch a quarter of it). */
+  /** Most records (by `records_count`) among the repos read together, past the first. Default 50,000 (ramped up as `maxRepos` is). */
   maxRecords?: number;
   /** Read the next batch while the walk takes the last one. Default true. */
   readAhead?: boolean;
@@ -138,10 +143,10 @@ export class RepoBatches {
   }
 
   #start(did: string): Promise<Batch> {
-    // Reading ahead, the first batch is smaller, so that the walk starts while the next is read.
-    const first = this.#batches++ === 0 && this.#readAhead;
-    const maxRepos = first ? Math.max(1, this.#maxRepos >> 2) : this.#maxRepos;
-    const maxRecords = first ? this.#maxRecords / 4 : this.#maxRecords;
+    // Reading ahead, the first batches are smaller (see the module comment): 1/4, 1/2, 1.
+    const scale = this.#readAhead ? 2 ** Math.min(0, this.#batches++ - 2) : 1;
+    const maxRepos = Math.max(1, Math.floor(this.#maxRepos * scale));
+    const maxRecords = this.#maxRecords * scale;
     const candidates = [did];
     const from = this.#at.get(did);
     const positions = [from ?? -1];
@@ -235,7 +240,8 @@ export class RepoBatches {
     const indexOf = new Map<string, { collection: string; packed: Buffer }[]>();
     const eventsOf = new Map<string, PackedEvents>();
     const countsOf = new Map<string, Map<string, number>>();
-    if (wants.records && present.length) {
+    // The record index is read for the locations too: it says which blocks are the repo's records.
+    if ((wants.records || wants.locations) && present.length) {
       const res = await db.query<{ did: string; collection: string; packed: Buffer }>(
         `SELECT r.did, r.collection, string_agg(${RECORD_SQL}, ''::bytea ORDER BY r.rkey) AS packed
          FROM records r WHERE r.did = ANY($1::text[]) GROUP BY r.did, r.collection ORDER BY r.did, r.collection`,
@@ -269,59 +275,127 @@ export class RepoBatches {
     const strayKeysOf = new Map<string, Set<string>>();
     let mismatches: RefcountScan['mismatches'] | null = null;
     if (wants.locations && present.length) {
-      // The packs each repo's records sit in, with the repo's share of each; and the head's pack.
-      // In a small batch each record's block is looked up by its key: as a join, for a batch's
-      // ~10,000 records PostgreSQL read `blocks` whole (issue 13); a LIMIT (the key is unique)
-      // keeps it a lookup.
-      const share = await db.query<{ did: string; pack_id: string; bytes: string; size: string | null }>(
-        large
-          ? `SELECT r.did, b.pack_id, sum(b.byte_length) AS bytes, max(p.size_bytes) AS size
-         FROM records r JOIN blocks b ON b.cid = r.cid LEFT JOIN packs p ON p.id = b.pack_id
-         WHERE r.did = ANY($1::text[]) GROUP BY r.did, b.pack_id`
-          : `SELECT g.did, g.pack_id, g.bytes, p.size_bytes AS size
-         FROM (SELECT r.did, b.pack_id, sum(b.byte_length) AS bytes
-               FROM records r CROSS JOIN LATERAL (SELECT x.pack_id, x.byte_length FROM blocks x WHERE x.cid = r.cid LIMIT 1) b
-               WHERE r.did = ANY($1::text[]) GROUP BY r.did, b.pack_id) g
-         LEFT JOIN packs p ON p.id = g.pack_id`,
-        [present],
-      );
-      const sets = new Map<string, Set<number>>(present.map((d) => [d, new Set()]));
-      for (const s of share.rows) if (s.size !== null && Number(s.bytes) >= Number(s.size) * this.#prefetchShare) sets.get(s.did)!.add(Number(s.pack_id));
-      for (const did of present) {
-        const head = rows.get(did)!.headLoc;
-        if (head) sets.get(did)!.add(head.packId);
-        packsOf.set(did, [...sets.get(did)!]);
-      }
-      const all = [...new Set([...sets.values()].flatMap((s) => [...s]))];
-      // Records in packs not read in bulk (a record another repo stored first; a small repo's
-      // share of a pack many repos filled): their locations one by one, in this transaction,
-      // rather than a lookup per block when the walk reaches them.
-      const strayDids: string[] = [];
-      const strayPacks: number[] = [];
-      for (const s of share.rows) {
-        if (!sets.get(s.did)!.has(Number(s.pack_id))) {
-          strayDids.push(s.did);
-          strayPacks.push(Number(s.pack_id));
-        }
-      }
+      // The packs each repo's records sit in, read in bulk when the repo's records there are a
+      // share of the pack (`prefetchShare`), and the head's pack, always. The head packs are read
+      // first: a repo's records are nearly all in its head's pack (the pack of the import that
+      // stored them), found there in memory; only the others are looked up, by their CIDs. (A
+      // join of every record with `blocks` to sum each repo's bytes by pack was the batch's
+      // dearest statement: 2,000 repos of 10 records, 30 % of the batches' statement time.)
       const strayCids: Buffer[] = [];
-      if (strayDids.length > 0) {
-        const res = await db.query<{ did: string; pack_id: string; key: string | null; size_bytes: string | null; packed: Buffer }>(
-          `SELECT r.did, b.pack_id, p.key, p.size_bytes, string_agg(${LOC_SQL}, ''::bytea) AS packed
-           FROM unnest($1::text[], $2::bigint[]) AS k(did, pack_id)
-           JOIN records r ON r.did = k.did JOIN blocks b ON b.cid = r.cid AND b.pack_id = k.pack_id LEFT JOIN packs p ON p.id = b.pack_id
-           GROUP BY r.did, b.pack_id, p.key, p.size_bytes`,
-          [strayDids, strayPacks],
+      const all = new Set<number>();
+      const table = new LocationTable();
+      const readPacks = async (ids: number[]) => {
+        if (ids.length === 0) return;
+        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; block_count: number | null; created_at: Date | null; packed: Buffer }>(
+          `SELECT b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at, string_agg(${LOC_SQL}, ''::bytea) AS packed
+           FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id
+           WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at`,
+          [ids],
         );
-        const seen = new Set<string>();
+        // The walk soon steps these packs' Pack nodes: their rows come along (a bounded cache).
+        if (this.#knownPacks.size > 50_000) this.#knownPacks.clear();
         for (const g of res.rows) {
-          const pack = { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) };
-          let list = straysOf.get(g.did);
-          if (!list) straysOf.set(g.did, (list = []));
-          list.push({ pack, packed: g.packed });
-          let keys = strayKeysOf.get(g.did);
-          if (!keys) strayKeysOf.set(g.did, (keys = new Set()));
-          for (const [cid] of readLocs(g.packed, pack)) {
+          const id = Number(g.pack_id);
+          const pack = { key: g.key, size: Number(g.size_bytes ?? 0), packed: g.packed };
+          packs.set(id, pack);
+          readLocsInto(g.packed, table, { id, key: pack.key, size: pack.size });
+          if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
+        }
+        for (const id of ids) all.add(id);
+      };
+      const headOf = new Map(present.map((did) => [did, rows.get(did)!.headLoc?.packId ?? -1]));
+      const headPack = (did: string) => headOf.get(did)!;
+      await readPacks([...new Set(present.map(headPack).filter((id) => id >= 0))]);
+
+      // Each repo's records outside its head's pack: where the packs read say, or looked up.
+      const outside = new Map<string, Buffer[]>();
+      const unknown: Buffer[] = [];
+      const asked = new Set<string>();
+      for (const did of present) {
+        const head = headPack(did);
+        let list: Buffer[] | undefined;
+        for (const g of indexOf.get(did) ?? []) {
+          // The rows of `RECORD_SQL`: rkey, then the CID (see packed.ts), read in place.
+          const buf = g.packed;
+          for (let pos = 0; pos < buf.length; ) {
+            pos += 4 + Math.max(0, buf.readInt32BE(pos));
+            const n = buf.readInt32BE(pos);
+            const at = pos + 4;
+            pos = at + Math.max(0, n);
+            if (n !== 36) continue;
+            const pack = table.packOf(buf, at);
+            if (pack === head && head >= 0) continue;
+            const cid = buf.subarray(at, at + 36);
+            (list ??= []).push(cid);
+            if (pack < 0) {
+              const key = cidMapKey(cid);
+              if (!asked.has(key)) {
+                asked.add(key);
+                unknown.push(cid);
+              }
+            }
+          }
+        }
+        if (list) outside.set(did, list);
+      }
+      const looked = new LocationTable();
+      if (unknown.length > 0) {
+        // One bytea of concatenated CIDs, split in SQL (see storage/validate-queries.ts).
+        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; packed: Buffer }>(
+          `SELECT b.pack_id, p.key, p.size_bytes, string_agg(${LOC_SQL}, ''::bytea) AS packed
+           FROM generate_series(1, $2::int) AS i JOIN blocks b ON b.cid = substring($1::bytea FROM (i - 1) * 36 + 1 FOR 36)
+           LEFT JOIN packs p ON p.id = b.pack_id GROUP BY b.pack_id, p.key, p.size_bytes`,
+          [Buffer.concat(unknown), unknown.length],
+        );
+        for (const g of res.rows) readLocsInto(g.packed, looked, { id: Number(g.pack_id), key: g.key, size: g.size_bytes === null ? -1 : Number(g.size_bytes) });
+      }
+      // Per repo and pack: the bytes of its records there; read whole past the share, else the
+      // records' locations alone (strays: a record another repo stored first; a small repo's
+      // share of a pack many repos filled).
+      const more = new Set<number>();
+      const strayLocs = new Map<string, Map<number, BlockLoc[]>>();
+      const strayCidsOf = new Map<string, Map<number, Uint8Array[]>>();
+      for (const did of present) {
+        const set = new Set<number>();
+        const head = headPack(did);
+        if (head >= 0) set.add(head);
+        const byPack = new Map<number, { bytes: number; size: number; cids: Uint8Array[]; locs: BlockLoc[] }>();
+        for (const cid of outside.get(did) ?? []) {
+          const loc = table.get(cid) ?? looked.get(cid);
+          if (!loc) continue;
+          let p = byPack.get(loc.packId);
+          if (!p) byPack.set(loc.packId, (p = { bytes: 0, size: loc.packSize, cids: [], locs: [] }));
+          p.bytes += loc.length;
+          p.cids.push(cid);
+          p.locs.push(loc);
+        }
+        for (const [id, p] of byPack) {
+          // A pack without its packs row (size −1 here) is never read whole.
+          if (p.size >= 0 && p.bytes >= p.size * this.#prefetchShare) {
+            set.add(id);
+            if (!all.has(id)) more.add(id);
+          } else {
+            let m = strayLocs.get(did);
+            if (!m) {
+              strayLocs.set(did, (m = new Map()));
+              strayCidsOf.set(did, new Map());
+            }
+            m.set(id, p.locs);
+            strayCidsOf.get(did)!.set(id, p.cids);
+          }
+        }
+        packsOf.set(did, [...set]);
+      }
+      await readPacks([...more]);
+      const seen = new Set<string>();
+      for (const [did, m] of strayLocs) {
+        const list: StrayLocs[] = [];
+        const keys = new Set<string>();
+        for (const [id, locs] of m) {
+          const cids = strayCidsOf.get(did)!.get(id)!;
+          const l0 = locs[0]!;
+          list.push({ pack: { id, key: l0.packKey, size: Math.max(0, l0.packSize) }, packed: packLocs(cids, locs) });
+          for (const cid of cids) {
             const key = cidMapKey(cid);
             keys.add(key);
             if (!seen.has(key)) {
@@ -330,30 +404,20 @@ export class RepoBatches {
             }
           }
         }
+        straysOf.set(did, list);
+        strayKeysOf.set(did, keys);
       }
-      if (all.length > 0 || strayCids.length > 0) {
-        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; block_count: number | null; created_at: Date | null; packed: Buffer }>(
-          `SELECT b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at, string_agg(${LOC_SQL}, ''::bytea) AS packed
-           FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id
-           WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at`,
-          [all],
-        );
-        // The walk soon steps these packs' Pack nodes: their rows come along (a bounded cache).
-        if (this.#knownPacks.size > 50_000) this.#knownPacks.clear();
-        for (const g of res.rows) {
-          const id = Number(g.pack_id);
-          packs.set(id, { key: g.key, size: Number(g.size_bytes ?? 0), packed: g.packed });
-          if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
-        }
+      if (all.size > 0 || strayCids.length > 0) {
         if (wants.refcounts) {
           // A quarter of the mirror or more: its references counted whole, then joined (see `RefcountPlan`).
           const plan = ofMirror >= 1 / 4 ? 'aggregate' : large ? 'join' : 'lookup';
-          mismatches = new Map((await refcountMismatchesInPacks(db, all, strayCids, present, { plan })).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
+          mismatches = new Map((await refcountMismatchesInPacks(db, [...all], strayCids, present, { plan })).map((m) => [cidMapKey(m.cid), { refcount: m.refcount, refs: m.refs }]));
         }
       }
     }
 
     const repos: Batch['repos'] = new Map();
+    let mismatchWords: Set<number> | undefined;
     for (const did of dids) {
       const r = rows.get(did);
       if (!r) {
@@ -370,7 +434,10 @@ export class RepoBatches {
           events: wants.events ? (eventsOf.get(did) ?? new PackedEvents(Buffer.alloc(0))) : null,
           collectionCounts: wants.counts ? (countsOf.get(did) ?? new Map()) : null,
           headLoc: r.headLoc,
-          refcounts: mismatches && (repoPacks.length > 0 || strayKeys.size > 0) ? { packs: new Set(repoPacks), blocks: strayKeys, mismatches } : null,
+          refcounts:
+            mismatches && (repoPacks.length > 0 || strayKeys.size > 0)
+              ? { packs: new Set(repoPacks), blocks: strayKeys, mismatches, blockWords: wordsOf(strayKeys), mismatchWords: (mismatchWords ??= wordsOf(mismatches.keys())) }
+              : null,
         },
         packs: repoPacks,
         strays: straysOf.get(did) ?? [],
@@ -379,6 +446,12 @@ export class RepoBatches {
     return { repos, packs, next };
   }
 }
+
+const wordsOf = (keys: Iterable<string>): Set<number> => {
+  const out = new Set<number>();
+  for (const k of keys) out.add(keyWord(k));
+  return out;
+};
 
 /** The repos rows of `dids` that exist, with where each head commit is. */
 async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<string, { row: RepoRow; headLoc: BlockLoc | null }>> {

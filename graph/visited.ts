@@ -14,8 +14,9 @@ import type { Node } from './nodes.ts';
 const LOAD = 0.8;
 const GROWTH = 1.5;
 // Small: every root has a set, and most repos are a few dozen nodes (1,024 slots cost a root
-// 12 KB to zero and collect).
-const MIN_SLOTS = 64;
+// 12 KB to zero and collect); a repo's record rows and events are not in it (`engine.ts`), so a
+// repo of 10 records puts some 20 nodes there.
+const MIN_SLOTS = 32;
 // Typed arrays hold at most 2^32 − 1 elements in V8; three per slot.
 const MAX_SLOTS = Math.floor((2 ** 32 - 1) / 3);
 

@@ -3,51 +3,50 @@
  * root, rev, signature bytes); steps to the MST root and to the pack that holds it.
  */
 import * as CBOR from '@atcute/cbor';
-import { type Commit, readCommit } from '../../atproto/commit.ts';
-import { BlockMap } from '../../atproto/block-map.ts';
-import { cidFromString, cidToString } from '../../atproto/cid.ts';
+import { type Commit, readAnyCommit, readStandardCommit } from '../../atproto/commit.ts';
+import { CODEC_DCBOR, cidFromString, cidToString } from '../../atproto/cid.ts';
+import { CommitError, MissingBlockError } from '../../atproto/errors.ts';
 import type { NodeOf, OutEdge } from '../nodes.ts';
 import type { StepContext, StepResult } from './context.ts';
 import { loadBlock } from './load-block.ts';
+import { andThen, type MaybePromise } from '../maybe-promise.ts';
 
-export async function stepCommit(node: NodeOf<'Commit'>, ctx: StepContext): Promise<StepResult<'Commit'>> {
+/** Synchronous when the head's block is in memory (located by the Repo read, its pack cached), as most are. */
+export function stepCommit(node: NodeOf<'Commit'>, ctx: StepContext): MaybePromise<StepResult<'Commit'>> {
   const needBytes = ctx.needs.blockBytes || ctx.wants('CommitToMstNode');
-  const { packEdges, ...block } = await loadBlock(ctx, node.cid, node.loc, needBytes, (key) =>
-    ctx.wants('CommitToPack') ? { type: 'CommitToPack', node: { type: 'Pack', key } } : null,
-  );
-  let commit: Commit | null = null;
-  let decodeError: string | null = null;
-  if (block.bytes && block.hashOk) {
-    try {
-      commit = decodeCommit(cidToString(node.cid, 0), block.bytes, node.repo?.did);
-    } catch (err) {
-      decodeError = (err as Error).message;
+  const loaded = loadBlock(ctx, node.cid, node.loc, needBytes, (key) => (ctx.wants('CommitToPack') ? { type: 'CommitToPack', node: { type: 'Pack', key } } : null));
+  return andThen(loaded, ({ packEdges, ...block }) => {
+    let commit: Commit | null = null;
+    let decodeError: string | null = null;
+    if (block.bytes && block.hashOk) {
+      try {
+        commit = decodeCommit(cidToString(node.cid, 0), block.bytes, node.repo?.did, node.cid);
+      } catch (err) {
+        decodeError = (err as Error).message;
+      }
     }
-  }
-  const edges: OutEdge[] = packEdges;
-  const data = commit ? cidFromString(commit.data) : undefined;
-  if (data && ctx.wants('CommitToMstNode')) edges.push({ type: 'CommitToMstNode', node: { type: 'MstNode', cid: data, pos: { root: true } } });
-  return { data: { ...block, commit, decodeError }, edges, bytes: block.bytes?.length ?? 0 };
+    const edges: OutEdge[] = packEdges;
+    // The decoder read the data root's bytes: copied (a view would hold the pack), not parsed again from its text.
+    const data = commit ? (commit.dataBytes?.slice() ?? cidFromString(commit.data)) : undefined;
+    if (data && ctx.wants('CommitToMstNode')) edges.push({ type: 'CommitToMstNode', node: { type: 'MstNode', cid: data, pos: { root: true } } });
+    return { data: { ...block, commit, decodeError }, edges, bytes: block.bytes?.length ?? 0 };
+  });
 }
 
 /**
- * The commit in `bytes`, checked by `readCommit` against `did` (or, for a commit reached without
- * its repo, against the DID it names).
- * @throws CommitError when it is not an acceptable v3 commit.
+ * The commit in `bytes`, checked as `readCommit` checks a commit block against `did` (or, for a
+ * commit reached without its repo, against the DID it names). `cidBytes` is `cid` as bytes, when
+ * the caller has them.
+ * @throws CommitError when it is not an acceptable v3 commit; MissingBlockError when `cid` is not a CID.
  */
-export function decodeCommit(cid: string, bytes: Uint8Array, did: string | undefined): Commit {
-  // readCommit reads from a block map; this one holds the single block (its CID, then its bytes).
-  const one = new BlockMap(1);
-  const cidBytes = cidFromString(cid);
-  if (cidBytes !== undefined) {
-    const framed = new Uint8Array(cidBytes.length + bytes.length);
-    framed.set(cidBytes, 0);
-    framed.set(bytes, cidBytes.length);
-    one.add(framed, 0, framed.length);
-  }
+export function decodeCommit(cid: string, bytes: Uint8Array, did: string | undefined, cidBytes: Uint8Array | undefined = cidFromString(cid)): Commit {
   if (did === undefined) {
     const value = CBOR.decode(bytes) as { did?: unknown } | null;
     did = typeof value?.did === 'string' ? value.did : '';
   }
-  return readCommit(one, cid, did, cidBytes);
+  // `readCommit`'s steps for a map of this one block, without the map (an allocation of its
+  // tables, and a copy of the block, for every repo a walk steps).
+  if (cidBytes === undefined) throw new MissingBlockError(cid, 'commit');
+  if (cidBytes[1] !== CODEC_DCBOR) throw new CommitError('commit-malformed', cid, 'the commit CID is not of codec dag-cbor');
+  return readStandardCommit(bytes, did) ?? readAnyCommit(bytes, cid, did);
 }

@@ -40,6 +40,12 @@ export interface RefcountScan {
   /** Blocks outside those packs that were compared too (the repo's records elsewhere), by `cidMapKey`. */
   blocks: Set<string>;
   mismatches: Map<string, { refcount: number; refs: number }>;
+  /**
+   * `cidWord` of every key of `blocks` and of `mismatches`: a block's visit asks both, and most
+   * blocks are in neither, which these answer without the block's key made (a string each).
+   */
+  blockWords: Set<number>;
+  mismatchWords: Set<number>;
 }
 
 /** Per-root caches: a root's nodes share them, and they go when the root is done. */

@@ -14,7 +14,7 @@
  * other roots finishing meanwhile; they look each block up in the indexes on `records.cid` and
  * `events.cid`.
  */
-import { cidMapKey } from '../../../blocks.ts';
+import { cidMapKey, cidWord } from '../../../blocks.ts';
 import type { Route } from '../../../route.ts';
 import type { RefcountScan, StepData } from '../../../steps/context.ts';
 import { defineCheck } from '../check.ts';
@@ -49,8 +49,8 @@ export const refcount = defineCheck({
       return;
     }
     const scan = state.scan;
-    if (scan && (scan.packs.has(loc.packId) || (scan.blocks.size > 0 && scan.blocks.has(cidMapKey(cid))))) {
-      const m = scan.mismatches.size > 0 ? scan.mismatches.get(cidMapKey(cid)) : undefined;
+    if (scan && (scan.packs.has(loc.packId) || (scan.blockWords.has(cidWord(cid)) && scan.blocks.has(cidMapKey(cid))))) {
+      const m = scan.mismatchWords.has(cidWord(cid)) ? scan.mismatches.get(cidMapKey(cid)) : undefined;
       if (!m) return;
       // Fewer references than the refcount may be a head the batch's count left out (another
       // repo's, naming this block too): such a block is counted again mirror-wide when the root
