@@ -1,46 +1,77 @@
 /**
  * A batch's blocks and references, held compactly: every block the batch may need stored
  * (a candidate, with where its bytes are) and every reference it adds or drops (a refcount
- * delta), one entry each, CIDs in one byte arena. `group()` sorts the entries into CID byte
- * order (the lock order every refcount writer keeps) and sums each CID's entries, so a block
- * that several records, events or changes name is one row with one refcount.
+ * delta), one entry each. `group()` sorts the entries into CID byte order (the lock order every
+ * refcount writer keeps) and sums each CID's entries, so a block that several records, events or
+ * changes name is one row with one refcount.
  *
  * A `Map` keyed by CID strings cost a string, a map entry and often a base32 encode or decode
  * per block; for a 100,000-record repo that was most of the time and memory between verify and
- * the database. Here an entry is 36 bytes of CID and four integers.
+ * the database. Here an entry is six integers, and no CID is copied: an entry names where its
+ * 36 bytes lie (a block of a source by its index, or an offset in an array the caller passed),
+ * and a group names the entry that stands for it. A copy of every CID, twice (the entries',
+ * then the groups'), with the arrays grown by doubling, was some 150 bytes a block at the
+ * grouping's peak, about a third of a large repo's CAR; now it is about 45.
+ *
+ * The arrays passed (CIDs, a source's buffers) are read until the groups are no longer used:
+ * they must not change before then.
  */
 import { CID_LENGTH } from '../atproto/cid.ts';
 
-/** Where candidate bytes come from: a verified repo's block map, by index. */
+/**
+ * Where candidate bytes come from: a verified repo's block map, by index. The block's CID is
+ * the 36 bytes at `startAt(index)` of `bufferAt(index)`.
+ */
 export interface BlockSource {
   dataAt(index: number): Uint8Array;
+  bufferAt(index: number): Uint8Array;
+  startAt(index: number): number;
 }
 
 /** The entries of one CID, summed. */
 export interface BlockGroups {
   count: number;
-  /** CIDs in byte order, 36 bytes each. */
-  cids: Uint8Array;
   /** Summed refcount change. */
-  delta: Float64Array;
+  delta: Int32Array;
   /** Whether the batch carries the block's bytes (a candidate for the pack). */
   carried: Uint8Array;
   /** The change that first needed the block (its index in the batch); -1 when not carried. */
-  owner: Int32Array;
+  ownerAt(group: number): number;
   /** The block's bytes; only when carried. */
   dataAt(group: number): Uint8Array;
+  /** The array the group's 36 CID bytes lie in, at {@link cidOffset}. */
+  cidBuffer(group: number): Uint8Array;
+  cidOffset(group: number): number;
+  /** The group's CID: a view. */
+  cidAt(group: number): Uint8Array;
 }
 
+// An entry's fields, side by side (grouping reads the entries in CID order, at random: one cache
+// line an entry rather than six): its refcount delta, which source holds its bytes (-1: none),
+// its index there, the change that needs it, and where its CID lies: the array (index into the
+// arrays passed; -1: the source's block) and the offset there.
+const FIELDS = 6;
+const DELTA = 0;
+const SOURCE = 1;
+const INDEX = 2;
+const OWNER = 3;
+const MEMORY = 4;
+const OFFSET = 5;
+
 export class BlockRefs {
-  #cids = new Uint8Array(CID_LENGTH * 1024);
-  // Per entry, side by side (grouping reads the entries in CID order, at random: one cache line
-  // an entry rather than four): its refcount delta, which source holds its bytes (-1: none), its
-  // index there, the change that needs it.
-  #meta = new Int32Array(4 * 1024);
+  #meta = new Int32Array(0);
   #n = 0;
   readonly #sources: BlockSource[] = [];
+  // The arrays CIDs were passed in, each once in a row (many CIDs of one array come together).
+  readonly #memory: Uint8Array[] = [];
   readonly #loose: Uint8Array[] = [];
-  readonly #looseSource: BlockSource = { dataAt: (i) => this.#loose[i]! };
+  readonly #looseSource: BlockSource = {
+    dataAt: (i) => this.#loose[i]!,
+    bufferAt: () => {
+      throw new Error('a loose block names its CID itself');
+    },
+    startAt: () => 0,
+  };
 
   constructor() {
     this.#sources.push(this.#looseSource);
@@ -50,7 +81,13 @@ export class BlockRefs {
     return this.#n;
   }
 
-  /** Registers a block map (or anything with `dataAt`); returns its id for {@link block}. */
+  /** Makes room for `more` entries beyond those held, so that adding them copies nothing. */
+  reserve(more: number): void {
+    const want = (this.#n + more) * FIELDS;
+    if (want > this.#meta.length) this.#resize(want);
+  }
+
+  /** Registers a block map (or anything with its `dataAt`, `bufferAt`, `startAt`); returns its id for {@link block}. */
   source(s: BlockSource): number {
     this.#sources.push(s);
     return this.#sources.length - 1;
@@ -58,95 +95,142 @@ export class BlockRefs {
 
   /** {@link ref} of a whole 36-byte CID (RefDeltas' shape, for wipeRepoRows). */
   add(cid: Uint8Array, delta: number): void {
-    this.#push(cid, 0, delta, -1, 0, -1);
+    this.#push(delta, -1, 0, -1, this.#memoryOf(cid), 0);
   }
 
   /** A reference change to a block the batch does not carry (it must be indexed already). */
   ref(cid: Uint8Array, offset: number, delta: number): void {
-    this.#push(cid, offset, delta, -1, 0, -1);
+    this.#push(delta, -1, 0, -1, this.#memoryOf(cid), offset);
   }
 
-  /** A block the batch carries, from `source` at `index`, with the references it gains (≥ 0). */
-  block(cid: Uint8Array, offset: number, delta: number, source: number, index: number, owner: number): void {
-    this.#push(cid, offset, delta, source, index, owner);
+  /** A block the batch carries, block `index` of `source` (its CID with it), with the references it gains (≥ 0). */
+  block(source: number, index: number, delta: number, owner: number): void {
+    this.#push(delta, source, index, owner, -1, 0);
   }
 
   /** A carried block whose bytes are their own array. */
   looseBlock(cid: Uint8Array, offset: number, delta: number, data: Uint8Array, owner: number): void {
     this.#loose.push(data);
-    this.#push(cid, offset, delta, 0, this.#loose.length - 1, owner);
+    this.#push(delta, 0, this.#loose.length - 1, owner, this.#memoryOf(cid), offset);
   }
 
-  #push(cid: Uint8Array, offset: number, delta: number, source: number, index: number, owner: number): void {
-    const i = this.#n;
-    if (4 * i === this.#meta.length) this.#grow();
-    this.#cids.set(cid.length === CID_LENGTH && offset === 0 ? cid : cid.subarray(offset, offset + CID_LENGTH), i * CID_LENGTH);
+  #memoryOf(cid: Uint8Array): number {
+    const memory = this.#memory;
+    if (memory[memory.length - 1] !== cid) memory.push(cid);
+    return memory.length - 1;
+  }
+
+  #push(delta: number, source: number, index: number, owner: number, memory: number, offset: number): void {
+    const at = this.#n * FIELDS;
+    if (at === this.#meta.length) this.#resize(Math.max(1024 * FIELDS, 2 * at));
     const meta = this.#meta;
-    meta[4 * i] = delta;
-    meta[4 * i + 1] = source;
-    meta[4 * i + 2] = index;
-    meta[4 * i + 3] = owner;
-    this.#n = i + 1;
+    meta[at + DELTA] = delta;
+    meta[at + SOURCE] = source;
+    meta[at + INDEX] = index;
+    meta[at + OWNER] = owner;
+    meta[at + MEMORY] = memory;
+    meta[at + OFFSET] = offset;
+    this.#n++;
   }
 
-  #grow(): void {
-    const n = Math.max(1024, (this.#meta.length / 4) * 2);
-    const cids = new Uint8Array(n * CID_LENGTH);
-    cids.set(this.#cids);
-    this.#cids = cids;
-    const meta = new Int32Array(4 * n);
-    meta.set(this.#meta);
+  #resize(length: number): void {
+    const meta = new Int32Array(length);
+    meta.set(this.#meta.subarray(0, this.#n * FIELDS));
     this.#meta = meta;
   }
 
-  /** The entries grouped by CID, in CID byte order. Consumes them: the entries' memory is let go. */
+  /** The entries grouped by CID, in CID byte order. Takes them: the refs are empty after. */
   group(): BlockGroups {
     const n = this.#n;
-    const cids = this.#cids;
-    const order = sortedByCid(cids, n);
-    const out = {
-      cids: new Uint8Array(n * CID_LENGTH),
-      delta: new Float64Array(n),
-      carried: new Uint8Array(n),
-      owner: new Int32Array(n),
-      source: new Int32Array(n),
-      index: new Int32Array(n),
-    };
     const meta = this.#meta;
-    const outCids = out.cids;
+    const sources = this.#sources.slice();
+    const memory = this.#memory.slice();
+    const loc = new CidLocator(meta, sources, memory);
+    const order = sortedByCid(n, loc);
+    // Per group: the entry that stands for it (one that carries its bytes, when any does).
+    const rep = new Int32Array(n);
+    const delta = new Int32Array(n);
+    const carried = new Uint8Array(n);
     let g = -1;
+    let repBuf: Uint8Array = EMPTY;
+    let repOff = 0;
     for (let k = 0; k < n; k++) {
       const e = order[k]!;
-      if (g < 0 || !sameCid(cids, e * CID_LENGTH, outCids, g * CID_LENGTH)) {
+      loc.at(e);
+      if (g < 0 || !sameCid(loc.buf, loc.off, repBuf, repOff)) {
         g++;
-        const to = g * CID_LENGTH;
-        const from = e * CID_LENGTH;
-        for (let b = 0; b < CID_LENGTH; b++) outCids[to + b] = cids[from + b]!;
-        out.owner[g] = -1;
+        rep[g] = e;
+        repBuf = loc.buf;
+        repOff = loc.off;
       }
-      out.delta[g]! += meta[4 * e]!;
-      const source = meta[4 * e + 1]!;
-      const owner = meta[4 * e + 3]!;
+      const at = e * FIELDS;
+      delta[g]! += meta[at + DELTA]!;
       // The lowest change index among the entries that carry it: the change that first needed it.
-      if (source >= 0 && (out.carried[g] === 0 || owner < out.owner[g]!)) {
-        out.carried[g] = 1;
-        out.owner[g] = owner;
-        out.source[g] = source;
-        out.index[g] = meta[4 * e + 2]!;
+      if (meta[at + SOURCE]! >= 0 && (carried[g] === 0 || meta[at + OWNER]! < meta[rep[g]! * FIELDS + OWNER]!)) {
+        carried[g] = 1;
+        rep[g] = e;
       }
     }
-    const sources = this.#sources;
-    this.#cids = new Uint8Array(0);
     this.#meta = new Int32Array(0);
     this.#n = 0;
-    return {
-      count: g + 1,
-      cids: out.cids,
-      delta: out.delta,
-      carried: out.carried,
-      owner: out.owner,
-      dataAt: (group) => sources[out.source[group]!]!.dataAt(out.index[group]!),
+    this.#sources.length = 1;
+    this.#memory.length = 0;
+    const count = g + 1;
+    const cidBuffer = (group: number) => {
+      loc.at(rep[group]!);
+      return loc.buf;
     };
+    const cidOffset = (group: number) => {
+      loc.at(rep[group]!);
+      return loc.off;
+    };
+    return {
+      count,
+      delta: delta.subarray(0, count),
+      carried: carried.subarray(0, count),
+      ownerAt: (group) => (carried[group] ? meta[rep[group]! * FIELDS + OWNER]! : -1),
+      dataAt: (group) => {
+        const at = rep[group]! * FIELDS;
+        return sources[meta[at + SOURCE]!]!.dataAt(meta[at + INDEX]!);
+      },
+      cidBuffer,
+      cidOffset,
+      cidAt: (group) => {
+        loc.at(rep[group]!);
+        return loc.buf.subarray(loc.off, loc.off + CID_LENGTH);
+      },
+    };
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Where an entry's CID lies: `at(e)` sets `buf` and `off` (no view is made). */
+class CidLocator {
+  buf: Uint8Array = EMPTY;
+  off = 0;
+  readonly #meta: Int32Array;
+  readonly #sources: BlockSource[];
+  readonly #memory: Uint8Array[];
+
+  constructor(meta: Int32Array, sources: BlockSource[], memory: Uint8Array[]) {
+    this.#meta = meta;
+    this.#sources = sources;
+    this.#memory = memory;
+  }
+
+  at(e: number): void {
+    const at = e * FIELDS;
+    const m = this.#meta[at + MEMORY]!;
+    if (m >= 0) {
+      this.buf = this.#memory[m]!;
+      this.off = this.#meta[at + OFFSET]!;
+    } else {
+      const source = this.#sources[this.#meta[at + SOURCE]!]!;
+      const index = this.#meta[at + INDEX]!;
+      this.buf = source.bufferAt(index);
+      this.off = source.startAt(index);
+    }
   }
 }
 
@@ -167,28 +251,33 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
  * and the prefix are read back as integers from the words of the sorted array, without a
  * floating-point division per entry.
  */
-function sortedByCid(cids: Uint8Array, n: number): Int32Array {
+function sortedByCid(n: number, loc: CidLocator): Int32Array {
   const order = new Int32Array(n);
   const indexBits = Math.max(20, Math.ceil(Math.log2(n + 1)));
   const digestBits = 51 - indexBits;
   let packable = digestBits >= 16;
   for (let i = 0; i < n && packable; i++) {
-    const codec = cids[i * CID_LENGTH + 1];
+    loc.at(i);
+    const codec = loc.buf[loc.off + 1];
     packable = codec === 0x71 || codec === 0x55;
   }
   if (!packable) {
     const key = new Float64Array(n);
-    for (let i = 0; i < n; i++) key[i] = cids[i * CID_LENGTH + 1]! * 2 ** 32 + digest32(cids, i * CID_LENGTH);
+    for (let i = 0; i < n; i++) {
+      loc.at(i);
+      key[i] = loc.buf[loc.off + 1]! * 2 ** 32 + digest32(loc.buf, loc.off);
+    }
     for (let i = 0; i < n; i++) order[i] = i;
-    order.sort((a, b) => key[a]! - key[b]! || compareAt(cids, a * CID_LENGTH, b * CID_LENGTH));
+    order.sort((a, b) => key[a]! - key[b]! || compareEntries(loc, a, b));
     return order;
   }
   const scale = 2 ** indexBits;
   const shift = 2 ** (32 - digestBits);
   const packed = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    const o = i * CID_LENGTH;
-    const prefix = (cids[o + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(cids, o) / shift);
+    loc.at(i);
+    const { buf, off } = loc;
+    const prefix = (buf[off + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
     packed[i] = 2 ** 52 + prefix * scale + i;
   }
   packed.sort();
@@ -205,7 +294,7 @@ function sortedByCid(cids: Uint8Array, n: number): Int32Array {
     let end = k + 1;
     while (end < n && words[2 * end + hi] === high && words[2 * end + lo]! >>> indexBits === low) end++;
     if (end - k > 1) {
-      const run = Array.from(order.subarray(k, end)).sort((a, b) => compareAt(cids, a * CID_LENGTH, b * CID_LENGTH) || a - b);
+      const run = Array.from(order.subarray(k, end)).sort((a, b) => compareEntries(loc, a, b) || a - b);
       order.set(run, k);
     }
     k = end;
@@ -220,9 +309,13 @@ function digest32(cids: Uint8Array, o: number): number {
   return ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
 }
 
-function compareAt(cids: Uint8Array, a: number, b: number): number {
+function compareEntries(loc: CidLocator, a: number, b: number): number {
+  loc.at(a);
+  const ab = loc.buf;
+  const ao = loc.off;
+  loc.at(b);
   for (let i = 0; i < CID_LENGTH; i++) {
-    const d = cids[a + i]! - cids[b + i]!;
+    const d = ab[ao + i]! - loc.buf[loc.off + i]!;
     if (d !== 0) return d;
   }
   return 0;
