@@ -213,6 +213,7 @@ export class CarParser {
       throw new CarFormatError(`CAR is truncated: ${pending} bytes of an incomplete entry at the end`);
     }
     if (this.#root === undefined) throw new CarFormatError('CAR is empty: no header');
+    this.#blocks!.trim();
     const contents: CarContents = { root: this.#root, rootBytes: this.#rootBytes, blocks: this.#blocks!, bytes: this.#bytes };
     if (this.#unchecked) contents.unchecked = this.#unchecked;
     return contents;

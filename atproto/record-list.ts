@@ -175,13 +175,23 @@ export class RecordList implements Iterable<RepoRecord> {
     return out;
   }
 
+  /** Lets go of the room made for records and rkeys beyond those held (up to as much again): for a list that is complete. */
+  trim(): void {
+    const n = this.#length;
+    if (this.#keyEnd.length > n) {
+      this.#keyEnd = this.#keyEnd.slice(0, n);
+      this.#block = this.#block.slice(0, n);
+    }
+    if (this.#keys.length > this.#keysLength) this.#keys = this.#keys.slice(0, this.#keysLength);
+  }
+
   /** Renumbers block indexes after `BlockMap.retain`: `renumber[old]` is the new index. */
   renumberBlocks(renumber: Int32Array): void {
     for (let i = 0; i < this.#length; i++) this.#block[i] = renumber[this.#block[i]!]!;
   }
 
   #grow(): void {
-    const n = this.#keyEnd.length * 2;
+    const n = Math.max(FIRST_RECORDS, this.#keyEnd.length * 2);
     const keyEnd = new Uint32Array(n);
     keyEnd.set(this.#keyEnd);
     const block = new Int32Array(n);
