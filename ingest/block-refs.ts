@@ -7,11 +7,11 @@
  *
  * A `Map` keyed by CID strings cost a string, a map entry and often a base32 encode or decode
  * per block; for a 100,000-record repo that was most of the time and memory between verify and
- * the database. Here an entry is six integers, and no CID is copied: an entry names where its
+ * the database. Here an entry is four integers, and no CID is copied: an entry names where its
  * 36 bytes lie (a block of a source by its index, or an offset in an array the caller passed),
  * and a group names the entry that stands for it. A copy of every CID, twice (the entries',
  * then the groups'), with the arrays grown by doubling, was some 150 bytes a block at the
- * grouping's peak, about a third of a large repo's CAR; now it is about 45.
+ * grouping's peak, about a third of a large repo's CAR; now it is 25, and 12 more while sorting.
  *
  * The arrays passed (CIDs, a source's buffers) are read until the groups are no longer used:
  * they must not change before then.
@@ -47,16 +47,15 @@ export interface BlockGroups {
 }
 
 // An entry's fields, side by side (grouping reads the entries in CID order, at random: one cache
-// line an entry rather than six): its refcount delta, which source holds its bytes (-1: none),
-// its index there, the change that needs it, and where its CID lies: the array (index into the
-// arrays passed; -1: the source's block) and the offset there.
-const FIELDS = 6;
+// line an entry rather than four): its refcount delta, the change that needs it, and where its
+// CID lies. A block the batch carries names its source (≥ 0) and its index there, where its
+// bytes and its CID are; a reference names the array its CID was passed in (`~index` into the
+// arrays passed: negative) and the offset there.
+const FIELDS = 4;
 const DELTA = 0;
-const SOURCE = 1;
-const INDEX = 2;
-const OWNER = 3;
-const MEMORY = 4;
-const OFFSET = 5;
+const OWNER = 1;
+const SOURCE = 2;
+const INDEX = 3;
 
 export class BlockRefs {
   #meta = new Int32Array(0);
@@ -64,13 +63,14 @@ export class BlockRefs {
   readonly #sources: BlockSource[] = [];
   // The arrays CIDs were passed in, each once in a row (many CIDs of one array come together).
   readonly #memory: Uint8Array[] = [];
+  // Loose blocks: their bytes, and where their CIDs lie.
   readonly #loose: Uint8Array[] = [];
+  readonly #looseCid: Uint8Array[] = [];
+  readonly #looseCidAt: number[] = [];
   readonly #looseSource: BlockSource = {
     dataAt: (i) => this.#loose[i]!,
-    bufferAt: () => {
-      throw new Error('a loose block names its CID itself');
-    },
-    startAt: () => 0,
+    bufferAt: (i) => this.#looseCid[i]!,
+    startAt: (i) => this.#looseCidAt[i]!,
   };
 
   constructor() {
@@ -95,23 +95,25 @@ export class BlockRefs {
 
   /** {@link ref} of a whole 36-byte CID (RefDeltas' shape, for wipeRepoRows). */
   add(cid: Uint8Array, delta: number): void {
-    this.#push(delta, -1, 0, -1, this.#memoryOf(cid), 0);
+    this.#push(delta, -1, ~this.#memoryOf(cid), 0);
   }
 
   /** A reference change to a block the batch does not carry (it must be indexed already). */
   ref(cid: Uint8Array, offset: number, delta: number): void {
-    this.#push(delta, -1, 0, -1, this.#memoryOf(cid), offset);
+    this.#push(delta, -1, ~this.#memoryOf(cid), offset);
   }
 
   /** A block the batch carries, block `index` of `source` (its CID with it), with the references it gains (≥ 0). */
   block(source: number, index: number, delta: number, owner: number): void {
-    this.#push(delta, source, index, owner, -1, 0);
+    this.#push(delta, owner, source, index);
   }
 
   /** A carried block whose bytes are their own array. */
   looseBlock(cid: Uint8Array, offset: number, delta: number, data: Uint8Array, owner: number): void {
     this.#loose.push(data);
-    this.#push(delta, 0, this.#loose.length - 1, owner, this.#memoryOf(cid), offset);
+    this.#looseCid.push(cid);
+    this.#looseCidAt.push(offset);
+    this.#push(delta, owner, 0, this.#loose.length - 1);
   }
 
   #memoryOf(cid: Uint8Array): number {
@@ -120,16 +122,14 @@ export class BlockRefs {
     return memory.length - 1;
   }
 
-  #push(delta: number, source: number, index: number, owner: number, memory: number, offset: number): void {
+  #push(delta: number, owner: number, source: number, index: number): void {
     const at = this.#n * FIELDS;
     if (at === this.#meta.length) this.#resize(Math.max(1024 * FIELDS, 2 * at));
     const meta = this.#meta;
     meta[at + DELTA] = delta;
+    meta[at + OWNER] = owner;
     meta[at + SOURCE] = source;
     meta[at + INDEX] = index;
-    meta[at + OWNER] = owner;
-    meta[at + MEMORY] = memory;
-    meta[at + OFFSET] = offset;
     this.#n++;
   }
 
@@ -221,13 +221,13 @@ class CidLocator {
 
   at(e: number): void {
     const at = e * FIELDS;
-    const m = this.#meta[at + MEMORY]!;
-    if (m >= 0) {
-      this.buf = this.#memory[m]!;
-      this.off = this.#meta[at + OFFSET]!;
+    const s = this.#meta[at + SOURCE]!;
+    const index = this.#meta[at + INDEX]!;
+    if (s < 0) {
+      this.buf = this.#memory[~s]!;
+      this.off = index;
     } else {
-      const source = this.#sources[this.#meta[at + SOURCE]!]!;
-      const index = this.#meta[at + INDEX]!;
+      const source = this.#sources[s]!;
       this.buf = source.bufferAt(index);
       this.off = source.startAt(index);
     }
