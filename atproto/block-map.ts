@@ -134,6 +134,15 @@ export class BlockMap {
     return this.#start[index]!;
   }
 
+  /** The buffers blocks were read from, each once; block `index` is in the one at `bufferIndexAt(index)`. */
+  get buffers(): readonly Uint8Array[] {
+    return this.#buffers;
+  }
+
+  bufferIndexAt(index: number): number {
+    return this.#buffer[index]!;
+  }
+
   endAt(index: number): number {
     return this.#end[index]!;
   }

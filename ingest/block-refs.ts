@@ -11,7 +11,7 @@
  * 36 bytes lie (a block of a source by its index, or an offset in an array the caller passed),
  * and a group names the entry that stands for it. A copy of every CID, twice (the entries',
  * then the groups'), with the arrays grown by doubling, was some 150 bytes a block at the
- * grouping's peak, about a third of a large repo's CAR; now it is 25, and 12 more while sorting.
+ * grouping's peak, about a third of a large repo's CAR; now it is 33, and 12 more while sorting.
  *
  * The arrays passed (CIDs, a source's buffers) are read until the groups are no longer used:
  * they must not change before then.
@@ -26,6 +26,9 @@ export interface BlockSource {
   dataAt(index: number): Uint8Array;
   bufferAt(index: number): Uint8Array;
   startAt(index: number): number;
+  /** The buffers its blocks lie in; block `index` is in the one at `bufferIndexAt(index)` (`bufferAt`'s). */
+  readonly buffers: readonly Uint8Array[];
+  bufferIndexAt(index: number): number;
 }
 
 /** The entries of one CID, summed. */
@@ -44,6 +47,8 @@ export interface BlockGroups {
   cidOffset(group: number): number;
   /** The group's CID: a view. */
   cidAt(group: number): Uint8Array;
+  /** Copies the group's 36 CID bytes into `target` at `at`. */
+  copyCid(group: number, target: Uint8Array, at: number): void;
 }
 
 // An entry's fields, side by side (grouping reads the entries in CID order, at random: one cache
@@ -71,6 +76,8 @@ export class BlockRefs {
     dataAt: (i) => this.#loose[i]!,
     bufferAt: (i) => this.#looseCid[i]!,
     startAt: (i) => this.#looseCidAt[i]!,
+    buffers: this.#looseCid,
+    bufferIndexAt: (i) => i,
   };
 
   constructor() {
@@ -144,24 +151,30 @@ export class BlockRefs {
     const n = this.#n;
     const meta = this.#meta;
     const sources = this.#sources.slice();
-    const memory = this.#memory.slice();
-    const loc = new CidLocator(meta, sources, memory);
+    const loc = new CidLocator(meta, sources, this.#memory.slice());
     const order = sortedByCid(n, loc);
-    // Per group: the entry that stands for it (one that carries its bytes, when any does).
+    // Per group: the entry that stands for it (one that carries its bytes, when any does), and
+    // where its CID lies, read here once (in CID order the entries are at random: each later
+    // pass over the groups would otherwise miss the cache three times a group to find it).
     const rep = new Int32Array(n);
     const delta = new Int32Array(n);
     const carried = new Uint8Array(n);
+    const cidIn = new Int32Array(n);
+    const cidAt = new Uint32Array(n);
     let g = -1;
     let repBuf: Uint8Array = EMPTY;
     let repOff = 0;
     for (let k = 0; k < n; k++) {
       const e = order[k]!;
-      loc.at(e);
-      if (g < 0 || !sameCid(loc.buf, loc.off, repBuf, repOff)) {
+      const buf = loc.bufOf(e);
+      const off = loc.offOf(e);
+      if (g < 0 || !sameCid(buf, off, repBuf, repOff)) {
         g++;
         rep[g] = e;
-        repBuf = loc.buf;
-        repOff = loc.off;
+        repBuf = buf;
+        repOff = off;
+        cidIn[g] = loc.memoryOf(e);
+        cidAt[g] = off;
       }
       const at = e * FIELDS;
       delta[g]! += meta[at + DELTA]!;
@@ -175,62 +188,103 @@ export class BlockRefs {
     this.#n = 0;
     this.#sources.length = 1;
     this.#memory.length = 0;
-    const count = g + 1;
-    const cidBuffer = (group: number) => {
-      loc.at(rep[group]!);
-      return loc.buf;
-    };
-    const cidOffset = (group: number) => {
-      loc.at(rep[group]!);
-      return loc.off;
-    };
-    return {
-      count,
-      delta: delta.subarray(0, count),
-      carried: carried.subarray(0, count),
-      ownerAt: (group) => (carried[group] ? meta[rep[group]! * FIELDS + OWNER]! : -1),
-      dataAt: (group) => {
-        const at = rep[group]! * FIELDS;
-        return sources[meta[at + SOURCE]!]!.dataAt(meta[at + INDEX]!);
-      },
-      cidBuffer,
-      cidOffset,
-      cidAt: (group) => {
-        loc.at(rep[group]!);
-        return loc.buf.subarray(loc.off, loc.off + CID_LENGTH);
-      },
-    };
+    return new Groups(g + 1, delta, carried, rep, meta, sources, loc.memory, cidIn, cidAt);
+  }
+}
+
+/** {@link BlockGroups} over the entries' fields (kept) and each group's standing entry. */
+class Groups implements BlockGroups {
+  readonly count: number;
+  readonly delta: Int32Array;
+  readonly carried: Uint8Array;
+  readonly #rep: Int32Array;
+  readonly #meta: Int32Array;
+  readonly #sources: BlockSource[];
+  readonly #memory: readonly Uint8Array[];
+  readonly #cidIn: Int32Array;
+  readonly #cidAt: Uint32Array;
+
+  constructor(count: number, delta: Int32Array, carried: Uint8Array, rep: Int32Array, meta: Int32Array, sources: BlockSource[], memory: readonly Uint8Array[], cidIn: Int32Array, cidAt: Uint32Array) {
+    this.count = count;
+    this.delta = delta.subarray(0, count);
+    this.carried = carried.subarray(0, count);
+    this.#rep = rep;
+    this.#meta = meta;
+    this.#sources = sources;
+    this.#memory = memory;
+    this.#cidIn = cidIn;
+    this.#cidAt = cidAt;
+  }
+
+  ownerAt(group: number): number {
+    return this.carried[group] ? this.#meta[this.#rep[group]! * FIELDS + OWNER]! : -1;
+  }
+
+  dataAt(group: number): Uint8Array {
+    const at = this.#rep[group]! * FIELDS;
+    return this.#sources[this.#meta[at + SOURCE]!]!.dataAt(this.#meta[at + INDEX]!);
+  }
+
+  cidBuffer(group: number): Uint8Array {
+    return this.#memory[this.#cidIn[group]!]!;
+  }
+
+  cidOffset(group: number): number {
+    return this.#cidAt[group]!;
+  }
+
+  cidAt(group: number): Uint8Array {
+    const off = this.#cidAt[group]!;
+    return this.#memory[this.#cidIn[group]!]!.subarray(off, off + CID_LENGTH);
+  }
+
+  copyCid(group: number, target: Uint8Array, at: number): void {
+    const buf = this.#memory[this.#cidIn[group]!]!;
+    const off = this.#cidAt[group]!;
+    for (let i = 0; i < CID_LENGTH; i++) target[at + i] = buf[off + i]!;
   }
 }
 
 const EMPTY = new Uint8Array(0);
 
-/** Where an entry's CID lies: `at(e)` sets `buf` and `off` (no view is made). */
+/**
+ * Where an entry's CID lies: `bufOf(e)` at `offOf(e)`. Answered, not stored (a reference stored
+ * in a field at every lookup costs a write barrier each).
+ */
 class CidLocator {
-  buf: Uint8Array = EMPTY;
-  off = 0;
+  /** Every array a CID may lie in: each source's buffers, then the arrays CIDs were passed in. */
+  readonly memory: Uint8Array[] = [];
   readonly #meta: Int32Array;
   readonly #sources: BlockSource[];
-  readonly #memory: Uint8Array[];
+  // Where each source's buffers start in `memory`; where the arrays passed start.
+  readonly #base: number[] = [];
+  readonly #passed: number;
 
-  constructor(meta: Int32Array, sources: BlockSource[], memory: Uint8Array[]) {
+  constructor(meta: Int32Array, sources: BlockSource[], passed: Uint8Array[]) {
     this.#meta = meta;
     this.#sources = sources;
-    this.#memory = memory;
+    for (const s of sources) {
+      this.#base.push(this.memory.length);
+      for (const b of s.buffers) this.memory.push(b);
+    }
+    this.#passed = this.memory.length;
+    for (const b of passed) this.memory.push(b);
   }
 
-  at(e: number): void {
-    const at = e * FIELDS;
-    const s = this.#meta[at + SOURCE]!;
-    const index = this.#meta[at + INDEX]!;
-    if (s < 0) {
-      this.buf = this.#memory[~s]!;
-      this.off = index;
-    } else {
-      const source = this.#sources[s]!;
-      this.buf = source.bufferAt(index);
-      this.off = source.startAt(index);
-    }
+  bufOf(e: number): Uint8Array {
+    return this.memory[this.memoryOf(e)]!;
+  }
+
+  offOf(e: number): number {
+    const s = this.#meta[e * FIELDS + SOURCE]!;
+    const index = this.#meta[e * FIELDS + INDEX]!;
+    return s < 0 ? index : this.#sources[s]!.startAt(index);
+  }
+
+  /** The index in `memory` of the array entry `e`'s CID lies in. */
+  memoryOf(e: number): number {
+    const s = this.#meta[e * FIELDS + SOURCE]!;
+    return s < 0 ? this.#passed + ~s : this.#base[s]! + this.#sources[s]!.bufferIndexAt(this.#meta[e * FIELDS + INDEX]!);
   }
 }
 
@@ -257,15 +311,15 @@ function sortedByCid(n: number, loc: CidLocator): Int32Array {
   const digestBits = 51 - indexBits;
   let packable = digestBits >= 16;
   for (let i = 0; i < n && packable; i++) {
-    loc.at(i);
-    const codec = loc.buf[loc.off + 1];
+    const codec = loc.bufOf(i)[loc.offOf(i) + 1];
     packable = codec === 0x71 || codec === 0x55;
   }
   if (!packable) {
     const key = new Float64Array(n);
     for (let i = 0; i < n; i++) {
-      loc.at(i);
-      key[i] = loc.buf[loc.off + 1]! * 2 ** 32 + digest32(loc.buf, loc.off);
+      const buf = loc.bufOf(i);
+      const off = loc.offOf(i);
+      key[i] = buf[off + 1]! * 2 ** 32 + digest32(buf, off);
     }
     for (let i = 0; i < n; i++) order[i] = i;
     order.sort((a, b) => key[a]! - key[b]! || compareEntries(loc, a, b));
@@ -275,8 +329,8 @@ function sortedByCid(n: number, loc: CidLocator): Int32Array {
   const shift = 2 ** (32 - digestBits);
   const packed = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    loc.at(i);
-    const { buf, off } = loc;
+    const buf = loc.bufOf(i);
+    const off = loc.offOf(i);
     const prefix = (buf[off + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
     packed[i] = 2 ** 52 + prefix * scale + i;
   }
@@ -310,12 +364,12 @@ function digest32(cids: Uint8Array, o: number): number {
 }
 
 function compareEntries(loc: CidLocator, a: number, b: number): number {
-  loc.at(a);
-  const ab = loc.buf;
-  const ao = loc.off;
-  loc.at(b);
+  const ab = loc.bufOf(a);
+  const ao = loc.offOf(a);
+  const bb = loc.bufOf(b);
+  const bo = loc.offOf(b);
   for (let i = 0; i < CID_LENGTH; i++) {
-    const d = ab[ao + i]! - loc.buf[loc.off + i]!;
+    const d = ab[ao + i]! - bb[bo + i]!;
     if (d !== 0) return d;
   }
   return 0;

@@ -279,7 +279,7 @@ async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8
   const param = Buffer.allocUnsafe(Math.min(count, 50_000) * CID_LENGTH);
   for (let at = 0; at < carried.length; at += 50_000) {
     const batch = carried.subarray(at, at + 50_000);
-    for (let k = 0; k < batch.length; k++) copyCid(groups, batch[k]!, param, k * CID_LENGTH);
+    for (let k = 0; k < batch.length; k++) groups.copyCid(batch[k]!, param, k * CID_LENGTH);
     const { rows } = await tx.query<{ held: Buffer | null }>({
       name: 'ingest-held-blocks',
       text: `SELECT string_agg(cid, ''::bytea ORDER BY cid) AS held FROM blocks
@@ -319,7 +319,7 @@ async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: Int3
       const refcount = groups.delta[g]!;
       if (refcount < 0) throw new Error(`a new block would start with refcount ${refcount}`);
       w.row(5);
-      w.bytea(groups.cidBuffer(g), groups.cidOffset(g), CID_LENGTH);
+      w.bytea(groups.cidAt(g));
       w.int8(packId);
       w.int8(pack.offsets[i]!);
       w.int4(pack.lengths[i]!);
@@ -336,7 +336,7 @@ async function updateRefcounts(tx: pg.ClientBase, groups: BlockGroups, fresh: Ui
   for (let at = 0; at < todo.length; at += 20_000) {
     const batch = todo.slice(at, at + 20_000);
     const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
-    batch.forEach((g, k) => copyCid(groups, g, param, k * CID_LENGTH));
+    batch.forEach((g, k) => groups.copyCid(g, param, k * CID_LENGTH));
     const res = await tx.query(
       `UPDATE blocks b SET refcount = b.refcount + t.d
        FROM (SELECT substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH}) AS c, ($2::bigint[])[i + 1] AS d
@@ -348,13 +348,6 @@ async function updateRefcounts(tx: pg.ClientBase, groups: BlockGroups, fresh: Ui
       throw new Error(`refcount update reached ${res.rowCount} of ${batch.length} blocks: a referenced block is not indexed`);
     }
   }
-}
-
-/** Group `g`'s 36 CID bytes into `target` at `at`. */
-function copyCid(groups: BlockGroups, g: number, target: Uint8Array, at: number): void {
-  const buf = groups.cidBuffer(g);
-  const off = groups.cidOffset(g);
-  for (let i = 0; i < CID_LENGTH; i++) target[at + i] = buf[off + i]!;
 }
 
 const utf8 = (s: string) => Buffer.from(s, 'utf8');
