@@ -11,7 +11,7 @@
  * 36 bytes lie (a block of a source by its index, or an offset in an array the caller passed),
  * and a group names the entry that stands for it. A copy of every CID, twice (the entries',
  * then the groups'), with the arrays grown by doubling, was some 150 bytes a block at the
- * grouping's peak, about a third of a large repo's CAR; now it is 33, and 12 more while sorting.
+ * grouping's peak, about a third of a large repo's CAR; now it is 33, and 20 more while grouping.
  *
  * The arrays passed (CIDs, a source's buffers) are read until the groups are no longer used:
  * they must not change before then.
@@ -152,10 +152,19 @@ export class BlockRefs {
     const meta = this.#meta;
     const sources = this.#sources.slice();
     const loc = new CidLocator(meta, sources, this.#memory.slice());
-    const order = sortedByCid(n, loc);
+    // Where each entry's CID lies, looked up once, in entry order: sorting and grouping then read
+    // these and the CID bytes, not the entries and their sources again.
+    const inMemory = new Int32Array(n);
+    const offset = new Uint32Array(n);
+    for (let e = 0; e < n; e++) {
+      inMemory[e] = loc.memoryOf(e);
+      offset[e] = loc.offOf(e);
+    }
+    const memory = loc.memory;
+    const order = sortedByCid(n, memory, inMemory, offset);
     // Per group: the entry that stands for it (one that carries its bytes, when any does), and
-    // where its CID lies, read here once (in CID order the entries are at random: each later
-    // pass over the groups would otherwise miss the cache three times a group to find it).
+    // where its CID lies (in CID order the entries are at random: each later pass over the
+    // groups would otherwise miss the cache three times a group to find it).
     const rep = new Int32Array(n);
     const delta = new Int32Array(n);
     const carried = new Uint8Array(n);
@@ -166,14 +175,14 @@ export class BlockRefs {
     let repOff = 0;
     for (let k = 0; k < n; k++) {
       const e = order[k]!;
-      const buf = loc.bufOf(e);
-      const off = loc.offOf(e);
+      const buf = memory[inMemory[e]!]!;
+      const off = offset[e]!;
       if (g < 0 || !sameCid(buf, off, repBuf, repOff)) {
         g++;
         rep[g] = e;
         repBuf = buf;
         repOff = off;
-        cidIn[g] = loc.memoryOf(e);
+        cidIn[g] = inMemory[e]!;
         cidAt[g] = off;
       }
       const at = e * FIELDS;
@@ -188,7 +197,7 @@ export class BlockRefs {
     this.#n = 0;
     this.#sources.length = 1;
     this.#memory.length = 0;
-    return new Groups(g + 1, delta, carried, rep, meta, sources, loc.memory, cidIn, cidAt);
+    return new Groups(g + 1, delta, carried, rep, meta, sources, memory, cidIn, cidAt);
   }
 }
 
@@ -247,10 +256,7 @@ class Groups implements BlockGroups {
 
 const EMPTY = new Uint8Array(0);
 
-/**
- * Where an entry's CID lies: `bufOf(e)` at `offOf(e)`. Answered, not stored (a reference stored
- * in a field at every lookup costs a write barrier each).
- */
+/** Where an entry's CID lies: in `memory[memoryOf(e)]`, at `offOf(e)`. */
 class CidLocator {
   /** Every array a CID may lie in: each source's buffers, then the arrays CIDs were passed in. */
   readonly memory: Uint8Array[] = [];
@@ -269,10 +275,6 @@ class CidLocator {
     }
     this.#passed = this.memory.length;
     for (const b of passed) this.memory.push(b);
-  }
-
-  bufOf(e: number): Uint8Array {
-    return this.memory[this.memoryOf(e)]!;
   }
 
   offOf(e: number): number {
@@ -305,32 +307,33 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
  * and the prefix are read back as integers from the words of the sorted array, without a
  * floating-point division per entry.
  */
-function sortedByCid(n: number, loc: CidLocator): Int32Array {
+function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Array, offset: Uint32Array): Int32Array {
+  const at: CidsAt = { memory, inMemory, offset };
   const order = new Int32Array(n);
   const indexBits = Math.max(20, Math.ceil(Math.log2(n + 1)));
   const digestBits = 51 - indexBits;
   let packable = digestBits >= 16;
   for (let i = 0; i < n && packable; i++) {
-    const codec = loc.bufOf(i)[loc.offOf(i) + 1];
+    const codec = memory[inMemory[i]!]![offset[i]! + 1];
     packable = codec === 0x71 || codec === 0x55;
   }
   if (!packable) {
     const key = new Float64Array(n);
     for (let i = 0; i < n; i++) {
-      const buf = loc.bufOf(i);
-      const off = loc.offOf(i);
+      const buf = memory[inMemory[i]!]!;
+      const off = offset[i]!;
       key[i] = buf[off + 1]! * 2 ** 32 + digest32(buf, off);
     }
     for (let i = 0; i < n; i++) order[i] = i;
-    order.sort((a, b) => key[a]! - key[b]! || compareEntries(loc, a, b));
+    order.sort((a, b) => key[a]! - key[b]! || compareEntries(at, a, b));
     return order;
   }
   const scale = 2 ** indexBits;
   const shift = 2 ** (32 - digestBits);
   const packed = new Float64Array(n);
   for (let i = 0; i < n; i++) {
-    const buf = loc.bufOf(i);
-    const off = loc.offOf(i);
+    const buf = memory[inMemory[i]!]!;
+    const off = offset[i]!;
     const prefix = (buf[off + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
     packed[i] = 2 ** 52 + prefix * scale + i;
   }
@@ -348,7 +351,7 @@ function sortedByCid(n: number, loc: CidLocator): Int32Array {
     let end = k + 1;
     while (end < n && words[2 * end + hi] === high && words[2 * end + lo]! >>> indexBits === low) end++;
     if (end - k > 1) {
-      const run = Array.from(order.subarray(k, end)).sort((a, b) => compareEntries(loc, a, b) || a - b);
+      const run = Array.from(order.subarray(k, end)).sort((a, b) => compareEntries(at, a, b) || a - b);
       order.set(run, k);
     }
     k = end;
@@ -363,11 +366,18 @@ function digest32(cids: Uint8Array, o: number): number {
   return ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
 }
 
-function compareEntries(loc: CidLocator, a: number, b: number): number {
-  const ab = loc.bufOf(a);
-  const ao = loc.offOf(a);
-  const bb = loc.bufOf(b);
-  const bo = loc.offOf(b);
+/** Where the entries' CIDs lie: entry `e`'s in `memory[inMemory[e]]` at `offset[e]`. */
+interface CidsAt {
+  memory: readonly Uint8Array[];
+  inMemory: Int32Array;
+  offset: Uint32Array;
+}
+
+function compareEntries(at: CidsAt, a: number, b: number): number {
+  const ab = at.memory[at.inMemory[a]!]!;
+  const ao = at.offset[a]!;
+  const bb = at.memory[at.inMemory[b]!]!;
+  const bo = at.offset[b]!;
   for (let i = 0; i < CID_LENGTH; i++) {
     const d = ab[ao + i]! - bb[bo + i]!;
     if (d !== 0) return d;
