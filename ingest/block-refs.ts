@@ -161,7 +161,7 @@ export class BlockRefs {
       offset[e] = loc.offOf(e);
     }
     const memory = loc.memory;
-    const order = sortedByCid(n, memory, inMemory, offset);
+    const { order, tie } = sortedByCid(n, memory, inMemory, offset);
     // Per group: the entry that stands for it (one that carries its bytes, when any does), and
     // where its CID lies (in CID order the entries are at random: each later pass over the
     // groups would otherwise miss the cache three times a group to find it).
@@ -177,7 +177,7 @@ export class BlockRefs {
       const e = order[k]!;
       const buf = memory[inMemory[e]!]!;
       const off = offset[e]!;
-      if (g < 0 || !sameCid(buf, off, repBuf, repOff)) {
+      if (g < 0 || tie[k] === 0 || !sameCid(buf, off, repBuf, repOff)) {
         g++;
         rep[g] = e;
         repBuf = buf;
@@ -307,15 +307,25 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
  * and the prefix are read back as integers from the words of the sorted array, without a
  * floating-point division per entry.
  */
-function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Array, offset: Uint32Array): Int32Array {
+function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Array, offset: Uint32Array): Sorted {
   const at: CidsAt = { memory, inMemory, offset };
   const order = new Int32Array(n);
+  // 1 where an entry's CID may be the one before it in the order (their keys agree): only there
+  // need grouping compare their bytes.
+  const tie = new Uint8Array(n);
   const indexBits = Math.max(20, Math.ceil(Math.log2(n + 1)));
   const digestBits = 51 - indexBits;
-  let packable = digestBits >= 16;
+  const scale = 2 ** indexBits;
+  const shift = 2 ** (32 - digestBits);
+  const packed = digestBits >= 16 ? new Float64Array(n) : undefined;
+  let packable = packed !== undefined;
   for (let i = 0; i < n && packable; i++) {
-    const codec = memory[inMemory[i]!]![offset[i]! + 1];
+    const buf = memory[inMemory[i]!]!;
+    const off = offset[i]!;
+    const codec = buf[off + 1];
     packable = codec === 0x71 || codec === 0x55;
+    const prefix = (codec === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
+    packed![i] = 2 ** 52 + prefix * scale + i;
   }
   if (!packable) {
     const key = new Float64Array(n);
@@ -326,20 +336,12 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
     }
     for (let i = 0; i < n; i++) order[i] = i;
     order.sort((a, b) => key[a]! - key[b]! || compareEntries(at, a, b));
-    return order;
+    tie.fill(1);
+    return { order, tie };
   }
-  const scale = 2 ** indexBits;
-  const shift = 2 ** (32 - digestBits);
-  const packed = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const buf = memory[inMemory[i]!]!;
-    const off = offset[i]!;
-    const prefix = (buf[off + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
-    packed[i] = 2 ** 52 + prefix * scale + i;
-  }
-  packed.sort();
+  packed!.sort();
   // The key's low 32 bits and the 20 above them (under the sign and exponent bits, the same in every entry).
-  const words = new Uint32Array(packed.buffer);
+  const words = new Uint32Array(packed!.buffer);
   const lo = LITTLE_ENDIAN ? 0 : 1;
   const hi = 1 - lo;
   const mask = scale - 1;
@@ -353,10 +355,17 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
     if (end - k > 1) {
       const run = Array.from(order.subarray(k, end)).sort((a, b) => compareEntries(at, a, b) || a - b);
       order.set(run, k);
+      tie.fill(1, k + 1, end);
     }
     k = end;
   }
-  return order;
+  return { order, tie };
+}
+
+/** Entry indexes in CID order, and where a CID may repeat the one before it. */
+interface Sorted {
+  order: Int32Array;
+  tie: Uint8Array;
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
