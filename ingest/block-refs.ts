@@ -11,7 +11,8 @@
  * 36 bytes lie (a block of a source by its index, or an offset in an array the caller passed),
  * and a group names the entry that stands for it. A copy of every CID, twice (the entries',
  * then the groups'), with the arrays grown by doubling, was some 150 bytes a block at the
- * grouping's peak, about a third of a large repo's CAR; now it is 33, and 20 more while grouping.
+ * grouping's peak, about a third of a large repo's CAR; now it is 25 once grouped, and 16 an entry
+ * more while grouping.
  *
  * The arrays passed (CIDs, a source's buffers) are read until the groups are no longer used:
  * they must not change before then.
@@ -161,15 +162,21 @@ export class BlockRefs {
       offset[e] = loc.offOf(e);
     }
     const memory = loc.memory;
-    const { order, tie } = sortedByCid(n, memory, inMemory, offset);
-    // Per group: the entry that stands for it (one that carries its bytes, when any does), and
-    // where its CID lies (in CID order the entries are at random: each later pass over the
-    // groups would otherwise miss the cache three times a group to find it).
-    const rep = new Int32Array(n);
+    const { order, tie, spare } = sortedByCid(n, memory, inMemory, offset);
+    // Per group, what the later passes read, in CID order (the entries are at random in it: each
+    // pass would otherwise miss the cache three times a group to find a CID): where its CID lies;
+    // and, from the entry that carries its bytes with the lowest change index (the change that
+    // first needed it), that change, the source and the index there. What the sort is done with
+    // is reused: its keys' memory for the CIDs' places, the order itself for the indexes (group g
+    // is written once entries 0..g of the order are read). The entries are let go.
+    const places = spare ?? new ArrayBuffer(8 * n);
+    const cidIn = new Int32Array(places, 0, n);
+    const cidAt = new Uint32Array(places, 4 * n, n);
+    const index = order;
     const delta = new Int32Array(n);
     const carried = new Uint8Array(n);
-    const cidIn = new Int32Array(n);
-    const cidAt = new Uint32Array(n);
+    const owner = new Int32Array(n);
+    const source = new Int32Array(n);
     let g = -1;
     let repBuf: Uint8Array = EMPTY;
     let repOff = 0;
@@ -179,46 +186,50 @@ export class BlockRefs {
       const off = offset[e]!;
       if (g < 0 || tie[k] === 0 || !sameCid(buf, off, repBuf, repOff)) {
         g++;
-        rep[g] = e;
         repBuf = buf;
         repOff = off;
         cidIn[g] = inMemory[e]!;
         cidAt[g] = off;
+        owner[g] = -1;
       }
       const at = e * FIELDS;
       delta[g]! += meta[at + DELTA]!;
-      // The lowest change index among the entries that carry it: the change that first needed it.
-      if (meta[at + SOURCE]! >= 0 && (carried[g] === 0 || meta[at + OWNER]! < meta[rep[g]! * FIELDS + OWNER]!)) {
+      if (meta[at + SOURCE]! >= 0 && (carried[g] === 0 || meta[at + OWNER]! < owner[g]!)) {
         carried[g] = 1;
-        rep[g] = e;
+        owner[g] = meta[at + OWNER]!;
+        source[g] = meta[at + SOURCE]!;
+        index[g] = meta[at + INDEX]!;
       }
     }
     this.#meta = new Int32Array(0);
     this.#n = 0;
     this.#sources.length = 1;
     this.#memory.length = 0;
-    return new Groups(g + 1, delta, carried, rep, meta, sources, memory, cidIn, cidAt);
+    const count = g + 1;
+    return new Groups(count, delta, carried, { owner, source, index }, sources, memory, cidIn, cidAt);
   }
 }
 
-/** {@link BlockGroups} over the entries' fields (kept) and each group's standing entry. */
+/** {@link BlockGroups}: per group, its sums, where its CID lies, and which entry's bytes it carries. */
 class Groups implements BlockGroups {
   readonly count: number;
   readonly delta: Int32Array;
   readonly carried: Uint8Array;
-  readonly #rep: Int32Array;
-  readonly #meta: Int32Array;
+  readonly #owner: Int32Array;
+  readonly #source: Int32Array;
+  readonly #index: Int32Array;
   readonly #sources: BlockSource[];
   readonly #memory: readonly Uint8Array[];
   readonly #cidIn: Int32Array;
   readonly #cidAt: Uint32Array;
 
-  constructor(count: number, delta: Int32Array, carried: Uint8Array, rep: Int32Array, meta: Int32Array, sources: BlockSource[], memory: readonly Uint8Array[], cidIn: Int32Array, cidAt: Uint32Array) {
+  constructor(count: number, delta: Int32Array, carried: Uint8Array, bytes: { owner: Int32Array; source: Int32Array; index: Int32Array }, sources: BlockSource[], memory: readonly Uint8Array[], cidIn: Int32Array, cidAt: Uint32Array) {
     this.count = count;
     this.delta = delta.subarray(0, count);
     this.carried = carried.subarray(0, count);
-    this.#rep = rep;
-    this.#meta = meta;
+    this.#owner = bytes.owner;
+    this.#source = bytes.source;
+    this.#index = bytes.index;
     this.#sources = sources;
     this.#memory = memory;
     this.#cidIn = cidIn;
@@ -226,12 +237,11 @@ class Groups implements BlockGroups {
   }
 
   ownerAt(group: number): number {
-    return this.carried[group] ? this.#meta[this.#rep[group]! * FIELDS + OWNER]! : -1;
+    return this.carried[group] ? this.#owner[group]! : -1;
   }
 
   dataAt(group: number): Uint8Array {
-    const at = this.#rep[group]! * FIELDS;
-    return this.#sources[this.#meta[at + SOURCE]!]!.dataAt(this.#meta[at + INDEX]!);
+    return this.#sources[this.#source[group]!]!.dataAt(this.#index[group]!);
   }
 
   cidBuffer(group: number): Uint8Array {
@@ -337,7 +347,7 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
     for (let i = 0; i < n; i++) order[i] = i;
     order.sort((a, b) => key[a]! - key[b]! || compareEntries(at, a, b));
     tie.fill(1);
-    return { order, tie };
+    return { order, tie, spare: undefined };
   }
   packed!.sort();
   // The key's low 32 bits and the 20 above them (under the sign and exponent bits, the same in every entry).
@@ -359,13 +369,14 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
     }
     k = end;
   }
-  return { order, tie };
+  return { order, tie, spare: packed!.buffer };
 }
 
-/** Entry indexes in CID order, and where a CID may repeat the one before it. */
+/** Entry indexes in CID order, and where a CID may repeat the one before it; the keys' memory (8 bytes an entry), free now. */
 interface Sorted {
   order: Int32Array;
   tie: Uint8Array;
+  spare: ArrayBuffer | undefined;
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
