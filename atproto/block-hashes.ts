@@ -11,6 +11,7 @@
  * Either way, the first block in CAR order whose bytes do not match its CID is the one refused.
  */
 import { hash } from 'node:crypto';
+import type { BlockMap } from './block-map.ts';
 import { CID_LENGTH, cidToString } from './cid.ts';
 import { BlockHashMismatchError } from './errors.ts';
 
@@ -33,18 +34,34 @@ export function checkBlockHash(buf: Uint8Array, start: number, end: number): voi
 const SLICE_MS = 4;
 
 /**
- * Blocks whose hashes are still to be checked, in the order they were read. Holds the buffers
- * they are in (which the block map holds anyway) and three integers per block.
+ * Blocks whose hashes are still to be checked, in the order they were read: the blocks a
+ * `BlockMap` took (`held`: read from there, so nothing is stored for them, where three integers
+ * a block were as much again as the map's own index), and any others (`add`: a duplicate CID the
+ * map kept its first copy of), each with its place among them.
  */
 export class DeferredBlockHashes {
+  // Blocks of the map, by index: [0, #held) recorded, [0, #nextHeld) checked.
+  #map: BlockMap | undefined;
+  #held = 0;
+  #nextHeld = 0;
+  // Other blocks: where they lie, and how many of the map's blocks came before each.
   readonly #buffers: Uint8Array[] = [];
-  #buffer = new Int32Array(1024);
-  #start = new Uint32Array(1024);
-  #end = new Uint32Array(1024);
+  #buffer = new Int32Array(0);
+  #start = new Uint32Array(0);
+  #end = new Uint32Array(0);
+  #at = new Uint32Array(0);
   #n = 0;
   #next = 0;
   #failure: BlockHashMismatchError | undefined;
   #background: Promise<void> | undefined;
+
+  /** Records the block that `map` just took (its last), to be checked later, where it lies in the map. */
+  held(map: BlockMap): void {
+    if (this.#map !== undefined && this.#map !== map) throw new Error('DeferredBlockHashes: blocks of another map');
+    this.#map = map;
+    if (map.size !== this.#held + 1) throw new Error('DeferredBlockHashes: a block of the map was not recorded');
+    this.#held++;
+  }
 
   /** Records the block at `[start, end)` of `buf` (CID first), to be checked later. */
   add(buf: Uint8Array, start: number, end: number): void {
@@ -55,12 +72,13 @@ export class DeferredBlockHashes {
     this.#buffer[i] = buffers.length - 1;
     this.#start[i] = start;
     this.#end[i] = end;
+    this.#at[i] = this.#held;
     this.#n = i + 1;
   }
 
   /** Blocks recorded and not yet checked. */
   get unchecked(): number {
-    return this.#n - this.#next;
+    return this.#n - this.#next + this.#held - this.#nextHeld;
   }
 
   /**
@@ -97,40 +115,62 @@ export class DeferredBlockHashes {
   #checkUntil(deadline: number): boolean {
     if (this.#failure) throw this.#failure;
     const buffers = this.#buffers;
-    while (this.#next < this.#n) {
+    const map = this.#map;
+    while (this.#next < this.#n || this.#nextHeld < this.#held) {
       // The clock is read every 64 blocks or 256 KB, whichever comes first (blocks may be large).
-      let i = this.#next;
-      for (let bytes = 0, k = 0; i < this.#n && k < 64 && bytes < 256 * 1024; i++, k++) {
+      for (let bytes = 0, k = 0; k < 64 && bytes < 256 * 1024; k++) {
+        // The next in CAR order: another block read before the map's next one, or that one.
+        const other = this.#next < this.#n && this.#at[this.#next]! <= this.#nextHeld;
+        if (!other && this.#nextHeld === this.#held) break;
+        let buf: Uint8Array;
+        let start: number;
+        let end: number;
+        if (other) {
+          const i = this.#next;
+          buf = buffers[this.#buffer[i]!]!;
+          start = this.#start[i]!;
+          end = this.#end[i]!;
+        } else {
+          const i = this.#nextHeld;
+          buf = map!.bufferAt(i);
+          start = map!.startAt(i);
+          end = map!.endAt(i);
+        }
         try {
-          checkBlockHash(buffers[this.#buffer[i]!]!, this.#start[i]!, this.#end[i]!);
+          checkBlockHash(buf, start, end);
         } catch (err) {
           this.#failure = err as BlockHashMismatchError;
-          this.#next = i;
           throw err;
         }
-        bytes += this.#end[i]! - this.#start[i]!;
+        if (other) this.#next++;
+        else this.#nextHeld++;
+        bytes += end - start;
       }
-      this.#next = i;
-      if (deadline !== Infinity && performance.now() >= deadline) return this.#next === this.#n;
+      if (deadline !== Infinity && performance.now() >= deadline) return this.unchecked === 0;
     }
     // Everything checked: the positions are not needed any more (the buffers are the blocks').
     this.#buffer = new Int32Array(0);
-    this.#start = this.#end = new Uint32Array(0);
+    this.#start = this.#end = this.#at = new Uint32Array(0);
     this.#buffers.length = 0;
     this.#n = this.#next = 0;
+    this.#map = undefined;
+    this.#held = this.#nextHeld = 0;
     return true;
   }
 
   #grow(): void {
-    const n = Math.max(1024, this.#start.length * 2);
+    const n = Math.max(64, this.#start.length * 2);
     const buffer = new Int32Array(n);
     buffer.set(this.#buffer);
     const start = new Uint32Array(n);
     start.set(this.#start);
     const end = new Uint32Array(n);
     end.set(this.#end);
+    const at = new Uint32Array(n);
+    at.set(this.#at);
     this.#buffer = buffer;
     this.#start = start;
     this.#end = end;
+    this.#at = at;
   }
 }

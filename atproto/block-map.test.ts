@@ -74,4 +74,20 @@ describe('BlockMap', () => {
     expect(map.size).toBe(34);
     for (const [i, b] of at.entries()) expect(map.has(b.cid)).toBe(i % 3 === 0);
   });
+
+  it('trimmed to its blocks, lets go of its spare room and still finds them, and grows again', () => {
+    const { buffer, at } = blocks(3000);
+    const map = new BlockMap();
+    for (const b of at.slice(0, 2100)) map.add(buffer, b.start, b.end);
+    const before = map.indexBytes;
+    map.trim();
+    // Three arrays of four bytes a block: room for 4,096 blocks was made, 2,100 are kept.
+    expect(before - map.indexBytes).toBe(12 * (4096 - 2100));
+    for (const [i, b] of at.slice(0, 2100).entries()) expect(map.indexOf(buffer, b.start)).toBe(i);
+    for (const b of at.slice(2100)) expect(map.add(buffer, b.start, b.end)).toBe(true);
+    for (const [i, b] of at.entries()) {
+      expect(map.indexOf(buffer, b.start)).toBe(i);
+      expect(map.bufferAt(i)).toBe(map.buffers[map.bufferIndexAt(i)]);
+    }
+  });
 });

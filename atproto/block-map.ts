@@ -21,8 +21,10 @@ export class BlockMap {
   #start: Uint32Array;
   #end: Uint32Array;
   #size = 0;
-  // Open addressing, linear probing, kept at most half full. Each slot is two ints: block
-  // index + 1 (0 = empty) and a fingerprint of the CID.
+  // Open addressing, linear probing, kept at most three quarters full (at half, a large repo's
+  // table was up to 32 bytes a block; a probe past a taken slot costs a comparison of the
+  // fingerprint beside it, not a read of the CAR). Each slot is two ints: block index + 1
+  // (0 = empty) and a fingerprint of the CID.
   #table: Int32Array;
 
   /**
@@ -31,9 +33,9 @@ export class BlockMap {
    */
   constructor(capacity = 1024) {
     const n = Math.max(8, Math.ceil(capacity));
-    // Room for n blocks with the table at most half full (it is rehashed past that).
+    // Room for n blocks with the table at most three quarters full (it is rehashed past that).
     let slots = 16;
-    while (slots < 2 * n) slots *= 2;
+    while (4 * n > 3 * slots) slots *= 2;
     // One allocation for the four arrays: each typed array past a few dozen bytes has a backing
     // store of its own outside the heap, which cost more than verifying a small repo's blocks,
     // and every repo's map makes them. Growing replaces them one by one, as before.
@@ -65,7 +67,7 @@ export class BlockMap {
     this.#start[index] = start;
     this.#end[index] = end;
     this.#size = index + 1;
-    if (this.#size * 4 > this.#table.length) {
+    if (this.#size * 8 > this.#table.length * 3) {
       this.#rehash(this.#table.length * 2);
     } else {
       this.#table[slot << 1] = index + 1;
@@ -132,6 +134,15 @@ export class BlockMap {
     return this.#start[index]!;
   }
 
+  /** The buffers blocks were read from, each once; block `index` is in the one at `bufferIndexAt(index)`. */
+  get buffers(): readonly Uint8Array[] {
+    return this.#buffers;
+  }
+
+  bufferIndexAt(index: number): number {
+    return this.#buffer[index]!;
+  }
+
   endAt(index: number): number {
     return this.#end[index]!;
   }
@@ -150,8 +161,19 @@ export class BlockMap {
       this.#end = resize(this.#end);
     }
     let slots = this.#table.length >> 1;
-    while (want * 2 > slots) slots *= 2;
+    while (want * 4 > slots * 3) slots *= 2;
     if (slots * 2 !== this.#table.length) this.#rehash(slots * 2);
+  }
+
+  /**
+   * Lets go of the room made for blocks beyond those held (up to as many again, the arrays
+   * growing by doubling): for a map that is complete, as a CAR's is once read.
+   */
+  trim(): void {
+    if (this.#start.length === this.#size) return;
+    this.#buffer = this.#buffer.slice(0, this.#size);
+    this.#start = this.#start.slice(0, this.#size);
+    this.#end = this.#end.slice(0, this.#size);
   }
 
   /** The 36 CID bytes of block `index`: a view. */
@@ -232,7 +254,7 @@ export class BlockMap {
 
   #grow(): void {
     const grow = (old: Uint32Array) => {
-      const next = new Uint32Array(old.length * 2);
+      const next = new Uint32Array(Math.max(8, old.length * 2));
       next.set(old);
       return next;
     };

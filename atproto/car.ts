@@ -213,6 +213,7 @@ export class CarParser {
       throw new CarFormatError(`CAR is truncated: ${pending} bytes of an incomplete entry at the end`);
     }
     if (this.#root === undefined) throw new CarFormatError('CAR is empty: no header');
+    this.#blocks!.trim();
     const contents: CarContents = { root: this.#root, rootBytes: this.#rootBytes, blocks: this.#blocks!, bytes: this.#bytes };
     if (this.#unchecked) contents.unchecked = this.#unchecked;
     return contents;
@@ -288,10 +289,16 @@ export class CarParser {
       );
     }
     const end = start + length;
-    if (this.#unchecked) this.#unchecked.add(buf, start, end);
-    else checkBlockHash(buf, start, end);
+    const unchecked = this.#unchecked;
+    if (unchecked === undefined) checkBlockHash(buf, start, end);
     const blocks = this.#blocks!;
-    if (blocks.add(buf, start, end) && blocks.size > this.#caps.maxBlocks) throw new TooManyBlocksError(this.#caps.maxBlocks);
+    const added = blocks.add(buf, start, end);
+    // Deferred, a block the map took is checked from there; a duplicate, from where it lies.
+    if (unchecked !== undefined) {
+      if (added) unchecked.held(blocks);
+      else unchecked.add(buf, start, end);
+    }
+    if (added && blocks.size > this.#caps.maxBlocks) throw new TooManyBlocksError(this.#caps.maxBlocks);
   }
 }
 

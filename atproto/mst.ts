@@ -56,6 +56,7 @@ export function parsePath(path: string): number {
 export function readMst(blocks: BlockMap, root: number, maxHeight: number, reached: Uint8Array, maxKeyBytes = Infinity): MstContents {
   const walk: Walk = { blocks, reached, maxHeight, maxKeyBytes, records: new RecordList(blocks), nodes: [], height: 0, checked: [] };
   visit(walk, root, { root: true });
+  walk.records.trim();
   return { records: walk.records, nodes: walk.nodes, height: walk.height };
 }
 

@@ -1,11 +1,12 @@
 /**
- * The records of a verified repository, held compactly: every key in one byte arena, and per
- * record a few integers (where its key ends, where its rkey starts, its collection, its block in
- * the `BlockMap`).
+ * The records of a verified repository, held compactly: every record key (rkey) in one byte
+ * arena, each collection once with the run of records under it, and per record two integers
+ * (where its rkey ends, its block in the `BlockMap`).
  *
  * An object per record — a path, an rkey and a CID string — cost about 250 bytes of heap each,
  * most of a large repo's memory beyond its CAR bytes, and the survivors of every young-generation
- * collection made V8 grow its new space to 64 MB. Here a record costs its key bytes and 16 bytes.
+ * collection made V8 grow its new space to 64 MB. Here a record costs its rkey's bytes and 8
+ * bytes (the whole path and a collection index per record were twice that: a tenth of the CAR).
  * Strings and objects are made when asked for, one record at a time (`pathAt`, `cidAt`, the
  * iterator), so a caller that streams the records keeps none of them.
  */
@@ -31,13 +32,16 @@ export class RecordList implements Iterable<RepoRecord> {
   // Small at first (most repos are), doubled as they fill.
   #keys: Uint8Array;
   #keysLength = 0;
-  // Per record: end of its key in #keys (it starts where the previous one ends), the rkey's
-  // offset within the key, its collection (index into #collections), its block index.
+  // Bytes of every path written out in full (what verify caps).
+  #pathBytes = 0;
+  // Per record: end of its rkey in #keys (it starts where the previous one ends), its block index.
   #keyEnd: Uint32Array;
-  #rkeyAt: Uint16Array;
-  #collection: Uint32Array;
   #block: Int32Array;
+  // Per collection, in key order: its name and its first record.
   readonly #collections: string[] = [];
+  readonly #runStart: number[] = [];
+  // The run `collectionAt` found last: records are mostly read in order.
+  #run = 0;
   #length = 0;
 
   constructor(blocks: BlockMap) {
@@ -45,21 +49,19 @@ export class RecordList implements Iterable<RepoRecord> {
     // The first arrays share one allocation (each its own would be a backing store apiece,
     // for every repo verified); growing replaces them one by one.
     const n = FIRST_RECORDS;
-    const memory = new ArrayBuffer(14 * n + FIRST_KEY_BYTES);
+    const memory = new ArrayBuffer(8 * n + FIRST_KEY_BYTES);
     this.#keyEnd = new Uint32Array(memory, 0, n);
-    this.#collection = new Uint32Array(memory, 4 * n, n);
-    this.#block = new Int32Array(memory, 8 * n, n);
-    this.#rkeyAt = new Uint16Array(memory, 12 * n, n);
-    this.#keys = new Uint8Array(memory, 14 * n, FIRST_KEY_BYTES);
+    this.#block = new Int32Array(memory, 4 * n, n);
+    this.#keys = new Uint8Array(memory, 8 * n, FIRST_KEY_BYTES);
   }
 
   get length(): number {
     return this.#length;
   }
 
-  /** Bytes of every key, written out in full. */
+  /** Bytes of every key (`collection/rkey`), written out in full. */
   get keyBytes(): number {
-    return this.#keysLength;
+    return this.#pathBytes;
   }
 
   /**
@@ -68,13 +70,15 @@ export class RecordList implements Iterable<RepoRecord> {
    * collection's records are consecutive and its string is kept once.
    */
   pushPath(path: string, collection: string, block: number): void {
-    const at = this.#reserve(path.length);
+    const from = collection.length + 1;
+    const at = this.#reserve(path.length - from);
     const keys = this.#keys;
-    for (let i = 0; i < path.length; i++) keys[at + i] = path.charCodeAt(i);
-    this.#append(path.length, collection.length, collection, block);
+    for (let i = from; i < path.length; i++) keys[at + i - from] = path.charCodeAt(i);
+    this.#pathBytes += path.length;
+    this.#append(path.length - from, collection, block);
   }
 
-  /** Makes room for a key of `length` bytes; returns where it goes. */
+  /** Makes room for an rkey of `length` bytes; returns where it goes. */
   #reserve(length: number): number {
     if (this.#length === this.#keyEnd.length) this.#grow();
     if (this.#keysLength + length > this.#keys.length) {
@@ -85,14 +89,15 @@ export class RecordList implements Iterable<RepoRecord> {
     return this.#keysLength;
   }
 
-  #append(keyLength: number, slash: number, collection: string, block: number): void {
+  #append(keyLength: number, collection: string, block: number): void {
     const i = this.#length;
     this.#keysLength += keyLength;
     this.#keyEnd[i] = this.#keysLength;
-    this.#rkeyAt[i] = slash + 1;
     const collections = this.#collections;
-    if (collections[collections.length - 1] !== collection) collections.push(collection);
-    this.#collection[i] = collections.length - 1;
+    if (collections[collections.length - 1] !== collection) {
+      collections.push(collection);
+      this.#runStart.push(i);
+    }
     this.#block[i] = block;
     this.#length = i + 1;
   }
@@ -101,17 +106,37 @@ export class RecordList implements Iterable<RepoRecord> {
     return i === 0 ? 0 : this.#keyEnd[i - 1]!;
   }
 
+  /** The index of record `i`'s collection in `#collections`. */
+  #runOf(i: number): number {
+    const starts = this.#runStart;
+    let r = this.#run;
+    if (r < starts.length && starts[r]! <= i && (r + 1 === starts.length || i < starts[r + 1]!)) return r;
+    if (r + 1 < starts.length && starts[r + 1]! <= i && (r + 2 === starts.length || i < starts[r + 2]!)) r++;
+    else {
+      let lo = 0;
+      let hi = starts.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >>> 1;
+        if (starts[mid]! <= i) lo = mid;
+        else hi = mid - 1;
+      }
+      r = lo;
+    }
+    this.#run = r;
+    return r;
+  }
+
   /** `collection/rkey`. */
   pathAt(i: number): string {
-    return latin1(this.#keys, this.#keyStart(i), this.#keyEnd[i]!);
+    return `${this.collectionAt(i)}/${this.rkeyAt(i)}`;
   }
 
   collectionAt(i: number): string {
-    return this.#collections[this.#collection[i]!]!;
+    return this.#collections[this.#runOf(i)]!;
   }
 
   rkeyAt(i: number): string {
-    return latin1(this.#keys, this.#keyStart(i) + this.#rkeyAt[i]!, this.#keyEnd[i]!);
+    return latin1(this.#keys, this.#keyStart(i), this.#keyEnd[i]!);
   }
 
   /** The index of the record's block in `blocks`. */
@@ -150,24 +175,28 @@ export class RecordList implements Iterable<RepoRecord> {
     return out;
   }
 
+  /** Lets go of the room made for records and rkeys beyond those held (up to as much again): for a list that is complete. */
+  trim(): void {
+    const n = this.#length;
+    if (this.#keyEnd.length > n) {
+      this.#keyEnd = this.#keyEnd.slice(0, n);
+      this.#block = this.#block.slice(0, n);
+    }
+    if (this.#keys.length > this.#keysLength) this.#keys = this.#keys.slice(0, this.#keysLength);
+  }
+
   /** Renumbers block indexes after `BlockMap.retain`: `renumber[old]` is the new index. */
   renumberBlocks(renumber: Int32Array): void {
     for (let i = 0; i < this.#length; i++) this.#block[i] = renumber[this.#block[i]!]!;
   }
 
   #grow(): void {
-    const n = this.#keyEnd.length * 2;
+    const n = Math.max(FIRST_RECORDS, this.#keyEnd.length * 2);
     const keyEnd = new Uint32Array(n);
     keyEnd.set(this.#keyEnd);
-    const rkeyAt = new Uint16Array(n);
-    rkeyAt.set(this.#rkeyAt);
-    const collection = new Uint32Array(n);
-    collection.set(this.#collection);
     const block = new Int32Array(n);
     block.set(this.#block);
     this.#keyEnd = keyEnd;
-    this.#rkeyAt = rkeyAt;
-    this.#collection = collection;
     this.#block = block;
   }
 }

@@ -123,6 +123,9 @@ async function verifyContents(contents: CarContents, options: VerifyOptions, cap
   // Nothing a PDS slips into the CAR beside the repository gets stored.
   const unreachableBlocks = blocks.size - reached.reduce((n, r) => n + r, 0);
   if (unreachableBlocks > 0) {
+    // Deferred checks read the map's blocks by index, which dropping some renumbers: they are
+    // done first (every block, reached or not, as an eager read checks them).
+    contents.unchecked?.checkNow();
     const renumber = new Int32Array(blocks.size);
     for (let from = 0, to = 0; from < reached.length; from++) renumber[from] = reached[from] ? to++ : -1;
     blocks.retain(reached);

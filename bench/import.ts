@@ -12,6 +12,12 @@
  * process's RSS just before, after a full collection, with the RSS high-water mark reset there
  * (`/proc/self/clear_refs`), so the peak is the import's own and not what loading the bench's
  * inputs left behind; `peakRssOverCar` and `aboveBaselineOverCar` are against that baseline.
+ * Part of that peak does not grow with the repo: V8's young generation (by default its two
+ * semi-spaces grow to 16 MB each and past that, 32 to 128 MB in all here; the collection at the
+ * baseline leaves most of their pages released, and the import touches them again) and the
+ * array buffers that die between its collections (COPY's chunks).
+ * `node --max-semi-space-size=4 bench/import.ts …` runs the import with the young generation a
+ * worker given that flag would have (`nodeFlags` in the output says what it ran with).
  *
  * `--first-only` skips the re-import (the growth bench measures first imports at several sizes).
  * `--without-index` drops those indexes from the bench's fresh database before importing: what
@@ -70,6 +76,11 @@ export interface ImportBench {
   carStreamed: boolean;
   /** Whether the high-water mark was reset at the baseline; when not, the peak is the process's since it started. */
   peakResetAtBaseline: boolean;
+  /**
+   * Node's flags for this process (`--max-semi-space-size=4`, say): V8's young generation, whose
+   * pages the import touches whatever it holds, is up to 32 MB of the peak by default.
+   */
+  nodeFlags: string[];
 }
 
 async function freshDb(baseUrl: string): Promise<string> {
@@ -172,6 +183,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     aboveBaselineOverCar: ((peakFirstMb - baselineMb) * 1024 * 1024) / carBytes,
     carStreamed,
     peakResetAtBaseline,
+    nodeFlags: [...process.execArgv, ...(process.env.NODE_OPTIONS ? [process.env.NODE_OPTIONS] : [])],
   };
 }
 

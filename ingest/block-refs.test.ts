@@ -43,15 +43,54 @@ function check(codecs: number[], entries = 1000) {
   const keys = [...expected.keys()].sort((a, b) => Buffer.compare(Buffer.from(a, 'hex'), Buffer.from(b, 'hex')));
   expect(g.count).toBe(keys.length);
   keys.forEach((key, i) => {
-    expect(Buffer.from(g.cids.subarray(i * 36, (i + 1) * 36)).toString('hex')).toBe(key);
+    expect(Buffer.from(g.cidAt(i)).toString('hex')).toBe(key);
+    expect(Buffer.from(g.cidBuffer(i).subarray(g.cidOffset(i), g.cidOffset(i) + 36)).toString('hex')).toBe(key);
     expect(g.delta[i]).toBe(expected.get(key)!.delta);
-    expect(g.owner[i]).toBe(expected.get(key)!.owner);
+    expect(g.ownerAt(i)).toBe(expected.get(key)!.owner);
     expect(g.carried[i]).toBe(expected.get(key)!.owner >= 0 ? 1 : 0);
     if (g.carried[i]) expect(g.dataAt(i)).toBe(data.get(key));
   });
 }
 
+/** Blocks of a source (as a verified repo's block map gives them: CID then data, in one buffer), with references to some of them. */
+function checkSource() {
+  const refs = new BlockRefs();
+  const n = 500;
+  const buffer = new Uint8Array(n * 40);
+  const starts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    buffer.set(cid(i % 2 ? 0x71 : 0x55, randomBytes(32)), i * 40);
+    buffer.set(Uint8Array.of(i & 255, 1, 2, 3), i * 40 + 36);
+    starts.push(i * 40);
+  }
+  const source = refs.source({ dataAt: (i) => buffer.subarray(starts[i]! + 36, starts[i]! + 40), bufferAt: () => buffer, startAt: (i) => starts[i]!, buffers: [buffer], bufferIndexAt: () => 0 });
+  refs.reserve(n);
+  // Each block once from the source (owner 3), the even ones also loose from an earlier change
+  // (owner 1, its bytes win), every third also released by a reference.
+  const loose = new Map<number, Uint8Array>();
+  for (let i = 0; i < n; i++) {
+    refs.block(source, i, 2, 3);
+    if (i % 2 === 0) {
+      const bytes = Uint8Array.of(9, i & 255);
+      loose.set(i, bytes);
+      refs.looseBlock(buffer, starts[i]!, 0, bytes, 1);
+    }
+    if (i % 3 === 0) refs.ref(Uint8Array.from(buffer.subarray(starts[i]!, starts[i]! + 36)), 0, -1);
+  }
+  const g = refs.group();
+  expect(g.count).toBe(n);
+  const byCid = [...Array(n).keys()].sort((a, b) => Buffer.compare(buffer.subarray(starts[a]!, starts[a]! + 36), buffer.subarray(starts[b]!, starts[b]! + 36)));
+  byCid.forEach((i, k) => {
+    expect(Buffer.from(g.cidAt(k)).equals(buffer.subarray(starts[i]!, starts[i]! + 36))).toBe(true);
+    expect(g.delta[k]).toBe(i % 3 === 0 ? 1 : 2);
+    expect(g.carried[k]).toBe(1);
+    expect(g.ownerAt(k)).toBe(i % 2 === 0 ? 1 : 3);
+    expect(Buffer.from(g.dataAt(k)).equals(i % 2 === 0 ? loose.get(i)! : buffer.subarray(starts[i]! + 36, starts[i]! + 40))).toBe(true);
+  });
+}
+
 describe('BlockRefs.group', () => {
+  it('reads the CIDs of a source\'s blocks where they lie, and keeps the bytes of the lowest owner', () => checkSource());
   it('sorts by CID bytes and sums each CID, keeping the bytes of the lowest owner (dag-cbor and raw)', () => check([0x71, 0x55]));
   it('does the same for CIDs of other codecs (the comparator path)', () => check([0x71, 0x70, 0x55]));
   it('does the same past the room it starts with', () => check([0x71, 0x55], 5000));

@@ -1,46 +1,85 @@
 /**
  * A batch's blocks and references, held compactly: every block the batch may need stored
  * (a candidate, with where its bytes are) and every reference it adds or drops (a refcount
- * delta), one entry each, CIDs in one byte arena. `group()` sorts the entries into CID byte
- * order (the lock order every refcount writer keeps) and sums each CID's entries, so a block
- * that several records, events or changes name is one row with one refcount.
+ * delta), one entry each. `group()` sorts the entries into CID byte order (the lock order every
+ * refcount writer keeps) and sums each CID's entries, so a block that several records, events or
+ * changes name is one row with one refcount.
  *
  * A `Map` keyed by CID strings cost a string, a map entry and often a base32 encode or decode
  * per block; for a 100,000-record repo that was most of the time and memory between verify and
- * the database. Here an entry is 36 bytes of CID and four integers.
+ * the database. Here an entry is four integers, and no CID is copied: an entry names where its
+ * 36 bytes lie (a block of a source by its index, or an offset in an array the caller passed),
+ * and a group names the entry that stands for it. A copy of every CID, twice (the entries',
+ * then the groups'), with the arrays grown by doubling, was some 150 bytes a block at the
+ * grouping's peak, about a third of a large repo's CAR; now it is 25 once grouped, and 16 an entry
+ * more while grouping.
+ *
+ * The arrays passed (CIDs, a source's buffers) are read until the groups are no longer used:
+ * they must not change before then.
  */
 import { CID_LENGTH } from '../atproto/cid.ts';
 
-/** Where candidate bytes come from: a verified repo's block map, by index. */
+/**
+ * Where candidate bytes come from: a verified repo's block map, by index. The block's CID is
+ * the 36 bytes at `startAt(index)` of `bufferAt(index)`.
+ */
 export interface BlockSource {
   dataAt(index: number): Uint8Array;
+  bufferAt(index: number): Uint8Array;
+  startAt(index: number): number;
+  /** The buffers its blocks lie in; block `index` is in the one at `bufferIndexAt(index)` (`bufferAt`'s). */
+  readonly buffers: readonly Uint8Array[];
+  bufferIndexAt(index: number): number;
 }
 
 /** The entries of one CID, summed. */
 export interface BlockGroups {
   count: number;
-  /** CIDs in byte order, 36 bytes each. */
-  cids: Uint8Array;
   /** Summed refcount change. */
-  delta: Float64Array;
+  delta: Int32Array;
   /** Whether the batch carries the block's bytes (a candidate for the pack). */
   carried: Uint8Array;
   /** The change that first needed the block (its index in the batch); -1 when not carried. */
-  owner: Int32Array;
+  ownerAt(group: number): number;
   /** The block's bytes; only when carried. */
   dataAt(group: number): Uint8Array;
+  /** The array the group's 36 CID bytes lie in, at {@link cidOffset}. */
+  cidBuffer(group: number): Uint8Array;
+  cidOffset(group: number): number;
+  /** The group's CID: a view. */
+  cidAt(group: number): Uint8Array;
+  /** Copies the group's 36 CID bytes into `target` at `at`. */
+  copyCid(group: number, target: Uint8Array, at: number): void;
 }
 
+// An entry's fields, side by side (grouping reads the entries in CID order, at random: one cache
+// line an entry rather than four): its refcount delta, the change that needs it, and where its
+// CID lies. A block the batch carries names its source (≥ 0) and its index there, where its
+// bytes and its CID are; a reference names the array its CID was passed in (`~index` into the
+// arrays passed: negative) and the offset there.
+const FIELDS = 4;
+const DELTA = 0;
+const OWNER = 1;
+const SOURCE = 2;
+const INDEX = 3;
+
 export class BlockRefs {
-  #cids = new Uint8Array(CID_LENGTH * 1024);
-  // Per entry, side by side (grouping reads the entries in CID order, at random: one cache line
-  // an entry rather than four): its refcount delta, which source holds its bytes (-1: none), its
-  // index there, the change that needs it.
-  #meta = new Int32Array(4 * 1024);
+  #meta = new Int32Array(0);
   #n = 0;
   readonly #sources: BlockSource[] = [];
+  // The arrays CIDs were passed in, each once in a row (many CIDs of one array come together).
+  readonly #memory: Uint8Array[] = [];
+  // Loose blocks: their bytes, and where their CIDs lie.
   readonly #loose: Uint8Array[] = [];
-  readonly #looseSource: BlockSource = { dataAt: (i) => this.#loose[i]! };
+  readonly #looseCid: Uint8Array[] = [];
+  readonly #looseCidAt: number[] = [];
+  readonly #looseSource: BlockSource = {
+    dataAt: (i) => this.#loose[i]!,
+    bufferAt: (i) => this.#looseCid[i]!,
+    startAt: (i) => this.#looseCidAt[i]!,
+    buffers: this.#looseCid,
+    bufferIndexAt: (i) => i,
+  };
 
   constructor() {
     this.#sources.push(this.#looseSource);
@@ -50,7 +89,13 @@ export class BlockRefs {
     return this.#n;
   }
 
-  /** Registers a block map (or anything with `dataAt`); returns its id for {@link block}. */
+  /** Makes room for `more` entries beyond those held, so that adding them copies nothing. */
+  reserve(more: number): void {
+    const want = (this.#n + more) * FIELDS;
+    if (want > this.#meta.length) this.#resize(want);
+  }
+
+  /** Registers a block map (or anything with its `dataAt`, `bufferAt`, `startAt`); returns its id for {@link block}. */
   source(s: BlockSource): number {
     this.#sources.push(s);
     return this.#sources.length - 1;
@@ -58,95 +103,200 @@ export class BlockRefs {
 
   /** {@link ref} of a whole 36-byte CID (RefDeltas' shape, for wipeRepoRows). */
   add(cid: Uint8Array, delta: number): void {
-    this.#push(cid, 0, delta, -1, 0, -1);
+    this.#push(delta, -1, ~this.#memoryOf(cid), 0);
   }
 
   /** A reference change to a block the batch does not carry (it must be indexed already). */
   ref(cid: Uint8Array, offset: number, delta: number): void {
-    this.#push(cid, offset, delta, -1, 0, -1);
+    this.#push(delta, -1, ~this.#memoryOf(cid), offset);
   }
 
-  /** A block the batch carries, from `source` at `index`, with the references it gains (≥ 0). */
-  block(cid: Uint8Array, offset: number, delta: number, source: number, index: number, owner: number): void {
-    this.#push(cid, offset, delta, source, index, owner);
+  /** A block the batch carries, block `index` of `source` (its CID with it), with the references it gains (≥ 0). */
+  block(source: number, index: number, delta: number, owner: number): void {
+    this.#push(delta, owner, source, index);
   }
 
   /** A carried block whose bytes are their own array. */
   looseBlock(cid: Uint8Array, offset: number, delta: number, data: Uint8Array, owner: number): void {
     this.#loose.push(data);
-    this.#push(cid, offset, delta, 0, this.#loose.length - 1, owner);
+    this.#looseCid.push(cid);
+    this.#looseCidAt.push(offset);
+    this.#push(delta, owner, 0, this.#loose.length - 1);
   }
 
-  #push(cid: Uint8Array, offset: number, delta: number, source: number, index: number, owner: number): void {
-    const i = this.#n;
-    if (4 * i === this.#meta.length) this.#grow();
-    this.#cids.set(cid.length === CID_LENGTH && offset === 0 ? cid : cid.subarray(offset, offset + CID_LENGTH), i * CID_LENGTH);
+  #memoryOf(cid: Uint8Array): number {
+    const memory = this.#memory;
+    if (memory[memory.length - 1] !== cid) memory.push(cid);
+    return memory.length - 1;
+  }
+
+  #push(delta: number, owner: number, source: number, index: number): void {
+    const at = this.#n * FIELDS;
+    if (at === this.#meta.length) this.#resize(Math.max(1024 * FIELDS, 2 * at));
     const meta = this.#meta;
-    meta[4 * i] = delta;
-    meta[4 * i + 1] = source;
-    meta[4 * i + 2] = index;
-    meta[4 * i + 3] = owner;
-    this.#n = i + 1;
+    meta[at + DELTA] = delta;
+    meta[at + OWNER] = owner;
+    meta[at + SOURCE] = source;
+    meta[at + INDEX] = index;
+    this.#n++;
   }
 
-  #grow(): void {
-    const n = Math.max(1024, (this.#meta.length / 4) * 2);
-    const cids = new Uint8Array(n * CID_LENGTH);
-    cids.set(this.#cids);
-    this.#cids = cids;
-    const meta = new Int32Array(4 * n);
-    meta.set(this.#meta);
+  #resize(length: number): void {
+    const meta = new Int32Array(length);
+    meta.set(this.#meta.subarray(0, this.#n * FIELDS));
     this.#meta = meta;
   }
 
-  /** The entries grouped by CID, in CID byte order. Consumes them: the entries' memory is let go. */
+  /** The entries grouped by CID, in CID byte order. Takes them: the refs are empty after. */
   group(): BlockGroups {
     const n = this.#n;
-    const cids = this.#cids;
-    const order = sortedByCid(cids, n);
-    const out = {
-      cids: new Uint8Array(n * CID_LENGTH),
-      delta: new Float64Array(n),
-      carried: new Uint8Array(n),
-      owner: new Int32Array(n),
-      source: new Int32Array(n),
-      index: new Int32Array(n),
-    };
     const meta = this.#meta;
-    const outCids = out.cids;
+    const sources = this.#sources.slice();
+    const loc = new CidLocator(meta, sources, this.#memory.slice());
+    // Where each entry's CID lies, looked up once, in entry order: sorting and grouping then read
+    // these and the CID bytes, not the entries and their sources again.
+    const inMemory = new Int32Array(n);
+    const offset = new Uint32Array(n);
+    for (let e = 0; e < n; e++) {
+      inMemory[e] = loc.memoryOf(e);
+      offset[e] = loc.offOf(e);
+    }
+    const memory = loc.memory;
+    const { order, tie, spare } = sortedByCid(n, memory, inMemory, offset);
+    // Per group, what the later passes read, in CID order (the entries are at random in it: each
+    // pass would otherwise miss the cache three times a group to find a CID): where its CID lies;
+    // and, from the entry that carries its bytes with the lowest change index (the change that
+    // first needed it), that change, the source and the index there. What the sort is done with
+    // is reused: its keys' memory for the CIDs' places, the order itself for the indexes (group g
+    // is written once entries 0..g of the order are read). The entries are let go.
+    const places = spare ?? new ArrayBuffer(8 * n);
+    const cidIn = new Int32Array(places, 0, n);
+    const cidAt = new Uint32Array(places, 4 * n, n);
+    const index = order;
+    const delta = new Int32Array(n);
+    const carried = new Uint8Array(n);
+    const owner = new Int32Array(n);
+    const source = new Int32Array(n);
     let g = -1;
+    let repBuf: Uint8Array = EMPTY;
+    let repOff = 0;
     for (let k = 0; k < n; k++) {
       const e = order[k]!;
-      if (g < 0 || !sameCid(cids, e * CID_LENGTH, outCids, g * CID_LENGTH)) {
+      const buf = memory[inMemory[e]!]!;
+      const off = offset[e]!;
+      if (g < 0 || tie[k] === 0 || !sameCid(buf, off, repBuf, repOff)) {
         g++;
-        const to = g * CID_LENGTH;
-        const from = e * CID_LENGTH;
-        for (let b = 0; b < CID_LENGTH; b++) outCids[to + b] = cids[from + b]!;
-        out.owner[g] = -1;
+        repBuf = buf;
+        repOff = off;
+        cidIn[g] = inMemory[e]!;
+        cidAt[g] = off;
+        owner[g] = -1;
       }
-      out.delta[g]! += meta[4 * e]!;
-      const source = meta[4 * e + 1]!;
-      const owner = meta[4 * e + 3]!;
-      // The lowest change index among the entries that carry it: the change that first needed it.
-      if (source >= 0 && (out.carried[g] === 0 || owner < out.owner[g]!)) {
-        out.carried[g] = 1;
-        out.owner[g] = owner;
-        out.source[g] = source;
-        out.index[g] = meta[4 * e + 2]!;
+      const at = e * FIELDS;
+      delta[g]! += meta[at + DELTA]!;
+      if (meta[at + SOURCE]! >= 0 && (carried[g] === 0 || meta[at + OWNER]! < owner[g]!)) {
+        carried[g] = 1;
+        owner[g] = meta[at + OWNER]!;
+        source[g] = meta[at + SOURCE]!;
+        index[g] = meta[at + INDEX]!;
       }
     }
-    const sources = this.#sources;
-    this.#cids = new Uint8Array(0);
     this.#meta = new Int32Array(0);
     this.#n = 0;
-    return {
-      count: g + 1,
-      cids: out.cids,
-      delta: out.delta,
-      carried: out.carried,
-      owner: out.owner,
-      dataAt: (group) => sources[out.source[group]!]!.dataAt(out.index[group]!),
-    };
+    this.#sources.length = 1;
+    this.#memory.length = 0;
+    const count = g + 1;
+    return new Groups(count, delta, carried, { owner, source, index }, sources, memory, cidIn, cidAt);
+  }
+}
+
+/** {@link BlockGroups}: per group, its sums, where its CID lies, and which entry's bytes it carries. */
+class Groups implements BlockGroups {
+  readonly count: number;
+  readonly delta: Int32Array;
+  readonly carried: Uint8Array;
+  readonly #owner: Int32Array;
+  readonly #source: Int32Array;
+  readonly #index: Int32Array;
+  readonly #sources: BlockSource[];
+  readonly #memory: readonly Uint8Array[];
+  readonly #cidIn: Int32Array;
+  readonly #cidAt: Uint32Array;
+
+  constructor(count: number, delta: Int32Array, carried: Uint8Array, bytes: { owner: Int32Array; source: Int32Array; index: Int32Array }, sources: BlockSource[], memory: readonly Uint8Array[], cidIn: Int32Array, cidAt: Uint32Array) {
+    this.count = count;
+    this.delta = delta.subarray(0, count);
+    this.carried = carried.subarray(0, count);
+    this.#owner = bytes.owner;
+    this.#source = bytes.source;
+    this.#index = bytes.index;
+    this.#sources = sources;
+    this.#memory = memory;
+    this.#cidIn = cidIn;
+    this.#cidAt = cidAt;
+  }
+
+  ownerAt(group: number): number {
+    return this.carried[group] ? this.#owner[group]! : -1;
+  }
+
+  dataAt(group: number): Uint8Array {
+    return this.#sources[this.#source[group]!]!.dataAt(this.#index[group]!);
+  }
+
+  cidBuffer(group: number): Uint8Array {
+    return this.#memory[this.#cidIn[group]!]!;
+  }
+
+  cidOffset(group: number): number {
+    return this.#cidAt[group]!;
+  }
+
+  cidAt(group: number): Uint8Array {
+    const off = this.#cidAt[group]!;
+    return this.#memory[this.#cidIn[group]!]!.subarray(off, off + CID_LENGTH);
+  }
+
+  copyCid(group: number, target: Uint8Array, at: number): void {
+    const buf = this.#memory[this.#cidIn[group]!]!;
+    const off = this.#cidAt[group]!;
+    for (let i = 0; i < CID_LENGTH; i++) target[at + i] = buf[off + i]!;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Where an entry's CID lies: in `memory[memoryOf(e)]`, at `offOf(e)`. */
+class CidLocator {
+  /** Every array a CID may lie in: each source's buffers, then the arrays CIDs were passed in. */
+  readonly memory: Uint8Array[] = [];
+  readonly #meta: Int32Array;
+  readonly #sources: BlockSource[];
+  // Where each source's buffers start in `memory`; where the arrays passed start.
+  readonly #base: number[] = [];
+  readonly #passed: number;
+
+  constructor(meta: Int32Array, sources: BlockSource[], passed: Uint8Array[]) {
+    this.#meta = meta;
+    this.#sources = sources;
+    for (const s of sources) {
+      this.#base.push(this.memory.length);
+      for (const b of s.buffers) this.memory.push(b);
+    }
+    this.#passed = this.memory.length;
+    for (const b of passed) this.memory.push(b);
+  }
+
+  offOf(e: number): number {
+    const s = this.#meta[e * FIELDS + SOURCE]!;
+    const index = this.#meta[e * FIELDS + INDEX]!;
+    return s < 0 ? index : this.#sources[s]!.startAt(index);
+  }
+
+  /** The index in `memory` of the array entry `e`'s CID lies in. */
+  memoryOf(e: number): number {
+    const s = this.#meta[e * FIELDS + SOURCE]!;
+    return s < 0 ? this.#passed + ~s : this.#base[s]! + this.#sources[s]!.bufferIndexAt(this.#meta[e * FIELDS + INDEX]!);
   }
 }
 
@@ -167,33 +317,41 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
  * and the prefix are read back as integers from the words of the sorted array, without a
  * floating-point division per entry.
  */
-function sortedByCid(cids: Uint8Array, n: number): Int32Array {
+function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Array, offset: Uint32Array): Sorted {
+  const at: CidsAt = { memory, inMemory, offset };
   const order = new Int32Array(n);
+  // 1 where an entry's CID may be the one before it in the order (their keys agree): only there
+  // need grouping compare their bytes.
+  const tie = new Uint8Array(n);
   const indexBits = Math.max(20, Math.ceil(Math.log2(n + 1)));
   const digestBits = 51 - indexBits;
-  let packable = digestBits >= 16;
+  const scale = 2 ** indexBits;
+  const shift = 2 ** (32 - digestBits);
+  const packed = digestBits >= 16 ? new Float64Array(n) : undefined;
+  let packable = packed !== undefined;
   for (let i = 0; i < n && packable; i++) {
-    const codec = cids[i * CID_LENGTH + 1];
+    const buf = memory[inMemory[i]!]!;
+    const off = offset[i]!;
+    const codec = buf[off + 1];
     packable = codec === 0x71 || codec === 0x55;
+    const prefix = (codec === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
+    packed![i] = 2 ** 52 + prefix * scale + i;
   }
   if (!packable) {
     const key = new Float64Array(n);
-    for (let i = 0; i < n; i++) key[i] = cids[i * CID_LENGTH + 1]! * 2 ** 32 + digest32(cids, i * CID_LENGTH);
+    for (let i = 0; i < n; i++) {
+      const buf = memory[inMemory[i]!]!;
+      const off = offset[i]!;
+      key[i] = buf[off + 1]! * 2 ** 32 + digest32(buf, off);
+    }
     for (let i = 0; i < n; i++) order[i] = i;
-    order.sort((a, b) => key[a]! - key[b]! || compareAt(cids, a * CID_LENGTH, b * CID_LENGTH));
-    return order;
+    order.sort((a, b) => key[a]! - key[b]! || compareEntries(at, a, b));
+    tie.fill(1);
+    return { order, tie, spare: undefined };
   }
-  const scale = 2 ** indexBits;
-  const shift = 2 ** (32 - digestBits);
-  const packed = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const o = i * CID_LENGTH;
-    const prefix = (cids[o + 1] === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(cids, o) / shift);
-    packed[i] = 2 ** 52 + prefix * scale + i;
-  }
-  packed.sort();
+  packed!.sort();
   // The key's low 32 bits and the 20 above them (under the sign and exponent bits, the same in every entry).
-  const words = new Uint32Array(packed.buffer);
+  const words = new Uint32Array(packed!.buffer);
   const lo = LITTLE_ENDIAN ? 0 : 1;
   const hi = 1 - lo;
   const mask = scale - 1;
@@ -205,12 +363,20 @@ function sortedByCid(cids: Uint8Array, n: number): Int32Array {
     let end = k + 1;
     while (end < n && words[2 * end + hi] === high && words[2 * end + lo]! >>> indexBits === low) end++;
     if (end - k > 1) {
-      const run = Array.from(order.subarray(k, end)).sort((a, b) => compareAt(cids, a * CID_LENGTH, b * CID_LENGTH) || a - b);
+      const run = Array.from(order.subarray(k, end)).sort((a, b) => compareEntries(at, a, b) || a - b);
       order.set(run, k);
+      tie.fill(1, k + 1, end);
     }
     k = end;
   }
-  return order;
+  return { order, tie, spare: packed!.buffer };
+}
+
+/** Entry indexes in CID order, and where a CID may repeat the one before it; the keys' memory (8 bytes an entry), free now. */
+interface Sorted {
+  order: Int32Array;
+  tie: Uint8Array;
+  spare: ArrayBuffer | undefined;
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -220,9 +386,20 @@ function digest32(cids: Uint8Array, o: number): number {
   return ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
 }
 
-function compareAt(cids: Uint8Array, a: number, b: number): number {
+/** Where the entries' CIDs lie: entry `e`'s in `memory[inMemory[e]]` at `offset[e]`. */
+interface CidsAt {
+  memory: readonly Uint8Array[];
+  inMemory: Int32Array;
+  offset: Uint32Array;
+}
+
+function compareEntries(at: CidsAt, a: number, b: number): number {
+  const ab = at.memory[at.inMemory[a]!]!;
+  const ao = at.offset[a]!;
+  const bb = at.memory[at.inMemory[b]!]!;
+  const bo = at.offset[b]!;
   for (let i = 0; i < CID_LENGTH; i++) {
-    const d = cids[a + i]! - cids[b + i]!;
+    const d = ab[ao + i]! - bb[bo + i]!;
     if (d !== 0) return d;
   }
   return 0;

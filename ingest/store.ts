@@ -181,22 +181,22 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
       if (v.head) refs.add(v.head, 1);
       if (v.origHead) refs.add(v.origHead, -1);
     }
-    const groups = refs.group();
+    let groups: BlockGroups | undefined = refs.group();
     trace('sum refcounts');
 
-    const fresh = await freshAmong(tx, groups);
+    let fresh: Uint8Array | undefined = await freshAmong(tx, groups);
     trace('check indexed blocks');
     const perChange = changes.map(() => ({ newBlocks: 0, blockBytes: 0 }));
-    const inPack: number[] = [];
-    for (let g = 0; g < groups.count; g++) {
-      if (!fresh[g]) continue;
-      inPack.push(g);
-      const mine = perChange[groups.owner[g]!]!;
+    let newBlocks = 0;
+    for (let g = 0; g < groups.count; g++) newBlocks += fresh[g]!;
+    let inPack: Int32Array | undefined = new Int32Array(newBlocks);
+    for (let g = 0, i = 0; g < groups.count; g++) if (fresh[g]) inPack[i++] = g;
+    const pack = newBlocks > 0 ? layOutPack(newBlocks, (i) => groups!.cidAt(inPack![i]!), (i) => groups!.dataAt(inPack![i]!)) : undefined;
+    for (let i = 0; i < newBlocks; i++) {
+      const mine = perChange[groups.ownerAt(inPack[i]!)]!;
       mine.newBlocks++;
-      mine.blockBytes += groups.dataAt(g).length;
+      mine.blockBytes += pack!.lengths[i]!;
     }
-    const cidOf = (g: number) => groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH);
-    const pack = inPack.length > 0 ? layOutPack(inPack.length, (i) => cidOf(inPack[i]!), (i) => groups.dataAt(inPack[i]!)) : undefined;
     trace('build pack');
     // The upload overlaps the database work below and is awaited before COMMIT: the index rows
     // never become visible before the pack they name is in the blobstore.
@@ -212,6 +212,9 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     // as dead bytes.)
     if (pack) await indexNewBlocks(tx, pack, inPack, groups);
     await updateRefcounts(tx, groups, fresh);
+    // What only the block index needed is let go before the rows are written: a large repo's
+    // groups are tens of bytes a block.
+    groups = inPack = fresh = undefined;
     trace('index blocks, refcounts');
 
     if (!ephemeral) await writeRecords(tx, rows, plans, views);
@@ -223,7 +226,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     await insertRepos(tx, [...newRepos].map((did) => views.get(did)!), options.goneRecheckSeconds);
     // A repo stored whole in a pack of its own (a first import): its getRepo CAR is that pack.
     const only = changes.length === 1 && changes[0]!.kind === 'snapshot' ? changes[0]!.repo : undefined;
-    if (pack && only && outcomes[0]!.kind === 'imported' && inPack.length === only.blocks.size) await writePackCarPlan(tx, only.did, cidBytes(only.commitCid), pack);
+    if (pack && only && outcomes[0]!.kind === 'imported' && newBlocks === only.blocks.size) await writePackCarPlan(tx, only.did, cidBytes(only.commitCid), pack);
     if (options.cursor) {
       await tx.query(
         `INSERT INTO job_state (key, value) VALUES ($1, $2)
@@ -234,7 +237,7 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     if (options.alsoInTransaction) await options.alsoInTransaction(tx);
     await uploaded;
     trace('await pack upload');
-    return { outcomes, perChange, packKey: pack?.key, newBlocks: inPack.length, packBytes: pack?.size ?? 0 };
+    return { outcomes, perChange, packKey: pack?.key, newBlocks, packBytes: pack?.size ?? 0 };
   }, { settings: KEYED_PLANS });
 }
 
@@ -244,17 +247,19 @@ function addPlanRefs(refs: BlockRefs, plan: SnapshotPlan): void {
   const blocks = list.blocks;
   const source = refs.source(blocks);
   const gained = plan.eventsOnly ? 1 : 2;
+  let entries = plan.deleted.length + plan.treeBlocks.length;
+  for (let i = 0; i < change.length; i++) entries += change[i]!;
+  refs.reserve(entries);
   for (let i = 0; i < change.length; i++) {
     const c = change[i]!;
     if (c === 0) continue;
-    const b = list.blockAt(i);
-    refs.block(blocks.cidAt(b), 0, gained, source, b, owner);
+    refs.block(source, list.blockAt(i), gained, owner);
     if (c === 2) refs.ref(stored.cids, prev![i]! * CID_LENGTH, -1);
   }
   for (const j of plan.deleted) refs.ref(stored.cids, j * CID_LENGTH, -1);
   // Only the commit, the MST nodes and new record versions can be missing from the index: an
   // unchanged record's block is held by its row (refcount ≥ 1), which GC never sweeps.
-  for (const b of plan.treeBlocks) refs.block(blocks.cidAt(b), 0, 0, source, b, owner);
+  for (const b of plan.treeBlocks) refs.block(source, b, 0, owner);
 }
 
 /**
@@ -267,17 +272,19 @@ function addPlanRefs(refs: BlockRefs, plan: SnapshotPlan): void {
  */
 async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8Array> {
   const fresh = new Uint8Array(groups.count);
-  const carried: number[] = [];
-  for (let g = 0; g < groups.count; g++) if (groups.carried[g]) carried.push(g);
+  let count = 0;
+  for (let g = 0; g < groups.count; g++) count += groups.carried[g]!;
+  const carried = new Int32Array(count);
+  for (let g = 0, k = 0; g < groups.count; g++) if (groups.carried[g]) carried[k++] = g;
+  const param = Buffer.allocUnsafe(Math.min(count, 50_000) * CID_LENGTH);
   for (let at = 0; at < carried.length; at += 50_000) {
-    const batch = carried.slice(at, at + 50_000);
-    const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
-    batch.forEach((g, k) => param.set(groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH), k * CID_LENGTH));
+    const batch = carried.subarray(at, at + 50_000);
+    for (let k = 0; k < batch.length; k++) groups.copyCid(batch[k]!, param, k * CID_LENGTH);
     const { rows } = await tx.query<{ held: Buffer | null }>({
       name: 'ingest-held-blocks',
       text: `SELECT string_agg(cid, ''::bytea ORDER BY cid) AS held FROM blocks
        WHERE cid = ANY (ARRAY(SELECT substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH}) FROM generate_series(0, $2::int - 1) AS i))`,
-      values: [param, batch.length],
+      values: [param.subarray(0, batch.length * CID_LENGTH), batch.length],
     });
     const held = rows[0]?.held ?? Buffer.alloc(0);
     // Both in CID byte order: one merge.
@@ -297,7 +304,7 @@ async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8
  * that none of them is indexed; one that a concurrent batch indexed since fails the COPY with a
  * unique violation (23505), and the batch is retried.
  */
-async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: number[], groups: BlockGroups): Promise<void> {
+async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: Int32Array, groups: BlockGroups): Promise<void> {
   const { rows } = await tx.query<{ id: string }>({
     name: 'ingest-pack-row',
     text: `INSERT INTO packs (key, size_bytes, block_count) VALUES ($1, $2, $3)
@@ -312,7 +319,7 @@ async function indexNewBlocks(tx: pg.ClientBase, pack: LaidOutPack, inPack: numb
       const refcount = groups.delta[g]!;
       if (refcount < 0) throw new Error(`a new block would start with refcount ${refcount}`);
       w.row(5);
-      w.bytea(groups.cids, g * CID_LENGTH, CID_LENGTH);
+      w.bytea(groups.cidAt(g));
       w.int8(packId);
       w.int8(pack.offsets[i]!);
       w.int4(pack.lengths[i]!);
@@ -329,7 +336,7 @@ async function updateRefcounts(tx: pg.ClientBase, groups: BlockGroups, fresh: Ui
   for (let at = 0; at < todo.length; at += 20_000) {
     const batch = todo.slice(at, at + 20_000);
     const param = Buffer.allocUnsafe(batch.length * CID_LENGTH);
-    batch.forEach((g, k) => param.set(groups.cids.subarray(g * CID_LENGTH, (g + 1) * CID_LENGTH), k * CID_LENGTH));
+    batch.forEach((g, k) => groups.copyCid(g, param, k * CID_LENGTH));
     const res = await tx.query(
       `UPDATE blocks b SET refcount = b.refcount + t.d
        FROM (SELECT substring($1::bytea FROM i * ${CID_LENGTH} + 1 FOR ${CID_LENGTH}) AS c, ($2::bigint[])[i + 1] AS d

@@ -111,10 +111,10 @@ interface BlockTables {
   /** The memory the blocks lie in, each once, as Buffers over the whole of it. */
   memory: Buffer[];
   cidMemory: Int32Array;
-  cidStart: Float64Array;
+  cidStart: Uint32Array;
   cidLength: Uint8Array;
   dataMemory: Int32Array;
-  dataStart: Float64Array;
+  dataStart: Uint32Array;
   lengths: Int32Array;
   /** 1 where the block's whole frame (varint, CID, data) lies in its data's memory, as blocks read from a CAR do. */
   framed: Uint8Array;
@@ -125,10 +125,10 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
   const t: BlockTables = {
     memory: [],
     cidMemory: new Int32Array(count),
-    cidStart: new Float64Array(count),
+    cidStart: new Uint32Array(count),
     cidLength: new Uint8Array(count),
     dataMemory: new Int32Array(count),
-    dataStart: new Float64Array(count),
+    dataStart: new Uint32Array(count),
     lengths: new Int32Array(count),
     framed: new Uint8Array(count),
   };
@@ -152,6 +152,8 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
     const cid = cidAt(i);
     if (!isPackCid(cid)) parseCid(cid);
     const data = dataAt(i);
+    // Offsets in the memory are kept in 32 bits: a view further in than 4 GiB is refused.
+    if (data.byteOffset + data.length > 0xffffffff || cid.byteOffset > 0xffffffff) throw new RangeError('a pack block lies past 4 GiB into its memory');
     const dataMemory = memoryOf(data);
     t.cidMemory[i] = memoryOf(cid);
     t.cidStart[i] = cid.byteOffset;
@@ -180,7 +182,7 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
  * second copy of its blocks.
  *
  * `cidAt` and `dataAt` are asked once per block, here; the layout keeps where each view lies
- * (its memory, offset and length: about 30 bytes a block, no object) and reads from there, so
+ * (its memory, offset and length: 30 bytes a block, no object) and reads from there, so
  * reading the pack makes no object per block. The bytes there must not change while the layout
  * is used.
  */
@@ -195,10 +197,10 @@ export class PackLayout implements ByteSource {
   /** The memory the blocks lie in, each once, as Buffers (so `copy` needs no view per block). */
   readonly #memory: Buffer[];
   readonly #cidMemory: Int32Array;
-  readonly #cidStart: Float64Array;
+  readonly #cidStart: Uint32Array;
   readonly #cidLength: Uint8Array;
   readonly #dataMemory: Int32Array;
-  readonly #dataStart: Float64Array;
+  readonly #dataStart: Uint32Array;
   /** 1 where the block's whole frame lies in its data's memory, just before the data. */
   readonly #framed: Uint8Array;
   readonly #varint = Buffer.alloc(10);
