@@ -16,8 +16,9 @@
  * semi-spaces grow to 16 MB each and past that, 32 to 128 MB in all here; the collection at the
  * baseline leaves most of their pages released, and the import touches them again) and the
  * array buffers that die between its collections (COPY's chunks).
- * `node --max-semi-space-size=4 bench/import.ts …` runs the import with the young generation a
- * worker given that flag would have (`nodeFlags` in the output says what it ran with).
+ * A worker runs with `--max-semi-space-size=4` (scripts/env.sh, REPOWALK_NODE_FLAGS), and
+ * `npm run bench` runs this bench with it; run directly, `node --max-semi-space-size=4
+ * bench/import.ts …` does the same (`nodeFlags` in the output says what it ran with).
  *
  * `--first-only` skips the re-import (the growth bench measures first imports at several sizes).
  * `--without-index` drops those indexes from the bench's fresh database before importing: what

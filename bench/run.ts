@@ -24,10 +24,17 @@ import { startStack } from '../stack/stack.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
+/**
+ * The node flags every repowalk process runs with (scripts/env.sh sets them, and ./repowalk passes
+ * them): each bench runs with them too, so that it measures what a worker does. `npm run bench`
+ * sources scripts/env.sh; run directly without it, the benches get none, as `results.nodeFlags` says.
+ */
+const NODE_FLAGS = (process.env.REPOWALK_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+
 /** Runs `node <script> …args` and returns the JSON object that ends its stdout (one line or pretty-printed). */
 function runJson(script: string, args: string[], env: Record<string, string> = {}): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(HERE, script), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...NODE_FLAGS, join(HERE, script), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.on('exit', (code) => {
@@ -76,7 +83,11 @@ const stack = await startStack({
   s3: { enabled: true, port: 0, buckets: ['bench-a', 'bench-b'], region: 'us-east-1' },
   log: (l) => console.error(`bench: ${l}`),
 });
-const results: Record<string, unknown> = { machine: { cores: (await import('node:os')).availableParallelism(), node: process.version } };
+const results: Record<string, unknown> = {
+  machine: { cores: (await import('node:os')).availableParallelism(), node: process.version },
+  nodeFlags: NODE_FLAGS,
+  mallocArenaMax: process.env.MALLOC_ARENA_MAX ?? null,
+};
 const dbUrl = stack.info.postgres.url.replace(/\/repowalk$/, '/postgres');
 try {
   if (only.has('verify')) results.verify = await runJson('verify.ts', []);

@@ -9,6 +9,22 @@ export REPOWALK_CACHE_DIR
 REPOWALK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPOWALK_ROOT
 
+# How every repowalk process runs (./repowalk, and the benches, so that they measure the same):
+# - glibc gives threads that allocate at once their own malloc arenas (up to 8 a core), and freed
+#   memory stays in each: a worker's threads (the workflow thread, libuv's pool, the Temporal
+#   core's runtime) left 25-40 MB there at rest, varying from start to start. Two arenas hold the
+#   same allocations in 6-13 MB (each thread's malloc cache keeps them uncontended).
+# - V8's young generation: by default its two semi-spaces grow with the heap (to 128 MB here),
+#   and an import touches all of it between two scavenges: 32 MB in the import of a
+#   100,000-record repo, about 0.7 x its CAR on top of the import's own memory. With semi-spaces
+#   of 4 MB the first import of that repo peaks at 1.7-2.2 x its CAR above the process's
+#   baseline, against 2.6-3.0 x; CPU per import, per live event and per small repo showed no
+#   difference (README, Memory). At 2 MB live sync spent 6-36 % more CPU on its main thread.
+# Set either to override.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
+REPOWALK_NODE_FLAGS="${REPOWALK_NODE_FLAGS---max-semi-space-size=4}"
+export REPOWALK_NODE_FLAGS
+
 repowalk_log() { printf 'repowalk: %s\n' "$*" >&2; }
 
 # True when `node` on PATH is >= 22.18 (the first 22 that strips TypeScript types by default).
