@@ -30,7 +30,7 @@
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as TID from '@atcute/tid';
@@ -118,7 +118,9 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     await pool.query(pk.rows[0] ? `ALTER TABLE ${pk.rows[0].table} DROP CONSTRAINT ${index}` : `DROP INDEX ${index}`);
   }
   const pgCpu = await backendCpu(pool);
-  const blobs = new LocalBlobStore(opts.blobDir ?? mkdtempSync(join(tmpdir(), 'repowalk-bench-')));
+  // A directory of its own unless one is given, removed at the end (the packs are not needed past the run).
+  const ownBlobDir = opts.blobDir ? undefined : mkdtempSync(join(tmpdir(), 'repowalk-bench-'));
+  const blobs = new LocalBlobStore(opts.blobDir ?? ownBlobDir!);
   const filter = FilterOptions.parse({});
 
   let verifyS = 0;
@@ -171,6 +173,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
 
   const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu, deferBlockHashes);
   await pool.end();
+  if (ownBlobDir) rmSync(ownBlobDir, { recursive: true, force: true });
   return {
     records: opts.records,
     ...(opts.withoutIndexes?.length ? { withoutIndexes: opts.withoutIndexes } : {}),

@@ -14,7 +14,7 @@
  * then every commit adds a record, its MST path and a new head. `--limit` stores only the first N
  * frames. `--steps` adds the PostgreSQL statements' time by step (the store's trace), summed.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -75,7 +75,8 @@ const url = new URL(adminUrl);
 url.pathname = `/${name}`;
 const pool = await connectPool(url.toString());
 await migrate(pool);
-const blobs = new LocalBlobStore(mkdtempSync(join(tmpdir(), 'repowalk-bench-store-')));
+const blobDir = mkdtempSync(join(tmpdir(), 'repowalk-bench-store-'));
+const blobs = new LocalBlobStore(blobDir);
 const origin = values.firehose ? ('live' as const) : ('backfill' as const);
 const steps = new Map<string, number>();
 let stepAt = 0;
@@ -119,6 +120,7 @@ let pgMs = 0;
 for (const [pid, ms] of await backends()) pgMs += ms - (pg0.get(pid) ?? 0);
 const n = changes.length - 1;
 await pool.end();
+rmSync(blobDir, { recursive: true, force: true });
 await admin.query(`DROP DATABASE ${name}`);
 await admin.end();
 const perChange = { process: (cpu.user + cpu.system) / 1000 / n, postgres: pgMs / n };

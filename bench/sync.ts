@@ -23,7 +23,7 @@
  * `cpuMsPerEventUpstream` the upstream process's.
  */
 import { parseArgs } from 'node:util';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, fork } from 'node:child_process';
@@ -64,7 +64,8 @@ const u = new URL(baseUrl);
 u.pathname = `/${name}`;
 const pool = await connectPool(u.toString(), { max: 4 });
 await migrate(pool);
-const blobs = new LocalBlobStore(mkdtempSync(join(tmpdir(), 'repowalk-bench-sync-')));
+const blobDir = mkdtempSync(join(tmpdir(), 'repowalk-bench-sync-'));
+const blobs = new LocalBlobStore(blobDir);
 
 // The upstream runs in a process of its own (bench/sync-firehose.ts run as a child).
 const upstream = fork(fileURLToPath(new URL('./sync-firehose.ts', import.meta.url)), [hose.file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -132,6 +133,8 @@ const report = await new Promise<{ sentAt: number[]; cpuMs: number }>((resolve) 
 for (let seq = 1; seq < applyAt.length; seq++) if (applyAt[seq] && report.sentAt[seq]) lags.push(applyAt[seq]! - report.sentAt[seq]!);
 const records = Number((await pool.query('SELECT count(*) AS n FROM records')).rows[0].n);
 await pool.end();
+// The run's packs (~280 MB) are not needed past it.
+rmSync(blobDir, { recursive: true, force: true });
 lags.sort((a, b) => a - b);
 const applied = progress.outcomes.imported ?? 0;
 console.log(
