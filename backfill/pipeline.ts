@@ -32,6 +32,8 @@ import { importRepo, importThrough, dropRepo, recordFilter } from './import.ts';
 import { StoreBatcher } from '../ingest/batcher.ts';
 import { markGone } from './repo-state.ts';
 import { mirrorBlobs } from './blobs.ts';
+import { mark, timelineOn } from '../ingest/timeline.ts';
+import { LanePool } from './lanes.ts';
 
 /** How the pipeline reaches the network (the `network.*` options). */
 export interface PipelineNetwork {
@@ -79,7 +81,7 @@ interface Fetched {
  * 0.75 in batches of 74 and 0.5 in batches of 250); a large repo fills a batch by its blocks.
  * The lanes do not wait for their repos to be stored, so the wait costs no throughput.
  */
-const BULK_BATCH_LIMITS = { maxChanges: 256, maxBlocks: 50_000, gatherMs: 250 };
+const BULK_BATCH_LIMITS = { maxChanges: 256, maxBlocks: 50_000, gatherMs: 250, maxInFlight: 2 };
 
 export interface BackfillPipeline {
   /** One attempt at one repo. */
@@ -105,6 +107,8 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
   const timeoutMs = network.fetchTimeoutSeconds * 1000;
   // Every remote read gets the same total deadline and minimum rate (see atproto/net/http.ts).
   const deadline = { deadlineMs: network.fetchDeadlineSeconds * 1000, minBytesPerSecond: network.fetchMinBytesPerSecond };
+  // Shared by the bulk pages this process runs at once, the oldest first (see lanes.ts).
+  const lanes = new LanePool();
 
   // The PLC directory is the operator's choice, not network input: one configured on a private
   // or loopback address (a PLC mirror on the LAN, a test PLC) is used as configured, even where
@@ -210,6 +214,8 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
 
   async function backfillMany(dids: readonly string[], settings: BackfillSettings, concurrency: number, hooks: ManyHooks): Promise<RepoOutcome[]> {
     const { signal } = hooks;
+    const page = lanes.nextPage();
+    mark('page-start', dids.length, page);
     const out: RepoOutcome[] = new Array(dids.length);
     // The lanes fetch and verify concurrently and hand each verified repo to the batcher without
     // waiting for it to be stored: a lane goes on to its next repo while the batch it joined is
@@ -229,6 +235,13 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
     let next = 0;
     const lane = async () => {
       while (next < dids.length && !signal.aborted && !failure) {
+        // Held while the repo is fetched and verified, not while it waits to be stored.
+        if (!(await lanes.acquire(page, concurrency, signal))) break;
+        if (next >= dids.length || failure) {
+          lanes.release();
+          break;
+        }
+        if (timelineOn) mark('lanes', lanes.busy);
         const i = next++;
         const did = dids[i]!;
         let fetched: Fetched;
@@ -237,9 +250,13 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
           // does not go on to its next repo while this one's checks are still pending.
           fetched = await fetchVerified(did, settings, { ...hooks, batcher });
         } catch (err) {
+          lanes.release();
+          if (timelineOn) mark('lanes', lanes.busy);
           settle(i, await outcomeOfFailure(did, err, settings, signal));
           continue;
         }
+        lanes.release();
+        if (timelineOn) mark('lanes', lanes.busy);
         const stored = store(did, fetched, settings, { ...hooks, batcher })
           .catch((err: unknown) => outcomeOfFailure(did, err, settings, signal))
           .then(
@@ -252,7 +269,9 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, dids.length) }, lane)).finally(() => batcher.endOfInput());
+    mark('page-lanes-done', dids.length, page);
     await Promise.all(storing);
+    mark('page-end', dids.length, page);
     if (failure) throw failure.err;
     if (signal.aborted) throw signal.reason ?? new Error('cancelled');
     return out;

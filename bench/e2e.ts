@@ -23,6 +23,7 @@ import { taskQueueFor } from '../config/task-queues.ts';
 import { startWorkerFleet, type WorkerFleet } from '../stack/worker-fleet.ts';
 import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 import { threadsCpu } from './thread-cpu.ts';
+import { enableTimeline, mark, summarizeTimeline, timelineLength, timelineSince } from '../ingest/timeline.ts';
 
 export interface E2eBench {
   workers: number;
@@ -64,9 +65,11 @@ export interface E2ePass {
    * (tokio threads) and its workflow thread. Threads under 0.005 ms a repo are left out.
    */
   threadsMsPerRepo: Record<string, number>;
+  /** With `timeline` (and one worker, in this process): where the pass's wall time went (ingest/timeline.ts). */
+  timeline?: ReturnType<typeof summarizeTimeline>;
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; timeline?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
   const warmup = opts.warmup ?? 0;
   // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
@@ -75,6 +78,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
   const keyPerRepo = opts.keyPerRepo ?? false;
+  if (opts.timeline) enableTimeline();
   // With a key per repo, the warm-up passes backfill other repos (other keys): on the same ones,
   // the measured pass would find every key already parsed, which no backfill of the network does.
   // The static PDS then serves both sets, and each pass names its DIDs (a `dids` source).
@@ -137,11 +141,16 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const temporal0 = cpuOf(temporal);
     const pds0 = cpuOf([child.pid!]);
     const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
+    const tl0 = timelineLength();
+    mark('run-start');
+    // One page more than workers: a worker's next page is already there when its current one runs
+    // out of DIDs (see the workflow's pagesInFlight).
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId,
-      args: [{ source, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
+      args: [{ source, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers + 1 }],
     });
+    mark('run-end');
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const threads = threadsCpu();
@@ -171,6 +180,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
           .filter(([, ms]) => ms >= 0.005)
           .sort((a, b) => b[1] - a[1]),
       ),
+      ...(opts.timeline && workers === 1 ? { timeline: summarizeTimeline(timelineSince(tl0), lanes) } : {}),
     };
   };
   try {

@@ -1,0 +1,68 @@
+/**
+ * The lanes (repos fetched and verified at once) of one worker process's bulk backfill, shared by
+ * every page it runs, the oldest page first. With the next page's activity already started
+ * (`pagesInFlight` 2), its lanes take over one by one as the current page runs out of DIDs, and
+ * its repos are fetched and verified while the current page's last batches are still being
+ * stored and its result travels through Temporal: the worker no longer idles at each page's end.
+ * Each page still waits for its own repos, so each page's outcomes are its own.
+ */
+export class LanePool {
+  #busy = 0;
+  /** Waiters by page (oldest first), each page's in arrival order. */
+  readonly #waiting: Array<{ page: number; limit: number; grant: () => void }> = [];
+  #pages = 0;
+
+  /** A number for a new page: pages numbered earlier are served first. */
+  nextPage(): number {
+    return this.#pages++;
+  }
+
+  get busy(): number {
+    return this.#busy;
+  }
+
+  /**
+   * Resolves with a lane once fewer than `limit` are busy and no older page is waiting; resolves
+   * with false (no lane) when `signal` aborts first.
+   */
+  acquire(page: number, limit: number, signal: AbortSignal): Promise<boolean> {
+    if (signal.aborted) return Promise.resolve(false);
+    if (this.#busy < limit && !this.#waiting.some((w) => w.page <= page)) {
+      this.#busy++;
+      return Promise.resolve(true);
+    }
+    return new Promise((resolve) => {
+      const waiter = {
+        page,
+        limit,
+        grant: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(true);
+        },
+      };
+      const onAbort = () => {
+        const at = this.#waiting.indexOf(waiter);
+        if (at >= 0) this.#waiting.splice(at, 1);
+        resolve(false);
+        this.#serve();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      // After the last waiter of its page or an older one: oldest page first, each in arrival order.
+      let at = this.#waiting.length;
+      while (at > 0 && this.#waiting[at - 1]!.page > page) at--;
+      this.#waiting.splice(at, 0, waiter);
+    });
+  }
+
+  release(): void {
+    this.#busy--;
+    this.#serve();
+  }
+
+  #serve(): void {
+    while (this.#waiting.length > 0 && this.#busy < this.#waiting[0]!.limit) {
+      this.#busy++;
+      this.#waiting.shift()!.grant();
+    }
+  }
+}
