@@ -57,6 +57,32 @@ describe('StoreBatcher maxInFlight', () => {
     expect((await Promise.all([...answers, later])).length).toBe(7);
   });
 
+  it('once input has ended, shares what is left among the free batch slots, none under 32', async () => {
+    calls.length = 0;
+    const batcher = new StoreBatcher({} as never, { filter: {} as never, origin: 'backfill' }, { maxChanges: 256, maxBlocks: 100_000, gatherMs: 60_000, maxInFlight: 2 });
+    const dids = Array.from({ length: 100 }, (_, i) => `d${i}`);
+    const answers = dids.map((d) => batcher.submit(change(d)));
+    await settle();
+    // Gathering: nothing stored until input ends.
+    expect(calls).toHaveLength(0);
+    batcher.endOfInput();
+    await settle();
+    expect(calls.map((c) => c.dids.length)).toEqual([50, 50]);
+    expect(calls.flatMap((c) => c.dids)).toEqual(dids);
+    for (const c of calls) c.finish();
+    await Promise.all(answers);
+
+    // Forty left: one batch, not two of twenty.
+    calls.length = 0;
+    const small = new StoreBatcher({} as never, { filter: {} as never, origin: 'backfill' }, { maxChanges: 256, maxBlocks: 100_000, gatherMs: 60_000, maxInFlight: 2 });
+    const more = Array.from({ length: 40 }, (_, i) => small.submit(change(`e${i}`)));
+    small.endOfInput();
+    await settle();
+    expect(calls.map((c) => c.dids.length)).toEqual([40]);
+    for (const c of calls) c.finish();
+    await Promise.all(more);
+  });
+
   it('a batch that fails rejects its own callers only', async () => {
     calls.length = 0;
     const batcher = new StoreBatcher({} as never, { filter: {} as never, origin: 'backfill' }, { maxChanges: 1, maxBlocks: 100, maxInFlight: 2 });

@@ -14,6 +14,9 @@ import type { BatchOptions, ChangeOutcome, RepoChange } from './changes.ts';
 import { storeBatch, type StoreDeps } from './store.ts';
 import { mark } from './timeline.ts';
 
+/** The least changes in a batch split off at the end of input: below it, a batch's fixed cost dominates. */
+const MIN_SPLIT = 32;
+
 export interface BatcherLimits {
   /** Changes per batch at most. */
   maxChanges: number;
@@ -122,7 +125,8 @@ export class StoreBatcher {
         await this.#gather();
         const batch: Pending[] = [];
         let blocks = 0;
-        while (this.#queue.length > 0 && batch.length < this.limits.maxChanges) {
+        const most = this.#batchSize();
+        while (this.#queue.length > 0 && batch.length < most) {
           const next = this.#queue[0]!;
           if (batch.length > 0 && blocks + next.blocks > this.limits.maxBlocks) break;
           batch.push(this.#queue.shift()!);
@@ -137,6 +141,18 @@ export class StoreBatcher {
     } finally {
       this.#flushing = false;
     }
+  }
+
+  /**
+   * Changes in the next batch at most: `maxChanges`, except once input has ended, when what is
+   * left is shared among the free batch slots (no batch split off under `MIN_SPLIT`), so that the last
+   * changes, which every caller is now waiting for, are stored side by side rather than one
+   * batch after another.
+   */
+  #batchSize(): number {
+    const free = (this.limits.maxInFlight ?? 1) - this.#inFlight.size;
+    if (!this.#ended || free <= 1 || this.#queue.length < 2 * MIN_SPLIT) return this.limits.maxChanges;
+    return Math.min(this.limits.maxChanges, Math.max(MIN_SPLIT, Math.ceil(this.#queue.length / free)));
   }
 
   /** Stores one batch and settles its callers; never rejects. */
