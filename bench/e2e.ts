@@ -67,6 +67,8 @@ export interface E2ePass {
   threadsMsPerRepo: Record<string, number>;
   /** With `timeline` (and one worker, in this process): where the pass's wall time went (ingest/timeline.ts). */
   timeline?: ReturnType<typeof summarizeTimeline>;
+  /** With `timeline`: the workflow's own steps, from its history (server clock). */
+  temporalMs?: Awaited<ReturnType<typeof temporalSteps>>;
 }
 
 export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; timeline?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
@@ -181,6 +183,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
           .sort((a, b) => b[1] - a[1]),
       ),
       ...(opts.timeline && workers === 1 ? { timeline: summarizeTimeline(timelineSince(tl0), lanes) } : {}),
+      ...(opts.timeline ? { temporalMs: await temporalSteps(client, workflowId) } : {}),
     };
   };
   try {
@@ -303,4 +306,28 @@ function backendsCpuSince(before: Map<number, number> | null, after: Map<number,
   let ms = 0;
   for (const [pid, cpu] of after) ms += cpu - (before?.get(pid) ?? 0);
   return ms;
+}
+
+/**
+ * From a finished workflow's history, in milliseconds: start to first page scheduled; each page's
+ * wait from scheduled to started (a worker polling it); each page's completion to the next page
+ * scheduled (a workflow task: the turnaround at a page's end); the last completion to the close.
+ */
+async function temporalSteps(client: Client, workflowId: string) {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const ms = (e: (typeof events)[number]) => {
+    const t = e.eventTime!;
+    return Number(t.seconds ?? 0) * 1000 + Math.round((t.nanos ?? 0) / 1e6);
+  };
+  const t0 = ms(events[0]!);
+  const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes).map(ms);
+  const started = events.filter((e) => e.activityTaskStartedEventAttributes).map(ms);
+  const completed = events.filter((e) => e.activityTaskCompletedEventAttributes).map(ms);
+  return {
+    toFirstPage: (scheduled[0] ?? t0) - t0,
+    scheduledToStarted: started.map((t, i) => t - scheduled[i]!),
+    // The page scheduled once a page completes (in flight before: scheduled at once).
+    completedToNextScheduled: completed.map((t) => (scheduled.find((s) => s >= t) ?? NaN) - t).filter((d) => !Number.isNaN(d)),
+    lastCompletedToClose: ms(events.at(-1)!) - (completed.at(-1) ?? t0),
+  };
 }
