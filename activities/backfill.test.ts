@@ -5,7 +5,7 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import type { RepoOutcome } from '../backfill/settings.ts';
+import { BackfillSettings, type RepoOutcome } from '../backfill/settings.ts';
 import type { ManyHooks } from '../backfill/pipeline.ts';
 
 // A pipeline whose page waits `quietMs` with no progress, then settles each DID as skipped.
@@ -31,7 +31,7 @@ describe('backfillMany heartbeats', () => {
     const beats: Array<{ at: number; details: unknown }> = [];
     const t0 = performance.now();
     env.on('heartbeat', (details: unknown) => beats.push({ at: performance.now() - t0, details }));
-    const out = (await env.run(acts.backfillMany, ['did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', 'did:plc:bbbbbbbbbbbbbbbbbbbbbbbb'], {}, 2)) as RepoOutcome[];
+    const out = (await env.run(acts.backfillMany, ['did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', 'did:plc:bbbbbbbbbbbbbbbbbbbbbbbb'], BackfillSettings.parse({}), 2)) as RepoOutcome[];
     expect(out.map((o) => o.kind)).toEqual(['skipped', 'skipped']);
     // Quiet for 1.3 s with a 0.5 s timeout: beats at about 0.25 s intervals, none more than 0.5 s apart.
     const quiet = beats.filter((b) => b.at < quietMs);
