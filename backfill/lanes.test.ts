@@ -53,6 +53,20 @@ describe('LanePool', () => {
     expect(older).toBe(true);
   });
 
+  it('olderWaiting says when a lane of a newer page should give its lane up', async () => {
+    const pool = new LanePool();
+    const never = new AbortController().signal;
+    const [p0, p1] = [pool.nextPage(), pool.nextPage()];
+    await pool.acquire(p1, 1, never);
+    expect(pool.olderWaiting(p1)).toBe(false);
+    const older = pool.acquire(p0, 1, never);
+    expect(pool.olderWaiting(p1)).toBe(true);
+    expect(pool.olderWaiting(p0)).toBe(false);
+    pool.release();
+    expect(await older).toBe(true);
+    expect(pool.olderWaiting(p1)).toBe(false);
+  });
+
   it('an abort ends the wait without a lane, and the lane goes to the next waiter', async () => {
     const pool = new LanePool();
     const [p0, p1] = [pool.nextPage(), pool.nextPage()];

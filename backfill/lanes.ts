@@ -5,6 +5,10 @@
  * its repos are fetched and verified while the current page's last batches are still being
  * stored and its result travels through Temporal: the worker no longer idles at each page's end.
  * Each page still waits for its own repos, so each page's outcomes are its own.
+ *
+ * A lane is held from repo to repo while its page has DIDs (handing it back between repos
+ * would let a waiting newer page take it before the older page's lane asks again), and given up
+ * when the lane must wait for something else, or when `olderWaiting`.
  */
 export class LanePool {
   #busy = 0;
@@ -52,6 +56,11 @@ export class LanePool {
       while (at > 0 && this.#waiting[at - 1]!.page > page) at--;
       this.#waiting.splice(at, 0, waiter);
     });
+  }
+
+  /** Whether a page numbered before `page` waits for a lane: then a lane of `page` should give its up. */
+  olderWaiting(page: number): boolean {
+    return this.#waiting.length > 0 && this.#waiting[0]!.page < page;
   }
 
   release(): void {

@@ -237,39 +237,51 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
       hooks.onOutcome?.(outcome);
     };
     let next = 0;
+    // A lane holds one of the worker's lanes from repo to repo while its page has DIDs left; it
+    // gives it up while it waits for room in the batcher, and after a repo when an older page is
+    // waiting, so that the oldest page runs on every lane it can use.
     const lane = async () => {
-      while (next < dids.length && !signal.aborted && !failure) {
-        // Held while the repo is fetched and verified, not while it waits to be stored.
-        if (!(await lanes.acquire(page, concurrency, signal))) break;
-        if (next >= dids.length || failure) {
-          lanes.release();
-          break;
-        }
-        if (timelineOn) mark('lanes', lanes.busy);
-        const i = next++;
-        const did = dids[i]!;
-        let fetched: Fetched;
-        try {
-          // With the batcher named, the repo is verified whole here, blocks' hashes too: a lane
-          // does not go on to its next repo while this one's checks are still pending.
-          fetched = await fetchVerified(did, settings, { ...hooks, batcher });
-        } catch (err) {
-          lanes.release();
-          if (timelineOn) mark('lanes', lanes.busy);
-          settle(i, await outcomeOfFailure(did, err, settings, signal));
-          continue;
-        }
+      let held = false;
+      const release = () => {
+        held = false;
         lanes.release();
         if (timelineOn) mark('lanes', lanes.busy);
-        const stored = store(did, fetched, settings, { ...hooks, batcher })
-          .catch((err: unknown) => outcomeOfFailure(did, err, settings, signal))
-          .then(
-            (outcome) => settle(i, outcome),
-            (err: unknown) => void (failure ??= { err }),
-          );
-        storing.push(stored);
-        // Verified repos waiting for a batch hold their bytes: a lane waits while a full batch does.
-        await batcher.room();
+      };
+      try {
+        while (next < dids.length && !signal.aborted && !failure) {
+          if (!held) {
+            if (!(await lanes.acquire(page, concurrency, signal))) break;
+            held = true;
+            if (timelineOn) mark('lanes', lanes.busy);
+            if (next >= dids.length || failure) break;
+          }
+          const i = next++;
+          const did = dids[i]!;
+          let fetched: Fetched;
+          try {
+            // With the batcher named, the repo is verified whole here, blocks' hashes too: a lane
+            // does not go on to its next repo while this one's checks are still pending.
+            fetched = await fetchVerified(did, settings, { ...hooks, batcher });
+          } catch (err) {
+            settle(i, await outcomeOfFailure(did, err, settings, signal));
+            if (lanes.olderWaiting(page)) release();
+            continue;
+          }
+          const stored = store(did, fetched, settings, { ...hooks, batcher })
+            .catch((err: unknown) => outcomeOfFailure(did, err, settings, signal))
+            .then(
+              (outcome) => settle(i, outcome),
+              (err: unknown) => void (failure ??= { err }),
+            );
+          storing.push(stored);
+          // Verified repos waiting for a batch hold their bytes: a lane waits while a full batch does.
+          if (!batcher.hasRoom()) {
+            release();
+            await batcher.room();
+          } else if (lanes.olderWaiting(page)) release();
+        }
+      } finally {
+        if (held) release();
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, dids.length) }, lane)).finally(() => batcher.endOfInput());

@@ -84,6 +84,11 @@ export class StoreBatcher {
     return new Promise((resolve) => this.#waiting.push(resolve));
   }
 
+  /** Whether `room()` would resolve at once. */
+  hasRoom(): boolean {
+    return !this.#full();
+  }
+
   /** No more changes are coming for now: what waits is stored without gathering. */
   endOfInput(): void {
     this.#ended = true;
