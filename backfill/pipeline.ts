@@ -80,10 +80,9 @@ interface Fetched {
  * store path's CPU per small repo, worker and PostgreSQL, is about 1.9 ms in batches of 8,
  * 0.75 in batches of 74 and 0.5 in batches of 250); a large repo fills a batch by its blocks.
  * The lanes do not wait for their repos to be stored, so the wait costs no throughput; the end
- * of a page stores what is left at once. Two batches are stored at once: a batch no longer
- * waits behind the one in flight, so a batch that gathered 250 ms held fewer repos than one
- * that also waited (13–17 batches per 2,000 repos on a loaded machine, against 8–10), and the
- * gathering wait is 500 ms.
+ * of a page stores what is left at once. Two batches are stored at once, so a batch no longer
+ * grows while it waits behind the one in flight: gathering 250 ms, a loaded machine made 13–17
+ * batches of 2,000 small repos (8–10 with one in flight); gathering 500 ms, 9–10.
  */
 const BULK_BATCH_LIMITS = { maxChanges: 256, maxBlocks: 50_000, gatherMs: 500, maxInFlight: 2 };
 
@@ -91,7 +90,8 @@ export interface BackfillPipeline {
   /** One attempt at one repo. */
   backfillOne(did: string, settings: BackfillSettings, hooks: AttemptHooks): Promise<RepoOutcome>;
   /**
-   * Many repos, `concurrency` at a time; outcomes in the order of `dids`. Stops starting repos
+   * Many repos, `concurrency` at a time (lanes shared with the other pages this pipeline runs at
+   * once, the oldest page first); outcomes in the order of `dids`. Stops starting repos
    * once `hooks.signal` is aborted and then throws its reason.
    */
   backfillMany(dids: readonly string[], settings: BackfillSettings, concurrency: number, hooks: ManyHooks): Promise<RepoOutcome[]>;
