@@ -51,11 +51,15 @@ export function backfillActivities({ config, stores }: JobContext) {
       const settings = BackfillSettings.parse(rawSettings);
       let done = 0;
       let bytes = 0;
+      const { info } = Context.current();
       return withHeartbeats(
         () => ({ done, of: dids.length, bytes }),
         (beat) =>
           pipeline.backfillMany(dids, settings, concurrency, {
             signal: Context.current().cancellationSignal,
+            // The worker's lanes go to the page the workflow scheduled first: it settles pages in
+            // that order, so a later page finished first would wait for the earlier one anyway.
+            order: [info.scheduledTimestampMs, Number(info.activityId) || 0],
             onBytes: (n) => {
               bytes += n;
               beat();

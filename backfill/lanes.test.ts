@@ -37,6 +37,24 @@ describe('LanePool', () => {
     expect(order).toEqual(['p0 a', 'p0 b', 'p1 a', 'p1 b']);
   });
 
+  it('orders pages by the order given, not by when they came: the workflow settles pages in its own order', async () => {
+    const pool = new LanePool();
+    const never = new AbortController().signal;
+    // Page 2 of a workflow reached the worker before page 1 (both scheduled at t=1000).
+    const second = pool.nextPage([1000, 2]);
+    const first = pool.nextPage([1000, 1]);
+    const holder = pool.nextPage([0, 0]);
+    await pool.acquire(holder, 1, never);
+    const order: string[] = [];
+    void pool.acquire(second, 1, never).then(() => order.push('second'));
+    void pool.acquire(first, 1, never).then(() => order.push('first'));
+    pool.release();
+    await tick();
+    pool.release();
+    await tick();
+    expect(order).toEqual(['first', 'second']);
+  });
+
   it('a newer page does not pass an older one waiting, even with a lane free under its own limit', async () => {
     const pool = new LanePool();
     const never = new AbortController().signal;

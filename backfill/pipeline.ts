@@ -65,6 +65,8 @@ export interface AttemptHooks {
 export interface ManyHooks extends AttemptHooks {
   /** After each repo, with its outcome. */
   onOutcome?: ((outcome: RepoOutcome) => void) | undefined;
+  /** Where this page stands among the pages run at once on this pipeline, lower first (lanes.ts `nextPage`). */
+  order?: readonly number[] | undefined;
 }
 
 /** A repo resolved, fetched and verified, not yet stored. */
@@ -218,8 +220,9 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
 
   async function backfillMany(dids: readonly string[], settings: BackfillSettings, concurrency: number, hooks: ManyHooks): Promise<RepoOutcome[]> {
     const { signal } = hooks;
-    const page = lanes.nextPage();
-    mark('page-start', dids.length, page);
+    const page = lanes.nextPage(hooks.order);
+    const pageNo = page.at(-1)!;
+    mark('page-start', dids.length, pageNo);
     const out: RepoOutcome[] = new Array(dids.length);
     // The lanes fetch and verify concurrently and hand each verified repo to the batcher without
     // waiting for it to be stored: a lane goes on to its next repo while the batch it joined is
@@ -285,9 +288,9 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, dids.length) }, lane)).finally(() => batcher.endOfInput());
-    mark('page-lanes-done', dids.length, page);
+    mark('page-lanes-done', dids.length, pageNo);
     await Promise.all(storing);
-    mark('page-end', dids.length, page);
+    mark('page-end', dids.length, pageNo);
     if (failure) throw failure.err;
     if (signal.aborted) throw signal.reason ?? new Error('cancelled');
     return out;
