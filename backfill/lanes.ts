@@ -1,6 +1,7 @@
 /**
  * The lanes (repos fetched and verified at once) of one worker process's bulk backfill, shared by
- * every page it runs, the oldest page first. With the next page's activity already started
+ * every page it runs, the oldest page first (by the key its caller gives: the bulk activity's is
+ * its workflow's scheduling order). With the next page's activity already started
  * (`pagesInFlight` 2), its lanes take over one by one as the current page runs out of DIDs, and
  * its repos are fetched and verified while the current page's last batches are still being
  * stored and its result travels through Temporal: the worker no longer idles at each page's end.
@@ -10,6 +11,7 @@
  * would let a waiting newer page take it before the older page's lane asks again), and given up
  * when the lane must wait for something else, or when `olderWaiting`.
  */
+
 /** Where a page stands among the pages of a pool: compared element by element, lower first. */
 export type PageKey = readonly number[];
 
