@@ -51,11 +51,15 @@ export function backfillActivities({ config, stores }: JobContext) {
       const settings = BackfillSettings.parse(rawSettings);
       let done = 0;
       let bytes = 0;
+      const { info } = Context.current();
       return withHeartbeats(
         () => ({ done, of: dids.length, bytes }),
         (beat) =>
           pipeline.backfillMany(dids, settings, concurrency, {
             signal: Context.current().cancellationSignal,
+            // The worker's lanes go to the page the workflow scheduled first: it settles pages in
+            // that order, so a later page finished first would wait for the earlier one anyway.
+            order: [info.scheduledTimestampMs, Number(info.activityId) || 0],
             onBytes: (n) => {
               bytes += n;
               beat();
@@ -100,8 +104,10 @@ export type BackfillActivities = ReturnType<typeof backfillActivities>;
 
 /**
  * Runs `fn`, heartbeating `details()` when it calls `beat` (at most ten times a second) and at
- * least every 10 s besides: verifying and importing a large repo send no bytes for a while, and
- * without a heartbeat the attempt would look like a dead worker and be started over.
+ * least every 10 s (every half heartbeat timeout, if that is shorter) besides: verifying and
+ * importing a large repo send no bytes for a while, nor does a page waiting for the worker's
+ * lanes while an older page has them, and without a heartbeat the attempt would look like a dead
+ * worker and be started over.
  */
 async function withHeartbeats<T>(details: () => unknown, fn: (beat: () => void) => Promise<T>): Promise<T> {
   const ctx = Context.current();
@@ -120,7 +126,8 @@ async function withHeartbeats<T>(details: () => unknown, fn: (beat: () => void) 
     if (performance.now() - last >= 100) send();
     else held = true;
   };
-  const timer = setInterval(send, 10_000);
+  const timeoutMs = ctx.info.heartbeatTimeoutMs;
+  const timer = setInterval(send, timeoutMs ? Math.min(10_000, timeoutMs / 2) : 10_000);
   try {
     const result = await fn(beat);
     if (held) send();

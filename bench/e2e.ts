@@ -23,6 +23,7 @@ import { taskQueueFor } from '../config/task-queues.ts';
 import { startWorkerFleet, type WorkerFleet } from '../stack/worker-fleet.ts';
 import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
 import { threadsCpu } from './thread-cpu.ts';
+import { enableTimeline, mark, summarizeTimeline, timelineLength, timelineSince } from '../ingest/timeline.ts';
 
 export interface E2eBench {
   workers: number;
@@ -64,9 +65,13 @@ export interface E2ePass {
    * (tokio threads) and its workflow thread. Threads under 0.005 ms a repo are left out.
    */
   threadsMsPerRepo: Record<string, number>;
+  /** With `timeline` (and one worker, in this process): where the pass's wall time went (ingest/timeline.ts). */
+  timeline?: ReturnType<typeof summarizeTimeline>;
+  /** With `timeline`: the workflow's own steps, from its history (server clock). */
+  temporalMs?: Awaited<ReturnType<typeof temporalSteps>>;
 }
 
-export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
+export async function benchE2e(opts: { repos: number; records: number; temporalAddress: string; databaseUrl: string; workers?: number; pageSize?: number; lanes?: number; warmup?: number; keyPerRepo?: boolean; timeline?: boolean; log?: (l: string) => void }): Promise<E2eBench> {
   const workers = opts.workers ?? 1;
   const warmup = opts.warmup ?? 0;
   // One activity per 1,000 DIDs: the Temporal server spends tens of milliseconds of CPU on each
@@ -75,6 +80,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   const lanes = opts.lanes ?? 16;
   const log = opts.log ?? ((l: string) => console.error(l));
   const keyPerRepo = opts.keyPerRepo ?? false;
+  if (opts.timeline) enableTimeline();
   // With a key per repo, the warm-up passes backfill other repos (other keys): on the same ones,
   // the measured pass would find every key already parsed, which no backfill of the network does.
   // The static PDS then serves both sets, and each pass names its DIDs (a `dids` source).
@@ -137,11 +143,16 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     const temporal0 = cpuOf(temporal);
     const pds0 = cpuOf([child.pid!]);
     const postgres0 = await backendsCpu(opts.databaseUrl, dbName);
+    const tl0 = timelineLength();
+    mark('run-start');
+    // One page more than workers: a worker's next page is already there when its current one runs
+    // out of DIDs (see the workflow's pagesInFlight).
     const progress = await client.workflow.execute(backfill, {
       taskQueue: taskQueueFor(config, 'backfill'),
       workflowId,
-      args: [{ source, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers }],
+      args: [{ source, ...(pageSize === null ? {} : { pageSize }), concurrency: lanes, pagesInFlight: workers + 1 }],
     });
+    mark('run-end');
     const seconds = (performance.now() - t) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const threads = threadsCpu();
@@ -171,6 +182,8 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
           .filter(([, ms]) => ms >= 0.005)
           .sort((a, b) => b[1] - a[1]),
       ),
+      ...(opts.timeline && workers === 1 ? { timeline: summarizeTimeline(timelineSince(tl0), lanes) } : {}),
+      ...(opts.timeline ? { temporalMs: await temporalSteps(client, workflowId) } : {}),
     };
   };
   try {
@@ -293,4 +306,28 @@ function backendsCpuSince(before: Map<number, number> | null, after: Map<number,
   let ms = 0;
   for (const [pid, cpu] of after) ms += cpu - (before?.get(pid) ?? 0);
   return ms;
+}
+
+/**
+ * From a finished workflow's history, in milliseconds: start to first page scheduled; each page's
+ * wait from scheduled to started (a worker polling it); each page's completion to the next page
+ * scheduled (a workflow task: the turnaround at a page's end); the last completion to the close.
+ */
+async function temporalSteps(client: Client, workflowId: string) {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const ms = (e: (typeof events)[number]) => {
+    const t = e.eventTime!;
+    return Number(t.seconds ?? 0) * 1000 + Math.round((t.nanos ?? 0) / 1e6);
+  };
+  const t0 = ms(events[0]!);
+  const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes).map(ms);
+  const started = events.filter((e) => e.activityTaskStartedEventAttributes).map(ms);
+  const completed = events.filter((e) => e.activityTaskCompletedEventAttributes).map(ms);
+  return {
+    toFirstPage: (scheduled[0] ?? t0) - t0,
+    scheduledToStarted: started.map((t, i) => t - scheduled[i]!),
+    // The page scheduled once a page completes (in flight before: scheduled at once).
+    completedToNextScheduled: completed.map((t) => (scheduled.find((s) => s >= t) ?? NaN) - t).filter((d) => !Number.isNaN(d)),
+    lastCompletedToClose: ms(events.at(-1)!) - (completed.at(-1) ?? t0),
+  };
 }

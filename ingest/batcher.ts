@@ -12,6 +12,10 @@
  */
 import type { BatchOptions, ChangeOutcome, RepoChange } from './changes.ts';
 import { storeBatch, type StoreDeps } from './store.ts';
+import { mark } from './timeline.ts';
+
+/** The least changes in a batch split off at the end of input: below it, a batch's fixed cost dominates. */
+const MIN_SPLIT = 32;
 
 export interface BatcherLimits {
   /** Changes per batch at most. */
@@ -20,6 +24,13 @@ export interface BatcherLimits {
   maxBlocks: number;
   /** How long a batch that is not full may wait for more changes, from its oldest (default 0). */
   gatherMs?: number;
+  /**
+   * Batches stored at once (default 1). More than one overlaps one batch's transaction with the
+   * next one's gathering and planning, so a store that is slower than its producers for a while
+   * does not stop them; only for changes whose order across batches does not matter (the bulk
+   * backfill's, one snapshot per repo), since concurrent batches commit in any order.
+   */
+  maxInFlight?: number;
 }
 
 interface Pending {
@@ -36,6 +47,8 @@ export class StoreBatcher {
   /** Blocks of the changes in the queue. */
   #queuedBlocks = 0;
   #flushing = false;
+  /** Batches being stored. */
+  readonly #inFlight = new Set<Promise<void>>();
   /** Callers of `room()` waiting for the queue to fall below a batch. */
   #waiting: (() => void)[] = [];
   /** Ends the current gathering wait early (a full batch, or the end of input). */
@@ -69,6 +82,11 @@ export class StoreBatcher {
   room(): Promise<void> {
     if (!this.#full()) return Promise.resolve();
     return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  /** Whether `room()` would resolve at once. */
+  hasRoom(): boolean {
+    return !this.#full();
   }
 
   /** No more changes are coming for now: what waits is stored without gathering. */
@@ -108,10 +126,12 @@ export class StoreBatcher {
     await new Promise((r) => setImmediate(r));
     try {
       while (this.#queue.length > 0) {
+        while (this.#inFlight.size >= (this.limits.maxInFlight ?? 1)) await Promise.race(this.#inFlight);
         await this.#gather();
         const batch: Pending[] = [];
         let blocks = 0;
-        while (this.#queue.length > 0 && batch.length < this.limits.maxChanges) {
+        const most = this.#batchSize();
+        while (this.#queue.length > 0 && batch.length < most) {
           const next = this.#queue[0]!;
           if (batch.length > 0 && blocks + next.blocks > this.limits.maxBlocks) break;
           batch.push(this.#queue.shift()!);
@@ -119,16 +139,38 @@ export class StoreBatcher {
         }
         this.#queuedBlocks -= blocks;
         this.#wake();
-        try {
-          const result = await storeBatch(this.deps, batch.map((p) => p.change), this.options);
-          batch.forEach((p, i) => p.resolve({ outcome: result.outcomes[i]!, packKey: result.packKey, newBlocks: result.perChange[i]!.newBlocks, packBytes: result.perChange[i]!.blockBytes }));
-        } catch (err) {
-          // The whole batch rolled back; each caller decides (Temporal retries the activity).
-          for (const p of batch) p.reject(err);
-        }
+        const stored = this.#store(batch);
+        this.#inFlight.add(stored);
+        void stored.finally(() => this.#inFlight.delete(stored));
       }
     } finally {
       this.#flushing = false;
+    }
+  }
+
+  /**
+   * Changes in the next batch at most: `maxChanges`, except once input has ended, when what is
+   * left is shared among the free batch slots (no batch split off under `MIN_SPLIT`), so that the last
+   * changes, which every caller is now waiting for, are stored side by side rather than one
+   * batch after another.
+   */
+  #batchSize(): number {
+    const free = (this.limits.maxInFlight ?? 1) - this.#inFlight.size;
+    if (!this.#ended || free <= 1 || this.#queue.length < 2 * MIN_SPLIT) return this.limits.maxChanges;
+    return Math.min(this.limits.maxChanges, Math.max(MIN_SPLIT, Math.ceil(this.#queue.length / free)));
+  }
+
+  /** Stores one batch and settles its callers; never rejects. */
+  async #store(batch: Pending[]): Promise<void> {
+    try {
+      mark('batch-begin', batch.length);
+      const result = await storeBatch(this.deps, batch.map((p) => p.change), this.options);
+      mark('batch-commit', batch.length);
+      batch.forEach((p, i) => p.resolve({ outcome: result.outcomes[i]!, packKey: result.packKey, newBlocks: result.perChange[i]!.newBlocks, packBytes: result.perChange[i]!.blockBytes }));
+    } catch (err) {
+      mark('batch-commit', batch.length);
+      // The whole batch rolled back; each caller decides (Temporal retries the activity).
+      for (const p of batch) p.reject(err);
     }
   }
 }

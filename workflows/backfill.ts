@@ -67,9 +67,13 @@ export const BackfillInput = z.object({
   concurrency: z.number().int().min(1).max(64).default(8),
   /**
    * Pages imported at once, each its own activity: with several worker processes on the queue,
-   * this is how many of them share one bulk backfill. Pages are still listed in order.
+   * this is how many of them share one bulk backfill. Pages are still listed, and settled, in
+   * order. Default 2 (`DEFAULT_PAGES_IN_FLIGHT`): on one worker the next page's lanes start as
+   * the current page runs out of DIDs (a worker's pages share its lanes, the oldest first), so
+   * the worker does not idle while a page's last batches commit and the next page is listed and
+   * scheduled. Left unset here so that a history begun when the default was 1 replays with 1.
    */
-  pagesInFlight: z.number().int().min(1).max(64).default(1),
+  pagesInFlight: z.number().int().min(1).max(64).optional(),
   /** Heartbeat timeout of a page's activity: how soon a page whose worker died is retried elsewhere. */
   heartbeatSeconds: z.number().int().min(5).max(3600).default(60),
   /** Where the source left off (list index, file line, or listRepos cursor); set by continue-as-new. */
@@ -112,6 +116,16 @@ function pageSizeOf(input: { pageSize?: number | undefined }): number {
   return patched(PAGE_SIZE_PATCH) ? DEFAULT_PAGE_SIZE : OLD_DEFAULT_PAGE_SIZE;
 }
 
+/** Pages in flight when the input names none. */
+export const DEFAULT_PAGES_IN_FLIGHT = 2;
+/** Marks the histories begun with DEFAULT_PAGES_IN_FLIGHT as the default (before, it was 1). */
+export const PAGES_IN_FLIGHT_PATCH = 'backfill-default-pages-in-flight-2';
+
+function pagesInFlightOf(input: { pagesInFlight?: number | undefined }): number {
+  if (input.pagesInFlight !== undefined) return input.pagesInFlight;
+  return patched(PAGES_IN_FLIGHT_PATCH) ? DEFAULT_PAGES_IN_FLIGHT : 1;
+}
+
 /** Pages before continue-as-new: each page costs a handful of history events. */
 const PAGES_PER_RUN = 200;
 
@@ -144,8 +158,9 @@ function addOutcome(t: BackfillTotals, o: RepoOutcome): void {
 
 export async function backfill(rawInput: BackfillInput): Promise<BackfillProgress> {
   const parsed = parseInput(BackfillInput, rawInput, 'backfill');
-  // Resolved once, first thing, and carried through continue-as-new: a run keeps its page size.
-  const input = { ...parsed, pageSize: pageSizeOf(parsed) };
+  // Resolved once, first thing, and carried through continue-as-new: a run keeps its page size
+  // and its pages in flight.
+  const input = { ...parsed, pageSize: pageSizeOf(parsed), pagesInFlight: pagesInFlightOf(parsed) };
   const totals = { ...input.totals };
   let cursor = input.cursor;
   let paused = false;

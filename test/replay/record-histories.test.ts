@@ -171,6 +171,19 @@ describe.skipIf(!RECORD)('record workflow histories for the replay tests', () =>
     await save('backfill-bulk-default-page-size', '101 DIDs, no pageSize given: the default page size decides the pages', handle);
   });
 
+  it('backfill (bulk): two pages in flight by default', async () => {
+    // Five DIDs in pages of two and no pagesInFlight: the second page is scheduled before the
+    // first completes (today's default, 2); under the old default (1), one page at a time.
+    const handle = await client.workflow.start(backfill, {
+      taskQueue: workers.queues.backfill,
+      workflowId: `${prefix}-bulk-default-pages-in-flight`,
+      args: [{ source: { kind: 'dids', dids: pageDids.slice(0, 5) }, pageSize: 2, concurrency: 2, settings: { backoff: FAST_BACKOFF } }],
+    });
+    const result = await handle.result();
+    expect(result).toMatchObject({ state: 'done', handedOver: 0, totals: { repos: 5, skipped: 5 } });
+    await save('backfill-bulk-default-pages-in-flight', '5 DIDs in pages of 2, no pagesInFlight given: the default pages in flight decides how many run at once', handle);
+  });
+
   it('walk: a pass over two slices, a tail pass by continue-as-new, pause and resume while tailing, cancel', async () => {
     const handle = await client.workflow.start(walk, {
       taskQueue: workers.queues.walk,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { workflowBundleCode } from '../workflow-bundle.ts';
-import { PAGE_SIZE_PATCH } from '../../workflows/backfill.ts';
+import { PAGE_SIZE_PATCH, PAGES_IN_FLIGHT_PATCH } from '../../workflows/backfill.ts';
 import { historyOf, recordedHistories, type RecordedHistory } from './histories.ts';
 
 const histories = recordedHistories();
@@ -27,7 +27,7 @@ const eventTypes = (name: string) => histories.get(name)?.history.events.map((e)
 describe('replay of recorded histories', () => {
   it('has a history of each long-lived path', () => {
     expect([...histories.keys()].sort()).toEqual(
-      ['backfill-bulk', 'backfill-bulk-default-page-size', 'backfill-bulk-page-size-100', 'backfill-repo-backoff-pause-resume', 'backfill-repo-cancel', 'backfill-repo-handed-over', 'resync-sweep', 'rotating-walk', 'walk-first-pass', 'walk-slice', 'walk-tail-pass'].sort(),
+      ['backfill-bulk', 'backfill-bulk-default-page-size', 'backfill-bulk-default-pages-in-flight', 'backfill-bulk-page-size-100', 'backfill-repo-backoff-pause-resume', 'backfill-repo-cancel', 'backfill-repo-handed-over', 'resync-sweep', 'rotating-walk', 'walk-first-pass', 'walk-slice', 'walk-tail-pass'].sort(),
     );
     const count = (name: string, type: string) => eventTypes(name).filter((t) => t === type).length;
     // The histories hold what they claim to: timers, signals, children, continue-as-new.
@@ -61,6 +61,24 @@ describe('replay of recorded histories', () => {
     expect(markers('backfill-bulk-page-size-100')).toBe(0);
     expect(markers('backfill-bulk-default-page-size')).toBe(1);
     expect(JSON.stringify(histories.get('backfill-bulk-default-page-size')!.history)).toContain(Buffer.from(JSON.stringify(PAGE_SIZE_PATCH)).toString('base64'));
+  });
+
+  it('holds a bulk backfill without pagesInFlight begun under each default: one page at a time before, two since', () => {
+    // How many pages were scheduled and not yet completed, at most, over the history.
+    const mostInFlight = (name: string) => {
+      let now = 0;
+      let most = 0;
+      for (const t of eventTypes(name)) {
+        if (t === 'ACTIVITY_TASK_SCHEDULED') most = Math.max(most, ++now);
+        if (t === 'ACTIVITY_TASK_COMPLETED') now--;
+      }
+      return most;
+    };
+    expect(mostInFlight('backfill-bulk')).toBe(1);
+    expect(mostInFlight('backfill-bulk-default-pages-in-flight')).toBe(2);
+    expect(eventTypes('backfill-bulk-default-pages-in-flight').filter((t) => t === 'ACTIVITY_TASK_SCHEDULED')).toHaveLength(3);
+    expect(JSON.stringify(histories.get('backfill-bulk-default-pages-in-flight')!.history)).toContain(Buffer.from(JSON.stringify(PAGES_IN_FLIGHT_PATCH)).toString('base64'));
+    expect(JSON.stringify(histories.get('backfill-bulk')!.history)).not.toContain(Buffer.from(JSON.stringify(PAGES_IN_FLIGHT_PATCH)).toString('base64'));
   });
 
   it("replays every one against today's workflow code", async () => {
