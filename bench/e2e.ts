@@ -204,6 +204,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     await worker.catch(() => {});
     await fleet?.stop();
     pds.child.kill();
+    rmSync(env.REPOWALK_BLOB_DIR, { recursive: true, force: true });
   }
 }
 

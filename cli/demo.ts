@@ -110,7 +110,8 @@ export async function runDemo(baseConfig: Config, opts: { workers?: number } = {
   const client = await connectClient(endpoints);
   let progress: BackfillProgress;
   try {
-    const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true }, pagesInFlight: workers });
+    // A page more than workers, so that each worker's lanes go on to the next page as its current one ends.
+    const handle = await startBackfill(client, config, { source: { kind: 'pds', url: info.pds.url }, settings: { blobs: true }, pagesInFlight: workers + 1 });
     console.log(`backfill      ${handle.workflowId} from ${info.pds.url} …`);
     progress = await handle.result();
   } finally {
