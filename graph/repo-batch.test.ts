@@ -89,25 +89,8 @@ describe('RepoBatches', () => {
     const batches: string[][] = [];
     const alone = new Map<string, Awaited<ReturnType<typeof readOf>>>();
     for (const did of dids) alone.set(did, await readOf(new RepoBatches(pool, [{ type: 'Repo', did }], undefined, all, new Map()), did));
-    const spy = new Proxy(pool, {
-      get: (target, prop) =>
-        prop === 'connect'
-          ? async () => {
-              const client = await target.connect();
-              const { query, release } = client;
-              // Patched for this checkout only: the pool hands the client out again.
-              client.query = ((...a: unknown[]) => {
-                if (typeof a[0] === 'string' && a[0].includes('FROM repos r LEFT JOIN blocks')) batches.push((a[1] as string[][])[0]!);
-                return (query as (...a: unknown[]) => unknown).apply(client, a);
-              }) as typeof client.query;
-              client.release = (...a) => {
-                client.query = query;
-                client.release = release;
-                return release.apply(client, a);
-              };
-              return client;
-            }
-          : Reflect.get(target, prop),
+    const spy = spyPool(pool, (sql, params) => {
+      if (sql.includes('FROM repos r LEFT JOIN blocks')) batches.push((params as string[][])[0]!);
     });
     // A budget of 120 records, ramped up from a quarter: 30 (d0 alone), 60 (d1 alone), 120 (d2 + d3: 115), 120 (d4).
     const ahead = new RepoBatches(spy, roots, undefined, all, new Map(), { maxRecords: 120 });
@@ -149,24 +132,8 @@ describe('RepoBatches', () => {
   it("looks up only the records outside their repo's head pack, and never joins the record index with the block index", async () => {
     const roots: Node[] = dids.map((did) => ({ type: 'Repo', did }));
     const asked: { sql: string; cids: number }[] = [];
-    const spy = new Proxy(pool, {
-      get: (target, prop) =>
-        prop === 'connect'
-          ? async () => {
-              const client = await target.connect();
-              const { query, release } = client;
-              client.query = ((...a: unknown[]) => {
-                if (typeof a[0] === 'string') asked.push({ sql: a[0], cids: a[0].includes('generate_series') && Array.isArray(a[1]) && typeof a[1][1] === 'number' ? a[1][1] : 0 });
-                return (query as (...a: unknown[]) => unknown).apply(client, a);
-              }) as typeof client.query;
-              client.release = (...a) => {
-                client.query = query;
-                client.release = release;
-                return release.apply(client, a);
-              };
-              return client;
-            }
-          : Reflect.get(target, prop),
+    const spy = spyPool(pool, (sql, params) => {
+      asked.push({ sql, cids: sql.includes('generate_series') && Array.isArray(params) && typeof params[1] === 'number' ? params[1] : 0 });
     });
     // A repo a batch: the records another repo stored first are in a pack no head of the batch names.
     const batched = new RepoBatches(spy, roots, undefined, all, new Map(), { readAhead: false, maxRepos: 1 });
@@ -212,3 +179,26 @@ describe('RepoBatches', () => {
     asked = [];
   });
 });
+
+/** The pool, whose checked-out clients tell `seen` of every text query (patched for that checkout only: the pool hands the client out again). */
+function spyPool(pool: pg.Pool, seen: (sql: string, params: unknown) => void): pg.Pool {
+  return new Proxy(pool, {
+    get: (target, prop) =>
+      prop === 'connect'
+        ? async () => {
+            const client = await target.connect();
+            const { query, release } = client;
+            client.query = ((...a: unknown[]) => {
+              if (typeof a[0] === 'string') seen(a[0], a[1]);
+              return (query as (...a: unknown[]) => unknown).apply(client, a);
+            }) as typeof client.query;
+            client.release = (...a) => {
+              client.query = query;
+              client.release = release;
+              return release.apply(client, a);
+            };
+            return client;
+          }
+        : Reflect.get(target, prop),
+  });
+}
