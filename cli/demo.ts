@@ -130,7 +130,7 @@ export async function runDemo(baseConfig: Config, opts: { workers?: number } = {
              (SELECT count(*) FROM blobs WHERE status = 'present') AS blobs,
              (SELECT count(*) FROM repos WHERE status = 'error' OR resync_kind IS NOT NULL) AS errors`);
     const m = rows[0]!;
-    console.log(`\nmirror        ${m.repos} repos, ${m.records} records, ${m.blocks} blocks in ${m.packs} packs (${(Number(m.bytes) / 1e6).toFixed(1)} MB), ${m.blobs} blobs, ${m.errors} errors`);
+    console.log(`\nmirror        ${m.repos} repos, ${m.records} records, ${m.blocks} blocks in ${m.packs} ${Number(m.packs) === 1 ? 'pack' : 'packs'} (${(Number(m.bytes) / 1e6).toFixed(1)} MB), ${m.blobs} blobs, ${m.errors} errors`);
   } finally {
     await pool.end();
   }
