@@ -32,7 +32,7 @@ import { importRepo, importThrough, dropRepo, recordFilter } from './import.ts';
 import { StoreBatcher } from '../ingest/batcher.ts';
 import { markGone } from './repo-state.ts';
 import { mirrorBlobs } from './blobs.ts';
-import { mark, timelineOn } from '../ingest/timeline.ts';
+import { mark } from '../ingest/timeline.ts';
 import { LanePool } from './lanes.ts';
 
 /** How the pipeline reaches the network (the `network.*` options). */
@@ -248,14 +248,14 @@ export function backfillPipeline(stores: { pool: pg.Pool; blobs: BlobStore }, ne
       const release = () => {
         held = false;
         lanes.release();
-        if (timelineOn) mark('lanes', lanes.busy);
+        mark('lanes', lanes.busy);
       };
       try {
         while (next < dids.length && !signal.aborted && !failure) {
           if (!held) {
             if (!(await lanes.acquire(page, concurrency, signal))) break;
             held = true;
-            if (timelineOn) mark('lanes', lanes.busy);
+            mark('lanes', lanes.busy);
             if (next >= dids.length || failure) break;
           }
           const i = next++;

@@ -353,8 +353,7 @@ export class RepoBatches {
       // records' locations alone (strays: a record another repo stored first; a small repo's
       // share of a pack many repos filled).
       const more = new Set<number>();
-      const strayLocs = new Map<string, Map<number, BlockLoc[]>>();
-      const strayCidsOf = new Map<string, Map<number, Uint8Array[]>>();
+      const strayRecords = new Map<string, Map<number, { cids: Uint8Array[]; locs: BlockLoc[] }>>();
       for (const did of present) {
         const set = new Set<number>();
         const head = headPack(did);
@@ -375,24 +374,19 @@ export class RepoBatches {
             set.add(id);
             if (!all.has(id)) more.add(id);
           } else {
-            let m = strayLocs.get(did);
-            if (!m) {
-              strayLocs.set(did, (m = new Map()));
-              strayCidsOf.set(did, new Map());
-            }
-            m.set(id, p.locs);
-            strayCidsOf.get(did)!.set(id, p.cids);
+            let m = strayRecords.get(did);
+            if (!m) strayRecords.set(did, (m = new Map()));
+            m.set(id, p);
           }
         }
         packsOf.set(did, [...set]);
       }
       await readPacks([...more]);
       const seen = new Set<string>();
-      for (const [did, m] of strayLocs) {
+      for (const [did, m] of strayRecords) {
         const list: StrayLocs[] = [];
         const keys = new Set<string>();
-        for (const [id, locs] of m) {
-          const cids = strayCidsOf.get(did)!.get(id)!;
+        for (const [id, { cids, locs }] of m) {
           const l0 = locs[0]!;
           list.push({ pack: { id, key: l0.packKey, size: Math.max(0, l0.packSize) }, packed: packLocs(cids, locs) });
           for (const cid of cids) {
