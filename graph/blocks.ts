@@ -26,7 +26,7 @@ import { cidToString } from '../atproto/cid.ts';
 import { Batcher } from './batch.ts';
 import { PackObjectMissingError, PackRowMissingError } from './errors.ts';
 import type { BlockLoc } from './nodes.ts';
-import { LOC_SQL, readLocs } from './packed.ts';
+import { LOC_SQL, fromWire, onWire, readLocs } from './packed.ts';
 
 export interface BlockSourceOptions {
   /** Packs up to this many bytes are read whole and cached. Default 64 MiB. */
@@ -164,13 +164,13 @@ export class BlockSource {
   /** Every block index row of the given packs, in pack order: `[cid, location]` pairs (Pack steps). */
   async packIndex(packIds: number[]): Promise<[Uint8Array, BlockLoc][]> {
     if (packIds.length === 0) return [];
-    const { rows } = await this.#pool.query<{ pack_id: string; key: string | null; size_bytes: string | null; packed: Buffer }>(
-      `SELECT b.pack_id, p.key, p.size_bytes, string_agg(${LOC_SQL}, ''::bytea ORDER BY b.byte_offset) AS packed
+    const { rows } = await this.#pool.query<{ pack_id: string; key: string | null; size_bytes: string | null; packed: string }>(
+      `SELECT b.pack_id, p.key, p.size_bytes, ${onWire(`string_agg(${LOC_SQL}, ''::bytea ORDER BY b.byte_offset)`)} AS packed
        FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id
        WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes ORDER BY b.pack_id`,
       [packIds],
     );
-    return rows.flatMap((g) => readLocs(g.packed, { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) }));
+    return rows.flatMap((g) => readLocs(fromWire(g.packed), { id: Number(g.pack_id), key: g.key, size: Number(g.size_bytes ?? 0) }));
   }
 
   /**

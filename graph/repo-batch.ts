@@ -30,7 +30,7 @@ import { refcountMismatchesInPacks } from '../storage/validate-queries.ts';
 import { cidMapKey, keyWord } from './blocks.ts';
 import { LocationTable } from './locations.ts';
 import type { BlockLoc, Node } from './nodes.ts';
-import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, packLocs, readLocsInto } from './packed.ts';
+import { EVENT_SQL, LOC_SQL, PackedEvents, PackedRecords, RECORD_SQL, fromWire, onWire, packLocs, readLocsInto } from './packed.ts';
 import type { PackRow, RefcountScan, RepoRow, StepData } from './steps/context.ts';
 
 /** What the walk reads for each repo. */
@@ -242,23 +242,23 @@ export class RepoBatches {
     const countsOf = new Map<string, Map<string, number>>();
     // The record index is read for the locations too: it says which blocks are the repo's records.
     if ((wants.records || wants.locations) && present.length) {
-      const res = await db.query<{ did: string; collection: string; packed: Buffer }>(
-        `SELECT r.did, r.collection, string_agg(${RECORD_SQL}, ''::bytea ORDER BY r.rkey) AS packed
+      const res = await db.query<{ did: string; collection: string; packed: string }>(
+        `SELECT r.did, r.collection, ${onWire(`string_agg(${RECORD_SQL}, ''::bytea ORDER BY r.rkey)`)} AS packed
          FROM records r WHERE r.did = ANY($1::text[]) GROUP BY r.did, r.collection ORDER BY r.did, r.collection`,
         [present],
       );
       for (const g of res.rows) {
         let list = indexOf.get(g.did);
         if (!list) indexOf.set(g.did, (list = []));
-        list.push({ collection: g.collection, packed: g.packed });
+        list.push({ collection: g.collection, packed: fromWire(g.packed) });
       }
     }
     if (wants.events && present.length) {
-      const res = await db.query<{ did: string; packed: Buffer }>(
-        `SELECT e.did, string_agg(${EVENT_SQL}, ''::bytea ORDER BY e.id) AS packed FROM events e WHERE e.did = ANY($1::text[]) GROUP BY e.did`,
+      const res = await db.query<{ did: string; packed: string }>(
+        `SELECT e.did, ${onWire(`string_agg(${EVENT_SQL}, ''::bytea ORDER BY e.id)`)} AS packed FROM events e WHERE e.did = ANY($1::text[]) GROUP BY e.did`,
         [present],
       );
-      for (const g of res.rows) eventsOf.set(g.did, new PackedEvents(g.packed));
+      for (const g of res.rows) eventsOf.set(g.did, new PackedEvents(fromWire(g.packed)));
     }
     if (wants.counts && present.length) {
       const res = await db.query<{ did: string; collection: string; count: string }>('SELECT did, collection, count FROM collection_counts WHERE did = ANY($1::text[])', [present]);
@@ -286,8 +286,8 @@ export class RepoBatches {
       const table = new LocationTable();
       const readPacks = async (ids: number[]) => {
         if (ids.length === 0) return;
-        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; block_count: number | null; created_at: Date | null; packed: Buffer }>(
-          `SELECT b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at, string_agg(${LOC_SQL}, ''::bytea) AS packed
+        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; block_count: number | null; created_at: Date | null; packed: string }>(
+          `SELECT b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at, ${onWire(`string_agg(${LOC_SQL}, ''::bytea)`)} AS packed
            FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id
            WHERE b.pack_id = ANY($1::bigint[]) GROUP BY b.pack_id, p.key, p.size_bytes, p.block_count, p.created_at`,
           [ids],
@@ -296,9 +296,9 @@ export class RepoBatches {
         if (this.#knownPacks.size > 50_000) this.#knownPacks.clear();
         for (const g of res.rows) {
           const id = Number(g.pack_id);
-          const pack = { key: g.key, size: Number(g.size_bytes ?? 0), packed: g.packed };
+          const pack = { key: g.key, size: Number(g.size_bytes ?? 0), packed: fromWire(g.packed) };
           packs.set(id, pack);
-          readLocsInto(g.packed, table, { id, key: pack.key, size: pack.size });
+          readLocsInto(pack.packed, table, { id, key: pack.key, size: pack.size });
           if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
         }
         for (const id of ids) all.add(id);
@@ -341,13 +341,13 @@ export class RepoBatches {
       const looked = new LocationTable();
       if (unknown.length > 0) {
         // One bytea of concatenated CIDs, split in SQL (see storage/validate-queries.ts).
-        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; packed: Buffer }>(
-          `SELECT b.pack_id, p.key, p.size_bytes, string_agg(${LOC_SQL}, ''::bytea) AS packed
+        const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; packed: string }>(
+          `SELECT b.pack_id, p.key, p.size_bytes, ${onWire(`string_agg(${LOC_SQL}, ''::bytea)`)} AS packed
            FROM generate_series(1, $2::int) AS i JOIN blocks b ON b.cid = substring($1::bytea FROM (i - 1) * 36 + 1 FOR 36)
            LEFT JOIN packs p ON p.id = b.pack_id GROUP BY b.pack_id, p.key, p.size_bytes`,
           [Buffer.concat(unknown), unknown.length],
         );
-        for (const g of res.rows) readLocsInto(g.packed, looked, { id: Number(g.pack_id), key: g.key, size: g.size_bytes === null ? -1 : Number(g.size_bytes) });
+        for (const g of res.rows) readLocsInto(fromWire(g.packed), looked, { id: Number(g.pack_id), key: g.key, size: g.size_bytes === null ? -1 : Number(g.size_bytes) });
       }
       // Per repo and pack: the bytes of its records there; read whole past the share, else the
       // records' locations alone (strays: a record another repo stored first; a small repo's
