@@ -49,6 +49,12 @@ let rowDid: string | undefined;
 let rowA = 0;
 let rowB = 0;
 let rowC = 0;
+// The identity of the last Pack node hashed: every block has an edge to its pack, and a walk
+// steps a pack's blocks one after another.
+let packKey: string | undefined;
+let packA = 0;
+let packB = 0;
+let packC = 0;
 
 function word(k: number): void {
   A = round(A, k);
@@ -102,6 +108,19 @@ export function identityHash(node: Node): void {
       text(node.collection);
       text(node.rkey);
       break;
+    case 'Pack':
+      if (node.key === packKey) {
+        lanes[0] = packA;
+        lanes[1] = packB;
+        lanes[2] = packC;
+        return;
+      }
+      text(node.key);
+      packKey = node.key;
+      packA = lanes[0] = fmix(A) | 1;
+      packB = lanes[1] = fmix(B);
+      packC = lanes[2] = fmix(C);
+      return;
     default:
       text(nodeKey(node));
   }

@@ -45,4 +45,18 @@ describe('VisitedSet', () => {
     expect(set.add({ type: 'Event', id: '2' })).toBe(true);
     expect(set.size).toBe(5);
   });
+
+  it('keeps a pack its identity when hashed again, after other packs and nodes or under a key equal but not the same string', () => {
+    const set = new VisitedSet();
+    const a = `packs/aa/${'a'.repeat(64)}.car`;
+    const b = `packs/bb/${'b'.repeat(64)}.car`;
+    expect(set.add({ type: 'Pack', key: a })).toBe(true);
+    expect(set.add({ type: 'Pack', key: a })).toBe(false);
+    expect(set.add({ type: 'Pack', key: b })).toBe(true);
+    expect(set.add({ type: 'Repo', did: a })).toBe(true);
+    expect(set.add({ type: 'Pack', key: ['packs/aa/', 'a'.repeat(64), '.car'].join('') })).toBe(false);
+    expect(set.has({ type: 'Pack', key: b })).toBe(true);
+    expect(set.has({ type: 'Pack', key: b.replace('bb/b', 'bb/c') })).toBe(false);
+    expect(set.size).toBe(3);
+  });
 });

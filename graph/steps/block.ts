@@ -5,7 +5,7 @@ import { loadBlock } from './load-block.ts';
 import { andThen, type MaybePromise } from '../maybe-promise.ts';
 
 export function stepBlock(node: NodeOf<'Block'>, ctx: StepContext): MaybePromise<StepResult<'Block'>> {
-  return andThen(loadBlock(ctx, node.cid, node.loc, ctx.needs.blockBytes, () => null), ({ loc, bytes, hashOk }) => ({
+  return andThen(loadBlock(ctx, node.cid, node.loc, ctx.needs.blockBytes, null), ({ loc, bytes, hashOk }) => ({
     data: { loc, bytes, hashOk },
     edges: [],
     bytes: bytes?.length ?? 0,

@@ -14,7 +14,7 @@ import { andThen, type MaybePromise } from '../maybe-promise.ts';
 /** Synchronous when the head's block is in memory (located by the Repo read, its pack cached), as most are. */
 export function stepCommit(node: NodeOf<'Commit'>, ctx: StepContext): MaybePromise<StepResult<'Commit'>> {
   const needBytes = ctx.needs.blockBytes || ctx.wants('CommitToMstNode');
-  const loaded = loadBlock(ctx, node.cid, node.loc, needBytes, (key) => (ctx.wants('CommitToPack') ? { type: 'CommitToPack', node: { type: 'Pack', key } } : null));
+  const loaded = loadBlock(ctx, node.cid, node.loc, needBytes, ctx.wants('CommitToPack') ? 'CommitToPack' : null);
   return andThen(loaded, ({ packEdges, ...block }) => {
     let commit: Commit | null = null;
     let decodeError: string | null = null;

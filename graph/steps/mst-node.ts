@@ -21,7 +21,7 @@ const checked = emptyCheckedNode();
 
 export function stepMstNode(node: NodeOf<'MstNode'>, ctx: StepContext): MaybePromise<StepResult<'MstNode'>> {
   const needBytes = ctx.needs.blockBytes || ctx.wants('MstNodeToMstNode') || ctx.wants('MstNodeToRecord');
-  const loaded = loadBlock(ctx, node.cid, node.loc, needBytes, (key) => (ctx.wants('MstNodeToPack') ? { type: 'MstNodeToPack', node: { type: 'Pack', key } } : null));
+  const loaded = loadBlock(ctx, node.cid, node.loc, needBytes, ctx.wants('MstNodeToPack') ? 'MstNodeToPack' : null);
   return andThen(loaded, ({ packEdges, loc, bytes, hashOk }) => {
     const edges: OutEdge[] = packEdges;
     const data: StepData['MstNode'] = { loc, bytes, hashOk, layer: -1, leaves: [], problems: [] };

@@ -12,9 +12,7 @@ import { andThen, type MaybePromise } from '../maybe-promise.ts';
 
 export function stepRecord(node: NodeOf<'Record'>, ctx: StepContext, path: string | undefined): MaybePromise<StepResult<'Record'>> {
   const wantRefs = ctx.needs.recordRefs || ctx.wants('RecordToBlob') || ctx.wants('RecordToRecord');
-  const loaded = loadBlock(ctx, node.cid, node.loc, wantRefs || ctx.needs.blockBytes, (key) =>
-    ctx.wants('RecordToPack') ? { type: 'RecordToPack', node: { type: 'Pack', key } } : null,
-  );
+  const loaded = loadBlock(ctx, node.cid, node.loc, wantRefs || ctx.needs.blockBytes, ctx.wants('RecordToPack') ? 'RecordToPack' : null);
   return andThen(loaded, ({ packEdges, loc, bytes, hashOk }) => {
     const edges: OutEdge[] = packEdges;
     let refs: RecordRefs | null = null;
