@@ -71,9 +71,10 @@ export async function measureWalk(
   const rssBefore = process.memoryUsage.rss();
   let rssPeak = rssBefore;
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 100);
+  // PostgreSQL's meter reads /proc for every process on the machine: read outside this process's window.
+  const pg0 = opts.pgCpuUs();
   const cpu0 = process.cpuUsage();
   const main0 = process.threadCpuUsage();
-  const pg0 = opts.pgCpuUs();
   const r = await runWalk(deps, spec, roots, { ...opts.run, progress: { label: opts.label, emit: opts.emit } });
   const cpu = process.cpuUsage(cpu0);
   const main = process.threadCpuUsage(main0);

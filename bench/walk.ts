@@ -263,9 +263,9 @@ async function compareWalkers(dirs: string[], stores: { pool: pg.Pool; store: Bl
   const walkers = await Promise.all(sides.map(async (d) => (await import(pathToFileURL(join(d, 'graph/run.ts')).href)).runWalk as typeof runWalk));
   const spec: WalkSpec = { type: 'validate', scheduledMax: Number(values['scheduled-max']), rootConcurrency: Number(values['root-concurrency']) };
   const one = async (k: number) => {
+    const pg0 = pgCpuUs();
     const cpu0 = process.cpuUsage();
     const main0 = process.threadCpuUsage();
-    const pg0 = pgCpuUs();
     const started = performance.now();
     const r = await walkers[k]!(stores, spec, roots);
     const ms = performance.now() - started;
