@@ -18,6 +18,7 @@
  * they must not change before then.
  */
 import { CID_LENGTH } from '../atproto/cid.ts';
+import { release, resized } from '../atproto/typed-arrays.ts';
 
 /**
  * Where candidate bytes come from: a verified repo's block map, by index. The block's CID is
@@ -50,6 +51,11 @@ export interface BlockGroups {
   cidAt(group: number): Uint8Array;
   /** Copies the group's 36 CID bytes into `target` at `at`. */
   copyCid(group: number, target: Uint8Array, at: number): void;
+  /**
+   * Frees the groups' memory now (for a large repo some MB, which a collection would free only
+   * once it got to them): for a caller that is done with them. Nothing of them may be read after.
+   */
+  release(): void;
 }
 
 // An entry's fields, side by side (grouping reads the entries in CID order, at random: one cache
@@ -142,9 +148,8 @@ export class BlockRefs {
   }
 
   #resize(length: number): void {
-    const meta = new Int32Array(length);
-    meta.set(this.#meta.subarray(0, this.#n * FIELDS));
-    this.#meta = meta;
+    // The old entries are let go at once (typed-arrays.ts), not left for a full collection.
+    this.#meta = resized(this.#meta, length);
   }
 
   /** The entries grouped by CID, in CID byte order. Takes them: the refs are empty after. */
@@ -201,6 +206,12 @@ export class BlockRefs {
         index[g] = meta[at + INDEX]!;
       }
     }
+    // What only grouping read is let go now: for a large repo some MB, which a collection would
+    // free only once it got to them, and the store path allocates more right after.
+    release(meta);
+    release(inMemory);
+    release(offset);
+    release(tie);
     this.#meta = new Int32Array(0);
     this.#n = 0;
     this.#sources.length = 1;
@@ -222,11 +233,16 @@ class Groups implements BlockGroups {
   readonly #memory: readonly Uint8Array[];
   readonly #cidIn: Int32Array;
   readonly #cidAt: Uint32Array;
+  // The arrays `delta` and `carried` view the start of.
+  readonly #deltaMemory: Int32Array;
+  readonly #carriedMemory: Uint8Array;
 
   constructor(count: number, delta: Int32Array, carried: Uint8Array, bytes: { owner: Int32Array; source: Int32Array; index: Int32Array }, sources: BlockSource[], memory: readonly Uint8Array[], cidIn: Int32Array, cidAt: Uint32Array) {
     this.count = count;
     this.delta = delta.subarray(0, count);
     this.carried = carried.subarray(0, count);
+    this.#deltaMemory = delta;
+    this.#carriedMemory = carried;
     this.#owner = bytes.owner;
     this.#source = bytes.source;
     this.#index = bytes.index;
@@ -261,6 +277,13 @@ class Groups implements BlockGroups {
     const buf = this.#memory[this.#cidIn[group]!]!;
     const off = this.#cidAt[group]!;
     for (let i = 0; i < CID_LENGTH; i++) target[at + i] = buf[off + i]!;
+  }
+
+  release(): void {
+    // cidIn and cidAt share one buffer (the sort's keys', or their own): it goes with the first.
+    for (const array of [this.#deltaMemory, this.#carriedMemory, this.#owner, this.#source, this.#index]) release(array);
+    const places = this.#cidIn.buffer;
+    if (places instanceof ArrayBuffer && !places.detached) places.transfer(0);
   }
 }
 
