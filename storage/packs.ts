@@ -15,7 +15,6 @@ import { createHash } from 'node:crypto';
 import { encode as encodeCbor } from '@atcute/cbor';
 import { decode as decodeCid, toString as cidToString, type Cid } from '@atcute/cid';
 import type { BlobStore, ByteSource } from './blobstore/types.ts';
-import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 import type { Queryable } from './db/pool.ts';
 import { packKeyOfDigest } from './keys.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
@@ -47,7 +46,13 @@ const HEADER_FRAME = (() => {
   return out;
 })();
 
-/** Where layouts hash their bytes: one buffer for all (made on first use), as a layout is made synchronously. */
+/**
+ * Where layouts hash their bytes: one buffer for all (made on first use), as a layout is made
+ * synchronously. A quarter of a MiB: a hash update per piece costs nothing beside its bytes,
+ * and the buffer, kept for the process's life, is first made while a large repo is being
+ * stored, where each MiB counts against the import's peak.
+ */
+const HASH_PIECE_BYTES = 256 * 1024;
 let hashScratch: Uint8Array | undefined;
 
 /** Bytes of every CID a pack takes (see {@link isPackCid}). */
@@ -248,7 +253,7 @@ export class PackLayout implements ByteSource {
     this.size = pos;
     // Hashed a scratch buffer at a time: a hash update per block would cost more than the copy.
     const hash = createHash('sha256');
-    const scratch = (hashScratch ??= new Uint8Array(SOURCE_CHUNK_BYTES));
+    const scratch = (hashScratch ??= new Uint8Array(HASH_PIECE_BYTES));
     for (let at = 0; at < pos; at += scratch.length) {
       const part = pos - at < scratch.length ? scratch.subarray(0, pos - at) : scratch;
       this.read(at, part);
