@@ -217,8 +217,8 @@ export class PackLayout implements ByteSource {
   /** Its blobstore key, the SHA-256 of its bytes. */
   readonly key: string;
   readonly size: number;
-  /** Per block, in the order given: the offset of its data in the pack. */
-  readonly offsets: Float64Array;
+  /** Per block, in the order given: the offset of its data in the pack (32 bits when the pack is under 4 GiB). */
+  readonly offsets: Uint32Array | Float64Array;
   /** Per block: its data's length. */
   readonly lengths: Int32Array;
   /** The memory the blocks lie in, each once, as Buffers (so `copy` needs no view per block). */
@@ -240,7 +240,14 @@ export class PackLayout implements ByteSource {
     this.#dataStart = t.dataStart;
     this.#framed = t.framed;
     this.lengths = t.lengths;
-    const offsets = new Float64Array(count);
+    // Offsets in 32 bits where the pack is under 4 GiB (every pack a repo's CAR makes): 4 bytes a
+    // block less while the pack is held.
+    let size = HEADER_FRAME.length;
+    for (let i = 0; i < count; i++) {
+      const frame = this.#cidLengthOf(i) + t.lengths[i]!;
+      size += varintLength(frame) + frame;
+    }
+    const offsets = size <= 0xffffffff ? new Uint32Array(count) : new Float64Array(count);
     let pos = HEADER_FRAME.length;
     for (let i = 0; i < count; i++) {
       const cidLength = this.#cidLengthOf(i);
