@@ -157,17 +157,12 @@ export class BlockRefs {
     const n = this.#n;
     const meta = this.#meta;
     const sources = this.#sources.slice();
+    // Where an entry's CID lies is looked up from the entry as it is read: an array of where each
+    // one lies (8 bytes an entry) was most of what grouping held beside the entries, and reading
+    // it in CID order missed the cache as often as reading the entry's source does.
     const loc = new CidLocator(meta, sources, this.#memory.slice());
-    // Where each entry's CID lies, looked up once, in entry order: sorting and grouping then read
-    // these and the CID bytes, not the entries and their sources again.
-    const inMemory = new Int32Array(n);
-    const offset = new Uint32Array(n);
-    for (let e = 0; e < n; e++) {
-      inMemory[e] = loc.memoryOf(e);
-      offset[e] = loc.offOf(e);
-    }
     const memory = loc.memory;
-    const { order, tie, spare } = sortedByCid(n, memory, inMemory, offset);
+    const { order, tie, spare } = sortedByCid(n, loc);
     // Per group, what the later passes read, in CID order (the entries are at random in it: each
     // pass would otherwise miss the cache three times a group to find a CID): where its CID lies;
     // and, from the entry that carries its bytes with the lowest change index (the change that
@@ -187,13 +182,14 @@ export class BlockRefs {
     let repOff = 0;
     for (let k = 0; k < n; k++) {
       const e = order[k]!;
-      const buf = memory[inMemory[e]!]!;
-      const off = offset[e]!;
+      const inMemory = loc.memoryOf(e);
+      const buf = memory[inMemory]!;
+      const off = loc.offOf(e);
       if (g < 0 || tie[k] === 0 || !sameCid(buf, off, repBuf, repOff)) {
         g++;
         repBuf = buf;
         repOff = off;
-        cidIn[g] = inMemory[e]!;
+        cidIn[g] = inMemory;
         cidAt[g] = off;
         owner[g] = -1;
       }
@@ -209,8 +205,6 @@ export class BlockRefs {
     // What only grouping read is let go now: for a large repo some MB, which a collection would
     // free only once it got to them, and the store path allocates more right after.
     release(meta);
-    release(inMemory);
-    release(offset);
     release(tie);
     this.#meta = new Int32Array(0);
     this.#n = 0;
@@ -340,8 +334,8 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
  * and the prefix are read back as integers from the words of the sorted array, without a
  * floating-point division per entry.
  */
-function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Array, offset: Uint32Array): Sorted {
-  const at: CidsAt = { memory, inMemory, offset };
+function sortedByCid(n: number, at: CidLocator): Sorted {
+  const memory = at.memory;
   const order = new Int32Array(n);
   // 1 where an entry's CID may be the one before it in the order (their keys agree): only there
   // need grouping compare their bytes.
@@ -353,8 +347,8 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
   const packed = digestBits >= 16 ? new Float64Array(n) : undefined;
   let packable = packed !== undefined;
   for (let i = 0; i < n && packable; i++) {
-    const buf = memory[inMemory[i]!]!;
-    const off = offset[i]!;
+    const buf = memory[at.memoryOf(i)]!;
+    const off = at.offOf(i);
     const codec = buf[off + 1];
     packable = codec === 0x71 || codec === 0x55;
     const prefix = (codec === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
@@ -363,8 +357,8 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
   if (!packable) {
     const key = new Float64Array(n);
     for (let i = 0; i < n; i++) {
-      const buf = memory[inMemory[i]!]!;
-      const off = offset[i]!;
+      const buf = memory[at.memoryOf(i)]!;
+      const off = at.offOf(i);
       key[i] = buf[off + 1]! * 2 ** 32 + digest32(buf, off);
     }
     for (let i = 0; i < n; i++) order[i] = i;
@@ -409,18 +403,11 @@ function digest32(cids: Uint8Array, o: number): number {
   return ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
 }
 
-/** Where the entries' CIDs lie: entry `e`'s in `memory[inMemory[e]]` at `offset[e]`. */
-interface CidsAt {
-  memory: readonly Uint8Array[];
-  inMemory: Int32Array;
-  offset: Uint32Array;
-}
-
-function compareEntries(at: CidsAt, a: number, b: number): number {
-  const ab = at.memory[at.inMemory[a]!]!;
-  const ao = at.offset[a]!;
-  const bb = at.memory[at.inMemory[b]!]!;
-  const bo = at.offset[b]!;
+function compareEntries(at: CidLocator, a: number, b: number): number {
+  const ab = at.memory[at.memoryOf(a)]!;
+  const ao = at.offOf(a);
+  const bb = at.memory[at.memoryOf(b)]!;
+  const bo = at.offOf(b);
   for (let i = 0; i < CID_LENGTH; i++) {
     const d = ab[ao + i]! - bb[bo + i]!;
     if (d !== 0) return d;
