@@ -117,9 +117,9 @@ export class PackWriter {
 /**
  * Where a layout's blocks lie: per block, its data's memory, offset and length; and, only for a
  * block whose CID does not lie just before its data in the same memory (blocks read from a CAR
- * all do), where its CID lies. 19 bytes a block where every CID lies before its data, as against
- * 30 with the CIDs' places kept for every block: a large repo's pack is laid out while its CAR
- * and the block index are held, at the import's peak.
+ * all do), where its CID lies. With the layout's offsets, 15 bytes a block where every CID lies before
+ * its data and the pack is under 4 GiB, as against 30 with every CID's place and 64-bit offsets: a
+ * large repo's pack is laid out while its CAR and the block index are held, at the import's peak.
  */
 interface BlockTables {
   /** The memory the blocks lie in, each once, as Buffers over the whole of it. */
