@@ -14,6 +14,7 @@ import { hash } from 'node:crypto';
 import type { BlockMap } from './block-map.ts';
 import { CID_LENGTH, cidToString } from './cid.ts';
 import { BlockHashMismatchError } from './errors.ts';
+import { release, resized } from './typed-arrays.ts';
 
 /**
  * Checks the block whose 36-byte CID starts at `start` in `buf` and whose data follows it up to
@@ -149,8 +150,11 @@ export class DeferredBlockHashes {
       if (deadline !== Infinity && performance.now() >= deadline) return this.unchecked === 0;
     }
     // Everything checked: the positions are not needed any more (the buffers are the blocks').
+    for (const positions of [this.#buffer, this.#start, this.#end, this.#at]) release(positions);
     this.#buffer = new Int32Array(0);
-    this.#start = this.#end = this.#at = new Uint32Array(0);
+    this.#start = new Uint32Array(0);
+    this.#end = new Uint32Array(0);
+    this.#at = new Uint32Array(0);
     this.#buffers.length = 0;
     this.#n = this.#next = 0;
     this.#map = undefined;
@@ -160,17 +164,9 @@ export class DeferredBlockHashes {
 
   #grow(): void {
     const n = Math.max(64, this.#start.length * 2);
-    const buffer = new Int32Array(n);
-    buffer.set(this.#buffer);
-    const start = new Uint32Array(n);
-    start.set(this.#start);
-    const end = new Uint32Array(n);
-    end.set(this.#end);
-    const at = new Uint32Array(n);
-    at.set(this.#at);
-    this.#buffer = buffer;
-    this.#start = start;
-    this.#end = end;
-    this.#at = at;
+    this.#buffer = resized(this.#buffer, n);
+    this.#start = resized(this.#start, n);
+    this.#end = resized(this.#end, n);
+    this.#at = resized(this.#at, n);
   }
 }

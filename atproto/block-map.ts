@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import type { CarBlock } from '@atcute/car';
 import { CID_LENGTH, cidFromString, cidToString } from './cid.ts';
+import { release, resized } from './typed-arrays.ts';
 
 export class BlockMap {
   readonly #buffers: Uint8Array[] = [];
@@ -151,14 +152,9 @@ export class BlockMap {
   reserve(more: number): void {
     const want = this.#size + more;
     if (want > this.#start.length) {
-      const resize = (old: Uint32Array) => {
-        const next = new Uint32Array(want);
-        next.set(old.subarray(0, this.#size));
-        return next;
-      };
-      this.#buffer = resize(this.#buffer);
-      this.#start = resize(this.#start);
-      this.#end = resize(this.#end);
+      this.#buffer = resized(this.#buffer, want);
+      this.#start = resized(this.#start, want);
+      this.#end = resized(this.#end, want);
     }
     let slots = this.#table.length >> 1;
     while (want * 4 > slots * 3) slots *= 2;
@@ -171,9 +167,9 @@ export class BlockMap {
    */
   trim(): void {
     if (this.#start.length === this.#size) return;
-    this.#buffer = this.#buffer.slice(0, this.#size);
-    this.#start = this.#start.slice(0, this.#size);
-    this.#end = this.#end.slice(0, this.#size);
+    this.#buffer = resized(this.#buffer, this.#size);
+    this.#start = resized(this.#start, this.#size);
+    this.#end = resized(this.#end, this.#size);
   }
 
   /** The 36 CID bytes of block `index`: a view. */
@@ -252,20 +248,20 @@ export class BlockMap {
     this.#rehash(this.#table.length);
   }
 
+  // Grown, trimmed and rehashed with the old arrays let go at once (typed-arrays.ts): growing by
+  // copying left every smaller size behind for a full collection, some MB for a large repo.
   #grow(): void {
-    const grow = (old: Uint32Array) => {
-      const next = new Uint32Array(Math.max(8, old.length * 2));
-      next.set(old);
-      return next;
-    };
-    this.#buffer = grow(this.#buffer);
-    this.#start = grow(this.#start);
-    this.#end = grow(this.#end);
+    const n = Math.max(8, this.#start.length * 2);
+    this.#buffer = resized(this.#buffer, n);
+    this.#start = resized(this.#start, n);
+    this.#end = resized(this.#end, n);
   }
 
   #rehash(length: number): void {
+    const old = this.#table;
     this.#table = new Int32Array(length);
     for (let i = 0; i < this.#size; i++) this.#insert(i);
+    release(old);
   }
 
   #insert(index: number): void {

@@ -12,6 +12,7 @@
  */
 import type { BlockMap } from './block-map.ts';
 import { latin1 } from './cid.ts';
+import { resized } from './typed-arrays.ts';
 
 /** One record of a repository, as the MST names it. */
 export interface RepoRecord {
@@ -81,11 +82,7 @@ export class RecordList implements Iterable<RepoRecord> {
   /** Makes room for an rkey of `length` bytes; returns where it goes. */
   #reserve(length: number): number {
     if (this.#length === this.#keyEnd.length) this.#grow();
-    if (this.#keysLength + length > this.#keys.length) {
-      const keys = new Uint8Array(Math.max(this.#keys.length * 2, this.#keysLength + length));
-      keys.set(this.#keys.subarray(0, this.#keysLength));
-      this.#keys = keys;
-    }
+    if (this.#keysLength + length > this.#keys.length) this.#keys = resized(this.#keys, Math.max(this.#keys.length * 2, this.#keysLength + length));
     return this.#keysLength;
   }
 
@@ -179,10 +176,10 @@ export class RecordList implements Iterable<RepoRecord> {
   trim(): void {
     const n = this.#length;
     if (this.#keyEnd.length > n) {
-      this.#keyEnd = this.#keyEnd.slice(0, n);
-      this.#block = this.#block.slice(0, n);
+      this.#keyEnd = resized(this.#keyEnd, n);
+      this.#block = resized(this.#block, n);
     }
-    if (this.#keys.length > this.#keysLength) this.#keys = this.#keys.slice(0, this.#keysLength);
+    if (this.#keys.length > this.#keysLength) this.#keys = resized(this.#keys, this.#keysLength);
   }
 
   /** Renumbers block indexes after `BlockMap.retain`: `renumber[old]` is the new index. */
@@ -190,13 +187,10 @@ export class RecordList implements Iterable<RepoRecord> {
     for (let i = 0; i < this.#length; i++) this.#block[i] = renumber[this.#block[i]!]!;
   }
 
+  // The old arrays are let go at once (typed-arrays.ts), not left for a full collection.
   #grow(): void {
     const n = Math.max(FIRST_RECORDS, this.#keyEnd.length * 2);
-    const keyEnd = new Uint32Array(n);
-    keyEnd.set(this.#keyEnd);
-    const block = new Int32Array(n);
-    block.set(this.#block);
-    this.#keyEnd = keyEnd;
-    this.#block = block;
+    this.#keyEnd = resized(this.#keyEnd, n);
+    this.#block = resized(this.#block, n);
   }
 }

@@ -59,8 +59,9 @@ export interface ImportBench {
     cpuMsByStep: Record<string, { worker: number; postgres: number | null }>;
     /**
      * Memory at the end of each step, MB: RSS, V8's heap in use, and the array buffers (the
-     * CAR, the pack) outside it. A step's transient peak can be higher; `peakRssMb` is the
-     * process's high-water mark.
+     * CAR, the pack) outside it. A step's transient peak can be higher: `peakRss` is the
+     * process's high-water mark at the step's end (where /proc has it), so the first step whose
+     * `peakRss` reaches `peakRssMb` is the one that set the import's peak.
      */
     memoryMbByStep: Record<string, MemoryMb>;
     /** CPU of the whole import (verify included), which holds when the machine is loaded. */
@@ -255,12 +256,27 @@ interface MemoryMb {
   heapTotal: number;
   heapUsed: number;
   arrayBuffers: number;
+  /** The RSS high-water mark so far (since the baseline): the step whose value first reaches `peakRssMb` holds the peak. */
+  peakRss?: number;
 }
 
 function memoryMb(): MemoryMb {
   const m = process.memoryUsage();
   const mb = (n: number) => Math.round(n / 2 ** 20);
-  return { rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), arrayBuffers: mb(m.arrayBuffers) };
+  const out: MemoryMb = { rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), arrayBuffers: mb(m.arrayBuffers) };
+  const peak = peakRssMb();
+  if (peak !== undefined) out.peakRss = Math.round(peak);
+  return out;
+}
+
+/** The process's RSS high-water mark, MB (`VmHWM`: since the reset at the baseline), where /proc has it. */
+function peakRssMb(): number | undefined {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m ? Number(m[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function workerCpuMs(): number {

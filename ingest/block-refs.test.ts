@@ -87,6 +87,7 @@ function checkSource() {
     expect(g.ownerAt(k)).toBe(i % 2 === 0 ? 1 : 3);
     expect(Buffer.from(g.dataAt(k)).equals(i % 2 === 0 ? loose.get(i)! : buffer.subarray(starts[i]! + 36, starts[i]! + 40))).toBe(true);
   });
+  return { g, buffer, loose };
 }
 
 describe('BlockRefs.group', () => {
@@ -94,4 +95,17 @@ describe('BlockRefs.group', () => {
   it('sorts by CID bytes and sums each CID, keeping the bytes of the lowest owner (dag-cbor and raw)', () => check([0x71, 0x55]));
   it('does the same for CIDs of other codecs (the comparator path)', () => check([0x71, 0x70, 0x55]));
   it('does the same past the room it starts with', () => check([0x71, 0x55], 5000));
+  it('frees the groups when released, and nothing the caller passed', () => {
+    const { g, buffer, loose } = checkSource();
+    const held = Uint8Array.from(buffer);
+    const before = process.memoryUsage().arrayBuffers;
+    g.release();
+    // Its arrays are gone at once (no collection ran): a few bytes a group of 500.
+    expect(g.delta.length).toBe(0);
+    expect(g.carried.length).toBe(0);
+    expect(before - process.memoryUsage().arrayBuffers).toBeGreaterThanOrEqual(17 * 500);
+    // The source's buffer and the loose blocks' bytes are the caller's: untouched.
+    expect(Buffer.from(buffer).equals(held)).toBe(true);
+    for (const bytes of loose.values()) expect(bytes.length).toBe(2);
+  });
 });

@@ -18,6 +18,7 @@
  * they must not change before then.
  */
 import { CID_LENGTH } from '../atproto/cid.ts';
+import { release, resized } from '../atproto/typed-arrays.ts';
 
 /**
  * Where candidate bytes come from: a verified repo's block map, by index. The block's CID is
@@ -50,6 +51,11 @@ export interface BlockGroups {
   cidAt(group: number): Uint8Array;
   /** Copies the group's 36 CID bytes into `target` at `at`. */
   copyCid(group: number, target: Uint8Array, at: number): void;
+  /**
+   * Frees the groups' memory now (for a large repo some MB, which a collection would free only
+   * once it got to them): for a caller that is done with them. Nothing of them may be read after.
+   */
+  release(): void;
 }
 
 // An entry's fields, side by side (grouping reads the entries in CID order, at random: one cache
@@ -142,9 +148,8 @@ export class BlockRefs {
   }
 
   #resize(length: number): void {
-    const meta = new Int32Array(length);
-    meta.set(this.#meta.subarray(0, this.#n * FIELDS));
-    this.#meta = meta;
+    // The old entries are let go at once (typed-arrays.ts), not left for a full collection.
+    this.#meta = resized(this.#meta, length);
   }
 
   /** The entries grouped by CID, in CID byte order. Takes them: the refs are empty after. */
@@ -152,17 +157,12 @@ export class BlockRefs {
     const n = this.#n;
     const meta = this.#meta;
     const sources = this.#sources.slice();
+    // Where an entry's CID lies is looked up from the entry as it is read: an array of where each
+    // one lies (8 bytes an entry) was most of what grouping held beside the entries, and reading
+    // it in CID order missed the cache as often as reading the entry's source does.
     const loc = new CidLocator(meta, sources, this.#memory.slice());
-    // Where each entry's CID lies, looked up once, in entry order: sorting and grouping then read
-    // these and the CID bytes, not the entries and their sources again.
-    const inMemory = new Int32Array(n);
-    const offset = new Uint32Array(n);
-    for (let e = 0; e < n; e++) {
-      inMemory[e] = loc.memoryOf(e);
-      offset[e] = loc.offOf(e);
-    }
     const memory = loc.memory;
-    const { order, tie, spare } = sortedByCid(n, memory, inMemory, offset);
+    const { order, tie, spare } = sortedByCid(n, loc);
     // Per group, what the later passes read, in CID order (the entries are at random in it: each
     // pass would otherwise miss the cache three times a group to find a CID): where its CID lies;
     // and, from the entry that carries its bytes with the lowest change index (the change that
@@ -182,13 +182,14 @@ export class BlockRefs {
     let repOff = 0;
     for (let k = 0; k < n; k++) {
       const e = order[k]!;
-      const buf = memory[inMemory[e]!]!;
-      const off = offset[e]!;
+      const inMemory = loc.memoryOf(e);
+      const buf = memory[inMemory]!;
+      const off = loc.offOf(e);
       if (g < 0 || tie[k] === 0 || !sameCid(buf, off, repBuf, repOff)) {
         g++;
         repBuf = buf;
         repOff = off;
-        cidIn[g] = inMemory[e]!;
+        cidIn[g] = inMemory;
         cidAt[g] = off;
         owner[g] = -1;
       }
@@ -201,6 +202,10 @@ export class BlockRefs {
         index[g] = meta[at + INDEX]!;
       }
     }
+    // What only grouping read is let go now: for a large repo some MB, which a collection would
+    // free only once it got to them, and the store path allocates more right after.
+    release(meta);
+    release(tie);
     this.#meta = new Int32Array(0);
     this.#n = 0;
     this.#sources.length = 1;
@@ -222,11 +227,16 @@ class Groups implements BlockGroups {
   readonly #memory: readonly Uint8Array[];
   readonly #cidIn: Int32Array;
   readonly #cidAt: Uint32Array;
+  // The arrays `delta` and `carried` view the start of.
+  readonly #deltaMemory: Int32Array;
+  readonly #carriedMemory: Uint8Array;
 
   constructor(count: number, delta: Int32Array, carried: Uint8Array, bytes: { owner: Int32Array; source: Int32Array; index: Int32Array }, sources: BlockSource[], memory: readonly Uint8Array[], cidIn: Int32Array, cidAt: Uint32Array) {
     this.count = count;
     this.delta = delta.subarray(0, count);
     this.carried = carried.subarray(0, count);
+    this.#deltaMemory = delta;
+    this.#carriedMemory = carried;
     this.#owner = bytes.owner;
     this.#source = bytes.source;
     this.#index = bytes.index;
@@ -261,6 +271,13 @@ class Groups implements BlockGroups {
     const buf = this.#memory[this.#cidIn[group]!]!;
     const off = this.#cidAt[group]!;
     for (let i = 0; i < CID_LENGTH; i++) target[at + i] = buf[off + i]!;
+  }
+
+  release(): void {
+    // cidIn and cidAt share one buffer (the sort's keys', or their own): it goes with the first.
+    for (const array of [this.#deltaMemory, this.#carriedMemory, this.#owner, this.#source, this.#index]) release(array);
+    const places = this.#cidIn.buffer;
+    if (places instanceof ArrayBuffer && !places.detached) places.transfer(0);
   }
 }
 
@@ -317,8 +334,8 @@ function sameCid(a: Uint8Array, at: number, b: Uint8Array, bt: number): boolean 
  * and the prefix are read back as integers from the words of the sorted array, without a
  * floating-point division per entry.
  */
-function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Array, offset: Uint32Array): Sorted {
-  const at: CidsAt = { memory, inMemory, offset };
+function sortedByCid(n: number, at: CidLocator): Sorted {
+  const memory = at.memory;
   const order = new Int32Array(n);
   // 1 where an entry's CID may be the one before it in the order (their keys agree): only there
   // need grouping compare their bytes.
@@ -330,8 +347,8 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
   const packed = digestBits >= 16 ? new Float64Array(n) : undefined;
   let packable = packed !== undefined;
   for (let i = 0; i < n && packable; i++) {
-    const buf = memory[inMemory[i]!]!;
-    const off = offset[i]!;
+    const buf = memory[at.memoryOf(i)]!;
+    const off = at.offOf(i);
     const codec = buf[off + 1];
     packable = codec === 0x71 || codec === 0x55;
     const prefix = (codec === 0x71 ? 2 ** digestBits : 0) + Math.floor(digest32(buf, off) / shift);
@@ -340,8 +357,8 @@ function sortedByCid(n: number, memory: readonly Uint8Array[], inMemory: Int32Ar
   if (!packable) {
     const key = new Float64Array(n);
     for (let i = 0; i < n; i++) {
-      const buf = memory[inMemory[i]!]!;
-      const off = offset[i]!;
+      const buf = memory[at.memoryOf(i)]!;
+      const off = at.offOf(i);
       key[i] = buf[off + 1]! * 2 ** 32 + digest32(buf, off);
     }
     for (let i = 0; i < n; i++) order[i] = i;
@@ -386,18 +403,11 @@ function digest32(cids: Uint8Array, o: number): number {
   return ((cids[o + 4]! << 24) >>> 0) + (cids[o + 5]! << 16) + (cids[o + 6]! << 8) + cids[o + 7]!;
 }
 
-/** Where the entries' CIDs lie: entry `e`'s in `memory[inMemory[e]]` at `offset[e]`. */
-interface CidsAt {
-  memory: readonly Uint8Array[];
-  inMemory: Int32Array;
-  offset: Uint32Array;
-}
-
-function compareEntries(at: CidsAt, a: number, b: number): number {
-  const ab = at.memory[at.inMemory[a]!]!;
-  const ao = at.offset[a]!;
-  const bb = at.memory[at.inMemory[b]!]!;
-  const bo = at.offset[b]!;
+function compareEntries(at: CidLocator, a: number, b: number): number {
+  const ab = at.memory[at.memoryOf(a)]!;
+  const ao = at.offOf(a);
+  const bb = at.memory[at.memoryOf(b)]!;
+  const bo = at.offOf(b);
   for (let i = 0; i < CID_LENGTH; i++) {
     const d = ab[ao + i]! - bb[bo + i]!;
     if (d !== 0) return d;

@@ -93,7 +93,7 @@ function onePiecePack(blocks: Block[]): { bytes: Uint8Array; key: string; frameE
 }
 
 /** The blocks in the order a layout put them (by the offsets it gave each). */
-function inPackOrder(blocks: Block[], offsets: Float64Array): Block[] {
+function inPackOrder(blocks: Block[], offsets: ArrayLike<number>): Block[] {
   return blocks.map((b, i) => ({ b, at: offsets[i]! })).sort((x, y) => x.at - y.at).map((x) => x.b);
 }
 
@@ -224,6 +224,52 @@ describe('PackWriter', () => {
       const laid = layOutPack(blocks.length, (k) => held[byCid[k]!]!.cid, (k) => held[byCid[k]!]!.data);
       expect(laid.key, `chunks of ${chunkBytes}`).toBe(ref.key);
       expect(Buffer.from(bytesOf(laid)).equals(Buffer.from(ref.bytes)), `chunks of ${chunkBytes}`).toBe(true);
+    }
+  });
+
+  it('reads each CID from where it lies, whether just before its data or apart from it, in one pack', async () => {
+    const blocks = [...(await makeBlocks(40, 'mixed')), ...(await bigBlocks([150_000]))];
+    const car = onePiecePack(blocks);
+    const frames = blocks.map((b, i) => ({ dataOffset: car.dataOffsets[i]!, cidLength: b.cid.length, length: b.data.length }));
+    const held = asReadFromCar(car.bytes, 1000, frames);
+    // Every third block's CID in an arena of its own, and every fifth one's data copied out alone
+    // (its CID then apart from it); the rest as read from the CAR.
+    const arena = new Uint8Array(blocks.length * 36);
+    blocks.forEach((b, i) => arena.set(b.cid, i * 36));
+    const cidOf = (i: number) => (i % 3 === 0 ? arena.subarray(i * 36, (i + 1) * 36) : held[i]!.cid);
+    const dataOf = (i: number) => (i % 5 === 0 ? Uint8Array.from(held[i]!.data) : held[i]!.data);
+    const laid = layOutPack(blocks.length, cidOf, dataOf);
+    const ref = onePiecePack(inPackOrder(blocks, laid.offsets));
+    expect(laid.key).toBe(ref.key);
+    expect(Buffer.from(bytesOf(laid)).equals(Buffer.from(ref.bytes))).toBe(true);
+    for (let i = 0; i < blocks.length; i++) {
+      expect(hex(laid.cidAt(i))).toBe(hex(blocks[i]!.cid));
+      expect(laid.indexOf(blocks[i]!.cid)).toBe(i);
+    }
+  });
+
+  it('lays out blocks held in more than 65,536 arrays', () => {
+    // Past 65,536 memories the layout keeps their ids in 32 bits: a block whose id were cut to 16
+    // would be read from another block's array.
+    const count = 70_000;
+    const cids = new Uint8Array(count * 36);
+    const data: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) {
+      cids.set([1, 0x55, 0x12, 32], i * 36);
+      cids.set(createHash('sha256').update(String(i)).digest(), i * 36 + 4);
+      data.push(Uint8Array.of(i & 0xff, (i >> 8) & 0xff, i >> 16));
+    }
+    const blocks = data.map((d, i) => ({ cid: cids.subarray(i * 36, (i + 1) * 36), data: d }));
+    const laid = layOutPack(count, (i) => blocks[i]!.cid, (i) => blocks[i]!.data);
+    const ref = onePiecePack(inPackOrder(blocks, laid.offsets));
+    expect(laid.key).toBe(ref.key);
+    // A pack under 4 GiB keeps its offsets in 32 bits.
+    expect(laid.offsets).toBeInstanceOf(Uint32Array);
+    const into = new Uint8Array(3);
+    for (const i of [0, 65_535, 65_536, 65_537, count - 1]) {
+      laid.read(laid.offsets[i]!, into);
+      expect([...into]).toEqual([...data[i]!]);
+      expect(hex(laid.cidAt(i))).toBe(hex(blocks[i]!.cid));
     }
   });
 

@@ -15,7 +15,6 @@ import { createHash } from 'node:crypto';
 import { encode as encodeCbor } from '@atcute/cbor';
 import { decode as decodeCid, toString as cidToString, type Cid } from '@atcute/cid';
 import type { BlobStore, ByteSource } from './blobstore/types.ts';
-import { SOURCE_CHUNK_BYTES } from './blobstore/checks.ts';
 import type { Queryable } from './db/pool.ts';
 import { packKeyOfDigest } from './keys.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
@@ -47,8 +46,17 @@ const HEADER_FRAME = (() => {
   return out;
 })();
 
-/** Where layouts hash their bytes: one buffer for all (made on first use), as a layout is made synchronously. */
+/**
+ * Where layouts hash their bytes: one buffer for all (made on first use), as a layout is made
+ * synchronously. A quarter of a MiB: a hash update per piece costs nothing beside its bytes,
+ * and the buffer, kept for the process's life, is first made while a large repo is being
+ * stored, where each MiB counts against the import's peak.
+ */
+const HASH_PIECE_BYTES = 256 * 1024;
 let hashScratch: Uint8Array | undefined;
+
+/** Bytes of every CID a pack takes (see {@link isPackCid}). */
+const CID_BYTES = 36;
 
 /** The shape every CID @atcute/cid accepts (binary CIDv1, DAG-CBOR or raw, SHA-256); checked inline on the hot path. */
 function isPackCid(cid: Uint8Array): boolean {
@@ -106,31 +114,42 @@ export class PackWriter {
   }
 }
 
-/** Where a layout's blocks lie: per block, its CID's and its data's memory, offset and length. */
+/**
+ * Where a layout's blocks lie: per block, its data's memory, offset and length; and, only for a
+ * block whose CID does not lie just before its data in the same memory (blocks read from a CAR
+ * all do), where its CID lies. With the layout's offsets, 15 bytes a block where every CID lies before
+ * its data and the pack is under 4 GiB, as against 30 with every CID's place and 64-bit offsets: a
+ * large repo's pack is laid out while its CAR and the block index are held, at the import's peak.
+ */
 interface BlockTables {
   /** The memory the blocks lie in, each once, as Buffers over the whole of it. */
   memory: Buffer[];
-  cidMemory: Int32Array;
-  cidStart: Uint32Array;
-  cidLength: Uint8Array;
-  dataMemory: Int32Array;
+  /** Per block, its data's memory: 16 bits while there are at most 65,536 of them. */
+  dataMemory: Uint16Array | Int32Array;
   dataStart: Uint32Array;
   lengths: Int32Array;
   /** 1 where the block's whole frame (varint, CID, data) lies in its data's memory, as blocks read from a CAR do. */
   framed: Uint8Array;
+  /** Made at the first block whose CID lies elsewhere; only such blocks have their places here. */
+  cids: CidPlaces | undefined;
+}
+
+/** Where the CIDs lie of the blocks whose CID does not lie just before their data (`length` 0 for the others). */
+interface CidPlaces {
+  memory: Int32Array;
+  start: Uint32Array;
+  length: Uint8Array;
 }
 
 /** Asks for each block's CID and data once and notes where they lie. */
 function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array): BlockTables {
   const t: BlockTables = {
     memory: [],
-    cidMemory: new Int32Array(count),
-    cidStart: new Uint32Array(count),
-    cidLength: new Uint8Array(count),
-    dataMemory: new Int32Array(count),
+    dataMemory: new Uint16Array(count),
     dataStart: new Uint32Array(count),
     lengths: new Int32Array(count),
     framed: new Uint8Array(count),
+    cids: undefined,
   };
   const ids = new Map<ArrayBufferLike, number>();
   let lastBuffer: ArrayBufferLike | undefined;
@@ -143,6 +162,8 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
       id = t.memory.length;
       ids.set(view.buffer, id);
       t.memory.push(Buffer.from(view.buffer as ArrayBuffer));
+      // Past 65,536 memories (blocks held apart, one array each), the ids take 32 bits.
+      if (id === 0x10000) t.dataMemory = Int32Array.from(t.dataMemory);
     }
     lastId = id;
     return id;
@@ -155,19 +176,25 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
     // Offsets in the memory are kept in 32 bits: a view further in than 4 GiB is refused.
     if (data.byteOffset + data.length > 0xffffffff || cid.byteOffset > 0xffffffff) throw new RangeError('a pack block lies past 4 GiB into its memory');
     const dataMemory = memoryOf(data);
-    t.cidMemory[i] = memoryOf(cid);
-    t.cidStart[i] = cid.byteOffset;
-    t.cidLength[i] = cid.length;
     t.dataMemory[i] = dataMemory;
     t.dataStart[i] = data.byteOffset;
     t.lengths[i] = data.length;
-    // Framed in memory: the CID, and before it the frame's varint, just before the data.
+    // The CID just before the data, in the same memory: its place need not be kept.
     const mem = t.memory[dataMemory]!;
     const at = data.byteOffset - cid.length;
+    let before = at >= 0 && cid.length === CID_BYTES;
+    for (let k = cid.length - 1; k >= 0 && before; k--) before = mem[at + k] === cid[k];
+    if (!before) {
+      const cids = (t.cids ??= { memory: new Int32Array(count), start: new Uint32Array(count), length: new Uint8Array(count) });
+      cids.memory[i] = memoryOf(cid);
+      cids.start[i] = cid.byteOffset;
+      cids.length[i] = cid.length;
+      continue;
+    }
+    // Framed in memory: the frame's varint, too, just before the CID.
     const n = writeVarint(varint, 0, cid.length + data.length);
     if (at - n < 0) continue;
     let same = true;
-    for (let k = cid.length - 1; k >= 0 && same; k--) same = mem[at + k] === cid[k];
     for (let k = 0; k < n && same; k++) same = mem[at - n + k] === varint[k];
     if (same) t.framed[i] = 1;
   }
@@ -190,17 +217,16 @@ export class PackLayout implements ByteSource {
   /** Its blobstore key, the SHA-256 of its bytes. */
   readonly key: string;
   readonly size: number;
-  /** Per block, in the order given: the offset of its data in the pack. */
-  readonly offsets: Float64Array;
+  /** Per block, in the order given: the offset of its data in the pack (32 bits when the pack is under 4 GiB). */
+  readonly offsets: Uint32Array | Float64Array;
   /** Per block: its data's length. */
   readonly lengths: Int32Array;
   /** The memory the blocks lie in, each once, as Buffers (so `copy` needs no view per block). */
   readonly #memory: Buffer[];
-  readonly #cidMemory: Int32Array;
-  readonly #cidStart: Uint32Array;
-  readonly #cidLength: Uint8Array;
-  readonly #dataMemory: Int32Array;
+  readonly #dataMemory: Uint16Array | Int32Array;
   readonly #dataStart: Uint32Array;
+  /** Where the CIDs lie that do not lie just before their data; undefined when none does. */
+  readonly #cids: CidPlaces | undefined;
   /** 1 where the block's whole frame lies in its data's memory, just before the data. */
   readonly #framed: Uint8Array;
   readonly #varint = Buffer.alloc(10);
@@ -209,17 +235,22 @@ export class PackLayout implements ByteSource {
   constructor(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: number) => Uint8Array) {
     const t = locate(count, cidAt, dataAt);
     this.#memory = t.memory;
-    this.#cidMemory = t.cidMemory;
-    this.#cidStart = t.cidStart;
-    this.#cidLength = t.cidLength;
+    this.#cids = t.cids;
     this.#dataMemory = t.dataMemory;
     this.#dataStart = t.dataStart;
     this.#framed = t.framed;
     this.lengths = t.lengths;
-    const offsets = new Float64Array(count);
+    // Offsets in 32 bits where the pack is under 4 GiB (every pack a repo's CAR makes): 4 bytes a
+    // block less while the pack is held.
+    let size = HEADER_FRAME.length;
+    for (let i = 0; i < count; i++) {
+      const frame = this.#cidLengthOf(i) + t.lengths[i]!;
+      size += varintLength(frame) + frame;
+    }
+    const offsets = size <= 0xffffffff ? new Uint32Array(count) : new Float64Array(count);
     let pos = HEADER_FRAME.length;
     for (let i = 0; i < count; i++) {
-      const cidLength = t.cidLength[i]!;
+      const cidLength = this.#cidLengthOf(i);
       const length = t.lengths[i]!;
       pos += varintLength(cidLength + length) + cidLength;
       offsets[i] = pos;
@@ -229,7 +260,7 @@ export class PackLayout implements ByteSource {
     this.size = pos;
     // Hashed a scratch buffer at a time: a hash update per block would cost more than the copy.
     const hash = createHash('sha256');
-    const scratch = (hashScratch ??= new Uint8Array(SOURCE_CHUNK_BYTES));
+    const scratch = (hashScratch ??= new Uint8Array(HASH_PIECE_BYTES));
     for (let at = 0; at < pos; at += scratch.length) {
       const part = pos - at < scratch.length ? scratch.subarray(0, pos - at) : scratch;
       this.read(at, part);
@@ -240,17 +271,34 @@ export class PackLayout implements ByteSource {
 
   /** Block `i`'s CID, a view of where it lies. */
   cidAt(i: number): Uint8Array {
-    const m = this.#memory[this.#cidMemory[i]!]!;
-    return new Uint8Array(m.buffer, this.#cidStart[i]!, this.#cidLength[i]!);
+    const m = this.#memory[this.#cidMemoryOf(i)]!;
+    return new Uint8Array(m.buffer, this.#cidStartOf(i), this.#cidLengthOf(i));
+  }
+
+  // A CID lies just before its data (its length is then that of every CID a pack takes), or
+  // where `#cids` says.
+  #cidLengthOf(i: number): number {
+    const cids = this.#cids;
+    return cids === undefined || cids.length[i] === 0 ? CID_BYTES : cids.length[i]!;
+  }
+
+  #cidMemoryOf(i: number): number {
+    const cids = this.#cids;
+    return cids === undefined || cids.length[i] === 0 ? this.#dataMemory[i]! : cids.memory[i]!;
+  }
+
+  #cidStartOf(i: number): number {
+    const cids = this.#cids;
+    return cids === undefined || cids.length[i] === 0 ? this.#dataStart[i]! - CID_BYTES : cids.start[i]!;
   }
 
   /** The first block (in the order given) whose CID is `cid`, or -1. */
   indexOf(cid: Uint8Array): number {
     const last = cid.length - 1;
     outer: for (let i = 0; i < this.offsets.length; i++) {
-      if (this.#cidLength[i] !== cid.length) continue;
-      const m = this.#memory[this.#cidMemory[i]!]!;
-      const at = this.#cidStart[i]!;
+      if (this.#cidLengthOf(i) !== cid.length) continue;
+      const m = this.#memory[this.#cidMemoryOf(i)]!;
+      const at = this.#cidStartOf(i);
       // From the digest's end: different CIDs nearly always differ in their last byte.
       for (let k = last; k >= 0; k--) if (m[at + k] !== cid[k]) continue outer;
       return i;
@@ -307,7 +355,7 @@ export class PackLayout implements ByteSource {
         i = last;
         continue;
       }
-      const cidLength = this.#cidLength[i]!;
+      const cidLength = this.#cidLengthOf(i);
       const length = this.lengths[i]!;
       const dataStart = this.offsets[i]!;
       const cidStart = dataStart - cidLength;
@@ -315,14 +363,14 @@ export class PackLayout implements ByteSource {
         const n = writeVarint(this.#varint, 0, cidLength + length);
         copy(this.#varint, 0, cidStart - n, n);
       }
-      if (pos < end && pos < dataStart) copy(this.#memory[this.#cidMemory[i]!]!, this.#cidStart[i]!, cidStart, cidLength);
+      if (pos < end && pos < dataStart) copy(this.#memory[this.#cidMemoryOf(i)]!, this.#cidStartOf(i), cidStart, cidLength);
       if (pos < end) copy(this.#memory[this.#dataMemory[i]!]!, this.#dataStart[i]!, dataStart, length);
     }
   }
 
   /** Where block `i`'s frame starts in the pack. */
   #frameStartOf(i: number): number {
-    const cidLength = this.#cidLength[i]!;
+    const cidLength = this.#cidLengthOf(i);
     return this.offsets[i]! - cidLength - varintLength(cidLength + this.lengths[i]!);
   }
 
