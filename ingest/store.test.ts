@@ -541,3 +541,35 @@ describe('storeBatch, blocks and repos a concurrent batch stores meanwhile', () 
     ]);
   });
 });
+
+describe('storeBatch, a failure writing rows', () => {
+  const did = (table: string, i: number) => `did:plc:rowwriter${table.padEnd(14, 'x')}${'ab'[i]}`;
+  const openTransactions = async () =>
+    (await pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`)).rows[0].n as number;
+
+  // A failure in the rows the batch writes is the batch's failure, named as itself; nothing of
+  // the batch is stored, and the connection goes back to the pool with no transaction open.
+  it.each(['records', 'events'])('a failure writing %s fails the batch with its own error, stores nothing and leaves no transaction open', async (table) => {
+    const dids = [did(table, 0), did(table, 1)];
+    const repos = [];
+    for (const d of dids) repos.push(await verified(d, generateRecords(30).map((r) => ({ ...r, value: { ...r.value, d } })), 1));
+    await pool.query(`CREATE FUNCTION test_fail_${table}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.did = '${dids[1]}' THEN RAISE EXCEPTION 'injected failure in ${table}'; END IF; RETURN NEW; END $$`);
+    await pool.query(`CREATE TRIGGER test_fail_${table} BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION test_fail_${table}()`);
+    try {
+      await expect(storeBatch({ pool, blobs }, repos.map(snapshot), { ...opts, origin: 'backfill' })).rejects.toThrow(`injected failure in ${table}`);
+    } finally {
+      await pool.query(`DROP TRIGGER test_fail_${table} ON ${table}; DROP FUNCTION test_fail_${table}()`);
+    }
+    for (const t of ['repos', 'records', 'events', 'collection_counts']) {
+      expect((await pool.query(`SELECT count(*)::int AS n FROM ${t} WHERE did = ANY($1)`, [dids])).rows[0].n, t).toBe(0);
+    }
+    expect((await pool.query('SELECT count(*)::int AS n FROM blocks WHERE cid = ANY($1)', [repos.map((r) => cidBytes(r.commitCid))])).rows[0].n).toBe(0);
+    expect(await openTransactions()).toBe(0);
+
+    const again = await storeBatch({ pool, blobs }, repos.map(snapshot), { ...opts, origin: 'backfill' });
+    expect(again.outcomes).toMatchObject([{ kind: 'imported', created: 30 }, { kind: 'imported', created: 30 }]);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+});
