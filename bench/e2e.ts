@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { scratchDatabase } from './scratch-db.ts';
 import { Client, Connection } from '@temporalio/client';
 import { smallRepos } from '../atproto/testing/static-pds.ts';
 import { loadConfig } from '../config/load.ts';
@@ -91,13 +92,9 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
   const pds = await startStaticPds(served, opts.records, keyPerRepo);
   const url = pds.url;
   const sourceOf = (set: typeof repos) => (otherRepos ? { kind: 'dids' as const, dids: set.map((r) => r.did) } : { kind: 'pds' as const, url });
-  const dbName = `bench_e2e_${Date.now().toString(36)}`;
-  const admin = new pg.Client({ connectionString: opts.databaseUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const dbUrl = new URL(opts.databaseUrl);
-  dbUrl.pathname = `/${dbName}`;
+  const db = await scratchDatabase(opts.databaseUrl, 'bench_e2e');
+  const dbName = db.name;
+  const dbUrl = new URL(db.url);
   const prefix = `bench-${Date.now().toString(36)}`;
   const env = {
     TEMPORAL_ADDRESS: opts.temporalAddress,
@@ -205,6 +202,7 @@ export async function benchE2e(opts: { repos: number; records: number; temporalA
     await fleet?.stop();
     pds.child.kill();
     rmSync(env.REPOWALK_BLOB_DIR, { recursive: true, force: true });
+    await db.drop().catch((err: unknown) => log(`e2e: could not drop ${dbName}: ${String(err)}`));
   }
 }
 

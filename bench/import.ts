@@ -39,6 +39,7 @@ import { type MadeRepo, cachePaths, makeRepo, generateRecords } from '../atproto
 import { BENCH_DID, benchRepo } from './inputs.ts';
 import { verifyRepo, verifyRepoStream } from '../atproto/verify.ts';
 import { connectPool } from '../storage/db/pool.ts';
+import { scratchDatabase } from './scratch-db.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { importRepo } from '../backfill/import.ts';
@@ -85,17 +86,6 @@ export interface ImportBench {
   nodeFlags: string[];
 }
 
-async function freshDb(baseUrl: string): Promise<string> {
-  const name = `bench_import_${Date.now().toString(36)}`;
-  const c = new pg.Client({ connectionString: baseUrl });
-  await c.connect();
-  await c.query(`CREATE DATABASE ${name}`);
-  await c.end();
-  const u = new URL(baseUrl);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
 export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; withoutIndexes?: string[]; eagerHashes?: boolean; carInMemory?: boolean; log?: (l: string) => void }): Promise<ImportBench> {
   const log = opts.log ?? ((l: string) => console.error(l));
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
@@ -108,7 +98,8 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   const carBytes = statSync(carPath).size;
   const mb = carBytes / 1e6;
   // One connection, so that the backend whose CPU is read is the one that runs the import.
-  const pool = await connectPool(await freshDb(opts.databaseUrl), { max: 1 });
+  const db = await scratchDatabase(opts.databaseUrl, 'bench_import');
+  const pool = await connectPool(db.url, { max: 1 });
   await migrate(pool);
   for (const index of opts.withoutIndexes ?? []) {
     if (!/^[a-z_][a-z0-9_]*$/.test(index)) throw new Error(`--without-index: ${JSON.stringify(index)} is not an index name`);
@@ -174,6 +165,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
 
   const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu, deferBlockHashes);
   await pool.end();
+  await db.drop();
   if (ownBlobDir) rmSync(ownBlobDir, { recursive: true, force: true });
   return {
     records: opts.records,

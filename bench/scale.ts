@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { scratchDatabase } from './scratch-db.ts';
 import { Client, Connection } from '@temporalio/client';
 import { serveRepos, smallRepos } from '../atproto/testing/static-pds.ts';
 import { startWorkerFleet } from '../stack/worker-fleet.ts';
@@ -94,13 +95,9 @@ pds.server.prependListener('request', (req: IncomingMessage, res: ServerResponse
 });
 const proxy = await countingProxy(s3.endpoint);
 
-const dbName = `bench_scale_${Date.now().toString(36)}`;
-const admin = new pg.Client({ connectionString: values['database-url'] });
-await admin.connect();
-await admin.query(`CREATE DATABASE ${dbName}`);
-await admin.end();
-const dbUrl = new URL(values['database-url']);
-dbUrl.pathname = `/${dbName}`;
+const db = await scratchDatabase(values['database-url'], 'bench_scale');
+const dbName = db.name;
+const dbUrl = new URL(db.url);
 const prefix = `scale-${Date.now().toString(36)}`;
 const fleet = await startWorkerFleet({
   count: WORKERS,
@@ -221,6 +218,7 @@ try {
   await client.connection.close();
   await fleet.stop();
   await pool.end();
+  await db.drop();
   proxy.close();
   pds.server.close();
 }

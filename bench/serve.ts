@@ -42,6 +42,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
+import { scratchDatabase } from './scratch-db.ts';
 import { WebSocket } from 'ws';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
@@ -66,13 +67,8 @@ const cpuSeconds = (since: NodeJS.CpuUsage) => {
   return Math.max(1e-6, (d.user + d.system) / 1e6);
 };
 
-const name = `servebench_${Date.now().toString(36)}`;
-const admin = new pg.Client({ connectionString: url });
-await admin.connect();
-await admin.query(`CREATE DATABASE ${name}`);
-await admin.end();
-const dbUrl = new URL(url);
-dbUrl.pathname = `/${name}`;
+const db = await scratchDatabase(url, 'servebench');
+const dbUrl = new URL(db.url);
 const pool = await connectPool(dbUrl.toString(), { max: 8 });
 await migrate(pool);
 const blobDir = mkdtempSync(join(tmpdir(), 'repowalk-bench-serve-'));
@@ -445,5 +441,6 @@ try {
   client?.kill();
   await server.close();
   await pool.end();
+  await db.drop();
   await rm(blobDir, { recursive: true, force: true });
 }

@@ -31,6 +31,7 @@ import { loadavg } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { scratchDatabase } from './scratch-db.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
@@ -55,14 +56,8 @@ if (!existsSync(`${firehoseCacheFile(repos, commits)}.json`)) {
 }
 const hose = await generatedFirehose(repos, commits, log);
 
-const name = `bench_sync_${Date.now().toString(36)}`;
-const admin = new pg.Client({ connectionString: baseUrl });
-await admin.connect();
-await admin.query(`CREATE DATABASE ${name}`);
-await admin.end();
-const u = new URL(baseUrl);
-u.pathname = `/${name}`;
-const pool = await connectPool(u.toString(), { max: 4 });
+const db = await scratchDatabase(baseUrl, 'bench_sync');
+const pool = await connectPool(db.url, { max: 4 });
 await migrate(pool);
 const blobDir = mkdtempSync(join(tmpdir(), 'repowalk-bench-sync-'));
 const blobs = new LocalBlobStore(blobDir);
@@ -133,6 +128,7 @@ const report = await new Promise<{ sentAt: number[]; cpuMs: number }>((resolve) 
 for (let seq = 1; seq < applyAt.length; seq++) if (applyAt[seq] && report.sentAt[seq]) lags.push(applyAt[seq]! - report.sentAt[seq]!);
 const records = Number((await pool.query('SELECT count(*) AS n FROM records')).rows[0].n);
 await pool.end();
+await db.drop();
 // The run's packs (~280 MB) are not needed past it.
 rmSync(blobDir, { recursive: true, force: true });
 lags.sort((a, b) => a - b);
