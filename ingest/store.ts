@@ -266,6 +266,9 @@ function addPlanRefs(refs: BlockRefs, plan: SnapshotPlan): void {
   for (const b of plan.treeBlocks) refs.block(source, b, 0, owner);
 }
 
+/** CIDs a check asks about at once: 360 kB of parameter (at 50,000, 1.8 MB held at a large import's peak). */
+const CHECK_BATCH = 10_000;
+
 /**
  * Which carried groups the block index does not hold yet (1) — the pack's blocks. The CIDs go to
  * the server as one binary parameter of 36-byte slices, probed as one array (the index scan takes
@@ -274,9 +277,6 @@ function addPlanRefs(refs: BlockRefs, plan: SnapshotPlan): void {
  * EXISTS subquery per CID (a descent, an executor pass and an answer character each) read 17.6
  * buffers per live-sync commit against 2.2, and took about three times as long.
  */
-/** CIDs a check asks about at once: 360 kB of parameter (at 50,000, 1.8 MB held at a large import's peak). */
-const CHECK_BATCH = 10_000;
-
 async function freshAmong(tx: pg.ClientBase, groups: BlockGroups): Promise<Uint8Array> {
   const fresh = new Uint8Array(groups.count);
   let count = 0;
