@@ -41,7 +41,6 @@ import { createServer } from 'node:http';
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
-import pg from 'pg';
 import { scratchDatabase } from './scratch-db.ts';
 import { WebSocket } from 'ws';
 import { connectPool } from '../storage/db/pool.ts';

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { scratchDatabase } from './scratch-db.ts';
 import { smallRepos } from '../atproto/testing/static-pds.ts';
 import { verifyRepo, type VerifiedRepo } from '../atproto/verify.ts';
 import { connectPool } from '../storage/db/pool.ts';
@@ -67,13 +68,11 @@ async function firehoseCommits(shape: string, limit: number): Promise<RepoChange
   return out;
 }
 
-const name = `bench_store_${Date.now().toString(36)}`;
+const db = await scratchDatabase(adminUrl, 'bench_store');
+const name = db.name;
 const admin = new pg.Client({ connectionString: adminUrl });
 await admin.connect();
-await admin.query(`CREATE DATABASE ${name}`);
-const url = new URL(adminUrl);
-url.pathname = `/${name}`;
-const pool = await connectPool(url.toString());
+const pool = await connectPool(db.url);
 await migrate(pool);
 const blobDir = mkdtempSync(join(tmpdir(), 'repowalk-bench-store-'));
 const blobs = new LocalBlobStore(blobDir);
@@ -121,8 +120,8 @@ for (const [pid, ms] of await backends()) pgMs += ms - (pg0.get(pid) ?? 0);
 const n = changes.length - 1;
 await pool.end();
 rmSync(blobDir, { recursive: true, force: true });
-await admin.query(`DROP DATABASE ${name}`);
 await admin.end();
+await db.drop();
 const perChange = { process: (cpu.user + cpu.system) / 1000 / n, postgres: pgMs / n };
 const stepMs = trace ? Object.fromEntries([...steps].map(([k, ms]) => [k, Math.round((ms / n) * 1e4) / 1e4])) : undefined;
 console.log(

@@ -30,7 +30,6 @@ import { execFileSync, fork } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { scratchDatabase } from './scratch-db.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';

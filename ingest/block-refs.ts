@@ -22,13 +22,12 @@ import { release, resized } from '../atproto/typed-arrays.ts';
 
 /**
  * Where candidate bytes come from: a verified repo's block map, by index. The block's CID is
- * the 36 bytes at `startAt(index)` of `bufferAt(index)`.
+ * the 36 bytes at `startAt(index)` of `buffers[bufferIndexAt(index)]`.
  */
 export interface BlockSource {
   dataAt(index: number): Uint8Array;
-  bufferAt(index: number): Uint8Array;
   startAt(index: number): number;
-  /** The buffers its blocks lie in; block `index` is in the one at `bufferIndexAt(index)` (`bufferAt`'s). */
+  /** The buffers its blocks lie in; block `index` is in the one at `bufferIndexAt(index)`. */
   readonly buffers: readonly Uint8Array[];
   bufferIndexAt(index: number): number;
 }
@@ -44,9 +43,6 @@ export interface BlockGroups {
   ownerAt(group: number): number;
   /** The block's bytes; only when carried. */
   dataAt(group: number): Uint8Array;
-  /** The array the group's 36 CID bytes lie in, at {@link cidOffset}. */
-  cidBuffer(group: number): Uint8Array;
-  cidOffset(group: number): number;
   /** The group's CID: a view. */
   cidAt(group: number): Uint8Array;
   /** Copies the group's 36 CID bytes into `target` at `at`. */
@@ -81,7 +77,6 @@ export class BlockRefs {
   readonly #looseCidAt: number[] = [];
   readonly #looseSource: BlockSource = {
     dataAt: (i) => this.#loose[i]!,
-    bufferAt: (i) => this.#looseCid[i]!,
     startAt: (i) => this.#looseCidAt[i]!,
     buffers: this.#looseCid,
     bufferIndexAt: (i) => i,
@@ -252,14 +247,6 @@ class Groups implements BlockGroups {
 
   dataAt(group: number): Uint8Array {
     return this.#sources[this.#source[group]!]!.dataAt(this.#index[group]!);
-  }
-
-  cidBuffer(group: number): Uint8Array {
-    return this.#memory[this.#cidIn[group]!]!;
-  }
-
-  cidOffset(group: number): number {
-    return this.#cidAt[group]!;
   }
 
   cidAt(group: number): Uint8Array {

@@ -17,6 +17,7 @@ import { decode as decodeCid, toString as cidToString, type Cid } from '@atcute/
 import type { BlobStore, ByteSource } from './blobstore/types.ts';
 import type { Queryable } from './db/pool.ts';
 import { packKeyOfDigest } from './keys.ts';
+import { CID_LENGTH } from '../atproto/cid.ts';
 import { BlockHashMismatchError, InvalidBlockCidError, PackNotFoundError } from './pack-errors.ts';
 
 /** Where one block's data sits inside a pack. */
@@ -54,9 +55,6 @@ const HEADER_FRAME = (() => {
  */
 const HASH_PIECE_BYTES = 256 * 1024;
 let hashScratch: Uint8Array | undefined;
-
-/** Bytes of every CID a pack takes (see {@link isPackCid}). */
-const CID_BYTES = 36;
 
 /** The shape every CID @atcute/cid accepts (binary CIDv1, DAG-CBOR or raw, SHA-256); checked inline on the hot path. */
 function isPackCid(cid: Uint8Array): boolean {
@@ -182,7 +180,7 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
     // The CID just before the data, in the same memory: its place need not be kept.
     const mem = t.memory[dataMemory]!;
     const at = data.byteOffset - cid.length;
-    let before = at >= 0 && cid.length === CID_BYTES;
+    let before = at >= 0 && cid.length === CID_LENGTH;
     for (let k = cid.length - 1; k >= 0 && before; k--) before = mem[at + k] === cid[k];
     if (!before) {
       const cids = (t.cids ??= { memory: new Int32Array(count), start: new Uint32Array(count), length: new Uint8Array(count) });
@@ -209,7 +207,7 @@ function locate(count: number, cidAt: (i: number) => Uint8Array, dataAt: (i: num
  * second copy of its blocks.
  *
  * `cidAt` and `dataAt` are asked once per block, here; the layout keeps where each view lies
- * (its memory, offset and length: 30 bytes a block, no object) and reads from there, so
+ * (see BlockTables: 15 bytes a block for blocks read from a CAR, no object) and reads from there, so
  * reading the pack makes no object per block. The bytes there must not change while the layout
  * is used.
  */
@@ -279,7 +277,7 @@ export class PackLayout implements ByteSource {
   // where `#cids` says.
   #cidLengthOf(i: number): number {
     const cids = this.#cids;
-    return cids === undefined || cids.length[i] === 0 ? CID_BYTES : cids.length[i]!;
+    return cids === undefined || cids.length[i] === 0 ? CID_LENGTH : cids.length[i]!;
   }
 
   #cidMemoryOf(i: number): number {
@@ -289,7 +287,7 @@ export class PackLayout implements ByteSource {
 
   #cidStartOf(i: number): number {
     const cids = this.#cids;
-    return cids === undefined || cids.length[i] === 0 ? this.#dataStart[i]! - CID_BYTES : cids.start[i]!;
+    return cids === undefined || cids.length[i] === 0 ? this.#dataStart[i]! - CID_LENGTH : cids.start[i]!;
   }
 
   /** The first block (in the order given) whose CID is `cid`, or -1. */
