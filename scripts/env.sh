@@ -17,9 +17,10 @@ export REPOWALK_ROOT
 # - V8's young generation: by default its two semi-spaces grow with the heap (to 128 MB here),
 #   and an import touches all of it between two scavenges: 32 MB in the import of a
 #   100,000-record repo, about 0.7 x its CAR on top of the import's own memory. With semi-spaces
-#   of 4 MB the first import of that repo peaks at 1.7-2.2 x its CAR above the process's
-#   baseline, against 2.6-3.0 x; CPU per import, per live event and per small repo showed no
-#   difference (README, Memory). At 2 MB live sync spent 6-36 % more CPU on its main thread.
+#   of 4 MB the first import of that repo peaked at 1.7-2.2 x its CAR above the process's
+#   baseline, against 2.6-3.0 x (1.55-1.72 x since its arrays are freed as they go); CPU per
+#   import, per live event and per small repo showed no difference (README, Memory). At 2 MB
+#   live sync spent 6-36 % more CPU on its main thread.
 # Set either to override.
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 REPOWALK_NODE_FLAGS="${REPOWALK_NODE_FLAGS---max-semi-space-size=4}"
