@@ -19,7 +19,7 @@ import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { PgHealQueue } from '../storage/db/heal-queue.ts';
 import { readStats } from '../maintenance/stats.ts';
 import { startTestWorkers, type TestWorkers } from '../test/maintenance-test-workers.ts';
-import { SCHEDULE_NAMES, applySchedules, listSchedules, scheduleDefinitions } from './schedules.ts';
+import { SCHEDULE_NAMES, applySchedules, describeSchedule, listSchedules, scheduleDefinitions } from './schedules.ts';
 import { formatApplyReport, formatListing, scheduleCommand } from '../cli/schedule-commands.ts';
 
 const prefix = `sched-${process.pid}-${Date.now().toString(36)}`;
@@ -35,7 +35,7 @@ const ids = () => scheduleDefinitions(config).map((d) => d.scheduleId);
 // Without the actions taken: a schedule whose interval comes round during the test (the resync
 // sweep's is five minutes, on the clock) fires whatever apply did; lastUpdatedAt says if apply wrote.
 async function described(id: string): Promise<Omit<ScheduleDescription, 'raw' | 'info'> & { info: Pick<ScheduleDescription['info'], 'createdAt' | 'lastUpdatedAt'> }> {
-  const { raw: _raw, info, ...rest } = await client.schedule.getHandle(id).describe();
+  const { raw: _raw, info, ...rest } = await describeSchedule(client, id);
   return { ...rest, info: { createdAt: info.createdAt, lastUpdatedAt: info.lastUpdatedAt } };
 }
 
@@ -62,19 +62,19 @@ describe('schedule apply', () => {
     const report = await applySchedules(client, config);
     expect(report.created).toEqual(SCHEDULE_NAMES.map((n) => `${prefix}-${n}`));
     expect(report.updated).toEqual([]);
-    const gc = await client.schedule.getHandle(`${prefix}-gc`).describe();
+    const gc = await describeSchedule(client, `${prefix}-gc`);
     // Spread over the day: GC is the fourth of eight schedules.
     expect(gc.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[86400_000, Math.floor((3 * 86400) / 8) * 1000]]);
-    const sweepSpec = (await client.schedule.getHandle(`${prefix}-resync-sweep`).describe()).spec.intervals;
+    const sweepSpec = (await describeSchedule(client, `${prefix}-resync-sweep`)).spec.intervals;
     expect(sweepSpec?.map((i) => [i.every, i.offset ?? 0])).toEqual([[300_000, 0]]);
     expect(gc.action).toMatchObject({ type: 'startWorkflow', workflowType: 'gc', taskQueue: `${prefix}-maintenance`, workflowId: `${prefix}-gc`, args: [{ graceSeconds: 86400, repackBelow: 0.25 }] });
     expect(gc.policies.overlap).toBe('SKIP');
-    const sweep = await client.schedule.getHandle(`${prefix}-resync-sweep`).describe();
+    const sweep = await describeSchedule(client, `${prefix}-resync-sweep`);
     expect(sweep.action.args?.[0]).toMatchObject({ backfillTaskQueue: `${prefix}-backfill`, settings: { filter: { mode: 'full' } } });
-    const scrub = await client.schedule.getHandle(`${prefix}-rotating-scrub`).describe();
+    const scrub = await describeSchedule(client, `${prefix}-rotating-scrub`);
     expect(scrub.action.args?.[0]).toEqual({ type: 'scrub', rate: 7, walkTaskQueue: `${prefix}-walk`, walk: { repair: true } });
     // Live sync's refresh, for the repos no subscription covers: on the sync job's queue.
-    const refresh = await client.schedule.getHandle(`${prefix}-refresh`).describe();
+    const refresh = await describeSchedule(client, `${prefix}-refresh`);
     expect(refresh.action).toMatchObject({ type: 'startWorkflow', workflowType: 'refresh', taskQueue: `${prefix}-sync`, workflowId: `${prefix}-refresh` });
     expect(refresh.action.args?.[0]).toMatchObject({ backfillTaskQueue: `${prefix}-backfill`, settings: { filter: { mode: 'full' } } });
     expect(refresh.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[3600_000, Math.floor((7 * 3600) / 8) * 1000]]);
@@ -101,7 +101,7 @@ describe('schedule apply', () => {
     const report = await applySchedules(client, changed);
     expect(report.updated).toEqual([{ scheduleId: id, changes: [`spec: every 86400 s at +${Math.floor((3 * 86400) / 8)} s → every 7200 s at +${Math.floor((3 * 7200) / 8)} s`] }]);
     expect(report.unchanged).toEqual(ids().filter((i) => i !== id));
-    const after = await client.schedule.getHandle(id).describe();
+    const after = await describeSchedule(client, id);
     expect(after.scheduleId).toBe(id);
     expect(after.spec.intervals?.map((i) => [i.every, i.offset ?? 0])).toEqual([[7200_000, Math.floor((3 * 7200) / 8) * 1000]]);
     expect(after.info.createdAt).toEqual(before.info.createdAt);
@@ -118,7 +118,7 @@ describe('schedule apply', () => {
     const report = await applySchedules(client, changed);
     expect(report.updated.map((u) => u.scheduleId)).toEqual([`${prefix}-rotating-scrub`, `${prefix}-rotating-validate`]);
     expect(report.updated[0]!.changes.join()).toMatch(/^input: .*"rate":7.* → .*"rate":5/);
-    expect((await client.schedule.getHandle(`${prefix}-rotating-validate`).describe()).action.args?.[0]).toMatchObject({ rate: 5 });
+    expect((await describeSchedule(client, `${prefix}-rotating-validate`)).action.args?.[0]).toMatchObject({ rate: 5 });
     config = changed;
   });
 
@@ -127,7 +127,7 @@ describe('schedule apply', () => {
     await handle.pause('paused by the operator');
     const report = await applySchedules(client, { ...config, schedules: { ...config.schedules, statsSeconds: 600 } });
     expect(report.updated.map((u) => u.scheduleId)).toEqual([`${prefix}-stats`]);
-    const desc = await handle.describe();
+    const desc = await describeSchedule(client, `${prefix}-stats`);
     expect(desc.state).toMatchObject({ paused: true, note: 'paused by the operator' });
     expect(desc.spec.intervals?.map((i) => i.every)).toEqual([600_000]);
     await handle.unpause();
@@ -139,7 +139,7 @@ describe('schedule apply', () => {
     const report = await applySchedules(client, disabled);
     expect(report.deleted).toEqual([`${prefix}-rotating-scrub`]);
     expect(report.unchanged.length).toBe(SCHEDULE_NAMES.length - 1);
-    await expect(client.schedule.getHandle(`${prefix}-rotating-scrub`).describe()).rejects.toBeInstanceOf(ScheduleNotFoundError);
+    await expect(describeSchedule(client, `${prefix}-rotating-scrub`)).rejects.toBeInstanceOf(ScheduleNotFoundError);
     expect((await applySchedules(client, disabled)).deleted).toEqual([]);
     expect((await applySchedules(client, config)).created).toEqual([`${prefix}-rotating-scrub`]);
   });
@@ -163,17 +163,28 @@ describe('a schedule triggered by hand', () => {
   it('runs its workflow on the maintenance queue', async () => {
     workers = await startTestWorkers({ address: testStack().temporal.address, prefix, stores: { pool, blobs: new LocalBlobStore(dir), healQueue: new PgHealQueue(pool) } });
     const handle = client.schedule.getHandle(`${prefix}-stats`);
+    const runs = async () => (await describeSchedule(client, `${prefix}-stats`)).info.recentActions.map((a) => a.action.workflow.workflowId);
+    // The stats schedule also fires on its own, every 300 s on the clock: runs it took before the
+    // workers started are not the trigger's.
+    const before = new Set(await runs());
     await handle.trigger();
     let workflowId: string | undefined;
     const end = Date.now() + 30_000;
     while (!workflowId && Date.now() < end) {
-      workflowId = (await handle.describe()).info.recentActions[0]?.action.workflow.workflowId;
+      workflowId = (await runs()).find((id) => !before.has(id));
       if (!workflowId) await new Promise((r) => setTimeout(r, 200));
     }
     expect(workflowId).toMatch(new RegExp(`^${prefix}-stats`));
     const result = await client.workflow.getHandle(workflowId!).result();
     expect(result).toMatchObject({ repos: { total: 0 }, blocks: { count: 0 } });
-    expect(await readStats(pool)).toEqual(result);
+    // The stored row is what the last run to finish collected: the trigger's, or one the interval
+    // took that ran at the same time once the workers were up. Wait for every run the schedule
+    // took, then find the row among their results.
+    const results = new Map<string, unknown>([[workflowId!, result]]);
+    for (let ids = await runs(); ids.some((id) => !results.has(id)); ids = await runs()) {
+      for (const id of ids) if (!results.has(id)) results.set(id, await client.workflow.getHandle(id).result());
+    }
+    expect([...results.values()]).toContainEqual(await readStats(pool));
     const desc = await client.workflow.getHandle(workflowId!).describe();
     expect(desc.searchAttributes).toMatchObject({ RepowalkKind: ['maintenance/stats'], RepowalkState: ['done'] });
   }, 90_000);

@@ -9,7 +9,7 @@
  * Schedule ids are `<task queue prefix>-<name>` (`repowalk-gc` by default), and each run's
  * workflow id is that id plus the time the schedule started it.
  */
-import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptions, type ScheduleSummary } from '@temporalio/client';
+import { ScheduleNotFoundError, ScheduleOverlapPolicy, isGrpcDeadlineError, type Client, type ScheduleDescription, type ScheduleOptions, type ScheduleSummary } from '@temporalio/client';
 import type { Workflow } from '@temporalio/common';
 import type { Config } from '../config/options.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
@@ -152,7 +152,7 @@ export async function applySchedules(client: Client, config: Pick<Config, 'tempo
   const disabled = new Set<ScheduleName>(config.schedules.disabled);
   for (const d of scheduleDefinitions(config)) {
     const handle = client.schedule.getHandle(d.scheduleId);
-    const desc = await handle.describe().catch((err: unknown) => {
+    const desc = await describeSchedule(client, d.scheduleId).catch((err: unknown) => {
       if (err instanceof ScheduleNotFoundError) return undefined;
       throw err;
     });
@@ -181,6 +181,22 @@ export async function applySchedules(client: Client, config: Pick<Config, 'tempo
     report.updated.push({ scheduleId: d.scheduleId, changes });
   }
   return report;
+}
+
+/**
+ * A schedule's description. The server answers a describe by querying the schedule's own
+ * workflow, and on a busy server that query can run out its deadline (DEADLINE_EXCEEDED): a
+ * describe changes nothing, so it is asked again, three times in all. Any other error
+ * (ScheduleNotFoundError among them) is the caller's at once.
+ */
+export async function describeSchedule(client: Client, scheduleId: string, attempts = 3): Promise<ScheduleDescription> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.schedule.getHandle(scheduleId).describe();
+    } catch (err) {
+      if (attempt >= attempts || !isGrpcDeadlineError(err)) throw err;
+    }
+  }
 }
 
 export interface ScheduleListing {
