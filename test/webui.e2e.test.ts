@@ -162,12 +162,14 @@ async function launchChromium(bin: string): Promise<Browser> {
     },
     async close() {
       ws.close();
-      const exited = new Promise((r) => child.once('exit', r));
+      const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
       await exited;
       clearTimeout(killer);
-      await rm(profile, { recursive: true, force: true });
+      // Chromium's helper processes can still write into the profile for a moment after the
+      // browser exits (ENOTEMPTY on the first try): removal is tried again, ten times at most.
+      await rm(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     },
   };
 }
