@@ -30,11 +30,13 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
  * sources scripts/env.sh; run directly without it, the benches get none, as `results.nodeFlags` says.
  */
 const NODE_FLAGS = (process.env.REPOWALK_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+/** The flags of a worker whose every job is walk or maintenance (`repowalk worker --job walk`): the walk bench's. */
+const WALK_NODE_FLAGS = (process.env.REPOWALK_WALK_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
 
-/** Runs `node <script> …args` and returns the JSON object that ends its stdout (one line or pretty-printed). */
-function runJson(script: string, args: string[], env: Record<string, string> = {}): Promise<unknown> {
+/** Runs `node <flags> <script> …args` and returns the JSON object that ends its stdout (one line or pretty-printed). */
+function runJson(script: string, args: string[], env: Record<string, string> = {}, flags: string[] = NODE_FLAGS): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...NODE_FLAGS, join(HERE, script), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...flags, join(HERE, script), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.on('exit', (code) => {
@@ -86,6 +88,7 @@ const stack = await startStack({
 const results: Record<string, unknown> = {
   machine: { cores: (await import('node:os')).availableParallelism(), node: process.version },
   nodeFlags: NODE_FLAGS,
+  walkNodeFlags: WALK_NODE_FLAGS,
   mallocArenaMax: process.env.MALLOC_ARENA_MAX ?? null,
 };
 const dbUrl = stack.info.postgres.url.replace(/\/repowalk$/, '/postgres');
@@ -126,7 +129,7 @@ try {
       ...(values['sync-commits'] ? ['--commits', values['sync-commits']] : []),
     ]);
   // bench/walk.ts starts its own PostgreSQL and S3 (it builds a mirror of its own).
-  if (only.has('walk')) results.walk = await runJson('walk.ts', []);
+  if (only.has('walk')) results.walk = await runJson('walk.ts', [], {}, WALK_NODE_FLAGS);
   if (only.has('serve')) results.serve = await runJson('serve.ts', ['--records', values.records, '--database-url', dbUrl]);
 } finally {
   await stack.stop();

@@ -16,6 +16,10 @@
  *
  * Goals: validate ≥ 200,000 nodes/s from the directory store on both mirrors, the two within
  * ±20 % of each other (issue 13); ≤ 24 bytes per visited node (issue 4).
+ *
+ * `npm run bench` runs it with the node flags of a worker whose every job is walk or maintenance
+ * (REPOWALK_WALK_NODE_FLAGS, scripts/env.sh): run directly, give them yourself
+ * (`node --max-semi-space-size=16 bench/walk.ts …`).
  */
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector';
