@@ -1,9 +1,9 @@
 /**
- * Bulk reads of many small rows as one packed `bytea` per group, built by `string_agg` in SQL
- * (sent as base64: `onWire`) and read here with a DataView. node-postgres parses a result row at some 10–20 µs (each
- * column a string, `bytea` as hex, `bigint` as text); a repo's record index, event log and block
- * locations are tens of thousands of rows, which made parsing the walk's largest cost. Packed,
- * they cost one hex decode (native) and a few DataView reads per row.
+ * Bulk reads of many small rows as one packed `bytea` per group, built by `string_agg` in SQL,
+ * sent as base64 (`onWire`) and read here with a DataView. node-postgres parses a result row at
+ * some 10–20 µs (each column a string, `bytea` as hex, `bigint` as text); a repo's record index,
+ * event log and block locations are tens of thousands of rows, which made parsing the walk's
+ * largest cost. Packed, they cost one base64 decode (native) and a few DataView reads per row.
  *
  * The SQL fragment and the reader of each format sit side by side so that they stay in step.
  * Text is UTF-8 with a 4-byte length, −1 for NULL; integers are big-endian (`int4send`,
