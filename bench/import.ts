@@ -97,9 +97,11 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
   const { did, signingKey } = made ?? identityOf(metaPath);
   const carBytes = statSync(carPath).size;
   const mb = carBytes / 1e6;
-  // One connection, so that the backend whose CPU is read is the one that runs the import.
+  // Two connections, both opened before the import, so that the backends whose CPU is read are
+  // the ones that run it: the import's transaction, and the indexed-blocks check that a large
+  // import runs beside it (ingest/store.ts, OVERLAP_ROWS), as a worker's pool gives it.
   const db = await scratchDatabase(opts.databaseUrl, 'bench_import');
-  const pool = await connectPool(db.url, { max: 1 });
+  const pool = await connectPool(db.url, { max: 2 });
   await migrate(pool);
   for (const index of opts.withoutIndexes ?? []) {
     if (!/^[a-z_][a-z0-9_]*$/.test(index)) throw new Error(`--without-index: ${JSON.stringify(index)} is not an index name`);
@@ -285,17 +287,24 @@ function cpuSince(from: { worker: number; postgres: number | null }, pgCpu: () =
  * The CPU milliseconds the pool's one backend has used (from /proc, when PostgreSQL runs on
  * this machine, as under bench/run.ts), or a function that answers null.
  */
+/** CPU milliseconds of the backends of every connection the pool may open (all opened now, and kept: the pool's idle timeout is 30 s). */
 async function backendCpu(pool: pg.Pool): Promise<() => number | null> {
-  const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  const file = `/proc/${rows[0]!.pid}/stat`;
+  const max = (pool as unknown as { options: { max: number } }).options.max;
+  const clients = await Promise.all(Array.from({ length: max }, () => pool.connect()));
+  const pids = await Promise.all(clients.map(async (c) => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid));
+  for (const c of clients) c.release();
   const read = (): number | null => {
-    try {
-      // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100 Hz).
-      const f = readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
-      return (Number(f[11]) + Number(f[12])) * 10;
-    } catch {
-      return null;
+    let ms = 0;
+    for (const pid of pids) {
+      try {
+        // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100 Hz).
+        const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        ms += (Number(f[11]) + Number(f[12])) * 10;
+      } catch {
+        return null;
+      }
     }
+    return ms;
   };
   return read;
 }

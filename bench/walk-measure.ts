@@ -9,6 +9,7 @@ import type { BlobStore } from '../storage/blobstore/types.ts';
 import { type RunOptions, runWalk, type WalkSpec } from '../graph/run.ts';
 import { formatFindings } from '../graph/progress.ts';
 import type { Node } from '../graph/nodes.ts';
+import { threadsCpu } from './thread-cpu.ts';
 
 /**
  * A process's parent, its CPU ticks (user + system), and the ticks of its children it has reaped
@@ -58,6 +59,8 @@ export interface MeasuredWalk {
   cpuUs: number;
   mainCpuUs: number;
   pgUs: number;
+  /** CPU of this process's threads by name (Linux, 10 ms ticks), microseconds. */
+  threadsUs: Record<string, number>;
   rssBefore: number;
   rssPeak: number;
 }
@@ -69,18 +72,23 @@ export async function measureWalk(
   opts: { label: string; emit: (line: string) => void; pgCpuUs: () => number; run?: Omit<RunOptions, 'progress'> },
 ): Promise<MeasuredWalk> {
   const rssBefore = process.memoryUsage.rss();
+  if (process.env.HEAPLOG) console.error("HEAP", JSON.stringify(process.memoryUsage()));
   let rssPeak = rssBefore;
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 100);
   // PostgreSQL's meter reads /proc for every process on the machine: read outside this process's window.
   const pg0 = opts.pgCpuUs();
   const cpu0 = process.cpuUsage();
   const main0 = process.threadCpuUsage();
+  const threads0 = threadsCpu();
   const r = await runWalk(deps, spec, roots, { ...opts.run, progress: { label: opts.label, emit: opts.emit } });
   const cpu = process.cpuUsage(cpu0);
   const main = process.threadCpuUsage(main0);
+  const threads = threadsCpu();
+  const threadsUs: Record<string, number> = {};
+  for (const [name, ms] of threads) threadsUs[name] = (ms - (threads0.get(name) ?? 0)) * 1000;
   const pgUs = opts.pgCpuUs() - pg0;
   clearInterval(sampler);
-  return { r, type: spec.type, cpuUs: cpu.user + cpu.system, mainCpuUs: main.user + main.system, pgUs, rssBefore, rssPeak: Math.max(rssPeak, process.memoryUsage.rss()) };
+  return { r, type: spec.type, cpuUs: cpu.user + cpu.system, mainCpuUs: main.user + main.system, pgUs, threadsUs, rssBefore, rssPeak: Math.max(rssPeak, process.memoryUsage.rss()) };
 }
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
@@ -112,6 +120,11 @@ export function walkFigures(tries: MeasuredWalk[]) {
       mainThread: round2(Math.min(...tries.map((t) => t.mainCpuUs)) / r.totals.nodes),
       postgres: round2(Math.min(...tries.map((t) => t.pgUs)) / r.totals.nodes),
     },
+    // The median try's CPU per node by thread name (Linux's 10 ms ticks): the walk's thread
+    // (`node`), V8's collector helpers, the signature worker, libuv's pool.
+    cpuMicrosecondsPerNodeByThread: Object.fromEntries(
+      Object.entries(median.threadsUs).filter(([, us]) => us > 0).map(([name, us]) => [name, round2(us / r.totals.nodes)]),
+    ),
     blobstoreRequests: r.blockRequests,
     visitedBytesPerNode: Math.round((r.visited.bytes / r.visited.nodes) * 10) / 10,
     largestVisitedSet: r.visited.nodes,

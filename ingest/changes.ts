@@ -124,6 +124,12 @@ export interface BatchOptions {
   alsoInTransaction?: ((tx: import('pg').ClientBase) => Promise<void>) | undefined;
   /** Called after each step with its name, for benchmarks. */
   trace?: (step: string) => void;
+  /**
+   * Rows (records and events) past which the batch writes them while it checks the block index
+   * and lays out the pack, with the check on a second connection when the pool has one to spare
+   * at once. Default 20,000 (a large repo's first import); tests set 0.
+   */
+  overlapRows?: number | undefined;
 }
 
 export interface BatchResult {

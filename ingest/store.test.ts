@@ -573,3 +573,138 @@ describe('storeBatch, a failure writing rows', () => {
     expect(await refcountProblems(pool)).toEqual([]);
   });
 });
+
+describe('storeBatch, a large batch writing its rows beside the block index', () => {
+  // `overlapRows: 0` makes every batch take the path a large repo's first import takes (past
+  // 20,000 rows): its records and events are written on the transaction's connection while the
+  // block index is checked on a second one and the pack is laid out.
+  const big = { ...opts, origin: 'backfill' as const, overlapRows: 0 };
+  const didO = (i: number) => `did:plc:overlapwrites${'x'.repeat(9)}${'abcdefgh'[i]}`;
+  const steps = () => {
+    const seen: string[] = [];
+    return { seen, trace: (s: string) => void seen.push(s) };
+  };
+  const eventKinds = async (did: string) =>
+    (await pool.query<{ kind: string; n: number }>(`SELECT kind, count(*)::int AS n FROM events WHERE did = $1 GROUP BY kind ORDER BY kind`, [did])).rows.map((r) => `${r.kind} ${r.n}`);
+  const inUse = (p: pg.Pool) => p.totalCount - p.idleCount;
+
+  it('stores the same rows, events and refcounts, first imports and re-imports with updates and deletes', async () => {
+    const base = generateRecords(25);
+    const edited = [...base.slice(3).map((r, i) => (i < 4 ? { ...r, value: { ...r.value, text: `edited ${i}` } } : r)), ...generateRecords(30).slice(25)];
+    const v1 = [];
+    const v2 = [];
+    for (let i = 0; i < 3; i++) {
+      v1.push(await verified(didO(i), base.map((r) => ({ ...r, value: { ...r.value, o: i } })), 1));
+      v2.push(await verified(didO(i), edited.map((r) => ({ ...r, value: { ...r.value, o: i } })), 2));
+    }
+    const first = steps();
+    const a = await storeBatch({ pool, blobs }, v1.map(snapshot), { ...big, trace: first.trace });
+    expect(a.outcomes).toMatchObject(v1.map(() => ({ kind: 'imported', created: 25 })));
+    // The rows were written before the block index, not after it.
+    expect(first.seen).toContain('await records, counts, events');
+    expect(first.seen).not.toContain('records, counts');
+    expect(first.seen.indexOf('await records, counts, events')).toBeLessThan(first.seen.indexOf('index blocks, refcounts'));
+    for (const r of v1) expect(await stored(r.did)).toEqual(expected(r));
+    expect(await refcountProblems(pool)).toEqual([]);
+
+    const b = await storeBatch({ pool, blobs }, v2.map(snapshot), big);
+    expect(b.outcomes).toMatchObject(v2.map(() => ({ kind: 'imported', created: 5, updated: 4, deleted: 3 })));
+    for (const r of v2) {
+      expect(await stored(r.did)).toEqual(expected(r));
+      expect(await eventKinds(r.did)).toEqual(['create 30', 'delete 3', 'update 4']);
+      const counts = await pool.query('SELECT sum(count)::int AS n FROM collection_counts WHERE did = $1', [r.did]);
+      expect(counts.rows[0].n).toBe(r.records.length);
+    }
+    expect(await refcountProblems(pool)).toEqual([]);
+    expect(inUse(pool)).toBe(0);
+  });
+
+  it('with no connection to spare, writes them after the block index on its one connection', async () => {
+    const one = await connectPool(await freshDatabase('ingest_one'), { max: 1 });
+    try {
+      await migrate(one);
+      const repo = await verified(didO(3), generateRecords(12), 1);
+      const s = steps();
+      const r = await storeBatch({ pool: one, blobs }, [snapshot(repo)], { ...big, trace: s.trace });
+      expect(r.outcomes).toMatchObject([{ kind: 'imported', created: 12 }]);
+      expect(s.seen).not.toContain('await records, counts, events');
+      expect(s.seen.indexOf('records, counts')).toBeGreaterThan(s.seen.indexOf('index blocks, refcounts'));
+      expect(await refcountProblems(one)).toEqual([]);
+    } finally {
+      await one.end();
+    }
+  });
+
+  it.each(['records', 'events'])('a failure writing %s fails the batch with its own error, stores nothing, leaves no transaction open and no connection out', async (table) => {
+    const dids = [didO(4), didO(5)].map((d) => d.replace('overlapwrites', `ovfail${table.slice(0, 3)}`).slice(0, 32));
+    const repos = [];
+    for (const d of dids) repos.push(await verified(d, generateRecords(15).map((r) => ({ ...r, value: { ...r.value, d } })), 1));
+    await pool.query(`CREATE FUNCTION test_ovfail_${table}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.did = '${dids[1]}' THEN RAISE EXCEPTION 'injected failure in ${table}'; END IF; RETURN NEW; END $$`);
+    await pool.query(`CREATE TRIGGER test_ovfail_${table} BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION test_ovfail_${table}()`);
+    try {
+      const s = steps();
+      await expect(storeBatch({ pool, blobs }, repos.map(snapshot), { ...big, trace: s.trace })).rejects.toThrow(`injected failure in ${table}`);
+      // It failed where the rows are awaited, after the check on the other connection.
+      expect(s.seen).toContain('check indexed blocks');
+      expect(s.seen).not.toContain('index blocks, refcounts');
+    } finally {
+      await pool.query(`DROP TRIGGER test_ovfail_${table} ON ${table}; DROP FUNCTION test_ovfail_${table}()`);
+    }
+    for (const t of ['repos', 'records', 'events', 'collection_counts']) {
+      expect((await pool.query(`SELECT count(*)::int AS n FROM ${t} WHERE did = ANY($1)`, [dids])).rows[0].n, t).toBe(0);
+    }
+    expect((await pool.query('SELECT count(*)::int AS n FROM blocks WHERE cid = ANY($1)', [repos.map((r) => cidBytes(r.commitCid))])).rows[0].n).toBe(0);
+    expect((await pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`)).rows[0].n).toBe(0);
+    expect(inUse(pool)).toBe(0);
+
+    const again = await storeBatch({ pool, blobs }, repos.map(snapshot), big);
+    expect(again.outcomes).toMatchObject([{ kind: 'imported', created: 15 }, { kind: 'imported', created: 15 }]);
+    for (const r of repos) expect(await stored(r.did)).toEqual(expected(r));
+    expect(await refcountProblems(pool)).toEqual([]);
+  });
+
+  it('a batch whose blocks another batch indexed after its check (on the other connection) is retried: exact refcounts, every block readable', async () => {
+    // As in the concurrent batches' test above: two repos with the same records under the same
+    // paths, the second checking the index while the first holds its blocks uncommitted.
+    const records = generateRecords(14).map((r) => ({ ...r, value: { ...r.value, pair: 'r and s, overlapped' } }));
+    const made = async (did: string) => {
+      const m = await makeRepo({ did, records, keypair, rev: rev(1) });
+      return { car: m.car, repo: await verifyRepo(m.car, { did, signingKey: m.signingKey }) };
+    };
+    const r = await made(didO(6));
+    const s = await made(didO(7));
+    let entered!: () => void;
+    const inside = new Promise<void>((ok) => (entered = ok));
+    let release!: () => void;
+    const gate = new Promise<void>((ok) => (release = ok));
+    const first = storeBatch({ pool, blobs }, [snapshot(r.repo)], {
+      ...big,
+      alsoInTransaction: async () => {
+        entered();
+        await gate;
+      },
+    });
+    await inside;
+    const tries = steps();
+    const second = storeBatch({ pool, blobs }, [snapshot(s.repo)], { ...big, trace: tries.trace });
+    for (let t = 0; ; t++) {
+      const waiting = (await pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0].n;
+      if (waiting > 0) break;
+      if (t > 200) throw new Error('the second batch never waited for the first');
+      await new Promise((ok) => setTimeout(ok, 25));
+    }
+    release();
+    const [ra, rb] = await Promise.all([first, second]);
+    expect(ra.outcomes.map((o) => o.kind)).toEqual(['imported']);
+    expect(rb.outcomes).toMatchObject([{ kind: 'imported', created: 14 }]);
+    // Two attempts, both overlapped; the second found the shared blocks indexed.
+    expect(tries.seen.filter((x) => x === 'await records, counts, events')).toHaveLength(2);
+    expect(rb.newBlocks).toBe(1);
+    for (const rec of s.repo.records) expect(Number((await pool.query('SELECT refcount FROM blocks WHERE cid = $1', [cidBytes(rec.cid)])).rows[0].refcount)).toBe(4);
+    expect(await refcountProblems(pool)).toEqual([]);
+    expect(await unreadableBlocks(pool, blobs, [r.car, s.car])).toEqual([]);
+    for (const x of [r, s]) expect(await stored(x.repo.did)).toEqual(expected(x.repo));
+    expect(inUse(pool)).toBe(0);
+  });
+});

@@ -171,61 +171,83 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
       }
       for (const r of rows.deletes) refs.add(r.orig!, -1);
     }
-    const plans: SnapshotPlan[] = [];
-    for (const e of ctx.writes.events) {
-      if (e.kind === 'plan') {
-        plans.push(e);
-        addPlanRefs(refs, e);
-      } else if (e.cid) refs.add(e.cid, 1);
-    }
-    for (const v of views.values()) {
-      if (v.head) refs.add(v.head, 1);
-      if (v.origHead) refs.add(v.origHead, -1);
-    }
-    let groups: BlockGroups | undefined = refs.group();
-    trace('sum refcounts');
-
-    let fresh: Uint8Array | undefined = await freshAmong(tx, groups);
-    trace('check indexed blocks');
+    const plans = ctx.writes.events.filter((e): e is SnapshotPlan => e.kind === 'plan');
+    const expires = ephemeral ? new Date(Date.now() + options.ephemeralRetentionSeconds! * 1000) : null;
+    // A large batch (a large repo's first import) has PostgreSQL write its records and events
+    // while this process sums the references, checks the index on a second connection and lays
+    // out the pack (see OVERLAP_ROWS); a small one writes them after the block index, as it
+    // always did. The rows' references are summed above, before writeRecords adds the plans'
+    // updates and deletes to `rows`.
+    const overlap = rowsToWrite(rows, ctx.writes.events) >= (options.overlapRows ?? OVERLAP_ROWS) && hasSpareConnection(deps.pool);
+    const writeRows = async (step: typeof trace) => {
+      if (!ephemeral) await writeRecords(tx, rows, plans, views);
+      step('records, counts');
+      await writeEvents(tx, ctx.writes.events, options.origin, expires);
+      step('events');
+    };
+    const early = overlap ? writeRows(() => {}) : undefined;
+    // Observed below (awaited before the block index); this only keeps an early failure from going unhandled.
+    early?.catch(() => {});
     const perChange = changes.map(() => ({ newBlocks: 0, blockBytes: 0 }));
     let newBlocks = 0;
-    for (let g = 0; g < groups.count; g++) newBlocks += fresh[g]!;
-    let inPack: Int32Array | undefined = new Int32Array(newBlocks);
-    for (let g = 0, i = 0; g < groups.count; g++) if (fresh[g]) inPack[i++] = g;
-    const pack = newBlocks > 0 ? layOutPack(newBlocks, (i) => groups!.cidAt(inPack![i]!), (i) => groups!.dataAt(inPack![i]!)) : undefined;
-    for (let i = 0; i < newBlocks; i++) {
-      const mine = perChange[groups.ownerAt(inPack[i]!)]!;
-      mine.newBlocks++;
-      mine.blockBytes += pack!.lengths[i]!;
+    let pack: LaidOutPack | undefined;
+    try {
+      for (const e of ctx.writes.events) {
+        if (e.kind === 'plan') addPlanRefs(refs, e);
+        else if (e.cid) refs.add(e.cid, 1);
+      }
+      for (const v of views.values()) {
+        if (v.head) refs.add(v.head, 1);
+        if (v.origHead) refs.add(v.origHead, -1);
+      }
+      let groups: BlockGroups | undefined = refs.group();
+      trace('sum refcounts');
+
+      let fresh: Uint8Array | undefined = overlap ? await onSpareConnection(deps.pool, (side) => freshAmong(side, groups!)) : await freshAmong(tx, groups);
+      trace('check indexed blocks');
+      for (let g = 0; g < groups.count; g++) newBlocks += fresh[g]!;
+      let inPack: Int32Array | undefined = new Int32Array(newBlocks);
+      for (let g = 0, i = 0; g < groups.count; g++) if (fresh[g]) inPack[i++] = g;
+      pack = newBlocks > 0 ? layOutPack(newBlocks, (i) => groups!.cidAt(inPack![i]!), (i) => groups!.dataAt(inPack![i]!)) : undefined;
+      for (let i = 0; i < newBlocks; i++) {
+        const mine = perChange[groups.ownerAt(inPack[i]!)]!;
+        mine.newBlocks++;
+        mine.blockBytes += pack!.lengths[i]!;
+      }
+      trace('build pack');
+      // The upload overlaps the database work below and is awaited before COMMIT: the index rows
+      // never become visible before the pack they name is in the blobstore.
+      uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
+      uploaded.catch(() => {}); // observed below; this only keeps an early failure from going unhandled
+
+      // New blocks are inserted with their refcount; only blocks indexed before get an UPDATE. (One
+      // INSERT … ON CONFLICT DO UPDATE in place of the check, the COPY and the update measured 4-7 %
+      // more PostgreSQL CPU per carried block than the per-CID EXISTS check and the COPY together,
+      // batches of 13,000 new blocks into 1.3 million, and the array check costs about a third of
+      // that EXISTS check: the upsert inserts row by row, each a speculative insertion, where COPY
+      // inserts in bulk. And the pack, laid out before it, would carry the blocks it found indexed
+      // as dead bytes.)
+      if (early) {
+        await early;
+        trace('await records, counts, events');
+      }
+      if (pack) await indexNewBlocks(tx, pack, inPack, groups);
+      await updateRefcounts(tx, groups, fresh);
+      // What only the block index needed is let go before the rows are written: a large repo's
+      // groups are tens of bytes a block. Freed now, not at the next full collection.
+      groups.release();
+      release(inPack);
+      release(fresh);
+      groups = inPack = fresh = undefined;
+      trace('index blocks, refcounts');
+    } catch (err) {
+      // The rows' statements are queued on the transaction's connection: let them end before
+      // the ROLLBACK is sent after them.
+      await early?.catch(() => {});
+      throw err;
     }
-    trace('build pack');
-    // The upload overlaps the database work below and is awaited before COMMIT: the index rows
-    // never become visible before the pack they name is in the blobstore.
-    uploaded = pack ? putPack(deps.blobs, pack) : Promise.resolve();
-    uploaded.catch(() => {}); // observed below; this only keeps an early failure from going unhandled
 
-    // New blocks are inserted with their refcount; only blocks indexed before get an UPDATE. (One
-    // INSERT … ON CONFLICT DO UPDATE in place of the check, the COPY and the update measured 4-7 %
-    // more PostgreSQL CPU per carried block than the per-CID EXISTS check and the COPY together,
-    // batches of 13,000 new blocks into 1.3 million, and the array check costs about a third of
-    // that EXISTS check: the upsert inserts row by row, each a speculative insertion, where COPY
-    // inserts in bulk. And the pack, laid out before it, would carry the blocks it found indexed
-    // as dead bytes.)
-    if (pack) await indexNewBlocks(tx, pack, inPack, groups);
-    await updateRefcounts(tx, groups, fresh);
-    // What only the block index needed is let go before the rows are written: a large repo's
-    // groups are tens of bytes a block. Freed now, not at the next full collection.
-    groups.release();
-    release(inPack);
-    release(fresh);
-    groups = inPack = fresh = undefined;
-    trace('index blocks, refcounts');
-
-    if (!ephemeral) await writeRecords(tx, rows, plans, views);
-    trace('records, counts');
-    const expires = ephemeral ? new Date(Date.now() + options.ephemeralRetentionSeconds! * 1000) : null;
-    await writeEvents(tx, ctx.writes.events, options.origin, expires);
-    trace('events');
+    if (!early) await writeRows(trace);
     await writeRepoState(tx, [...views.values()].filter((v) => v.dirty && !newRepos.has(v.did)), options.goneRecheckSeconds);
     await insertRepos(tx, [...newRepos].map((did) => views.get(did)!), options.goneRecheckSeconds);
     // A repo stored whole in a pack of its own (a first import): its getRepo CAR is that pack.
@@ -243,6 +265,63 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     trace('await pack upload');
     return { outcomes, perChange, packKey: pack?.key, newBlocks, packBytes: pack?.size ?? 0 };
   }, { settings: KEYED_PLANS });
+}
+
+/**
+ * Rows a batch writes past which its records and events are written while the process works on
+ * the block index (a large repo's first import). On one connection PostgreSQL's work is serial,
+ * and the process's between it (summing references, laying out the pack) left it idle; at 100,000
+ * records that was ~0.3 s of the import's ~2.6. Below this, the batch's statements are short and
+ * the order stays as it was.
+ */
+const OVERLAP_ROWS = 20_000;
+
+/** The records rows and events a batch writes: its views' rows, its events, and what its plans change. */
+function rowsToWrite(rows: ReturnType<typeof recordWrites>, events: (PendingEvent | SnapshotPlan)[]): number {
+  let n = rows.inserts.length + rows.updates.length + rows.deletes.length;
+  for (const e of events) {
+    if (e.kind !== 'plan') {
+      n++;
+      continue;
+    }
+    n += e.deleted.length + e.after.length;
+    for (let i = 0; i < e.change.length; i++) if (e.change[i] !== 0) n++;
+  }
+  return n;
+}
+
+/**
+ * Whether the pool can give a connection at once: one is idle, or it may open another, and no
+ * one waits. The indexed-blocks check then runs there while the transaction's connection writes
+ * rows; a batch never waits on another's connection for it (which could deadlock a full pool).
+ */
+function hasSpareConnection(pool: pg.Pool): boolean {
+  const max = (pool as unknown as { options: { max?: number } }).options.max ?? 10;
+  return pool.waitingCount === 0 && (pool.idleCount > 0 || pool.totalCount < max);
+}
+
+/**
+ * Runs a read on another connection of the pool, in a read-only transaction with the batch's
+ * planner settings. It is safe beside the batch's transaction: the batch holds GC's lock shared
+ * from before, so no block this read finds indexed is swept before the batch commits, and a block
+ * another batch indexes after this read fails the batch's COPY (a unique violation, retried), as
+ * after a check on the batch's own connection.
+ */
+async function onSpareConnection<T>(pool: pg.Pool, read: (side: pg.ClientBase) => Promise<T>): Promise<T> {
+  const side = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await side.query(`BEGIN READ ONLY; ${Object.entries(KEYED_PLANS).map(([k, v]) => `SET LOCAL ${k} = ${v}`).join('; ')}`);
+    const out = await read(side);
+    await side.query('COMMIT');
+    return out;
+  } catch (err) {
+    broken = err as Error;
+    await side.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    side.release(broken);
+  }
 }
 
 /** A plan's blocks and references: each new record version is held by its row and its event. */
