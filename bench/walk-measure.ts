@@ -72,7 +72,6 @@ export async function measureWalk(
   opts: { label: string; emit: (line: string) => void; pgCpuUs: () => number; run?: Omit<RunOptions, 'progress'> },
 ): Promise<MeasuredWalk> {
   const rssBefore = process.memoryUsage.rss();
-  if (process.env.HEAPLOG) console.error("HEAP", JSON.stringify(process.memoryUsage()));
   let rssPeak = rssBefore;
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 100);
   // PostgreSQL's meter reads /proc for every process on the machine: read outside this process's window.
