@@ -8,7 +8,7 @@
  *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
  *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
  *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 256]
- *     [--batch-repos N] [--batch-records N] [--cpu-profile FILE] [--sql-stats] [--explain] [--compare DIR,…]
+ *     [--batch-repos N] [--batch-records N] [--cpu-profile FILE] [--alloc-profile FILE] [--sql-stats] [--explain] [--compare DIR,…]
  *
  * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
  * node: `few-large` (13 repos × 5,000 records) and `many-small` (2,000 repos × 10 records). Both
@@ -63,6 +63,12 @@ const { values } = parseArgs({
     repeat: { type: 'string', default: '3' },
     /** Write a V8 CPU profile of the walks (not the setup) to this file. */
     'cpu-profile': { type: 'string' },
+    /**
+     * Write a sampled allocation profile of the walks (not the setup) to this file, garbage
+     * included (V8's sampling heap profiler, keeping what minor and major collections freed):
+     * where the walk allocates, which is what its collections cost. Open it as a .heapprofile.
+     */
+    'alloc-profile': { type: 'string' },
     /** Print the time and rows of the walks' queries, by statement. */
     'sql-stats': { type: 'boolean', default: false },
     /** Print the plans and times of the refcount comparison the Repo reads make, for one repo and for a batch. */
@@ -106,7 +112,7 @@ const stack = await startStack({
   s3: { enabled: true, port: 0, buckets: ['bench-a', 'bench-b'], region: 'us-east-1' },
   log: (l) => log(`[stack] ${l}`),
 });
-const session = values['cpu-profile'] ? new Session() : undefined;
+const session = values['cpu-profile'] || values['alloc-profile'] ? new Session() : undefined;
 const out: Record<string, unknown> = { bench: 'walk', machine: { cpus: cpus().length, node: process.version }, mirrors: {} };
 try {
   if (session) {
@@ -239,13 +245,23 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   }
   // One unreported run first: V8 compiles the hot paths during the first walk.
   await measure('validate-local');
-  if (session) await post(session, 'Profiler.start');
+  if (session && values['cpu-profile']) await post(session, 'Profiler.start');
+  if (session && values['alloc-profile']) {
+    await new Promise<void>((ok, fail) =>
+      session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as object, (err) => (err ? fail(err) : ok())),
+    );
+  }
   for (const name of shape.runs) {
     const tries: MeasuredWalk[] = [];
     for (let i = 0; i < Number(values.repeat); i++) tries.push(await measure(name));
     results[name] = walkFigures(tries);
   }
-  if (session) {
+  if (session && values['alloc-profile']) {
+    const { profile } = (await post(session, 'HeapProfiler.stopSampling')) as { profile: unknown };
+    const file = shapes.length > 1 ? values['alloc-profile'].replace(/(\.heapprofile)?$/, `-${shape.name}$1`) : values['alloc-profile'];
+    await writeFile(file, JSON.stringify(profile));
+  }
+  if (session && values['cpu-profile']) {
     const { profile } = (await post(session, 'Profiler.stop')) as { profile: unknown };
     const file = shapes.length > 1 ? values['cpu-profile']!.replace(/(\.cpuprofile)?$/, `-${shape.name}$1`) : values['cpu-profile']!;
     await writeFile(file, JSON.stringify(profile));
