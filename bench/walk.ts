@@ -7,7 +7,7 @@
  *
  *   node bench/walk.ts [--mirrors few-large,many-small] [--repos 13] [--records 5000]
  *     [--runs validate-local,scrub-local,validate-s3,scrub-s3] [--small-repos 2000] [--small-records 10]
- *     [--small-runs validate-local,scrub-local] [--scheduled-max 256] [--root-concurrency 256]
+ *     [--small-runs validate-local,scrub-local] [--small-build batch|import] [--scheduled-max 256] [--root-concurrency 256]
  *     [--batch-repos N] [--batch-records N] [--cpu-profile FILE] [--alloc-profile FILE] [--sql-stats] [--explain] [--compare DIR,…]
  *
  * Two mirrors, each in its own database, so the walker's cost per repo shows beside its cost per
@@ -40,6 +40,8 @@ import { cidOf, makeRepoCached } from '../atproto/testing/make-repo.ts';
 import { blobKey } from '../storage/keys.ts';
 import { verifyRepo } from '../atproto/verify.ts';
 import { importRepo } from '../backfill/import.ts';
+import { storeBatch } from '../ingest/store.ts';
+import type { SnapshotChange } from '../ingest/changes.ts';
 import type { WalkSpec, runWalk } from '../graph/run.ts';
 import type { Node } from '../graph/nodes.ts';
 import { testDids } from '../test/mirror.ts';
@@ -54,6 +56,14 @@ const { values } = parseArgs({
     'small-repos': { type: 'string', default: '2000' },
     'small-records': { type: 'string', default: '10' },
     'small-runs': { type: 'string', default: 'validate-local,scrub-local' },
+    /**
+     * How the many small repos are stored: `batch` as the bulk backfill stores them (`storeBatch`,
+     * 250 repos a batch: one pack and one transaction a batch), or `import` one repo at a time
+     * (`importRepo`: a pack per repo, as a backfill of one DID stores it). Until 2026-12-01 the
+     * bench stored them one at a time, which hid a cost only shared packs have (each repo's root
+     * copied its batch's whole pack index).
+     */
+    'small-build': { type: 'string', default: 'batch' },
     'scheduled-max': { type: 'string', default: '256' },
     'root-concurrency': { type: 'string', default: '256' },
     /** Repo batches (`RepoBatchOptions`): most repos and most records read together; unset, the walk's defaults. */
@@ -178,18 +188,31 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
     };
   }
 
-  // The mirror: distinct repos, stored by the importer.
+  // The mirror: distinct repos, stored by the importer, or (many small, `--small-build batch`)
+  // by the bulk backfill's store path, 250 a batch.
   const local = new LocalBlobStore(join(stateDir, `${shape.name}-blobs`));
   const dids = testDids(`bench${shape.name.replace('-', '')}`, shape.repos);
+  const build = shape.name === 'many-small' ? values['small-build'] : 'import';
+  if (build !== 'batch' && build !== 'import') throw new Error(`--small-build ${JSON.stringify(build)}: batch or import`);
   let importMs = 0;
   let records = 0;
+  let pending: SnapshotChange[] = [];
+  const storePending = async () => {
+    if (pending.length > 0) await storeBatch({ pool, blobs: local }, pending, { filter: { keeps: () => true, keepsRepo: () => true, dropsRepos: false }, origin: 'backfill' });
+    pending = [];
+  };
   for (const [k, did] of dids.entries()) {
     // Collections of its own besides posts, so that repos share few record blocks.
     const collections = ['app.bsky.feed.post', `com.example.bench${k}.like`, `com.example.bench${k}.follow`, `com.example.bench${k}.note`];
     const made = await makeRepoCached({ did, records: shape.records, collections });
     const started = performance.now();
     const repo = await verifyRepo(made.car, { did, signingKey: made.signingKey });
-    await importRepo({ pool, blobs: local }, { repo, pds: 'https://pds.invalid', handle: undefined, signingKey: made.signingKey, filter: { mode: 'full', include: [], exclude: [], signal: [] } });
+    if (build === 'batch') {
+      pending.push({ kind: 'snapshot', repo, pds: 'https://pds.invalid', handle: undefined, signingKey: made.signingKey });
+      if (pending.length === 250 || k === dids.length - 1) await storePending();
+    } else {
+      await importRepo({ pool, blobs: local }, { repo, pds: 'https://pds.invalid', handle: undefined, signingKey: made.signingKey, filter: { mode: 'full', include: [], exclude: [], signal: [] } });
+    }
     importMs += performance.now() - started;
     records += made.records.length;
     if (shape.repos <= 100 || k % 500 === 499) log(`${shape.name}: imported ${k + 1} of ${shape.repos} (${did}, ${made.records.length} records)`);
@@ -241,7 +264,7 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   if (values.compare) {
     results.compare = await compareWalkers(values.compare.split(','), { pool, store: local }, roots, shape.name, pgCpuUs);
     await pool.end();
-    return { mirror: { repos: shape.repos, records }, runs: results };
+    return { mirror: { repos: shape.repos, records, build }, runs: results };
   }
   // One unreported run first: V8 compiles the hot paths during the first walk.
   await measure('validate-local');
@@ -268,7 +291,7 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   }
   await pool.end();
   return {
-    mirror: { repos: shape.repos, records, blocks: Number(stored.rows[0]!.blocks), blockBytes: Number(stored.rows[0]!.bytes), packs: packs.length, blobs, importSeconds: Math.round(importMs / 10) / 100 },
+    mirror: { repos: shape.repos, records, build, blocks: Number(stored.rows[0]!.blocks), blockBytes: Number(stored.rows[0]!.bytes), packs: packs.length, blobs, importSeconds: Math.round(importMs / 10) / 100 },
     runs: results,
   };
 }

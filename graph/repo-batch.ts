@@ -63,12 +63,6 @@ export interface RepoBatchOptions {
   plan?: 'auto' | 'scan' | 'lookup';
 }
 
-interface PackLocs {
-  key: string | null;
-  size: number;
-  packed: Buffer;
-}
-
 /** Locations of some of a repo's record blocks in one pack not read in bulk (a `LOC_SQL` aggregate). */
 interface StrayLocs {
   pack: { id: number; key: string | null; size: number };
@@ -77,7 +71,8 @@ interface StrayLocs {
 
 interface Batch {
   repos: Map<string, { data: StepData['Repo']; packs: number[]; strays: StrayLocs[] }>;
-  packs: Map<number, PackLocs>;
+  /** The block index of every pack the batch read in bulk, which each of its repos' roots shares. */
+  locations: LocationTable | undefined;
   /** Where in the walk order the next batch starts: past the last repo this one holds. */
   next: number;
 }
@@ -133,10 +128,9 @@ export class RepoBatches {
         this.#open--;
         this.#ahead();
       }
-      for (const id of repo.packs) {
-        const p = batch.packs.get(id);
-        if (p) readLocsInto(p.packed, locations, { id, key: p.key, size: p.size });
-      }
+      // The packs read in bulk are shared, not copied (see LocationTable.share); the stray
+      // records' locations, read for this repo alone, are its own.
+      if (repo.packs.length > 0 && batch.locations) locations.share(batch.locations);
       for (const stray of repo.strays) readLocsInto(stray.packed, locations, stray.pack);
       return repo.data;
     }
@@ -270,7 +264,7 @@ export class RepoBatches {
     }
 
     const packsOf = new Map<string, number[]>();
-    const packs = new Map<number, PackLocs>();
+    let locations: LocationTable | undefined;
     const straysOf = new Map<string, StrayLocs[]>();
     const strayKeysOf = new Map<string, Set<string>>();
     let mismatches: RefcountScan['mismatches'] | null = null;
@@ -283,7 +277,7 @@ export class RepoBatches {
       // dearest statement: 2,000 repos of 10 records, 30 % of the batches' statement time.)
       const strayCids: Buffer[] = [];
       const all = new Set<number>();
-      const table = new LocationTable();
+      const table = (locations = new LocationTable());
       const readPacks = async (ids: number[]) => {
         if (ids.length === 0) return;
         const res = await db.query<{ pack_id: string; key: string | null; size_bytes: string | null; block_count: number | null; created_at: Date | null; packed: string }>(
@@ -296,9 +290,7 @@ export class RepoBatches {
         if (this.#knownPacks.size > 50_000) this.#knownPacks.clear();
         for (const g of res.rows) {
           const id = Number(g.pack_id);
-          const pack = { key: g.key, size: Number(g.size_bytes ?? 0), packed: fromWire(g.packed) };
-          packs.set(id, pack);
-          readLocsInto(pack.packed, table, { id, key: pack.key, size: pack.size });
+          readLocsInto(fromWire(g.packed), table, { id, key: g.key, size: Number(g.size_bytes ?? 0) });
           if (g.key !== null) this.#knownPacks.set(g.key, { id, key: g.key, sizeBytes: Number(g.size_bytes), blockCount: g.block_count!, createdAt: g.created_at! });
         }
         for (const id of ids) all.add(id);
@@ -437,7 +429,7 @@ export class RepoBatches {
         strays: straysOf.get(did) ?? [],
       });
     }
-    return { repos, packs, next };
+    return { repos, locations, next };
   }
 }
 
