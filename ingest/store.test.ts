@@ -619,6 +619,40 @@ describe('storeBatch, a large batch writing its rows beside the block index', ()
     expect(inUse(pool)).toBe(0);
   });
 
+  it('stores commits (the live-sync shape) and an ephemeral snapshot the same way', async () => {
+    const didC = (c: string) => `did:plc:overlapcommits${'x'.repeat(9)}${c}`;
+    const base = generateRecords(16);
+    const edited = [...base.slice(2).map((r, i) => (i < 3 ? { ...r, value: { ...r.value, text: `changed ${i}` } } : r)), ...generateRecords(19).slice(16)];
+    const from: VerifiedRepo[] = [];
+    const to: VerifiedRepo[] = [];
+    for (const c of ['a', 'b']) {
+      from.push(await verified(didC(c), base.map((r) => ({ ...r, value: { ...r.value, c } })), 1));
+      to.push(await verified(didC(c), edited.map((r) => ({ ...r, value: { ...r.value, c } })), 2));
+    }
+    await storeBatch({ pool, blobs }, from.map(snapshot), { ...opts, origin: 'backfill' });
+    const s = steps();
+    const applied = await storeBatch({ pool, blobs }, from.map((f, i) => commitBetween(f, to[i]!)), { ...opts, overlapRows: 0, trace: s.trace });
+    expect(applied.outcomes).toMatchObject(to.map(() => ({ kind: 'imported', created: 3, updated: 3, deleted: 2 })));
+    expect(s.seen).toContain('await records, counts, events');
+    for (const r of to) {
+      expect(await stored(r.did)).toEqual(expected(r));
+      expect(await eventKinds(r.did)).toEqual(['create 19', 'delete 2', 'update 3']);
+    }
+    expect(await refcountProblems(pool)).toEqual([]);
+
+    // Ephemeral: events only, each with its expiry, and no record rows.
+    const eph = await verified(didC('c'), generateRecords(9).map((r) => ({ ...r, value: { ...r.value, eph: true } })), 1);
+    const e = steps();
+    const r = await storeBatch({ pool, blobs }, [snapshot(eph)], { ...big, ephemeralRetentionSeconds: 3600, trace: e.trace });
+    expect(r.outcomes).toMatchObject([{ kind: 'imported', created: 9 }]);
+    expect(e.seen).toContain('await records, counts, events');
+    expect(await stored(eph.did)).toEqual([]);
+    const ev = await pool.query<{ n: number; expiring: number }>(`SELECT count(*)::int AS n, count(expires_at)::int AS expiring FROM events WHERE did = $1`, [eph.did]);
+    expect(ev.rows[0]).toEqual({ n: 9, expiring: 9 });
+    expect(await refcountProblems(pool)).toEqual([]);
+    expect(inUse(pool)).toBe(0);
+  });
+
   it('with no connection to spare, writes them after the block index on its one connection', async () => {
     const one = await connectPool(await freshDatabase('ingest_one'), { max: 1 });
     try {
