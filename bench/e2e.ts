@@ -23,7 +23,7 @@ import { JOBS } from '../workers/jobs.ts';
 import { taskQueueFor } from '../config/task-queues.ts';
 import { startWorkerFleet, type WorkerFleet } from '../stack/worker-fleet.ts';
 import { backfill, type BackfillProgress } from '../workflows/backfill.ts';
-import { threadsCpu } from './thread-cpu.ts';
+import { pidsCpuMs, threadsCpu } from './thread-cpu.ts';
 import { enableTimeline, mark, summarizeTimeline, timelineLength, timelineSince } from '../ingest/timeline.ts';
 
 export interface E2eBench {
@@ -225,18 +225,7 @@ async function startStaticPds(repos: number, records: number, keyPerRepo: boolea
 }
 
 /** CPU milliseconds (user + system) that `pids` have used, from /proc (0 for one that is gone). */
-function cpuOf(pids: number[]): number {
-  let ms = 0;
-  for (const pid of pids) {
-    try {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ms += (Number(f[11]) + Number(f[12])) * 10;
-    } catch {
-      // gone, or not this machine's
-    }
-  }
-  return ms;
-}
+const cpuOf = (pids: number[]): number => pidsCpuMs(pids)!;
 
 /** The Temporal server processes started with this address's port (`temporal server start-dev --port N`). */
 function temporalPids(address: string): number[] {

@@ -44,6 +44,7 @@ import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { importRepo } from '../backfill/import.ts';
 import { FilterOptions } from '../backfill/filters.ts';
+import { pidsCpuMs } from './thread-cpu.ts';
 
 export interface ImportBench {
   records: number;
@@ -293,20 +294,7 @@ async function backendCpu(pool: pg.Pool): Promise<() => number | null> {
   const clients = await Promise.all(Array.from({ length: max }, () => pool.connect()));
   const pids = await Promise.all(clients.map(async (c) => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid));
   for (const c of clients) c.release();
-  const read = (): number | null => {
-    let ms = 0;
-    for (const pid of pids) {
-      try {
-        // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100 Hz).
-        const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-        ms += (Number(f[11]) + Number(f[12])) * 10;
-      } catch {
-        return null;
-      }
-    }
-    return ms;
-  };
-  return read;
+  return () => pidsCpuMs(pids, true);
 }
 
 if (import.meta.main) {

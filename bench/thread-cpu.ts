@@ -1,6 +1,7 @@
 /**
- * CPU time of this process's threads by name, from Linux's /proc (the benches' per-thread
- * figures: the consumer's own thread, its verify threads, V8's helpers).
+ * CPU time of this process's threads by name, and of other processes by pid, from Linux's /proc
+ * (the benches' per-thread figures: the consumer's own thread, its verify threads, V8's helpers;
+ * and PostgreSQL's backends, the Temporal server, the static PDS).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -24,4 +25,22 @@ export function threadsCpu(): Map<string, number> {
     }
   }
   return out;
+}
+
+/**
+ * CPU milliseconds (user + system) that `pids` have used, from /proc. A pid that cannot be read
+ * (gone, or not this machine's) counts 0, or makes the answer null when `strict`.
+ */
+export function pidsCpuMs(pids: readonly number[], strict = false): number | null {
+  let ms = 0;
+  for (const pid of pids) {
+    try {
+      // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100 Hz).
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ms += (Number(f[11]) + Number(f[12])) * 10;
+    } catch {
+      if (strict) return null;
+    }
+  }
+  return ms;
 }

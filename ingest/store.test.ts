@@ -542,6 +542,18 @@ describe('storeBatch, blocks and repos a concurrent batch stores meanwhile', () 
   });
 });
 
+/** Runs `fn` while inserts of `did`'s rows into `table` fail ('injected failure in <table>'), through a trigger named `name`. */
+async function failingInserts(table: string, did: string, name: string, fn: () => Promise<void>): Promise<void> {
+  await pool.query(`CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN IF NEW.did = '${did}' THEN RAISE EXCEPTION 'injected failure in ${table}'; END IF; RETURN NEW; END $$`);
+  await pool.query(`CREATE TRIGGER ${name} BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION ${name}()`);
+  try {
+    await fn();
+  } finally {
+    await pool.query(`DROP TRIGGER ${name} ON ${table}; DROP FUNCTION ${name}()`);
+  }
+}
+
 describe('storeBatch, a failure writing rows', () => {
   const did = (table: string, i: number) => `did:plc:rowwriter${table.padEnd(14, 'x')}${'ab'[i]}`;
   const openTransactions = async () =>
@@ -551,16 +563,11 @@ describe('storeBatch, a failure writing rows', () => {
   // the batch is stored, and the connection goes back to the pool with no transaction open.
   it.each(['records', 'events'])('a failure writing %s fails the batch with its own error, stores nothing and leaves no transaction open', async (table) => {
     const dids = [did(table, 0), did(table, 1)];
-    const repos = [];
+    const repos: VerifiedRepo[] = [];
     for (const d of dids) repos.push(await verified(d, generateRecords(30).map((r) => ({ ...r, value: { ...r.value, d } })), 1));
-    await pool.query(`CREATE FUNCTION test_fail_${table}() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF NEW.did = '${dids[1]}' THEN RAISE EXCEPTION 'injected failure in ${table}'; END IF; RETURN NEW; END $$`);
-    await pool.query(`CREATE TRIGGER test_fail_${table} BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION test_fail_${table}()`);
-    try {
+    await failingInserts(table, dids[1]!, `test_fail_${table}`, async () => {
       await expect(storeBatch({ pool, blobs }, repos.map(snapshot), { ...opts, origin: 'backfill' })).rejects.toThrow(`injected failure in ${table}`);
-    } finally {
-      await pool.query(`DROP TRIGGER test_fail_${table} ON ${table}; DROP FUNCTION test_fail_${table}()`);
-    }
+    });
     for (const t of ['repos', 'records', 'events', 'collection_counts']) {
       expect((await pool.query(`SELECT count(*)::int AS n FROM ${t} WHERE did = ANY($1)`, [dids])).rows[0].n, t).toBe(0);
     }
@@ -671,20 +678,15 @@ describe('storeBatch, a large batch writing its rows beside the block index', ()
 
   it.each(['records', 'events'])('a failure writing %s fails the batch with its own error, stores nothing, leaves no transaction open and no connection out', async (table) => {
     const dids = [didO(4), didO(5)].map((d) => d.replace('overlapwrites', `ovfail${table.slice(0, 3)}`).slice(0, 32));
-    const repos = [];
+    const repos: VerifiedRepo[] = [];
     for (const d of dids) repos.push(await verified(d, generateRecords(15).map((r) => ({ ...r, value: { ...r.value, d } })), 1));
-    await pool.query(`CREATE FUNCTION test_ovfail_${table}() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF NEW.did = '${dids[1]}' THEN RAISE EXCEPTION 'injected failure in ${table}'; END IF; RETURN NEW; END $$`);
-    await pool.query(`CREATE TRIGGER test_ovfail_${table} BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION test_ovfail_${table}()`);
-    try {
+    await failingInserts(table, dids[1]!, `test_ovfail_${table}`, async () => {
       const s = steps();
       await expect(storeBatch({ pool, blobs }, repos.map(snapshot), { ...big, trace: s.trace })).rejects.toThrow(`injected failure in ${table}`);
       // It failed where the rows are awaited, after the check on the other connection.
       expect(s.seen).toContain('check indexed blocks');
       expect(s.seen).not.toContain('index blocks, refcounts');
-    } finally {
-      await pool.query(`DROP TRIGGER test_ovfail_${table} ON ${table}; DROP FUNCTION test_ovfail_${table}()`);
-    }
+    });
     for (const t of ['repos', 'records', 'events', 'collection_counts']) {
       expect((await pool.query(`SELECT count(*)::int AS n FROM ${t} WHERE did = ANY($1)`, [dids])).rows[0].n, t).toBe(0);
     }
