@@ -130,9 +130,13 @@ export async function benchMirror(opts: { databaseUrl: string; axis: 'records' |
     log(`growth: mirror ${repos} × ${records}: building`);
     const build = (await runJson('growth-mirror.ts', ['--step', 'build', ...common])) as MirrorRow['build'];
     log(`growth: mirror ${repos} × ${records}: ${build.recordsPerSecond} records/s, ${build.reposPerSecond} repos/s; walking`);
-    // Small mirrors are walked three times (median), a large one once and without the warm-up
-    // walk (which only matters where compiling the hot paths is a noticeable share).
-    const walkArgs = total <= 200_000 ? ['--repeat', '3'] : ['--repeat', '1', '--no-warmup'];
+    // Small mirrors are walked several times (the median reported), enough for the walks to pass
+    // ~400,000 nodes together (a walk is ~3.5 nodes a record), at least three and at most twelve:
+    // V8 compiles the hot paths over the first few hundred thousand nodes, and 1,000 small repos
+    // (35,000 nodes) walked three times were still being compiled: CPU per node 20.7 µs, 8.6 of it
+    // V8's helper threads (about 5 the compiler's: 1.1 with --no-concurrent-recompilation), against
+    // 14.8 and 3.4 over twelve walks. A large mirror is walked once, without the warm-up walk.
+    const walkArgs = total <= 200_000 ? ['--repeat', String(Math.min(12, Math.max(3, Math.ceil(400_000 / (total * 3.5)))))] : ['--repeat', '1', '--no-warmup'];
     const walk = (await runJson('growth-mirror.ts', ['--step', 'walk', ...common, ...walkArgs])) as unknown as MirrorRow['walk'];
     log(`growth: mirror ${repos} × ${records}: validate ${walk.validate.nodesPerSecond} nodes/s, scrub ${walk.scrub.nodesPerSecond}; collecting garbage`);
     const gc = (await runJson('growth-mirror.ts', ['--step', 'gc', ...common])) as MirrorRow['gc'];
