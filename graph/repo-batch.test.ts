@@ -17,6 +17,12 @@ import type { Node } from './nodes.ts';
 import { RepoBatches, type RepoWants } from './repo-batch.ts';
 import type { PackRow } from './steps/context.ts';
 import { buildMirror, testDids } from '../test/mirror.ts';
+import { MemoryFindings } from './findings.ts';
+import { runWalk } from './run.ts';
+import { storeBatch } from '../ingest/store.ts';
+import type { SnapshotChange } from '../ingest/changes.ts';
+import { verifyRepo } from '../atproto/verify.ts';
+import { generateRecords, makeRepo, newKeypair } from '../atproto/testing/make-repo.ts';
 
 let pool: pg.Pool;
 let dir: string;
@@ -214,3 +220,85 @@ function spyPool(pool: pg.Pool, seen: (sql: string, params: unknown) => void): p
         : Reflect.get(target, prop),
   });
 }
+
+describe("RepoBatches, a head's pack shared with many other repos", () => {
+  // Live sync stores the commits of thousands of repos in one pack: a repo's head can sit among
+  // many blocks of repos its batch does not hold. Here 40 repos stored in one batch, one pack.
+  let shared: pg.Pool;
+  let sharedDir: string;
+  let store: LocalBlobStore;
+  const many = testDids('repobatchsharedpack', 40);
+
+  beforeAll(async () => {
+    shared = openPool(await freshDatabase('graph_repo_batch_shared'));
+    await migrate(shared);
+    sharedDir = await mkdtemp(join(tmpdir(), 'repowalk-repo-batch-shared-'));
+    store = new LocalBlobStore(sharedDir);
+    const keypair = await newKeypair();
+    const changes: SnapshotChange[] = [];
+    for (const [i, did] of many.entries()) {
+      const made = await makeRepo({ did, records: generateRecords(8).map((r) => ({ ...r, value: { ...r.value, i } })), keypair });
+      changes.push({ kind: 'snapshot', repo: await verifyRepo(made.car, { did, signingKey: made.signingKey }), pds: 'https://pds.invalid', handle: undefined, signingKey: made.signingKey });
+    }
+    await storeBatch({ pool: shared, blobs: store }, changes, { filter: { keeps: () => true, keepsRepo: () => true, dropsRepos: false }, origin: 'backfill' });
+  }, 120_000);
+
+  afterAll(async () => {
+    await shared?.end();
+    if (sharedDir) await rm(sharedDir, { recursive: true, force: true });
+  });
+
+  const headPackOf = async (did: string) =>
+    (await shared.query<{ id: string; key: string }>('SELECT p.id, p.key FROM repos r JOIN blocks b ON b.cid = r.head_cid JOIN packs p ON p.id = b.pack_id WHERE r.did = $1', [did])).rows[0]!;
+
+  it('reads it whole for a batch that holds most of its repos, and not for one repo, which finds its own blocks all the same', async () => {
+    const did = many[7]!;
+    const pack = await headPackOf(did);
+    const ownBlocks = (await shared.query<{ cid: Buffer }>('SELECT cid FROM records WHERE did = $1', [did])).rows;
+
+    const knownAlone = new Map<string, PackRow>();
+    const alone = new LocationTable();
+    const data = await new RepoBatches(shared, [{ type: 'Repo', did }], undefined, all, knownAlone).read(did, alone);
+    // Not read whole: its records are located by their CIDs, into the root's own table.
+    expect(knownAlone.has(pack.key)).toBe(false);
+    expect(data.refcounts?.packs.has(Number(pack.id)) ?? false).toBe(false);
+    for (const { cid } of ownBlocks) expect(alone.get(cid)?.packKey).toBe(pack.key);
+    expect(alone.size).toBe(ownBlocks.length);
+
+    const knownAll = new Map<string, PackRow>();
+    const batches = new RepoBatches(shared, many.map((d) => ({ type: 'Repo', did: d })), undefined, all, knownAll, { readAhead: false });
+    const together = new LocationTable();
+    const read = await batches.read(did, together);
+    expect(knownAll.has(pack.key)).toBe(true);
+    expect(read.refcounts!.packs.has(Number(pack.id))).toBe(true);
+    for (const { cid } of ownBlocks) expect(together.get(cid)?.packKey).toBe(pack.key);
+    expect(together.size).toBe(0);
+  });
+
+  it('validates such a repo alone: no findings, every node reached, and a wrong refcount in its head pack still found', async () => {
+    const did = many[11]!;
+    const clean = new MemoryFindings();
+    const alone = await runWalk({ pool: shared, store }, { type: 'validate' }, [{ type: 'Repo', did }], { findings: clean });
+    expect(clean.findings).toEqual([]);
+    const withAll = await runWalk({ pool: shared, store }, { type: 'validate' }, many.map((d) => ({ type: 'Repo', did: d })), { findings: new MemoryFindings() });
+    expect(alone.totals.types.Record?.walked).toBe(8);
+    expect(alone.totals.types.MstNode?.walked).toBeGreaterThan(0);
+    expect(alone.totals.nodes * many.length).toBeGreaterThan(withAll.totals.nodes * 0.9);
+
+    // One of its MST nodes (not a record: no row names it) gets a refcount no reference explains.
+    const { rows } = await shared.query<{ cid: Buffer }>(
+      `SELECT b.cid FROM blocks b JOIN repos r ON r.did = $1 JOIN blocks h ON h.cid = r.head_cid
+       WHERE b.pack_id = h.pack_id AND b.cid <> r.head_cid AND b.cid = r.data_cid`,
+      [did],
+    );
+    expect(rows).toHaveLength(1);
+    await shared.query('UPDATE blocks SET refcount = refcount + 3 WHERE cid = $1', [rows[0]!.cid]);
+    try {
+      const found = new MemoryFindings();
+      await runWalk({ pool: shared, store }, { type: 'validate' }, [{ type: 'Repo', did }], { findings: found });
+      expect(found.findings.filter((f) => f.check === 'refcount')).toHaveLength(1);
+    } finally {
+      await shared.query('UPDATE blocks SET refcount = refcount - 3 WHERE cid = $1', [rows[0]!.cid]);
+    }
+  });
+});

@@ -295,7 +295,32 @@ export class RepoBatches {
         }
         for (const id of ids) all.add(id);
       };
-      const headOf = new Map(present.map((did) => [did, rows.get(did)!.headLoc?.packId ?? -1]));
+      // A head's pack is read whole when the batch's repos whose heads it holds can be a share of
+      // it (`prefetchShare`, by blocks: a repo is about 1.3 blocks a record, and its commit and MST
+      // root): the pack of a backfill holds them, or most of them. A pack that live sync filled
+      // with the commits of a few thousand repos holds one or a few of the batch's heads among
+      // tens of thousands of blocks: read whole, a batch of 1,024 repos updated at different times
+      // would read a thousand such packs, every block of them. Such a repo's head is where
+      // `headLoc` says, its records are located by their CIDs like any outside a pack read whole,
+      // and its MST nodes are looked up as the walk reaches them. A pack without a `packs` row
+      // (no block count) is read whole, as before.
+      const headBlocksOf = new Map<number, { blocks: number | null; ours: number }>();
+      for (const did of present) {
+        const r = rows.get(did)!;
+        const id = r.headLoc?.packId;
+        if (id === undefined) continue;
+        const h = headBlocksOf.get(id) ?? { blocks: r.headPackBlocks, ours: 0 };
+        h.ours += r.row.recordsCount * 1.3 + 2;
+        headBlocksOf.set(id, h);
+      }
+      const headWhole = (id: number) => {
+        const h = headBlocksOf.get(id)!;
+        return h.blocks === null || h.ours >= h.blocks * this.#prefetchShare;
+      };
+      const headOf = new Map(present.map((did) => {
+        const id = rows.get(did)!.headLoc?.packId;
+        return [did, id !== undefined && headWhole(id) ? id : -1] as const;
+      }));
       const headPack = (did: string) => headOf.get(did)!;
       await readPacks([...new Set(present.map(headPack).filter((id) => id >= 0))]);
 
@@ -440,7 +465,7 @@ const wordsOf = (keys: Iterable<string>): Set<number> => {
 };
 
 /** The repos rows of `dids` that exist, with where each head commit is. */
-async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<string, { row: RepoRow; headLoc: BlockLoc | null }>> {
+async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<string, { row: RepoRow; headLoc: BlockLoc | null; headPackBlocks: number | null }>> {
   const { rows } = await db.query<{
     did: string;
     status: string;
@@ -456,10 +481,11 @@ async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<stri
     head_offset: string | null;
     head_length: number | null;
     head_refcount: string | null;
+    head_blocks: number | null;
   }>(
     `SELECT r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.signing_key, r.records_count,
        b.pack_id AS head_pack, p.key AS head_key, p.size_bytes AS head_size, b.byte_offset AS head_offset,
-       b.byte_length AS head_length, b.refcount AS head_refcount
+       b.byte_length AS head_length, b.refcount AS head_refcount, p.block_count AS head_blocks
      FROM repos r LEFT JOIN blocks b ON b.cid = r.head_cid LEFT JOIN packs p ON p.id = b.pack_id
      WHERE r.did = ANY($1::text[])`,
     [dids],
@@ -482,6 +508,7 @@ async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<stri
           r.head_pack === null
             ? null
             : { packId: Number(r.head_pack), packKey: r.head_key, packSize: Number(r.head_size ?? 0), offset: Number(r.head_offset), length: r.head_length!, refcount: Number(r.head_refcount) },
+        headPackBlocks: r.head_blocks,
       },
     ]),
   );
