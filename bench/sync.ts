@@ -6,7 +6,7 @@
  * events/s, the p99 lag (a frame's apply time minus its send time, sampled per batch), and RSS
  * over the run.
  *
- *   node bench/sync.ts --database-url URL [--repos 2000] [--commits 100] [--quick] [--max-batch 500] [--verify-threads 1]
+ *   node bench/sync.ts --database-url URL [--repos 2000] [--commits 100] [--quick] [--max-batch 500] [--verify-threads 1] [--walk]
  *
  * By default 2,000 repos × 100 commits (202,000 frames, issue 9's "at least 200,000 commits");
  * `--quick` is 200 × 50 (10,200). The firehose is generated once per parameters and cached
@@ -21,6 +21,11 @@
  * threads), `cpuMsPerEventMainThread` the consumer's own thread's part of it,
  * `cpuMsPerEventPostgres` the run database's backends' (PostgreSQL on this machine), and
  * `cpuMsPerEventUpstream` the upstream process's.
+ *
+ * `--walk` then validates and scrubs the mirror live sync made (`walk`, as bench/walk.ts reports a
+ * walk): each repo's blocks spread over the packs of the batches that stored its commits, and its
+ * head in a pack shared with the other repos of its last commit's batch, the shape of a mirror
+ * kept current by the firehose.
  */
 import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -40,9 +45,11 @@ import { secp256k1Backend } from '../atproto/signature.ts';
 import type { AtprotoIdentity } from '../atproto/net/index.ts';
 import { firehoseCacheFile, generatedFirehose } from './sync-firehose.ts';
 import { threadsCpu } from './thread-cpu.ts';
+import { measureWalk, postgresCpuMeter, walkFigures } from './walk-measure.ts';
+import type { Node } from '../graph/nodes.ts';
 
 const { values } = parseArgs({
-  options: { 'database-url': { type: 'string' }, repos: { type: 'string' }, commits: { type: 'string' }, quick: { type: 'boolean' }, 'max-batch': { type: 'string', default: '500' }, 'verify-threads': { type: 'string', default: '1' } },
+  options: { 'database-url': { type: 'string' }, repos: { type: 'string' }, commits: { type: 'string' }, quick: { type: 'boolean' }, 'max-batch': { type: 'string', default: '500' }, 'verify-threads': { type: 'string', default: '1' }, walk: { type: 'boolean', default: false } },
 });
 const baseUrl = values['database-url'] ?? process.env.DATABASE_URL;
 if (!baseUrl) throw new Error('bench/sync.ts needs --database-url or DATABASE_URL (bench/run.ts starts a stack and passes one)');
@@ -126,6 +133,20 @@ const report = await new Promise<{ sentAt: number[]; cpuMs: number }>((resolve) 
 });
 for (let seq = 1; seq < applyAt.length; seq++) if (applyAt[seq] && report.sentAt[seq]) lags.push(applyAt[seq]! - report.sentAt[seq]!);
 const records = Number((await pool.query('SELECT count(*) AS n FROM records')).rows[0].n);
+let walk: Record<string, unknown> | undefined;
+if (values.walk) {
+  await pool.query('ANALYZE');
+  const roots: Node[] = (await pool.query<{ did: string }>('SELECT did FROM repos ORDER BY did')).rows.map((r) => ({ type: 'Repo', did: r.did }));
+  const pgCpuUs = await postgresCpuMeter(pool);
+  walk = {};
+  for (const [name, spec] of [['validate', { type: 'validate' }], ['scrub', { type: 'scrub', scrub: { graceSeconds: 0 } }]] as const) {
+    // One unreported walk first (V8 compiles the hot paths), then three, the median reported.
+    await measureWalk({ pool, store: blobs }, spec, roots, { label: `sync mirror ${name}`, emit: log, pgCpuUs });
+    const tries = [];
+    for (let i = 0; i < 3; i++) tries.push(await measureWalk({ pool, store: blobs }, spec, roots, { label: `sync mirror ${name}`, emit: log, pgCpuUs }));
+    walk[name] = walkFigures(tries);
+  }
+}
 await pool.end();
 await db.drop();
 // The run's packs (~280 MB) are not needed past it.
@@ -154,6 +175,7 @@ console.log(
     records,
     p99LagMs: lags.length ? lags[Math.min(lags.length - 1, Math.floor(lags.length * 0.99))] : null,
     rssMb: { baseline: baselineMb, peak: Math.max(baselineMb, ...rss), end: rss[rss.length - 1] ?? baselineMb, samples: rss.length, ...rssSummary(), bySecond: rss.map(Math.round), heapExternalBuffers: heap },
+    ...(walk ? { walk } : {}),
   }),
 );
 

@@ -51,8 +51,9 @@ export interface RepoBatchOptions {
   readAhead?: boolean;
   /**
    * A pack's index is read in bulk when the repo's records in it are at least this share of the
-   * pack's bytes; a pack that holds one of the repo's records among a million others' is not.
-   * Default 1/8.
+   * pack's bytes; a pack that holds one of the repo's records among a million others' is not. A
+   * head's pack, when the batch's repos whose heads it holds are at least this share of its
+   * blocks (estimated from their record counts). Default 1/8.
    */
   prefetchShare?: number;
   /**
