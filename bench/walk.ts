@@ -19,7 +19,7 @@
  *
  * `npm run bench` runs it with the node flags of a worker whose every job is walk or maintenance
  * (REPOWALK_WALK_NODE_FLAGS, scripts/env.sh): run directly, give them yourself
- * (`node --max-semi-space-size=16 bench/walk.ts …`).
+ * (`node --max-semi-space-size=32 bench/walk.ts …`).
  */
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector';

@@ -23,14 +23,16 @@ export REPOWALK_ROOT
 #   live sync spent 6-36 % more CPU on its main thread.
 # - A worker whose every job is walk or maintenance (`repowalk worker --job walk --job
 #   maintenance`) imports no CAR, and its walks (GC marks with the walker too) make short-lived
-#   objects for every node: it gets semi-spaces of 16 MB (REPOWALK_WALK_NODE_FLAGS). A validate
+#   objects for every node: it gets semi-spaces of 32 MB (REPOWALK_WALK_NODE_FLAGS). A validate
 #   walk of 13 repos x 5,000 records (215,877 nodes) spent 164-196 ms in 111 scavenges at 4 MB,
-#   41-83 ms in 28-31 at 16 MB.
+#   41-83 ms in 28-31 at 16 MB; alternating processes of the walk bench, 16 MB against 32, took a
+#   median 15.3 against 13.7 us of process CPU a node on 2,000 small repos (five pairs) and 7.0
+#   against 6.1 on 13 repos of 5,000 records (three pairs), the walk's peak RSS alike.
 # Set any of them to override.
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 REPOWALK_NODE_FLAGS="${REPOWALK_NODE_FLAGS---max-semi-space-size=4}"
 export REPOWALK_NODE_FLAGS
-REPOWALK_WALK_NODE_FLAGS="${REPOWALK_WALK_NODE_FLAGS---max-semi-space-size=16}"
+REPOWALK_WALK_NODE_FLAGS="${REPOWALK_WALK_NODE_FLAGS---max-semi-space-size=32}"
 export REPOWALK_WALK_NODE_FLAGS
 
 # The node flags for `repowalk ARGS...`: REPOWALK_WALK_NODE_FLAGS for `worker` when every job it
