@@ -93,7 +93,7 @@ const { values } = parseArgs({
   },
 });
 const log = (line: string) => process.stderr.write(`${line}\n`);
-const post = (session: Session, method: string) => new Promise<unknown>((ok, fail) => session.post(method, (err, res) => (err ? fail(err) : ok(res))));
+const post = (session: Session, method: string, params: object = {}) => new Promise<unknown>((ok, fail) => session.post(method, params, (err, res) => (err ? fail(err) : ok(res))));
 
 interface MirrorShape {
   name: string;
@@ -270,9 +270,7 @@ async function benchMirror(shape: MirrorShape): Promise<unknown> {
   await measure('validate-local');
   if (session && values['cpu-profile']) await post(session, 'Profiler.start');
   if (session && values['alloc-profile']) {
-    await new Promise<void>((ok, fail) =>
-      session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as object, (err) => (err ? fail(err) : ok())),
-    );
+    await post(session, 'HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   }
   for (const name of shape.runs) {
     const tries: MeasuredWalk[] = [];

@@ -305,23 +305,18 @@ export class RepoBatches {
       // `headLoc` says, its records are located by their CIDs like any outside a pack read whole,
       // and its MST nodes are looked up as the walk reaches them. A pack without a `packs` row
       // (no block count) is read whole, as before.
-      const headBlocksOf = new Map<number, { blocks: number | null; ours: number }>();
+      const ours = new Map<number, number>();
       for (const did of present) {
         const r = rows.get(did)!;
-        const id = r.headLoc?.packId;
-        if (id === undefined) continue;
-        const h = headBlocksOf.get(id) ?? { blocks: r.headPackBlocks, ours: 0 };
-        h.ours += r.row.recordsCount * 1.3 + 2;
-        headBlocksOf.set(id, h);
+        if (r.headLoc) ours.set(r.headLoc.packId, (ours.get(r.headLoc.packId) ?? 0) + r.row.recordsCount * 1.3 + 2);
       }
-      const headWhole = (id: number) => {
-        const h = headBlocksOf.get(id)!;
-        return h.blocks === null || h.ours >= h.blocks * this.#prefetchShare;
-      };
-      const headOf = new Map(present.map((did) => {
-        const id = rows.get(did)!.headLoc?.packId;
-        return [did, id !== undefined && headWhole(id) ? id : -1] as const;
-      }));
+      const headOf = new Map(
+        present.map((did) => {
+          const { headLoc, headPackBlocks } = rows.get(did)!;
+          const whole = headLoc && (headPackBlocks === null || ours.get(headLoc.packId)! >= headPackBlocks * this.#prefetchShare);
+          return [did, whole ? headLoc.packId : -1] as const;
+        }),
+      );
       const headPack = (did: string) => headOf.get(did)!;
       await readPacks([...new Set(present.map(headPack).filter((id) => id >= 0))]);
 

@@ -203,7 +203,13 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
       let groups: BlockGroups | undefined = refs.group();
       trace('sum refcounts');
 
-      let fresh: Uint8Array | undefined = overlap ? await onSpareConnection(deps.pool, (side) => freshAmong(side, groups!)) : await freshAmong(tx, groups);
+      // On a second connection, the check is safe beside the batch's transaction: the batch holds
+      // GC's lock shared from before, so no block it finds indexed is swept before the batch
+      // commits, and a block another batch indexes after it fails the batch's COPY (a unique
+      // violation, retried), as after a check on the batch's own connection.
+      let fresh: Uint8Array | undefined = overlap
+        ? await withTransaction(deps.pool, (side) => freshAmong(side, groups!), { settings: KEYED_PLANS })
+        : await freshAmong(tx, groups);
       trace('check indexed blocks');
       for (let g = 0; g < groups.count; g++) newBlocks += fresh[g]!;
       let inPack: Int32Array | undefined = new Int32Array(newBlocks);
@@ -300,30 +306,6 @@ function rowsToWrite(rows: ReturnType<typeof recordWrites>, events: (PendingEven
 function hasSpareConnection(pool: pg.Pool): boolean {
   const max = (pool as unknown as { options: { max?: number } }).options.max ?? 10;
   return pool.waitingCount === 0 && (pool.idleCount > 0 || pool.totalCount < max);
-}
-
-/**
- * Runs a read on another connection of the pool, in a read-only transaction with the batch's
- * planner settings. It is safe beside the batch's transaction: the batch holds GC's lock shared
- * from before, so no block this read finds indexed is swept before the batch commits, and a block
- * another batch indexes after this read fails the batch's COPY (a unique violation, retried), as
- * after a check on the batch's own connection.
- */
-async function onSpareConnection<T>(pool: pg.Pool, read: (side: pg.ClientBase) => Promise<T>): Promise<T> {
-  const side = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await side.query(`BEGIN READ ONLY; ${Object.entries(KEYED_PLANS).map(([k, v]) => `SET LOCAL ${k} = ${v}`).join('; ')}`);
-    const out = await read(side);
-    await side.query('COMMIT');
-    return out;
-  } catch (err) {
-    broken = err as Error;
-    await side.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    side.release(broken);
-  }
 }
 
 /** A plan's blocks and references: each new record version is held by its row and its event. */
