@@ -191,7 +191,7 @@ export class RepoBatches {
   async #load(candidates: string[], positions: number[], maxRecords: number): Promise<Batch> {
     const client = await this.#pool.connect();
     try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${SERIAL_PLANS}`);
       const batch = await this.#read(client, candidates, positions, maxRecords);
       await client.query('COMMIT');
       return batch;
@@ -453,6 +453,17 @@ export class RepoBatches {
     return { repos, locations, next };
   }
 }
+
+/**
+ * A batch's statements run without parallel workers. The walk reads a batch while it walks the
+ * one before (read-ahead), so a batch's read is throughput, not latency: workers add the cost of
+ * partial aggregates, their tuple queues and their start, and take the cores the walk runs on.
+ * With PostgreSQL's default of two workers a gather, the refcount comparison of a batch that is
+ * a large share of the mirror (its hash aggregate of `records` and `events`) ran in three
+ * processes and cost about a third more CPU (issue 13: 13 repos × 5,000 records, PostgreSQL
+ * 4.1–4.2 µs of CPU a walked node against 2.7–3.2 serial).
+ */
+const SERIAL_PLANS = 'SET LOCAL max_parallel_workers_per_gather = 0';
 
 const wordsOf = (keys: Iterable<string>): Set<number> => {
   const out = new Set<number>();
