@@ -14,6 +14,8 @@
  *   node bench/growth-mirror.ts --step build --admin-url URL --database NAME --blobs DIR --repos N --records M [--batch 250]
  *   node bench/growth-mirror.ts --step walk|gc --admin-url URL --database NAME --blobs DIR --repos N --records M
  *     [--repo-read auto|scan|lookup]   (walk: how a batch of repos is read, `RepoBatchOptions.plan`)
+ *     [--prefetch-share F]   (walk: `RepoBatchOptions.prefetchShare`; above 1, no pack is read whole,
+ *       so every block is looked up as a live-synced mirror's are when its packs hold many repos)
  *
  * Prints one JSON object last: the step's figures, CPU of this process and of PostgreSQL's
  * processes, and this process's peak RSS.
@@ -45,6 +47,7 @@ const { values } = parseArgs({
     'no-warmup': { type: 'boolean', default: false },
     /** How the walk reads a batch of repos (`RepoBatchOptions.plan`): auto, scan or lookup. */
     'repo-read': { type: 'string', default: 'auto' },
+    'prefetch-share': { type: 'string' },
   },
 });
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -63,6 +66,8 @@ if (!(Number.isInteger(repos) && repos >= 1 && Number.isInteger(records) && reco
 const adminUrl = need('admin-url');
 const repoRead = values['repo-read'];
 if (repoRead !== 'auto' && repoRead !== 'scan' && repoRead !== 'lookup') throw new Error(`unknown --repo-read ${JSON.stringify(repoRead)}; known: auto, scan, lookup`);
+const prefetchShare = values['prefetch-share'] === undefined ? undefined : Number(values['prefetch-share']);
+if (prefetchShare !== undefined && !(prefetchShare > 0)) throw new Error(`--prefetch-share ${JSON.stringify(values['prefetch-share'])}: a share above 0`);
 const blobs = new LocalBlobStore(need('blobs'));
 const url = new URL(adminUrl);
 url.pathname = `/${database}`;
@@ -141,7 +146,7 @@ if (step === 'build') {
   const roots: Node[] = (await dids()).map((did) => ({ type: 'Repo', did }));
   if (step === 'walk') {
     const specs: Record<string, WalkSpec> = { validate: { type: 'validate' }, scrub: { type: 'scrub', scrub: { graceSeconds: 0 } } };
-    const walk = (name: string) => measureWalk({ pool, store: blobs }, specs[name]!, roots, { label: `growth ${label} ${name}`, emit: log, pgCpuUs, run: { repoBatch: { plan: repoRead } } });
+    const walk = (name: string) => measureWalk({ pool, store: blobs }, specs[name]!, roots, { label: `growth ${label} ${name}`, emit: log, pgCpuUs, run: { repoBatch: { plan: repoRead, ...(prefetchShare === undefined ? {} : { prefetchShare }) } } });
     // One unreported run first: V8 compiles the hot paths during the first walk.
     if (!values['no-warmup']) await walk('validate');
     result = {};
