@@ -61,13 +61,15 @@ interface LocRow {
 const LOC_COLUMNS = 'b.cid, b.pack_id, p.key, p.size_bytes, b.byte_offset, b.byte_length, b.refcount';
 
 /**
- * What references a block, as the importer counts them (see storage/validate-queries.ts): record
- * index rows and events (index lookups, migration 0005), and repo heads. `repos.head_cid` has no
- * index, so heads are counted once per statement (as the other refcount comparisons do), not
- * per block.
+ * The rows that reference a block: record index rows and events (index lookups, migration 0005).
+ * Repo heads, the importer's third kind of reference (storage/validate-queries.ts), are not
+ * counted here: `repos.head_cid` has no index (one would stop live sync's HOT updates of `repos`,
+ * migration 0008), so counting them scanned `repos` whole once per lookup statement, a cost that
+ * grew with the mirror (issue 13: a walk whose blocks are all looked up, 10,000 → 100,000 repos,
+ * PostgreSQL 12.6 → 25.7 µs a node). A block only a head names, or one whose rows fall short of
+ * its refcount, is counted again mirror-wide by the refcount check (`BlockLoc.refs`).
  */
-const REFS_SQL = `(SELECT count(*) FROM records x WHERE x.cid = b.cid) + (SELECT count(*) FROM events x WHERE x.cid = b.cid) + coalesce(h.n, 0) AS refs`;
-const HEADS_SQL = `LEFT JOIN (SELECT head_cid, count(*) AS n FROM repos WHERE head_cid = ANY($1::bytea[]) GROUP BY head_cid) h ON h.head_cid = b.cid`;
+const REFS_SQL = `(SELECT count(*) FROM records x WHERE x.cid = b.cid) + (SELECT count(*) FROM events x WHERE x.cid = b.cid) AS refs`;
 
 export function toLoc(r: Omit<LocRow, 'cid'>): BlockLoc {
   return {
@@ -152,7 +154,7 @@ export class BlockSource {
   async locateMany(cids: Uint8Array[]): Promise<(BlockLoc | null)[]> {
     const { rows } = await this.#pool.query<LocRow>(
       this.#countRefs
-        ? `SELECT ${LOC_COLUMNS}, ${REFS_SQL} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id ${HEADS_SQL} WHERE b.cid = ANY($1::bytea[])`
+        ? `SELECT ${LOC_COLUMNS}, ${REFS_SQL} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`
         : `SELECT ${LOC_COLUMNS} FROM blocks b LEFT JOIN packs p ON p.id = b.pack_id WHERE b.cid = ANY($1::bytea[])`,
       [cids],
     );

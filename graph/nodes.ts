@@ -18,9 +18,12 @@ export interface BlockLoc {
   length: number;
   refcount: number;
   /**
-   * The references that exist to the block (record index rows, repo heads, events), counted in
-   * the statement that read `refcount`: set on locations looked up one by one when the walk
-   * checks refcounts (`BlockSourceOptions.countRefs`), absent otherwise.
+   * References to the block counted in the statement that read `refcount`: its record index rows
+   * and events, plus, for a repo's head commit read with its repos row, that repo's head. Other
+   * repos' heads are not counted (`repos.head_cid` has no index: counting them scans `repos`), so
+   * where this differs from `refcount` the refcount check counts again mirror-wide before it
+   * reports. Set on locations looked up one by one and on heads when the walk checks refcounts
+   * (`BlockSourceOptions.countRefs`, `RepoWants.refcounts`), absent otherwise.
    */
   refs?: number;
 }

@@ -8,11 +8,13 @@
  * disagreements came back (heads counted among the repos read in that batch: see
  * `refcountMismatchesInPacks`; a disagreement with fewer references than the refcount, which a
  * head of a repo outside the batch could explain, is counted again mirror-wide like the blocks
- * below before it is reported); blocks looked up one by one (outside those packs) had their
- * references counted with the lookup; other blocks
+ * below before it is reported); blocks looked up one by one (outside those packs), and the head
+ * commit read with its repos row, had their rows counted with the lookup (and the head its own
+ * repo's head), not other repos' heads, which only a pass over `repos` finds: where that count
+ * agrees with the refcount, nothing more is asked. Other blocks, and those whose count disagrees,
  * are gathered with their routes and compared when the root is done, in one statement with the
- * other roots finishing meanwhile; they look each block up in the indexes on `records.cid` and
- * `events.cid`.
+ * other roots finishing meanwhile, mirror-wide: they look each block up in the indexes on
+ * `records.cid` and `events.cid`, and count every repo head.
  */
 import { cidMapKey, cidWord } from '../../../blocks.ts';
 import type { Route } from '../../../route.ts';
@@ -43,13 +45,12 @@ export const refcount = defineCheck({
     if (!ctx.sampled) return;
     const { cid } = v.node;
     const loc = (v.data as StepData['Block']).loc;
-    // Looked up alone, with its references counted in the same statement.
-    if (loc.refs !== undefined) {
-      if (loc.refs !== loc.refcount) ctx.report({ check: 'refcount', detail: detail({ refcount: loc.refcount, refs: loc.refs }) });
-      return;
-    }
+    // Looked up alone (or a head read with its repos row), its rows counted in the same
+    // statement; other repos' heads were not (see `BlockLoc.refs`), so a disagreement is counted
+    // again mirror-wide when the root is done, and reported from that count.
+    if (loc.refs !== undefined && loc.refs === loc.refcount) return;
     const scan = state.scan;
-    if (scan && (scan.packs.has(loc.packId) || (scan.blockWords.has(cidWord(cid)) && scan.blocks.has(cidMapKey(cid))))) {
+    if (loc.refs === undefined && scan && (scan.packs.has(loc.packId) || (scan.blockWords.has(cidWord(cid)) && scan.blocks.has(cidMapKey(cid))))) {
       const m = scan.mismatchWords.has(cidWord(cid)) ? scan.mismatches.get(cidMapKey(cid)) : undefined;
       if (!m) return;
       // Fewer references than the refcount may be a head the batch's count left out (another
