@@ -44,7 +44,8 @@ function toRepo(r: Record<string, unknown>): RepoRow {
 export async function findRepo(pool: pg.Pool, repo: string): Promise<RepoRow | null> {
   const { rows } = repo.startsWith('did:')
     ? await pool.query(`SELECT ${REPO_COLUMNS} FROM repos WHERE did = $1`, [repo])
-    : await pool.query(`SELECT ${REPO_COLUMNS} FROM repos WHERE lower(handle) = lower($1) ORDER BY (status = 'active') DESC LIMIT 1`, [repo]);
+    : // Through repos_handle_lower (migration 0011): one probe, however many repos the mirror holds.
+      await pool.query(`SELECT ${REPO_COLUMNS} FROM repos WHERE lower(handle) = lower($1) AND handle IS NOT NULL ORDER BY (status = 'active') DESC LIMIT 1`, [repo]);
   return rows[0] ? toRepo(rows[0]) : null;
 }
 
