@@ -102,5 +102,32 @@ describe('stats', () => {
     expect(s.healQueue.open).toBe(0);
     await storeStats(pool, s);
     expect(await readStats(pool)).toEqual(s);
+    expect(s.blocks.sampledPercent).toBeUndefined();
+    expect(s.events.sampledPercent).toBeUndefined();
+  });
+
+  it('counts a table past exactBelow rows from a sample of its pages, scaled up', async () => {
+    const before = await collectStats(pool);
+    // 40,000 events more (account events: no record, no block), half of them expired.
+    await pool.query(
+      `INSERT INTO events (did, kind, origin, expires_at)
+       SELECT 'did:plc:statssample000000000000', 'account', 'live', CASE WHEN i % 2 = 0 THEN now() - interval '1 day' END FROM generate_series(1, 40000) AS i`,
+    );
+    await pool.query('ANALYZE events');
+    const total = before.events.count + 40_000;
+    // Under the default threshold: exact, as before.
+    const exact = await collectStats(pool);
+    expect(exact.events).toEqual({ count: total, expiring: before.events.expiring + 20_000, expired: before.events.expired + 20_000 });
+    // Past it: about 10,000 rows' worth of pages read, the counts scaled back up.
+    const s = await collectStats(pool, { exactBelow: 10_000 });
+    expect(s.events.sampledPercent).toBeGreaterThan(15);
+    expect(s.events.sampledPercent).toBeLessThan(35);
+    expect(s.events.count).toBeGreaterThan(total * 0.5);
+    expect(s.events.count).toBeLessThan(total * 1.5);
+    expect(s.events.expired).toBeGreaterThan(20_000 * 0.5);
+    expect(s.events.expired).toBeLessThan(20_000 * 1.5);
+    // The small tables stay exact.
+    expect(s.blocks).toEqual(exact.blocks);
+    expect(s.repos).toEqual(exact.repos);
   });
 });
