@@ -460,8 +460,9 @@ export class RepoBatches {
  * partial aggregates, their tuple queues and their start, and take the cores the walk runs on.
  * With PostgreSQL's default of two workers a gather, the refcount comparison of a batch that is
  * a large share of the mirror (its hash aggregate of `records` and `events`) ran in three
- * processes and cost about a third more CPU (issue 13: 13 repos × 5,000 records, PostgreSQL
- * 4.1–4.2 µs of CPU a walked node against 2.7–3.2 serial).
+ * processes and cost about a third more CPU (issue 13: 13 repos × 5,000 records, five
+ * alternating pairs of the walk bench, PostgreSQL 4.31 µs of CPU a walked node median against
+ * 3.01 serial).
  */
 const SERIAL_PLANS = 'SET LOCAL max_parallel_workers_per_gather = 0';
 
