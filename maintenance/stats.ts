@@ -38,12 +38,6 @@ export interface MirrorStats {
 
 const n = (v: string | number | null | undefined) => Number(v ?? 0);
 
-function grouped(rows: { k: string | null; n: string }[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const r of rows) if (r.k !== null) out[r.k] = n(r.n);
-  return out;
-}
-
 export interface StatsOptions {
   /** Count `blocks` and `events` whole below this many rows (planner's estimate); sample above. Default 2,000,000. */
   exactBelow?: number;
@@ -69,13 +63,27 @@ function sampled(table: string, percent: number): { from: string; scale: number 
 export async function collectStats(db: Queryable, opts: StatsOptions = {}): Promise<MirrorStats> {
   const exactBelow = opts.exactBelow ?? 2_000_000;
   const at = (await db.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
-  const byStatus = await db.query<{ k: string; n: string }>('SELECT status AS k, count(*) AS n FROM repos GROUP BY status');
-  const byGone = await db.query<{ k: string | null; n: string }>(`SELECT gone_status AS k, count(*) AS n FROM repos WHERE status = 'gone' GROUP BY gone_status`);
-  const byResync = await db.query<{ k: string | null; n: string }>('SELECT resync_kind AS k, count(*) AS n FROM repos WHERE resync_kind IS NOT NULL GROUP BY resync_kind');
-  const repoTotals = await db.query<{ due: string; records: string }>(
-    `SELECT count(*) FILTER (WHERE next_retry_at IS NOT NULL AND next_retry_at <= $1) AS due, coalesce(sum(records_count), 0) AS records FROM repos`,
+  // One pass over `repos` for every repo figure, grouped by the three states (a few dozen groups
+  // at most) and summed up here: four statements read the table four times.
+  const repoGroups = await db.query<{ status: string; gone_status: string | null; resync_kind: string | null; n: string; due: string; records: string }>(
+    `SELECT status, gone_status, resync_kind, count(*) AS n,
+       count(*) FILTER (WHERE next_retry_at IS NOT NULL AND next_retry_at <= $1) AS due, coalesce(sum(records_count), 0) AS records
+     FROM repos GROUP BY status, gone_status, resync_kind`,
     [at],
   );
+  const byStatus: Record<string, number> = {};
+  const byGone: Record<string, number> = {};
+  const byResync: Record<string, number> = {};
+  let due = 0;
+  let records = 0;
+  for (const g of repoGroups.rows) {
+    const count = n(g.n);
+    byStatus[g.status] = (byStatus[g.status] ?? 0) + count;
+    if (g.status === 'gone' && g.gone_status !== null) byGone[g.gone_status] = (byGone[g.gone_status] ?? 0) + count;
+    if (g.resync_kind !== null) byResync[g.resync_kind] = (byResync[g.resync_kind] ?? 0) + count;
+    due += n(g.due);
+    records += n(g.records);
+  }
   const blocksPercent = await samplePercent(db, 'blocks', exactBelow);
   const blocksFrom = sampled('blocks', blocksPercent);
   const blocks = await db.query<{ count: string; bytes: string }>(`SELECT count(*) AS count, coalesce(sum(byte_length), 0) AS bytes FROM ${blocksFrom.from}`);
@@ -93,17 +101,16 @@ export async function collectStats(db: Queryable, opts: StatsOptions = {}): Prom
   const scaled = (v: string | undefined, by: number) => Math.round(n(v) * by);
   const sampledAt = (percent: number) => (percent < 100 ? { sampledPercent: Math.round(percent * 1000) / 1000 } : {});
   const heal = await db.query<{ open: string }>('SELECT count(*) AS open FROM heal_queue WHERE healed_at IS NULL');
-  const status = grouped(byStatus.rows);
   return {
     at: at.toISOString(),
     repos: {
-      total: Object.values(status).reduce((a, b) => a + b, 0),
-      byStatus: status,
-      byGoneStatus: grouped(byGone.rows),
-      byResyncKind: grouped(byResync.rows),
-      due: n(repoTotals.rows[0]?.due),
+      total: Object.values(byStatus).reduce((a, b) => a + b, 0),
+      byStatus,
+      byGoneStatus: byGone,
+      byResyncKind: byResync,
+      due,
     },
-    records: n(repoTotals.rows[0]?.records),
+    records,
     blocks: { count: scaled(blocks.rows[0]?.count, blocksFrom.scale), bytes: scaled(blocks.rows[0]?.bytes, blocksFrom.scale), ...sampledAt(blocksPercent) },
     packs: { count: n(packs.rows[0]?.count), bytes: n(packs.rows[0]?.bytes) },
     blobs: { present: n(blobs.rows[0]?.present), missing: n(blobs.rows[0]?.missing), bytes: n(blobs.rows[0]?.bytes) },
