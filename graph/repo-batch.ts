@@ -205,7 +205,7 @@ export class RepoBatches {
 
   async #read(db: pg.ClientBase, candidates: string[], positions: number[], maxRecords: number): Promise<Batch> {
     const wants = this.#wants;
-    const rows = await readRepoRows(db, candidates, wants.refcounts);
+    const rows = await readRepoRows(db, candidates);
     // Candidates in walk order while their records fit the budget; the first always.
     const dids: string[] = [];
     let records = 0;
@@ -232,6 +232,7 @@ export class RepoBatches {
     if (!large) await db.query('SET LOCAL enable_seqscan = off');
     const next = positions[dids.length - 1]! + 1;
     const present = dids.filter((d) => rows.has(d));
+    if (wants.refcounts) await countHeadRefs(db, present.map((d) => rows.get(d)!));
     const indexOf = new Map<string, { collection: string; packed: Buffer }[]>();
     const eventsOf = new Map<string, PackedEvents>();
     const countsOf = new Map<string, Map<string, number>>();
@@ -472,15 +473,27 @@ const wordsOf = (keys: Iterable<string>): Set<number> => {
   return out;
 };
 
-const HEAD_ROWS_SQL = ', (SELECT count(*) FROM records x WHERE x.cid = b.cid) + (SELECT count(*) FROM events x WHERE x.cid = b.cid) AS head_rows';
-
 /**
- * The repos rows of `dids` that exist, with where each head commit is; with `countRefs`, each
- * head's references as `BlockLoc.refs` counts them: its record index rows and events (none, in a
- * healthy mirror) and its own repo's head. Other repos' heads are left to the refcount check's
- * mirror-wide count, as counting them here would read `repos` whole.
+ * Sets each indexed head's references as `BlockLoc.refs` counts them: its record index rows and
+ * events (none, in a healthy mirror) and its own repo's head. Other repos' heads are left to the
+ * refcount check's mirror-wide count, as counting them here would read `repos` whole. Asked for
+ * the repos the batch's budget kept, not every candidate read: the others are read again with
+ * the next batch.
  */
-async function readRepoRows(db: pg.ClientBase, dids: string[], countRefs: boolean): Promise<Map<string, { row: RepoRow; headLoc: BlockLoc | null; headPackBlocks: number | null }>> {
+async function countHeadRefs(db: pg.ClientBase, repos: { row: RepoRow; headLoc: BlockLoc | null }[]): Promise<void> {
+  const heads = repos.filter((r) => r.headLoc && r.row.headCid);
+  if (heads.length === 0) return;
+  const { rows } = await db.query<{ i: number; n: string }>(
+    `SELECT h.i, (SELECT count(*) FROM records x WHERE x.cid = h.cid) + (SELECT count(*) FROM events x WHERE x.cid = h.cid) AS n
+     FROM unnest($1::bytea[]) WITH ORDINALITY AS h(cid, i)`,
+    [heads.map((r) => r.row.headCid)],
+  );
+  // Its rows, and this repo's head.
+  for (const r of rows) heads[Number(r.i) - 1]!.headLoc!.refs = Number(r.n) + 1;
+}
+
+/** The repos rows of `dids` that exist, with where each head commit is. */
+async function readRepoRows(db: pg.ClientBase, dids: string[]): Promise<Map<string, { row: RepoRow; headLoc: BlockLoc | null; headPackBlocks: number | null }>> {
   const { rows } = await db.query<{
     did: string;
     status: string;
@@ -497,11 +510,10 @@ async function readRepoRows(db: pg.ClientBase, dids: string[], countRefs: boolea
     head_length: number | null;
     head_refcount: string | null;
     head_blocks: number | null;
-    head_rows?: string;
   }>(
     `SELECT r.did, r.status, r.gone_status, r.rev, r.head_cid, r.data_cid, r.signing_key, r.records_count,
        b.pack_id AS head_pack, p.key AS head_key, p.size_bytes AS head_size, b.byte_offset AS head_offset,
-       b.byte_length AS head_length, b.refcount AS head_refcount, p.block_count AS head_blocks${countRefs ? HEAD_ROWS_SQL : ''}
+       b.byte_length AS head_length, b.refcount AS head_refcount, p.block_count AS head_blocks
      FROM repos r LEFT JOIN blocks b ON b.cid = r.head_cid LEFT JOIN packs p ON p.id = b.pack_id
      WHERE r.did = ANY($1::text[])`,
     [dids],
@@ -523,16 +535,7 @@ async function readRepoRows(db: pg.ClientBase, dids: string[], countRefs: boolea
         headLoc:
           r.head_pack === null
             ? null
-            : {
-                packId: Number(r.head_pack),
-                packKey: r.head_key,
-                packSize: Number(r.head_size ?? 0),
-                offset: Number(r.head_offset),
-                length: r.head_length!,
-                refcount: Number(r.head_refcount),
-                // Its rows, and this repo's head.
-                ...(r.head_rows !== undefined ? { refs: Number(r.head_rows) + 1 } : {}),
-              },
+            : { packId: Number(r.head_pack), packKey: r.head_key, packSize: Number(r.head_size ?? 0), offset: Number(r.head_offset), length: r.head_length!, refcount: Number(r.head_refcount) },
         headPackBlocks: r.head_blocks,
       },
     ]),
