@@ -85,9 +85,22 @@ export interface ImportBench {
    * pages the import touches whatever it holds, is up to 32 MB of the peak by default.
    */
   nodeFlags: string[];
+  /** With `keepDatabase`: the database the import filled, left for the caller to read and drop. */
+  kept?: { url: string; drop: () => Promise<void> };
 }
 
-export async function benchImport(opts: { records: number; databaseUrl: string; blobDir?: string; firstOnly?: boolean; withoutIndexes?: string[]; eagerHashes?: boolean; carInMemory?: boolean; log?: (l: string) => void }): Promise<ImportBench> {
+export async function benchImport(opts: {
+  records: number;
+  databaseUrl: string;
+  blobDir?: string;
+  firstOnly?: boolean;
+  withoutIndexes?: string[];
+  eagerHashes?: boolean;
+  carInMemory?: boolean;
+  /** Leave the database the import made (its URL and a drop in `kept`) instead of dropping it. */
+  keepDatabase?: boolean;
+  log?: (l: string) => void;
+}): Promise<ImportBench> {
   const log = opts.log ?? ((l: string) => console.error(l));
   log(`import: preparing a signed ${opts.records}-record repo (cached after the first run)`);
   const carStreamed = !opts.carInMemory;
@@ -168,7 +181,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
 
   const reimport1pct = opts.firstOnly ? undefined : await benchReimport(pool, blobs, made, opts.records, pgCpu, deferBlockHashes);
   await pool.end();
-  await db.drop();
+  if (!opts.keepDatabase) await db.drop();
   if (ownBlobDir) rmSync(ownBlobDir, { recursive: true, force: true });
   return {
     records: opts.records,
@@ -184,6 +197,7 @@ export async function benchImport(opts: { records: number; databaseUrl: string; 
     carStreamed,
     peakResetAtBaseline,
     nodeFlags: [...process.execArgv, ...(process.env.NODE_OPTIONS ? [process.env.NODE_OPTIONS] : [])],
+    ...(opts.keepDatabase ? { kept: { url: db.url, drop: db.drop } } : {}),
   };
 }
 

@@ -8,7 +8,8 @@
  * reads the backend's CPU (/proc) for each of three index sets:
  * - `all`: the table's own indexes (what an import pays for them, without COPY's parsing);
  * - `primaryKey`: the primary key alone (the least that keeps the table's rows addressable);
- * - `heap`: no index (the rows and their WAL alone).
+ * - `heap`: no index (the rows and their WAL alone);
+ * - and each other index alone beside the primary key (`secondary`: its ms above `primaryKey`).
  *
  * The import's own `cpuMsByStep` shows what it pays with COPY on top of that. A first import runs
  * in one transaction, so on one backend, so on one core: the sum of the `primaryKey` figures is
@@ -29,7 +30,7 @@ export interface StoreFloor {
   importPostgresMsByStep: Record<string, number | null>;
   importPostgresMs: number;
   /** Backend CPU (ms) to insert each table's rows again, by index set; medians. */
-  insertMs: Record<(typeof TABLES)[number], { all: number; primaryKey: number; heap: number }>;
+  insertMs: Record<(typeof TABLES)[number], { all: number; primaryKey: number; heap: number; secondary: Record<string, number> }>;
   /** Sums over the three tables. */
   sumMs: { all: number; primaryKey: number; heap: number };
 }
@@ -43,16 +44,9 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 export async function benchStoreFloor(opts: { databaseUrl: string; records: number; runs: number; log?: (l: string) => void }): Promise<StoreFloor> {
   const log = opts.log ?? ((l: string) => console.error(l));
-  const imported = await benchImport({ records: opts.records, databaseUrl: opts.databaseUrl, firstOnly: true, log });
-  // bench/import.ts made a database of its own for the import: the newest of its name.
-  const admin = new pg.Client({ connectionString: opts.databaseUrl });
-  await admin.connect();
-  const { rows: dbs } = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'bench_import_%' ORDER BY oid DESC LIMIT 1`);
-  await admin.end();
-  if (!dbs[0]) throw new Error('bench/store-floor.ts: the import left no bench_import_ database');
-  const url = new URL(opts.databaseUrl);
-  url.pathname = `/${dbs[0].datname}`;
-  const c = new pg.Client({ connectionString: url.toString() });
+  const imported = await benchImport({ records: opts.records, databaseUrl: opts.databaseUrl, firstOnly: true, keepDatabase: true, log });
+  const kept = imported.kept!;
+  const c = new pg.Client({ connectionString: kept.url });
   await c.connect();
   try {
     const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
@@ -60,31 +54,36 @@ export async function benchStoreFloor(opts: { databaseUrl: string; records: numb
     const insertMs = {} as StoreFloor['insertMs'];
     for (const table of TABLES) {
       rows[table] = Number((await c.query(`SELECT count(*) AS n FROM ${table}`)).rows[0].n);
-      const { rows: defs } = await c.query<{ def: string; primary: boolean }>(
-        `SELECT pg_get_indexdef(indexrelid) AS def, indisprimary AS primary FROM pg_index WHERE indrelid = $1::regclass`,
+      const { rows: defs } = await c.query<{ name: string; def: string; primary: boolean }>(
+        `SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def, indisprimary AS primary FROM pg_index WHERE indrelid = $1::regclass`,
         [table],
       );
       // The same index on the scratch table: its definition with the table's name replaced.
       const on = (def: string) => def.replace(/ INDEX \S+ ON (public\.)?\S+ /, ' INDEX ON floor_scratch ');
-      const sets = { all: defs.map((d) => on(d.def)), primaryKey: defs.filter((d) => d.primary).map((d) => on(d.def)), heap: [] as string[] };
-      const times: Record<keyof typeof sets, number[]> = { all: [], primaryKey: [], heap: [] };
+      const primary = defs.filter((d) => d.primary).map((d) => on(d.def));
+      // Each other index alone beside the primary key: what that index costs the import.
+      const sets: Record<string, string[]> = { all: defs.map((d) => on(d.def)), primaryKey: primary, heap: [] };
+      for (const d of defs) if (!d.primary) sets[`+${d.name}`] = [...primary, on(d.def)];
+      const times: Record<string, number[]> = Object.fromEntries(Object.keys(sets).map((k) => [k, []]));
       for (let run = 0; run < opts.runs; run++) {
-        for (const set of ['all', 'primaryKey', 'heap'] as const) {
+        for (const set of Object.keys(sets)) {
           await c.query('DROP TABLE IF EXISTS floor_scratch');
           await c.query(`CREATE TABLE floor_scratch (LIKE ${table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`);
-          for (const ddl of sets[set]) await c.query(ddl);
+          for (const ddl of sets[set]!) await c.query(ddl);
           // Dirty pages of the run before written out, so that each run starts alike.
           await c.query('CHECKPOINT');
           const before = backendCpuMs(pid);
           await c.query('BEGIN');
           await c.query(`INSERT INTO floor_scratch SELECT * FROM ${table}`);
           await c.query('COMMIT');
-          times[set].push(backendCpuMs(pid) - before);
+          times[set]!.push(backendCpuMs(pid) - before);
         }
       }
       await c.query('DROP TABLE IF EXISTS floor_scratch');
-      insertMs[table] = { all: median(times.all), primaryKey: median(times.primaryKey), heap: median(times.heap) };
-      log(`store-floor: ${table} (${rows[table]} rows): all indexes ${insertMs[table].all} ms, primary key ${insertMs[table].primaryKey}, heap ${insertMs[table].heap}`);
+      const m = (k: string) => median(times[k]!);
+      const secondary = Object.fromEntries(defs.filter((d) => !d.primary).map((d) => [d.name, m(`+${d.name}`) - m('primaryKey')]));
+      insertMs[table] = { all: m('all'), primaryKey: m('primaryKey'), heap: m('heap'), secondary };
+      log(`store-floor: ${table} (${rows[table]} rows): all indexes ${insertMs[table].all} ms, primary key ${insertMs[table].primaryKey}, heap ${insertMs[table].heap}; each other index beside the primary key: ${JSON.stringify(secondary)}`);
     }
     const sum = (k: 'all' | 'primaryKey' | 'heap') => TABLES.reduce((s, t) => s + insertMs[t][k], 0);
     const steps = imported.firstImport.cpuMsByStep;
@@ -98,6 +97,7 @@ export async function benchStoreFloor(opts: { databaseUrl: string; records: numb
     };
   } finally {
     await c.end();
+    await kept.drop();
   }
 }
 
