@@ -7,6 +7,7 @@
 import type pg from 'pg';
 import type { BlobStore } from '../storage/blobstore/types.ts';
 import { withTransaction } from '../storage/db/pool.ts';
+import { EVENT_WRITER } from '../storage/event-horizon.ts';
 import type { VerifiedRepo } from '../atproto/verify.ts';
 import { collectionFilter, type FilterOptions } from './filters.ts';
 import { storeBatch } from '../ingest/store.ts';
@@ -124,5 +125,5 @@ export async function dropRepo(pool: pg.Pool, did: string, status: 'deleted' | '
        WHERE did = $1`,
       [did, status, detail.reason],
     );
-  });
+  }, EVENT_WRITER);
 }

@@ -5,6 +5,7 @@
  */
 import type pg from 'pg';
 import { withTransaction } from '../storage/db/pool.ts';
+import { EVENT_WRITER } from '../storage/event-horizon.ts';
 
 export type ResyncKind = 'rate-limited' | 'transport' | 'error';
 export type GoneStatus = 'deactivated' | 'takendown' | 'suspended';
@@ -44,7 +45,7 @@ export async function markGone(pool: pg.Pool, did: string, g: { status: GoneStat
     if (!(was?.status === 'gone' && was.gone_status === g.status)) {
       await tx.query(`INSERT INTO events (did, kind, origin, detail) VALUES ($1, 'account', 'backfill', $2)`, [did, JSON.stringify({ status: g.status })]);
     }
-  });
+  }, EVENT_WRITER);
 }
 
 export interface RepoRow {

@@ -13,6 +13,7 @@ import { freshDatabase } from '../test/stack.ts';
 import { refcountProblems } from '../test/helpers.ts';
 import { connectPool } from '../storage/db/pool.ts';
 import { migrate } from '../storage/db/migrate.ts';
+import { EVENT_WRITER_LOCK_KEY, GC_LOCK_KEY } from '../storage/db/locks.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { verifyRepo, type VerifiedRepo } from '../atproto/verify.ts';
 import { cidBytes } from '../atproto/cid.ts';
@@ -514,18 +515,24 @@ describe('storeBatch, blocks and repos a concurrent batch stores meanwhile', () 
     expect(await stored(did)).toEqual(expected(v.repo));
   });
 
-  it("a batch of repos that have no row yet holds GC's lock shared until it commits", async () => {
+  it("a batch of repos that have no row yet holds GC's lock and the event writers' lock shared until it commits", async () => {
     const v = await made(shared(6), generateRecords(2).map((r) => ({ ...r, value: { ...r.value, gc: true } })), 1);
     let held: unknown;
     await storeBatch({ pool, blobs }, [snapshot(v.repo)], {
       ...opts,
       alsoInTransaction: async (tx) => {
         held = (
-          await tx.query(`SELECT mode, granted FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`)
+          await tx.query(
+            `SELECT ((classid::bigint << 32) | objid::bigint)::text AS key, mode, granted
+             FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND pid = pg_backend_pid() ORDER BY 1`,
+          )
         ).rows;
       },
     });
-    expect(held).toEqual([{ mode: 'ShareLock', granted: true }]);
+    // pg_locks shows a key as its two unsigned halves.
+    const key = (k: bigint) => BigInt.asUintN(64, k).toString();
+    const want = [key(GC_LOCK_KEY), key(EVENT_WRITER_LOCK_KEY)].sort().map((k) => ({ key: k, mode: 'ShareLock', granted: true }));
+    expect(held).toEqual(want);
   });
 
   it('a new repo gets its row with its state in one insert; a repo the batch only names gets a new row', async () => {

@@ -26,6 +26,7 @@ import { layOutPack, putPack, type LaidOutPack } from '../storage/packs.ts';
 import { copyBinary } from '../storage/db/copy.ts';
 import { GC_LOCK_KEY } from '../storage/db/locks.ts';
 import { withTransaction } from '../storage/db/pool.ts';
+import { EVENT_WRITER } from '../storage/event-horizon.ts';
 import { CID_LENGTH, cidBytes } from '../atproto/cid.ts';
 import type { BatchOptions, BatchResult, ChangeOutcome, RepoChange } from './changes.ts';
 import { decideAccount, decideCommit, decideIdentity, decideSnapshot, type DecideContext, type PendingEvent } from './decide.ts';
@@ -271,7 +272,8 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     await uploaded;
     trace('await pack upload');
     return { outcomes, perChange, packKey: pack?.key, newBlocks, packBytes: pack?.size ?? 0 };
-  }, { settings: KEYED_PLANS });
+    // An event writer (storage/event-horizon.ts): the stream sends no id past this batch's until it ends.
+  }, { ...EVENT_WRITER, settings: KEYED_PLANS });
 }
 
 /**

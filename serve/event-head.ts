@@ -1,14 +1,18 @@
 /**
- * The newest event id, polled once for every stream client: a caught-up client waits here
- * instead of querying the log itself, so that N idle clients cost one query per poll.
+ * How far the event log can be sent, polled once for every stream client: the highest id below
+ * which every event that will ever commit has (storage/event-horizon.ts), not the newest id, so
+ * that an event whose transaction commits after a later one is not passed by. A caught-up
+ * client waits here instead of querying the log itself, so that N idle clients cost one query
+ * per poll.
  */
 import type pg from 'pg';
+import { EventHorizon } from '../storage/event-horizon.ts';
 import * as metrics from './metrics.ts';
 
 export class EventHead {
   readonly #pool: pg.Pool;
   readonly #pollMs: number;
-  #latest = 0;
+  readonly #horizon = new EventHorizon();
   #timer: NodeJS.Timeout | undefined;
   #polling = false;
   readonly #waiters = new Set<() => void>();
@@ -20,8 +24,9 @@ export class EventHead {
     this.#pollMs = pollMs;
   }
 
+  /** Every event up to this id that will ever be visible is, to a query started from now on. */
   get latest(): number {
-    return this.#latest;
+    return this.#horizon.final;
   }
 
   report(position: number): void {
@@ -30,11 +35,11 @@ export class EventHead {
 
   /** Resolves once the log holds an event past `position`, or `open()` turns false. */
   async waitPast(position: number, open: () => boolean): Promise<void> {
-    if (this.#latest > position) return;
+    if (this.latest > position) return;
     this.#ensurePolling();
     await new Promise<void>((resolve) => {
       const check = () => {
-        if (this.#latest > position || !open()) {
+        if (this.latest > position || !open()) {
           this.#waiters.delete(check);
           resolve();
         }
@@ -55,9 +60,8 @@ export class EventHead {
     if (this.#polling) return;
     this.#polling = true;
     try {
-      const { rows } = await this.#pool.query<{ id: string | null }>('SELECT max(id) AS id FROM events');
-      this.#latest = Number(rows[0]?.id ?? 0);
-      metrics.streamLag.set(Number.isFinite(this.#lowest) ? Math.max(0, this.#latest - this.#lowest) : 0);
+      const latest = await this.#horizon.advance(this.#pool);
+      metrics.streamLag.set(Number.isFinite(this.#lowest) ? Math.max(0, latest - this.#lowest) : 0);
       this.#lowest = Infinity;
     } catch {
       // the next poll tries again

@@ -14,7 +14,8 @@ import * as CBOR from '@atcute/cbor';
 import { Tap } from '@atproto/tap';
 import { WebSocket } from 'ws';
 import { freshDatabase } from '../test/stack.ts';
-import { openPool } from '../storage/db/pool.ts';
+import { openPool, withTransaction } from '../storage/db/pool.ts';
+import { EVENT_WRITER } from '../storage/event-horizon.ts';
 import { migrate } from '../storage/db/migrate.ts';
 import { LocalBlobStore } from '../storage/blobstore/local.ts';
 import { PackWriter, storePack } from '../storage/packs.ts';
@@ -43,12 +44,45 @@ async function appendEvents(n: number, origin: 'backfill' | 'live' = 'backfill')
     rows.push([rkey, cid]);
   }
   await storePack(store, pool, writer);
-  const { rows: ids } = await pool.query<{ id: string }>(
-    `INSERT INTO events (did, kind, collection, rkey, cid, rev, origin)
-     SELECT $1, 'create', 'app.bsky.feed.post', r, c, '3kaaaaaaaaaaa', $4 FROM unnest($2::text[], $3::bytea[]) AS t(r, c) RETURNING id`,
-    [DID, rows.map((r) => r[0]), rows.map((r) => r[1]), origin],
+  // As every writer of events does (storage/event-horizon.ts).
+  const { rows: ids } = await withTransaction(
+    pool,
+    (tx) =>
+      tx.query<{ id: string }>(
+        `INSERT INTO events (did, kind, collection, rkey, cid, rev, origin)
+         SELECT $1, 'create', 'app.bsky.feed.post', r, c, '3kaaaaaaaaaaa', $4 FROM unnest($2::text[], $3::bytea[]) AS t(r, c) RETURNING id`,
+        [DID, rows.map((r) => r[0]), rows.map((r) => r[1]), origin],
+      ),
+    EVENT_WRITER,
   );
   return ids.map((r) => Number(r.id));
+}
+
+/** An event writer's transaction that took an id (an account event) and stays open until `commit()`. */
+async function openWriter(): Promise<{ id: number; commit: () => Promise<void> }> {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let took!: (id: number) => void;
+  const id = new Promise<number>((r) => (took = r));
+  const done = withTransaction(
+    pool,
+    async (tx) => {
+      const { rows } = await tx.query<{ id: string }>(`INSERT INTO events (did, kind, origin, detail) VALUES ($1, 'account', 'live', '{"status":"active"}') RETURNING id`, [DID]);
+      took(Number(rows[0]!.id));
+      await held;
+    },
+    EVENT_WRITER,
+  );
+  done.catch(() => {});
+  return { id: await id, commit: () => (release(), done) };
+}
+
+/** The ids a raw cursor client receives, as they come. */
+function listen(url: string, cursor: number): { got: number[]; close: () => void } {
+  const got: number[] = [];
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/channel?cursor=${cursor}`);
+  ws.on('message', (data) => got.push((JSON.parse(String(data)) as { id: number }).id));
+  return { got, close: () => ws.close() };
 }
 
 beforeAll(async () => {
@@ -164,6 +198,95 @@ describe('tap protocol', () => {
     const a = await collect(0, 123);
     const b = await collect(a.at(-1)!, all.length - 123);
     expect([...a, ...b]).toEqual(all);
+  });
+});
+
+describe('events whose transactions commit out of id order', () => {
+  it('an event committed after a later id is sent, in id order, and the later one waits for it', async () => {
+    const early = await openWriter();
+    const later = await appendEvents(3, 'live');
+    expect(later[0]!).toBeGreaterThan(early.id);
+    const cursorClient = listen(server.url, early.id - 1);
+    const tap = new Tap(`${server.url}/?consumer=out-of-order`);
+    await pool.query(`INSERT INTO job_state (key, value) VALUES ('serve/consumer/out-of-order', jsonb_build_object('acked', $1::bigint))`, [early.id - 1]);
+    const seen: number[] = [];
+    const channel = tap.channel({
+      onEvent: async (evt, opts) => {
+        await opts.ack();
+        seen.push(evt.id);
+      },
+      onError: () => {},
+    });
+    const running = channel.start();
+    try {
+      // Ten polls of the log (pollMs 50): the later events are committed and visible, but not
+      // sent while a transaction that took an earlier id may still commit.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(cursorClient.got).toEqual([]);
+      expect(seen).toEqual([]);
+      await early.commit();
+      await until('every event, to both', () => cursorClient.got.length >= 4 && seen.length >= 4);
+      expect(cursorClient.got).toEqual([early.id, ...later]);
+      expect(seen).toEqual([early.id, ...later]);
+    } finally {
+      cursorClient.close();
+      await channel.destroy();
+      await running;
+    }
+  });
+
+  it('an id whose transaction rolls back holds nothing back once it has', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let took!: (id: number) => void;
+    const taken = new Promise<number>((r) => (took = r));
+    const rolledBack = withTransaction(
+      pool,
+      async (tx) => {
+        const { rows } = await tx.query<{ id: string }>(`INSERT INTO events (did, kind, origin) VALUES ($1, 'identity', 'live') RETURNING id`, [DID]);
+        took(Number(rows[0]!.id));
+        await held;
+        throw new Error('rolled back on purpose');
+      },
+      EVENT_WRITER,
+    );
+    const gap = await taken;
+    const later = await appendEvents(2, 'live');
+    const client = listen(server.url, gap - 1);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      expect(client.got).toEqual([]);
+      release();
+      await expect(rolledBack).rejects.toThrow('rolled back on purpose');
+      await until('the events after the gap', () => client.got.length >= 2);
+      expect(client.got).toEqual(later);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a long transaction that writes no event holds nothing back', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let began!: () => void;
+    const open = new Promise<void>((r) => (began = r));
+    // A write (so a transaction id), in a transaction that is not an event writer: GC, psql.
+    const other = withTransaction(pool, async (tx) => {
+      await tx.query(`UPDATE repos SET updated_at = now() WHERE did = $1`, [DID]);
+      began();
+      await held;
+    });
+    await open;
+    const ids = await appendEvents(5, 'live');
+    const client = listen(server.url, ids[0]! - 1);
+    try {
+      await until('the events', () => client.got.length >= 5);
+      expect(client.got).toEqual(ids);
+    } finally {
+      client.close();
+      release();
+      await other;
+    }
   });
 });
 

@@ -194,10 +194,12 @@ export class EventStream {
   /**
    * @internal one page of events after `after`, as messages. Full pages are kept (up to
    * `pageCacheBytes`) and a page being read is shared: clients at the same place in the log
-   * wait for one query and one encoding.
+   * wait for one query and one encoding. Only ids up to `upTo` are read, a final point of the log
+   * (`EventHead.latest`): so a full page is final, and a page shared with a client that had a
+   * lower one is at most shorter.
    */
-  page(after: number, limit: number): Promise<EncodedEvent[]> {
-    if (limit !== this.#opts.pageSize) return this.#readPage(after, limit);
+  page(after: number, limit: number, upTo: number): Promise<EncodedEvent[]> {
+    if (limit !== this.#opts.pageSize) return this.#readPage(after, limit, upTo);
     const held = this.#pages.get(after);
     if (held) {
       // Touch: Map order is the LRU order.
@@ -205,7 +207,7 @@ export class EventStream {
       this.#pages.set(after, held);
       return held.page;
     }
-    const page = this.#readPage(after, limit);
+    const page = this.#readPage(after, limit, upTo);
     const entry = { page, bytes: 0 };
     this.#pages.set(after, entry);
     page.then(
@@ -232,13 +234,13 @@ export class EventStream {
     return page;
   }
 
-  async #readPage(after: number, limit: number): Promise<EncodedEvent[]> {
+  async #readPage(after: number, limit: number, upTo: number): Promise<EncodedEvent[]> {
     const { rows } = await this.#pool.query<EventRow>(
       `SELECT e.id, e.did, e.kind, e.collection, e.rkey, e.cid, e.rev, e.origin, e.detail,
               r.handle, r.status AS repo_status, r.gone_status
        FROM events e LEFT JOIN repos r ON r.did = e.did
-       WHERE e.id > $1 ORDER BY e.id LIMIT $2`,
-      [after, limit],
+       WHERE e.id > $1 AND e.id <= $3 ORDER BY e.id LIMIT $2`,
+      [after, limit, upTo],
     );
     const withRecord: number[] = [];
     for (let i = 0; i < rows.length; i++) {
@@ -429,7 +431,7 @@ class StreamClient {
       }
       const room = this.#consumer === null ? pageSize : Math.min(pageSize, maxUnacked - this.#unackedCount);
       // The next page is read while this one is sent, so the socket does not wait on the query.
-      const events = prefetch && prefetch.after === this.#position ? await prefetch.page : await this.#stream.page(this.#position, room);
+      const events = prefetch && prefetch.after === this.#position ? await prefetch.page : await this.#stream.page(this.#position, room, head);
       prefetch = undefined;
       if (events.length === 0) {
         await this.#sleep(this.#stream.options.pollMs);
@@ -437,7 +439,7 @@ class StreamClient {
       }
       if (events.length === pageSize && room === pageSize) {
         const after = events.at(-1)!.id;
-        prefetch = { after, page: this.#stream.page(after, pageSize) };
+        prefetch = { after, page: this.#stream.page(after, pageSize, this.#stream.head.latest) };
         prefetch.page.catch(() => {}); // a failure surfaces when it is awaited
       }
       let bytes = 0;

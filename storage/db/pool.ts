@@ -69,6 +69,12 @@ export interface TransactionOptions {
    * in one round trip. Names and values are the caller's constants, never input.
    */
   settings?: Readonly<Record<string, string>>;
+  /**
+   * Advisory locks taken shared for this transaction (`pg_advisory_xact_lock_shared`), with the
+   * BEGIN and before anything else the transaction does: for a lock that marks what kind of
+   * writer the transaction is (`EVENT_WRITER_LOCK_KEY`). The keys are the caller's constants.
+   */
+  sharedLocks?: readonly bigint[];
 }
 
 /**
@@ -77,7 +83,7 @@ export interface TransactionOptions {
  * returned to the pool in an unknown state.
  */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-  const begin = beginStatement(options.settings);
+  const begin = beginStatement(options);
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
@@ -100,12 +106,14 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
 const SETTING_NAME = /^[a-z_][a-z0-9_.]*$/;
 const SETTING_VALUE = /^[A-Za-z0-9_.-]+$/;
 
-function beginStatement(settings: Readonly<Record<string, string>> | undefined): string {
+function beginStatement(options: TransactionOptions): string {
   let sql = 'BEGIN';
-  for (const [name, value] of Object.entries(settings ?? {})) {
+  for (const [name, value] of Object.entries(options.settings ?? {})) {
     if (!SETTING_NAME.test(name) || !SETTING_VALUE.test(value)) throw new Error(`not a plain setting: ${JSON.stringify(name)} = ${JSON.stringify(value)}`);
     sql += `; SET LOCAL ${name} = ${value}`;
   }
+  // A bigint is its own digits: nothing else can reach the statement.
+  for (const key of options.sharedLocks ?? []) sql += `; SELECT pg_advisory_xact_lock_shared(${BigInt.asIntN(64, key).toString()})`;
   return sql;
 }
 
