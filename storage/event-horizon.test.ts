@@ -66,6 +66,35 @@ describe('EventHorizon', () => {
     expect(await visibleUpTo(final)).toEqual(seen);
   });
 
+  it("a writer in another database of the server (another mirror) holds nothing back", async () => {
+    const other = openPool(await freshDatabase('event_horizon_other'));
+    let finish!: () => void;
+    const decided = new Promise<void>((r) => (finish = r));
+    let elsewhere: Promise<void> = Promise.resolve();
+    try {
+      await migrate(other);
+      let began!: () => void;
+      const open = new Promise<void>((r) => (began = r));
+      elsewhere = withTransaction(
+        other,
+        async (tx) => {
+          await tx.query(`INSERT INTO events (did, kind, origin) VALUES ($1, 'identity', 'live')`, [DID]);
+          began();
+          await decided;
+        },
+        EVENT_WRITER,
+      );
+      await open;
+      const here = await writer(2);
+      await here.end(true);
+      expect(await new EventHorizon().advance(pool)).toBe(here.ids.at(-1)!);
+    } finally {
+      finish();
+      await elsewhere;
+      await other.end();
+    }
+  });
+
   it('a writer that takes no id until later is still waited for', async () => {
     const horizon = new EventHorizon();
     await horizon.advance(pool);

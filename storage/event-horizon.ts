@@ -32,9 +32,12 @@ export const EVENT_WRITER: TransactionOptions = { sharedLocks: [EVENT_WRITER_LOC
 const CLASSID = BigInt.asUintN(32, EVENT_WRITER_LOCK_KEY >> 32n).toString();
 const OBJID = BigInt.asUintN(32, EVENT_WRITER_LOCK_KEY).toString();
 
-// Two statements in one round trip, in this order: the sequence first, then the writers.
+// Two statements in one round trip, in this order: the sequence first, then the writers. An
+// advisory lock is per database; other databases of the server (other mirrors) hold nothing back.
 const NOTE_SQL = `SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS allocated FROM events_id_seq;
-SELECT virtualtransaction AS tx FROM pg_locks WHERE locktype = 'advisory' AND classid = ${CLASSID} AND objid = ${OBJID} AND objsubid = 1`;
+SELECT virtualtransaction AS tx FROM pg_locks
+  WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND classid = ${CLASSID} AND objid = ${OBJID} AND objsubid = 1`;
 
 /** Notes waiting for their writers, at most: past it the oldest are let go (later ones settle no earlier). */
 const MAX_PENDING = 256;
