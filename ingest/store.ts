@@ -94,6 +94,8 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
   for (const c of changes) perDid.set(didOf(c), (perDid.get(didOf(c)) ?? 0) + 1);
   const solo = (c: RepoChange) => c.kind === 'snapshot' && perDid.get(c.repo.did) === 1;
   let uploaded: Promise<void> = Promise.resolve();
+  // An event writer (storage/event-horizon.ts): the event stream sends no id past the first this
+  // batch takes until the batch has ended.
   return withTransaction(deps.pool, async (tx) => {
     // The repo rows of the batch that exist are locked, in DID order, and then (once all of them
     // are: the count reads the whole select first) GC's lock is taken shared. GC sweeps under that
@@ -272,7 +274,6 @@ async function storeOnce(deps: StoreDeps, changes: RepoChange[], options: BatchO
     await uploaded;
     trace('await pack upload');
     return { outcomes, perChange, packKey: pack?.key, newBlocks, packBytes: pack?.size ?? 0 };
-    // An event writer (storage/event-horizon.ts): the stream sends no id past this batch's until it ends.
   }, { ...EVENT_WRITER, settings: KEYED_PLANS });
 }
 
