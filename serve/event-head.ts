@@ -62,6 +62,7 @@ export class EventHead {
     try {
       const latest = await this.#horizon.advance(this.#pool);
       metrics.streamLag.set(Number.isFinite(this.#lowest) ? Math.max(0, latest - this.#lowest) : 0);
+      metrics.streamHeld.set(Math.max(0, this.#horizon.allocated - latest));
       this.#lowest = Infinity;
     } catch {
       // the next poll tries again

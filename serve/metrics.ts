@@ -42,6 +42,11 @@ export const streamDropped = new Counter({
   labelNames: ['reason'] as const,
   registers: [serveRegistry],
 });
+export const streamHeld = new Gauge({
+  name: 'repowalk_serve_stream_held_events',
+  help: 'Event ids taken that the stream cannot send yet, as transactions that may still commit them are open (storage/event-horizon.ts).',
+  registers: [serveRegistry],
+});
 export const streamLag = new Gauge({
   name: 'repowalk_serve_stream_lag_events',
   help: 'Largest lag of a connected stream client: events in the log after the last one it was sent.',

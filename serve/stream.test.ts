@@ -224,6 +224,9 @@ describe('events whose transactions commit out of id order', () => {
       await new Promise((r) => setTimeout(r, 500));
       expect(cursorClient.got).toEqual([]);
       expect(seen).toEqual([]);
+      // The four ids held back are on the server's metrics.
+      const metricsText = await (await fetch(`${server.url}/metrics`)).text();
+      expect(Number(/^repowalk_serve_stream_held_events (\d+)$/m.exec(metricsText)?.[1])).toBeGreaterThanOrEqual(4);
       await early.commit();
       await until('every event, to both', () => cursorClient.got.length >= 4 && seen.length >= 4);
       expect(cursorClient.got).toEqual([early.id, ...later]);

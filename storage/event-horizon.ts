@@ -19,7 +19,10 @@
  *
  * The sequence hands out ids one at a time (`CACHE 1`, the default): a cached range would be
  * taken before the transactions that use it exist. A long transaction that inserts no event (a
- * GC sweep, an idle session in psql) holds nothing back.
+ * GC sweep, an idle session in psql) holds nothing back. A writer that hangs inside its
+ * transaction (its process frozen, its network cut) holds the stream back until PostgreSQL ends
+ * it, as it holds its repos' rows and GC's lock: `idle_in_transaction_session_timeout` and TCP
+ * keepalives on the server bound all three (`repowalk_serve_stream_held_events` grows meanwhile).
  */
 import type pg from 'pg';
 import { EVENT_WRITER_LOCK_KEY } from './db/locks.ts';
@@ -49,6 +52,7 @@ interface Note {
 
 export class EventHorizon {
   #final = 0;
+  #allocated = 0;
   /** Sequence values noted while writers were in flight, oldest first, with the writers left. */
   #pending: Note[] = [];
 
@@ -57,10 +61,16 @@ export class EventHorizon {
     return this.#final;
   }
 
+  /** The sequence's last value at the last `advance`: ids past `final` up to it may still commit. */
+  get allocated(): number {
+    return this.#allocated;
+  }
+
   /** Notes the sequence and the writers, settles the notes whose writers have all ended, and returns `final`. */
   async advance(db: Queryable): Promise<number> {
     const [seq, locks] = (await db.query(NOTE_SQL)) as unknown as [pg.QueryResult<{ allocated: string }>, pg.QueryResult<{ tx: string }>];
     const allocated = Number(seq.rows[0]?.allocated ?? 0);
+    this.#allocated = allocated;
     const writers = new Set(locks.rows.map((r) => r.tx));
     const pending: Note[] = [];
     for (const note of this.#pending) {
