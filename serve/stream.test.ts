@@ -77,6 +77,20 @@ async function openWriter(): Promise<{ id: number; commit: () => Promise<void> }
   return { id: await id, commit: () => (release(), done) };
 }
 
+/** A tap client of consumer `name` that acks each event and keeps its id, as the cut and out-of-order tests use it. */
+function ackingConsumer(name: string): { seen: number[]; channel: ReturnType<Tap['channel']>; running: Promise<void> } {
+  const tap = new Tap(`${server.url}/?consumer=${name}`);
+  const seen: number[] = [];
+  const channel = tap.channel({
+    onEvent: async (evt, opts) => {
+      await opts.ack();
+      seen.push(evt.id);
+    },
+    onError: () => {},
+  });
+  return { seen, channel, running: channel.start() };
+}
+
 /** The ids a raw cursor client receives, as they come. */
 function listen(url: string, cursor: number): { got: number[]; close: () => void } {
   const got: number[] = [];
@@ -154,16 +168,7 @@ describe('tap protocol', () => {
   it('a connection cut: the tap client reconnects by itself, and nothing is lost or repeated', async () => {
     const ids = await appendEvents(1000);
     await pool.query(`INSERT INTO job_state (key, value) VALUES ('serve/consumer/cut', jsonb_build_object('acked', $1::bigint))`, [ids[0]! - 1]);
-    const tap = new Tap(`${server.url}/?consumer=cut`);
-    const seen: number[] = [];
-    const channel = tap.channel({
-      onEvent: async (evt, opts) => {
-        await opts.ack();
-        seen.push(evt.id);
-      },
-      onError: () => {},
-    });
-    const running = channel.start();
+    const { seen, channel, running } = ackingConsumer('cut');
     await until('the first 1000', () => seen.length >= 1000);
     await new Promise((r) => setTimeout(r, 200));
     // A crash or a network cut under a caught-up client: no close handshake.
@@ -207,17 +212,8 @@ describe('events whose transactions commit out of id order', () => {
     const later = await appendEvents(3, 'live');
     expect(later[0]!).toBeGreaterThan(early.id);
     const cursorClient = listen(server.url, early.id - 1);
-    const tap = new Tap(`${server.url}/?consumer=out-of-order`);
     await pool.query(`INSERT INTO job_state (key, value) VALUES ('serve/consumer/out-of-order', jsonb_build_object('acked', $1::bigint))`, [early.id - 1]);
-    const seen: number[] = [];
-    const channel = tap.channel({
-      onEvent: async (evt, opts) => {
-        await opts.ack();
-        seen.push(evt.id);
-      },
-      onError: () => {},
-    });
-    const running = channel.start();
+    const { seen, channel, running } = ackingConsumer('out-of-order');
     try {
       // Ten polls of the log (pollMs 50): the later events are committed and visible, but not
       // sent while a transaction that took an earlier id may still commit.
